@@ -1,0 +1,23 @@
+# Sluice: the two commands a new user needs are `make demo` and `make test`.
+# Both run scripts/setup first (idempotent: installs what a fresh Debian 12 machine lacks).
+
+VENV   ?= .venv
+PYTEST ?= $(VENV)/bin/pytest
+
+.PHONY: setup demo demo-stop test lint
+
+setup:
+	scripts/setup
+
+demo: setup
+	$(VENV)/bin/python scripts/demo.py
+
+demo-stop:
+	$(VENV)/bin/python scripts/demo.py --stop
+
+test: setup
+	$(VENV)/bin/ruff check .
+	$(PYTEST) -q
+
+lint: setup
+	$(VENV)/bin/ruff check .

@@ -1,0 +1,149 @@
+"""The YANG schema (appliance/yang/sluice.yang) as libyang sees it.
+
+libyang does every check the model states; this module only loads the context once,
+tells the edit engine which nodes are lists (and their keys) or leaf-lists, and turns
+libyang's error text into `FieldError`s that name the data path.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import libyang
+from libyang.log import configure_logging
+
+from appliance.config.errors import FieldError, ValidationError
+from appliance.config.paths import MODULE
+
+YANG_DIR = Path(__file__).resolve().parent.parent / "yang"
+
+_LOCATION = re.compile(r'(?:Data|Schema) location "([^"]+)"|Data path: (\S+)')
+
+# libyang builds the data path of an error only when its logger is on; route it to a Python
+# logger that does not propagate (the error is raised to the caller, not logged twice).
+configure_logging(True, logging.ERROR)
+logging.getLogger("libyang").propagate = False
+
+
+@dataclass(frozen=True)
+class ListInfo:
+    keys: tuple[str, ...]
+    ordered_by_user: bool
+
+
+class Schema:
+    """One libyang context for the sluice module; safe to share (calls are serialised)."""
+
+    def __init__(self, yang_dir: Path = YANG_DIR) -> None:
+        self.yang_dir = yang_dir
+        self.ctx = libyang.Context(str(yang_dir))
+        self.module = self.ctx.load_module(MODULE)
+        self._lock = threading.Lock()
+        self.lists: dict[str, ListInfo] = {}
+        self.leaf_lists: set[str] = set()
+        self.top_level: list[str] = []
+        self.secret_leaves: set[str] = set()
+        # JSON encodes these as numbers; path predicates carry them as text.
+        self.integer_leaves: set[str] = set()
+        for node in self.module.children():
+            if node.config_false():
+                continue
+            self.top_level.append(node.name())
+            self._index(node, node.name())
+
+    def _index(self, node: Any, path: str) -> None:
+        if isinstance(node, libyang.SList):
+            keys = tuple(k.name() for k in node.keys())  # noqa: SIM118 - SList.keys() is a method
+            self.lists[path] = ListInfo(keys, bool(node.ordered()))
+        elif isinstance(node, libyang.SLeafList):
+            self.leaf_lists.add(path)
+        elif isinstance(node, libyang.SLeaf):
+            if _is_secret(node):
+                self.secret_leaves.add(path)
+            if node.type().base() in _JSON_NUMBER_TYPES:
+                self.integer_leaves.add(path)
+        if hasattr(node, "children"):
+            for child in node.children():
+                if child.config_false():
+                    continue
+                if child.nodetype() in (libyang.SNode.CHOICE, libyang.SNode.CASE):
+                    self._index(child, path)  # choice/case are not data nodes
+                else:
+                    self._index(child, f"{path}/{child.name()}")
+
+    def module_text(self) -> str:
+        """The module source, for NETCONF get-schema and for shipping with the MIB."""
+        return (self.yang_dir / f"{MODULE}.yang").read_text()
+
+    def validate(self, doc: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Validate a whole instance document (libyang JSON encoding).
+
+        Returns (explicit, effective): the canonical document as the user set it, and the same
+        with every default filled in. Raises ValidationError naming the path.
+        """
+        text = json.dumps(doc)
+        with self._lock:
+            try:
+                dnode = self.ctx.parse_data_mem(text, "json", strict=True, no_state=True)
+            except libyang.LibyangError as exc:
+                raise ValidationError([error_from_libyang(str(exc))]) from None
+            if dnode is None:
+                return {}, {}
+            try:
+                explicit = json.loads(dnode.print_mem("json", with_siblings=True, pretty=False))
+                effective = json.loads(
+                    dnode.print_mem(
+                        "json", with_siblings=True, pretty=False, include_implicit_defaults=True
+                    )
+                )
+            finally:
+                dnode.free()
+        return explicit, effective
+
+
+_JSON_NUMBER_TYPES = {
+    libyang.Type.INT8,
+    libyang.Type.INT16,
+    libyang.Type.INT32,
+    libyang.Type.UINT8,
+    libyang.Type.UINT16,
+    libyang.Type.UINT32,
+}
+
+
+def _is_secret(node: Any) -> bool:
+    return any(ext.name() in ("default-deny-all", "secret") for ext in node.extensions() or ())
+
+
+def error_from_libyang(text: str) -> FieldError:
+    """'failed to parse…: Value "x" is invalid…: Data path: /sluice:…' → FieldError."""
+    path = ""
+    match = _LOCATION.search(text)
+    if match:
+        path = match.group(1) or match.group(2)
+        text = text[: match.start()]
+    parts = [p.strip() for p in text.split(": ") if p.strip()]
+    # libyang prefixes the call that failed ("failed to parse data tree"); keep the reason.
+    parts = [p for p in parts if not p.lower().startswith("failed to")]
+    message = ": ".join(parts).rstrip(":.") or "invalid"
+    tag = "missing-element" if "mandatory" in message.lower() else "invalid-value"
+    if "unknown" in message.lower() or "not found" in message.lower():
+        tag = "unknown-element"
+    return FieldError(path, message, tag)
+
+
+_schema: Schema | None = None
+
+
+def get_schema() -> Schema:
+    """The process-wide schema (loading the context costs tens of milliseconds)."""
+    global _schema
+    if _schema is None:
+        _schema = Schema()
+    return _schema

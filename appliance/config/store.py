@@ -1,0 +1,231 @@
+"""The SQLite store (the only module that touches SQLite): running, startup, history.
+
+Running config is kept as *items* (one row per service, one per top-level section) in a
+temporal table: a row lives from the commit that wrote it (`since`) until the commit that
+replaced or deleted it (`until`, NULL while current). So
+
+- running            = rows with until IS NULL,
+- the full snapshot after commit N = rows with since <= N and (until IS NULL or until > N),
+- the diff of commit N = rows with since = N (new) and until = N (old),
+
+and a one-service commit against 10,000 services writes two rows, not a 10 MB copy.
+Every commit is one SQLite transaction (WAL, synchronous=FULL): a kill -9 at any moment
+leaves either the old or the new running config, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+ItemKey = tuple[str, str]  # (kind, key): ("service", "web") or ("section", "datapath")
+
+
+@dataclass(frozen=True)
+class CommitRecord:
+    id: int
+    at: str
+    user: str
+    interface: str
+    comment: str
+    summary: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "at": self.at,
+            "user": self.user,
+            "interface": self.interface,
+            "comment": self.comment,
+            "summary": self.summary,
+        }
+
+
+def _m1_initial(db: sqlite_utils.Database) -> None:
+    db.execute(
+        """CREATE TABLE item (
+             kind TEXT NOT NULL, key TEXT NOT NULL, doc TEXT NOT NULL,
+             since INTEGER NOT NULL, until INTEGER)"""
+    )
+    db.execute("CREATE UNIQUE INDEX item_current ON item(kind, key) WHERE until IS NULL")
+    db.execute("CREATE INDEX item_since ON item(since)")
+    db.execute("CREATE INDEX item_until ON item(until)")
+    db["commit_log"].create(
+        {"id": int, "at": str, "user": str, "interface": str, "comment": str, "summary": str},
+        pk="id",
+    )
+    db["startup"].create({"kind": str, "key": str, "doc": str}, pk=("kind", "key"))
+
+
+# Append only: each entry upgrades the schema by one version, inside one transaction.
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1_initial]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class StoreError(Exception):
+    pass
+
+
+class Store:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+        self.db = sqlite_utils.Database(conn)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self._migrate()
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        return self.db.conn
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # -- schema versions ---------------------------------------------------------------
+    def schema_version(self) -> int:
+        return int(self.conn.execute("PRAGMA user_version").fetchone()[0])
+
+    def _migrate(self) -> None:
+        version = self.schema_version()
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} has store schema version {version}, newer than this Sluice "
+                f"({SCHEMA_VERSION}); refusing to touch it"
+            )
+        for number in range(version, SCHEMA_VERSION):
+            with self._transaction():
+                MIGRATIONS[number](self.db)
+                self.conn.execute(f"PRAGMA user_version={number + 1}")
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self.conn)
+
+    # -- running -----------------------------------------------------------------------
+    def running(self) -> list[tuple[str, str, dict[str, Any], int]]:
+        rows = self.conn.execute(
+            "SELECT kind, key, doc, since FROM item WHERE until IS NULL ORDER BY rowid"
+        )
+        return [(k, key, json.loads(doc), since) for k, key, doc, since in rows]
+
+    def last_commit_id(self) -> int:
+        row = self.conn.execute("SELECT max(id) FROM commit_log").fetchone()
+        return int(row[0] or 0)
+
+    def commit(
+        self,
+        changes: Iterable[tuple[str, str, dict[str, Any] | None]],
+        *,
+        user: str,
+        interface: str,
+        comment: str,
+        summary: dict[str, Any],
+    ) -> int:
+        """Write one commit atomically; `changes` holds (kind, key, new doc or None)."""
+        at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        with self._transaction():
+            cur = self.conn.execute(
+                "INSERT INTO commit_log (at, user, interface, comment, summary) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (at, user, interface, comment, json.dumps(summary)),
+            )
+            commit_id = int(cur.lastrowid or 0)
+            changes = list(changes)
+            self.conn.executemany(
+                "UPDATE item SET until = ? WHERE kind = ? AND key = ? AND until IS NULL",
+                [(commit_id, kind, key) for kind, key, _ in changes],
+            )
+            self.conn.executemany(
+                "INSERT INTO item (kind, key, doc, since) VALUES (?, ?, ?, ?)",
+                [
+                    (kind, key, json.dumps(doc, separators=(",", ":")), commit_id)
+                    for kind, key, doc in changes
+                    if doc is not None
+                ],
+            )
+        return commit_id
+
+    # -- history -----------------------------------------------------------------------
+    def history(self, limit: int = 50) -> list[CommitRecord]:
+        rows = self.conn.execute(
+            "SELECT id, at, user, interface, comment, summary FROM commit_log "
+            "ORDER BY id DESC LIMIT ?",
+            (limit,),
+        )
+        return [CommitRecord(r[0], r[1], r[2], r[3], r[4], json.loads(r[5])) for r in rows]
+
+    def commit_record(self, commit_id: int) -> CommitRecord | None:
+        row = self.conn.execute(
+            "SELECT id, at, user, interface, comment, summary FROM commit_log WHERE id = ?",
+            (commit_id,),
+        ).fetchone()
+        return (
+            CommitRecord(row[0], row[1], row[2], row[3], row[4], json.loads(row[5]))
+            if row
+            else None
+        )
+
+    def snapshot(self, commit_id: int) -> list[tuple[str, str, dict[str, Any]]]:
+        """The whole running config as it stood right after commit `commit_id`."""
+        rows = self.conn.execute(
+            "SELECT kind, key, doc FROM item WHERE since <= ? AND (until IS NULL OR until > ?) "
+            "ORDER BY rowid",
+            (commit_id, commit_id),
+        )
+        return [(k, key, json.loads(doc)) for k, key, doc in rows]
+
+    def changes_of(self, commit_id: int) -> list[tuple[str, str, Any, Any]]:
+        """(kind, key, old doc or None, new doc or None) for every item commit N touched."""
+        old = {
+            (k, key): json.loads(doc)
+            for k, key, doc in self.conn.execute(
+                "SELECT kind, key, doc FROM item WHERE until = ?", (commit_id,)
+            )
+        }
+        new = {
+            (k, key): json.loads(doc)
+            for k, key, doc in self.conn.execute(
+                "SELECT kind, key, doc FROM item WHERE since = ?", (commit_id,)
+            )
+        }
+        return [(k, key, old.get((k, key)), new.get((k, key))) for k, key in {**old, **new}]
+
+    # -- startup -----------------------------------------------------------------------
+    def startup(self) -> list[tuple[str, str, dict[str, Any]]]:
+        """The saved startup config (empty when none was saved or it was deleted)."""
+        rows = self.conn.execute("SELECT kind, key, doc FROM startup ORDER BY rowid")
+        return [(k, key, json.loads(doc)) for k, key, doc in rows]
+
+    def save_startup(self, items: Iterable[tuple[str, str, dict[str, Any]]]) -> None:
+        with self._transaction():
+            self.conn.execute("DELETE FROM startup")
+            self.conn.executemany(
+                "INSERT INTO startup (kind, key, doc) VALUES (?, ?, ?)",
+                [(k, key, json.dumps(doc)) for k, key, doc in items],
+            )
+
+    def clear_startup(self) -> None:
+        with self._transaction():
+            self.conn.execute("DELETE FROM startup")
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE … COMMIT, or ROLLBACK on any exception."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")

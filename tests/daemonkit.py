@@ -1,0 +1,80 @@
+"""Start a real `sluice run` on a temporary database and socket, and drive its CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from appliance.control.client import ControlClient, DaemonUnreachable
+
+SLUICE = [sys.executable, "-m", "appliance.cli.main"]
+
+
+class Daemon:
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.db = workdir / "sluice.db"
+        self.socket = workdir / "sluice.sock"
+        self.log = workdir / "daemon.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "SLUICE_DB": str(self.db), "SLUICE_SOCKET": str(self.socket)}
+
+    def start(self, timeout: float = 20.0) -> None:
+        log = open(self.log, "ab")  # noqa: SIM115 - the daemon writes it until it stops
+        self.proc = subprocess.Popen([*SLUICE, "run"], env=self.env, stdout=log, stderr=log)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"daemon exited {self.proc.returncode}: {self.log.read_text()}")
+            try:
+                ControlClient(self.socket, timeout=2).close()
+                return
+            except DaemonUnreachable:
+                time.sleep(0.05)
+        raise TimeoutError(f"daemon did not answer within {timeout}s: {self.log.read_text()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(timeout)
+
+    def cli(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*SLUICE, *args], env=self.env, capture_output=True, text=True, timeout=60, input=input
+        )
+
+    def cli_json(self, *args: str) -> Any:
+        result = self.cli(*args, "-o", "json")
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    def client(self) -> ControlClient:
+        return ControlClient(self.socket)
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[Daemon]:
+    d = Daemon(tmp_path)
+    d.start()
+    try:
+        yield d
+    finally:
+        d.stop()
