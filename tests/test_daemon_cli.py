@@ -45,7 +45,8 @@ def test_lb_lifecycle(daemon: Daemon) -> None:
     )  # fmt: skip
     assert v6.returncode == 0, v6.stderr
     eps = daemon.cli_json("ep", "list", "--service", "web6")
-    assert [(e["address"], e["weight"]) for e in eps] == [("2001:db8:1::1", 1), ("2001:db8:1::2", 5)]
+    weights = [(e["address"], e["weight"]) for e in eps]
+    assert weights == [("2001:db8:1::1", 1), ("2001:db8:1::2", 5)]
     drained = daemon.cli("ep", "set", "web", "198.18.1.1:8080", "--state", "drain")
     assert drained.returncode == 0, drained.stderr
     assert daemon.cli_json("lb", "show", "web")["endpoint"][0]["admin-state"] == "drain"
