@@ -1,0 +1,187 @@
+"""Netlink for the appliance: attach eBPF programs with TC, look up interfaces.
+
+This is the only module of the product that imports pyroute2 (architecture rule); the
+rest of the appliance calls these functions. Errors from the kernel come out as
+``OSError`` (with ``errno``), so callers never need pyroute2's exception types.
+
+Every function takes ``netns``: None means the namespace of the calling process,
+otherwise the name of a namespace under /run/netns (``ip netns`` names). A missing
+namespace raises FileNotFoundError; it is never created as a side effect.
+
+TC attachment follows the clsact / direct-action recipe: one clsact qdisc per interface,
+our bpf filter at a fixed priority and handle in the ingress (ffff:fff2) or egress
+(ffff:fff3) hook. Attaching again *replaces* the filter in one netlink request, so a
+reload never leaves the interface without a program.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Literal
+
+from pyroute2 import IPRoute, NetNS
+from pyroute2.netlink.exceptions import NetlinkError
+
+Direction = Literal["ingress", "egress"]
+
+# clsact hook "parents" (TC_H_MAKE(TC_H_CLSACT, TC_H_MIN_INGRESS / TC_H_MIN_EGRESS)).
+_PARENTS: dict[str, int] = {"ingress": 0xFFFFFFF2, "egress": 0xFFFFFFF3}
+# Where our filter lives. Fixed, so "replace-filter" finds and swaps it atomically.
+TC_PRIO = 1
+TC_HANDLE = 1
+
+
+@contextmanager
+def _rtnl(netns: str | None) -> Iterator[IPRoute]:
+    """An rtnetlink socket in ``netns`` (None: ours), closed on exit."""
+    # flags=0: pyroute2's default (O_CREAT) would silently create a missing namespace.
+    ipr = IPRoute() if netns is None else NetNS(netns, flags=0)
+    try:
+        yield ipr
+    except NetlinkError as exc:
+        raise OSError(exc.code, f"netlink: {exc}") from exc
+    finally:
+        ipr.close()
+
+
+def _parent(direction: str) -> int:
+    try:
+        return _PARENTS[direction]
+    except KeyError:
+        raise ValueError(f"direction must be 'ingress' or 'egress', not {direction!r}") from None
+
+
+def _index(ipr: IPRoute, ifname: str, netns: str | None) -> int:
+    found = ipr.link_lookup(ifname=ifname)
+    if not found:
+        where = f" in netns {netns}" if netns else ""
+        raise LookupError(f"no interface {ifname!r}{where}")
+    return int(found[0])
+
+
+def ifindex(ifname: str, netns: str | None = None) -> int:
+    """Return the interface index of ``ifname``; LookupError if there is none."""
+    with _rtnl(netns) as ipr:
+        return _index(ipr, ifname, netns)
+
+
+def _ensure_clsact(ipr: IPRoute, index: int) -> None:
+    """Add the clsact qdisc unless it is there already (idempotent)."""
+    try:
+        ipr.tc("add", "clsact", index)
+    except NetlinkError as exc:
+        if exc.code != errno.EEXIST:
+            raise
+        # EEXIST also comes back when a plain `ingress` qdisc holds the slot; filters would
+        # then land somewhere else than we think, so refuse instead of guessing.
+        kinds = {q.get_attr("TCA_KIND") for q in ipr.get_qdiscs(index)}
+        if "clsact" not in kinds:
+            raise OSError(
+                errno.EEXIST, f"interface {index} has a conflicting qdisc ({sorted(kinds)})"
+            ) from exc
+
+
+def attach_tc(
+    ifname: str,
+    prog_fd: int,
+    prog_name: str | bytes,
+    direction: Direction = "ingress",
+    netns: str | None = None,
+) -> None:
+    """Attach the SCHED_CLS program ``prog_fd`` to ``ifname``'s TC hook, direct-action.
+
+    Creates the clsact qdisc if needed. If our filter (prio ``TC_PRIO``, handle
+    ``TC_HANDLE``) is already attached it is replaced atomically: packets see either the
+    old or the new program, never none. The filter holds its own reference to the
+    program, so it stays attached after the loader closes ``prog_fd``. ``prog_name`` is
+    only a label (shown by ``tc filter show`` and :func:`tc_filters`); bcc's ``fn.name``
+    (bytes) is accepted as is.
+    """
+    parent = _parent(direction)
+    name = prog_name.decode() if isinstance(prog_name, bytes) else prog_name
+    with _rtnl(netns) as ipr:
+        index = _index(ipr, ifname, netns)
+        _ensure_clsact(ipr, index)
+        ipr.tc(
+            "replace-filter",
+            "bpf",
+            index,
+            TC_HANDLE,
+            fd=prog_fd,
+            name=name,
+            parent=parent,
+            prio=TC_PRIO,
+            classid=1,
+            direct_action=True,
+        )
+
+
+def detach_tc(
+    ifname: str,
+    direction: Direction = "ingress",
+    netns: str | None = None,
+    keep_qdisc: bool = False,
+) -> bool:
+    """Remove our bpf filter from ``ifname``'s TC hook; True if one was removed.
+
+    Idempotent: no filter, no clsact, or no such interface is not an error. Unless
+    ``keep_qdisc``, the clsact qdisc is deleted too once neither hook has a filter left,
+    so the interface is back to how an un-managed one looks. Filters that others put on
+    the interface are left alone (and keep the qdisc).
+    """
+    parent = _parent(direction)
+    with _rtnl(netns) as ipr:
+        found = ipr.link_lookup(ifname=ifname)
+        if not found:
+            return False
+        index = int(found[0])
+        removed = True
+        try:
+            ipr.tc("del-filter", "bpf", index, TC_HANDLE, parent=parent, prio=TC_PRIO)
+        except NetlinkError as exc:
+            # ENOENT: no such filter; EINVAL: no clsact qdisc at all.
+            if exc.code not in (errno.ENOENT, errno.EINVAL):
+                raise
+            removed = False
+        if not keep_qdisc and not any(_filters(ipr, index, p) for p in _PARENTS.values()):
+            try:
+                ipr.tc("del", "clsact", index)
+            except NetlinkError as exc:
+                if exc.code not in (errno.ENOENT, errno.EINVAL):
+                    raise
+        return removed
+
+
+def _filters(ipr: IPRoute, index: int, parent: int) -> list[str]:
+    """Names of the filters on one hook (bpf: the program name; others: their kind)."""
+    try:
+        msgs = ipr.get_filters(index=index, parent=parent)
+    except NetlinkError as exc:
+        if exc.code == errno.EINVAL:  # no clsact qdisc: no hook, no filters
+            return []
+        raise
+    names = []
+    for msg in msgs:
+        # The dump also has one header entry per priority (handle 0, no options): skip it.
+        if msg["handle"] == 0:
+            continue
+        name = None
+        if msg.get_attr("TCA_KIND") == "bpf":
+            name = msg.get_nested("TCA_OPTIONS", "TCA_BPF_NAME")
+        names.append(name or str(msg.get_attr("TCA_KIND")))
+    return names
+
+
+def tc_filters(
+    ifname: str, direction: Direction | None = None, netns: str | None = None
+) -> list[str]:
+    """Names of the filters attached to ``ifname`` (one hook, or both if None).
+
+    For bpf filters the name is the program name given at attach time.
+    """
+    parents = list(_PARENTS.values()) if direction is None else [_parent(direction)]
+    with _rtnl(netns) as ipr:
+        index = _index(ipr, ifname, netns)
+        return [name for parent in parents for name in _filters(ipr, index, parent)]

@@ -1,0 +1,14 @@
+"""Shared pytest set-up for the Sluice tests."""
+
+import sys
+from pathlib import Path
+
+# Make tests/ importable whatever the import mode (prepend puts it on sys.path already;
+# importlib does not), so the plugin below and `import netkit` in tests both resolve.
+_TESTS_DIR = str(Path(__file__).resolve().parent)
+if _TESTS_DIR not in sys.path:
+    sys.path.insert(0, _TESTS_DIR)
+
+# netkit: the network-namespace test kit (`netkit` fixture, leftover sweep);
+# daemonkit: a real `sluice run` on a temporary database (`daemon` fixture).
+pytest_plugins = ["netkit", "daemonkit"]
