@@ -13,8 +13,12 @@ EXIT_USAGE = 2  # bad input (flags, files, values): the field is named on stderr
 
 
 def print_json(data: Any) -> None:
-    json.dump(data, sys.stdout, indent=2, sort_keys=False)
-    sys.stdout.write("\n")
+    """Indented for a person at a terminal; compact (and several times faster: the C
+    encoder) when piped to a program, which is where 10,000-service lists go."""
+    if sys.stdout.isatty():
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+    else:
+        sys.stdout.write(json.dumps(data, separators=(",", ":")) + "\n")
 
 
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
