@@ -1,0 +1,219 @@
+"""edit-config <config> XML → the config service's change list.
+
+The walk only *places* values: it names each node by a data path (list keys from the
+schema), converts leaf text to the JSON encoding, and cuts the tree where the nc:operation
+changes. Whether values are valid is for libyang inside the config service to say.
+
+Where operations go:
+- a node whose effective operation differs from the one covering it (the nearest ancestor
+  that produced a change) becomes its own change, after its parent's;
+- merge on a container is pushed down to its children (merge distributes), so merging
+  <load-balancer> with 1,000 services is 1,000 service-scoped changes, not one change that
+  rewrites every service;
+- under delete/remove, children are only keys: nothing more is read.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lxml import etree
+
+from appliance.config.tree import OPERATIONS
+from northbound.netconf.errors import RpcError
+from northbound.netconf.schema_index import BOOL, CONTAINER, INT, LEAF, LEAF_LIST, LIST, Node
+from northbound.netconf.xmlutil import BASE_NS, elements, local, ns_of
+
+OPERATION_ATTR = f"{{{BASE_NS}}}operation"
+DEFAULT_OPERATIONS = ("merge", "replace", "none")
+# Deeper than any path in the model: a guard against pathological nesting, not a limit.
+MAX_DEPTH = 32
+
+Change = dict[str, Any]
+
+
+class EditTranslator:
+    def __init__(self, top: dict[str, Node], namespace: str, module: str) -> None:
+        self.top = top
+        self.namespace = namespace
+        self.module = module
+
+    def changes(self, config: etree._Element, default_operation: str = "merge") -> list[Change]:
+        if default_operation not in DEFAULT_OPERATIONS:
+            raise RpcError(
+                "invalid-value",
+                f"default-operation must be one of {', '.join(DEFAULT_OPERATIONS)}",
+                type="protocol",
+            )
+        out: list[Change] = []
+        for el in elements(config):
+            node = self._schema_child(None, el, "/")
+            self._walk(el, node, f"/{self.module}:{node.name}", default_operation, "none", out, 1)
+        return out
+
+    # -- the walk ----------------------------------------------------------------------------
+    def _walk(
+        self,
+        el: etree._Element,
+        node: Node,
+        path: str,
+        inherited: str,
+        covering: str,
+        out: list[Change],
+        depth: int,
+    ) -> None:
+        """Emit the changes for `el` (already matched to `node`, named `path`)."""
+        if depth > MAX_DEPTH:
+            raise RpcError("bad-element", "nesting too deep", path=path)
+        op = self._operation(el, path) or inherited
+        if node.kind == LIST:
+            path = path + self._predicates(el, node, path)
+        elif node.kind == LEAF_LIST:
+            path = f"{path}[.={_quote(el.text or '')}]"
+        if not node.config:
+            raise RpcError(
+                "invalid-value", f"{node.name} is state data and cannot be configured", path=path
+            )
+        if op in ("delete", "remove"):
+            if op != covering:
+                out.append({"op": op, "path": path})
+            return
+        if op == "none" or (op == "merge" and node.kind == CONTAINER):
+            # Navigation only: the children carry the changes.
+            for ch in elements(el):
+                cnode = self._schema_child(node, ch, path)
+                cpath = f"{path}/{cnode.name}"
+                self._walk(ch, cnode, cpath, op, covering, out, depth + 1)
+            return
+        if op == covering:
+            return  # included in the ancestor's value by _value
+        later: list[Change] = []
+        value = self._value(el, node, path, op, later, depth)
+        change: Change = {"op": op, "path": path}
+        if node.kind != LEAF_LIST:
+            change["value"] = value
+        out.append(change)
+        out.extend(later)
+
+    def _value(
+        self,
+        el: etree._Element,
+        node: Node,
+        path: str,
+        op: str,
+        later: list[Change],
+        depth: int,
+    ) -> Any:
+        """The JSON value of `el` under operation `op`; children with another operation are
+        left out and emitted into `later`."""
+        if node.kind in (LEAF, LEAF_LIST):
+            if elements(el):
+                raise RpcError("bad-element", f"{node.name} is a leaf; it has no children",
+                               path=path, info={"bad-element": node.name})
+            return self._leaf_value(el.text or "", node, path)
+        value: dict[str, Any] = {}
+        for ch in elements(el):
+            cnode = self._schema_child(node, ch, path)
+            cpath = f"{path}/{cnode.name}"
+            cop = self._operation(ch, cpath) or op
+            if cop != op:
+                self._walk(ch, cnode, cpath, cop, op, later, depth + 1)
+                continue
+            if not cnode.config:
+                raise RpcError(
+                    "invalid-value",
+                    f"{cnode.name} is state data and cannot be configured",
+                    path=cpath,
+                )
+            if cnode.kind == LIST:
+                entry_path = cpath + self._predicates(ch, cnode, cpath)
+                entry = self._value(ch, cnode, entry_path, op, later, depth + 1)
+                value.setdefault(cnode.name, []).append(entry)
+            elif cnode.kind == LEAF_LIST:
+                leaf = self._leaf_value(ch.text or "", cnode, cpath)
+                value.setdefault(cnode.name, []).append(leaf)
+            else:
+                if cnode.name in value:
+                    raise RpcError("bad-element", f"{cnode.name} appears twice", path=cpath,
+                                   info={"bad-element": cnode.name})
+                value[cnode.name] = self._value(ch, cnode, cpath, op, later, depth + 1)
+        return value
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _operation(self, el: etree._Element, path: str) -> str | None:
+        op = el.get(OPERATION_ATTR)
+        if op is None:
+            return None
+        if op not in OPERATIONS:
+            raise RpcError(
+                "bad-attribute",
+                f"operation {op!r} is not one of {', '.join(OPERATIONS)}",
+                type="application",
+                path=path,
+                info={"bad-attribute": "operation", "bad-element": local(el)},
+            )
+        return op
+
+    def _schema_child(self, node: Node | None, el: etree._Element, path: str) -> Node:
+        name, ns = local(el), ns_of(el)
+        if ns != self.namespace:
+            raise RpcError(
+                "unknown-namespace",
+                f"{name}: namespace {ns or '(none)'} is not served here",
+                type="application",
+                path=path if path != "/" else "",
+                info={"bad-element": name, "bad-namespace": ns or ""},
+            )
+        children = self.top if node is None else node.children
+        found = children.get(name)
+        if found is None:
+            raise RpcError(
+                "unknown-element",
+                f"unknown element {name}" + (f" in {node.name}" if node else ""),
+                path=path if path != "/" else "",
+                info={"bad-element": name},
+            )
+        return found
+
+    def _predicates(self, el: etree._Element, node: Node, path: str) -> str:
+        found: dict[str, str] = {}
+        for ch in elements(el):
+            if ns_of(ch) == self.namespace and local(ch) in node.keys:
+                if local(ch) in found:
+                    raise RpcError("bad-element", f"key {local(ch)} appears twice",
+                                   path=path, info={"bad-element": local(ch)})
+                found[local(ch)] = (ch.text or "").strip()
+        for key in node.keys:
+            if key not in found:
+                raise RpcError(
+                    "missing-element",
+                    f"{node.name} entry without its key {key}",
+                    path=path,
+                    info={"bad-element": key},
+                )
+        return "".join(f"[{k}={_quote(found[k])}]" for k in node.keys)
+
+    @staticmethod
+    def _leaf_value(text: str, node: Node, path: str) -> Any:
+        if node.value_type == INT:
+            try:
+                return int(text.strip())
+            except ValueError:
+                raise RpcError(
+                    "invalid-value", f"{node.name}: {text!r} is not an integer", path=path
+                ) from None
+        if node.value_type == BOOL:
+            if text.strip() not in ("true", "false"):
+                raise RpcError(
+                    "invalid-value", f"{node.name}: {text!r} is not true or false", path=path
+                )
+            return text.strip() == "true"
+        return text
+
+
+def _quote(value: str) -> str:
+    if "'" not in value:
+        return f"'{value}'"
+    if '"' not in value:
+        return f'"{value}"'
+    raise RpcError("invalid-value", "a key value cannot contain both ' and \"")

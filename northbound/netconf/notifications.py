@@ -1,0 +1,186 @@
+"""RFC 5277 notifications: create-subscription on the NETCONF stream, and the events sent.
+
+Events: ietf-netconf-notifications (RFC 6470) netconf-config-change on every commit (from
+any front door: the config service tells every subscriber), netconf-confirmed-commit,
+netconf-session-start/-end; and whatever an optional event bus publishes (endpoint health,
+service up/down), sent in the sluice-events namespace until the model has notification
+statements for them. No replay: startTime is refused.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from lxml import etree
+
+from appliance.config import Diff
+from northbound.netconf.errors import RpcError
+from northbound.netconf.output import subtree_filter
+from northbound.netconf.rpc import Dispatcher, text_of
+from northbound.netconf.xmlutil import (
+    BASE_NS,
+    EVENTS_NS,
+    NC_NOTIFICATIONS_NS,
+    NOTIF_NS,
+    child,
+    qn,
+    sub,
+)
+
+if TYPE_CHECKING:
+    from northbound.netconf.session import NetconfSession
+
+STREAM = "NETCONF"
+SLUICE_PREFIX = "sl"
+# A commit of 10,000 services is one notification, not a megabyte: list this many edits.
+MAX_EDITS = 1000
+_XML_NAME = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+@dataclass
+class Subscription:
+    filter: etree._Element | None
+
+
+def now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def wrap(content: etree._Element) -> etree._Element:
+    notif = etree.Element(qn(NOTIF_NS, "notification"), nsmap={None: NOTIF_NS})
+    sub(notif, NOTIF_NS, "eventTime", now())
+    notif.append(content)
+    return notif
+
+
+def passes(sub_: Subscription, content: etree._Element) -> etree._Element | None:
+    """The content as this subscriber's filter leaves it; None when filtered out."""
+    if sub_.filter is None:
+        return content
+    holder = etree.Element("holder")
+    holder.append(copy.deepcopy(content))
+    subtree_filter(holder, sub_.filter)
+    return holder[0] if len(holder) else None
+
+
+def _changed_by(parent: etree._Element, user: str | None, session_id: int,
+                host: str | None) -> None:
+    by = sub(parent, NC_NOTIFICATIONS_NS, "changed-by")
+    if user is None:
+        sub(by, NC_NOTIFICATIONS_NS, "server")
+        return
+    _session_params(by, user, session_id, host)
+
+
+def _session_params(parent: etree._Element, user: str, session_id: int,
+                    host: str | None) -> None:
+    sub(parent, NC_NOTIFICATIONS_NS, "username", user)
+    sub(parent, NC_NOTIFICATIONS_NS, "session-id", str(session_id))
+    if host:
+        sub(parent, NC_NOTIFICATIONS_NS, "source-host", host)
+
+
+def config_change(diff: Diff, namespace: str, user: str | None, session_id: int,
+                  host: str | None) -> etree._Element:
+    root = etree.Element(qn(NC_NOTIFICATIONS_NS, "netconf-config-change"),
+                         nsmap={None: NC_NOTIFICATIONS_NS, SLUICE_PREFIX: namespace})
+    _changed_by(root, user, session_id, host)
+    sub(root, NC_NOTIFICATIONS_NS, "datastore", "running")
+    edits: list[tuple[str, str]] = []
+    svc = f"/{SLUICE_PREFIX}:load-balancer/{SLUICE_PREFIX}:service"
+    for name in sorted(diff.services_added):
+        edits.append((f"{svc}[{SLUICE_PREFIX}:name={_lit(name)}]", "create"))
+    for name in sorted(diff.services_changed):
+        edits.append((f"{svc}[{SLUICE_PREFIX}:name={_lit(name)}]", "replace"))
+    for name in sorted(diff.services_removed):
+        edits.append((f"{svc}[{SLUICE_PREFIX}:name={_lit(name)}]", "delete"))
+    for name, (old, new) in sorted(diff.sections_changed.items()):
+        op = "create" if old is None else "delete" if new is None else "replace"
+        edits.append((f"/{SLUICE_PREFIX}:{name}", op))
+    for target, op in edits[:MAX_EDITS]:
+        edit = sub(root, NC_NOTIFICATIONS_NS, "edit")
+        sub(edit, NC_NOTIFICATIONS_NS, "target", target)
+        sub(edit, NC_NOTIFICATIONS_NS, "operation", op)
+    return root
+
+
+def _lit(value: str) -> str:
+    return f"'{value}'" if "'" not in value else f'"{value}"'
+
+
+def confirmed_commit(user: str, session_id: int, host: str | None, event: str,
+                     timeout: int | None) -> etree._Element:
+    root = etree.Element(qn(NC_NOTIFICATIONS_NS, "netconf-confirmed-commit"),
+                         nsmap={None: NC_NOTIFICATIONS_NS})
+    _session_params(root, user, session_id, host)
+    sub(root, NC_NOTIFICATIONS_NS, "confirm-event", event)
+    if timeout is not None and event in ("start", "extend"):
+        sub(root, NC_NOTIFICATIONS_NS, "timeout", str(timeout))
+    return root
+
+
+def session_event(kind: str, user: str, session_id: int, host: str | None,
+                  reason: str | None = None, killed_by: int | None = None) -> etree._Element:
+    root = etree.Element(qn(NC_NOTIFICATIONS_NS, f"netconf-session-{kind}"),
+                         nsmap={None: NC_NOTIFICATIONS_NS})
+    _session_params(root, user, session_id, host)
+    if kind == "end":
+        if killed_by is not None:
+            sub(root, NC_NOTIFICATIONS_NS, "killed-by", str(killed_by))
+        sub(root, NC_NOTIFICATIONS_NS, "termination-reason", reason or "other")
+    return root
+
+
+def bus_event(event: dict[str, Any]) -> etree._Element:
+    """An event-bus dict → <type-name xmlns=sluice-events>key/value children</type-name>."""
+    name = _xml_name(str(event.get("type") or "event"))
+    root = etree.Element(qn(EVENTS_NS, name), nsmap={None: EVENTS_NS})
+    _fill(root, {k: v for k, v in event.items() if k != "type"})
+    return root
+
+
+def _fill(el: etree._Element, value: Any) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            items = v if isinstance(v, list) else [v]
+            for item in items:
+                _fill(sub(el, EVENTS_NS, _xml_name(str(k))), item)
+    elif isinstance(value, bool):
+        el.text = "true" if value else "false"
+    elif value is not None:
+        el.text = str(value)
+
+
+def _xml_name(text: str) -> str:
+    name = _XML_NAME.sub("-", text) or "event"
+    return name if name[0].isalpha() or name[0] == "_" else f"e-{name}"
+
+
+async def create_subscription(s: NetconfSession, op: etree._Element) -> None:
+    stream = text_of(op, "stream", None, NOTIF_NS) or STREAM
+    if stream != STREAM:
+        raise RpcError("invalid-value", f"no stream {stream} (only {STREAM})", type="protocol",
+                       info={"bad-element": "stream"})
+    if child(op, "startTime", NOTIF_NS) is not None:
+        raise RpcError("operation-not-supported", "replay is not supported (no startTime)",
+                       type="protocol", info={"bad-element": "startTime"})
+    if child(op, "stopTime", NOTIF_NS) is not None:
+        raise RpcError("bad-element", "stopTime needs startTime (replay)", type="protocol",
+                       info={"bad-element": "stopTime"})
+    if s.subscription is not None:
+        raise RpcError("in-use", "this session already has a subscription", type="protocol")
+    flt = child(op, "filter", NOTIF_NS)
+    if flt is None:
+        flt = child(op, "filter", BASE_NS)
+    if flt is not None and flt.get("type", "subtree") != "subtree":
+        raise RpcError("bad-attribute", "only subtree filters are supported here",
+                       type="protocol", info={"bad-attribute": "type", "bad-element": "filter"})
+    s.subscription = Subscription(copy.deepcopy(flt) if flt is not None else None)
+
+
+def register(d: Dispatcher) -> None:
+    d.register(NOTIF_NS, "create-subscription", create_subscription)

@@ -1,0 +1,214 @@
+"""edit-config, copy-config, delete-config, validate.
+
+The config service keeps one candidate per session (an overlay on running); NETCONF's
+candidate here is therefore the session's own. Edits are all-or-nothing in the service, so
+stop-on-error and rollback-on-error both leave the target untouched on any error;
+continue-on-error applies each change alone and reports the ones that failed.
+
+test-then-set (the default once :validate:1.1 is advertised) must not change the candidate
+when the result is invalid. The service has no candidate checkpoint, so the check runs on
+a scratch session that replays this session's pending changes plus the new ones; only
+when that validates are the changes applied to the real candidate.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from lxml import etree
+
+from appliance.config import ConfigError, Session
+from appliance.config.paths import service_path
+from northbound.netconf.errors import RpcError, RpcErrors, from_config_error
+from northbound.netconf.rpc import Dispatcher, call, datastore, text_of
+from northbound.netconf.xmlutil import BASE_NS, child
+
+if TYPE_CHECKING:
+    from northbound.netconf.session import NetconfSession
+
+TEST_OPTIONS = ("test-then-set", "set", "test-only")
+ERROR_OPTIONS = ("stop-on-error", "continue-on-error", "rollback-on-error")
+
+
+def _replay(session: Session) -> list[dict[str, Any]]:
+    """Changes that rebuild `session`'s candidate on top of running."""
+    pending = session.pending_diff()
+    changes: list[dict[str, Any]] = []
+    for name, item in pending["services"].items():
+        path = service_path(name)
+        if item["new"] is None:
+            changes.append({"op": "remove", "path": path})
+        else:
+            changes.append({"op": "replace", "path": path, "value": item["new"]})
+    for name, item in pending["sections"].items():
+        if name == "load-balancer":
+            continue  # holds only the service list, replayed above
+        path = f"/sluice:{name}"
+        if item["new"] is None:
+            changes.append({"op": "remove", "path": path})
+        else:
+            changes.append({"op": "replace", "path": path, "value": item["new"]})
+    return changes
+
+
+def _check_on_scratch(session: Session, base: list[dict[str, Any]],
+                      changes: list[dict[str, Any]]) -> None:
+    scratch = session.service.open_session(session.user, "netconf-validate")
+    try:
+        scratch.edit(base)
+        scratch.edit(changes)
+        scratch.validate()
+    finally:
+        scratch.close()
+
+
+def _apply(session: Session, changes: list[dict[str, Any]], error_option: str) -> list[ConfigError]:
+    if error_option != "continue-on-error":
+        session.edit(changes)
+        return []
+    failed = []
+    for change in changes:
+        try:
+            session.edit([change])
+        except ConfigError as exc:
+            failed.append(exc)
+    return failed
+
+
+def edit_candidate(session: Session, changes: list[dict[str, Any]], test: str,
+                   error_option: str) -> list[ConfigError]:
+    """Runs on the config worker: validate (unless test-option=set), then apply."""
+    if test in ("test-then-set", "test-only"):
+        _check_on_scratch(session, _replay(session), changes)
+    if test == "test-only":
+        return []
+    return _apply(session, changes, error_option)
+
+
+def edit_running(session: Session, changes: list[dict[str, Any]], test: str,
+                 error_option: str) -> list[ConfigError]:
+    """:writable-running through this session (its locks count), as one commit."""
+    if session.has_changes():
+        raise ConfigError(
+            "this session's candidate has uncommitted changes; commit or discard-changes "
+            "before editing running directly")
+    if test == "test-only":
+        _check_on_scratch(session, [], changes)
+        return []
+    try:
+        failed = _apply(session, changes, error_option)
+        session.commit("netconf edit-config running")
+    except ConfigError:
+        session.discard()
+        raise
+    return failed
+
+
+def _check_lock(s: NetconfSession, target: str) -> None:
+    owner = s.server.config_service.lock_owner(target)
+    if owner is not None and owner is not s.config:
+        raise RpcError("in-use", f"{target} is locked by session {owner.id}", type="protocol",
+                       info={"session-id": str(owner.id)})
+
+
+async def edit_config(s: NetconfSession, op: etree._Element) -> None:
+    target = datastore(op, "target", ("candidate", "running"))
+    assert isinstance(target, str)
+    default_op = text_of(op, "default-operation", "merge") or "merge"
+    test = text_of(op, "test-option", "test-then-set") or "test-then-set"
+    error_option = text_of(op, "error-option", "stop-on-error") or "stop-on-error"
+    if test not in TEST_OPTIONS:
+        raise RpcError("invalid-value", f"test-option {test} is not one of {TEST_OPTIONS}",
+                       type="protocol", info={"bad-element": "test-option"})
+    if error_option not in ERROR_OPTIONS:
+        raise RpcError("invalid-value", f"error-option {error_option} is not one of "
+                       f"{ERROR_OPTIONS}", type="protocol", info={"bad-element": "error-option"})
+    config = child(op, "config")
+    if config is None:
+        if child(op, "url") is not None:
+            raise RpcError("operation-not-supported", "the :url capability is not supported",
+                           type="protocol", info={"bad-element": "url"})
+        raise RpcError("missing-element", "edit-config needs <config>", type="protocol",
+                       info={"bad-element": "config"})
+    changes = await s.server.offload(s.server.translator.changes, config, default_op)
+    _check_lock(s, target)
+    fn = edit_candidate if target == "candidate" else edit_running
+    failed = await call(s, fn, s.config, changes, test, error_option)
+    if failed:
+        errors: list[RpcError] = []
+        for exc in failed:
+            errors.extend(from_config_error(exc))
+        raise RpcErrors(errors)
+
+
+def _replace_all(s: NetconfSession, config: etree._Element) -> list[dict[str, Any]]:
+    """Changes that make a datastore exactly the inline <config>."""
+    return [{"op": "replace", "path": "/", "value": {}},
+            *s.server.translator.changes(config, "replace")]
+
+
+async def copy_config(s: NetconfSession, op: etree._Element) -> None:
+    source = datastore(op, "source", ("running", "candidate", "startup"), allow_config=True)
+    target = datastore(op, "target", ("running", "candidate", "startup"))
+    if source == target:
+        raise RpcError("invalid-value", "source and target are the same datastore",
+                       type="protocol", info={"bad-element": "target"})
+    cfg = s.config
+    if target == "startup":
+        if source != "running":
+            raise RpcError("operation-not-supported", "startup can only be copied from running",
+                           type="protocol", info={"bad-element": "source"})
+        await call(s, cfg.copy_running_to_startup)
+        return
+    if target == "candidate" and source == "running":
+        await call(s, cfg.discard)
+        return
+    if target == "running" and source == "candidate":
+        _check_lock(s, "running")
+        await call(s, cfg.commit, "netconf copy-config candidate to running")
+        return
+    # From startup or an inline <config>: replace the whole target.
+    if isinstance(source, str):
+        doc = await call(s, cfg.get, "/", source)
+        changes = [{"op": "replace", "path": "/", "value": doc}]
+    else:
+        changes = await s.server.offload(_replace_all, s, source)
+    _check_lock(s, target)
+    if target == "candidate":
+        await call(s, _replace_candidate, cfg, changes)
+    else:
+        await call(s, edit_running, cfg, changes, "test-then-set", "rollback-on-error")
+
+
+def _replace_candidate(session: Session, changes: list[dict[str, Any]]) -> None:
+    _check_on_scratch(session, [], changes)
+    session.discard()
+    session.edit(changes)
+
+
+async def delete_config(s: NetconfSession, op: etree._Element) -> None:
+    target = datastore(op, "target", ("startup",))
+    assert target == "startup"
+    await call(s, s.config.delete_startup)
+
+
+async def validate(s: NetconfSession, op: etree._Element) -> None:
+    source = datastore(op, "source", ("candidate", "running", "startup"), allow_config=True)
+    if source == "running":
+        return  # running only ever holds validated configuration
+    if source == "candidate":
+        await call(s, s.config.validate)
+        return
+    if isinstance(source, str):
+        doc = await call(s, s.config.get, "/", source)
+        changes = [{"op": "replace", "path": "/", "value": doc}]
+    else:
+        changes = await s.server.offload(_replace_all, s, source)
+    await call(s, _check_on_scratch, s.config, [], changes)
+
+
+def register(d: Dispatcher) -> None:
+    d.register(BASE_NS, "edit-config", edit_config, writes=True)
+    d.register(BASE_NS, "copy-config", copy_config, writes=True)
+    d.register(BASE_NS, "delete-config", delete_config, writes=True)
+    d.register(BASE_NS, "validate", validate)

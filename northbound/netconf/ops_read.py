@@ -1,0 +1,88 @@
+"""get and get-config: datastores as XML, with subtree (and XPath) filters."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from lxml import etree
+
+from northbound.netconf import monitoring
+from northbound.netconf.errors import RpcError
+from northbound.netconf.output import json_to_xml, merge_json, subtree_filter, xpath_filter
+from northbound.netconf.rpc import Dispatcher, call, datastore, text_of
+from northbound.netconf.xmlutil import BASE_NS, WITH_DEFAULTS_NS, child, qn
+
+if TYPE_CHECKING:
+    from northbound.netconf.session import NetconfSession
+
+WITH_DEFAULTS = ("explicit", "report-all")
+
+
+def _effective(op: etree._Element, source: str) -> bool:
+    mode = text_of(op, "with-defaults", None, WITH_DEFAULTS_NS)
+    if mode is None or mode == "explicit":
+        return False
+    if mode != "report-all":
+        raise RpcError("invalid-value", f"with-defaults {mode} is not supported "
+                       f"(use one of {', '.join(WITH_DEFAULTS)})", type="protocol",
+                       info={"bad-element": "with-defaults"})
+    if source != "running":
+        raise RpcError("invalid-value", "report-all is available for running only",
+                       type="protocol", info={"bad-element": "with-defaults"})
+    return True
+
+
+async def _config_data(s: NetconfSession, source: str, effective: bool) -> etree._Element:
+    doc = await call(s, s.config.get, "/", source, effective=effective)
+    data = etree.Element(qn(BASE_NS, "data"), nsmap={None: BASE_NS})
+    idx = s.server.index
+    await s.server.offload(json_to_xml, data, doc, idx.top, idx.namespace)
+    return data
+
+
+def _filter(s: NetconfSession, op: etree._Element, data: etree._Element) -> None:
+    flt = child(op, "filter")
+    if flt is None:
+        return
+    kind = flt.get("type", "subtree")
+    if kind == "subtree":
+        subtree_filter(data, flt, s.server.keys_of)
+    elif kind == "xpath":
+        select = flt.get("select")
+        if not select:
+            raise RpcError("missing-attribute", "an xpath filter needs select", type="protocol",
+                           info={"bad-attribute": "select", "bad-element": "filter"})
+        xpath_filter(data, select, flt.nsmap, s.server.keys_of)
+    else:
+        raise RpcError("bad-attribute", f"filter type {kind!r} is not supported",
+                       type="protocol", info={"bad-attribute": "type", "bad-element": "filter"})
+
+
+async def get_config(s: NetconfSession, op: etree._Element) -> list[etree._Element]:
+    source = datastore(op, "source", ("running", "candidate", "startup"))
+    assert isinstance(source, str)
+    data = await _config_data(s, source, _effective(op, source))
+    _filter(s, op, data)
+    return [data]
+
+
+async def get(s: NetconfSession, op: etree._Element) -> list[etree._Element]:
+    effective = _effective(op, "running")
+    doc = await call(s, s.config.get, "/", "running", effective=effective)
+    idx = s.server.index
+    if s.server.state_source is not None:
+        # Operational state (counters, health): config false nodes in the same JSON encoding.
+        state = await s.server.offload(s.server.state_source)
+        merge_json(doc, state or {}, idx.top)
+    data = etree.Element(qn(BASE_NS, "data"), nsmap={None: BASE_NS})
+    await s.server.offload(json_to_xml, data, doc, idx.top, idx.namespace)
+    data.append(monitoring.netconf_state(s.server))
+    for el in monitoring.yang_library(s.server):
+        data.append(el)
+    _filter(s, op, data)
+    return [data]
+
+
+def register(d: Dispatcher) -> None:
+    d.register(BASE_NS, "get", get)
+    d.register(BASE_NS, "get-config", get_config)

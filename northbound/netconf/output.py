@@ -1,0 +1,235 @@
+"""Config documents (libyang JSON encoding) → XML, and RFC 6241 subtree filtering.
+
+Serialised by hand rather than through libyang: what the config service returns has secrets
+masked, which libyang would (rightly) refuse as invalid values. Masked leaves are left out
+of the XML altogether — nacm:default-deny-all means "not readable", and a mask sent to a
+client is a value that fails the model's own pattern.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from lxml import etree
+
+from appliance.config.secrets import MASK
+from northbound.netconf.schema_index import LIST, Node
+from northbound.netconf.xmlutil import elements, local, ns_of
+
+
+def json_to_xml(parent: etree._Element, doc: dict[str, Any], top: dict[str, Node],
+                namespace: str) -> None:
+    """Append the XML of a whole document (top-level keys 'module:name') to `parent`."""
+    for key, value in doc.items():
+        name = key.split(":", 1)[-1]
+        node = top.get(name)
+        if value is None:
+            continue
+        el = etree.SubElement(parent, f"{{{namespace}}}{name}", nsmap={None: namespace})
+        _fill(el, value, node, namespace)
+
+
+def _fill(el: etree._Element, value: Any, node: Node | None, ns: str) -> None:
+    if not isinstance(value, dict):
+        el.text = _text(value)
+        return
+    children = node.children if node is not None else {}
+    names = list(value)
+    if node is not None and node.kind == LIST:
+        # RFC 7950 7.8.5: key leaves come first, in key order.
+        names = [k for k in node.keys if k in value] + [n for n in names if n not in node.keys]
+    for name in names:
+        sub = value[name]
+        cnode = children.get(name)
+        items = sub if isinstance(sub, list) else [sub]
+        for item in items:
+            if item == MASK or item is None:
+                continue
+            child = etree.SubElement(el, f"{{{ns}}}{name}")
+            _fill(child, item, cnode, ns)
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list) and value == [None]:
+        return ""  # YANG empty type in JSON
+    return str(value)
+
+
+# -- subtree filter (RFC 6241 section 6) ------------------------------------------------------
+def subtree_filter(data: etree._Element, flt: etree._Element, keys_of: Any = None) -> None:
+    """Filter `data`'s children in place by the children of the <filter> element.
+
+    `keys_of(element)` returns the key names of a list entry element (kept in the output so
+    entries stay identifiable), or () when unknown.
+    """
+    selected = _filter_siblings(elements(data), elements(flt), keys_of)
+    for ch in list(data):
+        data.remove(ch)
+    for ch in selected:
+        data.append(ch)
+
+
+def _matches(d: etree._Element, f: etree._Element) -> bool:
+    fns = ns_of(f)
+    return local(d) == local(f) and (fns is None or fns == ns_of(d))
+
+
+def _is_content_match(f: etree._Element) -> bool:
+    return not elements(f) and bool((f.text or "").strip())
+
+
+def _filter_siblings(
+    data: list[etree._Element], flt: list[etree._Element], keys_of: Any
+) -> list[etree._Element]:
+    if not flt:
+        return []  # RFC 6241 6.4.2: an empty filter selects nothing
+    out: list[etree._Element] = []
+    for d in data:
+        result: etree._Element | None = None
+        for f in flt:
+            if not _matches(d, f):
+                continue
+            r = _filter_node(d, f, keys_of)
+            if r is not None:
+                result = r if result is None else _union(result, r)
+        if result is not None:
+            out.append(result)
+    return out
+
+
+def _filter_node(d: etree._Element, f: etree._Element, keys_of: Any) -> etree._Element | None:
+    fchildren = elements(f)
+    if not fchildren:
+        if _is_content_match(f):
+            return d if (d.text or "").strip() == (f.text or "").strip() else None
+        return d  # selection node: the whole subtree
+    content = [c for c in fchildren if _is_content_match(c)]
+    others = [c for c in fchildren if not _is_content_match(c)]
+    dchildren = elements(d)
+    for c in content:
+        if not any(_matches(x, c) and (x.text or "").strip() == c.text.strip() for x in dchildren):
+            return None
+    if not others:
+        return d  # only content-match nodes: the whole matching entry
+    keep_names = {local(c) for c in content}
+    keep_names.update(keys_of(d) if keys_of else ())
+    selected = _filter_siblings(dchildren, others, keys_of)
+    if not selected and others:
+        return None
+    out = etree.Element(d.tag, nsmap=d.nsmap)
+    chosen = {id(x) for x in selected}
+    for x in dchildren:
+        if local(x) in keep_names and id(x) not in chosen:
+            out.append(_copy(x))
+    for x in selected:
+        out.append(_copy(x) if x.getparent() is not None else x)
+    return out
+
+
+def _copy(el: etree._Element) -> etree._Element:
+    return copy.deepcopy(el)
+
+
+def _union(a: etree._Element, b: etree._Element) -> etree._Element:
+    """Two filter branches selected parts of one node: keep a's children, add b's new ones."""
+    seen = {etree.tostring(x) for x in a}
+    for x in list(b):
+        if etree.tostring(x) not in seen:
+            a.append(_copy(x))
+    return a
+
+
+# -- XPath filter (RFC 6241 section 8.9) ------------------------------------------------------
+def xpath_filter(data: etree._Element, select: str, nsmap: dict[str | None, str],
+                 keys_of: Any = None) -> None:
+    """Keep the nodes `select` picks, with their ancestors (and list keys) and descendants.
+
+    Each top-level node is evaluated as a document of its own, so an absolute path such as
+    '/sl:load-balancer/sl:service[sl:name="web"]' starts at the module's top node, as NETCONF
+    clients write it (in the reply tree the root element is <data>).
+    """
+    from northbound.netconf.errors import RpcError
+
+    namespaces = {k: v for k, v in nsmap.items() if k}
+    try:
+        xpath = etree.XPath(select, namespaces=namespaces)
+    except etree.XPathSyntaxError as exc:
+        raise RpcError("invalid-value", f"bad xpath {select!r}: {exc}", type="protocol",
+                       info={"bad-attribute": "select", "bad-element": "filter"}) from None
+    tops = list(data)
+    for ch in tops:
+        data.remove(ch)
+    for top in tops:
+        tree = etree.ElementTree(copy.deepcopy(top))
+        try:
+            result = xpath(tree)
+        except etree.XPathEvalError as exc:
+            raise RpcError("invalid-value", f"bad xpath {select!r}: {exc}", type="protocol",
+                           info={"bad-attribute": "select", "bad-element": "filter"}) from None
+        if not isinstance(result, list):
+            raise RpcError("invalid-value", "the xpath must select nodes, not a value",
+                           type="protocol", info={"bad-element": "filter"})
+        _rebuild(data, tree, result, keys_of)
+
+
+def _rebuild(data: etree._Element, tree: Any, result: list[Any], keys_of: Any) -> None:
+    made: dict[str, etree._Element] = {}
+    full: set[str] = set()
+    for item in result:
+        node = item if isinstance(item, etree._Element) else getattr(item, "getparent", None)
+        if node is not None and not isinstance(node, etree._Element):
+            node = node()  # attribute or text result: its element
+        if not isinstance(node, etree._Element) or not isinstance(node.tag, str):
+            continue
+        path = tree.getpath(node)
+        if any(path == p or path.startswith(p + "/") for p in full):
+            continue
+        chain = list(reversed([a for a in node.iterancestors()]))
+        parent_out = data
+        for anc in chain:
+            apath = tree.getpath(anc)
+            if apath not in made:
+                shallow = etree.SubElement(parent_out, anc.tag, nsmap=anc.nsmap)
+                for key in keys_of(anc) if keys_of else ():
+                    for kid in anc:
+                        if isinstance(kid.tag, str) and etree.QName(kid).localname == key:
+                            shallow.append(copy.deepcopy(kid))
+                made[apath] = shallow
+            parent_out = made[apath]
+        for kid in list(parent_out):
+            # A key copied with its entry and then selected itself: keep one copy.
+            if kid.tag == node.tag and (kid.text or "") == (node.text or "") and not len(node):
+                parent_out.remove(kid)
+        parent_out.append(copy.deepcopy(node))
+        full.add(path)
+
+
+def merge_json(base: dict[str, Any], extra: dict[str, Any], top: dict[str, Node]) -> None:
+    """Merge `extra` (e.g. operational state) into `base`, matching list entries by key."""
+    for key, value in extra.items():
+        name = key.split(":", 1)[-1]
+        if key in base:
+            _merge_value(base, key, value, top.get(name))
+        else:
+            base[key] = value
+
+
+def _merge_value(parent: dict[str, Any], key: str, value: Any, node: Node | None) -> None:
+    old = parent.get(key)
+    if node is not None and node.kind == LIST and isinstance(old, list) and isinstance(value, list):
+        for entry in value:
+            match = next((o for o in old if all(o.get(k) == entry.get(k) for k in node.keys)),
+                         None)
+            if match is None:
+                old.append(entry)
+            else:
+                for k, v in entry.items():
+                    _merge_value(match, k, v, node.children.get(k))
+    elif isinstance(old, dict) and isinstance(value, dict):
+        for k, v in value.items():
+            _merge_value(old, k, v, node.children.get(k) if node else None)
+    else:
+        parent[key] = value

@@ -1,0 +1,91 @@
+"""What the XML translation needs to know about each schema node, from libyang.
+
+Schema paths are module-less and key-less, as in appliance.config.schema:
+'load-balancer/service/endpoint/weight'. State (config false) nodes are indexed too, marked,
+so edit-config can refuse them and get can print them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import libyang
+from libyang.util import c2str
+
+from appliance.config.schema import Schema
+
+CONTAINER, LIST, LEAF, LEAF_LIST = "container", "list", "leaf", "leaf-list"
+INT, BOOL, STR = "int", "bool", "str"
+
+_INTS = {
+    libyang.Type.INT8,
+    libyang.Type.INT16,
+    libyang.Type.INT32,
+    libyang.Type.UINT8,
+    libyang.Type.UINT16,
+    libyang.Type.UINT32,
+}
+
+
+@dataclass
+class Node:
+    name: str
+    kind: str
+    config: bool
+    keys: tuple[str, ...] = ()
+    value_type: str = STR  # leaves: how the JSON encoding carries the value
+    children: dict[str, Node] = field(default_factory=dict)
+
+
+class SchemaIndex:
+    def __init__(self, schema: Schema) -> None:
+        self.module_name = schema.module.name()
+        self.namespace = c2str(schema.module.cdata.ns)  # the binding has no accessor
+        self.prefix = schema.module.prefix()
+        self.top: dict[str, Node] = {}
+        for snode in schema.module.children():
+            node = self._build(snode, True)
+            if node is not None:
+                self.top[node.name] = node
+
+    def _build(self, snode: Any, parent_config: bool) -> Node | None:
+        config = parent_config and not snode.config_false()
+        if isinstance(snode, libyang.SList):
+            keys = tuple(k.name() for k in snode.keys())  # noqa: SIM118 - a method
+            node = Node(snode.name(), LIST, config, keys=keys)
+        elif isinstance(snode, libyang.SLeafList):
+            node = Node(snode.name(), LEAF_LIST, config, value_type=_value_type(snode.type()))
+        elif isinstance(snode, libyang.SLeaf):
+            node = Node(snode.name(), LEAF, config, value_type=_value_type(snode.type()))
+        elif isinstance(snode, libyang.SContainer):
+            node = Node(snode.name(), CONTAINER, config)
+        else:
+            return None  # actions, notifications: not data
+        if hasattr(snode, "children"):
+            for ch in snode.children():
+                self._add_children(node, ch, config)
+        return node
+
+    def _add_children(self, node: Node, snode: Any, config: bool) -> None:
+        if snode.nodetype() in (libyang.SNode.CHOICE, libyang.SNode.CASE):
+            # choice and case are schema-only: their children sit directly in the data tree.
+            for ch in snode.children():
+                self._add_children(node, ch, config and not snode.config_false())
+            return
+        built = self._build(snode, config)
+        if built is not None:
+            node.children[built.name] = built
+
+
+def _value_type(ytype: Any) -> str:
+    base = ytype.base()
+    if base == libyang.Type.LEAFREF:
+        target = ytype.leafref_type()
+        base = target.base() if target is not None else base
+    if base in _INTS:
+        return INT
+    if base == libyang.Type.BOOL:
+        return BOOL
+    # Strings, enumerations, unions of string types, 64-bit numbers (strings in JSON).
+    return STR

@@ -1,0 +1,453 @@
+"""NetconfServer: NETCONF over SSH (RFC 6242) on asyncssh, in the daemon's asyncio loop.
+
+    server = NetconfServer(config_service, state_dir, host="::", port=830, event_bus=bus)
+    await server.start()
+    ...
+    await server.close()
+
+Config-service calls run on one worker thread (the daemon's, when passed as `worker`), as
+every other front door's do; XML building runs on a helper thread so a 10,000-service
+get-config does not stall other sessions' I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+from lxml import etree
+
+from appliance.config import ConfigService, Diff
+from northbound.netconf import (
+    monitoring,
+    notifications,
+    ops_commit,
+    ops_edit,
+    ops_read,
+    ops_session,
+)
+from northbound.netconf.auth import (
+    Backoff,
+    Throttle,
+    check_password,
+    key_matches,
+    users_from_config,
+)
+from northbound.netconf.edit import EditTranslator
+from northbound.netconf.framing import DEFAULT_MAX_MESSAGE
+from northbound.netconf.rpc import Dispatcher
+from northbound.netconf.schema_index import LIST, SchemaIndex
+from northbound.netconf.session import BASE_10, BASE_11, NetconfSession
+from northbound.netconf.state import state_source as make_state_source
+from northbound.netconf.xmlutil import BASE_NS, local, ns_of, qn, sub
+
+log = logging.getLogger(__name__)
+
+HOST_KEY_FILE = "netconf_host_ed25519_key"
+CAP = "urn:ietf:params:netconf:capability:"
+# Exactly what works; see the ops_* modules.
+PROTOCOL_CAPABILITIES = (
+    BASE_10,
+    BASE_11,
+    CAP + "writable-running:1.0",
+    CAP + "candidate:1.0",
+    CAP + "confirmed-commit:1.1",
+    CAP + "rollback-on-error:1.0",
+    CAP + "validate:1.1",
+    CAP + "startup:1.0",
+    CAP + "xpath:1.0",
+    CAP + "notification:1.0",
+    CAP + "interleave:1.0",
+    CAP + "with-defaults:1.0?basic-mode=explicit&also-supported=report-all",
+)
+
+
+class NetconfServer:
+    def __init__(
+        self,
+        config_service: ConfigService,
+        state_dir: Path | str,
+        host: str | Sequence[str] | None = "::",
+        port: int = 830,
+        event_bus: Any = None,
+        *,
+        worker: Executor | None = None,
+        max_message: int = DEFAULT_MAX_MESSAGE,
+        backoff: Backoff | None = None,
+        state_source: Callable[[], dict[str, Any]] | None = None,
+        max_sessions: int = 64,
+        follow_config: bool = False,
+        state: dict[str, Callable[..., Any]] | None = None,
+    ) -> None:
+        """`host`: an address, a list of addresses, or "::"/""/None for every address of both
+        families (asyncio sets IPV6_V6ONLY, so a literal "::" would leave out IPv4).
+        `follow_config`: take host, port and enabled from /sluice:management/netconf instead,
+        at start and after every commit that changes them (open sessions are kept).
+        `state_source()`, if given, returns operational state (config false nodes, libyang
+        JSON encoding) merged into <get> replies; `state` is the alternative: the daemon's
+        state-provider dict (as the control socket gets), turned into such a source."""
+        self.config_service = config_service
+        self.state_dir = Path(state_dir)
+        self.host = host
+        self.max_sessions = max_sessions
+        self.follow_config = follow_config
+        self._key: asyncssh.SSHKey | None = None
+        self.port = port
+        self.event_bus = event_bus
+        self.max_message = max_message
+        if state_source is None and state:
+            state_source = make_state_source(config_service, state)
+        self.state_source = state_source
+        self.throttle = Throttle(backoff or Backoff())
+        self._own_worker = worker is None
+        self.worker = worker or ThreadPoolExecutor(1, thread_name_prefix="netconf-config")
+        schema = config_service.schema
+        self.index = SchemaIndex(schema)
+        self.translator = EditTranslator(self.index.top, self.index.namespace,
+                                         self.index.module_name)
+        self.schemas = monitoring.collect_schemas(schema)
+        self._yanglib = ""
+        self.dispatcher = Dispatcher()
+        for group in (ops_read, ops_edit, ops_commit, ops_session, monitoring, notifications):
+            group.register(self.dispatcher)
+        self.sessions: dict[int, NetconfSession] = {}
+        self.confirmed = ops_commit.ConfirmedCommits(self)
+        self.committing: NetconfSession | None = None  # set on the worker during a commit
+        self._acceptor: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closing = False
+        self._bus_callback: Callable[[Any], None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Future[Any]] = set()
+
+    # -- life cycle --------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._key = await asyncio.to_thread(self._host_key)
+        self._yanglib = await self.call(self._yanglib_text)
+        if self.follow_config:
+            self.host, self.port, enabled = self.settings(self.config_service)
+            if enabled:
+                await self._listen()
+        else:
+            await self._listen()
+        self.config_service.subscribe(self._on_commit)
+        if self.event_bus is not None:
+            self._bus_callback = self._on_bus_event
+            self.event_bus.subscribe(self._bus_callback)
+
+    async def _listen(self) -> None:
+        host = None if self.host in ("::", "", None) else self.host
+        self._acceptor = await asyncssh.listen(
+            host,
+            self.port,
+            server_factory=lambda: _SSHServer(self),
+            server_host_keys=[self._key],
+            process_factory=self._process,
+            encoding=None,
+            allow_pty=False,
+            agent_forwarding=False,
+            x11_forwarding=False,
+            allow_scp=False,
+            gss_host=None,
+            login_timeout=60,
+        )
+        self.port = self._acceptor.get_port()
+        log.info("netconf server listening", extra={"host": self.host, "port": self.port})
+
+    async def _stop_listening(self) -> None:
+        if self._acceptor is not None:
+            acceptor, self._acceptor = self._acceptor, None
+            acceptor.close()  # stops accepting; sessions already open go on
+            await acceptor.wait_closed()
+
+    @staticmethod
+    def settings(config_service: ConfigService) -> tuple[list[str] | str, int, bool]:
+        """(hosts, port, enabled) from /sluice:management/netconf, defaults filled in."""
+        doc = config_service.running_doc(effective=True)
+        nc = (doc.get("sluice:management") or {}).get("netconf") or {}
+        return (list(nc.get("address") or []) or "::", int(nc.get("port", 830)),
+                bool(nc.get("enabled", True)))
+
+    async def _reconfigure(self) -> None:
+        """A commit changed management/netconf: listen where the config now says."""
+        host, port, enabled = await self.call(self.settings, self.config_service)
+        if self._closing or (enabled and self._acceptor is not None
+                             and (host, port) == (self.host, self.port)):
+            return
+        await self._stop_listening()
+        self.host, self.port = host, port
+        if enabled:
+            try:
+                await self._listen()
+            except OSError as exc:
+                log.error("netconf server cannot listen", extra={"host": str(host),
+                                                                 "port": port, "error": str(exc)})
+        else:
+            log.info("netconf server disabled by configuration")
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._bus_callback is not None and hasattr(self.event_bus, "unsubscribe"):
+            self.event_bus.unsubscribe(self._bus_callback)
+        await self._stop_listening()
+        # A pending confirmed commit is not confirmed by a shutdown: undo it now, while the
+        # config service is still there (the next start would otherwise keep it).
+        await self.confirmed.roll_back("shutdown")
+        for s in list(self.sessions.values()):
+            s.kill()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=5)
+        if self._own_worker:
+            self.worker.shutdown(wait=True)
+
+    def _host_key(self) -> asyncssh.SSHKey:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        path = self.state_dir / HOST_KEY_FILE
+        if path.exists():
+            return asyncssh.read_private_key(str(path))
+        key = asyncssh.generate_private_key("ssh-ed25519")
+        # O_EXCL + 0600: the key is never readable by others, not even for a moment.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(key.export_private_key())
+        log.info("netconf host key generated", extra={"path": str(path)})
+        return key
+
+    def _yanglib_text(self) -> str:
+        data = self.config_service.schema.ctx.get_yanglib_data()
+        try:
+            return data.print_mem("xml", with_siblings=True, pretty=False)
+        finally:
+            data.free()
+
+    def yang_library_xml(self) -> str:
+        return self._yanglib
+
+    # -- helpers for the ops modules ---------------------------------------------------------
+    def spawn(self, coro: Any) -> None:
+        """A background task, referenced until done (the loop keeps only weak references)."""
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def call(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.worker, lambda: fn(*args, **kw))
+
+    async def offload(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.to_thread(fn, *args)
+
+    def capabilities(self) -> list[str]:
+        caps = list(PROTOCOL_CAPABILITIES)
+        for sf in self.schemas.values():
+            caps.append(f"{sf.namespace}?module={sf.identifier}&revision={sf.version}")
+        caps.append("urn:ietf:params:xml:ns:yang:ietf-netconf-monitoring"
+                    "?module=ietf-netconf-monitoring&revision=2010-10-04")
+        caps.append("urn:ietf:params:xml:ns:yang:ietf-netconf-notifications"
+                    "?module=ietf-netconf-notifications&revision=2012-02-06")
+        return caps
+
+    def hello(self, session_id: int) -> etree._Element:
+        hello = etree.Element(qn(BASE_NS, "hello"), nsmap={None: BASE_NS})
+        caps = sub(hello, BASE_NS, "capabilities")
+        for cap in self.capabilities():
+            sub(caps, BASE_NS, "capability", cap)  # lxml escapes '&' (see NOTES-northbound)
+        sub(hello, BASE_NS, "session-id", str(session_id))
+        return hello
+
+    def keys_of(self, el: etree._Element) -> tuple[str, ...]:
+        """List keys of a data element of the sluice module (for filters), else ()."""
+        names = []
+        node: Any = el
+        while node is not None and ns_of(node) == self.index.namespace:
+            names.append(local(node))
+            node = node.getparent()
+        if not names:
+            return ()
+        names.reverse()
+        snode = self.index.top.get(names[0])
+        for name in names[1:]:
+            snode = snode.children.get(name) if snode is not None else None
+        return snode.keys if snode is not None and snode.kind == LIST else ()
+
+    # -- sessions ----------------------------------------------------------------------------
+    async def _process(self, process: asyncssh.SSHServerProcess) -> None:
+        if process.subsystem != "netconf":
+            what = f"subsystem {process.subsystem}" if process.subsystem else "shell/exec"
+            log.info("netconf ssh: refused", extra={"request": what})
+            process.stderr.write(b"this server offers only the netconf subsystem\n")
+            process.exit(1)
+            return
+        username = process.get_extra_info("username")
+        peer = (process.get_extra_info("peername") or ("?",))[0]
+        user = users_from_config(self.config_service).get(username)
+        if user is None or self._closing:
+            process.exit(1)
+            return
+        if len(self.sessions) >= self.max_sessions:
+            log.warning("netconf session refused: too many sessions",
+                        extra={"user": username, "peer": peer, "limit": self.max_sessions})
+            process.stderr.write(b"too many NETCONF sessions\n")
+            process.exit(1)
+            return
+        config = await self.call(self.config_service.open_session, username, "netconf",
+                                 read_only=user.read_only)
+        session = NetconfSession(self, process, config, username, peer)
+        self.sessions[session.id] = session
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        self.broadcast(notifications.session_event("start", username, session.id, peer),
+                       exclude=session)
+        try:
+            await session.run()
+        finally:
+            if task is not None:
+                self._tasks.discard(task)
+
+    async def session_ended(self, s: NetconfSession, reason: str = "closed") -> None:
+        """Called once per session however it ends: confirmed commit, locks, candidate."""
+        if self.sessions.pop(s.id, None) is None:
+            return
+        s.closed = True
+        pending = self.confirmed.pending
+        if pending is not None and pending.owner == s.id and pending.persist is None:
+            await self.confirmed.roll_back("session ended", s.config)
+        await self.call(s.config.close)
+        killed_by = getattr(s, "killed_by", None)
+        self.broadcast(notifications.session_event(
+            "end", s.user, s.id, s.peer,
+            reason="killed" if killed_by is not None else getattr(s, "end_reason", reason),
+            killed_by=killed_by))
+        log.info("netconf session ended", extra={"session": s.id, "user": s.user})
+
+    async def kill(self, target: NetconfSession, killed_by: NetconfSession | None = None) -> None:
+        """kill-session: the target's locks are free when this returns (RFC 6241 7.9)."""
+        target.killed_by = killed_by.id if killed_by else None  # type: ignore[attr-defined]
+        target.kill()
+        await self.session_ended(target)
+
+    # -- notifications -----------------------------------------------------------------------
+    def broadcast(self, content: etree._Element, exclude: NetconfSession | None = None) -> None:
+        """Send to every subscribed session whose filter lets it through (loop thread)."""
+        for s in list(self.sessions.values()):
+            if s.subscription is None or s is exclude or s.closed:
+                continue
+            selected = notifications.passes(s.subscription, content)
+            if selected is not None:
+                s.send_notification(notifications.wrap(selected))
+
+    def _from_thread(self, build: Callable[[], etree._Element]) -> None:
+        if self._closing or self._loop is None or self._loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed between check and call
+            self._loop.call_soon_threadsafe(lambda: self.broadcast(build()))
+
+    def _on_commit(self, diff: Diff) -> None:
+        """ConfigService subscriber (runs in the committing thread)."""
+        if self._closing or diff.empty():
+            return
+        if self.follow_config and "management" in diff.sections_changed:
+            old, new = diff.sections_changed["management"]
+            if (old or {}).get("netconf") != (new or {}).get("netconf") and self._loop:
+                with contextlib.suppress(RuntimeError):
+                    self._loop.call_soon_threadsafe(lambda: self.spawn(self._reconfigure()))
+        s = self.committing
+        if s is not None:
+            user, sid, host = s.user, s.id, s.peer
+        else:
+            last = self.config_service.history(1)
+            user = last[0]["user"] if last else None
+            sid, host = 0, None  # RFC 6470: 0 for a change not made over NETCONF
+        ns = self.index.namespace
+        self._from_thread(lambda: notifications.config_change(diff, ns, user, sid, host))
+
+    def _on_bus_event(self, event: Any) -> None:
+        if not isinstance(event, dict):
+            event = getattr(event, "__dict__", {"value": str(event)})
+        self._from_thread(lambda: notifications.bus_event(event))
+
+    def notify_confirmed_commit(self, session_id: int, event: str,
+                                timeout: int | None = None) -> None:
+        s = self.sessions.get(session_id)
+        user = s.user if s else "unknown"
+        self.broadcast(notifications.confirmed_commit(user, session_id, s.peer if s else None,
+                                                      event, timeout))
+
+
+class _SSHServer(asyncssh.SSHServer):
+    """Authentication: config users only, password or key, throttled per address."""
+
+    def __init__(self, nc: NetconfServer) -> None:
+        self.nc = nc
+        self.peer = "?"
+        self.authenticated = False
+        self.key_failures = 0
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        peer = conn.get_extra_info("peername")
+        self.peer = str(peer[0]) if peer else "?"
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.authenticated and self.key_failures:
+            n = self.nc.throttle.failed(self.peer)
+            log.warning("netconf login failed", extra={"peer": self.peer, "method": "publickey",
+                                                        "failures": n})
+
+    def begin_auth(self, username: str) -> bool:
+        return True  # always require authentication: no anonymous access
+
+    def password_auth_supported(self) -> bool:
+        return True
+
+    def public_key_auth_supported(self) -> bool:
+        return True
+
+    def kbdint_auth_supported(self) -> bool:
+        return False
+
+    def host_based_auth_supported(self) -> bool:
+        return False
+
+    def auth_completed(self) -> None:
+        self.authenticated = True
+        self.nc.throttle.succeeded(self.peer)
+
+    def _blocked(self, username: str) -> bool:
+        wait = self.nc.throttle.blocked_for(self.peer)
+        if wait > 0:
+            log.warning("netconf login refused: too many failures",
+                        extra={"peer": self.peer, "user": username, "retry_in": round(wait, 1)})
+            return True
+        return False
+
+    async def validate_password(self, username: str, password: str) -> bool:
+        if self._blocked(username):
+            return False
+        user = users_from_config(self.nc.config_service).get(username)
+        ok = await asyncio.to_thread(check_password, user, password)
+        if ok:
+            log.info("netconf login", extra={"user": username, "peer": self.peer,
+                                             "method": "password"})
+            return True
+        n = self.nc.throttle.failed(self.peer)
+        log.warning("netconf login failed", extra={"user": username, "peer": self.peer,
+                                                    "method": "password", "failures": n})
+        return False
+
+    def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        if self._blocked(username):
+            return False
+        user = users_from_config(self.nc.config_service).get(username)
+        if user is not None and key_matches(user.authorized_keys, key):
+            return True
+        self.key_failures += 1
+        return False
