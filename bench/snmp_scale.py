@@ -1,0 +1,294 @@
+"""SNMP scale: snmpbulkwalk of the service and endpoint tables at 10,000 services.
+
+The agent runs in an asyncio loop on a thread (standing in for the daemon's loop) over a
+ConfigService on a temporary store, with a state provider answering for every service and
+endpoint. While net-snmp's snmpbulkwalk reads the tables, the bench measures how responsive
+that loop stays: the lateness of a 10 ms timer in the loop, and the latency of snmpget
+sysUpTime.0 sent concurrently by another process. A commit during the walk checks that the
+rebuild (in a worker thread) does not stall the loop either.
+
+    .venv/bin/python bench/snmp_scale.py [--services 10000] [--endpoints 2] [--reps 50]
+
+Prints a Markdown table and writes bench/results/snmp_scale.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from snmpkit import FakeState, LoopThread, free_udp_port, snmp
+
+from appliance.config import ConfigService
+from appliance.config.paths import service_path
+from appliance.config.store import Store
+from northbound.snmp import SnmpAgent
+
+COMMUNITY = "bench-ro"
+SVC_TABLE = "1.3.6.1.4.1.32473.1.2"
+EP_TABLE = "1.3.6.1.4.1.32473.1.3"
+
+
+def services(n: int, endpoints: int) -> list[dict]:
+    return [
+        {
+            "name": f"svc{i}",
+            "vip": f"198.18.{i // 250}.{i % 250 + 1}",
+            "port": 80,
+            "endpoint": [
+                {"address": f"198.19.{j}.{i % 250 + 1}", "port": 8080 + i // 250}
+                for j in range(endpoints)
+            ],
+        }
+        for i in range(n)
+    ]
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+async def loop_lag(stop: asyncio.Event, out: list[float], period: float = 0.01) -> None:
+    while not stop.is_set():
+        t0 = time.perf_counter()
+        await asyncio.sleep(period)
+        out.append(time.perf_counter() - t0 - period)
+
+
+def get_latency(target: str, stop: threading.Event, out: list[float], fails: list[int]) -> None:
+    while not stop.is_set():
+        t0 = time.perf_counter()
+        res = snmp(
+            "snmpget",
+            "-v2c",
+            "-c",
+            COMMUNITY,
+            "-t",
+            "2",
+            "-r",
+            "0",
+            "-On",
+            target,
+            "1.3.6.1.2.1.1.3.0",
+        )
+        # The snmpget process itself costs a few ms; that is part of what an NMS sees.
+        if res.returncode == 0:
+            out.append(time.perf_counter() - t0)
+        else:
+            fails.append(1)
+        time.sleep(0.05)
+
+
+def walk(target: str, root: str, reps: int) -> tuple[float, int]:
+    t0 = time.perf_counter()
+    res = snmp(
+        "snmpbulkwalk",
+        "-v2c",
+        "-c",
+        COMMUNITY,
+        "-t",
+        "5",
+        "-r",
+        "0",
+        f"-Cr{reps}",
+        "-On",
+        "-Oq",
+        target,
+        root,
+        timeout=300,
+    )
+    elapsed = time.perf_counter() - t0
+    if res.returncode != 0:
+        raise RuntimeError(res.stderr)
+    return elapsed, res.stdout.count("\n")
+
+
+class GcPauses:
+    """Durations of the collector's full (generation 2) passes: at this config size they,
+    not the agent, are what stalls the loop longest."""
+
+    def __init__(self) -> None:
+        self.pauses: list[float] = []
+        self._t0 = 0.0
+        gc.callbacks.append(self._cb)
+
+    def _cb(self, phase: str, info: dict) -> None:
+        if info.get("generation") != 2:
+            return
+        if phase == "start":
+            self._t0 = time.perf_counter()
+        else:
+            self.pauses.append(time.perf_counter() - self._t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--services", type=int, default=10_000)
+    ap.add_argument("--endpoints", type=int, default=2)
+    ap.add_argument(
+        "--reps", default="50,500", help="snmpbulkwalk max-repetitions (-Cr), comma-separated"
+    )
+    ap.add_argument(
+        "--gc-freeze",
+        action="store_true",
+        help="gc.freeze() once the config is loaded, as a daemon could at start-up",
+    )
+    args = ap.parse_args()
+    reps_list = [int(r) for r in str(args.reps).split(",")]
+
+    with tempfile.TemporaryDirectory() as tmp:
+        port = free_udp_port()
+        config = ConfigService(Store(Path(tmp) / "config.db"))
+        t0 = time.perf_counter()
+        with config.open_session("bench", "bench") as s:
+            s.edit(
+                [
+                    {
+                        "op": "merge",
+                        "path": "/sluice:snmp",
+                        "value": {
+                            "enabled": True,
+                            "port": port,
+                            "listen-address": ["127.0.0.1"],
+                            "community": [{"name": "ro", "secret": COMMUNITY}],
+                        },
+                    },
+                    {
+                        "op": "merge",
+                        "path": "/sluice:load-balancer",
+                        "value": {"service": services(args.services, args.endpoints)},
+                    },
+                ]
+            )
+            s.commit("bench")
+        commit_s = time.perf_counter() - t0
+
+        state = FakeState()
+        for i in range(args.services):
+            state.services[f"svc{i}"] = {
+                "packets": i * 10,
+                "bytes": i * 1000,
+                "active-sessions": i % 7,
+                "total-sessions": i,
+            }
+        loop = LoopThread()
+        agent = SnmpAgent(config, state.providers())
+        t0 = time.perf_counter()
+        loop.run(agent.start(), timeout=120)
+        start_s = time.perf_counter() - t0
+        target = f"127.0.0.1:{port}"
+
+        if args.gc_freeze:
+            # Moves everything alive now (the loaded config) out of the collector's reach:
+            # later full passes scan only what was allocated since.
+            gc.collect()
+            gc.freeze()
+        gc_pauses = GcPauses()
+        lags: list[float] = []
+        stop_lag = asyncio.Event()
+        lag_future = asyncio.run_coroutine_threadsafe(loop_lag(stop_lag, lags), loop.loop)
+        latencies: list[float] = []
+        fails: list[int] = []
+        stop_get = threading.Event()
+        getter = threading.Thread(target=get_latency, args=(target, stop_get, latencies, fails))
+        getter.start()
+
+        async def loop_cpu() -> float:
+            return time.thread_time()
+
+        # CPU time of the loop thread per walk: what the agent costs, whatever else the
+        # (shared) machine is running.
+        walks = {}
+        for reps in reps_list:
+            c0 = loop.run(loop_cpu())
+            svc_s, svc_rows = walk(target, SVC_TABLE, reps)
+            c1 = loop.run(loop_cpu())
+            ep_s, ep_rows = walk(target, EP_TABLE, reps)
+            c2 = loop.run(loop_cpu())
+            walks[reps] = (svc_s, ep_s, c1 - c0, c2 - c1)
+
+        # A commit while the endpoint table is walked again: the agent rebuilds its index in
+        # a worker thread; the walk goes on over the old snapshot, then the new.
+        def commit_one() -> None:
+            time.sleep(0.5)
+            with config.open_session("bench", "bench") as s:
+                s.edit(
+                    [
+                        {
+                            "op": "merge",
+                            "path": service_path("svc1"),
+                            "value": {"description": "changed during the walk"},
+                        }
+                    ]
+                )
+                s.commit("during walk")
+
+        committer = threading.Thread(target=commit_one)
+        committer.start()
+        ep_commit_s, _ = walk(target, EP_TABLE, reps_list[-1])
+        committer.join()
+
+        stop_get.set()
+        getter.join()
+        loop.loop.call_soon_threadsafe(stop_lag.set)
+        lag_future.result(10)
+        loop.run(agent.close())
+        loop.stop()
+        config.store.close()
+
+    result = {
+        "services": args.services,
+        "endpoints_per_service": args.endpoints,
+        "commit_s": round(commit_s, 2),
+        "agent_start_s": round(start_s, 2),
+        "service_table_varbinds": svc_rows,
+        "endpoint_table_varbinds": ep_rows,
+        **{
+            f"walk_Cr{reps}_{what}_s": round(value, 2)
+            for reps, (svc_s, ep_s, svc_cpu, ep_cpu) in walks.items()
+            for what, value in (
+                ("services", svc_s),
+                ("endpoints", ep_s),
+                ("both", svc_s + ep_s),
+                ("both_loop_cpu", svc_cpu + ep_cpu),
+            )
+        },
+        f"walk_Cr{reps_list[-1]}_endpoints_with_commit_s": round(ep_commit_s, 2),
+        "loop_lag_p50_ms": round(statistics.median(lags) * 1000, 1) if lags else None,
+        "loop_lag_p99_ms": round(pct(lags, 0.99) * 1000, 1),
+        "loop_lag_max_ms": round(max(lags, default=0) * 1000, 1),
+        "snmpget_during_walk_p50_ms": round(statistics.median(latencies) * 1000, 1)
+        if latencies
+        else None,
+        "snmpget_during_walk_max_ms": round(max(latencies, default=0) * 1000, 1),
+        "snmpget_during_walk_count": len(latencies),
+        "snmpget_failures": len(fails),
+        "gc_freeze": args.gc_freeze,
+        "gc_full_collections": len(gc_pauses.pauses),
+        "gc_full_max_ms": round(max(gc_pauses.pauses, default=0) * 1000, 1),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python "
+        f"{platform.python_version()}, load average at end {os.getloadavg()[0]:.1f}",
+    }
+    print("| measure | value |\n|---|---|")
+    for key, value in result.items():
+        print(f"| {key} | {value} |")
+    out = Path(__file__).resolve().parent / "results" / "snmp_scale.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,10 @@
+"""SNMP agent (v2c, v3 USM) serving the system group, IF-MIB and SLUICE-LB-MIB, with traps."""
+
+from pathlib import Path
+
+from northbound.snmp.agent import SnmpAgent, SnmpError
+
+# The MIB module an NMS loads (shipped as package data).
+MIB_DIR = Path(__file__).resolve().parent / "mibs"
+
+__all__ = ["MIB_DIR", "SnmpAgent", "SnmpError"]

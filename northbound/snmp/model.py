@@ -1,0 +1,428 @@
+"""SLUICE-LB-MIB and the system group as `Table`s over a config snapshot and state providers.
+
+A `Snapshot` holds what the config says (built off the event loop: sorting 10,000 services and
+their endpoints takes a while); cells are computed when read, from the snapshot for configured
+values and from the state providers (through a one-second cache) for live ones.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import logging
+import os
+import platform
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from appliance import __version__
+from northbound.snmp import ber
+from northbound.snmp.tree import Table, TtlCache
+
+log = logging.getLogger(__name__)
+
+ENTERPRISE = (1, 3, 6, 1, 4, 1, 32473)
+NOTIFICATIONS = (*ENTERPRISE, 0)
+GLOBAL = (*ENTERPRISE, 1, 1)
+SERVICE_ENTRY = (*ENTERPRISE, 1, 2, 1)
+ENDPOINT_ENTRY = (*ENTERPRISE, 1, 3, 1)
+NOTIFY_OBJECTS = (*ENTERPRISE, 1, 4)
+SYS_OBJECT_ID = (*ENTERPRISE, 3, 1)  # sluiceAppliance
+SYSTEM = (1, 3, 6, 1, 2, 1, 1)
+
+# Notification OIDs and their objects (SLUICE-LB-MIB).
+ENDPOINT_STATE_CHANGE = (*NOTIFICATIONS, 1)
+SERVICE_STATE_CHANGE = (*NOTIFICATIONS, 2)
+CONFIG_COMMITTED = (*NOTIFICATIONS, 3)
+EP_HEALTH_COL, EP_LAST_ERROR_COL = 6, 8
+SVC_OPER_COL, SVC_EP_UP_COL = 10, 12
+NOTIFY_PREVIOUS_HEALTH = (*NOTIFY_OBJECTS, 1, 0)
+NOTIFY_COMMIT_ID = (*NOTIFY_OBJECTS, 2, 0)
+NOTIFY_COMMIT_SUMMARY = (*NOTIFY_OBJECTS, 3, 0)
+
+SERVICE_COLUMNS = tuple(range(2, 17))
+ENDPOINT_COLUMNS = tuple(range(4, 14))
+# Columns read from the config only (everything else comes from the state providers).
+SERVICE_STATIC = frozenset((2, 3, 4, 5, 6, 7, 8, 9, 11))
+ENDPOINT_STATIC = frozenset((4, 5))
+GLOBAL_COLUMNS = (1, 2, 3, 4, 5, 6)
+SYSTEM_COLUMNS = (1, 2, 3, 4, 5, 6, 7)
+
+ADMIN = {"enabled": 1, "disabled": 2, "drain": 3}
+PROTOCOL = {"tcp": 1, "udp": 2, "sctp": 3, "icmp": 4}
+MODE = {"default": 1, "one-arm": 2, "full-nat": 3, "dsr": 4}
+ALGORITHM = {
+    "round-robin": 1,
+    "weighted": 2,
+    "hash": 3,
+    "maglev": 4,
+    "least-connections": 5,
+    "priority": 6,
+    "persistence": 7,
+}
+OPER = {"up": 1, "down": 2, "degraded": 3, "disabled": 4, "unknown": 5}
+HEALTH = {"up": 1, "degraded": 2, "down": 3, "admin-disabled": 4, "unknown": 5}
+U32 = 2**32 - 1
+EPOCH_DATE_AND_TIME = bytes([0x07, 0xB2, 1, 1, 0, 0, 0, 0, ord("+"), 0, 0])
+# sysServices: internet (3), end-to-end/transport (4) and applications (7) layers.
+SYS_SERVICES = 4 + 8 + 64
+
+
+def string_index(text: str) -> tuple[int, ...]:
+    """A non-IMPLIED string index: length, then the octets."""
+    raw = text.encode()
+    return (len(raw), *raw)
+
+
+def inet_index(address: str) -> tuple[tuple[int, ...], int, bytes]:
+    """(InetAddressType, InetAddress) index part, the type and the packed address."""
+    ip = ipaddress.ip_address(address)
+    packed = ip.packed
+    kind = 1 if ip.version == 4 else 2
+    return (kind, len(packed), *packed), kind, packed
+
+
+def date_and_time(value: Any) -> bytes:
+    """SNMPv2-TC DateAndTime (11 octets, UTC) from an ISO 8601 string, datetime or epoch."""
+    if value in (None, ""):
+        return EPOCH_DATE_AND_TIME
+    try:
+        if isinstance(value, int | float):
+            when = dt.datetime.fromtimestamp(value, dt.UTC)
+        elif isinstance(value, dt.datetime):
+            when = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+        else:
+            when = dt.datetime.fromisoformat(str(value))
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=dt.UTC)
+        when = when.astimezone(dt.UTC)
+    except (ValueError, OverflowError, OSError):
+        return EPOCH_DATE_AND_TIME
+    return bytes(
+        [
+            when.year >> 8,
+            when.year & 0xFF,
+            when.month,
+            when.day,
+            when.hour,
+            when.minute,
+            when.second,
+            when.microsecond // 100_000,
+            ord("+"),
+            0,
+            0,
+        ]
+    )
+
+
+def _num(state: dict[str, Any], key: str) -> int:
+    try:
+        return max(int(state.get(key) or 0), 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+_gauge = ber.gauge32
+
+
+@dataclass
+class ServiceRow:
+    name: str
+    svc: dict[str, Any]
+    vip_type: int
+    vip: bytes
+    endpoints: list[EndpointRow] = field(default_factory=list)
+
+
+@dataclass
+class EndpointRow:
+    # The service's name, not its row: no reference cycle, so a replaced snapshot is freed
+    # by reference counting at once instead of waiting for a full GC pass.
+    service: str
+    ep: dict[str, Any]
+    address: str
+    port: int
+    addr_type: int
+    # Cache key of the endpoint's state: a str, not a tuple (see TtlCache).
+    key: str = ""
+
+    def __post_init__(self) -> None:
+        self.key = f"{self.service}|{self.address}|{self.port}"
+
+
+@dataclass
+class Snapshot:
+    """The configured part of the tree, built from an effective config document."""
+
+    commit_id: int = 0
+    system: dict[str, Any] = field(default_factory=dict)
+    datapath: dict[str, Any] = field(default_factory=dict)
+    snmp: dict[str, Any] = field(default_factory=dict)
+    service_index: list[tuple[int, ...]] = field(default_factory=list)
+    services: list[ServiceRow] = field(default_factory=list)
+    endpoint_index: list[tuple[int, ...]] = field(default_factory=list)
+    endpoints: list[EndpointRow] = field(default_factory=list)
+    by_name: dict[str, ServiceRow] = field(default_factory=dict)
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any], commit_id: int = 0) -> Snapshot:
+        def section(name: str) -> dict[str, Any]:
+            value = doc.get(f"sluice:{name}") or doc.get(name) or {}
+            return value if isinstance(value, dict) else {}
+
+        snap = cls(
+            commit_id=commit_id or 0,
+            system=section("system"),
+            datapath=section("datapath"),
+            snmp=section("snmp"),
+        )
+        services = []
+        endpoints = []
+        for svc in section("load-balancer").get("service", []):
+            name = svc["name"]
+            _, vip_type, vip = inet_index(svc["vip"])
+            row = ServiceRow(name, svc, vip_type, vip)
+            name_idx = string_index(name)
+            services.append((name_idx, row))
+            for ep in svc.get("endpoint", []):
+                addr_idx, kind, _ = inet_index(ep["address"])
+                port = int(ep.get("port", 0))
+                ep_row = EndpointRow(name, ep, ep["address"], port, kind)
+                row.endpoints.append(ep_row)
+                endpoints.append(((*name_idx, *addr_idx, port), ep_row))
+        services.sort(key=lambda item: item[0])
+        endpoints.sort(key=lambda item: item[0])
+        snap.service_index = [i for i, _ in services]
+        snap.services = [r for _, r in services]
+        snap.endpoint_index = [i for i, _ in endpoints]
+        snap.endpoints = [r for _, r in endpoints]
+        snap.by_name = {r.name: r for r in snap.services}
+        return snap
+
+
+class StateReader:
+    """The optional state providers, each answer kept for at most `ttl` seconds.
+
+    Providers are written elsewhere and may be missing or fail: a missing or failing one
+    reads as an empty dict, so counters show 0 and states unknown rather than errors.
+    """
+
+    def __init__(self, providers: dict[str, Callable[..., Any]], ttl: float = 1.0) -> None:
+        self.providers = providers
+        self._service = TtlCache(lambda name: self._call("service", name), ttl)
+        self._endpoint = TtlCache(lambda s, a, p: self._call("endpoint", s, a, p), ttl)
+        self._datapath = TtlCache(lambda: self._call("datapath"), ttl)
+        self._failed: set[str] = set()
+
+    def _call(self, kind: str, *args: Any) -> dict[str, Any]:
+        fn = self.providers.get(kind)
+        if fn is None:
+            return {}
+        try:
+            value = fn(*args)
+        except Exception:
+            if kind not in self._failed:  # once per provider, not once per cell
+                self._failed.add(kind)
+                log.exception("snmp: state provider failed", extra={"provider": kind})
+            return {}
+        return value if isinstance(value, dict) else {}
+
+    def service(self, name: str) -> dict[str, Any]:
+        return self._service.get(name, name)
+
+    def endpoint_state(self, row: EndpointRow) -> dict[str, Any]:
+        return self._endpoint.get(row.key, row.service, row.address, row.port)
+
+    def datapath(self) -> dict[str, Any]:
+        return self._datapath.get(0)
+
+    def clear(self) -> None:
+        self._service.clear()
+        self._endpoint.clear()
+        self._datapath.clear()
+
+    # Derived service state, for when the service provider does not say it.
+    def endpoint_health(self, row: EndpointRow) -> str:
+        if row.ep.get("admin-state", "enabled") != "enabled":
+            return "admin-disabled"
+        state = self.endpoint_state(row)
+        health = state.get("health")
+        return health if health in HEALTH else "unknown"
+
+    def endpoints_up(self, row: ServiceRow) -> int:
+        state = self.service(row.name)
+        if "endpoints-up" in state:
+            return _num(state, "endpoints-up")
+        return sum(1 for ep in row.endpoints if self.endpoint_health(ep) == "up")
+
+    def oper_state(self, row: ServiceRow) -> str:
+        if row.svc.get("admin-state", "enabled") != "enabled":
+            return "disabled"
+        state = self.service(row.name)
+        if state.get("oper-status") in OPER:
+            return state["oper-status"]
+        if "endpoint" not in self.providers:
+            return "unknown"
+        enabled = [e for e in row.endpoints if e.ep.get("admin-state", "enabled") == "enabled"]
+        up = sum(1 for e in enabled if self.endpoint_health(e) == "up")
+        if up == 0:
+            return "down"
+        return "up" if up == len(enabled) else "degraded"
+
+
+class LbMib:
+    """System group, SLUICE-LB-MIB scalars and tables over one snapshot."""
+
+    def __init__(
+        self,
+        snap: Snapshot,
+        state: StateReader,
+        started: float,
+        commit_id: Callable[[], int],
+    ) -> None:
+        self.snap, self.state, self.started, self.commit_id = snap, state, started, commit_id
+        self.descr = (
+            f"Sluice L4 load balancer {__version__} "
+            f"(Linux {platform.release()} {platform.machine()})"
+        )
+
+    def ticks(self) -> int:
+        return int((time.monotonic() - self.started) * 100) & U32
+
+    def hostname(self) -> str:
+        return str(self.snap.system.get("hostname") or socket.gethostname())
+
+    def system_cell(self, col: int, pos: int) -> Any:
+        s = self.snap.system
+        if col == 1:
+            return ber.octets(self.descr)
+        if col == 2:
+            return ber.object_id(SYS_OBJECT_ID)
+        if col == 3:
+            return ber.timeticks(self.ticks())
+        if col == 4:
+            return ber.octets(str(s.get("contact", "")))
+        if col == 5:
+            return ber.octets(self.hostname())
+        if col == 6:
+            return ber.octets(str(s.get("location", "")))
+        return ber.integer(SYS_SERVICES)
+
+    def global_cell(self, col: int, pos: int) -> Any:
+        if col == 1:
+            return ber.octets(__version__)
+        if col == 2:
+            dp = self.state.datapath()
+            return _gauge(_num(dp, "conntrack-entries"))
+        if col == 3:
+            return ber.unsigned32(min(int(self.snap.datapath.get("conntrack-capacity", 0)), U32))
+        if col == 4:
+            return _gauge(len(self.snap.services))
+        if col == 5:
+            return _gauge(len(self.snap.endpoints))
+        return ber.unsigned32(min(self.commit_id() or 0, U32))
+
+    def service_cell(self, col: int, pos: int) -> Any:
+        row = self.snap.services[pos]
+        svc = row.svc
+        if col == 2:
+            return ber.integer(ADMIN.get(svc.get("admin-state", "enabled"), 1))
+        if col == 3:
+            return ber.integer(row.vip_type)
+        if col == 4:
+            return ber.octets(row.vip)
+        if col == 5:
+            return ber.integer(PROTOCOL.get(svc.get("protocol", "tcp"), 1))
+        if col == 6:
+            return ber.unsigned32(int(svc.get("port", 0)))
+        if col == 7:
+            return ber.unsigned32(int(svc.get("port-range-end", svc.get("port", 0))))
+        if col == 8:
+            return ber.integer(MODE.get(svc.get("mode", "default"), 1))
+        if col == 9:
+            return ber.integer(ALGORITHM.get(svc.get("algorithm", "round-robin"), 1))
+        if col == 10:
+            return ber.integer(OPER[self.state.oper_state(row)])
+        if col == 11:
+            return _gauge(len(row.endpoints))
+        if col == 12:
+            return _gauge(self.state.endpoints_up(row))
+        state = self.state.service(row.name)
+        if col == 13:
+            return ber.counter64(_num(state, "packets"))
+        if col == 14:
+            return ber.counter64(_num(state, "bytes"))
+        if col == 15:
+            return _gauge(_num(state, "active-sessions"))
+        return ber.counter64(_num(state, "total-sessions"))
+
+    def endpoint_cell(self, col: int, pos: int) -> Any:
+        row = self.snap.endpoints[pos]
+        ep = row.ep
+        if col == 4:
+            return ber.unsigned32(int(ep.get("weight", 1)))
+        if col == 5:
+            return ber.integer(ADMIN.get(ep.get("admin-state", "enabled"), 1))
+        if col == 6:
+            return ber.integer(HEALTH[self.state.endpoint_health(row)])
+        state = self.state.endpoint_state(row)
+        if col == 7:
+            return ber.octets(date_and_time(state.get("last-change")))
+        if col == 8:
+            return ber.octets(str(state.get("last-error") or "")[:255])
+        if col == 9:
+            return ber.unsigned32(min(_num(state, "rtt-us"), U32))
+        if col == 10:
+            return ber.counter64(_num(state, "packets"))
+        if col == 11:
+            return ber.counter64(_num(state, "bytes"))
+        if col == 12:
+            return _gauge(_num(state, "active-sessions"))
+        return ber.counter64(_num(state, "total-sessions"))
+
+    def tables(self) -> list[Table]:
+        snap = self.snap
+        scalar_row = [(0,)]
+        return [
+            Table(SYSTEM, SYSTEM_COLUMNS, lambda: scalar_row, self.system_cell),
+            Table(GLOBAL, GLOBAL_COLUMNS, lambda: scalar_row, self.global_cell),
+            Table(
+                SERVICE_ENTRY,
+                SERVICE_COLUMNS,
+                lambda: snap.service_index,
+                self.service_cell,
+                static=SERVICE_STATIC,
+            ),
+            Table(
+                ENDPOINT_ENTRY,
+                ENDPOINT_COLUMNS,
+                lambda: snap.endpoint_index,
+                self.endpoint_cell,
+                static=ENDPOINT_STATIC,
+            ),
+        ]
+
+
+def default_engine_id() -> bytes:
+    """A stable engine ID when the config names none (RFC 3411 format 5, octets).
+
+    USM keys are localized to the engine ID, so it must survive restarts: derive it from
+    /etc/machine-id (or the host name) rather than letting pysnmp pick a random one.
+    """
+    import hashlib
+
+    seed = b""
+    for path in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
+        try:
+            with open(path, "rb") as fh:
+                seed = fh.read().strip()
+        except OSError:
+            continue
+        if seed:
+            break
+    if not seed:
+        seed = (os.uname().nodename or "sluice").encode()
+    return (0x80000000 | 32473).to_bytes(4, "big") + b"\x05" + hashlib.sha256(seed).digest()[:12]

@@ -1,0 +1,555 @@
+"""SNMP agent against net-snmp as the real peer: snmpget/snmpwalk/snmpbulkwalk and snmptrapd.
+
+The agent runs in an asyncio loop on a thread (as in the daemon's loop), configured through a
+real ConfigService on a temporary store; state comes from a fake provider the tests change.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from snmpkit import (
+    ENGINE_ID,
+    MIB_PATH,
+    FakeState,
+    LoopThread,
+    free_udp_port,
+    have_std_mibs,
+    have_tools,
+    localized_key,
+    parse_walk,
+    snmp,
+    string_index,
+    v3_args,
+)
+
+from appliance.config import ConfigService
+from appliance.config.paths import service_path
+from appliance.config.store import Store
+from appliance.events import EventBus
+from northbound.snmp import MIB_DIR, SnmpAgent
+
+pytestmark = pytest.mark.skipif(
+    not have_tools("snmpget", "snmpwalk", "snmpbulkwalk"), reason="net-snmp tools not installed"
+)
+
+ENT = "1.3.6.1.4.1.32473"
+SVC = f"{ENT}.1.2.1"
+EP = f"{ENT}.1.3.1"
+COMMUNITY = "s3cret-ro"
+AUTH_PASS, PRIV_PASS = "authpass123", "privpass123"
+# Numeric OIDs, "OID value" lines, enums as numbers, no units.
+OUT = "-OnqeU"
+ALLOWED_PREFIXES = ("1.3.6.1.2.1.1.", "1.3.6.1.2.1.2.", "1.3.6.1.2.1.31.", f"{ENT}.")
+
+
+def snmp_section(port: int, **extra: Any) -> dict[str, Any]:
+    return {
+        "enabled": True,
+        "port": port,
+        "listen-address": ["127.0.0.1", "::1"],
+        "engine-id": ENGINE_ID,
+        "community": [{"name": "ro", "secret": COMMUNITY}],
+        "usm-user": [
+            {
+                "name": "ops",
+                "auth-protocol": "sha-256",
+                "auth-key": localized_key(AUTH_PASS, ENGINE_ID),
+                "priv-protocol": "aes-128",
+                "priv-key": localized_key(PRIV_PASS, ENGINE_ID),
+                "security-level": "auth-priv",
+            }
+        ],
+        **extra,
+    }
+
+
+SERVICES = [
+    {
+        "name": "web",
+        "vip": "198.18.0.10",
+        "port": 80,
+        "algorithm": "maglev",
+        "endpoint": [
+            {"address": "198.18.1.1", "port": 8080},
+            {"address": "198.18.1.2", "port": 8080, "weight": 3},
+        ],
+    },
+    {
+        "name": "dns6",
+        "vip": "2001:db8::53",
+        "protocol": "udp",
+        "port": 53,
+        "endpoint": [{"address": "2001:db8::1", "port": 53}],
+    },
+]
+
+
+def commit(service: ConfigService, changes: list[dict[str, Any]]) -> Any:
+    with service.open_session("tester", "test") as s:
+        s.edit(changes)
+        return s.commit("test")
+
+
+class Harness:
+    def __init__(self, tmp: Path, *, managers: list[dict[str, Any]] | None = None) -> None:
+        self.port = free_udp_port()
+        self.config = ConfigService(Store(tmp / "config.db"))
+        extra = {"manager": managers} if managers else {}
+        commit(
+            self.config,
+            [
+                {"op": "merge", "path": "/sluice:snmp", "value": snmp_section(self.port, **extra)},
+                {
+                    "op": "merge",
+                    "path": "/sluice:system",
+                    "value": {
+                        "hostname": "lb1",
+                        "contact": "noc@example.org",
+                        "location": "rack 7",
+                    },
+                },
+                {
+                    "op": "merge",
+                    "path": "/sluice:datapath",
+                    "value": {"interface": [{"name": "lo"}, {"name": "absent0"}]},
+                },
+                *[{"op": "create", "path": service_path(s["name"]), "value": s} for s in SERVICES],
+            ],
+        )
+        self.state = FakeState()
+        self.bus = EventBus()
+        self.loop = LoopThread()
+        self.agent = SnmpAgent(self.config, self.state.providers(), self.bus, cache_ttl=0.2)
+        self.loop.run(self.agent.start())
+
+    @property
+    def v2c(self) -> list[str]:
+        return ["-v2c", "-c", COMMUNITY, "-t", "2", "-r", "1"]
+
+    def target(self, v6: bool = False) -> str:
+        return f"udp6:[::1]:{self.port}" if v6 else f"127.0.0.1:{self.port}"
+
+    def walk(
+        self, *auth: str, root: str = ".1", v6: bool = False, bulk: bool = True
+    ) -> dict[str, str]:
+        tool = "snmpbulkwalk" if bulk else "snmpwalk"
+        res = snmp(tool, *auth, OUT, self.target(v6), root)
+        assert res.returncode == 0, res.stderr
+        return parse_walk(res.stdout)
+
+    def get(self, oid: str) -> str:
+        res = snmp("snmpget", *self.v2c, OUT, self.target(), oid)
+        assert res.returncode == 0, res.stderr
+        return parse_walk(res.stdout)[oid]
+
+    def close(self) -> None:
+        self.loop.run(self.agent.close())
+        self.loop.stop()
+        self.config.store.close()
+
+
+@pytest.fixture(scope="module")
+def h(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
+    harness = Harness(tmp_path_factory.mktemp("snmp"))
+    yield harness
+    harness.close()
+
+
+def ep_index(service: str, address: str, port: int) -> str:
+    import ipaddress
+
+    ip = ipaddress.ip_address(address)
+    kind = 1 if ip.version == 4 else 2
+    return (
+        f"{string_index(service)}.{kind}.{len(ip.packed)}."
+        + ".".join(str(b) for b in ip.packed)
+        + f".{port}"
+    )
+
+
+def check_tree(tree: dict[str, str]) -> None:
+    """The whole walk: only the allowed subtrees, and values matching the config."""
+    assert tree, "empty walk"
+    outside = [oid for oid in tree if not oid.startswith(ALLOWED_PREFIXES)]
+    assert not outside, f"served outside the view: {outside[:5]}"
+    # system group
+    assert "Sluice" in tree["1.3.6.1.2.1.1.1.0"]
+    assert tree["1.3.6.1.2.1.1.2.0"].lstrip(".") == f"{ENT}.3.1"
+    assert tree["1.3.6.1.2.1.1.4.0"] == "noc@example.org"
+    assert tree["1.3.6.1.2.1.1.5.0"] == "lb1"
+    assert tree["1.3.6.1.2.1.1.6.0"] == "rack 7"
+    # IF-MIB: lo is configured and present; absent0 is configured but missing: skipped.
+    assert tree["1.3.6.1.2.1.2.1.0"] == "1"
+    assert tree["1.3.6.1.2.1.2.2.1.2.1"] == "lo"
+    assert tree["1.3.6.1.2.1.31.1.1.1.1.1"] == "lo"
+    assert int(tree["1.3.6.1.2.1.31.1.1.1.6.1"]) > 0  # ifHCInOctets
+    # globals
+    assert tree[f"{ENT}.1.1.2.0"] == "7"  # conntrack entries from the datapath provider
+    assert tree[f"{ENT}.1.1.3.0"] == "1048576"  # default capacity
+    assert tree[f"{ENT}.1.1.4.0"] == "2"
+    assert tree[f"{ENT}.1.1.5.0"] == "3"
+    # services, indexed by name
+    web, dns = string_index("web"), string_index("dns6")
+    assert tree[f"{SVC}.3.{web}"] == "1"  # ipv4
+    assert tree[f"{SVC}.4.{web}"].replace(" ", "").upper() == "C612000A"  # 198.18.0.10
+    assert tree[f"{SVC}.5.{web}"] == "1"  # tcp
+    assert tree[f"{SVC}.6.{web}"] == "80"
+    assert tree[f"{SVC}.9.{web}"] == "4"  # maglev
+    assert tree[f"{SVC}.11.{web}"] == "2"
+    assert tree[f"{SVC}.3.{dns}"] == "2"  # ipv6
+    assert tree[f"{SVC}.5.{dns}"] == "2"  # udp
+    # endpoints, indexed by (service, address type, address, port)
+    e2 = ep_index("web", "198.18.1.2", 8080)
+    assert tree[f"{EP}.4.{e2}"] == "3"
+    assert tree[f"{EP}.4.{ep_index('dns6', '2001:db8::1', 53)}"] == "1"
+
+
+def test_smilint_clean() -> None:
+    if not have_tools("smilint"):
+        pytest.skip("smilint (smitools) not installed")
+    res = subprocess.run(
+        ["smilint", "-l", "4", str(MIB_DIR / "SLUICE-LB-MIB.txt")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    out = res.stdout + res.stderr
+    if "failed to locate MIB module" in out:
+        pytest.skip("standard MIB modules (SNMPv2-SMI, INET-ADDRESS-MIB...) not installed")
+    assert res.returncode == 0 and not out.strip(), out
+
+
+def test_v2c_walk_whole_tree(h: Harness) -> None:
+    check_tree(h.walk(*h.v2c))
+
+
+def have_ipv6() -> bool:
+    try:
+        free_udp_port(socket.AF_INET6)
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not have_ipv6(), reason="no IPv6 loopback")
+def test_v2c_getnext_walk_over_ipv6_matches_bulk(h: Harness) -> None:
+    bulk = h.walk(*h.v2c, root=ENT)
+    plain = h.walk(*h.v2c, root=ENT, v6=True, bulk=False)
+    # Counters of lo move between walks; the LB subtree does not.
+    assert plain == bulk
+
+
+def test_v3_authpriv_walk_whole_tree(h: Harness) -> None:
+    check_tree(h.walk(*v3_args("ops", AUTH_PASS, PRIV_PASS), "-t", "2", "-r", "1"))
+
+
+@pytest.mark.skipif(not have_std_mibs(), reason="standard MIB modules not installed")
+def test_names_resolve_with_the_mib(h: Harness) -> None:
+    res = snmp(
+        "snmpwalk",
+        "-v2c",
+        "-c",
+        COMMUNITY,
+        "-t",
+        "2",
+        "-r",
+        "1",
+        h.target(),
+        "SLUICE-LB-MIB::sluiceServiceTable",
+    )
+    assert res.returncode == 0, res.stderr
+    assert 'sluiceServiceProtocol."web" = INTEGER: tcp(1)' in res.stdout
+    assert 'sluiceServiceVip."dns6" = Hex-STRING: 20 01 0D B8' in res.stdout
+
+
+def test_counters_follow_the_state_provider(h: Harness) -> None:
+    web = string_index("web")
+    e1 = ep_index("web", "198.18.1.1", 8080)
+    h.state.services["web"] = {
+        "packets": 10,
+        "bytes": 1000,
+        "active-sessions": 2,
+        "total-sessions": 5,
+    }
+    h.state.endpoints[("web", "198.18.1.1", 8080)] = {
+        "health": "up",
+        "packets": 4,
+        "bytes": 400,
+        "rtt-us": 250,
+        "last-change": "2026-11-23T19:00:00Z",
+    }
+    time.sleep(0.3)  # past the agent's cache TTL (0.2 s in this harness)
+    assert h.get(f"{SVC}.13.{web}") == "10"
+    assert h.get(f"{EP}.6.{e1}") == "1"  # up
+    assert h.get(f"{EP}.9.{e1}") == "250"
+    # DateAndTime: rendered with its display hint when the MIB loads, in hex otherwise.
+    changed = h.get(f"{EP}.7.{e1}")
+    assert changed.startswith("2026-11-23,19:0:0.0") or changed.replace(" ", "").upper().startswith(
+        "07EA0B1713000000"
+    ), changed
+    h.state.services["web"]["packets"] = 2**40  # past 32 bits: Counter64
+    h.state.services["web"]["bytes"] = 123456789012
+    time.sleep(0.3)
+    assert h.get(f"{SVC}.13.{web}") == str(2**40)
+    assert h.get(f"{SVC}.14.{web}") == "123456789012"
+    # One endpoint up, one unknown: degraded; endpoints-up counted from endpoint health.
+    assert h.get(f"{SVC}.10.{web}") == "3"
+    assert h.get(f"{SVC}.12.{web}") == "1"
+
+
+def test_wrong_credentials_get_nothing(h: Harness) -> None:
+    oid = "1.3.6.1.2.1.1.5.0"
+    quick = ["-t", "0.5", "-r", "0", "-On"]
+    bad = [
+        ["-v2c", "-c", "wrong"],
+        ["-v1", "-c", COMMUNITY],  # v1 is not served
+        v3_args("ops", "wrong-pass-1", PRIV_PASS),
+        v3_args("ops", AUTH_PASS, "wrong-pass-2"),
+        v3_args("nobody", AUTH_PASS, PRIV_PASS),
+        ["-v3", "-l", "noAuthNoPriv", "-u", "ops"],
+    ]
+    for args in bad:
+        res = snmp("snmpget", *args, *quick, h.target(), oid)
+        assert res.returncode != 0 and "lb1" not in res.stdout, (args, res.stdout, res.stderr)
+
+
+def test_engine_tables_are_not_reachable(h: Harness) -> None:
+    # snmpCommunityTable, usmUserTable, vacm: pysnmp's own MIB must never answer.
+    for root in ("1.3.6.1.6.3", "1.3.6.1.6.3.18.1.1", "1.3.6.1.6.3.15.1.2.2"):
+        res = snmp("snmpwalk", *h.v2c, OUT, h.target(), root)
+        assert COMMUNITY not in res.stdout
+        assert not [
+            line
+            for line in res.stdout.splitlines()
+            if line.startswith(".1.3.6.1.6.3") and "No more variables" not in line
+        ], res.stdout
+    res = snmp("snmpget", *h.v2c, h.target(), "1.3.6.1.6.3.10.2.1.1.0")  # snmpEngineID
+    assert "No Such Object" in res.stdout
+
+
+def test_set_is_refused(h: Harness) -> None:
+    res = snmp(
+        "snmpset",
+        "-v2c",
+        "-c",
+        COMMUNITY,
+        "-t",
+        "1",
+        "-r",
+        "0",
+        h.target(),
+        "1.3.6.1.2.1.1.5.0",
+        "s",
+        "evil",
+    )
+    assert res.returncode != 0
+    assert h.get("1.3.6.1.2.1.1.5.0") == "lb1"
+
+
+def poll(fn: Any, timeout: float = 5.0) -> Any:
+    """fn() until it returns something true, within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fn()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.1)
+
+
+def quick_get(community: str, target: str, oid: str) -> subprocess.CompletedProcess[str]:
+    return snmp("snmpget", "-v2c", "-c", community, "-t", "0.3", "-r", "0", OUT, target, oid)
+
+
+def test_commit_reconfigures(h: Harness) -> None:
+    name = "added"
+    commit(
+        h.config,
+        [
+            {
+                "op": "create",
+                "path": service_path(name),
+                "value": {
+                    "name": name,
+                    "vip": "198.18.0.20",
+                    "port": 443,
+                    "endpoint": [{"address": "198.18.2.1", "port": 443}],
+                },
+            }
+        ],
+    )
+    oid = f"{SVC}.6.{string_index(name)}"
+    assert poll(lambda: parse_walk(quick_get(COMMUNITY, h.target(), oid).stdout).get(oid)) == "443"
+    assert h.get(f"{ENT}.1.1.4.0") == "3"
+    try:
+        # A changed community secret replaces the old one once the commit is applied.
+        commit(
+            h.config,
+            [
+                {
+                    "op": "replace",
+                    "path": "/sluice:snmp/community[name='ro']",
+                    "value": {"name": "ro", "secret": "rotated"},
+                }
+            ],
+        )
+        res = poll(lambda: quick_get("rotated", h.target(), "1.3.6.1.2.1.1.5.0").returncode == 0)
+        assert res, "the new community is not accepted"
+        assert quick_get(COMMUNITY, h.target(), "1.3.6.1.2.1.1.5.0").returncode != 0
+    finally:
+        # Leave the module's agent as the other tests expect it.
+        commit(
+            h.config,
+            [
+                {
+                    "op": "replace",
+                    "path": "/sluice:snmp/community[name='ro']",
+                    "value": {"name": "ro", "secret": COMMUNITY},
+                },
+                {"op": "delete", "path": service_path(name)},
+            ],
+        )
+        poll(lambda: quick_get(COMMUNITY, h.target(), "1.3.6.1.2.1.1.5.0").returncode == 0)
+
+
+# -- notifications ---------------------------------------------------------------------------
+class TrapReceiver:
+    """snmptrapd on 127.0.0.1, logging each notification on one line to a file."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.port = free_udp_port()
+        conf = tmp / "snmptrapd.conf"
+        conf.write_text(
+            f"authCommunity log {COMMUNITY}\n"
+            f"createUser -e 0x{ENGINE_ID} ops SHA-256 {AUTH_PASS} AES {PRIV_PASS}\n"
+            "authUser log ops\n"
+            "disableAuthorization no\n"
+        )
+        self.out = tmp / "traps.log"
+        self.handle = self.out.open("w")
+        persist = tmp / "persist"
+        persist.mkdir()
+        snmptrapd = "/usr/sbin/snmptrapd"
+        self.proc = subprocess.Popen(
+            [
+                snmptrapd,
+                "-f",
+                "-Lo",
+                "-C",
+                "-c",
+                str(conf),
+                "-M",
+                MIB_PATH,
+                "-m",
+                "SLUICE-LB-MIB" if not have_std_mibs() else "SNMPv2-MIB:SLUICE-LB-MIB",
+                "-On",
+                "-F",
+                "TRAP %P|%v\\n",
+                f"udp:127.0.0.1:{self.port}",
+            ],
+            stdout=self.handle,
+            stderr=subprocess.STDOUT,
+            env={"SNMP_PERSISTENT_DIR": str(persist), "PATH": "/usr/bin:/bin"},
+        )
+        self.wait_for("NET-SNMP version", timeout=5)
+
+    def text(self) -> str:
+        return self.out.read_text()
+
+    def wait_for(self, needle: str, count: int = 1, timeout: float = 5.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.text()
+            if text.count(needle) >= count:
+                return text
+            time.sleep(0.05)
+        raise AssertionError(f"{needle!r} x{count} not received; snmptrapd said:\n{self.text()}")
+
+    def close(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.handle.close()
+
+
+@pytest.mark.skipif(not have_tools("snmptrapd"), reason="snmptrapd not installed")
+def test_notifications_reach_snmptrapd(tmp_path: Path) -> None:
+    receiver = TrapReceiver(tmp_path)
+    managers = [
+        {
+            "name": "nms-v2c",
+            "address": "127.0.0.1",
+            "port": receiver.port,
+            "notification-type": "inform",
+            "community": "ro",
+        },
+        {
+            "name": "nms-v3",
+            "address": "127.0.0.1",
+            "port": receiver.port,
+            "notification-type": "trap",
+            "usm-user": "ops",
+        },
+    ]
+    (tmp_path / "agent").mkdir()
+    harness = Harness(tmp_path / "agent", managers=managers)
+    try:
+        # coldStart at start, through both managers.
+        cold = ".1.3.6.1.6.3.1.1.5.1"
+        text = receiver.wait_for(cold, count=2)
+        assert f"INFORM, SNMP v2c, community {COMMUNITY}|" in text, text
+        assert "TRAP2, SNMP v3, user ops" in text, text
+
+        h_state = harness.state
+        for addr in ("198.18.1.1", "198.18.1.2"):
+            h_state.endpoints[("web", addr, 8080)] = {"health": "up"}
+        time.sleep(0.3)
+
+        def event(addr: str, old: str, new: str) -> None:
+            harness.bus.publish(
+                {
+                    "type": "endpoint-state",
+                    "service": "web",
+                    "address": addr,
+                    "port": 8080,
+                    "old": old,
+                    "new": new,
+                    "last-error": "connect refused" if new == "down" else "",
+                }
+            )
+
+        ep_trap = f".{ENT}.0.1"
+        svc_trap = f".{ENT}.0.2"
+        event("198.18.1.1", "up", "down")
+        text = receiver.wait_for(ep_trap, count=2)
+        assert "connect refused" in text
+        e1 = ep_index("web", "198.18.1.1", 8080)
+        assert f".{EP}.6.{e1}" in text
+        assert svc_trap not in text  # web still has a healthy endpoint
+
+        event("198.18.1.2", "up", "down")  # last healthy endpoint gone: service down
+        text = receiver.wait_for(svc_trap, count=2)
+        assert (
+            f".{SVC}.10.{string_index('web')} = INTEGER: 2" in text
+            or f".{SVC}.10.{string_index('web')} = INTEGER: down(2)" in text
+        ), text
+        event("198.18.1.1", "down", "up")  # and back up
+        receiver.wait_for(svc_trap, count=4)
+
+        commit(
+            harness.config,
+            [{"op": "merge", "path": "/sluice:system", "value": {"location": "rack 8"}}],
+        )
+        text = receiver.wait_for(f".{ENT}.0.3", count=2)
+        assert "sections changed: system" in text
+    finally:
+        harness.close()
+        receiver.close()

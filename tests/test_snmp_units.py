@@ -1,0 +1,99 @@
+"""Units of the SNMP agent: the BER encoder against pyasn1's, and the OID tree's ordering."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from pyasn1.codec.ber import encoder
+from pysnmp.proto import rfc1902
+
+from northbound.snmp import ber
+from northbound.snmp.model import Snapshot, date_and_time, inet_index, string_index
+from northbound.snmp.tree import Table, Tree
+
+
+@pytest.mark.parametrize("n", [0, 1, 127, 128, 255, 256, 2**31 - 1, 2**32 - 1])
+def test_unsigned_encodings_match_pyasn1(n: int) -> None:
+    assert ber.gauge32(n) == encoder.encode(rfc1902.Gauge32(n))
+    assert ber.counter32(n) == encoder.encode(rfc1902.Counter32(n))
+    assert ber.timeticks(n) == encoder.encode(rfc1902.TimeTicks(n))
+    assert ber.counter64(n * 2**31) == encoder.encode(rfc1902.Counter64(n * 2**31))
+
+
+@pytest.mark.parametrize("n", [0, 1, -1, 127, 128, -129, 2**31 - 1, -(2**31)])
+def test_integer_encoding_matches_pyasn1(n: int) -> None:
+    assert ber.integer(n) == encoder.encode(rfc1902.Integer32(n))
+
+
+def test_strings_and_oids_match_pyasn1() -> None:
+    for text in (b"", b"web", bytes(range(256)) * 3):
+        assert ber.octets(text) == encoder.encode(rfc1902.OctetString(text))
+    for oid in (
+        (1, 3, 6, 1, 4, 1, 32473, 3, 1),
+        (1, 3, 6, 1, 2, 1, 1, 5, 0),
+        (2, 100, 3, 2**32 - 1, 16384, 2097152),
+    ):
+        assert ber.object_id(oid) == encoder.encode(rfc1902.ObjectIdentifier(oid))
+
+
+def test_counters_clamp_and_wrap() -> None:
+    assert ber.gauge32(2**40) == ber.gauge32(2**32 - 1)  # a gauge sticks at its maximum
+    assert ber.counter32(2**32 + 5) == ber.counter32(5)  # a counter wraps
+
+
+def test_date_and_time() -> None:
+    assert date_and_time("2026-11-23T19:00:01.5Z") == bytes(
+        [0x07, 0xEA, 11, 23, 19, 0, 1, 5, ord("+"), 0, 0]
+    )
+    assert date_and_time("2026-11-23T21:00:00+02:00")[4] == 19  # shown in UTC
+    assert date_and_time(None) == date_and_time("garbage")  # the epoch, not an error
+
+
+def test_table_walk_order_is_lexicographic() -> None:
+    rng = random.Random(7)
+    rows = sorted({(rng.randrange(4), rng.randrange(300)) for _ in range(60)})
+    table = Table(
+        (1, 3, 6, 9),
+        (2, 3, 5),
+        lambda: rows,
+        lambda c, p: None if (c == 3 and p % 5 == 0) else ber.integer(p),
+    )
+    cells = sorted(
+        (1, 3, 6, 9, c, *r)
+        for c in (2, 3, 5)
+        for i, r in enumerate(rows)
+        if not (c == 3 and i % 5 == 0)
+    )
+    tree = Tree([table])
+    # GETNEXT from every cell and from points between cells lands on the next cell.
+    probes = [*cells, (1, 3, 6), (1, 3, 6, 9, 3), (1, 3, 6, 9, 4, 1), (1, 3, 6, 9, 2, 0, 0, 0)]
+    for probe in probes:
+        expected = next((c for c in cells if c > probe), None)
+        found = tree.next(probe)
+        assert (found[0] if found else None) == expected, probe
+    # The run iterator yields them all in order.
+    assert [oid for oid, _, _ in tree.iter_after((1,))] == cells
+
+
+def test_snapshot_indexes() -> None:
+    doc = {
+        "sluice:load-balancer": {
+            "service": [
+                {
+                    "name": "bb",
+                    "vip": "198.18.0.1",
+                    "endpoint": [
+                        {"address": "198.18.1.2", "port": 80},
+                        {"address": "198.18.1.10", "port": 80},
+                    ],
+                },
+                {"name": "a", "vip": "2001:db8::1", "endpoint": []},
+            ]
+        }
+    }
+    snap = Snapshot.from_doc(doc)
+    # Length-prefixed string index: the shorter name sorts first (as SNMP orders it).
+    assert snap.service_index == [string_index("a"), string_index("bb")]
+    assert [e.address for e in snap.endpoints] == ["198.18.1.2", "198.18.1.10"]
+    assert inet_index("2001:db8::1")[1] == 2
