@@ -14,7 +14,7 @@ import os
 import signal
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from appliance import __version__
 from appliance.config import ConfigService
@@ -49,7 +49,14 @@ def acquire_instance_lock(db: Path) -> IO[str]:
     return handle
 
 
-async def run_daemon(db: Path, socket: Path, reconciler: Reconciler | None = None) -> None:
+async def run_daemon(
+    db: Path,
+    socket: Path,
+    reconciler: Reconciler | None = None,
+    state: dict[str, Any] | None = None,
+) -> None:
+    """Run until SIGTERM/SIGINT. ``state``: operational-state providers for the control
+    socket (the datapath reconciler's ``state_providers()``)."""
     lock = acquire_instance_lock(db)
     worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="config")
     loop = asyncio.get_running_loop()
@@ -61,7 +68,7 @@ async def run_daemon(db: Path, socket: Path, reconciler: Reconciler | None = Non
             worker, reconciler.start, service.running_doc(effective=True, with_secrets=True)
         )
         service.subscribe(reconciler.apply)
-        server = ControlServer(service, socket, worker)
+        server = ControlServer(service, socket, worker, state)
         await server.start()
         log.info(
             "sluice daemon ready",

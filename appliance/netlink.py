@@ -185,3 +185,22 @@ def tc_filters(
     with _rtnl(netns) as ipr:
         index = _index(ipr, ifname, netns)
         return [name for parent in parents for name in _filters(ipr, index, parent)]
+
+
+def interface_addresses(netns: str | None = None) -> list[tuple[int, int, str]]:
+    """(ifindex, IP version, address) of every global-scope address in ``netns``.
+
+    The datapath's one-arm mode uses these as the source address on the egress link.
+    Link-local IPv6 addresses are left out (they cannot be a NAT source towards an endpoint).
+    """
+    out = []
+    with _rtnl(netns) as ipr:
+        for msg in ipr.get_addr():
+            if msg["scope"] != 0:  # RT_SCOPE_UNIVERSE only
+                continue
+            address = msg.get_attr("IFA_ADDRESS")
+            if not address:
+                continue
+            version = 6 if ":" in address else 4
+            out.append((int(msg["index"]), version, str(address)))
+    return out

@@ -10,5 +10,6 @@ if _TESTS_DIR not in sys.path:
     sys.path.insert(0, _TESTS_DIR)
 
 # netkit: the network-namespace test kit (`netkit` fixture, leftover sweep);
-# daemonkit: a real `sluice run` on a temporary database (`daemon` fixture).
-pytest_plugins = ["netkit", "daemonkit"]
+# daemonkit: a real `sluice run` on a temporary database (`daemon` fixture);
+# dpkit: the eBPF datapath (`lb_program` once per session, `lbnet` client/LB/backends).
+pytest_plugins = ["netkit", "daemonkit", "dpkit"]

@@ -20,20 +20,41 @@ SLUICE = [sys.executable, "-m", "appliance.cli.main"]
 
 
 class Daemon:
-    def __init__(self, workdir: Path) -> None:
+    """``datapath``: "off" (default: fast, no bcc/root needed), "on" or "auto".
+    ``netns``: run the daemon inside that network namespace (only the network one)."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        datapath: str = "off",
+        pin_dir: Path | None = None,
+        netns: str | None = None,
+    ) -> None:
         self.workdir = workdir
         self.db = workdir / "sluice.db"
         self.socket = workdir / "sluice.sock"
         self.log = workdir / "daemon.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.datapath = datapath
+        self.pin_dir = pin_dir
+        self.netns = netns
 
     @property
     def env(self) -> dict[str, str]:
-        return {**os.environ, "SLUICE_DB": str(self.db), "SLUICE_SOCKET": str(self.socket)}
+        env = {**os.environ, "SLUICE_DB": str(self.db), "SLUICE_SOCKET": str(self.socket)}
+        env["SLUICE_DATAPATH"] = self.datapath
+        if self.pin_dir is not None:
+            env["SLUICE_PIN_DIR"] = str(self.pin_dir)
+        return env
 
     def start(self, timeout: float = 20.0) -> None:
         log = open(self.log, "ab")  # noqa: SIM115 - the daemon writes it until it stops
-        self.proc = subprocess.Popen([*SLUICE, "run"], env=self.env, stdout=log, stderr=log)
+        # nsenter --net, not `ip netns exec`: the latter remounts /sys in a private mount
+        # namespace, which hides bpffs (/sys/fs/bpf) and with it the pinned maps.
+        prefix = ["nsenter", f"--net=/run/netns/{self.netns}"] if self.netns else []
+        self.proc = subprocess.Popen(
+            [*prefix, *SLUICE, "run"], env=self.env, stdout=log, stderr=log
+        )
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -276,3 +276,30 @@ def _ep_set(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
     ctx.session.get(path)  # refuse to create an endpoint by accident: it must exist
     value = {k: params[k] for k in ("admin-state", "weight") if k in params}
     return _one_shot(ctx, [{"op": "merge", "path": path, "value": value}], "")
+
+
+# -- datapath operational state (sluice ct / stats / dp) ----------------------------------
+def _provider(ctx: CallContext, name: str) -> Callable[..., Any]:
+    provider = ctx.state.get(name)
+    if provider is None:
+        raise ConfigError(
+            "the datapath is not running in this daemon (sluice run --datapath on)",
+            [FieldError("datapath", "not enabled")],
+        )
+    return provider
+
+
+@method("dp.conntrack")
+def _dp_conntrack(ctx: CallContext, params: dict[str, Any]) -> list[dict[str, Any]]:
+    return _provider(ctx, "conntrack")(params.get("service") or None)
+
+
+@method("dp.stats")
+def _dp_stats(ctx: CallContext, params: dict[str, Any]) -> list[dict[str, Any]]:
+    return _provider(ctx, "stats")()
+
+
+@method("dp.status")
+def _dp_status(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
+    provider = ctx.state.get("datapath")
+    return provider() if provider else {"enabled": False}

@@ -1,0 +1,75 @@
+"""`sluice ct list`, `sluice stats`, `sluice dp status`: the datapath's operational state."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from appliance.cli.output import print_json, print_table
+from appliance.control.client import ControlClient
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    ct = sub.add_parser("ct", help="connection tracking (sessions)")
+    ct_verbs = ct.add_subparsers(dest="verb", metavar="VERB", required=True)
+    ct_list = ct_verbs.add_parser("list", help="list sessions")
+    ct_list.add_argument("--service", help="only this service's sessions")
+    ct_list.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    ct_list.set_defaults(func=cmd_ct_list)
+
+    stats = sub.add_parser("stats", help="packets, bytes and sessions per service and endpoint")
+    stats.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    stats.set_defaults(func=cmd_stats)
+
+    dp = sub.add_parser("dp", help="the eBPF datapath")
+    dp_verbs = dp.add_subparsers(dest="verb", metavar="VERB", required=True)
+    status = dp_verbs.add_parser("status", help="attached programs and map fill levels")
+    status.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    status.set_defaults(func=cmd_dp_status)
+
+
+def cmd_ct_list(client: ControlClient, args: argparse.Namespace) -> int:
+    rows: list[dict[str, Any]] = client.call("dp.conntrack", service=args.service)
+    if args.output == "json":
+        print_json(rows)
+        return 0
+    print_table(
+        ["service", "proto", "client", "vip", "endpoint", "snat", "state", "idle-s", "packets"],
+        [[r["service"], r["protocol"], r["client"], r["vip"], r["endpoint"], r["snat"],
+          r["state"] + (" (expired)" if r["expired"] else ""), r["idle-s"],
+          "/".join(str(p) for p in r["packets"])] for r in rows],
+    )  # fmt: skip
+    return 0
+
+
+def cmd_stats(client: ControlClient, args: argparse.Namespace) -> int:
+    rows: list[dict[str, Any]] = client.call("dp.stats")
+    if args.output == "json":
+        print_json(rows)
+        return 0
+    print_table(
+        ["service", "endpoint", "status", "packets", "bytes", "active", "total"],
+        [[r["service"], r.get("endpoint"), r.get("oper-status") or r.get("health"),
+          r.get("packets"), r.get("bytes"), r.get("active-sessions"), r.get("total-sessions")]
+         for r in rows],
+    )  # fmt: skip
+    return 0
+
+
+def cmd_dp_status(client: ControlClient, args: argparse.Namespace) -> int:
+    status: dict[str, Any] = client.call("dp.status")
+    if args.output == "json":
+        print_json(status)
+        return 0
+    for key in ("enabled", "loaded", "program", "pin-dir", "compile-seconds", "services"):
+        if key in status:
+            print(f"{key:<16} {status[key]}")
+    for ifname, filters in status.get("interfaces", {}).items():
+        print(f"{'attached':<16} {ifname}: {','.join(filters) or '-'}")
+    maps = status.get("maps", {})
+    if maps:
+        print_table(["map", "entries", "capacity"],
+                    [[m, v["entries"], v["capacity"]] for m, v in maps.items()])  # fmt: skip
+    for name, err in status.get("errors", {}).items():
+        print(f"{'error':<16} {name}: {err}")
+    return 0

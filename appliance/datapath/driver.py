@@ -1,0 +1,570 @@
+"""Config -> map contents. Works on the tables of a loaded ``Program`` (bcc stays there).
+
+Write order keeps every service whole as seen by the datapath: endpoints first, then the
+selection table into the idle generation, then the service entry (one map update flips
+the generation and makes the service visible), then the old generation and removed
+endpoints go. Deletion runs the other way round: service entry first.
+"""
+
+from __future__ import annotations
+
+import ctypes as ct
+import ipaddress
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from appliance.datapath import layout as L
+from appliance.datapath.tables import maglev_size, maglev_table, weighted_sequence
+
+log = logging.getLogger(__name__)
+
+Doc = dict[str, Any]
+SvcKey = tuple[int, tuple[int, int, int, int], int, int]  # family, vip words, port, proto
+
+
+@dataclass
+class ServiceState:
+    name: str
+    id: int
+    key: SvcKey
+    gen: int = 0
+    n_slots: int = 0
+    eps: dict[tuple[str, int], int] = field(default_factory=dict)  # (address, port) -> id
+    doc: Doc = field(default_factory=dict)
+    eligible: int = 0
+    programmed: bool = False
+    allow: set[str] = field(default_factory=set)  # allowed-source prefixes in allow_map
+
+
+def service_key(doc: Doc) -> SvcKey:
+    family, words = L.addr_words(doc["vip"])
+    proto = L.PROTOCOLS[doc.get("protocol", "tcp")]
+    return family, words, int(doc.get("port") or 0), proto
+
+
+def inactivity_timeout(doc: Doc) -> int:
+    if doc.get("inactivity-timeout"):
+        return int(doc["inactivity-timeout"])
+    return L.DEFAULT_TIMEOUT.get(doc.get("protocol", "tcp"), L.DEFAULT_TIMEOUT_OTHER)
+
+
+def _port_range(doc: Doc) -> tuple[int, int] | None:
+    end = doc.get("port-range-end")
+    if end and int(end) != int(doc.get("port") or 0):
+        return int(doc["port"]), int(end)
+    return None
+
+
+def monotonic_ns() -> int:
+    return time.clock_gettime_ns(time.CLOCK_MONOTONIC)  # bpf_ktime_get_ns's clock
+
+
+class Driver:
+    """Programs services into the maps; reads counters and conntrack back."""
+
+    def __init__(self, program: Any, netns: str | None = None) -> None:
+        self.prog = program
+        self.netns = netns
+        self.t = {name: program.table(name) for name in (
+            "svc_map", "range_map", "ep_map", "sel_map", "rr_map", "persist_map", "ifaddr_map",
+            "allow_map", "ct_map", "svc_stats", "ep_stats", "svc_active", "ep_active")}  # fmt: skip
+        self.services: dict[str, ServiceState] = {}
+        self.health: dict[tuple[str, str, int], bool] = {}
+        # What the maps held when we started: service key -> (id, gen, n_slots) and
+        # service id -> {(address, port): endpoint id}; reused so a restart changes nothing.
+        self._found_svc: dict[SvcKey, tuple[int, int, int]] = {}
+        self._found_eps: dict[int, dict[tuple[str, int], int]] = {}
+        self._found_allow: dict[int, set[str]] = {}
+        self._next_ep = 1
+        self._next_svc = 1
+        # Kept incrementally: 10,000 services x 32 endpoints must not cost O(n^2).
+        self._svc_ids: set[int] = set()
+        self._ep_ids: set[int] = set()
+        self._ranges: dict[tuple[int, Any, int], dict[str, tuple[int, int]]] = {}
+
+    # -- ids -----------------------------------------------------------------------------
+    def recover(self) -> None:
+        """Read back what a previous daemon programmed (pinned maps survive it)."""
+        for k, v in self.t["svc_map"].items():
+            key = (int(k.family), tuple(k.vip.w), L.ntohs(k.port), int(k.proto))
+            self._found_svc[key] = (int(v.id), int(v.gen), int(v.n_slots))  # type: ignore[index]
+            self._svc_ids.add(int(v.id))
+        for k, v in self.t["ep_map"].items():
+            ep = (L.words_addr(v.addr.w, v.family), L.ntohs(v.port))
+            self._found_eps.setdefault(int(v.svc_id), {})[ep] = int(k.value)
+            self._ep_ids.add(int(k.value))
+            self._next_ep = max(self._next_ep, int(k.value) + 1)
+        for k in self.t["allow_map"]:
+            fam = 6 if any(k.a.w[1:]) or k.prefixlen > 64 else 4
+            prefix = f"{L.words_addr(k.a.w, fam)}/{k.prefixlen - 32}"
+            self._found_allow.setdefault(int(k.svc_id), set()).add(prefix)
+
+    def _alloc_svc_id(self) -> int:
+        for _ in range(2):
+            while self._next_svc < L.MAX_SERVICES and self._next_svc in self._svc_ids:
+                self._next_svc += 1
+            if self._next_svc < L.MAX_SERVICES:
+                self._svc_ids.add(self._next_svc)
+                return self._next_svc
+            self._next_svc = 1  # wrap once and look for a hole
+        raise RuntimeError("no free service id (MAX_SERVICES reached)")
+
+    def _alloc_ep_id(self) -> int:
+        for _ in range(2):
+            while self._next_ep < L.MAX_ENDPOINTS and self._next_ep in self._ep_ids:
+                self._next_ep += 1
+            if self._next_ep < L.MAX_ENDPOINTS:
+                self._ep_ids.add(self._next_ep)
+                return self._next_ep
+            self._next_ep = 1  # wrap once and look for a hole
+        raise RuntimeError("no free endpoint id (MAX_ENDPOINTS reached)")
+
+    # -- programming ---------------------------------------------------------------------
+    def eligible(self, name: str, ep: Doc) -> bool:
+        if ep.get("admin-state", "enabled") != "enabled":
+            return False  # disabled and drain: no new flows
+        return self.health.get((name, ep["address"], int(ep["port"])), True)
+
+    def _selection(self, name: str, doc: Doc, ep_ids: list[int]) -> list[int]:
+        """The slot table: endpoint ids (see bpf/lib/select.h)."""
+        eps = doc.get("endpoint", [])
+        algo = doc.get("algorithm", "round-robin")
+        ok = [self.eligible(name, ep) for ep in eps]
+        if algo == "maglev":
+            # Size from all configured endpoints, so health changes never resize the table
+            # (a resize would move nearly every flow).
+            names = [f"{ep['address']}:{ep['port']}" for ep in eps]
+            weights = [int(e.get("weight", 1)) if g else 0 for e, g in zip(eps, ok, strict=True)]
+            return [ep_ids[i] for i in maglev_table(names, weights, maglev_size(len(eps)))]
+        if algo in ("weighted", "hash", "persistence"):
+            weights = [int(e.get("weight", 1)) if g else 0 for e, g in zip(eps, ok, strict=True)]
+            return [ep_ids[i] for i in weighted_sequence(weights)]
+        return [ep_ids[i] for i, good in enumerate(ok) if good]
+
+    def program_service(self, name: str, doc: Doc) -> None:
+        """Create or update one service (idempotent). Disabled services are removed."""
+        if doc.get("admin-state", "enabled") != "enabled":
+            self.remove_service(name)
+            return
+        if doc.get("nat64") or doc.get("protocol") == "sctp":
+            # Refused loudly (dp status shows the error) rather than half-translated.
+            raise ValueError("nat64 and sctp services are not supported by the datapath yet")
+        key = service_key(doc)
+        old = self.services.get(name)
+        if old is not None and old.key != key:
+            self.remove_service(name)  # a new identity: a new service for the datapath
+            old = None
+        if old is None:
+            found = self._found_svc.pop(key, None)
+            if found:
+                sid, gen, n_slots = found
+                state = ServiceState(name, sid, key, gen, n_slots,
+                                     eps=self._found_eps.pop(sid, {}),
+                                     allow=self._found_allow.pop(sid, set()))  # fmt: skip
+                state.programmed = True
+            else:
+                state = ServiceState(name, self._alloc_svc_id(), key)
+                self._reset_service_counters(state.id)
+            self.services[name] = state
+        else:
+            state = old
+        sid = state.id
+        eps = doc.get("endpoint", [])
+
+        # 1. endpoints
+        wanted = [(ep["address"], int(ep["port"])) for ep in eps]
+        ids = [state.eps.get(w) or self._alloc_ep_id() for w in wanted]
+        for ep, ep_id in zip(eps, ids, strict=True):
+            self._write_endpoint(name, sid, ep, ep_id)
+        stale = {w: i for w, i in state.eps.items() if w not in wanted}
+        state.eps = dict(zip(wanted, ids, strict=True))
+
+        # 2. selection table into the idle generation
+        table = self._selection(name, doc, ids)
+        if len(table) > L.MAX_SEL_SLOTS // 4:
+            raise ValueError(f"selection table of {name} too large ({len(table)} slots)")
+        new_gen = 1 - state.gen if state.programmed else state.gen
+        self._write_slots(sid, new_gen, table)
+
+        # 2b. allowed sources (added before the entry, removed after it)
+        allow = {str(ipaddress.ip_network(a, strict=False)) for a in doc.get("allowed-source", [])}
+        for prefix in allow - state.allow:
+            self.t["allow_map"][self._allow_key(sid, prefix)] = self.t["allow_map"].Leaf(1)
+
+        # 3. the service entry: one update makes everything above live
+        state.doc = doc
+        range_ = _port_range(doc)
+        info = self.t["svc_map"].Leaf()
+        info.id = sid
+        info.mode = L.MODES[doc.get("mode", "default")]
+        info.algo = L.ALGORITHMS[doc.get("algorithm", "round-robin")]
+        info.flags = (L.SVC_F_RANGE if range_ else 0) | (L.SVC_F_ALLOW if allow else 0)
+        info.gen = new_gen
+        info.n_slots = len(table)
+        info.timeout_s = inactivity_timeout(doc)
+        info.persist_s = int(doc.get("persistence-timeout", 10800))
+        if range_:
+            info.range_lo, info.range_hi = range_
+        if doc.get("snat-address"):
+            info.snat.w[:] = L.addr_words(doc["snat-address"])[1]
+        self.t["svc_map"][self._svc_key(key)] = info
+        if range_ or name in self._ranges.get(self._range_id(key), {}):
+            self._set_range(state, range_)
+
+        # 4. what the old generation and removed endpoints held
+        if state.programmed and new_gen != state.gen:
+            self._delete_slots(sid, state.gen, state.n_slots)
+        state.gen, state.n_slots, state.doc = new_gen, len(table), doc
+        for prefix in state.allow - allow:
+            self.t["allow_map"].pop(self._allow_key(sid, prefix), None)
+        state.allow = allow
+        state.eligible = len({i for i in table})
+        state.programmed = True
+        for ep_id in stale.values():
+            self._delete_endpoint(ep_id)
+        if stale:
+            gone = set(stale.values())
+            self.flush_conntrack(lambda e: e.ep_id in gone)
+
+    def remove_service(self, name: str) -> None:
+        state = self.services.get(name)
+        if state is None:
+            return
+        self.t["svc_map"].pop(self._svc_key(state.key), None)  # invisible from here on
+        if name in self._ranges.get(self._range_id(state.key), {}):
+            self._set_range(state, None)
+        self._delete_slots(state.id, state.gen, state.n_slots)
+        for prefix in state.allow:
+            self.t["allow_map"].pop(self._allow_key(state.id, prefix), None)
+        for ep_id in state.eps.values():
+            self._delete_endpoint(ep_id)
+        self.flush_conntrack(lambda e, sid=state.id: e.svc_id == sid)
+        self._reset_service_counters(state.id)
+        self._svc_ids.discard(state.id)
+        del self.services[name]
+
+    def remove_stale(self) -> None:
+        """After start-up: drop what the maps hold that the config no longer has."""
+        for key, (sid, gen, n_slots) in list(self._found_svc.items()):
+            self.t["svc_map"].pop(self._svc_key(key), None)
+            self._delete_slots(sid, gen, n_slots)
+            self.flush_conntrack(lambda e, sid=sid: e.svc_id == sid)
+            self._reset_service_counters(sid)
+            self._svc_ids.discard(sid)
+            self._write_ranges(key)  # ranges of services that are gone
+        for eps in self._found_eps.values():
+            for ep_id in eps.values():
+                self._delete_endpoint(ep_id)
+        for sid, prefixes in self._found_allow.items():
+            for prefix in prefixes:
+                self.t["allow_map"].pop(self._allow_key(sid, prefix), None)
+        self._found_allow.clear()
+        self._found_svc.clear()
+        self._found_eps.clear()
+
+    def set_health(self, name: str, address: str, port: int, up: bool) -> bool:
+        """Record an endpoint's health; True if the service's table had to be rebuilt."""
+        k = (name, address, int(port))
+        if self.health.get(k, True) == up:
+            self.health[k] = up
+            return False
+        self.health[k] = up
+        state = self.services.get(name)
+        if state is not None and state.doc:
+            self.program_service(name, state.doc)
+            return True
+        return False
+
+    def refresh_interface_addresses(self, addrs: list[tuple[int, int, str]]) -> None:
+        """One-arm: our own address per (ifindex, family), as netlink reported them."""
+        t = self.t["ifaddr_map"]
+        wanted: dict[tuple[int, int], str] = {}
+        for index, version, address in addrs:
+            wanted.setdefault((index, version), address)
+        for k in list(t):
+            if (int(k.ifindex), int(k.family)) not in wanted:
+                t.pop(k, None)
+        for (index, version), address in wanted.items():
+            k = t.Key()
+            k.ifindex, k.family = index, version
+            v = t.Leaf()
+            v.w[:] = L.addr_words(address)[1]
+            t[k] = v
+
+    # -- map helpers ---------------------------------------------------------------------
+    def _svc_key(self, key: SvcKey) -> Any:
+        family, words, port, proto = key
+        k = self.t["svc_map"].Key()
+        k.vip.w[:] = words
+        k.port = L.htons(port)
+        k.proto = proto
+        k.family = family
+        return k
+
+    def _allow_key(self, sid: int, prefix: str) -> Any:
+        net = ipaddress.ip_network(prefix)
+        k = self.t["allow_map"].Key()
+        k.prefixlen = 32 + net.prefixlen
+        k.svc_id = sid
+        k.a.w[:] = L.addr_words(str(net.network_address))[1]
+        return k
+
+    @staticmethod
+    def _range_id(key: SvcKey) -> tuple[int, Any, int]:
+        return key[0], key[1], key[3]
+
+    def _set_range(self, state: ServiceState, range_: tuple[int, int] | None) -> None:
+        ranges = self._ranges.setdefault(self._range_id(state.key), {})
+        if range_ is None:
+            ranges.pop(state.name, None)
+        else:
+            ranges[state.name] = range_
+        self._write_ranges(state.key)
+
+    def _write_ranges(self, key: SvcKey) -> None:
+        """The port-range list of (vip, proto): every service's range on it."""
+        family, words, _, proto = key
+        t = self.t["range_map"]
+        rk = t.Key()
+        rk.vip.w[:] = words
+        rk.proto, rk.family = proto, family
+        ranges = sorted(self._ranges.get(self._range_id(key), {}).values())
+        if not ranges:
+            t.pop(rk, None)
+            return
+        if len(ranges) > L.MAX_RANGES:
+            raise ValueError(f"more than {L.MAX_RANGES} port ranges on one vip and protocol")
+        v = t.Leaf()
+        v.n = len(ranges)
+        for i, (lo, hi) in enumerate(ranges):
+            v.lo[i], v.hi[i] = lo, hi
+        t[rk] = v
+
+    def _sel_keys(self, sid: int, gen: int, n: int) -> Any:
+        t = self.t["sel_map"]
+        keys = (t.Key * n)()
+        bit = L.SEL_GEN_BIT if gen else 0
+        for i in range(n):
+            keys[i].svc_id = sid
+            keys[i].slot = i | bit
+        return keys
+
+    def _write_slots(self, sid: int, gen: int, table: list[int]) -> None:
+        if not table:
+            return
+        t = self.t["sel_map"]
+        keys = self._sel_keys(sid, gen, len(table))
+        values = (t.Leaf * len(table))(*table)
+        try:
+            t.items_update_batch(keys, values)  # one syscall per table
+        except Exception:
+            for k, v in zip(keys, values, strict=True):
+                t[k] = v
+
+    def _delete_slots(self, sid: int, gen: int, n: int) -> None:
+        if n == 0:
+            return
+        t = self.t["sel_map"]
+        keys = self._sel_keys(sid, gen, n)
+        try:
+            t.items_delete_batch(keys)  # one syscall; fails as a whole if a key is missing
+        except Exception:
+            for k in keys:
+                t.pop(k, None)
+
+    def _write_endpoint(self, name: str, sid: int, ep: Doc, ep_id: int) -> None:
+        t = self.t["ep_map"]
+        family, words = L.addr_words(ep["address"])
+        v = t.Leaf()
+        v.addr.w[:] = words
+        v.port = L.htons(int(ep["port"]))
+        v.flags = L.EP_F_ELIGIBLE if self.eligible(name, ep) else 0
+        v.family = family
+        v.svc_id = sid
+        t[t.Key(ep_id)] = v
+        # Counters exist before the first packet (the datapath only updates in place).
+        st, act = self.t["ep_stats"], self.t["ep_active"]
+        if st.get(st.Key(ep_id)) is None:
+            st[st.Key(ep_id)] = st.Leaf()
+        if act.get(act.Key(ep_id)) is None:
+            act[act.Key(ep_id)] = act.Leaf(0)
+
+    def _delete_endpoint(self, ep_id: int) -> None:
+        self._ep_ids.discard(ep_id)
+        for name in ("ep_map", "ep_stats", "ep_active"):
+            t = self.t[name]
+            t.pop(t.Key(ep_id), None)
+
+    def _reset_service_counters(self, sid: int) -> None:
+        st = self.t["svc_stats"]
+        st[st.Key(sid)] = st.Leaf()
+        for name in ("svc_active", "rr_map"):
+            t = self.t[name]
+            t[t.Key(sid)] = t.Leaf(0)
+
+    # -- reading back --------------------------------------------------------------------
+    def _sum(self, table: str, key: int) -> tuple[int, int, int]:
+        t = self.t[table]
+        per_cpu = t.get(t.Key(key))
+        if per_cpu is None:
+            return 0, 0, 0
+        return (sum(c.packets for c in per_cpu), sum(c.bytes for c in per_cpu),
+                sum(c.sessions for c in per_cpu))  # fmt: skip
+
+    def _gauge(self, table: str, key: int) -> int:
+        t = self.t[table]
+        v = t.get(t.Key(key))
+        return max(int(v.value), 0) if v is not None else 0
+
+    def service_state(self, name: str) -> Doc | None:
+        state = self.services.get(name)
+        if state is None:
+            return None
+        packets, nbytes, sessions = self._sum("svc_stats", state.id)
+        total = sum(1 for ep in state.doc.get("endpoint", []))
+        up = sum(1 for ep in state.doc.get("endpoint", []) if self.eligible(name, ep))
+        oper = "down" if up == 0 else "up" if up == total else "degraded"
+        return {
+            "oper-status": oper,
+            "endpoints-up": up,
+            "packets": packets,
+            "bytes": nbytes,
+            "active-sessions": self._gauge("svc_active", state.id),
+            "total-sessions": sessions,
+        }
+
+    def endpoint_state(self, name: str, address: str, port: int) -> Doc | None:
+        state = self.services.get(name)
+        if state is None:
+            return None
+        ep_id = state.eps.get((address, int(port)))
+        if ep_id is None:
+            return None
+        doc = next((e for e in state.doc.get("endpoint", [])
+                    if e["address"] == address and int(e["port"]) == int(port)), {})  # fmt: skip
+        if doc.get("admin-state", "enabled") == "disabled":
+            health = "admin-disabled"
+        else:
+            health = {True: "up", False: "down", None: "unknown"}[
+                self.health.get((name, address, int(port)))
+            ]
+        packets, nbytes, sessions = self._sum("ep_stats", ep_id)
+        return {
+            "health": health,
+            "packets": packets,
+            "bytes": nbytes,
+            "active-sessions": self._gauge("ep_active", ep_id),
+            "total-sessions": sessions,
+        }
+
+    def conntrack(self, service: str | None = None) -> list[Doc]:
+        """One row per flow (the client->VIP entry), expired ones included and marked."""
+        names = {s.id: s.name for s in self.services.values()}
+        want = self.services[service].id if service in self.services else None
+        if service is not None and want is None:
+            return []
+        now = monotonic_ns()
+        replies: dict[tuple[Any, ...], tuple[int, int]] = {}
+        origs = []
+        for e in self.t["ct_map"].values():
+            if want is not None and e.svc_id != want:
+                continue
+            if e.dir == L.CT_DIR_REPLY:
+                replies[_tuple_id(e.t)] = (int(e.packets), int(e.bytes))
+            else:
+                origs.append(_copy(e))
+        rows = []
+        for e in origs:
+            fam = int(e.family)
+            rp, rb = replies.get(_tuple_id(e.t), (0, 0))
+            l4 = e.proto in (6, 17)
+            rows.append({
+                "service": names.get(int(e.svc_id), str(int(e.svc_id))),
+                "protocol": L.PROTOCOL_NAMES.get(int(e.proto), str(int(e.proto))),
+                "client": _ep(e.t.client, e.t.client_port, fam),
+                "vip": _ep(e.t.vip, e.t.vip_port if l4 else 0, fam),
+                "endpoint": _ep(e.t.ep, e.t.ep_port if l4 else 0, fam),
+                "snat": _ep(e.t.snat, e.t.snat_port, fam),
+                "state": L.CT_STATES.get(int(e.state), str(int(e.state))),
+                "age-s": round((now - e.created_ns) / 1e9, 1),
+                "idle-s": round(max(now - e.last_ns, 0) / 1e9, 1),
+                "timeout-s": _timeout_s(e),
+                "expired": _expired(e, now),
+                "packets": [int(e.packets), rp],
+                "bytes": [int(e.bytes), rb],
+            })  # fmt: skip
+        return rows
+
+    def flush_conntrack(self, match: Any) -> int:
+        t = self.t["ct_map"]
+        doomed = [_copy(k) for k, e in t.items() if match(e)]
+        for k in doomed:
+            t.pop(k, None)
+        return len(doomed)
+
+    def gc(self) -> int:
+        """Delete expired flows the datapath has not met again (and fix the gauges)."""
+        t = self.t["ct_map"]
+        now = monotonic_ns()
+        gone = 0
+        for k, e in list(t.items()):
+            if e.dir != L.CT_DIR_ORIG or not _expired(e, now):
+                continue
+            if e.flags & L.CT_F_COUNTED:
+                for table, key in (("svc_active", e.svc_id), ("ep_active", e.ep_id)):
+                    g = self.t[table]
+                    v = g.get(g.Key(key))
+                    if v is not None and v.value > 0:
+                        g[g.Key(key)] = g.Leaf(v.value - 1)
+            rk = t.Key()
+            for src, dst in (("src", "ep"), ("dst", "snat")):
+                getattr(rk, src).w[:] = list(getattr(e.t, dst).w)
+            l4 = e.proto in (6, 17)
+            rk.sport = e.t.ep_port if l4 else e.t.snat_port
+            rk.dport = e.t.snat_port if l4 else 0
+            rk.proto, rk.family = e.proto, e.family
+            t.pop(rk, None)
+            t.pop(_copy(k), None)
+            gone += 1
+        return gone
+
+    def fill(self) -> dict[str, dict[str, int]]:
+        """Entries and capacity per map (hash maps are counted by walking them)."""
+        out = {}
+        for name in ("svc_map", "range_map", "ep_map", "sel_map", "persist_map", "ct_map"):
+            n = sum(1 for _ in self.t[name])
+            out[name] = {"entries": n, "capacity": self.prog.map_capacity(name)}
+        return out
+
+
+def _copy(obj: Any) -> Any:
+    new = type(obj)()
+    ct.memmove(ct.byref(new), ct.byref(obj), ct.sizeof(obj))
+    return new
+
+
+def _tuple_id(t: Any) -> tuple[Any, ...]:
+    return (tuple(t.client.w), tuple(t.vip.w), tuple(t.ep.w), int(t.client_port),
+            int(t.vip_port), int(t.ep_port))  # fmt: skip
+
+
+def _ep(a: Any, port_be: int, family: int) -> str:
+    addr = L.words_addr(a.w, family)
+    port = L.ntohs(int(port_be))
+    return (f"[{addr}]:{port}" if family == 6 else f"{addr}:{port}") if port else addr
+
+
+def _timeout_s(e: Any) -> int:
+    if e.state == 3:
+        return L.TO_TCP_CLOSED
+    if e.state == 2:
+        return L.TO_TCP_FIN
+    if e.state == 0:
+        return L.TO_TCP_SYN if e.proto == 6 else min(int(e.timeout_s), L.TO_UNREPLIED)
+    return int(e.timeout_s)
+
+
+def _expired(e: Any, now: int) -> bool:
+    return now > e.last_ns and now - e.last_ns > _timeout_s(e) * 1_000_000_000

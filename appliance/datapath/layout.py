@@ -1,0 +1,67 @@
+"""Numbers and encodings shared with bpf/lib/consts.h and structs.h (no bcc here).
+
+The C headers are the source of truth; every constant below names the #define it mirrors.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import struct
+
+# bpf/lib/consts.h
+MAX_SERVICES = 16384
+MAX_ENDPOINTS = 524288
+MAX_SEL_SLOTS = 4194304
+MAX_RANGES = 8
+LC_SCAN = 32
+DEFAULT_CT_CAPACITY = 1048576
+
+ALGORITHMS = {
+    "round-robin": 0,
+    "weighted": 1,
+    "hash": 2,
+    "maglev": 3,
+    "least-connections": 4,
+    "priority": 5,
+    "persistence": 6,
+}
+MODES = {"default": 0, "one-arm": 1, "full-nat": 2, "dsr": 3}
+SVC_F_RANGE = 1
+SVC_F_ALLOW = 2
+EP_F_ELIGIBLE = 1
+SEL_GEN_BIT = 0x80000000
+CT_STATES = {0: "new", 1: "established", 2: "fin-wait", 3: "closed"}
+CT_DIR_ORIG, CT_DIR_REPLY = 0, 1
+CT_F_COUNTED = 1
+CT_F_DSR = 2
+# Per-state timeouts (s); established uses the service's inactivity timeout.
+TO_TCP_SYN, TO_TCP_FIN, TO_TCP_CLOSED, TO_UNREPLIED = 30, 10, 2, 30
+
+PROTOCOLS = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP, "icmp": 1, "sctp": 132}
+PROTOCOL_NAMES = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmp", 132: "sctp"}
+DEFAULT_TIMEOUT = {"tcp": 240}  # loxilb's defaults; every other protocol: 20 s
+DEFAULT_TIMEOUT_OTHER = 20
+
+
+def addr_words(address: str) -> tuple[int, tuple[int, int, int, int]]:
+    """(family 4/6, the 16-byte `struct addr` as four native-order u32 of network bytes)."""
+    ip = ipaddress.ip_address(address)
+    packed = ip.packed + bytes(16 - len(ip.packed))
+    return ip.version, struct.unpack("=4I", packed)  # type: ignore[return-value]
+
+
+def words_addr(words: object, family: int) -> str:
+    """Inverse of addr_words for a ctypes `c_uint * 4` (or any 4-int sequence)."""
+    packed = struct.pack("=4I", *list(words))  # type: ignore[call-overload]
+    if family == 4:
+        return str(ipaddress.IPv4Address(packed[:4]))
+    return str(ipaddress.IPv6Address(packed))
+
+
+def htons(port: int) -> int:
+    return socket.htons(port)
+
+
+def ntohs(port: int) -> int:
+    return socket.ntohs(port)

@@ -1,0 +1,177 @@
+"""The eBPF program and its maps: the only module of the appliance that imports bcc.
+
+``Program`` compiles bpf/lb.c once (bcc, at run time), loads the TC classifier, opens the
+maps pinned under the pin root (creating and pinning them on first use, reusing them after
+a restart: bcc's BPF_TABLE_PINNED), and attaches/detaches the classifier through
+appliance.netlink. Everything else in appliance/datapath works on the table objects this
+class hands out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes as ct
+import logging
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from appliance import netlink
+
+log = logging.getLogger(__name__)
+
+BPF_DIR = Path(__file__).resolve().parents[2] / "bpf"
+PROGRAM = "sluice_lb"
+DEFAULT_PIN_ROOT = Path("/sys/fs/bpf/sluice")
+LAYOUT_SUFFIX = "_v1"  # bpf/lib/maps.h LAYOUT
+# Map name in C -> pin file name (without LAYOUT_SUFFIX); bpf/lib/maps.h.
+MAPS = {
+    "svc_map": "svc", "range_map": "range", "ep_map": "ep", "sel_map": "sel",
+    "rr_map": "rr", "persist_map": "persist", "ifaddr_map": "ifaddr", "ct_map": "ct",
+    "allow_map": "allow", "svc_stats": "svcst", "ep_stats": "epst", "svc_active": "svcact",
+    "ep_active": "epact", "jmp_map": "jmp",
+}  # fmt: skip
+JMP_ICMP_ERR = 0  # bpf/lib/consts.h
+
+
+class DatapathUnavailable(Exception):
+    """bcc, root or bpffs is missing, or the program failed to compile or load."""
+
+
+def inline_source(path: Path, seen: set[Path] | None = None) -> str:
+    """``path`` with its local ``#include "..."`` headers pasted in (once each).
+
+    bcc rewrites map calls (``map.lookup(&k)``) only in what it sees as the main file, so
+    the headers of bpf/lib/ are inlined before the text is handed to it.
+    """
+    seen = set() if seen is None else seen
+    out = []
+    for line in path.read_text().splitlines():
+        m = re.match(r'\s*#include "([^"]+)"', line)
+        if m:
+            inc = (path.parent / m.group(1)).resolve()
+            if inc not in seen:
+                seen.add(inc)
+                out.append(inline_source(inc, seen))
+            continue
+        if line.strip() != "#pragma once":
+            out.append(line)
+    return "\n".join(out)
+
+
+class _MapInfo(ct.Structure):
+    # The head of the kernel's struct bpf_map_info (uapi/linux/bpf.h).
+    _fields_ = [
+        ("type", ct.c_uint32), ("id", ct.c_uint32), ("key_size", ct.c_uint32),
+        ("value_size", ct.c_uint32), ("max_entries", ct.c_uint32), ("map_flags", ct.c_uint32),
+        ("name", ct.c_char * 16),
+    ]  # fmt: skip
+
+
+class Program:
+    """The compiled and loaded TC program with its pinned maps."""
+
+    def __init__(self, pin_root: Path = DEFAULT_PIN_ROOT, ct_capacity: int = 1048576) -> None:
+        self.pin_root = Path(pin_root)
+        self.ct_capacity = int(ct_capacity)
+        self.bpf: Any = None
+        self.fn: Any = None
+        self.compile_seconds = 0.0
+        self.attached: dict[tuple[str, str | None], float] = {}  # (ifname, netns) -> since
+
+    def load(self) -> None:
+        """Compile and load once; open or create the pinned maps."""
+        try:
+            from bcc import BPF
+        except ImportError as exc:
+            raise DatapathUnavailable(f"bcc is not importable: {exc}") from exc
+        if not os.path.ismount("/sys/fs/bpf"):
+            raise DatapathUnavailable("bpffs is not mounted at /sys/fs/bpf")
+        if '"' in str(self.pin_root) or "\\" in str(self.pin_root):
+            raise DatapathUnavailable(f"unusable pin directory {self.pin_root}")
+        self.pin_root.mkdir(parents=True, exist_ok=True)
+        existing_ct = self._pinned_info("ct")
+        if existing_ct and existing_ct.max_entries != self.ct_capacity:
+            # bcc reuses a pinned map whatever the source says; the kernel's size wins.
+            log.warning(
+                "conntrack-capacity differs from the pinned table; keeping the pinned size "
+                "(restart with --cleanup to resize)",
+                extra={"pinned": existing_ct.max_entries, "configured": self.ct_capacity},
+            )
+        text = (
+            f'#define PIN_ROOT "{self.pin_root}"\n'
+            f"#define CT_CAPACITY {self.ct_capacity}\n" + inline_source(BPF_DIR / "lb.c")
+        )
+        started = time.monotonic()
+        try:
+            self.bpf = BPF(text=text.encode())
+            self.fn = self.bpf.load_func(PROGRAM.encode(), BPF.SCHED_CLS)
+            # Tail-call targets first, so the attached program never jumps into nothing.
+            icmp = self.bpf.load_func(b"sluice_icmp_err", BPF.SCHED_CLS)
+            jmp = self.bpf[b"jmp_map"]
+            jmp[jmp.Key(JMP_ICMP_ERR)] = jmp.Leaf(icmp.fd)
+        except Exception as exc:
+            raise DatapathUnavailable(f"loading {PROGRAM}: {exc}") from exc
+        self.compile_seconds = time.monotonic() - started
+        log.info("datapath loaded", extra={"seconds": round(self.compile_seconds, 2)})
+
+    def table(self, name: str) -> Any:
+        return self.bpf[name.encode()]
+
+    # -- attach --------------------------------------------------------------------------
+    def attach(self, ifname: str, netns: str | None = None) -> None:
+        """Attach (or atomically replace) our classifier on ``ifname``'s TC ingress."""
+        netlink.attach_tc(ifname, self.fn.fd, PROGRAM, "ingress", netns=netns)
+        self.attached[(ifname, netns)] = time.time()
+
+    def detach(self, ifname: str, netns: str | None = None) -> bool:
+        self.attached.pop((ifname, netns), None)
+        return netlink.detach_tc(ifname, "ingress", netns=netns)
+
+    # -- introspection -------------------------------------------------------------------
+    def _pinned_info(self, short: str) -> _MapInfo | None:
+        path = self.pin_root / f"{short}{LAYOUT_SUFFIX}"
+        if not path.exists():
+            return None
+        from bcc import libbcc
+
+        fd = libbcc.lib.bpf_obj_get(str(path).encode())
+        if fd < 0:
+            return None
+        try:
+            info = _MapInfo()
+            size = ct.c_uint32(ct.sizeof(info))
+            if libbcc.lib.bpf_obj_get_info(fd, ct.byref(info), ct.byref(size)) != 0:
+                return None
+            return info
+        finally:
+            os.close(fd)
+
+    def map_capacity(self, name: str) -> int:
+        """The kernel's max_entries of a pinned map (bcc reports the source's number)."""
+        info = self._pinned_info(MAPS[name])
+        return int(info.max_entries) if info else 0
+
+    def close(self) -> None:
+        """Drop our file descriptors. Pins and attached filters stay: traffic keeps flowing."""
+        if self.bpf is not None:
+            self.bpf.cleanup()
+            self.bpf = None
+
+    def remove_pins(self) -> None:
+        """Delete our pinned maps (``sluice run --cleanup``); the directory if left empty."""
+        for short in MAPS.values():
+            (self.pin_root / f"{short}{LAYOUT_SUFFIX}").unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            self.pin_root.rmdir()
+
+
+def remove_pins(pin_root: Path) -> None:
+    """Delete the pinned maps under ``pin_root`` without loading anything."""
+    for short in MAPS.values():
+        (Path(pin_root) / f"{short}{LAYOUT_SUFFIX}").unlink(missing_ok=True)
+    if Path(pin_root).is_dir() and not any(Path(pin_root).iterdir()):
+        shutil.rmtree(pin_root, ignore_errors=True)

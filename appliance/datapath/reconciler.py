@@ -1,0 +1,247 @@
+"""DatapathReconciler: the daemon's reconciler when the eBPF datapath is on.
+
+start(effective) loads the program once, reads back what the pinned maps hold, programs
+every service (reusing ids, so a restart changes no byte a flow depends on), removes what
+the config no longer has, and attaches to the configured interfaces (filter replace: the
+old program serves until the new one is in). apply(diff) programs only what changed. A
+service that fails is reported, left as it was (see driver.py's write order) and retried
+on the next apply and by the housekeeping thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+from appliance import netlink
+from appliance.config import Diff
+from appliance.datapath.driver import Driver
+from appliance.datapath.layout import DEFAULT_CT_CAPACITY
+from appliance.datapath.program import DEFAULT_PIN_ROOT, Program
+
+log = logging.getLogger(__name__)
+
+LB = "sluice:load-balancer"
+DP = "sluice:datapath"
+HOUSEKEEPING_S = 5.0  # retry failed services
+GC_EVERY = 6  # housekeeping rounds between conntrack sweeps (a full walk of the table)
+
+
+def _interfaces(section: dict[str, Any] | None) -> list[str]:
+    return [i["name"] for i in (section or {}).get("interface", []) if i.get("hook", "tc") == "tc"]
+
+
+class DatapathReconciler:
+    def __init__(
+        self,
+        pin_root: Path = DEFAULT_PIN_ROOT,
+        netns: str | None = None,
+        program: Program | None = None,
+        housekeeping: bool = True,
+    ) -> None:
+        self.pin_root = Path(pin_root)
+        self.netns = netns
+        self.program = program  # tests share one compiled program between topologies
+        self._own_program = program is None
+        self.driver: Driver | None = None
+        self.interfaces: list[str] = []
+        self.pending: dict[str, dict[str, Any] | None] = {}  # name -> doc (None: remove)
+        self.errors: dict[str, str] = {}
+        self.lock = threading.RLock()
+        self._stop = threading.Event()
+        self._housekeeping = housekeeping
+        self._thread: threading.Thread | None = None
+
+    # -- Reconciler protocol -------------------------------------------------------------
+    def start(self, effective: dict[str, Any]) -> None:
+        dp = effective.get(DP, {}) or {}
+        with self.lock:
+            if self.program is None:
+                self.program = Program(
+                    self.pin_root, int(dp.get("conntrack-capacity", DEFAULT_CT_CAPACITY))
+                )
+                self.program.load()
+            self.driver = Driver(self.program, self.netns)
+            self.driver.recover()
+            self._refresh_addresses()
+            for svc in effective.get(LB, {}).get("service", []):
+                self._program(svc["name"], svc)
+            self.driver.remove_stale()
+            self._set_interfaces(_interfaces(dp))
+        if self._housekeeping:
+            self._thread = threading.Thread(target=self._loop, name="datapath", daemon=True)
+            self._thread.start()
+
+    def apply(self, diff: Diff) -> None:
+        with self.lock:
+            for name in diff.services_removed:
+                self.pending[name] = None
+            for name, doc in diff.services_added.items():
+                self.pending[name] = doc
+            for name, (_old, new) in diff.services_changed.items():
+                self.pending[name] = new
+            self._refresh_addresses()
+            self._retry()
+            for section, (_old, new) in diff.sections_changed.items():
+                if section.split(":")[-1] == "datapath":
+                    self._set_interfaces(_interfaces(new))
+
+    def close(self) -> None:
+        """Stop housekeeping, drop our fds; filters and pins stay so traffic keeps flowing."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        with self.lock:
+            if self.program is not None and self._own_program:
+                self.program.close()
+
+    # -- the health prober calls this -----------------------------------------------------
+    def set_endpoint_health(self, service: str, address: str, port: int, up: bool) -> None:
+        """Mark an endpoint up or down; a down endpoint leaves its service's selection table."""
+        with self.lock:
+            assert self.driver is not None
+            try:
+                self.driver.set_health(service, address, port, up)
+            except Exception as exc:
+                self._failed(service, self.driver.services[service].doc, exc)
+
+    # -- operational state (control socket providers) ------------------------------------
+    def service_state(self, name: str) -> dict[str, Any] | None:
+        with self.lock:
+            if self.driver is None:
+                return None
+            return self.driver.service_state(name)
+
+    def endpoint_state(self, service: str, address: str, port: int) -> dict[str, Any] | None:
+        with self.lock:
+            if self.driver is None:
+                return None
+            return self.driver.endpoint_state(service, address, port)
+
+    def status(self) -> dict[str, Any]:
+        with self.lock:
+            if self.driver is None or self.program is None:
+                return {"enabled": True, "loaded": False}
+            attached = {}
+            for ifname in self.interfaces:
+                try:
+                    attached[ifname] = netlink.tc_filters(ifname, "ingress", netns=self.netns)
+                except (OSError, LookupError) as exc:
+                    attached[ifname] = [f"error: {exc}"]
+            return {
+                "enabled": True,
+                "loaded": True,
+                "program": "sluice_lb",
+                "pin-dir": str(self.pin_root),
+                "compile-seconds": round(self.program.compile_seconds, 2),
+                "interfaces": attached,
+                "services": len(self.driver.services),
+                "maps": self.driver.fill(),
+                "pending": sorted(self.pending),
+                "errors": dict(self.errors),
+            }
+
+    def conntrack(self, service: str | None = None) -> list[dict[str, Any]]:
+        with self.lock:
+            return self.driver.conntrack(service) if self.driver else []
+
+    def stats(self) -> list[dict[str, Any]]:
+        with self.lock:
+            if self.driver is None:
+                return []
+            rows = []
+            for name, state in sorted(self.driver.services.items()):
+                rows.append({"service": name, **(self.driver.service_state(name) or {})})
+                for address, port in state.eps:
+                    ep = self.driver.endpoint_state(name, address, port) or {}
+                    rows.append({"service": name, "endpoint": f"{address}:{port}", **ep})
+            return rows
+
+    def state_providers(self) -> dict[str, Any]:
+        """What the ControlServer's ``state`` dict wants (see appliance/control/api.py)."""
+        return {
+            "service": self.service_state,
+            "endpoint": self.endpoint_state,
+            "datapath": self.status,
+            "conntrack": self.conntrack,
+            "stats": self.stats,
+        }
+
+    # -- clean-up (sluice run --cleanup) --------------------------------------------------
+    @staticmethod
+    def cleanup(effective: dict[str, Any], pin_root: Path, netns: str | None = None) -> None:
+        """Detach from the configured interfaces and remove the pinned maps."""
+        from appliance.datapath.program import remove_pins
+
+        for ifname in _interfaces(effective.get(DP)):
+            try:
+                netlink.detach_tc(ifname, "ingress", netns=netns)
+            except (OSError, LookupError) as exc:
+                log.warning("detach failed", extra={"interface": ifname, "error": str(exc)})
+        remove_pins(pin_root)
+
+    # -- internals -----------------------------------------------------------------------
+    def _program(self, name: str, doc: dict[str, Any] | None) -> None:
+        assert self.driver is not None
+        try:
+            if doc is None:
+                self.driver.remove_service(name)
+            else:
+                self.driver.program_service(name, doc)
+        except Exception as exc:
+            self._failed(name, doc, exc)
+        else:
+            self.pending.pop(name, None)
+            self.errors.pop(name, None)
+
+    def _failed(self, name: str, doc: dict[str, Any] | None, exc: Exception) -> None:
+        self.pending[name] = doc
+        self.errors[name] = str(exc)
+        log.error("datapath programming failed; will retry",
+                  extra={"service": name, "error": str(exc)})  # fmt: skip
+
+    def _retry(self) -> None:
+        for name, doc in list(self.pending.items()):
+            self._program(name, doc)
+
+    def _refresh_addresses(self) -> None:
+        assert self.driver is not None
+        try:
+            self.driver.refresh_interface_addresses(netlink.interface_addresses(self.netns))
+        except OSError as exc:
+            log.warning("reading interface addresses failed", extra={"error": str(exc)})
+
+    def _set_interfaces(self, wanted: list[str]) -> None:
+        assert self.program is not None
+        for ifname in self.interfaces:
+            if ifname not in wanted:
+                try:
+                    self.program.detach(ifname, self.netns)
+                except (OSError, LookupError) as exc:
+                    log.warning("detach failed", extra={"interface": ifname, "error": str(exc)})
+        attached = []
+        for ifname in wanted:
+            try:
+                self.program.attach(ifname, self.netns)
+                attached.append(ifname)
+            except (OSError, LookupError) as exc:
+                self.errors[f"interface {ifname}"] = str(exc)
+                log.error("attach failed", extra={"interface": ifname, "error": str(exc)})
+        self.interfaces = wanted
+
+    def _loop(self) -> None:
+        rounds = 0
+        while not self._stop.wait(HOUSEKEEPING_S):
+            rounds += 1
+            try:
+                with self.lock:
+                    if self.pending:
+                        self._retry()
+                # The sweep touches only maps, not the driver's Python state, so it runs
+                # outside the lock: a commit never waits for a million-entry walk.
+                if self.driver is not None and rounds % GC_EVERY == 0:
+                    self.driver.gc()
+            except Exception:
+                log.exception("datapath housekeeping failed")

@@ -1,0 +1,233 @@
+// lb.c - Sluice's TC ingress load balancer (clsact, direct-action).
+//
+// Per packet: parse -> conntrack lookup -> (hit) translate and forward
+//                                        -> (miss) service lookup -> select endpoint ->
+//                                           create both conntrack entries -> translate ->
+//                                           forward (bpf_fib_lookup + bpf_redirect_neigh).
+// Anything that is not ours (no service, fragment, unknown protocol, ICMP other than
+// echo) returns TC_ACT_OK untouched. The control plane never sees a data packet.
+//
+// Built by appliance/datapath (bcc), which inlines the lib/ headers and defines PIN_ROOT
+// and CT_CAPACITY. Only uapi headers: the build tree may be older than the kernel.
+
+#include <uapi/linux/bpf.h>
+#include <uapi/linux/pkt_cls.h>
+#include <uapi/linux/if_ether.h>
+#include <uapi/linux/in.h>
+#include <uapi/linux/ip.h>
+#include <uapi/linux/ipv6.h>
+#include <uapi/linux/tcp.h>
+#include <uapi/linux/udp.h>
+
+#include "lib/consts.h"
+#include "lib/structs.h"
+#include "lib/maps.h"
+#include "lib/parse.h"
+#include "lib/csum.h"
+#include "lib/nat.h"
+#include "lib/conntrack.h"
+#include "lib/select.h"
+#include "lib/fwd.h"
+#include "lib/icmp_err.h"
+
+static __always_inline void count(struct pkt *p, __u32 svc_id, __u32 ep_id, int new_flow)
+{
+    struct counters *c = svc_stats.lookup(&svc_id);
+    if (c) {
+        c->packets++;
+        c->bytes += p->len;
+        c->sessions += new_flow;
+    }
+    c = ep_stats.lookup(&ep_id);
+    if (c) {
+        c->packets++;
+        c->bytes += p->len;
+        c->sessions += new_flow;
+    }
+}
+
+static __always_inline struct svc_info *lookup_service(struct pkt *p)
+{
+    int l4 = p->k.proto == IPPROTO_TCP || p->k.proto == IPPROTO_UDP;
+    struct svc_key sk = {.vip = p->k.dst, .port = l4 ? p->k.dport : 0,
+                         .proto = p->k.proto == IPPROTO_ICMPV6 ? IPPROTO_ICMP : p->k.proto,
+                         .family = p->k.family};
+    struct svc_info *s = svc_map.lookup(&sk);
+    if (s || !l4)
+        return s;
+    struct range_key rk = {.vip = p->k.dst, .proto = p->k.proto, .family = p->k.family};
+    struct range_list *rl = range_map.lookup(&rk);
+    if (!rl)
+        return 0;
+    __u16 port = bpf_ntohs(p->k.dport);
+#pragma unroll
+    for (int i = 0; i < MAX_RANGES; i++) {
+        if (i >= rl->n)
+            break;
+        if (port >= rl->lo[i] && port <= rl->hi[i]) {
+            sk.port = bpf_htons(rl->lo[i]);
+            return svc_map.lookup(&sk);
+        }
+    }
+    return 0;
+}
+
+// Source NAT: claim the reply key with BPF_NOEXIST, so two flows can never share a
+// (snat address, port) towards the same endpoint, not even across CPUs.
+static __always_inline int claim_reply(struct ct_entry *e, struct pkt *p)
+{
+    struct ct_key rk = {};
+    if (!(e->t.snat.w[0] != e->t.client.w[0] || e->t.snat.w[1] != e->t.client.w[1] ||
+          e->t.snat.w[2] != e->t.client.w[2] || e->t.snat.w[3] != e->t.client.w[3])) {
+        ct_reply_key(&e->t, p->k.proto, p->k.family, &rk);
+        return ct_map.update(&rk, e);          // DNAT: the client's own tuple
+    }
+    __u32 start = bpf_get_prandom_u32();
+    for (int i = 0; i < FNAT_TRIES; i++) {
+        e->t.snat_port = bpf_htons(FNAT_PORT_MIN + (start + i * 7919) % FNAT_PORT_SPAN);
+        ct_reply_key(&e->t, p->k.proto, p->k.family, &rk);
+        if (ct_map.insert(&rk, e) == 0)
+            return 0;
+    }
+    return -1;
+}
+
+static __always_inline int new_flow(struct __sk_buff *skb, struct pkt *p, __u64 now)
+{
+    if (p->k.proto == IPPROTO_ICMP && p->icmp_type != ICMP_ECHO_REQ)
+        return TC_ACT_OK;
+    if (p->k.proto == IPPROTO_ICMPV6 && p->icmp_type != ICMP6_ECHO_REQ)
+        return TC_ACT_OK;
+    if (p->k.proto == IPPROTO_TCP && (p->tcp_flags & TCP_RST))
+        return TC_ACT_OK;
+    struct svc_info *s = lookup_service(p);
+    if (!s)
+        return TC_ACT_OK;
+    if (p->ttl <= 1)
+        return TC_ACT_OK;                      // the stack answers "time exceeded"
+    struct svc_info svc = *s;                  // one consistent snapshot of the service
+    if (svc.flags & SVC_F_ALLOW) {
+        struct allow_key ak = {.prefixlen = 32 + (p->k.family == 4 ? 32 : 128),
+                               .svc_id = svc.id, .a = p->k.src};
+        if (!allow_map.lookup(&ak))
+            return TC_ACT_SHOT;                // not an allowed source
+    }
+    __u32 ep_id = select_endpoint(&svc, p, now);
+    struct ep_info *ep = ep_id ? ep_map.lookup(&ep_id) : 0;
+    if (!ep)
+        return TC_ACT_SHOT;                    // a service without endpoints drops
+
+    struct ct_entry e = {};
+    e.t.client = p->k.src;
+    e.t.vip = p->k.dst;
+    e.t.ep = ep->addr;
+    e.t.client_port = p->k.sport;
+    e.t.vip_port = p->k.dport;
+    e.t.ep_port = ep->port ? ep->port : p->k.dport;
+    e.t.snat = p->k.src;
+    e.t.snat_port = p->k.sport;
+    if (svc.mode == MODE_FULLNAT) {
+        e.t.snat = svc.snat;
+    } else if (svc.mode == MODE_ONEARM) {
+        // Our own address on the link towards the endpoint (filled by the control plane).
+        struct bpf_fib_lookup f = {};
+        int rc = fib(skb, p, &p->k.src, &e.t.ep, &f);
+        if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
+            return TC_ACT_SHOT;
+        struct ifaddr_key ik = {.ifindex = f.ifindex, .family = p->k.family};
+        struct addr *own = ifaddr_map.lookup(&ik);
+        if (!own)
+            return TC_ACT_SHOT;
+        e.t.snat = *own;
+    }
+    e.created_ns = now;
+    e.last_ns = now;
+    e.svc_id = svc.id;
+    e.ep_id = ep_id;
+    e.timeout_s = svc.timeout_s;
+    e.proto = p->k.proto;
+    e.family = p->k.family;
+    e.state = CT_NEW;
+    e.flags = CT_F_COUNTED;
+    e.dir = CT_DIR_REPLY;
+    if (svc.mode == MODE_DSR)
+        e.flags |= CT_F_DSR;                   // the endpoint answers the client directly
+    else if (claim_reply(&e, p))
+        return TC_ACT_SHOT;                    // no free source port: drop, client retries
+    e.dir = CT_DIR_ORIG;
+    e.packets = 1;
+    e.bytes = p->len;
+    if (ct_map.update(&p->k, &e))
+        return TC_ACT_SHOT;
+
+    __u32 sid = svc.id;
+    __s64 *a = svc_active.lookup(&sid);
+    if (a)
+        __sync_fetch_and_add(a, 1);
+    a = ep_active.lookup(&ep_id);
+    if (a)
+        __sync_fetch_and_add(a, 1);
+    count(p, sid, ep_id, 1);
+    if (svc.mode == MODE_DSR)                  // only the MAC changes: next hop = endpoint
+        return forward(skb, p, &p->k.src, &e.t.ep);
+    if (nat_orig(skb, p, &e.t))
+        return TC_ACT_SHOT;
+    return forward(skb, p, &e.t.snat, &e.t.ep);
+}
+
+int sluice_lb(struct __sk_buff *skb)
+{
+    struct pkt p = {};
+    if (parse_packet(skb, &p) != PARSE_OK)
+        return TC_ACT_OK;
+    if (p.icmp_err) {
+        jmp_map.call(skb, JMP_ICMP_ERR);
+        return TC_ACT_OK;                      // no tail-call target: leave it alone
+    }
+    __u64 now = bpf_ktime_get_ns();
+
+    struct ct_entry *e = ct_map.lookup(&p.k);
+    if (!e)
+        return new_flow(skb, &p, now);
+
+    struct ct_entry *o = e;
+    if (e->dir == CT_DIR_REPLY) {
+        struct ct_key ok = {};
+        ct_orig_key(&e->t, e->proto, e->family, &ok);
+        o = ct_map.lookup(&ok);
+    }
+    // Expired, or a new TCP connection reusing a closed flow's tuple: start afresh.
+    int restart = e->dir == CT_DIR_ORIG && p.k.proto == IPPROTO_TCP && o &&
+                  o->state == CT_CLOSED && (p.tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN;
+    if (!o || ct_expired(o, now) || restart) {
+        __u8 dir = e->dir;
+        ct_delete_flow(o ? o : e);
+        return dir == CT_DIR_ORIG ? new_flow(skb, &p, now) : TC_ACT_OK;
+    }
+    if (p.ttl <= 1)
+        return TC_ACT_OK;
+    ct_track(o, &p, e->dir, now);
+    e->packets++;
+    e->bytes += p.len;
+    count(&p, e->svc_id, e->ep_id, 0);
+    struct nat_tuple t = e->t;
+    if (e->flags & CT_F_DSR)
+        return forward(skb, &p, &p.k.src, &t.ep);
+    if (e->dir == CT_DIR_ORIG) {
+        if (nat_orig(skb, &p, &t))
+            return TC_ACT_SHOT;
+        return forward(skb, &p, &t.snat, &t.ep);
+    }
+    if (nat_reply(skb, &p, &t))
+        return TC_ACT_SHOT;
+    return forward(skb, &p, &t.vip, &t.client);
+}
+
+// Tail-call target for ICMP errors (lib/icmp_err.h): parses the packet again.
+int sluice_icmp_err(struct __sk_buff *skb)
+{
+    struct pkt p = {};
+    if (parse_packet(skb, &p) != PARSE_OK || !p.icmp_err)
+        return TC_ACT_OK;
+    return handle_icmp_error(skb, &p);
+}

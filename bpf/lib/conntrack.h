@@ -1,0 +1,110 @@
+// conntrack.h - session table: two entries per flow (client->VIP "orig" and the
+// translated reply direction), each holding the whole translation. State and idle time
+// live in the orig entry; the reply entry finds it through the tuple.
+#pragma once
+
+#define TCP_FIN 0x01
+#define TCP_SYN 0x02
+#define TCP_RST 0x04
+#define TCP_ACK 0x10
+
+static __always_inline void ct_orig_key(struct nat_tuple *t, __u8 proto, __u8 family,
+                                        struct ct_key *k)
+{
+    k->src = t->client;
+    k->dst = t->vip;
+    k->sport = t->client_port;
+    k->dport = (proto == IPPROTO_TCP || proto == IPPROTO_UDP) ? t->vip_port : 0;
+    k->proto = proto;
+    k->family = family;
+    k->pad = 0;
+}
+
+static __always_inline void ct_reply_key(struct nat_tuple *t, __u8 proto, __u8 family,
+                                         struct ct_key *k)
+{
+    k->src = t->ep;
+    k->dst = t->snat;
+    k->proto = proto;
+    k->family = family;
+    k->pad = 0;
+    if (proto == IPPROTO_TCP || proto == IPPROTO_UDP) {
+        k->sport = t->ep_port;
+        k->dport = t->snat_port;
+    } else {                    // ICMP echo reply: identifier as sport
+        k->sport = t->snat_port;
+        k->dport = 0;
+    }
+}
+
+static __always_inline __u64 ct_timeout_ns(struct ct_entry *o)
+{
+    __u32 s = o->timeout_s;
+    if (o->state == CT_CLOSED)
+        s = TO_TCP_CLOSED;
+    else if (o->state == CT_FIN)
+        s = TO_TCP_FIN;
+    else if (o->state == CT_NEW)
+        s = o->proto == IPPROTO_TCP ? TO_TCP_SYN : (s < TO_UNREPLIED ? s : TO_UNREPLIED);
+    return (__u64)s * NSEC;
+}
+
+static __always_inline int ct_expired(struct ct_entry *o, __u64 now)
+{
+    return now > o->last_ns && now - o->last_ns > ct_timeout_ns(o);
+}
+
+// Leave the active-session gauges (once per flow).
+static __always_inline void ct_uncount(struct ct_entry *o)
+{
+    if (!(o->flags & CT_F_COUNTED))
+        return;
+    o->flags &= ~CT_F_COUNTED;
+    __u32 sid = o->svc_id, eid = o->ep_id;
+    __s64 *a = svc_active.lookup(&sid);
+    if (a)
+        __sync_fetch_and_add(a, -1);
+    a = ep_active.lookup(&eid);
+    if (a)
+        __sync_fetch_and_add(a, -1);
+}
+
+static __always_inline void ct_delete_flow(struct ct_entry *o)
+{
+    struct ct_key k = {};
+    ct_uncount(o);
+    ct_reply_key(&o->t, o->proto, o->family, &k);
+    ct_map.delete(&k);
+    ct_orig_key(&o->t, o->proto, o->family, &k);
+    ct_map.delete(&k);
+}
+
+// Track the flow's state from a packet travelling in direction `dir`.
+static __always_inline void ct_track(struct ct_entry *o, struct pkt *p, __u8 dir, __u64 now)
+{
+    o->last_ns = now;
+    if (o->proto != IPPROTO_TCP) {
+        if ((dir == CT_DIR_REPLY || (o->flags & CT_F_DSR)) && o->state == CT_NEW)
+            o->state = CT_EST;
+        return;
+    }
+    __u8 fl = p->tcp_flags;
+    if (fl & TCP_RST) {
+        o->state = CT_CLOSED;
+        ct_uncount(o);
+        return;
+    }
+    if (fl & TCP_FIN) {
+        o->fin_seen |= dir == CT_DIR_ORIG ? 1 : 2;
+        if (o->state != CT_CLOSED)
+            o->state = CT_FIN;
+        if (o->fin_seen == 3)
+            ct_uncount(o);
+        return;
+    }
+    if (dir == CT_DIR_REPLY && o->state == CT_NEW)
+        o->state = CT_EST;
+    // DSR: replies bypass us; the client's first ACK is all we see of the handshake.
+    if ((o->flags & CT_F_DSR) && o->state == CT_NEW && (fl & (TCP_SYN | TCP_ACK)) == TCP_ACK)
+        o->state = CT_EST;
+}

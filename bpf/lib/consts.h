@@ -1,0 +1,70 @@
+// consts.h - every number the datapath and the control plane must agree on.
+// appliance/datapath/layout.py mirrors these; change both together.
+#pragma once
+
+// Capacities. Hash maps marked NO_PREALLOC only cost memory for what the control plane
+// fills, so the limits can be generous (10,000 services x 32 endpoints fit).
+#define MAX_SERVICES      16384      // service ids are 1..MAX_SERVICES-1 (array index)
+#define MAX_ENDPOINTS     524288     // endpoint ids (global, stable across restarts)
+#define MAX_SEL_SLOTS     4194304    // selection-table slots over all services
+#define MAX_RANGES        8          // port-range services per (vip, protocol)
+#define MAX_PERSIST       262144     // persistence bindings (LRU)
+#define MAX_IFADDR        1024       // (ifindex, family) -> own address, for one-arm
+#define MAX_ALLOW         65536      // allowed-source prefixes over all services
+#define LC_SCAN           32         // least-connections looks at this many slots
+#define FNAT_TRIES        16         // source-port candidates tried in full-NAT
+
+#ifndef CT_CAPACITY
+#define CT_CAPACITY       1048576
+#endif
+
+// Tail calls (jmp_map): a second program keeps the main one under the 512-byte stack.
+#define JMP_ICMP_ERR      0
+#define JMP_MAX           1
+
+// Algorithms (svc_info.algo)
+#define ALG_RR            0
+#define ALG_WEIGHTED      1
+#define ALG_HASH          2
+#define ALG_MAGLEV        3
+#define ALG_LEASTCONN     4
+#define ALG_PRIORITY      5
+#define ALG_PERSIST       6
+
+// Modes (svc_info.mode)
+#define MODE_DNAT         0
+#define MODE_ONEARM       1
+#define MODE_FULLNAT      2
+#define MODE_DSR          3
+
+// svc_info.flags
+#define SVC_F_RANGE       1          // port range: the destination port is kept
+#define SVC_F_ALLOW       2          // only sources in allow_map may open flows
+
+// ep_info.flags
+#define EP_F_ELIGIBLE     1          // enabled and healthy: may get new flows
+
+// Conntrack states
+#define CT_NEW            0          // unreplied (TCP: SYN seen)
+#define CT_EST            1
+#define CT_FIN            2
+#define CT_CLOSED         3          // RST seen, or FIN both ways
+
+// ct_entry.dir
+#define CT_DIR_ORIG       0          // client -> VIP
+#define CT_DIR_REPLY      1          // endpoint -> client (or SNAT address)
+
+// ct_entry.flags
+#define CT_F_COUNTED      1          // still counted in the active-session gauges
+#define CT_F_DSR          2          // direct server return: no rewrite, no reply entry
+
+// Timeouts (seconds). Established uses the service's inactivity timeout.
+#define TO_TCP_SYN        30
+#define TO_TCP_FIN        10
+#define TO_TCP_CLOSED     2
+#define TO_UNREPLIED      30
+
+#define NSEC              1000000000ULL
+
+#define FNAT_PORT_MIN     1024
+#define FNAT_PORT_SPAN    64512      // 1024..65535

@@ -1,0 +1,49 @@
+// fwd.h - forward a translated packet: FIB lookup, then redirect with neighbour
+// resolution. Anything the FIB cannot forward directly goes to the stack (TC_ACT_OK).
+#pragma once
+
+#define AF_INET_  2
+#define AF_INET6_ 10
+
+// bcc 0.26 declares bpf_redirect_neigh with 3 parameters; the kernel helper takes 4.
+static long (*redirect_neigh)(__u32, void *, int, __u64) = (void *)BPF_FUNC_redirect_neigh;
+
+// FIB lookup for (src -> dst) as if the packet came in on `ifindex`. Fills `f`.
+static __always_inline int fib(struct __sk_buff *skb, struct pkt *p, struct addr *src,
+                               struct addr *dst, struct bpf_fib_lookup *f)
+{
+    f->ifindex = skb->ingress_ifindex;
+    f->l4_protocol = p->k.proto;
+    f->tot_len = p->len - p->l3_off;
+    if (p->k.family == 4) {
+        f->family = AF_INET_;
+        f->ipv4_src = src->w[0];
+        f->ipv4_dst = dst->w[0];
+    } else {
+        f->family = AF_INET6_;
+        __builtin_memcpy(f->ipv6_src, src->w, 16);
+        __builtin_memcpy(f->ipv6_dst, dst->w, 16);
+    }
+    return bpf_fib_lookup(skb, f, sizeof(*f), 0);
+}
+
+static __always_inline int forward(struct __sk_buff *skb, struct pkt *p, struct addr *src,
+                                   struct addr *dst)
+{
+    struct bpf_fib_lookup f = {};
+    int rc = fib(skb, p, src, dst, &f);
+    if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
+        return TC_ACT_OK;
+    if (dec_ttl(skb, p))
+        return TC_ACT_SHOT;
+    // The FIB result holds the next hop (gateway or the destination itself).
+    struct bpf_redir_neigh nh = {};
+    if (p->k.family == 4) {
+        nh.nh_family = AF_INET_;
+        nh.ipv4_nh = f.ipv4_dst;
+    } else {
+        nh.nh_family = AF_INET6_;
+        __builtin_memcpy(nh.ipv6_nh, f.ipv6_dst, 16);
+    }
+    return redirect_neigh(f.ifindex, &nh, sizeof(nh), 0);
+}

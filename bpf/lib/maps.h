@@ -1,0 +1,35 @@
+// maps.h - every map, pinned under PIN_ROOT (set by the driver) so that a restarted
+// control plane finds the same conntrack and tables: BPF_TABLE_PINNED reuses an existing
+// pin and creates + pins the map otherwise. LAYOUT in the pin name: a struct change must
+// get fresh maps, never reinterpret old bytes.
+#pragma once
+
+#ifndef PIN_ROOT
+#define PIN_ROOT "/sys/fs/bpf/sluice"
+#endif
+#define LAYOUT "_v1"
+#define PIN(name) PIN_ROOT "/" name LAYOUT
+#define NO_PREALLOC 1   // BPF_F_NO_PREALLOC: memory only for filled entries
+
+BPF_TABLE_PINNED("hash", struct svc_key, struct svc_info, svc_map, MAX_SERVICES, PIN("svc"));
+BPF_TABLE_PINNED("hash", struct range_key, struct range_list, range_map, MAX_SERVICES,
+                 PIN("range"));
+BPF_TABLE_PINNED("hash", __u32, struct ep_info, ep_map, MAX_ENDPOINTS, PIN("ep"), NO_PREALLOC);
+BPF_TABLE_PINNED("hash", struct sel_key, __u32, sel_map, MAX_SEL_SLOTS, PIN("sel"), NO_PREALLOC);
+BPF_TABLE_PINNED("array", __u32, __u32, rr_map, MAX_SERVICES, PIN("rr"));
+BPF_TABLE_PINNED("lru_hash", struct persist_key, struct persist_val, persist_map, MAX_PERSIST,
+                 PIN("persist"));
+BPF_TABLE_PINNED("lpm_trie", struct allow_key, __u8, allow_map, MAX_ALLOW, PIN("allow"),
+                 NO_PREALLOC);  // LPM tries must be NO_PREALLOC
+BPF_TABLE_PINNED("hash", struct ifaddr_key, struct addr, ifaddr_map, MAX_IFADDR, PIN("ifaddr"));
+BPF_TABLE_PINNED("lru_hash", struct ct_key, struct ct_entry, ct_map, CT_CAPACITY, PIN("ct"));
+// Tail-call targets (JMP_*). Pinned: a prog array loses its entries when the last user
+// reference goes, and the pin is what keeps ICMP errors translated while no daemon runs.
+BPF_TABLE_PINNED("prog", int, int, jmp_map, JMP_MAX, PIN("jmp"));
+// Counters: per-CPU, so the hot path needs no atomics; the driver sums the CPUs.
+BPF_TABLE_PINNED("percpu_array", __u32, struct counters, svc_stats, MAX_SERVICES, PIN("svcst"));
+BPF_TABLE_PINNED("percpu_hash", __u32, struct counters, ep_stats, MAX_ENDPOINTS, PIN("epst"),
+                 NO_PREALLOC);
+// Active-session gauges: shared (atomic add), least-connections reads them.
+BPF_TABLE_PINNED("array", __u32, __s64, svc_active, MAX_SERVICES, PIN("svcact"));
+BPF_TABLE_PINNED("hash", __u32, __s64, ep_active, MAX_ENDPOINTS, PIN("epact"), NO_PREALLOC);

@@ -1,0 +1,127 @@
+// parse.h - Ethernet (+ one VLAN tag), IPv4/IPv6, TCP/UDP/ICMP/ICMPv6 into struct pkt.
+#pragma once
+
+#define ETH_P_8021Q_   0x8100
+#define ETH_P_8021AD_  0x88A8
+#define IP_MF_OFFSET   0x3FFF
+#define ICMP_ECHO_REQ  8
+#define ICMP_ECHO_REP  0
+#define ICMP6_ECHO_REQ 128
+#define ICMP6_ECHO_REP 129
+
+struct pkt {
+    struct ct_key k;        // the packet's own tuple (lookup key)
+    __u32 l3_off;
+    __u32 l4_off;
+    __u32 csum_off;         // L4 checksum field
+    __u32 len;
+    __u8 tcp_flags;         // FIN 0x01, SYN 0x02, RST 0x04, ACK 0x10
+    __u8 icmp_type;
+    __u8 ttl;
+    __u8 icmp_err;          // an ICMP error: see icmp_err.h
+};
+
+// PARSE_OK: a packet we may translate; PARSE_PASS: leave it to the stack untouched.
+#define PARSE_OK   0
+#define PARSE_PASS 1
+
+static __always_inline int parse_l4(struct __sk_buff *skb, struct pkt *p, void *data,
+                                    void *data_end)
+{
+    void *l4 = data + p->l4_off;
+    switch (p->k.proto) {
+    case IPPROTO_TCP: {
+        struct tcphdr *th = l4;
+        if ((void *)(th + 1) > data_end)
+            return PARSE_PASS;
+        p->k.sport = th->source;
+        p->k.dport = th->dest;
+        p->tcp_flags = ((__u8 *)th)[13];
+        p->csum_off = p->l4_off + offsetof(struct tcphdr, check);
+        return PARSE_OK;
+    }
+    case IPPROTO_UDP: {
+        struct udphdr *uh = l4;
+        if ((void *)(uh + 1) > data_end)
+            return PARSE_PASS;
+        p->k.sport = uh->source;
+        p->k.dport = uh->dest;
+        p->csum_off = p->l4_off + offsetof(struct udphdr, check);
+        return PARSE_OK;
+    }
+    case IPPROTO_ICMP:
+    case IPPROTO_ICMPV6: {
+        // Only echo request/reply carry a flow; errors and ND pass untouched.
+        __u8 *ih = l4;
+        if ((void *)(ih + 8) > data_end)
+            return PARSE_PASS;
+        __u8 type = ih[0];
+        p->icmp_type = type;
+        p->csum_off = p->l4_off + 2;
+        // Errors that quote a packet (destination unreachable / packet too big, time
+        // exceeded, parameter problem) may belong to a translated flow.
+        if ((p->k.proto == IPPROTO_ICMP && (type == 3 || type == 11 || type == 12)) ||
+            (p->k.proto == IPPROTO_ICMPV6 && type >= 1 && type <= 4)) {
+            p->icmp_err = 1;
+            return PARSE_OK;
+        }
+        if (p->k.proto == IPPROTO_ICMP && type != ICMP_ECHO_REQ && type != ICMP_ECHO_REP)
+            return PARSE_PASS;
+        if (p->k.proto == IPPROTO_ICMPV6 && type != ICMP6_ECHO_REQ && type != ICMP6_ECHO_REP)
+            return PARSE_PASS;
+        p->k.sport = *(__be16 *)(ih + 4);   // identifier
+        p->k.dport = 0;
+        return PARSE_OK;
+    }
+    }
+    return PARSE_PASS;
+}
+
+static __always_inline int parse_packet(struct __sk_buff *skb, struct pkt *p)
+{
+    void *data = (void *)(long)skb->data;
+    void *data_end = (void *)(long)skb->data_end;
+    struct ethhdr *eth = data;
+    __u32 off = sizeof(*eth);
+    if ((void *)(eth + 1) > data_end)
+        return PARSE_PASS;
+    __be16 proto = eth->h_proto;
+    if (proto == bpf_htons(ETH_P_8021Q_) || proto == bpf_htons(ETH_P_8021AD_)) {
+        __be16 *inner = data + off + 2;
+        if ((void *)(inner + 1) > data_end)
+            return PARSE_PASS;
+        proto = *inner;
+        off += 4;
+    }
+    p->l3_off = off;
+    p->len = skb->len;
+    if (proto == bpf_htons(ETH_P_IP)) {
+        struct iphdr *ip = data + off;
+        if ((void *)(ip + 1) > data_end)
+            return PARSE_PASS;
+        if (ip->ihl != 5)                       // options: rare, leave to the stack
+            return PARSE_PASS;
+        if (ip->frag_off & bpf_htons(IP_MF_OFFSET))
+            return PARSE_PASS;                  // fragments pass untouched
+        p->k.family = 4;
+        p->k.proto = ip->protocol;
+        p->k.src.w[0] = ip->saddr;
+        p->k.dst.w[0] = ip->daddr;
+        p->ttl = ip->ttl;
+        p->l4_off = off + sizeof(*ip);
+    } else if (proto == bpf_htons(ETH_P_IPV6)) {
+        struct ipv6hdr *ip6 = data + off;
+        if ((void *)(ip6 + 1) > data_end)
+            return PARSE_PASS;
+        // Extension headers (fragments included) are not followed: they pass untouched.
+        p->k.family = 6;
+        p->k.proto = ip6->nexthdr;
+        __builtin_memcpy(&p->k.src, &ip6->saddr, 16);
+        __builtin_memcpy(&p->k.dst, &ip6->daddr, 16);
+        p->ttl = ip6->hop_limit;
+        p->l4_off = off + sizeof(*ip6);
+    } else {
+        return PARSE_PASS;
+    }
+    return parse_l4(skb, p, data, data_end);
+}

@@ -1,0 +1,117 @@
+// select.h - endpoint selection. The control plane builds a per-service selection table
+// (sel_map, keyed service id x slot) holding only eligible endpoints:
+//   round-robin / priority / least-connections: eligible endpoints in config order;
+//   weighted: a smooth weighted round-robin sequence; hash / persistence: the weighted
+//   sequence; maglev: the Maglev lookup table (prime size).
+// The datapath only picks a slot. Two generations (slot bit 31) let a whole new table be
+// written before svc_info.gen flips to it in one map update.
+#pragma once
+
+#define SEL_GEN_BIT 0x80000000u
+
+static __always_inline __u32 sel_slot(struct svc_info *s, __u32 slot)
+{
+    struct sel_key k = {.svc_id = s->id, .slot = slot | (s->gen ? SEL_GEN_BIT : 0)};
+    __u32 *ep = sel_map.lookup(&k);
+    return ep ? *ep : 0;
+}
+
+static __always_inline __u32 mix32(__u32 h)
+{
+    h ^= h >> 16;
+    h *= 0x85ebca6b;
+    h ^= h >> 13;
+    h *= 0xc2b2ae35;
+    h ^= h >> 16;
+    return h;
+}
+
+static __always_inline __u32 hash_addr(struct addr *a, __u32 h)
+{
+    h = mix32(h ^ a->w[0]);
+    h = mix32(h ^ a->w[1]);
+    h = mix32(h ^ a->w[2]);
+    return mix32(h ^ a->w[3]);
+}
+
+static __always_inline __u32 hash_flow(struct pkt *p)
+{
+    __u32 h = hash_addr(&p->k.src, 0x5eed);
+    h = hash_addr(&p->k.dst, h);
+    return mix32(h ^ (((__u32)p->k.sport << 16) | p->k.dport) ^ ((__u32)p->k.proto << 8));
+}
+
+static __always_inline int ep_eligible(__u32 ep_id, __u32 svc_id)
+{
+    struct ep_info *e = ep_map.lookup(&ep_id);
+    return e && e->svc_id == svc_id && (e->flags & EP_F_ELIGIBLE);
+}
+
+static __always_inline __u32 select_leastconn(struct svc_info *s)
+{
+    __u32 best = 0;
+    __s64 best_n = 0x7fffffffffffffffLL;
+    for (__u32 i = 0; i < LC_SCAN; i++) {
+        if (i >= s->n_slots)
+            break;
+        __u32 id = sel_slot(s, i);
+        if (!id)
+            continue;
+        __s64 *n = ep_active.lookup(&id);
+        __s64 v = n ? *n : 0;
+        if (v < best_n) {
+            best_n = v;
+            best = id;
+        }
+    }
+    return best;
+}
+
+static __always_inline __u32 select_persist(struct svc_info *s, struct pkt *p, __u64 now)
+{
+    struct persist_key k = {.svc_id = s->id, .client = p->k.src};
+    struct persist_val *v = persist_map.lookup(&k);
+    if (v && now - v->last_ns < (__u64)s->persist_s * NSEC && ep_eligible(v->ep_id, s->id)) {
+        v->last_ns = now;
+        return v->ep_id;
+    }
+    __u32 id = sel_slot(s, hash_addr(&p->k.src, s->id) % s->n_slots);
+    if (id) {
+        struct persist_val nv = {.ep_id = id, .last_ns = now};
+        persist_map.update(&k, &nv);
+    }
+    return id;
+}
+
+// The endpoint id for a new flow, 0 if the service has no eligible endpoint.
+static __always_inline __u32 select_endpoint(struct svc_info *s, struct pkt *p, __u64 now)
+{
+    __u32 n = s->n_slots;
+    if (n == 0)
+        return 0;
+    switch (s->algo) {
+    case ALG_RR:
+    case ALG_WEIGHTED: {
+        __u32 sid = s->id;
+        __u32 *ctr = rr_map.lookup(&sid);
+        if (!ctr)
+            return 0;
+        // bcc 0.26's LLVM cannot use an atomic fetch-add's result (no BPF_FETCH), so read
+        // then add atomically: exact order for flows that arrive one after another; two
+        // CPUs racing on the same instant may pick the same slot.
+        __u32 c = *ctr;
+        __sync_fetch_and_add(ctr, 1);
+        return sel_slot(s, c % n);
+    }
+    case ALG_HASH:
+    case ALG_MAGLEV:
+        return sel_slot(s, hash_flow(p) % n);
+    case ALG_PRIORITY:
+        return sel_slot(s, 0);
+    case ALG_LEASTCONN:
+        return select_leastconn(s);
+    case ALG_PERSIST:
+        return select_persist(s, p, now);
+    }
+    return 0;
+}

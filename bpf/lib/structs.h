@@ -1,0 +1,129 @@
+// structs.h - map keys and values. Addresses are always 16 bytes: IPv4 in word 0,
+// words 1..3 zero, so one code path serves both families.
+// appliance/datapath/layout.py declares the same structs with ctypes.
+#pragma once
+
+struct addr {
+    __be32 w[4];
+};
+
+// Service key: exact (vip, proto, port). Port-range services are stored under their
+// first port and found through range_map.
+struct svc_key {
+    struct addr vip;
+    __be16 port;            // network order; 0 for ICMP
+    __u8 proto;
+    __u8 family;            // 4 or 6
+};
+
+struct svc_info {
+    __u32 id;
+    __u8 mode;
+    __u8 algo;
+    __u8 flags;
+    __u8 gen;               // which half of the selection table is live (0/1)
+    __u32 n_slots;          // selection-table size of the live generation; 0: no endpoint
+    __u32 timeout_s;        // inactivity timeout of established sessions
+    __u32 persist_s;        // persistence timeout
+    __u16 range_lo;         // host order, inclusive (ranges only)
+    __u16 range_hi;
+    struct addr snat;       // full-NAT source address
+};
+
+struct range_key {
+    struct addr vip;
+    __u8 proto;
+    __u8 family;
+    __u16 pad;
+};
+
+struct range_list {
+    __u32 n;
+    __u16 lo[MAX_RANGES];   // host order; a service key's port is htons(lo)
+    __u16 hi[MAX_RANGES];
+};
+
+struct ep_info {
+    struct addr addr;
+    __be16 port;            // 0: keep the client's destination port (ICMP, port ranges)
+    __u8 flags;
+    __u8 family;
+    __u32 svc_id;
+};
+
+struct sel_key {
+    __u32 svc_id;
+    __u32 slot;             // bit 31: generation
+};
+
+struct persist_key {
+    __u32 svc_id;
+    __u32 pad;
+    struct addr client;
+};
+
+struct persist_val {
+    __u32 ep_id;
+    __u32 pad;
+    __u64 last_ns;
+};
+
+// Allowed sources: LPM trie keyed (service id, source prefix). prefixlen counts the bits
+// after itself: 32 for svc_id plus the prefix length.
+struct allow_key {
+    __u32 prefixlen;
+    __u32 svc_id;
+    struct addr a;
+};
+
+struct ifaddr_key {
+    __u32 ifindex;
+    __u32 family;
+};
+
+struct counters {
+    __u64 packets;
+    __u64 bytes;
+    __u64 sessions;         // new sessions
+};
+
+struct ct_key {
+    struct addr src;
+    struct addr dst;
+    __be16 sport;           // ICMP echo: the identifier
+    __be16 dport;           // ICMP echo: 0
+    __u8 proto;
+    __u8 family;
+    __u16 pad;
+};
+
+// The whole translation, identical in both directions' entries, so a peer appliance
+// can install either from the other (hitless HA later).
+struct nat_tuple {
+    struct addr client;
+    struct addr vip;
+    struct addr snat;       // == client unless full-NAT / one-arm
+    struct addr ep;
+    __be16 client_port;
+    __be16 vip_port;
+    __be16 snat_port;       // == client_port unless source NAT
+    __be16 ep_port;
+};
+
+struct ct_entry {
+    struct nat_tuple t;
+    __u64 created_ns;
+    __u64 last_ns;          // authoritative in the ORIG entry
+    __u64 packets;          // this direction
+    __u64 bytes;
+    __u32 svc_id;
+    __u32 ep_id;
+    __u32 timeout_s;        // established timeout
+    __u8 dir;
+    __u8 state;             // authoritative in the ORIG entry
+    __u8 flags;
+    __u8 proto;
+    __u8 family;
+    __u8 fin_seen;          // bit 0: FIN from client, bit 1: FIN from endpoint
+    __u16 pad;
+};

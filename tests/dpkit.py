@@ -1,0 +1,191 @@
+"""Datapath test kit: one compiled program per test session, and a client/LB/backends net.
+
+Topology (all inside namespaces the test creates):
+
+    client 198.18.0.1, 2001:db8::1 --- 198.18.0.254, 2001:db8::fe  lb
+    lb 198.18.1N.254, 2001:db8:1N::fe --- 198.18.1N.1, 2001:db8:1N::1  bN   (N = 1..3)
+
+VIPs (198.19.0.0/24, 2001:db8:ff::/64) are on no interface: the client routes everything
+via the LB, the backends route back via the LB, and the LB's TC program does the rest.
+Every backend runs an HTTP server on 8080 answering its own name and a UDP echo on 5353.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import netkit as kit
+import pytest
+
+from appliance.config import Diff
+
+VIP4, VIP6 = "198.19.0.10", "2001:db8:ff::10"
+SNAT4, SNAT6 = "198.19.0.100", "2001:db8:ff::100"
+HTTP_PORT, UDP_PORT = 8080, 5353
+
+
+@pytest.fixture(scope="session")
+def lb_program() -> Iterator[Any]:
+    """bpf/lb.c compiled and loaded once per session, maps pinned in a test pin dir."""
+    kit.require_netns()
+    pytest.importorskip("bcc", reason="needs bcc (python3-bpfcc)")
+    from appliance.datapath.program import Program
+
+    topo = kit.Topology()  # only for its pin dir (removed at close)
+    prog = Program(topo.pin_dir("session"), ct_capacity=65536)
+    try:
+        prog.load()
+        yield prog
+    finally:
+        prog.close()
+        topo.close()
+
+
+def backend_addr(n: int, version: int = 4) -> str:
+    return f"198.18.{10 + n}.1" if version == 4 else f"2001:db8:{10 + n}::1"
+
+
+def service(name: str, vip: str = VIP4, port: int | None = 80, proto: str = "tcp",
+            backends: tuple[int, ...] = (1, 2, 3), ep_port: int = HTTP_PORT,
+            **extra: Any) -> dict[str, Any]:  # fmt: skip
+    """An effective service dict (the fields the datapath reads)."""
+    version = 6 if ":" in vip else 4
+    doc: dict[str, Any] = {
+        "name": name, "vip": vip, "protocol": proto, "admin-state": "enabled",
+        "mode": "default", "algorithm": "round-robin", "persistence-timeout": 10800,
+        "endpoint": [
+            {"address": backend_addr(n, version), "port": ep_port if proto != "icmp" else 0,
+             "weight": 1, "admin-state": "enabled"} for n in backends
+        ],
+    }  # fmt: skip
+    if port is not None and proto != "icmp":
+        doc["port"] = port
+    doc.update(extra)
+    return doc
+
+
+@dataclass
+class LbNet:
+    topo: kit.Topology
+    client: kit.Host
+    lb: kit.Host
+    backends: list[kit.Host]
+    interfaces: list[str]
+    rec: Any = None
+    services: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def set(self, *docs: dict[str, Any], remove: tuple[str, ...] = ()) -> None:
+        """Commit-like: add or change services (and remove some) through the reconciler."""
+        diff = Diff()
+        for doc in docs:
+            if doc["name"] in self.services:
+                diff.services_changed[doc["name"]] = (self.services[doc["name"]], doc)
+            else:
+                diff.services_added[doc["name"]] = doc
+            self.services[doc["name"]] = doc
+        for name in remove:
+            diff.services_removed[name] = self.services.pop(name)
+        self.rec.apply(diff)
+        assert not self.rec.errors, self.rec.errors
+
+    def get(self, vip: str = VIP4, port: int = 80, timeout: float = 3.0, **kw: Any) -> str:
+        host = f"[{vip}]" if ":" in vip else vip
+        return self.client.http_get(f"http://{host}:{port}/", timeout=timeout, **kw)
+
+    def curl(self, vip: str, port: int, local_port: int | None = None) -> str:
+        host = f"[{vip}]" if ":" in vip else vip
+        cmd = ["curl", "-sS", "--fail", "-g", "--noproxy", "*", "--max-time", "3"]
+        if local_port:
+            cmd += ["--local-port", str(local_port)]
+        res = self.client.run([*cmd, f"http://{host}:{port}/"], timeout=6)
+        if res.returncode != 0:
+            raise RuntimeError(res.stderr)
+        return res.stdout
+
+    def udp_from_ports(self, vip: str, port: int, ports: list[int], timeout: float = 2.0) -> None:
+        """One datagram from each local port (fixed 5-tuples), each echo awaited."""
+        fam = "AF_INET6" if ":" in vip else "AF_INET"
+        script = (
+            "import socket,sys\n"
+            f"for p in {list(ports)!r}:\n"
+            f" s=socket.socket(socket.{fam},socket.SOCK_DGRAM); s.settimeout({timeout})\n"
+            " s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
+            " s.bind(('',p))\n"
+            f" s.sendto(b'x%d'%p,({vip!r},{port})); assert s.recv(100)==b'x%d'%p; s.close()\n"
+        )
+        res = self.client.run(["python3", "-c", script], timeout=timeout * len(ports) + 5)
+        assert res.returncode == 0, res.stderr
+
+    def endpoint_by_client_port(self, service: str) -> dict[int, str]:
+        return {int(r["client"].rsplit(":", 1)[1]): r["endpoint"]
+                for r in self.rec.conntrack(service)}  # fmt: skip
+
+
+def build_lbnet(topo: kit.Topology, n_backends: int = 3, servers: bool = True) -> LbNet:
+    client, lb = topo.host("client"), topo.host("lb")
+    up = topo.link(client, lb, ["198.18.0.1/24", "2001:db8::1/64"],
+                   ["198.18.0.254/24", "2001:db8::fe/64"])  # fmt: skip
+    client.add_route("default", "198.18.0.254")
+    client.add_route("default", "2001:db8::fe")
+    interfaces = [up.ifname(lb)]
+    backends = []
+    for n in range(1, n_backends + 1):
+        b = topo.host(f"b{n}")
+        link = topo.link(lb, b, [f"198.18.{10 + n}.254/24", f"2001:db8:{10 + n}::fe/64"],
+                         [f"{backend_addr(n)}/24", f"{backend_addr(n, 6)}/64"])  # fmt: skip
+        b.add_route("default", f"198.18.{10 + n}.254")
+        b.add_route("default", f"2001:db8:{10 + n}::fe")
+        interfaces.append(link.ifname(lb))
+        if servers:
+            b.start_http_server(HTTP_PORT)
+            b.start_udp_echo(UDP_PORT)
+        backends.append(b)
+    return LbNet(topo, client, lb, backends, interfaces)
+
+
+def clear_maps(prog: Any) -> None:
+    """Leave the shared program's maps as a fresh start would find them."""
+    for name in ("svc_map", "range_map", "ep_map", "sel_map", "persist_map", "ifaddr_map",
+                 "allow_map", "ct_map", "ep_stats", "ep_active"):  # fmt: skip
+        table = prog.table(name)
+        if not any(True for _ in table):
+            continue
+        try:
+            # bcc's clear() walks and deletes key by key (slow for a Maglev table).
+            table.items_delete_batch()
+        except Exception:  # LPM tries have no batch operations (ENOTSUPP)
+            table.clear()
+
+
+@pytest.fixture
+def lbnet(netkit: kit.Topology, lb_program: Any) -> Iterator[LbNet]:
+    from appliance.datapath.reconciler import DatapathReconciler
+
+    net = build_lbnet(netkit)
+    clear_maps(lb_program)
+    net.rec = DatapathReconciler(
+        lb_program.pin_root, netns=net.lb.ns, program=lb_program, housekeeping=False
+    )
+    net.rec.start({
+        "sluice:datapath": {"interface": [{"name": i, "hook": "tc"} for i in net.interfaces]},
+    })  # fmt: skip
+    try:
+        yield net
+    finally:
+        net.rec.close()
+        clear_maps(lb_program)
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 5.0, step: float = 0.05) -> Any:
+    """Poll ``check`` until it returns something truthy; fail at the deadline."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(step)
+    raise AssertionError(f"condition not met within {timeout}s (last: {last!r})")

@@ -1,0 +1,124 @@
+"""End to end: `sluice run --datapath on` inside the LB namespace, driven by the CLI.
+
+Also: a long-lived TCP connection keeps flowing while the daemon is stopped and after a new
+daemon has re-attached over the same pinned maps.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import netkit as kit
+import pytest
+from daemonkit import SLUICE, Daemon
+from dpkit import VIP4, VIP6, backend_addr, build_lbnet, wait_for
+
+from appliance import netlink
+
+pytestmark = pytest.mark.datapath
+
+# A client that keeps one TCP connection busy: a line every 20 ms, each echo checked,
+# until STOP exists; prints the number of round trips; any error exits non-zero.
+CHATTER = """
+import os, socket, sys, time
+stop, deadline = sys.argv[1], time.monotonic() + 60
+s = socket.create_connection(({vip!r}, 90), timeout=3)
+n = 0
+while not os.path.exists(stop) and time.monotonic() < deadline:
+    msg = b"ping %d\\n" % n
+    s.sendall(msg)
+    got = b""
+    while len(got) < len(msg):
+        chunk = s.recv(100)
+        if not chunk:
+            sys.exit("connection closed by peer")
+        got += chunk
+    assert got == msg, got
+    n += 1
+    time.sleep(0.02)
+print(n)
+"""
+
+
+def _sluice_apply(d: Daemon, tmp: Path, doc: dict) -> None:
+    path = tmp / "apply.json"
+    path.write_text(json.dumps(doc))
+    res = d.cli("apply", "-f", str(path))
+    assert res.returncode == 0, res.stderr
+
+
+def test_daemon_cli_end_to_end_and_restart_keeps_flows(
+    netkit: kit.Topology, tmp_path: Path
+) -> None:
+    pytest.importorskip("bcc", reason="needs bcc (python3-bpfcc)")
+    net = build_lbnet(netkit, n_backends=2)
+    for b in net.backends:
+        b.start_tcp_echo(9000)
+    pins = netkit.pin_dir("daemon")
+    d = Daemon(tmp_path, datapath="on", pin_dir=pins, netns=net.lb.ns)
+    d.start(timeout=60)
+    try:
+        interfaces = [{"name": i} for i in net.interfaces]
+        _sluice_apply(d, tmp_path, {"datapath": {"interface": interfaces}})
+        eps = f"{backend_addr(1)}:8080,{backend_addr(2)}:8080"
+        res = d.cli("lb", "add", "web", "--vip", VIP4, "--port", "80", "--endpoints", eps)
+        assert res.returncode == 0, res.stderr
+        eps6 = f"[{backend_addr(1, 6)}]:8080,[{backend_addr(2, 6)}]:8080"
+        res = d.cli("lb", "add", "web6", "--vip", VIP6, "--port", "80", "--endpoints", eps6)
+        assert res.returncode == 0, res.stderr
+        # Applied within the commit: the very next request goes through.
+        assert [net.get(VIP4) for _ in range(4)] == ["b1", "b2", "b1", "b2"]
+        assert net.get(VIP6) == "b1"
+
+        ct = d.cli_json("ct", "list", "--service", "web")
+        assert len(ct) == 4 and {r["endpoint"] for r in ct} == {
+            f"{backend_addr(1)}:8080", f"{backend_addr(2)}:8080"}  # fmt: skip
+        stats = d.cli_json("stats")
+        web = next(r for r in stats if r["service"] == "web" and "endpoint" not in r)
+        assert web["total-sessions"] == 4 and web["packets"] >= 4 * 5
+        status = d.cli_json("dp", "status")
+        assert all(f == ["sluice_lb"] for f in status["interfaces"].values())
+        assert status["maps"]["svc_map"]["entries"] == 2
+        assert status["maps"]["ct_map"]["capacity"] == 1048576
+        shown = d.cli_json("lb", "show", "web")
+        assert shown["state"]["oper-status"] == "up"
+        assert d.cli("ct", "list").returncode == 0 and d.cli("dp", "status").returncode == 0
+
+        # A long-lived connection across a daemon stop and restart.
+        eps = f"{backend_addr(1)}:9000,{backend_addr(2)}:9000"
+        res = d.cli("lb", "add", "echo", "--vip", VIP4, "--port", "90", "--endpoints", eps)
+        assert res.returncode == 0, res.stderr
+        stop = tmp_path / "stop"
+        chatter = net.client.popen(["python3", "-c", CHATTER.format(vip=VIP4), str(stop)])
+        wait_for(lambda: d.cli_json("ct", "list", "--service", "echo"), timeout=5)
+        assert d.stop() == 0
+        ifname = net.interfaces[0]
+        assert netlink.tc_filters(ifname, "ingress", netns=net.lb.ns) == ["sluice_lb"]
+        time.sleep(1.0)  # traffic flows with no daemon at all
+        d.start(timeout=60)
+        time.sleep(0.5)
+        (row,) = d.cli_json("ct", "list", "--service", "echo")
+        assert row["state"] == "established" and row["packets"][0] > 50
+        assert [net.get(VIP4) for _ in range(2)] == ["b1", "b2"]  # same config after restart
+        stop.touch()
+        assert chatter.wait(10) == 0, net.client.logs[chatter.pid].read_text()
+        rounds = int(net.client.logs[chatter.pid].read_text().split()[-1])
+        assert rounds > 60  # ~2.5 s at 20 ms, no gap long enough to fail a 3 s timeout
+
+        # A deleted service stops answering.
+        assert d.cli("lb", "delete", "web").returncode == 0
+        with pytest.raises(RuntimeError):
+            net.get(VIP4, timeout=1)
+    finally:
+        d.stop()
+    # --cleanup detaches and removes the pins.
+    res = subprocess.run(
+        ["nsenter", f"--net=/run/netns/{net.lb.ns}", *SLUICE, "run", "--cleanup"],
+        env=d.env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert netlink.tc_filters(net.interfaces[0], netns=net.lb.ns) == []
+    assert not pins.exists()  # maps unpinned, the emptied directory removed
