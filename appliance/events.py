@@ -1,0 +1,104 @@
+"""A small in-process event bus: health changes today, NETCONF notifications and SNMP traps
+read from it later.
+
+Publishers call `bus.publish(event)` from any thread. Subscribers are either
+
+- sync callbacks (`bus.subscribe(fn)`), called in the publisher's thread: they must be quick
+  and must not block (the prober publishes from the event loop); or
+- asyncio queues (`bus.queue()`), filled on the loop the queue was made on, so a consumer
+  coroutine can `await q.get()` whichever thread published.
+
+A slow queue consumer never blocks a publisher: a full queue drops its oldest event and counts
+the drop (`bus.dropped`), because the newest state is what a notification reader needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+Event = dict[str, Any]
+Callback = Callable[[Event], None]
+
+# Enough for a burst of changes (a whole rack going down) without unbounded memory.
+DEFAULT_QUEUE_SIZE = 10_000
+
+
+class _QueueSub:
+    def __init__(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[Event]) -> None:
+        self.loop, self.queue = loop, queue
+
+    def put(self, event: Event, bus: EventBus) -> None:
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self.loop:
+            self._put_now(event, bus)
+        elif not self.loop.is_closed():
+            # asyncio.Queue is not thread-safe: hand the put to the queue's own loop.
+            self.loop.call_soon_threadsafe(self._put_now, event, bus)
+
+    def _put_now(self, event: Event, bus: EventBus) -> None:
+        if self.queue.full():
+            with contextlib.suppress(asyncio.QueueEmpty):
+                self.queue.get_nowait()
+            bus._count_drop()
+        self.queue.put_nowait(event)
+
+
+class EventBus:
+    """Publish/subscribe for dict events carrying a "type" key."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._callbacks: list[tuple[str | None, Callback]] = []
+        self._queues: list[tuple[str | None, _QueueSub]] = []
+        self.dropped = 0
+        self.published = 0
+
+    def subscribe(self, callback: Callback, event_type: str | None = None) -> Callback:
+        """Call `callback(event)` for every event (of `event_type`, if given)."""
+        with self._lock:
+            self._callbacks.append((event_type, callback))
+        return callback
+
+    def unsubscribe(self, subscriber: Callback | asyncio.Queue[Event]) -> None:
+        with self._lock:
+            self._callbacks = [(t, c) for t, c in self._callbacks if c is not subscriber]
+            self._queues = [(t, q) for t, q in self._queues if q.queue is not subscriber]
+
+    def queue(
+        self, event_type: str | None = None, maxsize: int = DEFAULT_QUEUE_SIZE
+    ) -> asyncio.Queue[Event]:
+        """A new asyncio.Queue receiving every event; call from the consumer's loop."""
+        q: asyncio.Queue[Event] = asyncio.Queue(maxsize=maxsize)
+        with self._lock:
+            self._queues.append((event_type, _QueueSub(asyncio.get_running_loop(), q)))
+        return q
+
+    def publish(self, event: Event) -> None:
+        """Deliver `event` to every matching subscriber; a failing callback is logged only."""
+        etype = event.get("type")
+        with self._lock:
+            callbacks = [c for t, c in self._callbacks if t is None or t == etype]
+            queues = [q for t, q in self._queues if t is None or t == etype]
+            self.published += 1
+        for callback in callbacks:
+            try:
+                callback(event)
+            except Exception:
+                log.exception("event subscriber failed", extra={"subscriber": repr(callback)})
+        for sub in queues:
+            sub.put(event, self)
+
+    def _count_drop(self) -> None:
+        with self._lock:
+            self.dropped += 1
+        log.warning("event queue full: oldest event dropped", extra={"dropped": self.dropped})
