@@ -1,8 +1,9 @@
 """`sluice run`: the daemon. One asyncio loop; config work on one worker thread.
 
 Start-up: take the single-instance lock on the database, open the store, load and validate
-running, hand it to the reconciler, serve the control socket. SIGTERM/SIGINT shut down
-cleanly (socket removed, lock released).
+running, hand it to the reconciler, start the health prober, serve the control socket, then
+start the front doors (NETCONF, SNMP, SSH console) the caller chose. SIGTERM/SIGINT shut
+down cleanly (socket removed, lock released).
 """
 
 from __future__ import annotations
@@ -12,14 +13,18 @@ import fcntl
 import logging
 import os
 import signal
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from appliance import __version__
 from appliance.config import ConfigService
 from appliance.config.store import Store
 from appliance.control.server import ControlServer
+from appliance.events import EventBus
+from appliance.probes import Prober
 from appliance.reconciler import LoggingReconciler, Reconciler
 
 log = logging.getLogger(__name__)
@@ -49,11 +54,33 @@ def acquire_instance_lock(db: Path) -> IO[str]:
     return handle
 
 
+@dataclass
+class DaemonContext:
+    """What a front door started by the daemon gets: the config service and the rest."""
+
+    service: ConfigService
+    worker: ThreadPoolExecutor  # the config worker thread: run config calls here
+    state: dict[str, Any]  # operational-state providers (datapath, prober)
+    bus: EventBus  # endpoint-state and other events
+    state_dir: Path  # where keys and other per-appliance files live (beside the db)
+
+
+class Closable(Protocol):
+    async def close(self) -> None: ...
+
+
+# A front door (NETCONF, SNMP, SSH console): started after the core, closed before it. The
+# composition root (`sluice run` in appliance/cli/main.py) chooses them, so this module never
+# imports northbound/ or tui/ (the arrows point one way).
+Frontend = Callable[[DaemonContext], Awaitable[Closable | None]]
+
+
 async def run_daemon(
     db: Path,
     socket: Path,
     reconciler: Reconciler | None = None,
     state: dict[str, Any] | None = None,
+    frontends: Sequence[tuple[str, Frontend]] = (),
 ) -> None:
     """Run until SIGTERM/SIGINT. ``state``: operational-state providers for the control
     socket (the datapath reconciler's ``state_providers()``)."""
@@ -61,6 +88,13 @@ async def run_daemon(
     worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="config")
     loop = asyncio.get_running_loop()
     reconciler = reconciler or LoggingReconciler()
+    state = state if state is not None else {}
+    bus = EventBus()
+    started: list[tuple[str, Closable]] = []
+    # Before anything slow: a SIGTERM during start-up must still shut down cleanly.
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     try:
         store = await loop.run_in_executor(worker, Store, db)
         service = await loop.run_in_executor(worker, ConfigService, store)
@@ -68,20 +102,86 @@ async def run_daemon(
             worker, reconciler.start, service.running_doc(effective=True, with_secrets=True)
         )
         service.subscribe(reconciler.apply)
+        health = HealthWiring(reconciler, state, bus)
+        await health.start(service)
         server = ControlServer(service, socket, worker, state)
         await server.start()
+        ctx = DaemonContext(service, worker, state, bus, db.parent)
+        for name, start in frontends:
+            try:
+                door = await start(ctx)
+            except Exception as exc:  # a front door that cannot start must not sink the rest
+                log.error("front door failed to start", extra={"door": name, "error": str(exc)})
+                continue
+            if door is not None:
+                started.append((name, door))
         log.info(
             "sluice daemon ready",
-            extra={"version": __version__, "db": str(db), "socket": str(socket)},
+            extra={
+                "version": __version__,
+                "db": str(db),
+                "socket": str(socket),
+                "doors": ",".join(n for n, _ in started) or "-",
+            },
         )
-        stop = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         log.info("sluice daemon stopping")
+        for name, door in reversed(started):
+            try:
+                await door.close()
+            except Exception:
+                log.exception("front door failed to close", extra={"door": name})
         await server.close()
+        await health.stop()
         await loop.run_in_executor(worker, reconciler.close)
         await loop.run_in_executor(worker, store.close)
     finally:
         worker.shutdown(wait=True)
         lock.close()
+
+
+class HealthWiring:
+    """The prober, fed by the config, feeding the datapath and the state providers.
+
+    The prober calls back in the event loop; the datapath update takes the reconciler's lock,
+    which a long commit can hold, so updates go through their own one-thread pool (in order,
+    never stalling the loop).
+    """
+
+    def __init__(self, reconciler: Reconciler, state: dict[str, Any], bus: EventBus) -> None:
+        self.reconciler = reconciler
+        self.state = state
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="health")
+        self.prober = Prober(bus, on_change=self._on_change)
+
+    def _on_change(self, service: str, address: str, port: int, up: bool) -> None:
+        set_health = getattr(self.reconciler, "set_endpoint_health", None)
+        if set_health is None:
+            return
+        future = self.pool.submit(set_health, service, address, port, up)
+        future.add_done_callback(_log_failure)
+
+    async def start(self, service: ConfigService) -> None:
+        self.prober.sync(service.services_effective)
+        await self.prober.start()
+        # After the reconciler's subscription: the datapath knows new endpoints first.
+        service.subscribe(self.prober.apply)
+        datapath_endpoint = self.state.get("endpoint")
+        prober = self.prober
+
+        def endpoint_state(svc: str, address: str, port: int) -> dict[str, Any]:
+            merged = dict((datapath_endpoint and datapath_endpoint(svc, address, port)) or {})
+            merged.update(prober.endpoint_state(svc, address, port) or {})
+            return merged
+
+        self.state["endpoint"] = endpoint_state
+
+    async def stop(self) -> None:
+        await self.prober.stop()
+        self.pool.shutdown(wait=True)
+
+
+def _log_failure(future: Future[Any]) -> None:
+    exc = future.exception()
+    if exc is not None:
+        log.error("endpoint health update failed", extra={"error": repr(exc)})

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 
 from appliance import __version__
-from appliance.cli import config_cmds, dp, lb
+from appliance.cli import config_cmds, dp, lb, run
 from appliance.cli.output import EXIT_USAGE, fail, report_remote_error
 from appliance.control.client import ControlClient, DaemonUnreachable, RemoteError
-from appliance.control.protocol import db_path, socket_path
+from appliance.control.protocol import socket_path
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,18 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    run = sub.add_parser("run", help="run the daemon")
-    run.add_argument(
-        "--db", help="config database (default $SLUICE_DB or /var/lib/sluice/sluice.db)"
-    )
-    run.add_argument("--log-level", default=None, help="debug, info (default), warning, error")
-    run.add_argument("--datapath", choices=["auto", "on", "off"], default=None,
-                     help="eBPF datapath (default $SLUICE_DATAPATH or auto: on if possible)")
-    run.add_argument("--pin-dir", default=None,
-                     help="bpffs dir of the maps (default $SLUICE_PIN_DIR or /sys/fs/bpf/sluice)")
-    run.add_argument("--cleanup", action="store_true",
-                     help="detach the datapath and remove its pinned maps, then exit")
-    run.set_defaults(func=cmd_run, local=True)
+    run.add_parser(sub)
 
     console = sub.add_parser("console", help="open the operator console")
     console.set_defaults(func=cmd_console, local=True)
@@ -45,25 +33,6 @@ def build_parser() -> argparse.ArgumentParser:
     config_cmds.add_parsers(sub)
     dp.add_parsers(sub)
     return parser
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    from appliance.daemon import AlreadyRunning, acquire_instance_lock, run_daemon
-    from appliance.datapath import setup as dpsetup
-    from appliance.logs import setup_logging
-
-    setup_logging(args.log_level)
-    try:
-        if args.cleanup:
-            with acquire_instance_lock(db_path(args.db)):  # never under a running daemon
-                dpsetup.cleanup(db_path(args.db), dpsetup.pin_root(args.pin_dir))
-            return 0
-        reconciler, state = dpsetup.make_reconciler(dpsetup.datapath_mode(args.datapath),
-                                                    dpsetup.pin_root(args.pin_dir))  # fmt: skip
-        asyncio.run(run_daemon(db_path(args.db), socket_path(args.socket), reconciler, state))
-    except (AlreadyRunning, dpsetup.DatapathUnavailable, ValueError) as exc:
-        return fail(str(exc), 1)
-    return 0
 
 
 def cmd_console(args: argparse.Namespace) -> int:

@@ -1,0 +1,124 @@
+"""End to end through one real daemon (`sluice run --datapath on` in the LB namespace):
+
+- the health prober takes a dead endpoint out of the datapath within
+  interval × retries + timeout, and puts it back when it recovers;
+- a service provisioned over NETCONF (ncclient) carries traffic.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import netkit as kit
+import pytest
+from daemonkit import Daemon
+from dpkit import HTTP_PORT, VIP4, LbNet, backend_addr, build_lbnet, wait_for
+
+from appliance.config.passwords import hash_password
+
+pytestmark = pytest.mark.datapath
+
+INTERVAL, TIMEOUT, RETRIES = 1, 1, 2
+NETCONF_PORT = 18830
+PASSWORD = "e2e-secret-pass"
+
+
+def _apply(d: Daemon, tmp: Path, doc: dict) -> None:
+    path = tmp / "apply.json"
+    path.write_text(json.dumps(doc))
+    res = d.cli("apply", "-f", str(path))
+    assert res.returncode == 0, res.stderr
+
+
+@pytest.fixture
+def running(netkit: kit.Topology, tmp_path: Path) -> Iterator[tuple[LbNet, Daemon]]:
+    pytest.importorskip("bcc", reason="needs bcc (python3-bpfcc)")
+    net = build_lbnet(netkit, n_backends=2, servers=False)
+    d = Daemon(tmp_path, datapath="on", pin_dir=netkit.pin_dir("e2e"), netns=net.lb.ns)
+    d.start(timeout=60)
+    try:
+        _apply(d, tmp_path, {"datapath": {"interface": [{"name": i} for i in net.interfaces]}})
+        yield net, d
+    finally:
+        d.stop()
+
+
+def _health(d: Daemon, address: str) -> str:
+    rows = d.cli_json("ep", "list", "--service", "web")
+    return next(r["state"]["health"] for r in rows if r["address"] == address)
+
+
+def test_dead_endpoint_leaves_traffic_and_comes_back(
+    running: tuple[LbNet, Daemon], tmp_path: Path
+) -> None:
+    net, d = running
+    servers = [b.start_http_server(HTTP_PORT) for b in net.backends]
+    probe = {"type": "tcp", "interval": INTERVAL, "timeout": TIMEOUT, "retries": RETRIES,
+             "successes-before-up": 1}  # fmt: skip
+    endpoints = [{"address": backend_addr(n), "port": HTTP_PORT} for n in (1, 2)]
+    web = {"name": "web", "vip": VIP4, "port": 80, "health-probe": probe, "endpoint": endpoints}
+    _apply(d, tmp_path, {"load-balancer": {"service": [web]}})
+    assert sorted(net.get(VIP4) for _ in range(4)) == ["b1", "b1", "b2", "b2"]
+
+    servers[1].stop()
+    died = time.monotonic()
+    wait_for(lambda: _health(d, backend_addr(2)) == "down", timeout=10, step=0.1)
+    detected = time.monotonic() - died
+    bound = INTERVAL * RETRIES + TIMEOUT
+    assert detected <= bound + 1.0, f"down after {detected:.1f}s, bound {bound}s"
+    row = next(r for r in d.cli_json("ep", "list") if r["address"] == backend_addr(2))
+    assert row["state"]["last-error"]
+    assert [net.get(VIP4) for _ in range(6)] == ["b1"] * 6  # no new flow to the dead one
+
+    net.backends[1].start_http_server(HTTP_PORT)
+    wait_for(lambda: _health(d, backend_addr(2)) == "up", timeout=10, step=0.1)
+    assert sorted(net.get(VIP4) for _ in range(4)) == ["b1", "b1", "b2", "b2"]
+
+
+NCCLIENT_SCRIPT = """
+import sys
+from ncclient import manager
+port, password, vip, b1, b2 = sys.argv[1:6]
+config = f'''<config xmlns="urn:ietf:params:xml:ns:netconf:base:1.0">
+ <load-balancer xmlns="urn:sluice:yang:sluice"><service>
+  <name>nc-web</name><vip>{vip}</vip><port>80</port>
+  <endpoint><address>{b1}</address><port>8080</port></endpoint>
+  <endpoint><address>{b2}</address><port>8080</port></endpoint>
+ </service></load-balancer></config>'''
+with manager.connect(host="127.0.0.1", port=int(port), username="oss", password=password,
+                     hostkey_verify=False, look_for_keys=False, allow_agent=False,
+                     timeout=20) as m:
+    with m.locked("candidate"):
+        m.edit_config(target="candidate", config=config)
+        m.validate(source="candidate")
+        m.commit()
+    print("committed")
+"""
+
+
+def test_service_provisioned_over_netconf_carries_traffic(
+    running: tuple[LbNet, Daemon], tmp_path: Path
+) -> None:
+    net, d = running
+    for b in net.backends:
+        b.start_http_server(HTTP_PORT)
+    user = {"name": "oss", "role": "read-write", "password-hash": hash_password(PASSWORD)}
+    management = {"user": [user], "netconf": {"port": NETCONF_PORT, "address": ["127.0.0.1"]}}
+    _apply(d, tmp_path, {"management": management})
+    # ncclient runs inside the LB namespace, where the daemon (and its NETCONF) lives.
+    args = [str(NETCONF_PORT), PASSWORD, VIP4, backend_addr(1), backend_addr(2)]
+    cmd = ["nsenter", f"--net=/run/netns/{net.lb.ns}", sys.executable, "-c", NCCLIENT_SCRIPT]
+
+    def provision() -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=60)
+
+    done = wait_for(lambda: (r := provision()).returncode == 0 and r, timeout=20, step=0.5)
+    assert "committed" in done.stdout
+    assert sorted(net.get(VIP4) for _ in range(4)) == ["b1", "b1", "b2", "b2"]
+    history = d.cli_json("config", "history")
+    assert history[0]["interface"] == "netconf" and history[0]["user"] == "oss"
