@@ -63,6 +63,7 @@ class DaemonContext:
     state: dict[str, Any]  # operational-state providers (datapath, prober)
     bus: EventBus  # endpoint-state and other events
     state_dir: Path  # where keys and other per-appliance files live (beside the db)
+    socket: Path  # the control socket (the SSH console's children connect to it)
 
 
 class Closable(Protocol):
@@ -106,7 +107,7 @@ async def run_daemon(
         await health.start(service)
         server = ControlServer(service, socket, worker, state)
         await server.start()
-        ctx = DaemonContext(service, worker, state, bus, db.parent)
+        ctx = DaemonContext(service, worker, state, bus, db.parent, socket)
         for name, start in frontends:
             try:
                 door = await start(ctx)

@@ -40,9 +40,17 @@ async def start_snmp(ctx: DaemonContext) -> Closable:
     return agent
 
 
+async def start_console_ssh(ctx: DaemonContext) -> Closable | None:
+    """The operator console over SSH (/sluice:management/console-ssh, default port 2222)."""
+    from tui.ssh_server import start_from_config
+
+    return await start_from_config(ctx.service, ctx.state_dir, socket=ctx.socket)
+
+
 FRONT_DOORS: list[tuple[str, Frontend]] = [
     ("netconf", start_netconf),
     ("snmp", start_snmp),
+    ("console-ssh", start_console_ssh),
 ]
 
 

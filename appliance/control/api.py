@@ -294,6 +294,18 @@ def _dp_conntrack(ctx: CallContext, params: dict[str, Any]) -> list[dict[str, An
     return _provider(ctx, "conntrack")(params.get("service") or None)
 
 
+@method("ct.list")
+def _ct_list(ctx: CallContext, params: dict[str, Any]) -> list[dict[str, Any]]:
+    """Sessions, filtered as an operator would: by service, and by a client or endpoint
+    address (a substring, so '198.18.0.1' and '198.18.0.1:4242' both work)."""
+    rows = _provider(ctx, "conntrack")(params.get("service") or None)
+    for column in ("client", "endpoint"):
+        wanted = params.get(column)
+        if wanted:
+            rows = [r for r in rows if str(wanted) in str(r.get(column, ""))]
+    return rows
+
+
 @method("dp.stats")
 def _dp_stats(ctx: CallContext, params: dict[str, Any]) -> list[dict[str, Any]]:
     return _provider(ctx, "stats")()

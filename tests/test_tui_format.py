@@ -1,0 +1,93 @@
+"""The console's pure helpers: error paths to fields, pending diff lines, rates, parsing."""
+
+from __future__ import annotations
+
+import pytest
+
+from tui.format import (
+    FieldSyntaxError,
+    RateMeter,
+    error_field,
+    field_changes,
+    parse_endpoints,
+    parse_port,
+    pending_count,
+    pending_lines,
+    vip_port,
+)
+
+FIELDS = {"name", "vip", "port", "port-range-end", "snat-address", "endpoint", "health-probe"}
+SVC = "/sluice:load-balancer/service[name='web']"
+
+
+@pytest.mark.parametrize(
+    ("path", "message", "field"),
+    [
+        (f"{SVC}/port", "out of bounds", "port"),
+        (f"{SVC}/endpoint[address='2001:db8::1'][port='80']/address", "family", "endpoint"),
+        (f"{SVC}/health-probe/interval", "x", "health-probe"),
+        (SVC, "snat-address is required when mode is full-nat", "snat-address"),
+        ("/sluice:load-balancer/service/vip", 'Mandatory node "vip"', "vip"),
+        (SVC, "something about the service", None),
+        ("/sluice:management/user[name='a']/role", "x", None),
+    ],
+)
+def test_error_field(path: str, message: str, field: str | None) -> None:
+    assert error_field(path, message, FIELDS) == field
+
+
+def test_pending_lines_and_count() -> None:
+    pending = {
+        "services": {
+            "new": {"old": None, "new": {"name": "new"}},
+            "gone": {"old": {"name": "gone"}, "new": None},
+            "web": {
+                "old": {"name": "web", "port": 80, "endpoint": [{"address": "a", "port": 1}]},
+                "new": {"name": "web", "port": 81, "endpoint": [{"address": "b", "port": 1}]},
+            },
+            "same": {"old": {"name": "same"}, "new": {"name": "same"}},  # edited back
+        },
+        "sections": {"system": {"old": None, "new": {}}},
+    }
+    assert pending_count(pending) == 4
+    assert pending_lines(pending) == [
+        "- service gone",
+        "+ service new",
+        "~ service web: port 80→81, endpoint +b:1, endpoint -a:1",
+        "~ system",
+    ]
+
+
+def test_field_changes_nested() -> None:
+    old = {"health-probe": {"type": "none"}}
+    new = {"health-probe": {"type": "tcp"}}
+    assert field_changes(old, new) == ["health-probe.type none→tcp"]
+
+
+def test_parse() -> None:
+    assert parse_port("8000-8100") == (8000, 8100)
+    assert parse_port("") == (None, None)
+    with pytest.raises(FieldSyntaxError):
+        parse_port("http")
+    assert parse_endpoints("198.18.1.1:80:5, [2001:db8::1]:80") == [
+        {"address": "198.18.1.1", "port": 80, "weight": 5},
+        {"address": "2001:db8::1", "port": 80},
+    ]
+    with pytest.raises(FieldSyntaxError):
+        parse_endpoints("198.18.1.1")
+    assert vip_port({"vip": "2001:db8::10", "port": 443}) == "[2001:db8::10]:443"
+
+
+def test_rates_from_counters() -> None:
+    meter = RateMeter()
+    assert meter.rates("web", {"packets": 100, "bytes": 1000}, 10.0) == {
+        "packets": None,
+        "bytes": None,
+    }
+    assert meter.rates("web", {"packets": 300, "bytes": 5000}, 12.0) == {
+        "packets": 100.0,
+        "bytes": 2000.0,
+    }
+    # A counter reset (daemon restart) gives no rate rather than a negative one.
+    assert meter.rates("web", {"packets": 5, "bytes": 50}, 13.0)["packets"] is None
+    assert meter.rates("web", None, 14.0) == {"packets": None, "bytes": None}

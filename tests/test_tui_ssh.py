@@ -1,0 +1,125 @@
+"""The console over SSH: log in with a password and a PTY, see the dashboard, quit."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import asyncssh
+from daemonkit import Daemon
+
+from appliance.config.passwords import hash_password
+from tui.ssh_server import ConsoleSSHServer, ConsoleUser, Throttle, start_from_config
+
+
+async def _read_until(process: asyncssh.SSHClientProcess, needle: bytes, timeout: float) -> bytes:
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while needle not in seen:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"{needle!r} not seen; got {seen[-2000:]!r}")
+        try:
+            chunk = await asyncio.wait_for(process.stdout.read(65536), left)
+        except TimeoutError:
+            continue
+        if not chunk:
+            raise AssertionError(f"console ended before {needle!r}; got {seen[-2000:]!r}")
+        seen += chunk
+    return seen
+
+
+async def _login_and_quit(daemon: Daemon, state_dir: Path) -> None:
+    bob_key = asyncssh.generate_private_key("ssh-ed25519")
+    users = {
+        "alice": ConsoleUser("alice", hash_password("s3cret", ln=4), (), read_only=False),
+        "bob": ConsoleUser(
+            "bob", None, (bob_key.export_public_key().decode().strip(),), read_only=True
+        ),
+    }
+    server = ConsoleSSHServer(users.get, state_dir, 0, host="127.0.0.1", socket=daemon.socket)
+    await server.start()
+    try:
+        with_bad = asyncssh.connect(
+            "127.0.0.1", server.port, username="alice", password="wrong", known_hosts=None
+        )
+        try:
+            await with_bad
+            raise AssertionError("a wrong password logged in")
+        except asyncssh.PermissionDenied:
+            pass
+        async with asyncssh.connect(
+            "127.0.0.1", server.port, username="alice", password="s3cret", known_hosts=None
+        ) as conn:
+            process = await conn.create_process(
+                term_type="xterm", term_size=(80, 24), encoding=None
+            )
+            seen = await _read_until(process, b"Recent events", 30)
+            await _read_until(process, b"alice", 10)  # the status line names the login
+            assert b"Services" in seen
+            process.stdin.write(b"q")
+            await asyncio.wait_for(process.wait(), 15)
+            assert process.exit_status == 0
+        # A read-only user with a key: the console says so (and hides the edit keys).
+        async with asyncssh.connect(
+            "127.0.0.1", server.port, username="bob", client_keys=[bob_key], known_hosts=None
+        ) as conn:
+            process = await conn.create_process(
+                term_type="vt100", term_size=(80, 24), encoding=None
+            )
+            await _read_until(process, b"(read-only)", 30)
+            process.stdin.write(b"\x03")  # Ctrl-C quits too (nothing uncommitted)
+            await asyncio.wait_for(process.wait(), 15)
+            assert process.exit_status == 0
+        # No terminal, no console.
+        async with asyncssh.connect(
+            "127.0.0.1", server.port, username="bob", client_keys=[bob_key], known_hosts=None
+        ) as conn:
+            result = await conn.run(encoding=None)
+            assert result.exit_status == 1 and b"needs a terminal" in result.stderr
+    finally:
+        await server.close()
+
+
+def test_console_over_ssh(daemon: Daemon, tmp_path: Path) -> None:
+    asyncio.run(_login_and_quit(daemon, tmp_path / "state"))
+    assert (tmp_path / "state" / "console_ssh_host_key").stat().st_mode & 0o077 == 0
+
+
+def test_throttle_backs_off_per_address(monkeypatch) -> None:
+    now = [1000.0]
+    monkeypatch.setattr("tui.ssh_server.time.monotonic", lambda: now[0])
+    throttle = Throttle(free=2)
+    for _ in range(2):
+        assert not throttle.blocked("198.18.9.9")
+        throttle.failed("198.18.9.9")
+    # After 2 free failures: refused for 1 s, then 2 s after the next failure, …
+    assert throttle.blocked("198.18.9.9") and not throttle.blocked("198.18.9.10")
+    now[0] += 1.5
+    assert not throttle.blocked("198.18.9.9")
+    throttle.failed("198.18.9.9")
+    now[0] += 1.5
+    assert throttle.blocked("198.18.9.9")
+    now[0] += 1.0
+    assert not throttle.blocked("198.18.9.9")
+    throttle.succeeded("198.18.9.9")
+    throttle.failed("198.18.9.9")
+    assert not throttle.blocked("198.18.9.9")
+
+
+def test_start_from_config(tmp_path: Path) -> None:
+    class FakeService:
+        def __init__(self, settings: dict) -> None:
+            self.sections_effective = {"management": {"console-ssh": settings}}
+            self.sections: dict = {}
+
+    async def body() -> None:
+        assert await start_from_config(FakeService({"enabled": False}), tmp_path) is None
+        server = await start_from_config(
+            FakeService({"enabled": True, "port": 0, "address": ["127.0.0.1"]}), tmp_path
+        )
+        assert server is not None and server.port > 0
+        await server.close()
+
+    asyncio.run(body())

@@ -1,0 +1,323 @@
+"""The console over SSH: one PTY and one `sluice console` child process per session.
+
+Textual has no SSH server, so the daemon runs this asyncssh listener (default port 2222,
+for appliances without OpenSSH). Each session gets a pseudo-terminal sized from the
+client's PTY request; the child runs the console with the slave as its terminal in a new
+session (so resizes reach it as SIGWINCH), and asyncssh copies bytes between the channel
+and the master side, forwarding window-size changes to it.
+
+Users are the config's /sluice:management/user entries — the same users, password hashes
+and keys as NETCONF. A read-only user's console hides and refuses edits
+(SLUICE_CONSOLE_READ_ONLY); see `run_child` for why that is not yet enforced by the daemon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import pty
+import struct
+import sys
+import termios
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PORT = 2222
+HOST_KEY_FILE = "console_ssh_host_key"
+# Run the console as its own process: a crash or a hang of one operator's console cannot
+# touch the daemon or other sessions.
+DEFAULT_CONSOLE_CMD = (sys.executable, "-m", "appliance.cli.main", "console")
+# Make the PTY slave the child's controlling terminal, then exec the console. Done in a
+# tiny exec'd shim rather than a preexec_fn: the daemon has threads, and code between fork
+# and exec in a threaded process must not take locks.
+_CTTY_SHIM = (
+    "import fcntl,os,sys,termios;"
+    "fcntl.ioctl(0,termios.TIOCSCTTY,0);"
+    "os.execvp(sys.argv[1],sys.argv[1:])"
+)
+
+
+@dataclass(frozen=True)
+class ConsoleUser:
+    name: str
+    password_hash: str | None
+    authorized_keys: tuple[str, ...]
+    read_only: bool
+
+
+UserLookup = Callable[[str], ConsoleUser | None]
+
+
+def lookup_from_config(config_service: Any) -> UserLookup:
+    """Users from the config service's running sections, read afresh at every login.
+
+    The sections dict is replaced whole on commit, so reading the reference is consistent
+    without the config lock, and a user added or removed by a commit counts at once.
+    """
+
+    def lookup(name: str) -> ConsoleUser | None:
+        management = (getattr(config_service, "sections", None) or {}).get("management") or {}
+        for entry in management.get("user", []):
+            if entry.get("name") == name:
+                return user_from_entry(entry)
+        return None
+
+    return lookup
+
+
+def user_from_entry(entry: Mapping[str, Any]) -> ConsoleUser:
+    return ConsoleUser(
+        name=str(entry.get("name", "")),
+        password_hash=entry.get("password-hash"),
+        authorized_keys=tuple(entry.get("authorized-key", [])),
+        read_only=entry.get("role", "read-only") != "read-write",
+    )
+
+
+def _verify_password(plain: str, stored_hash: str | None) -> bool:
+    from appliance.config.passwords import verify_password  # daemon side: pure hashing
+
+    if not stored_hash:
+        # Same cost as a real check, so timing does not tell which users exist.
+        verify_password(plain, _DUMMY_HASH)
+        return False
+    return verify_password(plain, stored_hash)
+
+
+_DUMMY_HASH = (
+    "$scrypt$ln=14,r=8,p=1$c2x1aWNlLWR1bW15LXNhbHQ=$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+)
+
+
+def key_matches(authorized: tuple[str, ...], key: asyncssh.SSHKey) -> bool:
+    for line in authorized:
+        try:
+            if asyncssh.import_public_key(line).public_data == key.public_data:
+                return True
+        except (asyncssh.KeyImportError, ValueError):
+            log.warning("unusable authorized-key in config", extra={"key": line[:40]})
+    return False
+
+
+class Throttle:
+    """Failed logins per source address: after `free` failures, refuse for 1, 2, 4… s.
+
+    Guessing passwords gets expensive without locking the account for everyone else.
+    """
+
+    def __init__(self, free: int = 3, max_delay: float = 60.0, window: float = 900.0) -> None:
+        self.free, self.max_delay, self.window = free, max_delay, window
+        self._failures: dict[str, tuple[int, float]] = {}  # address -> (count, last)
+
+    def blocked(self, address: str) -> bool:
+        count, last = self._failures.get(address, (0, 0.0))
+        now = time.monotonic()
+        if count and now - last > self.window:
+            self._failures.pop(address, None)
+            return False
+        if count < self.free:
+            return False
+        return now < last + min(self.max_delay, 2.0 ** (count - self.free))
+
+    def failed(self, address: str) -> None:
+        count, _ = self._failures.get(address, (0, 0.0))
+        self._failures[address] = (count + 1, time.monotonic())
+        if len(self._failures) > 10_000:  # a scan from many addresses: forget the oldest
+            oldest = min(self._failures, key=lambda a: self._failures[a][1])
+            self._failures.pop(oldest, None)
+
+    def succeeded(self, address: str) -> None:
+        self._failures.pop(address, None)
+
+
+class ConsoleSSHServer:
+    def __init__(
+        self,
+        users: UserLookup | Any,
+        state_dir: str | Path,
+        port: int = DEFAULT_PORT,
+        *,
+        host: str | list[str] | None = None,
+        socket: str | Path | None = None,
+        console_cmd: tuple[str, ...] | list[str] = DEFAULT_CONSOLE_CMD,
+    ) -> None:
+        """`users`: a lookup name -> ConsoleUser, or the config service itself."""
+        self.lookup: UserLookup = users if callable(users) else lookup_from_config(users)
+        self.state_dir = Path(state_dir)
+        self.port = port
+        self.host = host
+        self.socket = str(socket) if socket else None
+        self.console_cmd = tuple(console_cmd)
+        self._acceptor: asyncssh.SSHAcceptor | None = None
+        self._children: set[asyncio.subprocess.Process] = set()
+        self.throttle = Throttle()
+
+    async def start(self) -> None:
+        key = await asyncio.to_thread(self._host_key)
+        self._acceptor = await asyncssh.listen(
+            self.host,
+            self.port,
+            server_factory=lambda: _Auth(self),
+            server_host_keys=[key],
+            process_factory=self._session,
+            encoding=None,  # raw bytes both ways: it is a terminal
+            agent_forwarding=False,
+            x11_forwarding=False,
+            allow_scp=False,
+            login_timeout=60,
+        )
+        if self.port == 0:  # tests ask for any free port
+            self.port = self._acceptor.get_port()
+        log.info("console ssh listening", extra={"port": self.port})
+
+    async def close(self) -> None:
+        if self._acceptor is not None:
+            self._acceptor.close()
+            await self._acceptor.wait_closed()
+        for child in list(self._children):
+            with contextlib.suppress(ProcessLookupError):
+                child.terminate()
+
+    def _host_key(self) -> asyncssh.SSHKey:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        path = self.state_dir / HOST_KEY_FILE
+        if path.exists():
+            return asyncssh.read_private_key(str(path))
+        key = asyncssh.generate_private_key("ssh-ed25519")
+        # O_EXCL + 0600: the key is never readable by others, not even for a moment.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(key.export_private_key())
+        return key
+
+    async def _session(self, process: asyncssh.SSHServerProcess[bytes]) -> None:
+        user = self.lookup(process.get_extra_info("username") or "")
+        if process.get_terminal_type() is None:
+            process.stderr.write(b"the sluice console needs a terminal: use ssh -t\r\n")
+            process.exit(1)
+            return
+        try:
+            code = await self.run_child(process, read_only=user is None or user.read_only)
+        except Exception:
+            log.exception("console session failed")
+            code = 1
+        process.exit(code)
+
+    async def run_child(self, process: asyncssh.SSHServerProcess[bytes], read_only: bool) -> int:
+        master, slave = pty.openpty()
+        cols, rows, _, _ = process.get_terminal_size()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows or 24, cols or 80, 0, 0))
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+            "TERM": process.get_terminal_type() or "vt100",
+            "LANG": os.environ.get("LANG", "C.UTF-8"),
+            "SLUICE_CONSOLE_USER": process.get_extra_info("username") or "",
+            # TODO(control socket): the console's daemon session runs as the daemon's Unix
+            # user, so the daemon cannot tell a read-only SSH user; until the socket lets a
+            # trusted peer open a session "as" a user with a role, this flag only makes the
+            # console hide and refuse edits.
+            "SLUICE_CONSOLE_READ_ONLY": "1" if read_only else "0",
+        }
+        if self.socket:
+            env["SLUICE_SOCKET"] = self.socket
+        for name in ("PYTHONPATH", "SLUICE_SOCKET", "TEXTUAL_COLOR_SYSTEM"):
+            if name in os.environ and name not in env:
+                env[name] = os.environ[name]
+        child = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _CTTY_SHIM, *self.console_cmd,
+            stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True,
+        )  # fmt: skip
+        os.close(slave)
+        self._children.add(child)
+        try:
+            # Two descriptors for the master: asyncssh closes each side when it is done.
+            redirect = asyncio.ensure_future(
+                process.redirect(stdin=master, stdout=os.dup(master), send_eof=False)
+            )
+            code = await child.wait()
+            await redirect
+            return code
+        finally:
+            self._children.discard(child)
+            if child.returncode is None:
+                child.terminate()
+
+
+class _Auth(asyncssh.SSHServer):
+    def __init__(self, server: ConsoleSSHServer) -> None:
+        self.server = server
+        self.peer = "?"
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        peer = conn.get_extra_info("peername")
+        self.peer = str(peer[0]) if peer else "?"
+
+    def begin_auth(self, username: str) -> bool:
+        return True  # always authenticate: no anonymous console
+
+    def password_auth_supported(self) -> bool:
+        return True
+
+    def public_key_auth_supported(self) -> bool:
+        return True
+
+    def auth_completed(self) -> None:
+        self.server.throttle.succeeded(self.peer)
+
+    async def validate_password(self, username: str, password: str) -> bool:
+        if self.server.throttle.blocked(self.peer):
+            log.warning("console login refused: too many failures", extra={"peer": self.peer})
+            return False
+        user = self.server.lookup(username)
+        ok = await asyncio.to_thread(
+            _verify_password, password, user.password_hash if user else None
+        )
+        if not ok:
+            self.server.throttle.failed(self.peer)
+        log.log(
+            logging.INFO if ok else logging.WARNING,
+            "console login" if ok else "console login failed",
+            extra={"user": username, "peer": self.peer, "method": "password"},
+        )
+        return ok
+
+    def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        # A client offers keys one by one: a non-matching key is not a failed login.
+        if self.server.throttle.blocked(self.peer):
+            return False
+        user = self.server.lookup(username)
+        return user is not None and key_matches(user.authorized_keys, key)
+
+
+async def start_from_config(
+    config_service: Any, state_dir: str | Path, *, socket: str | Path | None = None
+) -> ConsoleSSHServer | None:
+    """Start the console SSH server as /sluice:management/console-ssh says (a front door).
+
+    None when it is disabled. Read once at start: a later change of port or addresses takes
+    a daemon restart (TODO: follow commits like the NETCONF server's follow_config).
+    """
+    sections = getattr(config_service, "sections_effective", None) or {}
+    settings = (sections.get("management") or {}).get("console-ssh") or {}
+    if not settings.get("enabled", True):
+        return None
+    addresses = list(settings.get("address") or [])
+    server = ConsoleSSHServer(
+        config_service,
+        state_dir,
+        int(settings.get("port", DEFAULT_PORT)),
+        host=addresses or None,  # asyncssh listens on each address of a list
+        socket=socket,
+    )
+    await server.start()
+    return server
