@@ -1,13 +1,17 @@
-"""`make demo`: start Sluice with a sample service and show what to try.
+"""`make demo`: Sluice balancing real traffic between network namespaces.
 
-Runs the daemon on its own database and socket under /run/sluice-demo, loads a sample
-service through the CLI (exactly as a user would), prints the commands to try, and
-cleans up on Ctrl-C or `make demo-stop`.
+Builds a small topology on this machine (a client and three HTTP backends, each a network
+namespace, joined to a load-balancer namespace by veth pairs; addresses from the
+198.18.0.0/15 benchmarking range, nothing leaves the machine), starts `sluice run` with the
+eBPF datapath inside the load-balancer namespace, loads a sample service through the CLI
+exactly as a user would (round-robin, HTTP health probes), shows a few requests going
+round, prints what to try, and removes everything on Ctrl-C or `make demo-stop`.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -15,86 +19,176 @@ import sys
 import time
 from pathlib import Path
 
+TESTS = Path(__file__).resolve().parent.parent / "tests"
+sys.path.insert(0, str(TESTS))
+
+import netkit  # noqa: E402 - the namespace kit: safe addresses, servers, guaranteed clean-up
+from dpkit import VIP4, backend_addr, build_lbnet  # noqa: E402
+
+from appliance.config.passwords import hash_password  # noqa: E402
+
 DEMO_DIR = Path("/run/sluice-demo")
-PIDFILE = DEMO_DIR / "daemon.pid"
+PIDFILE = DEMO_DIR / "demo.pid"
+PIN_DIR = Path("/sys/fs/bpf/sluice-demo")
 SLUICE = [sys.executable, "-m", "appliance.cli.main"]
-ENV = {
-    **os.environ,
-    "SLUICE_DB": str(DEMO_DIR / "sluice.db"),
-    "SLUICE_SOCKET": str(DEMO_DIR / "sluice.sock"),
-}
+DEMO_USER, DEMO_PASSWORD = "demo", "demo-only-password"  # a demo credential, never a default
+SNMP_COMMUNITY = "demo-public"
 
 
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*SLUICE, *args], env=ENV, capture_output=True, text=True, timeout=60)
-
-
-def stop() -> int:
-    if PIDFILE.exists():
+def stop_running_demo() -> int:
+    try:
         pid = int(PIDFILE.read_text())
-        try:
-            os.kill(pid, signal.SIGTERM)
-            print(f"demo: stopped the daemon (pid {pid})")
-        except ProcessLookupError:
-            pass
-        PIDFILE.unlink(missing_ok=True)
-    else:
+    except (OSError, ValueError):
         print("demo: not running")
+        return 0
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        PIDFILE.unlink(missing_ok=True)
+        print("demo: not running (stale pid file removed)")
+        return 0
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and PIDFILE.exists():
+        time.sleep(0.2)
+    print("demo: stopped")
     return 0
+
+
+class Demo:
+    def __init__(self, topo: netkit.Topology) -> None:
+        self.topo = topo
+        self.net = build_lbnet(topo, n_backends=3)
+        self.env = {
+            **os.environ,
+            "SLUICE_DB": str(DEMO_DIR / "sluice.db"),
+            "SLUICE_SOCKET": str(DEMO_DIR / "sluice.sock"),
+            "SLUICE_PIN_DIR": str(PIN_DIR),
+            "SLUICE_DATAPATH": "on",
+        }
+        self.in_lb = ["nsenter", f"--net=/run/netns/{self.net.lb.ns}"]
+        self.daemon: subprocess.Popen[bytes] | None = None
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*SLUICE, *args], env=self.env, capture_output=True, text=True, timeout=60
+        )
+
+    def start_daemon(self) -> None:
+        log = open(DEMO_DIR / "daemon.log", "ab")  # noqa: SIM115 - the daemon keeps it
+        self.daemon = subprocess.Popen(
+            [*self.in_lb, *SLUICE, "run"], env=self.env, stdout=log, stderr=log
+        )
+        deadline = time.monotonic() + 60
+        while self.cli("status").returncode != 0:
+            if self.daemon.poll() is not None or time.monotonic() > deadline:
+                tail = (DEMO_DIR / "daemon.log").read_text()[-3000:]
+                raise RuntimeError(f"the daemon did not start:\n{tail}")
+            time.sleep(0.2)
+
+    def configure(self) -> None:
+        config = {
+            "datapath": {"interface": [{"name": i} for i in self.net.interfaces]},
+            "management": {
+                "user": [{"name": DEMO_USER, "role": "read-write",
+                          "password-hash": hash_password(DEMO_PASSWORD)}],
+                "netconf": {"port": 830},
+                "console-ssh": {"port": 2222},
+            },
+            "snmp": {"enabled": True, "port": 161, "listen-address": ["127.0.0.1"],
+                     "community": [{"name": "demo", "secret": SNMP_COMMUNITY}]},
+        }  # fmt: skip
+        path = DEMO_DIR / "appliance.json"
+        path.write_text(json.dumps(config))
+        self._check(self.cli("apply", "-f", str(path), "-m", "demo appliance settings"))
+        endpoints = ",".join(f"{backend_addr(n)}:8080" for n in (1, 2, 3))
+        self._check(
+            self.cli(
+                "lb", "add", "web", "--vip", VIP4, "--port", "80", "--endpoints", endpoints,
+                "--probe", "http", "--probe-path", "/", "--probe-interval", "2",
+                "-m", "demo service",
+            )
+        )
+
+    @staticmethod
+    def _check(result: subprocess.CompletedProcess[str]) -> None:
+        if result.returncode != 0:
+            raise RuntimeError(result.stderr.strip())
+
+    def show(self) -> None:
+        answers = [self.net.get(VIP4) for _ in range(6)]
+        client, lb = self.net.client.ns, self.net.lb.ns
+        sock = f"SLUICE_SOCKET={self.env['SLUICE_SOCKET']}"
+        print(f"\nSix requests from the client to http://{VIP4}/ were answered by: "
+              f"{' '.join(answers)}\n")  # fmt: skip
+        print(self.cli("lb", "list").stdout)
+        print(f"""Try, in another shell (as root, from {Path.cwd()}):
+  ip netns exec {client} curl -s http://{VIP4}/         # the client, through the VIP
+  {sock} .venv/bin/sluice lb list
+  {sock} .venv/bin/sluice ep list                       # health from the probes
+  {sock} .venv/bin/sluice ct list                       # sessions in the eBPF conntrack
+  {sock} .venv/bin/sluice stats
+  {sock} .venv/bin/sluice config history
+  {sock} .venv/bin/sluice console                       # the operator console (q quits)
+  ip netns pids {self.net.backends[1].ns} | xargs kill   # stop b2's server: the probe
+                                                      # takes b2 out, traffic goes to b1, b3
+The daemon runs in the load-balancer namespace {lb}; its NETCONF (830), SSH console
+(2222) and SNMP (161, 127.0.0.1) listen there. User {DEMO_USER!r}, password
+{DEMO_PASSWORD!r} (demo only):
+  ip netns exec {lb} ssh -p 2222 {DEMO_USER}@127.0.0.1        # the console over SSH
+  ip netns exec {lb} snmpwalk -v2c -c {SNMP_COMMUNITY} 127.0.0.1 1.3.6.1.4.1.32473
+  ip netns exec {lb} .venv/bin/python -c "from ncclient import manager; \\
+m = manager.connect(host='127.0.0.1', port=830, username='{DEMO_USER}', \\
+password='{DEMO_PASSWORD}', hostkey_verify=False); print(m.get_config('running').data_xml)"
+
+Ctrl-C here (or `make demo-stop`) stops the daemon and removes every namespace.""")
+
+    def stop(self) -> None:
+        if self.daemon is not None and self.daemon.poll() is None:
+            self.daemon.send_signal(signal.SIGTERM)
+            try:
+                self.daemon.wait(30)
+            except subprocess.TimeoutExpired:
+                self.daemon.kill()
+        # Detach the program and remove the pinned maps (the namespaces go with the kit).
+        subprocess.run([*self.in_lb, *SLUICE, "run", "--cleanup"], env=self.env,
+                       capture_output=True, timeout=60)  # fmt: skip
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description="Sluice demo")
     parser.add_argument("--stop", action="store_true", help="stop a running demo")
     args = parser.parse_args()
     if args.stop:
-        return stop()
+        return stop_running_demo()
+    if PIDFILE.exists():
+        print(f"demo: already running (pid {PIDFILE.read_text()}); `make demo-stop` first")
+        return 1
     DEMO_DIR.mkdir(parents=True, exist_ok=True)
+    for stale in ("sluice.db", "sluice.db-wal", "sluice.db-shm"):
+        (DEMO_DIR / stale).unlink(missing_ok=True)  # each demo starts from an empty config
+    PIDFILE.write_text(str(os.getpid()))
     # SIGTERM (make demo-stop, a closing terminal) cleans up like Ctrl-C does.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    log = open(DEMO_DIR / "daemon.log", "ab")  # noqa: SIM115 - the daemon keeps it
-    daemon = subprocess.Popen([*SLUICE, "run"], env=ENV, stdout=log, stderr=log)
-    PIDFILE.write_text(str(daemon.pid))
+    topo = netkit.Topology()
+    demo = Demo(topo)
     try:
-        deadline = time.monotonic() + 20
-        while cli("status").returncode != 0:
-            if daemon.poll() is not None or time.monotonic() > deadline:
-                print((DEMO_DIR / "daemon.log").read_text()[-2000:], file=sys.stderr)
-                print("demo: the daemon did not start", file=sys.stderr)
-                return 1
-            time.sleep(0.1)
-        if not any(s for s in cli("lb", "list", "-o", "json").stdout.strip("[]\n")):
-            added = cli(
-                "lb", "add", "web", "--vip", "198.18.0.10", "--port", "80",
-                "--endpoints", "198.18.1.1:8080,198.18.1.2:8080,198.18.1.3:8080",
-                "--probe", "http", "--probe-path", "/", "-m", "demo service",
-            )  # fmt: skip
-            if added.returncode != 0:
-                print(added.stderr, file=sys.stderr)
-                return 1
-        print(cli("lb", "list").stdout)
-        env = f"SLUICE_SOCKET={ENV['SLUICE_SOCKET']}"
-        print(
-            "Sluice is running (config in "
-            f"{ENV['SLUICE_DB']}). In another shell, try:\n"
-            f"  {env} .venv/bin/sluice lb list\n"
-            f"  {env} .venv/bin/sluice ep list\n"
-            f"  {env} .venv/bin/sluice config history\n"
-            f"  {env} .venv/bin/sluice lb add api --vip 198.18.0.11 --port 443 "
-            "--endpoints 198.18.1.4:8443\n"
-            "Not in this demo yet: traffic through the eBPF datapath, the console, NETCONF\n"
-            "and SNMP (they land with their own issues; see the README).\n"
-            "Ctrl-C (or `make demo-stop`) stops it."
-        )
-        daemon.wait()
+        demo.start_daemon()
+        demo.configure()
+        demo.show()
+        while demo.daemon is not None and demo.daemon.poll() is None:
+            time.sleep(1)
+        print("demo: the daemon stopped; see /run/sluice-demo/daemon.log")
+        return 1
     except KeyboardInterrupt:
         print("\ndemo: stopping")
+        return 0
+    except RuntimeError as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        return 1
     finally:
-        if daemon.poll() is None:
-            daemon.send_signal(signal.SIGTERM)
-            daemon.wait(20)
+        demo.stop()
+        topo.close()
         PIDFILE.unlink(missing_ok=True)
-    return 0
 
 
 if __name__ == "__main__":
