@@ -20,8 +20,8 @@ from ncclient import manager
 from appliance.config import ConfigService
 from appliance.config.passwords import hash_password
 from appliance.config.store import Store
+from appliance.ssh_login import Backoff
 from northbound.netconf import NetconfServer
-from northbound.netconf.auth import Backoff
 from northbound.netconf.framing import Deframer, encode
 
 PASSWORD = "s3cret-pass"

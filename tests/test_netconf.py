@@ -58,7 +58,7 @@ def test_password_and_key_login_and_hello(h: kit.Harness) -> None:
 
 
 def test_host_key_generated_once_and_kept(h: kit.Harness, tmp_path: Path) -> None:
-    path = tmp_path / "state" / "netconf_host_ed25519_key"
+    path = tmp_path / "state" / "ssh_host_ed25519_key"
     assert path.exists() and path.stat().st_mode & 0o777 == 0o600
     first = path.read_bytes()
     # a second server on the same state directory reuses it

@@ -10,7 +10,8 @@ import asyncssh
 from daemonkit import Daemon
 
 from appliance.config.passwords import hash_password
-from tui.ssh_server import ConsoleSSHServer, ConsoleUser, Throttle, start_from_config
+from appliance.ssh_login import Backoff, Throttle, User
+from tui.ssh_server import ConsoleSSHServer, start_from_config
 
 
 async def _read_until(process: asyncssh.SSHClientProcess, needle: bytes, timeout: float) -> bytes:
@@ -33,8 +34,8 @@ async def _read_until(process: asyncssh.SSHClientProcess, needle: bytes, timeout
 async def _login_and_quit(daemon: Daemon, state_dir: Path) -> None:
     bob_key = asyncssh.generate_private_key("ssh-ed25519")
     users = {
-        "alice": ConsoleUser("alice", hash_password("s3cret", ln=4), (), read_only=False),
-        "bob": ConsoleUser(
+        "alice": User("alice", hash_password("s3cret", ln=4), (), read_only=False),
+        "bob": User(
             "bob", None, (bob_key.export_public_key().decode().strip(),), read_only=True
         ),
     }
@@ -84,13 +85,12 @@ async def _login_and_quit(daemon: Daemon, state_dir: Path) -> None:
 
 def test_console_over_ssh(daemon: Daemon, tmp_path: Path) -> None:
     asyncio.run(_login_and_quit(daemon, tmp_path / "state"))
-    assert (tmp_path / "state" / "console_ssh_host_key").stat().st_mode & 0o077 == 0
+    assert (tmp_path / "state" / "ssh_host_ed25519_key").stat().st_mode & 0o077 == 0
 
 
-def test_throttle_backs_off_per_address(monkeypatch) -> None:
+def test_throttle_backs_off_per_address() -> None:
     now = [1000.0]
-    monkeypatch.setattr("tui.ssh_server.time.monotonic", lambda: now[0])
-    throttle = Throttle(free=2)
+    throttle = Throttle(Backoff(free_failures=2), clock=lambda: now[0])
     for _ in range(2):
         assert not throttle.blocked("198.18.9.9")
         throttle.failed("198.18.9.9")

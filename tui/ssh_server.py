@@ -22,18 +22,24 @@ import pty
 import struct
 import sys
 import termios
-import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import asyncssh
 
+from appliance.ssh_login import (
+    Throttle,
+    User,
+    check_password,
+    key_matches,
+    load_or_create_host_key,
+    lookup_user,
+)
+
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 2222
-HOST_KEY_FILE = "console_ssh_host_key"
 # Run the console as its own process: a crash or a hang of one operator's console cannot
 # touch the daemon or other sessions.
 DEFAULT_CONSOLE_CMD = (sys.executable, "-m", "appliance.cli.main", "console")
@@ -47,97 +53,12 @@ _CTTY_SHIM = (
 )
 
 
-@dataclass(frozen=True)
-class ConsoleUser:
-    name: str
-    password_hash: str | None
-    authorized_keys: tuple[str, ...]
-    read_only: bool
-
-
-UserLookup = Callable[[str], ConsoleUser | None]
+UserLookup = Callable[[str], User | None]
 
 
 def lookup_from_config(config_service: Any) -> UserLookup:
-    """Users from the config service's running sections, read afresh at every login.
-
-    The sections dict is replaced whole on commit, so reading the reference is consistent
-    without the config lock, and a user added or removed by a commit counts at once.
-    """
-
-    def lookup(name: str) -> ConsoleUser | None:
-        management = (getattr(config_service, "sections", None) or {}).get("management") or {}
-        for entry in management.get("user", []):
-            if entry.get("name") == name:
-                return user_from_entry(entry)
-        return None
-
-    return lookup
-
-
-def user_from_entry(entry: Mapping[str, Any]) -> ConsoleUser:
-    return ConsoleUser(
-        name=str(entry.get("name", "")),
-        password_hash=entry.get("password-hash"),
-        authorized_keys=tuple(entry.get("authorized-key", [])),
-        read_only=entry.get("role", "read-only") != "read-write",
-    )
-
-
-def _verify_password(plain: str, stored_hash: str | None) -> bool:
-    from appliance.config.passwords import verify_password  # daemon side: pure hashing
-
-    if not stored_hash:
-        # Same cost as a real check, so timing does not tell which users exist.
-        verify_password(plain, _DUMMY_HASH)
-        return False
-    return verify_password(plain, stored_hash)
-
-
-_DUMMY_HASH = (
-    "$scrypt$ln=14,r=8,p=1$c2x1aWNlLWR1bW15LXNhbHQ=$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
-)
-
-
-def key_matches(authorized: tuple[str, ...], key: asyncssh.SSHKey) -> bool:
-    for line in authorized:
-        try:
-            if asyncssh.import_public_key(line).public_data == key.public_data:
-                return True
-        except (asyncssh.KeyImportError, ValueError):
-            log.warning("unusable authorized-key in config", extra={"key": line[:40]})
-    return False
-
-
-class Throttle:
-    """Failed logins per source address: after `free` failures, refuse for 1, 2, 4… s.
-
-    Guessing passwords gets expensive without locking the account for everyone else.
-    """
-
-    def __init__(self, free: int = 3, max_delay: float = 60.0, window: float = 900.0) -> None:
-        self.free, self.max_delay, self.window = free, max_delay, window
-        self._failures: dict[str, tuple[int, float]] = {}  # address -> (count, last)
-
-    def blocked(self, address: str) -> bool:
-        count, last = self._failures.get(address, (0, 0.0))
-        now = time.monotonic()
-        if count and now - last > self.window:
-            self._failures.pop(address, None)
-            return False
-        if count < self.free:
-            return False
-        return now < last + min(self.max_delay, 2.0 ** (count - self.free))
-
-    def failed(self, address: str) -> None:
-        count, _ = self._failures.get(address, (0, 0.0))
-        self._failures[address] = (count + 1, time.monotonic())
-        if len(self._failures) > 10_000:  # a scan from many addresses: forget the oldest
-            oldest = min(self._failures, key=lambda a: self._failures[a][1])
-            self._failures.pop(oldest, None)
-
-    def succeeded(self, address: str) -> None:
-        self._failures.pop(address, None)
+    """Users of the running config, read afresh at every login."""
+    return lambda name: lookup_user(config_service, name)
 
 
 class ConsoleSSHServer:
@@ -151,7 +72,7 @@ class ConsoleSSHServer:
         socket: str | Path | None = None,
         console_cmd: tuple[str, ...] | list[str] = DEFAULT_CONSOLE_CMD,
     ) -> None:
-        """`users`: a lookup name -> ConsoleUser, or the config service itself."""
+        """`users`: a lookup name -> User, or the config service itself."""
         self.lookup: UserLookup = users if callable(users) else lookup_from_config(users)
         self.state_dir = Path(state_dir)
         self.port = port
@@ -189,16 +110,7 @@ class ConsoleSSHServer:
                 child.terminate()
 
     def _host_key(self) -> asyncssh.SSHKey:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        path = self.state_dir / HOST_KEY_FILE
-        if path.exists():
-            return asyncssh.read_private_key(str(path))
-        key = asyncssh.generate_private_key("ssh-ed25519")
-        # O_EXCL + 0600: the key is never readable by others, not even for a moment.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(key.export_private_key())
-        return key
+        return load_or_create_host_key(self.state_dir)
 
     async def _session(self, process: asyncssh.SSHServerProcess[bytes]) -> None:
         user = self.lookup(process.get_extra_info("username") or "")
@@ -279,9 +191,7 @@ class _Auth(asyncssh.SSHServer):
             log.warning("console login refused: too many failures", extra={"peer": self.peer})
             return False
         user = self.server.lookup(username)
-        ok = await asyncio.to_thread(
-            _verify_password, password, user.password_hash if user else None
-        )
+        ok = await asyncio.to_thread(check_password, user, password)
         if not ok:
             self.server.throttle.failed(self.peer)
         log.log(

@@ -18,10 +18,11 @@ from typing import Any
 import libyang
 from libyang.log import configure_logging
 
+from appliance import resources
 from appliance.config.errors import FieldError, ValidationError
 from appliance.config.paths import MODULE
 
-YANG_DIR = Path(__file__).resolve().parent.parent / "yang"
+YANG_DIR = resources.yang_dir()
 
 _LOCATION = re.compile(r'(?:Data|Schema) location "([^"]+)"|Data path: (\S+)')
 

@@ -19,11 +19,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from appliance import netlink
+from appliance import netlink, resources
 
 log = logging.getLogger(__name__)
 
-BPF_DIR = Path(__file__).resolve().parents[2] / "bpf"
+BPF_DIR = resources.bpf_dir()
 PROGRAM = "sluice_lb"
 DEFAULT_PIN_ROOT = Path("/sys/fs/bpf/sluice")
 LAYOUT_SUFFIX = "_v1"  # bpf/lib/maps.h LAYOUT

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
@@ -25,6 +24,14 @@ import asyncssh
 from lxml import etree
 
 from appliance.config import ConfigService, Diff
+from appliance.ssh_login import (
+    Backoff,
+    Throttle,
+    check_password,
+    key_matches,
+    load_or_create_host_key,
+    users_from_config,
+)
 from northbound.netconf import (
     monitoring,
     notifications,
@@ -32,13 +39,6 @@ from northbound.netconf import (
     ops_edit,
     ops_read,
     ops_session,
-)
-from northbound.netconf.auth import (
-    Backoff,
-    Throttle,
-    check_password,
-    key_matches,
-    users_from_config,
 )
 from northbound.netconf.edit import EditTranslator
 from northbound.netconf.framing import DEFAULT_MAX_MESSAGE
@@ -50,7 +50,6 @@ from northbound.netconf.xmlutil import BASE_NS, local, ns_of, qn, sub
 
 log = logging.getLogger(__name__)
 
-HOST_KEY_FILE = "netconf_host_ed25519_key"
 CAP = "urn:ietf:params:netconf:capability:"
 # Exactly what works; see the ops_* modules.
 PROTOCOL_CAPABILITIES = (
@@ -209,17 +208,7 @@ class NetconfServer:
             self.worker.shutdown(wait=True)
 
     def _host_key(self) -> asyncssh.SSHKey:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        path = self.state_dir / HOST_KEY_FILE
-        if path.exists():
-            return asyncssh.read_private_key(str(path))
-        key = asyncssh.generate_private_key("ssh-ed25519")
-        # O_EXCL + 0600: the key is never readable by others, not even for a moment.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(key.export_private_key())
-        log.info("netconf host key generated", extra={"path": str(path)})
-        return key
+        return load_or_create_host_key(self.state_dir)
 
     def _yanglib_text(self) -> str:
         data = self.config_service.schema.ctx.get_yanglib_data()

@@ -1,4 +1,6 @@
-"""Who may log in: users of /sluice:management/user, by password or by public key.
+"""SSH logins for every SSH front door (NETCONF, the console): users of
+/sluice:management/user by password or public key, failed-login throttling, and the
+appliance's one SSH host key.
 
 Every lookup reads the running config, so a user added, removed or re-keyed by a commit is
 effective for the next login. Failed logins are logged and slowed per source address: after
@@ -9,8 +11,10 @@ pause, which makes guessing expensive without locking the account for everyone.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import asyncssh
@@ -40,8 +44,8 @@ class Backoff:
 class Throttle:
     """Failed-login bookkeeping per source address."""
 
-    def __init__(self, policy: Backoff, clock: Any = time.monotonic) -> None:
-        self.policy = policy
+    def __init__(self, policy: Backoff | None = None, clock: Any = time.monotonic) -> None:
+        self.policy = policy or Backoff()
         self._clock = clock
         self._failures: dict[str, tuple[int, float]] = {}  # address → (count, last failure)
 
@@ -59,6 +63,9 @@ class Throttle:
             self.policy.base_delay * 2 ** (count - self.policy.free_failures),
         )
         return max(0.0, last + delay - now)
+
+    def blocked(self, address: str) -> bool:
+        return self.blocked_for(address) > 0
 
     def failed(self, address: str) -> int:
         count, _ = self._failures.get(address, (0, 0.0))
@@ -92,6 +99,11 @@ def users_from_config(config_service: Any) -> dict[str, User]:
     return users
 
 
+def lookup_user(config_service: Any, name: str) -> User | None:
+    """One user, read afresh (a commit that adds, removes or re-keys a user counts at once)."""
+    return users_from_config(config_service).get(name)
+
+
 def key_matches(authorized: tuple[str, ...], key: asyncssh.SSHKey) -> bool:
     offered = key.public_data
     for line in authorized:
@@ -118,3 +130,22 @@ _DUMMY_HASH = (
     "$scrypt$ln=14,r=8,p=1$c2x1aWNlLWR1bW15LXNhbHQ=$"
     "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
 )
+
+
+# One host key for the appliance: NETCONF and the SSH console show the same fingerprint.
+HOST_KEY_FILE = "ssh_host_ed25519_key"
+
+
+def load_or_create_host_key(state_dir: Path) -> asyncssh.SSHKey:
+    """The appliance's SSH host key, generated on first use and kept in `state_dir`."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path = state_dir / HOST_KEY_FILE
+    if path.exists():
+        return asyncssh.read_private_key(str(path))
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    # O_EXCL + 0600: the key is never readable by others, not even for a moment.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key.export_private_key())
+    log.info("ssh host key generated", extra={"path": str(path)})
+    return key
