@@ -23,8 +23,9 @@ from appliance import __version__
 from appliance.config import ConfigService
 from appliance.config.store import Store
 from appliance.control.server import ControlServer
-from appliance.events import EventBus
+from appliance.events import EventBus, RecentEvents
 from appliance.probes import Prober
+from appliance.probes.service_state import ServiceStateTracker
 from appliance.reconciler import LoggingReconciler, Reconciler
 
 log = logging.getLogger(__name__)
@@ -154,6 +155,9 @@ class HealthWiring:
         self.state = state
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="health")
         self.prober = Prober(bus, on_change=self._on_change)
+        self.services = ServiceStateTracker(bus, self.prober.endpoints_up)
+        self.recent = RecentEvents(bus)
+        state["events"] = self.recent.recent
 
     def _on_change(self, service: str, address: str, port: int, up: bool) -> None:
         set_health = getattr(self.reconciler, "set_endpoint_health", None)

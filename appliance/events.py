@@ -15,6 +15,7 @@ the drop (`bus.dropped`), because the newest state is what a notification reader
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import threading
@@ -102,3 +103,27 @@ class EventBus:
         with self._lock:
             self.dropped += 1
         log.warning("event queue full: oldest event dropped", extra={"dropped": self.dropped})
+
+
+class RecentEvents:
+    """The last `size` events of a bus, numbered, for clients that poll (the console's
+    event log over the control socket)."""
+
+    def __init__(self, bus: EventBus, size: int = 1000) -> None:
+        self._events: collections.deque[Event] = collections.deque(maxlen=size)
+        self._lock = threading.Lock()
+        self._seq = 0
+        bus.subscribe(self._record)
+
+    def _record(self, event: Event) -> None:
+        with self._lock:
+            self._seq += 1
+            self._events.append({"seq": self._seq, **event})
+
+    def recent(self, limit: int = 100, event_type: str | None = None) -> list[Event]:
+        """Newest first."""
+        with self._lock:
+            events = list(self._events)
+        if event_type:
+            events = [e for e in events if e.get("type") == event_type]
+        return events[::-1][: max(0, limit)]

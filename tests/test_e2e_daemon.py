@@ -75,8 +75,20 @@ def test_dead_endpoint_leaves_traffic_and_comes_back(
     assert row["state"]["last-error"]
     assert [net.get(VIP4) for _ in range(6)] == ["b1"] * 6  # no new flow to the dead one
 
-    net.backends[1].start_http_server(HTTP_PORT)
+    with d.client() as client:
+        events = client.call("events.recent", type="endpoint-state")
+    assert any(e["address"] == backend_addr(2) and e["new"] == "down" for e in events)
+
+    servers[0].stop()  # the last healthy endpoint goes: the service is down
+    with d.client() as client:
+        wait_for(lambda: client.call("events.recent", type="service-state"), timeout=10)
+        (event,) = client.call("events.recent", type="service-state")
+    assert (event["service"], event["new"]) == ("web", "down")
+
+    for b in net.backends:
+        b.start_http_server(HTTP_PORT)
     wait_for(lambda: _health(d, backend_addr(2)) == "up", timeout=10, step=0.1)
+    wait_for(lambda: _health(d, backend_addr(1)) == "up", timeout=10, step=0.1)
     assert sorted(net.get(VIP4) for _ in range(4)) == ["b1", "b1", "b2", "b2"]
 
 

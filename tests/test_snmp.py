@@ -385,7 +385,13 @@ def test_commit_reconfigures(h: Harness) -> None:
         ],
     )
     oid = f"{SVC}.6.{string_index(name)}"
-    assert poll(lambda: parse_walk(quick_get(COMMUNITY, h.target(), oid).stdout).get(oid)) == "443"
+    # The index is rebuilt in a worker thread after the commit: poll for the value itself
+    # ("No Such Instance" is an answer too, just not the one we wait for).
+    def port_value() -> str | None:
+        value = parse_walk(quick_get(COMMUNITY, h.target(), oid).stdout).get(oid)
+        return value if value == "443" else None
+
+    assert poll(port_value) == "443"
     assert h.get(f"{ENT}.1.1.4.0") == "3"
     try:
         # A changed community secret replaces the old one once the commit is applied.

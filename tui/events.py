@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from tui.client import AsyncControlClient
+from tui.client import AsyncControlClient, RemoteError
 from tui.format import summary_text
 
 
@@ -46,8 +46,37 @@ def commit_event(commit: dict[str, Any]) -> Event:
     return Event(str(commit.get("at", "")), "commit", text, f"commit:{commit['id']}")
 
 
+class DaemonEventsSource:
+    """Health and other events from the daemon's event bus (events.recent)."""
+
+    def __init__(self, limit: int = 200) -> None:
+        self.limit = limit
+
+    async def fetch(self, client: AsyncControlClient) -> list[Event]:
+        try:
+            events: list[dict[str, Any]] = await client.call("events.recent", limit=self.limit)
+        except RemoteError:  # an older daemon without the method
+            return []
+        return [bus_event(e) for e in events]
+
+
+def bus_event(event: dict[str, Any]) -> Event:
+    kind = str(event.get("type", "event"))
+    if kind == "endpoint-state":
+        what = f"endpoint {event.get('address')}:{event.get('port')} of {event.get('service')}"
+        text = f"{what}: {event.get('old')} → {event.get('new')}"
+        if event.get("error"):
+            text += f" ({event['error']})"
+    elif kind == "service-state":
+        text = f"service {event.get('service')}: {event.get('old')} → {event.get('new')}"
+    else:
+        text = ", ".join(f"{k}={v}" for k, v in event.items() if k not in ("type", "seq", "time"))
+    return Event(str(event.get("time", "")), kind.replace("-state", ""), text,
+                 f"bus:{event.get('seq')}")  # fmt: skip
+
+
 def default_sources() -> list[EventSource]:
-    return [CommitHistorySource()]
+    return [CommitHistorySource(), DaemonEventsSource()]
 
 
 def merge(events: list[Event], limit: int = 500) -> list[Event]:

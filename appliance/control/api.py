@@ -294,6 +294,15 @@ def _dp_conntrack(ctx: CallContext, params: dict[str, Any]) -> list[dict[str, An
     return _provider(ctx, "conntrack")(params.get("service") or None)
 
 
+@method("events.recent")
+def _events_recent(ctx: CallContext, params: dict[str, Any]) -> list[dict[str, Any]]:
+    """The newest events (endpoint and service health...), newest first."""
+    provider = ctx.state.get("events")
+    if provider is None:
+        return []
+    return provider(int(params.get("limit", 100)), params.get("type") or None)
+
+
 @method("ct.list")
 def _ct_list(ctx: CallContext, params: dict[str, Any]) -> list[dict[str, Any]]:
     """Sessions, filtered as an operator would: by service, and by a client or endpoint
