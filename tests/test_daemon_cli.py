@@ -221,3 +221,20 @@ def test_kill_9_during_commit_leaves_old_or_new(daemon: Daemon) -> None:
         if len(names) > 1:
             return
     pytest.fail("the commit never completed even with the longest delay")
+
+
+def test_identified_read_only_session_is_refused_changes(daemon: Daemon) -> None:
+    with daemon.client() as client:
+        hello = client.call("session.identify", user="bob", **{"read-only": True})
+        assert hello["user"] == "bob" and hello["read-only"] is True
+        with pytest.raises(RemoteError) as info:
+            client.call("lb.add", service={"name": "x", "vip": "198.18.0.1", "port": 80})
+        assert info.value.type == "AccessDenied"
+        client.call("session.identify", user="bob", **{"read-only": False})
+        with pytest.raises(RemoteError):  # privileges only go down
+            client.call("lb.add", service={"name": "x", "vip": "198.18.0.1", "port": 80})
+    with daemon.client() as client:
+        client.call("session.identify", user="alice", interface="console")
+        client.call("lb.add", service={"name": "x", "vip": "198.18.0.1", "port": 80})
+    assert daemon.cli_json("config", "history")[0]["user"] == "alice"
+    assert daemon.cli_json("config", "history")[0]["interface"] == "console"

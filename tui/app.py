@@ -76,12 +76,16 @@ class SluiceConsole(App[int]):
         timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
         super().__init__()
-        self.client = AsyncControlClient(socket, timeout)
+        env_ro = os.environ.get("SLUICE_CONSOLE_READ_ONLY", "") not in ("", "0")
+        ssh_user = os.environ.get("SLUICE_CONSOLE_USER")
+        # Over SSH the daemon would see root: name the logged-in user, so the daemon records
+        # them in history and enforces their role (read-only sessions refuse changes).
+        identity = {"user": ssh_user, "read-only": env_ro} if ssh_user else None
+        self.client = AsyncControlClient(socket, timeout, identity)
         self.poll_interval = poll_interval
         self.sources = sources if sources is not None else default_sources()
         # The daemon decides read-only per session; an SSH login of a read-only user also
         # sets SLUICE_CONSOLE_READ_ONLY so the keys that edit are hidden from the start.
-        env_ro = os.environ.get("SLUICE_CONSOLE_READ_ONLY", "") not in ("", "0")
         self.read_only = bool(read_only) if read_only is not None else env_ro
         self.daemon_error: str | None = None
         self.status: dict[str, Any] | None = None

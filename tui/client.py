@@ -35,9 +35,17 @@ def is_unknown_method(exc: RemoteError) -> bool:
 
 
 class AsyncControlClient:
-    def __init__(self, path: str | Path | None = None, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self,
+        path: str | Path | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        identity: dict[str, Any] | None = None,
+    ) -> None:
         self.path = socket_path(str(path) if path else None)
         self.timeout = timeout
+        # Who the console acts for (an SSH login): told to every new daemon session first.
+        self.identity = identity
+        self._identified = 0  # the connection generation that was identified
         self.generation = 0  # incremented on each new connection (= new daemon session)
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
@@ -100,6 +108,9 @@ class AsyncControlClient:
         """One request; RemoteError if the daemon refused it, DaemonUnreachable otherwise."""
         if not self.connected:
             await self.connect()
+        if self.identity and self._identified != self.generation:
+            self._identified = self.generation
+            await self.call("session.identify", **self.identity)
         assert self._writer is not None
         request_id = next(self._ids)
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()

@@ -7,8 +7,8 @@ session (so resizes reach it as SIGWINCH), and asyncssh copies bytes between the
 and the master side, forwarding window-size changes to it.
 
 Users are the config's /sluice:management/user entries — the same users, password hashes
-and keys as NETCONF. A read-only user's console hides and refuses edits
-(SLUICE_CONSOLE_READ_ONLY); see `run_child` for why that is not yet enforced by the daemon.
+and keys as NETCONF. A read-only user's console hides edits, and the
+daemon refuses them: the console identifies its user and role (session.identify).
 """
 
 from __future__ import annotations
@@ -134,10 +134,8 @@ class ConsoleSSHServer:
             "TERM": process.get_terminal_type() or "vt100",
             "LANG": os.environ.get("LANG", "C.UTF-8"),
             "SLUICE_CONSOLE_USER": process.get_extra_info("username") or "",
-            # TODO(control socket): the console's daemon session runs as the daemon's Unix
-            # user, so the daemon cannot tell a read-only SSH user; until the socket lets a
-            # trusted peer open a session "as" a user with a role, this flag only makes the
-            # console hide and refuse edits.
+            # The console names this user and role to the daemon (session.identify): the
+            # daemon records the user in history and refuses a read-only user's changes.
             "SLUICE_CONSOLE_READ_ONLY": "1" if read_only else "0",
         }
         if self.socket:

@@ -75,6 +75,23 @@ def _hello(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
     return {"version": __version__, "session-id": s.id, "user": s.user, "read-only": s.read_only}
 
 
+@method("session.identify")
+def _identify(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
+    """A trusted local client (the SSH console, running as root for a logged-in user) names
+    the user it acts for: history records that user, and a read-only user's session refuses
+    every change. Privileges only go down: read-only cannot be lifted again."""
+    s = ctx.session
+    user = str(params.get("user") or "").strip()
+    if not user:
+        raise ConfigError("session.identify needs a user", [FieldError("user", "missing")])
+    if s.has_changes():
+        raise ConfigError("identify before editing: this session has uncommitted changes")
+    s.user = user
+    s.interface = str(params.get("interface") or "console")
+    s.read_only = s.read_only or bool(params.get("read-only", False))
+    return _hello(ctx, params)
+
+
 @method("status")
 def _status(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
     svc = ctx.session.service
