@@ -4,7 +4,7 @@
 VENV   ?= .venv
 PYTEST ?= $(VENV)/bin/pytest
 
-.PHONY: setup demo demo-stop test lint
+.PHONY: setup demo demo-stop test lint bundle image
 
 setup:
 	scripts/setup
@@ -21,3 +21,10 @@ test: setup
 
 lint: setup
 	$(VENV)/bin/ruff check .
+
+# The one-binary bundle (dist/sluice) and the appliance root-fs overlay (dist/sluice-rootfs.tar.gz).
+bundle: setup
+	image/build-bundle
+
+image: setup
+	image/build-image

@@ -42,14 +42,14 @@ log = logging.getLogger(__name__)
 DEFAULT_PORT = 2222
 # Run the console as its own process: a crash or a hang of one operator's console cannot
 # touch the daemon or other sessions.
-DEFAULT_CONSOLE_CMD = (sys.executable, "-m", "appliance.cli.main", "console")
-# Make the PTY slave the child's controlling terminal, then exec the console. Done in a
-# tiny exec'd shim rather than a preexec_fn: the daemon has threads, and code between fork
-# and exec in a threaded process must not take locks.
-_CTTY_SHIM = (
-    "import fcntl,os,sys,termios;"
-    "fcntl.ioctl(0,termios.TIOCSCTTY,0);"
-    "os.execvp(sys.argv[1],sys.argv[1:])"
+# `--take-tty` makes the PTY slave (its stdin) the console's controlling terminal: done by
+# the child itself rather than in a preexec_fn, since the daemon has threads and code between
+# fork and exec in a threaded process must not take locks. In the PyInstaller bundle
+# sys.executable is the `sluice` binary itself.
+DEFAULT_CONSOLE_CMD = (
+    (sys.executable, "console", "--take-tty")
+    if getattr(sys, "frozen", False)
+    else (sys.executable, "-m", "appliance.cli.main", "console", "--take-tty")
 )
 
 
@@ -144,7 +144,7 @@ class ConsoleSSHServer:
             if name in os.environ and name not in env:
                 env[name] = os.environ[name]
         child = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", _CTTY_SHIM, *self.console_cmd,
+            *self.console_cmd,
             stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True,
         )  # fmt: skip
         os.close(slave)

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from appliance import __version__
-from appliance.cli import config_cmds, dp, lb, run
+from appliance.cli import config_cmds, dp, lb, passwd, run
 from appliance.cli.output import EXIT_USAGE, fail, report_remote_error
 from appliance.control.client import ControlClient, DaemonUnreachable, RemoteError
 from appliance.control.protocol import socket_path
@@ -23,6 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_parser(sub)
 
     console = sub.add_parser("console", help="open the operator console")
+    # For the SSH console's children: make stdin (a PTY slave) the controlling terminal.
+    console.add_argument("--take-tty", action="store_true", help=argparse.SUPPRESS)
     console.set_defaults(func=cmd_console, local=True)
 
     status = sub.add_parser("status", help="daemon status")
@@ -32,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_parsers(sub)
     config_cmds.add_parsers(sub)
     dp.add_parsers(sub)
+    passwd.add_parser(sub)
     return parser
 
 
@@ -39,6 +42,11 @@ def cmd_console(args: argparse.Namespace) -> int:
     # Lazy: textual is heavy and only the console needs it.
     from tui.app import run_console
 
+    if args.take_tty:
+        import fcntl
+        import termios
+
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
     return run_console(socket_path(args.socket))
 
 

@@ -1,0 +1,55 @@
+"""`sluice passwd USER`: set an operator's password (the appliance's first-login step too).
+
+The password is hashed here, in the CLI process, so the clear text never crosses the control
+socket or reaches the config store; only the scrypt hash is committed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+
+from appliance.cli.output import EXIT_USAGE, fail
+from appliance.config.paths import MODULE
+from appliance.control.client import ControlClient
+
+MIN_LENGTH = 8
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("passwd", help="set an operator's password (creates the user if new)")
+    p.add_argument("user", help="login name")
+    p.add_argument("--role", choices=["read-only", "read-write"],
+                   help="also set the role (default: keep it; a new user is read-only)")
+    p.add_argument("--stdin", action="store_true",
+                   help="read the password from the first line of stdin (no prompt)")
+    p.set_defaults(func=cmd_passwd)  # fmt: skip
+
+
+def read_password(from_stdin: bool) -> str | None:
+    """The new password, asked twice on a terminal; None when the two differ."""
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    first = getpass.getpass("new password: ")
+    if getpass.getpass("again: ") != first:
+        return None
+    return first
+
+
+def cmd_passwd(client: ControlClient, args: argparse.Namespace) -> int:
+    from appliance.config.passwords import hash_password
+
+    password = read_password(args.stdin)
+    if password is None:
+        return fail("the passwords differ; nothing changed", EXIT_USAGE)
+    if len(password) < MIN_LENGTH:
+        return fail(f"a password needs at least {MIN_LENGTH} characters", EXIT_USAGE)
+    entry = {"name": args.user, "password-hash": hash_password(password)}
+    if args.role:
+        entry["role"] = args.role
+    path = f"/{MODULE}:management/user[name='{args.user}']"
+    client.call("config.edit", changes=[{"op": "merge", "path": path, "value": entry}])
+    result = client.call("config.commit", comment=f"password of {args.user} set")
+    print(f"password of {args.user} set (commit {result['commit-id']})")
+    return 0

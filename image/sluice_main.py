@@ -1,0 +1,8 @@
+"""Entry script of the PyInstaller bundle: the same as the `sluice` console script."""
+
+import sys
+
+from appliance.cli.main import main
+
+if __name__ == "__main__":
+    sys.exit(main())
