@@ -4,7 +4,7 @@
 VENV   ?= .venv
 PYTEST ?= $(VENV)/bin/pytest
 
-.PHONY: setup demo demo-stop test lint bundle image
+.PHONY: setup demo demo-stop test lint bundle image bench
 
 setup:
 	scripts/setup
@@ -28,3 +28,8 @@ bundle: setup
 
 image: setup
 	image/build-image
+
+# Side-by-side benchmarks (direct path, Sluice, nftables, HAProxy, nginx): ~7 minutes.
+bench: setup
+	scripts/setup --bench
+	$(VENV)/bin/python bench/run.py
