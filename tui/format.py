@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from appliance.endpoint_spec import EndpointSpecError, parse_endpoint
+
 DASH = "-"
 MODULE = "sluice"
 
@@ -261,28 +263,11 @@ def parse_port(text: str) -> tuple[int | None, int | None]:
 
 def parse_endpoints(text: str) -> list[dict[str, Any]]:
     """'198.18.1.1:80:5, [2001:db8::1]:80' -> [{address, port, weight?}, …]."""
-    out: list[dict[str, Any]] = []
-    for spec in (s.strip() for s in text.replace(" ", ",").split(",")):
-        if not spec:
-            continue
-        if spec.startswith("["):
-            end = spec.find("]")
-            if end < 0:
-                raise FieldSyntaxError(f"{spec}: missing ']' after the IPv6 address")
-            address, rest = spec[1:end], spec[end + 1 :].lstrip(":")
-        else:
-            address, _, rest = spec.partition(":")
-        fields = rest.split(":") if rest else []
-        if not fields or len(fields) > 2:
-            raise FieldSyntaxError(f"{spec}: give ADDRESS:PORT[:WEIGHT] ([v6]:PORT for IPv6)")
-        try:
-            endpoint: dict[str, Any] = {"address": address, "port": int(fields[0])}
-            if len(fields) == 2:
-                endpoint["weight"] = int(fields[1])
-        except ValueError:
-            raise FieldSyntaxError(f"{spec}: port and weight are numbers") from None
-        out.append(endpoint)
-    return out
+    specs = (s.strip() for s in text.replace(" ", ",").split(","))
+    try:
+        return [parse_endpoint(spec) for spec in specs if spec]
+    except EndpointSpecError as exc:
+        raise FieldSyntaxError(str(exc)) from None
 
 
 def endpoints_text(endpoints: list[dict[str, Any]]) -> str:

@@ -67,7 +67,7 @@ class Schema:
         elif isinstance(node, libyang.SLeaf):
             if _is_secret(node):
                 self.secret_leaves.add(path)
-            if node.type().base() in _JSON_NUMBER_TYPES:
+            if node.type().base() in JSON_NUMBER_TYPES:
                 self.integer_leaves.add(path)
         if hasattr(node, "children"):
             for child in node.children():
@@ -108,7 +108,7 @@ class Schema:
         return explicit, effective
 
 
-_JSON_NUMBER_TYPES = {
+JSON_NUMBER_TYPES = {
     libyang.Type.INT8,
     libyang.Type.INT16,
     libyang.Type.INT32,

@@ -13,19 +13,12 @@ from typing import Any
 import libyang
 from libyang.util import c2str
 
-from appliance.config.schema import Schema
+from appliance.config.schema import JSON_NUMBER_TYPES, Schema
 
 CONTAINER, LIST, LEAF, LEAF_LIST = "container", "list", "leaf", "leaf-list"
 INT, BOOL, STR = "int", "bool", "str"
 
-_INTS = {
-    libyang.Type.INT8,
-    libyang.Type.INT16,
-    libyang.Type.INT32,
-    libyang.Type.UINT8,
-    libyang.Type.UINT16,
-    libyang.Type.UINT32,
-}
+_INTS = JSON_NUMBER_TYPES  # the integer types JSON encodes as numbers
 
 
 @dataclass
