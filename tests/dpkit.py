@@ -189,3 +189,19 @@ def wait_for(check: Callable[[], Any], timeout: float = 5.0, step: float = 0.05)
             return last
         time.sleep(step)
     raise AssertionError(f"condition not met within {timeout}s (last: {last!r})")
+
+
+@pytest.fixture
+def lb_daemon(netkit: kit.Topology, tmp_path: Any) -> Iterator[tuple[LbNet, Any]]:
+    """A real `sluice run --datapath on` inside the LB namespace of a two-backend topology
+    (no servers started: each test decides what its backends run)."""
+    pytest.importorskip("bcc", reason="needs bcc (python3-bpfcc)")
+    from daemonkit import Daemon
+
+    net = build_lbnet(netkit, n_backends=2, servers=False)
+    d = Daemon(tmp_path, datapath="on", pin_dir=netkit.pin_dir("daemon"), netns=net.lb.ns)
+    d.start(timeout=60)
+    try:
+        yield net, d
+    finally:
+        d.stop()

@@ -11,13 +11,11 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import netkit as kit
 import pytest
 from daemonkit import Daemon
-from dpkit import HTTP_PORT, VIP4, LbNet, backend_addr, build_lbnet, wait_for
+from dpkit import HTTP_PORT, VIP4, LbNet, backend_addr, wait_for
 
 from appliance.config.passwords import hash_password
 
@@ -35,28 +33,16 @@ def _apply(d: Daemon, tmp: Path, doc: dict) -> None:
     assert res.returncode == 0, res.stderr
 
 
-@pytest.fixture
-def running(netkit: kit.Topology, tmp_path: Path) -> Iterator[tuple[LbNet, Daemon]]:
-    pytest.importorskip("bcc", reason="needs bcc (python3-bpfcc)")
-    net = build_lbnet(netkit, n_backends=2, servers=False)
-    d = Daemon(tmp_path, datapath="on", pin_dir=netkit.pin_dir("e2e"), netns=net.lb.ns)
-    d.start(timeout=60)
-    try:
-        _apply(d, tmp_path, {"datapath": {"interface": [{"name": i} for i in net.interfaces]}})
-        yield net, d
-    finally:
-        d.stop()
-
-
 def _health(d: Daemon, address: str) -> str:
     rows = d.cli_json("ep", "list", "--service", "web")
     return next(r["state"]["health"] for r in rows if r["address"] == address)
 
 
 def test_dead_endpoint_leaves_traffic_and_comes_back(
-    running: tuple[LbNet, Daemon], tmp_path: Path
+    lb_daemon: tuple[LbNet, Daemon], tmp_path: Path
 ) -> None:
-    net, d = running
+    net, d = lb_daemon
+    _apply(d, tmp_path, {"datapath": {"interface": [{"name": i} for i in net.interfaces]}})
     servers = [b.start_http_server(HTTP_PORT) for b in net.backends]
     probe = {"type": "tcp", "interval": INTERVAL, "timeout": TIMEOUT, "retries": RETRIES,
              "successes-before-up": 1}  # fmt: skip
@@ -114,9 +100,10 @@ with manager.connect(host="127.0.0.1", port=int(port), username="oss", password=
 
 
 def test_service_provisioned_over_netconf_carries_traffic(
-    running: tuple[LbNet, Daemon], tmp_path: Path
+    lb_daemon: tuple[LbNet, Daemon], tmp_path: Path
 ) -> None:
-    net, d = running
+    net, d = lb_daemon
+    _apply(d, tmp_path, {"datapath": {"interface": [{"name": i} for i in net.interfaces]}})
     for b in net.backends:
         b.start_http_server(HTTP_PORT)
     user = {"name": "oss", "role": "read-write", "password-hash": hash_password(PASSWORD)}

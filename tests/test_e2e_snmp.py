@@ -11,13 +11,11 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import netkit as kit
 import pytest
 from daemonkit import Daemon
-from dpkit import HTTP_PORT, VIP4, LbNet, backend_addr, build_lbnet, wait_for
+from dpkit import HTTP_PORT, VIP4, LbNet, backend_addr, wait_for
 from snmpkit import have_tools, parse_walk, string_index
 
 pytestmark = [
@@ -32,18 +30,6 @@ PACKETS, OPER_STATE = 13, 10
 ENDPOINT_STATE_CHANGE = "1.3.6.1.4.1.32473.0.1"  # sluiceEndpointStateChange
 
 
-@pytest.fixture
-def running(netkit: kit.Topology, tmp_path: Path) -> Iterator[tuple[LbNet, Daemon]]:
-    pytest.importorskip("bcc", reason="needs bcc (python3-bpfcc)")
-    net = build_lbnet(netkit, n_backends=2, servers=False)
-    d = Daemon(tmp_path, datapath="on", pin_dir=netkit.pin_dir("snmp"), netns=net.lb.ns)
-    d.start(timeout=60)
-    try:
-        yield net, d
-    finally:
-        d.stop()
-
-
 def in_lb(net: LbNet, *cmd: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["nsenter", f"--net=/run/netns/{net.lb.ns}", *cmd],
                           capture_output=True, text=True, timeout=timeout)  # fmt: skip
@@ -56,9 +42,9 @@ def snmpget(net: LbNet, oid: str) -> str | None:
 
 
 def test_counters_follow_traffic_and_traps_follow_health(
-    running: tuple[LbNet, Daemon], tmp_path: Path
+    lb_daemon: tuple[LbNet, Daemon], tmp_path: Path
 ) -> None:
-    net, d = running
+    net, d = lb_daemon
     servers = [b.start_http_server(HTTP_PORT) for b in net.backends]
     conf = tmp_path / "snmptrapd.conf"
     conf.write_text(f"authCommunity log {COMMUNITY}\ndisableAuthorization no\n")
