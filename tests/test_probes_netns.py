@@ -245,7 +245,8 @@ def test_https_probe(net: Net, prober_loop: NsLoop, tmp_path: Path) -> None:
             )
             assert not status.ok and status.error == "status 200, expected 204"
         finally:
-            server.close()
+            # asyncio servers are not thread-safe: close it on its own loop.
+            backend.call(server.close)
             backend.run(server.wait_closed())
     assert not probe(prober_loop, "https", V4, 8443, ca_bundle=pki["ca"], **client).ok
 
