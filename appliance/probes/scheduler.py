@@ -93,7 +93,7 @@ class Prober:
         self.concurrency = concurrency
         self.time_scale = time_scale
         self.jitter = jitter
-        # Up by default (like haproxy and keepalived): a daemon restart must not take every
+        # Up by default (as keepalived does): a daemon restart must not take every
         # endpoint out of service until it has been probed again.
         self.initial_state = initial_state
         self._runner = runner

@@ -16,7 +16,7 @@ from appliance.probes.base import MAX_READ, ProbeResult, ProbeSpec, describe, fa
 
 # SO_LINGER on with 0 s: close() sends RST instead of FIN. A prober that connects 10,000
 # times a second would otherwise leave as many sockets in TIME_WAIT and run out of source
-# ports; haproxy's health checks close the same way.
+# ports; common L4 health checkers close the same way.
 _LINGER_RST = struct.pack("ii", 1, 0)
 
 
