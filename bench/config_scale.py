@@ -23,22 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from daemonkit import SLUICE, Daemon
+from scale_config import services
 
 from appliance.config.paths import service_path
-
-
-def services(n: int, endpoints: int) -> list[dict]:
-    return [
-        {
-            "name": f"svc{i}",
-            "vip": f"198.18.{i // 250}.{i % 250 + 1}",
-            "port": 80,
-            "endpoint": [
-                {"address": f"198.19.{j}.{i % 250 + 1}", "port": 8080} for j in range(endpoints)
-            ],
-        }
-        for i in range(n)
-    ]
 
 
 def one_run(n: int, endpoints: int) -> dict[str, float]:

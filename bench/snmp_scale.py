@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from scale_config import services
 from snmpkit import FakeState, LoopThread, free_udp_port, snmp
 
 from appliance.config import ConfigService
@@ -38,21 +39,6 @@ from northbound.snmp import SnmpAgent
 COMMUNITY = "bench-ro"
 SVC_TABLE = "1.3.6.1.4.1.32473.1.2"
 EP_TABLE = "1.3.6.1.4.1.32473.1.3"
-
-
-def services(n: int, endpoints: int) -> list[dict]:
-    return [
-        {
-            "name": f"svc{i}",
-            "vip": f"198.18.{i // 250}.{i % 250 + 1}",
-            "port": 80,
-            "endpoint": [
-                {"address": f"198.19.{j}.{i % 250 + 1}", "port": 8080 + i // 250}
-                for j in range(endpoints)
-            ],
-        }
-        for i in range(n)
-    ]
 
 
 def pct(values: list[float], q: float) -> float:
@@ -152,6 +138,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         port = free_udp_port()
+        catalogue = services(args.services, args.endpoints, spread_ports=True)
         config = ConfigService(Store(Path(tmp) / "config.db"))
         t0 = time.perf_counter()
         with config.open_session("bench", "bench") as s:
@@ -170,7 +157,7 @@ def main() -> None:
                     {
                         "op": "merge",
                         "path": "/sluice:load-balancer",
-                        "value": {"service": services(args.services, args.endpoints)},
+                        "value": {"service": catalogue},
                     },
                 ]
             )
