@@ -29,6 +29,7 @@
 #include "lib/select.h"
 #include "lib/fwd.h"
 #include "lib/icmp_err.h"
+#include "lib/pmtu.h"
 
 static __always_inline void count(struct pkt *p, __u32 svc_id, __u32 ep_id, int new_flow)
 {
@@ -230,4 +231,13 @@ int sluice_icmp_err(struct __sk_buff *skb)
     if (parse_packet(skb, &p) != PARSE_OK || !p.icmp_err)
         return TC_ACT_OK;
     return handle_icmp_error(skb, &p);
+}
+
+// Tail-call target for packets too big for their egress link (lib/pmtu.h).
+int sluice_too_big(struct __sk_buff *skb)
+{
+    struct pkt p = {};
+    if (parse_packet(skb, &p) != PARSE_OK)
+        return TC_ACT_OK;
+    return handle_too_big(skb, &p);
 }

@@ -34,7 +34,8 @@ MAPS = {
     "allow_map": "allow", "svc_stats": "svcst", "ep_stats": "epst", "svc_active": "svcact",
     "ep_active": "epact", "jmp_map": "jmp",
 }  # fmt: skip
-JMP_ICMP_ERR = 0  # bpf/lib/consts.h
+# Tail-call targets: bpf/lib/consts.h JMP_* -> the function in bpf/lb.c.
+TAIL_CALLS = {0: "sluice_icmp_err", 1: "sluice_too_big"}
 
 
 class DatapathUnavailable(Exception):
@@ -101,6 +102,12 @@ class Program:
                 "(restart with --cleanup to resize)",
                 extra={"pinned": existing_ct.max_entries, "configured": self.ct_capacity},
             )
+        jmp = self._pinned_info("jmp")
+        if jmp and jmp.max_entries != len(TAIL_CALLS):
+            # An older program's prog array (fewer targets): it holds only program fds we
+            # rewrite below, so a fresh one loses nothing. The attached old program keeps
+            # its own reference until the filter is replaced.
+            (self.pin_root / f"jmp{LAYOUT_SUFFIX}").unlink()
         text = (
             f'#define PIN_ROOT "{self.pin_root}"\n'
             f"#define CT_CAPACITY {self.ct_capacity}\n" + inline_source(BPF_DIR / "lb.c")
@@ -110,9 +117,10 @@ class Program:
             self.bpf = BPF(text=text.encode())
             self.fn = self.bpf.load_func(PROGRAM.encode(), BPF.SCHED_CLS)
             # Tail-call targets first, so the attached program never jumps into nothing.
-            icmp = self.bpf.load_func(b"sluice_icmp_err", BPF.SCHED_CLS)
-            jmp = self.bpf[b"jmp_map"]
-            jmp[jmp.Key(JMP_ICMP_ERR)] = jmp.Leaf(icmp.fd)
+            table = self.bpf[b"jmp_map"]
+            for index, name in TAIL_CALLS.items():
+                target = self.bpf.load_func(name.encode(), BPF.SCHED_CLS)
+                table[table.Key(index)] = table.Leaf(target.fd)
         except Exception as exc:
             raise DatapathUnavailable(f"loading {PROGRAM}: {exc}") from exc
         self.compile_seconds = time.monotonic() - started

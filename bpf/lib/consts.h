@@ -19,8 +19,9 @@
 #endif
 
 // Tail calls (jmp_map): a second program keeps the main one under the 512-byte stack.
-#define JMP_ICMP_ERR      0
-#define JMP_MAX           1
+#define JMP_ICMP_ERR      0          // lib/icmp_err.h
+#define JMP_TOO_BIG       1          // lib/pmtu.h
+#define JMP_MAX           2
 
 // Algorithms (svc_info.algo)
 #define ALG_RR            0
