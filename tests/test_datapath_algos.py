@@ -51,6 +51,37 @@ def test_least_connections_prefers_the_idle_endpoint(lbnet: LbNet) -> None:
     hold.wait(5)
 
 
+SPRAY = """
+import socket, sys
+vip, n = sys.argv[1], int(sys.argv[2])
+socks = []
+for _ in range(n):  # one datagram from each of n source ports: n new flows, none ends
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.sendto(b"x", (vip, 53))
+    socks.append(s)
+"""
+
+
+def test_least_connections_beyond_one_scan_window_spreads_over_every_endpoint(
+    lbnet: LbNet,
+) -> None:
+    # 40 endpoints: more than the 32 slots one new flow scans. Nothing answers (ports
+    # 6000-6039 are closed); the flows exist in conntrack all the same and stay active.
+    svc = service("lcw", port=53, proto="udp", backends=(1,), algorithm="least-connections")
+    svc["endpoint"] = [dict(svc["endpoint"][0], port=6000 + i) for i in range(40)]
+    lbnet.set(svc)
+    res = lbnet.client.run(["python3", "-c", SPRAY, VIP4, "400"], timeout=20)
+    assert res.returncode == 0, res.stderr
+    flows = wait_for(lambda: (rows := lbnet.rec.conntrack("lcw")) and len(rows) >= 400 and rows)
+    per_ep: dict[str, int] = {}
+    for row in flows:
+        per_ep[row["endpoint"]] = per_ep.get(row["endpoint"], 0) + 1
+    # Each window is drawn in proportion to its size and balanced inside: ~10 flows each
+    # (a window's share varies by a few flows; 6..14 is > 4 standard deviations).
+    assert len(per_ep) == 40, sorted(per_ep)
+    assert min(per_ep.values()) >= 6 and max(per_ep.values()) <= 14, per_ep
+
+
 def test_maglev_moves_only_the_removed_endpoints_flows(lbnet: LbNet) -> None:
     svc = service("mg", port=53, proto="udp", ep_port=5353, algorithm="maglev")
     lbnet.set(svc)

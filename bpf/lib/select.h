@@ -47,18 +47,27 @@ static __always_inline int ep_eligible(__u32 ep_id, __u32 svc_id)
     return e && e->svc_id == svc_id && (e->flags & EP_F_ELIGIBLE);
 }
 
+// Exact for services with up to LC_SCAN slots. A bigger service is cut into windows of
+// LC_SCAN consecutive slots; each new flow scans the window of a random slot (so a window is
+// chosen in proportion to its size and every endpoint gets its share) and takes its least
+// loaded endpoint. The per-flow cost stays bounded (two lookups a slot; the verifier will
+// not take a longer or differently shaped loop here).
 static __always_inline __u32 select_leastconn(struct svc_info *s)
 {
+    __u32 n = s->n_slots;
+    __u32 base = 0;
+    if (n > LC_SCAN)
+        base = (bpf_get_prandom_u32() % n) / LC_SCAN * LC_SCAN;
     __u32 best = 0;
     __s64 best_n = 0x7fffffffffffffffLL;
     for (__u32 i = 0; i < LC_SCAN; i++) {
-        if (i >= s->n_slots)
+        if (base + i >= n)
             break;
-        __u32 id = sel_slot(s, i);
+        __u32 id = sel_slot(s, base + i);
         if (!id)
             continue;
-        __s64 *n = ep_active.lookup(&id);
-        __s64 v = n ? *n : 0;
+        __s64 *c = ep_active.lookup(&id);
+        __s64 v = c ? *c : 0;
         if (v < best_n) {
             best_n = v;
             best = id;
