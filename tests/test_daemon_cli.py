@@ -53,6 +53,10 @@ def test_lb_lifecycle(daemon: Daemon) -> None:
     deleted = daemon.cli("lb", "del", "web6")
     assert deleted.returncode == 0 and "deleted" in deleted.stdout
     assert [s["name"] for s in daemon.cli_json("lb", "list")] == ["web"]
+    with daemon.client() as client:  # the console's poll: no endpoint lists, only counts
+        (brief,) = client.call("lb.list", brief=True)
+    assert "endpoint" not in brief and brief["endpoint-count"] == 2
+    assert brief["name"] == "web" and brief["algorithm"] == "maglev"
     history = daemon.cli_json("config", "history")
     assert [h["id"] for h in history] == [4, 3, 2, 1]
     assert history[-1]["comment"] == "first service" and history[-1]["interface"] == "cli"
@@ -203,7 +207,7 @@ def test_kill_9_during_commit_leaves_old_or_new(daemon: Daemon) -> None:
          "endpoint": [{"address": f"198.19.{j}.{i % 250 + 1}", "port": 8080} for j in range(8)]}
         for i in range(5000)
     ]  # fmt: skip
-    for delay in (0.3, 0.8, 1.5):
+    for delay in (0.3, 0.8, 1.5, 3.0, 6.0):  # longer ones for a loaded machine
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.connect(str(daemon.socket))
         sock.sendall(

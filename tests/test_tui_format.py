@@ -91,3 +91,11 @@ def test_rates_from_counters() -> None:
     # A counter reset (daemon restart) gives no rate rather than a negative one.
     assert meter.rates("web", {"packets": 5, "bytes": 50}, 13.0)["packets"] is None
     assert meter.rates("web", None, 14.0) == {"packets": None, "bytes": None}
+
+
+def test_slow_refreshes_stretch_the_poll_interval() -> None:
+    from tui.app import POLL_DUTY, next_poll_at
+
+    assert next_poll_at(100.0, 99.9, 2.0) == 100.0  # quick: the timer's 2 s pace
+    # 1 s per refresh: at most 1 s in POLL_DUTY, so the next one waits until then.
+    assert next_poll_at(101.0, 100.0, 2.0) == 101.0 + POLL_DUTY - 2.0

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,15 @@ from tui.screens.interfaces import InterfacesScreen
 from tui.screens.service_form import ServiceForm
 from tui.screens.services import ServicesScreen
 from tui.screens.sessions import SessionsScreen
+
+# At most one second in POLL_DUTY is spent refreshing from the daemon.
+POLL_DUTY = 5
+
+
+def next_poll_at(now: float, started: float, interval: float) -> float:
+    """When the timer may refresh again after a refresh that ran from ``started`` to ``now``:
+    quick refreshes keep the timer's pace, a slow one (a very big config) stretches it."""
+    return now + max(0.0, (now - started) * POLL_DUTY - interval)
 
 
 class SluiceConsole(App[int]):
@@ -95,11 +105,12 @@ class SluiceConsole(App[int]):
         self.selected_service: str | None = None  # services -> endpoints hand-over
         self._polling = False
         self._generation = 0
+        self._next_poll = 0.0  # monotonic; the timer skips ticks until then
 
     # -- life cycle ----------------------------------------------------------------------
     def on_mount(self) -> None:
         self.switch_mode("dashboard")
-        self.set_interval(self.poll_interval, self.poll)
+        self.set_interval(self.poll_interval, self._tick)
 
     async def on_unmount(self) -> None:
         await self.client.close()
@@ -135,12 +146,18 @@ class SluiceConsole(App[int]):
         if isinstance(self.screen, ConsoleScreen):
             self.screen.show_app_state()
 
+    def _tick(self) -> None:
+        if time.monotonic() >= self._next_poll:
+            self.poll()
+
     def poll(self) -> None:
+        """Refresh now (after an action too); the timer's own refreshes are throttled."""
         if not self._polling:
             self._polling = True
             self.run_worker(self._poll(), group="poll", exit_on_error=False)
 
     async def _poll(self) -> None:
+        started = time.monotonic()
         try:
             if not self.client.connected or not self.user:
                 hello = await self.call("hello")
@@ -164,6 +181,9 @@ class SluiceConsole(App[int]):
             self.notify(str(exc), severity="error")
         finally:
             self._polling = False
+            # A big config makes a refresh slow (daemon and console both): keep the time
+            # spent refreshing to at most 1/POLL_DUTY of the wall clock.
+            self._next_poll = next_poll_at(time.monotonic(), started, self.poll_interval)
             screen = self.screen
             if isinstance(screen, ConsoleScreen):
                 screen.show_app_state()

@@ -72,9 +72,16 @@ def port_text(svc: dict[str, Any]) -> str:
     return f"{port}-{end}" if end is not None else str(port)
 
 
+def endpoint_count(svc: dict[str, Any]) -> int:
+    """Endpoints of a service, from a full or a brief (``lb.list brief``) listing."""
+    if "endpoint-count" in svc:
+        return int(svc["endpoint-count"])
+    return len(svc.get("endpoint", []))
+
+
 def endpoint_health(svc: dict[str, Any]) -> str:
     """'up 2/3' from the service's state, or the endpoint count when nothing is probed."""
-    total = len(svc.get("endpoint", []))
+    total = endpoint_count(svc)
     state = svc.get("state") or {}
     if "endpoints-up" in state:
         return f"{state.get('oper-status', '?')} {state['endpoints-up']}/{total}"

@@ -42,7 +42,7 @@ class DashboardScreen(ConsoleScreen):
 
     async def refresh_data(self) -> None:
         try:
-            services: list[dict[str, Any]] = await self.console.call("lb.list")
+            services: list[dict[str, Any]] = await self.console.call("lb.list", brief=True)
         except DaemonUnreachable:
             return
         self.show_services(services, time.monotonic())

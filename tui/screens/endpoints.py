@@ -57,7 +57,7 @@ class EndpointsScreen(ConsoleScreen):
     async def refresh_data(self) -> None:
         app = self.console
         try:
-            services = await app.call("lb.list")
+            services = await app.call("lb.list", brief=True)
             self.services = sorted(s["name"] for s in services)
             if app.selected_service not in self.services:
                 app.selected_service = self.services[0] if self.services else None

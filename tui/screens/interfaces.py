@@ -62,7 +62,7 @@ class InterfacesScreen(ConsoleScreen):
         app = self.console
         note = self.query_one("#if-note", Label)
         try:
-            services = await app.call("lb.list")
+            services = await app.call("lb.list", brief=True)
             try:
                 dp = await app.call("dp.status")
             except RemoteError as exc:

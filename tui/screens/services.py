@@ -10,7 +10,7 @@ from textual.containers import Horizontal
 from textual.widgets import DataTable, Input, Label
 
 from tui.client import DaemonUnreachable, RemoteError
-from tui.format import DASH, endpoint_health, port_text, service_path
+from tui.format import DASH, endpoint_count, endpoint_health, port_text, service_path
 from tui.screens.base import ConsoleScreen
 from tui.screens.confirm import ConfirmScreen
 from tui.screens.service_form import ServiceForm
@@ -91,7 +91,7 @@ class ServicesScreen(ConsoleScreen):
 
     async def refresh_data(self) -> None:
         try:
-            self.running = await self.console.call("lb.list")
+            self.running = await self.console.call("lb.list", brief=True)
         except DaemonUnreachable:
             return
         self.show_rows()
@@ -117,7 +117,7 @@ class ServicesScreen(ConsoleScreen):
                         port_text(svc) or DASH,
                         svc.get("mode", "default"),
                         svc.get("algorithm", "round-robin"),
-                        endpoint_health(svc) if svc.get("state") else len(svc.get("endpoint", [])),
+                        endpoint_health(svc) if svc.get("state") else endpoint_count(svc),
                         svc.get("admin-state", "enabled"),
                     ),
                 )
