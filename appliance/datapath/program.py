@@ -1,4 +1,4 @@
-"""The eBPF program and its maps: the only module of the appliance that imports bcc.
+"""The eBPF program and its maps: with ctwalk (batch map walks), the only module that imports bcc.
 
 ``Program`` compiles bpf/lb.c once (bcc, at run time), loads the TC classifier, opens the
 maps pinned under the pin root (creating and pinning them on first use, reusing them after
