@@ -9,6 +9,8 @@ the UDP socket never learns the smaller MTU.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from dpkit import SNAT4, SNAT6, UDP_PORT, VIP4, VIP6, LbNet, service
 
@@ -99,3 +101,25 @@ def test_packets_that_fit_are_untouched_by_the_narrow_route(lbnet: LbNet) -> Non
     lbnet.set(*services("default", "udp", 53, UDP_PORT))
     for vip in (VIP4, VIP6):
         assert lbnet.client.udp_request(vip, 53, b"y" * 1300) == b"y" * 1300
+
+
+def test_an_older_smaller_pinned_tail_call_table_is_replaced(netkit: Any) -> None:
+    # An upgrade from a build with one tail call: its pinned prog array has one slot, and
+    # bcc would silently reuse it (the too-big target could then never be installed).
+    pytest.importorskip("bcc", reason="needs bcc (python3-bpfcc)")
+    from bcc import BPF
+
+    from appliance.datapath.program import LAYOUT_SUFFIX, TAIL_CALLS, Program
+
+    pins = netkit.pin_dir("upgrade")
+    table = f'BPF_TABLE_PINNED("prog", int, int, jmp_map, 1, "{pins}/jmp{LAYOUT_SUFFIX}");'
+    old = BPF(text=table.encode())
+    old.cleanup()
+    prog = Program(pins, ct_capacity=4096)
+    try:
+        assert prog._pinned_info("jmp").max_entries == 1
+        prog.load()
+        assert prog.map_capacity("jmp_map") == len(TAIL_CALLS) == 2
+    finally:
+        prog.close()
+        prog.remove_pins()
