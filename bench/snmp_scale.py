@@ -34,6 +34,7 @@ from snmpkit import FakeState, LoopThread, free_udp_port, snmp
 from appliance.config import ConfigService
 from appliance.config.paths import service_path
 from appliance.config.store import Store
+from appliance.daemon import freeze_heap
 from northbound.snmp import SnmpAgent
 
 COMMUNITY = "bench-ro"
@@ -129,9 +130,10 @@ def main() -> None:
         "--reps", default="50,500", help="snmpbulkwalk max-repetitions (-Cr), comma-separated"
     )
     ap.add_argument(
-        "--gc-freeze",
-        action="store_true",
-        help="gc.freeze() once the config is loaded, as a daemon could at start-up",
+        "--no-gc-freeze",
+        dest="gc_freeze",
+        action="store_false",
+        help="skip the daemon's gc.freeze() after loading the config (to compare)",
     )
     args = ap.parse_args()
     reps_list = [int(r) for r in str(args.reps).split(",")]
@@ -180,10 +182,7 @@ def main() -> None:
         target = f"127.0.0.1:{port}"
 
         if args.gc_freeze:
-            # Moves everything alive now (the loaded config) out of the collector's reach:
-            # later full passes scan only what was allocated since.
-            gc.collect()
-            gc.freeze()
+            freeze_heap()  # what the daemon does once it has loaded the config
         gc_pauses = GcPauses()
         lags: list[float] = []
         stop_lag = asyncio.Event()

@@ -242,3 +242,23 @@ def test_identified_read_only_session_is_refused_changes(daemon: Daemon) -> None
         client.call("lb.add", service={"name": "x", "vip": "198.18.0.1", "port": 80})
     assert daemon.cli_json("config", "history")[0]["user"] == "alice"
     assert daemon.cli_json("config", "history")[0]["interface"] == "console"
+
+
+def test_a_bulk_commit_freezes_the_heap_a_small_one_does_not() -> None:
+    import gc
+
+    from appliance.config import Diff
+    from appliance.daemon import BULK_COMMIT, freeze_after_bulk_commit
+
+    gc.unfreeze()
+    try:
+        small = Diff()
+        small.services_added = {f"s{i}": {} for i in range(10)}
+        freeze_after_bulk_commit(small)
+        assert gc.get_freeze_count() == 0
+        bulk = Diff()
+        bulk.services_added = {f"s{i}": {} for i in range(BULK_COMMIT)}
+        freeze_after_bulk_commit(bulk)
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
