@@ -4,7 +4,7 @@
 VENV   ?= .venv
 PYTEST ?= $(VENV)/bin/pytest
 
-.PHONY: setup demo demo-stop test lint bundle image bench
+.PHONY: setup demo demo-stop test lint bundle image bench vm vm-test
 
 setup:
 	scripts/setup
@@ -33,3 +33,13 @@ image: setup
 bench: setup
 	scripts/setup --bench
 	$(VENV)/bin/python bench/run.py
+
+# A bootable VM disk of the image (dist/sluice-vm.raw + kernel + initrd; see image/README.md)
+# and the test that boots it: first boot, first serial login, the console (minutes).
+vm: setup
+	scripts/setup --vm
+	image/build-image
+	image/build-vm
+
+vm-test: vm
+	SLUICE_VM_TEST=1 $(PYTEST) -q -m vm tests/test_image_boot.py
