@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import asyncssh
@@ -114,12 +116,76 @@ def test_start_from_config(tmp_path: Path) -> None:
             self.sections_effective = {"management": {"console-ssh": settings}}
             self.sections: dict = {}
 
+        def subscribe(self, callback: object) -> None: ...
+
+        def unsubscribe(self, callback: object) -> None: ...
+
     async def body() -> None:
-        assert await start_from_config(FakeService({"enabled": False}), tmp_path) is None
-        server = await start_from_config(
+        door = await start_from_config(FakeService({"enabled": False}), tmp_path)
+        assert door.server is None and door.port is None
+        await door.close()
+        door = await start_from_config(
             FakeService({"enabled": True, "port": 0, "address": ["127.0.0.1"]}), tmp_path
         )
-        assert server is not None and server.port > 0
-        await server.close()
+        assert door.port is not None and door.port > 0
+        await door.close()
 
     asyncio.run(body())
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_the_console_door_follows_commits_and_keeps_open_sessions(tmp_path: Path) -> None:
+    from appliance.config import ConfigService
+    from appliance.config.store import Store
+
+    service = ConfigService(Store(tmp_path / "config.db"))
+    first, second = _free_port(), _free_port()
+
+    def commit(settings: dict) -> None:
+        with service.open_session("test", "test") as s:
+            s.edit([{"op": "merge", "path": "/sluice:management/console-ssh", "value": settings}])
+            s.commit("console-ssh")
+
+    async def until(cond: Callable[[], bool], timeout: float = 10) -> None:
+        deadline = time.monotonic() + timeout
+        while not cond():
+            assert time.monotonic() < deadline, "condition not met"
+            await asyncio.sleep(0.05)
+
+    async def body() -> None:
+        commit({"port": first, "address": ["127.0.0.1"]})
+        with service.open_session("test", "test") as s:
+            user = {"name": "alice", "password-hash": hash_password("s3cret", ln=4)}
+            s.edit([{"op": "merge", "path": "/sluice:management", "value": {"user": [user]}}])
+            s.commit("a user")
+        door = await start_from_config(service, tmp_path / "state")
+        try:
+            assert door.port == first and _listening(first)
+            async with asyncssh.connect(
+                "127.0.0.1", first, username="alice", password="s3cret", known_hosts=None
+            ) as conn:
+                # The commit runs off the loop, as on the daemon's worker thread.
+                await asyncio.to_thread(commit, {"port": second})
+                await until(lambda: door.port == second and _listening(second))
+                assert not _listening(first)
+                # The connection made before the move still opens sessions.
+                result = await asyncio.wait_for(conn.run(encoding=None), 10)
+                assert b"terminal" in (result.stderr or b"") + (result.stdout or b"")
+            await asyncio.to_thread(commit, {"enabled": False})
+            await until(lambda: door.server is None and not _listening(second))
+        finally:
+            await door.close()
+
+    asyncio.run(body())
+    service.store.close()

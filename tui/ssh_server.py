@@ -23,6 +23,7 @@ import struct
 import sys
 import termios
 from collections.abc import Callable
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
 
@@ -101,10 +102,15 @@ class ConsoleSSHServer:
             self.port = self._acceptor.get_port()
         log.info("console ssh listening", extra={"port": self.port})
 
-    async def close(self) -> None:
+    async def stop_listening(self) -> None:
+        """No new connections; sessions already open go on."""
         if self._acceptor is not None:
             self._acceptor.close()
             await self._acceptor.wait_closed()
+            self._acceptor = None
+
+    async def close(self) -> None:
+        await self.stop_listening()
         for child in list(self._children):
             with contextlib.suppress(ProcessLookupError):
                 child.terminate()
@@ -207,25 +213,112 @@ class _Auth(asyncssh.SSHServer):
         return user is not None and key_matches(user.authorized_keys, key)
 
 
-async def start_from_config(
-    config_service: Any, state_dir: str | Path, *, socket: str | Path | None = None
-) -> ConsoleSSHServer | None:
-    """Start the console SSH server as /sluice:management/console-ssh says (a front door).
-
-    None when it is disabled. Read once at start: a later change of port or addresses takes
-    a daemon restart (TODO: follow commits like the NETCONF server's follow_config).
-    """
+def settings_of(config_service: Any) -> tuple[bool, int, tuple[str, ...]]:
+    """(enabled, port, addresses) from /sluice:management/console-ssh (effective values)."""
     sections = getattr(config_service, "sections_effective", None) or {}
     settings = (sections.get("management") or {}).get("console-ssh") or {}
-    if not settings.get("enabled", True):
-        return None
-    addresses = list(settings.get("address") or [])
-    server = ConsoleSSHServer(
-        config_service,
-        state_dir,
+    return (
+        bool(settings.get("enabled", True)),
         int(settings.get("port", DEFAULT_PORT)),
-        host=addresses or None,  # asyncssh listens on each address of a list
-        socket=socket,
+        tuple(settings.get("address") or ()),
     )
-    await server.start()
-    return server
+
+
+class ConsoleSSHDoor:
+    """The console-ssh front door: listens where /sluice:management/console-ssh says and
+    follows commits that change it. Open console sessions outlive a move of the listener;
+    they end when their user quits or the daemon stops."""
+
+    def __init__(
+        self,
+        config_service: Any,
+        state_dir: str | Path,
+        *,
+        socket: str | Path | None = None,
+        worker: Executor | None = None,
+    ) -> None:
+        self.config_service = config_service
+        self.state_dir = state_dir
+        self.socket = socket
+        self.worker = worker  # where the running config is read (the daemon's config thread)
+        self.server: ConsoleSSHServer | None = None
+        self.current: tuple[bool, int, tuple[str, ...]] | None = None
+        self._retired: list[ConsoleSSHServer] = []  # moved listeners whose sessions live on
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closing = False
+
+    @property
+    def port(self) -> int | None:
+        return self.server.port if self.server else None
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        await self.reconfigure()
+        self.config_service.subscribe(self._on_commit)
+
+    async def reconfigure(self) -> None:
+        """Listen as the running config says now (nothing happens if it says the same)."""
+        loop = asyncio.get_running_loop()
+        wanted = await loop.run_in_executor(self.worker, settings_of, self.config_service)
+        if self._closing or wanted == self.current:
+            return
+        old, self.server = self.server, None
+        if old is not None:
+            await old.stop_listening()
+            self._retired.append(old)
+        self.current = wanted
+        enabled, port, addresses = wanted
+        if not enabled:
+            log.info("console ssh disabled")
+            return
+        server = ConsoleSSHServer(
+            self.config_service,
+            self.state_dir,
+            port,
+            host=list(addresses) or None,  # asyncssh listens on each address of a list
+            socket=self.socket,
+        )
+        try:
+            await server.start()
+        except OSError as exc:  # e.g. the port is taken: say so, keep the daemon running
+            log.error("console ssh cannot listen", extra={"port": port, "error": str(exc)})
+            return
+        self.server = server
+
+    def _on_commit(self, diff: Any) -> None:
+        """ConfigService subscriber (runs in the committing thread)."""
+        old, new = diff.sections_changed.get("management", (None, None))
+        if (old or {}).get("console-ssh") == (new or {}).get("console-ssh"):
+            return
+        if self._loop is None or self._closing:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed between check and call
+            self._loop.call_soon_threadsafe(self._spawn_reconfigure)
+
+    def _spawn_reconfigure(self) -> None:
+        task = asyncio.ensure_future(self.reconfigure())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        self._closing = True
+        self.config_service.unsubscribe(self._on_commit)
+        for task in list(self._tasks):
+            task.cancel()
+        for server in [*self._retired, *([self.server] if self.server else [])]:
+            await server.close()
+
+
+async def start_from_config(
+    config_service: Any,
+    state_dir: str | Path,
+    *,
+    socket: str | Path | None = None,
+    worker: Executor | None = None,
+) -> ConsoleSSHDoor:
+    """Start the console SSH front door (/sluice:management/console-ssh; it follows commits,
+    so a door that starts disabled can be enabled later)."""
+    door = ConsoleSSHDoor(config_service, state_dir, socket=socket, worker=worker)
+    await door.start()
+    return door

@@ -44,7 +44,9 @@ async def start_console_ssh(ctx: DaemonContext) -> Closable | None:
     """The operator console over SSH (/sluice:management/console-ssh, default port 2222)."""
     from tui.ssh_server import start_from_config
 
-    return await start_from_config(ctx.service, ctx.state_dir, socket=ctx.socket)
+    return await start_from_config(
+        ctx.service, ctx.state_dir, socket=ctx.socket, worker=ctx.worker
+    )
 
 
 FRONT_DOORS: list[tuple[str, Frontend]] = [

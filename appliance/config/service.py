@@ -16,6 +16,7 @@ transaction, and handed as a `Diff` to subscribers (the datapath reconciler, not
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import ipaddress
 import logging
@@ -206,6 +207,11 @@ class ConfigService:
     def subscribe(self, callback: Callable[[Diff], None]) -> None:
         """Call `callback(diff)` after every commit (in the committing thread)."""
         self._subscribers.append(callback)
+
+    def unsubscribe(self, callback: Callable[[Diff], None]) -> None:
+        """Stop calling `callback` (a front door that closes); unknown callbacks are ignored."""
+        with contextlib.suppress(ValueError):
+            self._subscribers.remove(callback)
 
     def _publish(self, diff: Diff) -> None:
         for callback in list(self._subscribers):
