@@ -11,7 +11,9 @@ What it proves, from the serial line alone (no NIC, no shell in the guest):
   3. `sluice console` draws its dashboard, and the daemon reports its eBPF datapath loaded;
   4. an ACPI power-button press shuts the appliance down cleanly (qemu exits by itself);
 then, reading the disk with debugfs (no mount): the admin-password-unset flag is gone, the
-first-boot flag and the database exist.
+first-boot flag and the database exist, admin's hash is in the running and startup config;
+  5. a second boot of the same disk opens the console directly (no first-boot step, no
+     password prompt) with the datapath loaded, and keeps admin's hash.
 
 Accelerator: KVM when the host has hardware KVM (kvm_intel/kvm_amd). Some nested hosts offer
 /dev/kvm from a paravirtual module (kvm_pvm) that cannot run a stock Debian kernel at a usable
@@ -21,6 +23,7 @@ overrides the choice.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
@@ -176,19 +179,15 @@ def _die_with_parent() -> None:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG)")
 
 
-@pytest.fixture
-def vm(tmp_path: Path) -> Iterator[tuple[Serial, Path, Path, float]]:
-    """A running VM on a copy of the built disk (dist/ stays at first boot); always killed."""
-    for p in (RAW, KERNEL, INITRD):
-        assert p.exists(), f"{p} missing: run `make vm` (image/build-vm) first"
+@contextlib.contextmanager
+def boot(disk: Path, workdir: Path, name: str) -> Iterator[tuple[Serial, Path, float]]:
+    """Boot `disk` in qemu: (serial line, QMP socket, deadline scale). Always killed."""
     qemu = shutil.which("qemu-system-x86_64")
     assert qemu, "qemu-system-x86_64 missing: run `scripts/setup --vm`"
-    disk = tmp_path / "disk.raw"
-    subprocess.run(["cp", "--sparse=always", str(RAW), str(disk)], check=True, timeout=300)
     accel = accelerator()
     # Deadlines: a TCG guest runs the same boot several times slower than KVM.
     scale = 1.0 if accel == "kvm" else 5.0
-    qmp_sock = tmp_path / "qmp.sock"
+    qmp_sock = workdir / f"qmp-{name}.sock"
     cmd = [
         qemu, "-accel", accel, "-m", "2048", "-smp", "2",
         "-display", "none", "-vga", "none", "-monitor", "none", "-serial", "stdio",
@@ -199,12 +198,12 @@ def vm(tmp_path: Path) -> Iterator[tuple[Serial, Path, Path, float]]:
         "-drive", f"file={disk},format=raw,if=virtio",
         "-append", "root=/dev/vda rw console=ttyS0 panic=-1",
     ]  # fmt: skip
-    print(f"booting with {accel}: {' '.join(cmd)}")
+    print(f"booting ({name}) with {accel}: {' '.join(cmd)}")
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)  # fmt: skip
-    serial = Serial(proc, tmp_path / "serial.log")
+    serial = Serial(proc, workdir / f"serial-{name}.log")
     try:
-        yield serial, disk, qmp_sock, scale
+        yield serial, qmp_sock, scale
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -212,9 +211,46 @@ def vm(tmp_path: Path) -> Iterator[tuple[Serial, Path, Path, float]]:
         serial.close()
 
 
+def power_off(serial: Serial, qmp_sock: Path, scale: float) -> None:
+    """The ACPI power button (logind powers off); -no-reboot makes qemu exit."""
+    reply = qmp(qmp_sock, "system_powerdown")
+    assert "return" in reply, reply
+    try:
+        serial.proc.wait(120 * scale)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the guest did not power off after the power button:\n" + serial.text()[-3000:])
+
+
+@pytest.fixture
+def disk(tmp_path: Path) -> Path:
+    """A copy of the built disk (dist/ stays at first boot)."""
+    for p in (RAW, KERNEL, INITRD):
+        assert p.exists(), f"{p} missing: run `make vm` (image/build-vm) first"
+    copy = tmp_path / "disk.raw"
+    subprocess.run(["cp", "--sparse=always", str(RAW), str(copy)], check=True, timeout=300)
+    return copy
+
+
 @pytest.mark.timeout(1800)
-def test_first_boot_and_first_serial_login(vm: tuple[Serial, Path, Path, float]) -> None:
-    serial, disk, qmp_sock, scale = vm
+def test_first_boot_first_serial_login_and_second_boot(disk: Path, tmp_path: Path) -> None:
+    with boot(disk, tmp_path, "first") as (serial, qmp_sock, scale):
+        first_boot(serial, qmp_sock, scale)
+    password_hash = check_disk(disk)
+    # Second boot: no first-boot set-up, no password step, the console opens directly and
+    # the datapath loads again (the saved config and the password are kept: checked above).
+    with boot(disk, tmp_path, "second") as (serial, qmp_sock, scale):
+        t0 = time.monotonic()
+        serial.expect(r"Welcome to Debian GNU/Linux 12", 120 * scale)
+        serial.expect(r"Recent events", 400 * scale)
+        serial.expect(r"datapath loaded · attached", 180 * scale)
+        seen = serial.text()
+        assert "First login" not in seen and "has no password yet" not in seen, seen[-3000:]
+        print(f"second boot: console with the datapath at {time.monotonic() - t0:.0f} s")
+        power_off(serial, qmp_sock, scale)
+    assert check_disk(disk) == password_hash
+
+
+def first_boot(serial: Serial, qmp_sock: Path, scale: float) -> None:
     t0 = time.monotonic()
     marks: dict[str, float] = {}
 
@@ -241,16 +277,13 @@ def test_first_boot_and_first_serial_login(vm: tuple[Serial, Path, Path, float])
     step("datapath", r"datapath loaded · attached", 180)
     print("seconds from qemu start: " + ", ".join(f"{k} {v:.0f}" for k, v in marks.items()))
 
-    # Clean shutdown: the ACPI power button (logind) powers off; -no-reboot makes qemu exit.
-    reply = qmp(qmp_sock, "system_powerdown")
-    assert "return" in reply, reply
-    try:
-        serial.proc.wait(120 * scale)
-    except subprocess.TimeoutExpired:
-        pytest.fail("the guest did not power off after the power button:\n" + serial.text()[-3000:])
+    power_off(serial, qmp_sock, scale)
     print(f"powered off at {time.monotonic() - t0:.0f} s")
 
-    # The disk, read without mounting it.
+
+def check_disk(disk: Path) -> str:
+    """After a clean poweroff, read without mounting: first boot done, password kept.
+    Returns admin's password hash."""
     listing = debugfs(disk, f"ls -l {STATE}")
     assert "admin-password-unset" not in listing, listing
     assert ".firstboot-done" in listing, listing
@@ -258,12 +291,14 @@ def test_first_boot_and_first_serial_login(vm: tuple[Serial, Path, Path, float])
     # A clean stop checkpoints SQLite's WAL into the database file and removes the -wal file.
     assert "sluice.db-wal" not in listing, listing
     copy = disk.parent / "sluice.db"
+    copy.unlink(missing_ok=True)
     debugfs(disk, f"dump {STATE}/sluice.db {copy}")
     admin = admin_entries(copy)
     # The password was committed (running) and saved with the first-boot config (startup).
     assert admin["running"].get("password-hash", "").startswith("$scrypt$"), admin
     assert admin["startup"].get("password-hash") == admin["running"]["password-hash"], admin
     assert admin["running"]["role"] == "read-write", admin
+    return str(admin["running"]["password-hash"])
 
 
 def admin_entries(db: Path) -> dict[str, dict[str, object]]:
