@@ -262,3 +262,13 @@ def test_a_bulk_commit_freezes_the_heap_a_small_one_does_not() -> None:
         assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
+
+
+def test_a_bad_listing_limit_names_the_field(daemon: Daemon) -> None:
+    res = daemon.cli("ct", "list", "--limit", "0")
+    assert res.returncode == 2 and "--limit" in res.stderr, res.stderr
+    with daemon.client() as client:
+        for bad in (0, -3, "ten", True):
+            with pytest.raises(RemoteError) as info:
+                client.call("ct.list", limit=bad)
+            assert "limit" in str(info.value), info.value

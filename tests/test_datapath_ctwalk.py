@@ -264,6 +264,41 @@ def test_conntrack_rows_and_service_filter(drv: Any, walk_mode: dict[str, int]) 
     assert dsr["packets"][1] == 0  # no reply entry
 
 
+def test_conntrack_first_rows_stop_early_and_agree_with_the_full_listing(
+    drv: Any, walk_mode: dict[str, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    flows = Flows(drv)
+    flows.mixed()
+    for i in range(300):
+        flows.add("a", i % 3, 20000 + i)
+    full = drv.conntrack()
+    key = lambda r: (r["service"], r["client"])  # noqa: E731
+    by_flow = {key(r): r for r in full}
+    # Small chunks: the limited listing must stop after the first chunks it needs.
+    chunks = []
+    real_walk = ctwalk.walk
+
+    def counting_walk(t: Any, batch: int = 16) -> Any:
+        for chunk in real_walk(t, batch=batch):
+            chunks.append(chunk[2])
+            yield chunk
+
+    monkeypatch.setattr(ctwalk, "walk", counting_walk)
+    first = drv.conntrack(limit=10)
+    assert len(first) == 10 and len(chunks) < 5, chunks
+    for r in first:  # the same rows, reply counters included (looked up one by one)
+        assert by_flow[key(r)] == dict(r, **{"age-s": by_flow[key(r)]["age-s"],
+                                             "idle-s": by_flow[key(r)]["idle-s"]})  # fmt: skip
+    only_b = drv.conntrack("b", limit=4)
+    assert len(only_b) == 4 and {r["service"] for r in only_b} == {"b"}
+    fnat = drv.conntrack(limit=5, match=lambda r: r["client"].endswith(":42000"))
+    assert [r["snat"] for r in fnat] == [f"{SNAT4}:61001"]
+    assert fnat[0]["packets"] == [10, 42000 % 7]  # its reply entry's counters
+    assert len(drv.conntrack(limit=10_000)) == len(full)
+    assert drv.conntrack(match=lambda r: r["service"] == "e") == [
+        r for r in full if r["service"] == "e"]  # fmt: skip
+
+
 def test_flush_conntrack_removes_only_matching(drv: Any, walk_mode: dict[str, int]) -> None:
     flows = Flows(drv)
     flows.mixed()

@@ -76,6 +76,8 @@ def test_daemon_cli_end_to_end_and_restart_keeps_flows(
         ct = d.cli_json("ct", "list", "--service", "web")
         assert len(ct) == 4 and {r["endpoint"] for r in ct} == {
             f"{backend_addr(1)}:8080", f"{backend_addr(2)}:8080"}  # fmt: skip
+        first = d.cli_json("ct", "list", "--service", "web", "--limit", "3")
+        assert len(first) == 3 and {r["client"] for r in first} <= {r["client"] for r in ct}
         stats = d.cli_json("stats")
         web = next(r for r in stats if r["service"] == "web" and "endpoint" not in r)
         assert web["total-sessions"] == 4 and web["packets"] >= 4 * 5

@@ -14,6 +14,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     ct_verbs = ct.add_subparsers(dest="verb", metavar="VERB", required=True)
     ct_list = ct_verbs.add_parser("list", help="list sessions")
     ct_list.add_argument("--service", help="only this service's sessions")
+    ct_list.add_argument("--limit", type=positive_int, metavar="N",
+                         help="only the first N sessions (quick on a big table)")  # fmt: skip
     ct_list.add_argument("-o", "--output", choices=["table", "json"], default="table")
     ct_list.set_defaults(func=cmd_ct_list)
 
@@ -28,8 +30,22 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     status.set_defaults(func=cmd_dp_status)
 
 
+def positive_int(text: str) -> int:
+    """argparse type: a positive integer (argparse names the flag in its error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}")
+    return value
+
+
 def cmd_ct_list(client: ControlClient, args: argparse.Namespace) -> int:
-    rows: list[dict[str, Any]] = client.call("dp.conntrack", service=args.service)
+    params: dict[str, Any] = {"service": args.service}
+    if args.limit is not None:
+        params["limit"] = args.limit
+    rows: list[dict[str, Any]] = client.call("dp.conntrack", **params)
     if args.output == "json":
         print_json(rows)
         return 0

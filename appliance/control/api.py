@@ -314,9 +314,23 @@ def _provider(ctx: CallContext, name: str) -> Callable[..., Any]:
     return provider
 
 
+def _limit(params: dict[str, Any]) -> int | None:
+    """The optional ``limit`` of a listing: a positive integer."""
+    raw = params.get("limit")
+    if raw is None:
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, int) or raw < 1:
+        raise ConfigError(
+            f"limit must be a positive integer, not {raw!r}",
+            [FieldError("limit", "must be a positive integer")],
+        )
+    return raw
+
+
 @method("dp.conntrack")
 def _dp_conntrack(ctx: CallContext, params: dict[str, Any]) -> list[dict[str, Any]]:
-    return _provider(ctx, "conntrack")(params.get("service") or None)
+    limit = _limit(params)
+    return _provider(ctx, "conntrack")(params.get("service") or None, limit=limit)
 
 
 @method("events.recent")
@@ -332,12 +346,15 @@ def _events_recent(ctx: CallContext, params: dict[str, Any]) -> list[dict[str, A
 def _ct_list(ctx: CallContext, params: dict[str, Any]) -> list[dict[str, Any]]:
     """Sessions, filtered as an operator would: by service, and by a client or endpoint
     address (a substring, so '198.18.0.1' and '198.18.0.1:4242' both work)."""
-    rows = _provider(ctx, "conntrack")(params.get("service") or None)
-    for column in ("client", "endpoint"):
-        wanted = params.get(column)
-        if wanted:
-            rows = [r for r in rows if str(wanted) in str(r.get(column, ""))]
-    return rows
+    limit = _limit(params)
+    wanted = {c: str(params[c]) for c in ("client", "endpoint") if params.get(c)}
+
+    def match(row: dict[str, Any]) -> bool:
+        return all(text in str(row.get(column, "")) for column, text in wanted.items())
+
+    return _provider(ctx, "conntrack")(
+        params.get("service") or None, limit=limit, match=match if wanted else None
+    )
 
 
 @method("dp.stats")

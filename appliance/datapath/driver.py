@@ -17,7 +17,7 @@ import socket
 import struct
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import compress
 from typing import Any
@@ -467,14 +467,57 @@ class Driver:
             "total-sessions": sessions,
         }
 
-    def conntrack(self, service: str | None = None) -> list[Doc]:
-        """One row per flow (the client->VIP entry), expired ones included and marked."""
+    def conntrack(
+        self,
+        service: str | None = None,
+        limit: int | None = None,
+        match: Callable[[Doc], bool] | None = None,
+    ) -> list[Doc]:
+        """One row per flow (the client->VIP entry), expired ones included and marked.
+
+        ``match(row)`` keeps only some rows; ``limit`` stops after that many (kept) rows,
+        and then the walk ends as soon as it has them: a screenful out of a million flows
+        costs a chunk or two, not a walk of the whole table.
+        """
         names = {s.id: s.name for s in self.services.values()}
         want = self.services[service].id if service in self.services else None
         if service is not None and want is None:
             return []
         with _gc_paused():
-            return self._conntrack(want, names)
+            if limit is None:
+                rows = self._conntrack(want, names)
+                return [r for r in rows if match(r)] if match else rows
+            return self._conntrack_first(want, names, limit, match)
+
+    def _conntrack_first(self, want: int | None, names: dict[int, str], limit: int,
+                         match: Callable[[Doc], bool] | None) -> list[Doc]:  # fmt: skip
+        """The first ``limit`` rows that ``match``, chunk by chunk. A flow's reply entry may be
+        anywhere in the table, so its counters come from one lookup per row kept."""
+        t = self.t["ct_map"]
+        now = monotonic_ns()
+        ctf = _ct_formats(t)
+        vsize, row = ctf.size, ctf.row
+        out: list[Doc] = []
+        for _, values, n in ctwalk.walk(t):
+            origs, reply_keys = [], []
+            for i in range(n):
+                off = i * vsize
+                if values[off + _DIR] == L.CT_DIR_REPLY:
+                    continue
+                if want is not None and ctf.svc.unpack_from(values, off)[0] != want:
+                    continue
+                origs.append((row.unpack_from(values, off), _flow_id(values, off)))
+                reply_keys.append(_reply_key(values, off))
+            for r, rk in zip(_rows(origs, {}, names, now), reply_keys, strict=True):
+                if match is not None and not match(r):
+                    continue
+                reply = t.get(t.Key.from_buffer_copy(rk))
+                if reply is not None:
+                    r["packets"][1], r["bytes"][1] = int(reply.packets), int(reply.bytes)
+                out.append(r)
+                if len(out) >= limit:
+                    return out
+        return out
 
     def _conntrack(self, want: int | None, names: dict[int, str]) -> list[Doc]:
         now = monotonic_ns()

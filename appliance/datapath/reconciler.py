@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -143,9 +144,14 @@ class DatapathReconciler:
                 "errors": dict(self.errors),
             }
 
-    def conntrack(self, service: str | None = None) -> list[dict[str, Any]]:
+    def conntrack(
+        self,
+        service: str | None = None,
+        limit: int | None = None,
+        match: Callable[[dict[str, Any]], bool] | None = None,
+    ) -> list[dict[str, Any]]:
         with self.lock:
-            return self.driver.conntrack(service) if self.driver else []
+            return self.driver.conntrack(service, limit, match) if self.driver else []
 
     def stats(self) -> list[dict[str, Any]]:
         with self.lock:

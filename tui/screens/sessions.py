@@ -80,7 +80,8 @@ class SessionsScreen(ConsoleScreen):
     async def refresh_data(self) -> None:
         note = self.query_one("#ct-note", Label)
         try:
-            entries = await self.console.call("ct.list", **self.params())
+            # One more than shown: enough to say "more", and the daemon stops its walk there.
+            entries = await self.console.call("ct.list", limit=MAX_ROWS + 1, **self.params())
         except DaemonUnreachable:
             return
         except RemoteError as exc:
@@ -112,7 +113,7 @@ class SessionsScreen(ConsoleScreen):
                 )
             )
         sync_table(self.query_one("#sessions", DataTable), rows)
-        more = f" (first {MAX_ROWS} of {len(entries)})" if len(entries) > MAX_ROWS else ""
+        more = f" (the first {MAX_ROWS}; filter to see others)" if len(entries) > MAX_ROWS else ""
         note.update(f"{len(rows)} session(s){more}" if rows or more else "No sessions.")
         note.display = True
 
