@@ -102,6 +102,9 @@ class ConsoleSSHServer:
             self.port = self._acceptor.get_port()
         log.info("console ssh listening", extra={"port": self.port})
 
+    def has_sessions(self) -> bool:
+        return bool(self._children)
+
     async def stop_listening(self) -> None:
         """No new connections; sessions already open go on."""
         if self._acceptor is not None:
@@ -264,9 +267,12 @@ class ConsoleSSHDoor:
         if self._closing or wanted == self.current:
             return
         old, self.server = self.server, None
+        # Retired listeners are kept only while a console session of theirs is open.
+        self._retired = [r for r in self._retired if r.has_sessions()]
         if old is not None:
             await old.stop_listening()
-            self._retired.append(old)
+            if old.has_sessions():
+                self._retired.append(old)
         self.current = wanted
         enabled, port, addresses = wanted
         if not enabled:

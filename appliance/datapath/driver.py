@@ -508,6 +508,8 @@ class Driver:
                     continue
                 origs.append((row.unpack_from(values, off), _flow_id(values, off)))
                 reply_keys.append(_reply_key(values, off))
+                if match is None and len(out) + len(origs) >= limit:
+                    break  # without a filter every row is kept: build no more than needed
             for r, rk in zip(_rows(origs, {}, names, now), reply_keys, strict=True):
                 if match is not None and not match(r):
                     continue
