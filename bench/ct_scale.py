@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.datapath import layout as L
-from appliance.datapath.driver import monotonic_ns
+from appliance.datapath.conntrack import monotonic_ns
 from appliance.datapath.program import Program
 
 SERVICES, ENDPOINTS = 10_000, 32

@@ -164,7 +164,7 @@ class Flows:
 
 
 def time_ns() -> int:
-    from appliance.datapath.driver import monotonic_ns
+    from appliance.datapath.conntrack import monotonic_ns
 
     return monotonic_ns()
 
@@ -375,7 +375,7 @@ def test_delete_skips_missing_keys(drv: Any, walk_mode: dict[str, int]) -> None:
 def test_address_text_matches_layout() -> None:
     """The driver formats addresses with inet_ntop; it must write what layout.words_addr
     (ipaddress) writes, including the IPv4-mapped corner."""
-    from appliance.datapath.driver import _addr_str
+    from appliance.datapath.conntrack import _addr_str
 
     rnd = random.Random(7)
     samples = ["198.18.0.1", "::", "::1", "::ffff:1.2.3.4", "::1.2.3.4", "64:ff9b::c612:1",

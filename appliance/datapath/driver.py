@@ -8,22 +8,15 @@ endpoints go. Deletion runs the other way round: service entry first.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes as ct
-import gc as cyclic_gc
 import ipaddress
 import logging
-import socket
-import struct
-import time
-from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from itertools import compress
 from typing import Any
 
 from appliance.datapath import ctwalk
 from appliance.datapath import layout as L
+from appliance.datapath.conntrack import Conntrack
 from appliance.datapath.tables import maglev_size, maglev_table, weighted_sequence
 
 log = logging.getLogger(__name__)
@@ -65,12 +58,8 @@ def _port_range(doc: Doc) -> tuple[int, int] | None:
     return None
 
 
-def monotonic_ns() -> int:
-    return time.clock_gettime_ns(time.CLOCK_MONOTONIC)  # bpf_ktime_get_ns's clock
-
-
 class Driver:
-    """Programs services into the maps; reads counters and conntrack back."""
+    """Programs services into the maps and reads counters back (conntrack: ``self.ct``)."""
 
     def __init__(self, program: Any, netns: str | None = None) -> None:
         self.prog = program
@@ -78,6 +67,7 @@ class Driver:
         self.t = {name: program.table(name) for name in (
             "svc_map", "range_map", "ep_map", "sel_map", "rr_map", "persist_map", "ifaddr_map",
             "allow_map", "ct_map", "svc_stats", "ep_stats", "svc_active", "ep_active")}  # fmt: skip
+        self.ct = Conntrack(self.t)
         self.services: dict[str, ServiceState] = {}
         self.health: dict[tuple[str, str, int], bool] = {}
         # What the maps held when we started: service key -> (id, gen, n_slots) and
@@ -467,187 +457,30 @@ class Driver:
             "total-sessions": sessions,
         }
 
+    # -- conntrack (appliance/datapath/conntrack.py does the work) -------------------------
     def conntrack(
         self,
         service: str | None = None,
         limit: int | None = None,
         match: Callable[[Doc], bool] | None = None,
     ) -> list[Doc]:
-        """One row per flow (the client->VIP entry), expired ones included and marked.
-
-        ``match(row)`` keeps only some rows; ``limit`` stops after that many (kept) rows,
-        and then the walk ends as soon as it has them: a screenful out of a million flows
-        costs a chunk or two, not a walk of the whole table.
-        """
+        """One row per flow of ``service`` (all if None); see Conntrack.rows."""
         names = {s.id: s.name for s in self.services.values()}
         want = self.services[service].id if service in self.services else None
         if service is not None and want is None:
             return []
-        with _gc_paused():
-            if limit is None:
-                rows = self._conntrack(want, names)
-                return [r for r in rows if match(r)] if match else rows
-            return self._conntrack_first(want, names, limit, match)
-
-    def _conntrack_first(self, want: int | None, names: dict[int, str], limit: int,
-                         match: Callable[[Doc], bool] | None) -> list[Doc]:  # fmt: skip
-        """The first ``limit`` rows that ``match``, chunk by chunk. A flow's reply entry may be
-        anywhere in the table, so its counters come from one lookup per row kept."""
-        t = self.t["ct_map"]
-        now = monotonic_ns()
-        ctf = _ct_formats(t)
-        vsize, row = ctf.size, ctf.row
-        out: list[Doc] = []
-        for _, values, n in ctwalk.walk(t):
-            origs, reply_keys = [], []
-            for i in range(n):
-                off = i * vsize
-                if values[off + _DIR] == L.CT_DIR_REPLY:
-                    continue
-                if want is not None and ctf.svc.unpack_from(values, off)[0] != want:
-                    continue
-                origs.append((row.unpack_from(values, off), _flow_id(values, off)))
-                reply_keys.append(_reply_key(values, off))
-                if match is None and len(out) + len(origs) >= limit:
-                    break  # without a filter every row is kept: build no more than needed
-            for r, rk in zip(_rows(origs, {}, names, now), reply_keys, strict=True):
-                if match is not None and not match(r):
-                    continue
-                reply = t.get(t.Key.from_buffer_copy(rk))
-                if reply is not None:
-                    r["packets"][1], r["bytes"][1] = int(reply.packets), int(reply.bytes)
-                out.append(r)
-                if len(out) >= limit:
-                    return out
-        return out
-
-    def _conntrack(self, want: int | None, names: dict[int, str]) -> list[Doc]:
-        now = monotonic_ns()
-        ctf = _ct_formats(self.t["ct_map"])
-        vsize, row = ctf.size, ctf.row
-        replies: dict[bytes, tuple[int, int]] = {}
-        origs: list[tuple[Any, ...]] = []
-        for _, values, n in ctwalk.walk(self.t["ct_map"]):
-            if want is None:
-                picked: Any = range(n)
-            else:
-                # Filter on the 4-byte service id before decoding anything else.
-                picked = [i for i, (sid,) in enumerate(ctf.svc.iter_unpack(values)) if sid == want]
-            for i in picked:
-                off = i * vsize
-                if values[off + _DIR] == L.CT_DIR_REPLY:
-                    replies[_flow_id(values, off)] = ctf.counters.unpack_from(values, off)
-                else:
-                    origs.append((row.unpack_from(values, off), _flow_id(values, off)))
-        return _rows(origs, replies, names, now)
+        return self.ct.rows(names, want, limit, match)
 
     def flush_conntrack(self, match: Any) -> int:
-        """Delete every conntrack entry (either direction) for which ``match(entry)`` holds.
-
-        ``entry`` is a ctypes ``struct ct_entry`` (a copy: keeping it is safe). Callers that
-        match on ids should use ``_flush_ids``, which never builds a ctypes object.
-        """
-        t = self.t["ct_map"]
-        gone = 0
-        for keys, values, n in ctwalk.walk(t):
-            entries = (t.Leaf * n).from_buffer_copy(values)
-            ks = len(keys) // n
-            doomed = b"".join(keys[i * ks : (i + 1) * ks] for i in range(n) if match(entries[i]))
-            gone += len(doomed) // ks
-            ctwalk.delete(t, doomed)  # per chunk: the walk tolerates deletes behind it
-        return gone
+        """Delete every flow whose ``struct ct_entry`` satisfies ``match`` (both entries)."""
+        return self.ct.flush(match)
 
     def _flush_ids(self, svc_ids: set[int] | None = None, ep_ids: set[int] | None = None) -> int:
-        """Delete the entries of these services or endpoints (both directions)."""
-        t = self.t["ct_map"]
-        ctf = _ct_formats(t)
-        svc_ids, ep_ids = svc_ids or set(), ep_ids or set()
-        gone = 0
-        for keys, values, _ in ctwalk.walk(t):
-            ks = ctf.key_size
-            doomed = b"".join(keys[i * ks : (i + 1) * ks]
-                              for i, (sid, eid) in enumerate(ctf.ids.iter_unpack(values))
-                              if sid in svc_ids or eid in ep_ids)  # fmt: skip
-            gone += len(doomed) // ks
-            ctwalk.delete(t, doomed)
-        return gone
+        return self.ct.flush_ids(svc_ids, ep_ids)
 
     def gc(self) -> int:
-        """Delete expired flows the datapath has not met again, and recount the gauges.
-
-        Returns the number of flows deleted. The active-session gauges are *recounted*
-        rather than decremented per deleted flow: the datapath decrements only for the flows
-        it deletes itself, so flows the LRU evicts (table full) would leave them too high
-        forever. Each pass sets every gauge to the number of live, still-counted flows
-        (ORIG entries with CT_F_COUNTED) it saw, and gauges it saw no flow for to 0.
-
-        The race, and why it is acceptable: the datapath keeps adjusting the gauges (atomic
-        add) while we walk, and our write is a plain store, so a flow created or ended
-        between the walk passing its bucket and our write is missed or counted once too
-        often. The error is bounded by the flows that start or end during one pass (the
-        gauge never drifts further), it is corrected by the next pass, and the gauges are
-        a display value and a least-connections hint, not a limit: exactness would need the
-        datapath to stop, which is not worth it. Gauges are only written where they differ
-        from the count, so a steady table costs no writes and races less.
-        """
-        t = self.t["ct_map"]
-        ctf = _ct_formats(t)
-        now = monotonic_ns()
-        ks, vsize = ctf.key_size, ctf.size
-        orig, counted, dsr = L.CT_DIR_ORIG, L.CT_F_COUNTED, L.CT_F_DSR
-        svc_live: Counter[int] = Counter()
-        ep_live: Counter[int] = Counter()
-        gone = 0
-        for keys, values, _ in ctwalk.walk(t):
-            doomed: list[bytes] = []
-            sids: list[int] = []
-            eids: list[int] = []
-            for i, (last, sid, eid, timeout_s, d, state, flags, proto) in enumerate(
-                ctf.gc.iter_unpack(values)
-            ):
-                if d != orig:
-                    continue  # state and idle time live in the ORIG entry
-                idle_limit = _timeout_for(state, proto, timeout_s) * 1_000_000_000
-                if now > last and now - last > idle_limit:
-                    doomed.append(keys[i * ks : (i + 1) * ks])
-                    if not flags & dsr:  # DSR flows have no reply entry
-                        doomed.append(_reply_key(values, i * vsize))
-                    gone += 1
-                elif flags & counted:
-                    sids.append(sid)
-                    eids.append(eid)
-            svc_live.update(sids)
-            ep_live.update(eids)
-            # Per chunk, right after reading it: the shorter the time between judging a flow
-            # expired and deleting it, the smaller the chance a packet revived it meanwhile.
-            ctwalk.delete(t, b"".join(doomed))
-        self._set_gauges("svc_active", svc_live)
-        self._set_gauges("ep_active", ep_live)
-        return gone
-
-    def _set_gauges(self, name: str, live: Counter[int]) -> None:
-        """Store ``live`` into the gauge map, only where it differs (see gc for the race).
-
-        Only existing entries are written: ep_active holds an entry per configured endpoint
-        (the datapath only updates in place), and one deleted meanwhile must stay deleted.
-        """
-        t = self.t[name]
-        fix_ids: list[int] = []
-        fix_vals: list[int] = []
-        for keys, values, n in ctwalk.walk(t):
-            ids = struct.unpack(f"={n}I", keys)  # __u32 keys
-            vals = struct.unpack(f"={n}q", values)  # __s64 gauges
-            current = dict(zip(ids, vals, strict=True))
-            # 320,000 endpoint gauges: visit in Python only the nonzero ones and the ids
-            # with live flows (compress and the set operations run in C).
-            for gid in set(compress(ids, vals)) | (live.keys() & current.keys()):
-                want = live.get(gid, 0)
-                if current[gid] != want:
-                    fix_ids.append(gid)
-                    fix_vals.append(want)
-        if fix_ids:
-            m = len(fix_ids)
-            ctwalk.update_existing(t, (t.Key * m)(*fix_ids), (t.Leaf * m)(*fix_vals))
+        """Expire idle flows and recount the gauges; see Conntrack.gc."""
+        return self.ct.gc()
 
     def fill(self) -> dict[str, dict[str, int]]:
         """Entries and capacity per map (hash maps are counted by walking them)."""
@@ -656,158 +489,3 @@ class Driver:
             n = ctwalk.count(self.t[name])
             out[name] = {"entries": n, "capacity": self.prog.map_capacity(name)}
         return out
-
-
-# The byte offsets conntrack handling relies on (bpf/lib/structs.h), checked against the
-# ctypes layout bcc parsed from the C source the first time a table is used.
-_CT_KEY = {"src": (0, 16), "dst": (16, 16), "sport": (32, 2), "dport": (34, 2),
-           "proto": (36, 1), "family": (37, 1), "pad": (38, 2)}  # fmt: skip
-_CT_ENTRY = {"t.client": (0, 16), "t.vip": (16, 16), "t.snat": (32, 16), "t.ep": (48, 16),
-             "t.client_port": (64, 2), "t.vip_port": (66, 2), "t.snat_port": (68, 2),
-             "t.ep_port": (70, 2), "dir": (116, 1), "proto": (119, 1),
-             "family": (120, 1)}  # fmt: skip
-_TUPLE = 72  # sizeof(struct nat_tuple): the translation, identical in a flow's two entries
-_DIR, _PROTO, _FAMILY = 116, 119, 120
-
-
-@dataclass(frozen=True)
-class _CtFormats:
-    """struct formats for ct_map's values (see ctwalk.unpacker)."""
-
-    key_size: int
-    size: int
-    row: struct.Struct  # what a conntrack() row shows
-    counters: struct.Struct  # packets, bytes (what a REPLY entry adds to its flow's row)
-    svc: struct.Struct  # svc_id only: the cheap service filter
-    ids: struct.Struct  # svc_id, ep_id
-    gc: struct.Struct  # what expiry and the gauges need
-
-
-_formats: dict[Any, _CtFormats] = {}
-
-
-def _ct_formats(t: Any) -> _CtFormats:
-    f = _formats.get(t.Leaf)
-    if f is not None:
-        return f
-    key, entry = ctwalk.offsets(t.Key), ctwalk.offsets(t.Leaf)
-    if (any(key.get(k) != v for k, v in _CT_KEY.items()) or ct.sizeof(t.Key) != 40
-            or any(entry.get(k) != v for k, v in _CT_ENTRY.items())):  # fmt: skip
-        raise RuntimeError("struct ct_key / ct_entry changed: update driver.py's offsets")
-    f = _formats[t.Leaf] = _CtFormats(
-        key_size=ct.sizeof(t.Key),
-        size=ct.sizeof(t.Leaf),
-        row=ctwalk.unpacker(t.Leaf, [
-            ("t.client", "16s"), ("t.vip", "16s"), ("t.snat", "16s"), ("t.ep", "16s"),
-            ("t.client_port", "H"), ("t.vip_port", "H"), ("t.snat_port", "H"),
-            ("t.ep_port", "H"), ("created_ns", "Q"), ("last_ns", "Q"), ("packets", "Q"),
-            ("bytes", "Q"), ("svc_id", "I"), ("timeout_s", "I"), ("dir", "B"),
-            ("state", "B"), ("proto", "B"), ("family", "B")]),
-        counters=ctwalk.unpacker(t.Leaf, [("packets", "Q"), ("bytes", "Q")]),
-        svc=ctwalk.unpacker(t.Leaf, [("svc_id", "I")]),
-        ids=ctwalk.unpacker(t.Leaf, [("svc_id", "I"), ("ep_id", "I")]),
-        gc=ctwalk.unpacker(t.Leaf, [
-            ("last_ns", "Q"), ("svc_id", "I"), ("ep_id", "I"), ("timeout_s", "I"),
-            ("dir", "B"), ("state", "B"), ("flags", "B"), ("proto", "B")]),
-    )  # fmt: skip
-    return f
-
-
-def _reply_key(values: bytes, off: int) -> bytes:
-    """The REPLY entry's struct ct_key from the ORIG entry at ``off`` (ct_reply_key in
-    bpf/lib/conntrack.h): src = endpoint, dst = snat; ports endpoint -> snat port, or for
-    ICMP the echo identifier (snat_port) and 0."""
-    t = values[off : off + _TUPLE]  # client, vip, snat, ep (16 B each), 4 x __be16
-    proto = values[off + _PROTO]
-    ports = t[70:72] + t[68:70] if proto in (6, 17) else t[68:70] + b"\0\0"
-    return t[48:64] + t[32:48] + ports + bytes((proto, values[off + _FAMILY], 0, 0))
-
-
-def _flow_id(values: bytes, off: int) -> bytes:
-    """Equal for a flow's two entries: the whole translation plus the protocol."""
-    return values[off : off + _TUPLE] + values[off + _PROTO : off + _PROTO + 1]
-
-
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause CPython's cyclic garbage collector while building a big listing.
-
-    A million-flow listing allocates three million containers (a dict and two lists per
-    row, kept): each time the young generations fill, the collector rescans the growing
-    heap, which measured as about half of conntrack()'s time. Nothing built here forms a
-    cycle, so pausing loses nothing; reference counting still frees everything. Process-
-    wide but short; a caller that found it already disabled leaves it so.
-    """
-    was_enabled = cyclic_gc.isenabled()
-    cyclic_gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            cyclic_gc.enable()
-
-
-def _rows(origs: list[tuple[Any, ...]], replies: dict[bytes, tuple[int, int]],
-          names: dict[int, str], now: int) -> list[Doc]:  # fmt: skip
-    """conntrack()'s rows from the decoded ORIG entries and the REPLY entries' counters."""
-    ntohs = socket.ntohs
-    shared: dict[tuple[bytes, int, int], str] = {}  # VIPs and endpoints: few, repeated
-
-    def ep(a: bytes, port_be: int, fam: int) -> str:
-        addr = _addr_str(a, fam)
-        port = ntohs(port_be)
-        return (f"[{addr}]:{port}" if fam == 6 else f"{addr}:{port}") if port else addr
-
-    def ep_shared(a: bytes, port_be: int, fam: int) -> str:
-        text = shared.get((a, port_be, fam))
-        if text is None:
-            text = shared[(a, port_be, fam)] = ep(a, port_be, fam)
-        return text
-
-    rows = []
-    for e, fid in origs:
-        (client, vip, snat, epa, cport, vport, sport, eport, created, last, packets, nbytes,
-         sid, timeout_s, _, state, proto, fam) = e  # fmt: skip
-        rp, rb = replies.get(fid, (0, 0))
-        l4 = proto in (6, 17)
-        to = _timeout_for(state, proto, timeout_s)
-        client_text = ep(client, cport, fam)
-        rows.append({
-            "service": names.get(sid, str(sid)),
-            "protocol": L.PROTOCOL_NAMES.get(proto, str(proto)),
-            "client": client_text,
-            "vip": ep_shared(vip, vport if l4 else 0, fam),
-            "endpoint": ep_shared(epa, eport if l4 else 0, fam),
-            # No source NAT (the usual case): the same text as the client's.
-            "snat": client_text if snat == client and sport == cport else ep(snat, sport, fam),
-            "state": L.CT_STATES.get(state, str(state)),
-            "age-s": round((now - created) / 1e9, 1),
-            "idle-s": round(max(now - last, 0) / 1e9, 1),
-            "timeout-s": to,
-            "expired": now > last and now - last > to * 1_000_000_000,
-            "packets": [packets, rp],
-            "bytes": [nbytes, rb],
-        })  # fmt: skip
-    return rows
-
-
-def _addr_str(a: bytes, family: int) -> str:
-    """``struct addr`` bytes as text, as L.words_addr writes it, without ipaddress's cost
-    (inet_ntop is C; ipaddress would dominate a million-row conntrack listing)."""
-    if family == 4:
-        return socket.inet_ntop(socket.AF_INET, a[:4])
-    if a[:10] != bytes(10):
-        return socket.inet_ntop(socket.AF_INET6, a)
-    # ::/80 (IPv4-mapped and -compatible): inet_ntop writes a dotted quad, ipaddress hextets.
-    return L.words_addr(struct.unpack("=4I", a), family)
-
-
-def _timeout_for(state: int, proto: int, timeout_s: int) -> int:
-    """The idle limit (s) of a flow in ``state`` (ct_timeout_ns in bpf/lib/conntrack.h)."""
-    if state == 3:
-        return L.TO_TCP_CLOSED
-    if state == 2:
-        return L.TO_TCP_FIN
-    if state == 0:
-        return L.TO_TCP_SYN if proto == 6 else min(timeout_s, L.TO_UNREPLIED)
-    return timeout_s

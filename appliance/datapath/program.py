@@ -14,7 +14,6 @@ import ctypes as ct
 import logging
 import os
 import re
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -170,16 +169,10 @@ class Program:
             self.bpf = None
 
     def remove_pins(self) -> None:
-        """Delete our pinned maps (``sluice run --cleanup``); the directory if left empty."""
+        """Delete our pinned maps (``sluice run --cleanup``); the directory if left empty.
+
+        Needs no load(): ``Program(pin_root).remove_pins()`` works without bcc."""
         for short in MAPS.values():
             (self.pin_root / f"{short}{LAYOUT_SUFFIX}").unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             self.pin_root.rmdir()
-
-
-def remove_pins(pin_root: Path) -> None:
-    """Delete the pinned maps under ``pin_root`` without loading anything."""
-    for short in MAPS.values():
-        (Path(pin_root) / f"{short}{LAYOUT_SUFFIX}").unlink(missing_ok=True)
-    if Path(pin_root).is_dir() and not any(Path(pin_root).iterdir()):
-        shutil.rmtree(pin_root, ignore_errors=True)

@@ -179,14 +179,12 @@ class DatapathReconciler:
     @staticmethod
     def cleanup(effective: dict[str, Any], pin_root: Path, netns: str | None = None) -> None:
         """Detach from the configured interfaces and remove the pinned maps."""
-        from appliance.datapath.program import remove_pins
-
         for ifname in _interfaces(effective.get(DP)):
             try:
                 netlink.detach_tc(ifname, "ingress", netns=netns)
             except (OSError, LookupError) as exc:
                 log.warning("detach failed", extra={"interface": ifname, "error": str(exc)})
-        remove_pins(pin_root)
+        Program(pin_root).remove_pins()
 
     # -- internals -----------------------------------------------------------------------
     def _program(self, name: str, doc: dict[str, Any] | None) -> None:
