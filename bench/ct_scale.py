@@ -43,6 +43,7 @@ KEY = struct.Struct("=16s16s2s2sBBH")  # struct ct_key (bpf/lib/structs.h)
 # svc_id, ep_id, timeout_s, dir, state, flags, proto, family, fin_seen, pad, tail padding.
 LEAF = struct.Struct("=16s16s16s16s2s2s2s2sQQQQIIIBBBBBBH4x")
 CHUNK = 65536
+OLDEST_S = 3000  # fill() dates flows up to 2000 s back
 
 
 def _check_layout(t: Any) -> None:
@@ -101,6 +102,21 @@ def prepare_gauges(driver: Any, state_cls: Any) -> None:
         driver.services[f"svc-{sid}"] = state_cls(f"svc-{sid}", sid, key)
 
 
+def shift_clock(mod: Any) -> None:
+    """Run the driver's clock at least OLDEST_S past boot (fill() back-dates flows 2000 s).
+
+    bpf_ktime_get_ns is CLOCK_MONOTONIC, time since boot: on a machine up for less than
+    that, ``now - 2000 s`` is negative. No packet is sent here, so only the driver reads the
+    clock, and shifting its reading changes no decision it makes.
+    """
+    from appliance.datapath import conntrack
+
+    shift = max(0, OLDEST_S * 10**9 - monotonic_ns())
+    for m in (conntrack, mod):  # the new layout reads conntrack's; an older driver its own
+        if hasattr(m, "monotonic_ns"):
+            m.monotonic_ns = lambda: monotonic_ns() + shift
+
+
 def timed(fn: Any) -> tuple[float, Any]:
     t0 = time.perf_counter()
     out = fn()
@@ -116,7 +132,10 @@ def one(n: int, mod: Any, pin_base: Path) -> dict[str, float]:
         t = drv.t["ct_map"]
         _check_layout(t)
         prepare_gauges(drv, mod.ServiceState)
-        now = monotonic_ns()
+        shift_clock(mod)
+        from appliance.datapath import conntrack
+
+        now = conntrack.monotonic_ns()
         t0 = time.perf_counter()
         fill(t, n, now)
         fill_s = time.perf_counter() - t0

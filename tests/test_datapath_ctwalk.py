@@ -30,6 +30,8 @@ from appliance.datapath import layout as L
 pytestmark = pytest.mark.datapath
 
 NS = 1_000_000_000
+# The furthest back any synthetic flow is dated (Flows.mixed: 400 s idle + 5 s), with room.
+OLDEST_S = 1000
 
 
 @pytest.fixture(params=["batch", "fallback"])
@@ -60,9 +62,22 @@ def walk_mode(request: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[st
 
 
 @pytest.fixture
-def drv(lb_program: Any) -> Iterator[Any]:
-    """A Driver on the session's program with five services (no reconciler, no netns)."""
+def drv(lb_program: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A Driver on the session's program with five services (no reconciler, no netns).
+
+    The control plane's clock runs at least OLDEST_S seconds past boot. bpf_ktime_get_ns is
+    CLOCK_MONOTONIC (time since boot): on a machine up for less than the flows are back-dated,
+    ``now - 400 s`` would wrap below zero and the flows would look fresh (or, as a u64, from
+    the far future), so ``make test`` failed on a young machine. No packet is sent here, so
+    only the driver reads the clock: shifting its reading keeps the ages exact and the
+    expiry decisions (now - last > timeout) what they would be on an old machine.
+    """
+    from appliance.datapath import conntrack
     from appliance.datapath.driver import Driver
+
+    real = conntrack.monotonic_ns
+    shift = max(0, OLDEST_S * NS - real())
+    monkeypatch.setattr(conntrack, "monotonic_ns", lambda: real() + shift)
 
     clear_maps(lb_program)
     d = Driver(lb_program)
@@ -164,9 +179,11 @@ class Flows:
 
 
 def time_ns() -> int:
-    from appliance.datapath.conntrack import monotonic_ns
+    from appliance.datapath import conntrack
 
-    return monotonic_ns()
+    now = conntrack.monotonic_ns()  # the drv fixture's clock: never less than OLDEST_S
+    assert now >= OLDEST_S * NS
+    return now
 
 
 def gauges(drv: Any, name: str) -> dict[int, int]:
