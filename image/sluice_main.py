@@ -2,7 +2,7 @@
 
 import sys
 
-from appliance.cli.main import main
+from sluice.cli.main import main
 
 if __name__ == "__main__":
     sys.exit(main())

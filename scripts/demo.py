@@ -30,7 +30,7 @@ from appliance.config.passwords import hash_password  # noqa: E402
 DEMO_DIR = Path("/run/sluice-demo")
 PIDFILE = DEMO_DIR / "demo.pid"
 PIN_DIR = Path("/sys/fs/bpf/sluice-demo")
-SLUICE = [sys.executable, "-m", "appliance.cli.main"]
+SLUICE = [sys.executable, "-m", "sluice"]
 DEMO_USER, DEMO_PASSWORD = "demo", "demo-only-password"  # a demo credential, never a default
 SNMP_COMMUNITY = "demo-public"
 

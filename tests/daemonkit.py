@@ -16,7 +16,7 @@ import pytest
 
 from appliance.control.client import ControlClient, DaemonUnreachable
 
-SLUICE = [sys.executable, "-m", "appliance.cli.main"]
+SLUICE = [sys.executable, "-m", "sluice"]
 
 
 class Daemon:

@@ -19,7 +19,12 @@ from typing import Any
 from textual.app import App
 from textual.binding import Binding
 
-from tui.client import DEFAULT_TIMEOUT, AsyncControlClient, DaemonUnreachable, RemoteError
+from appliance.control.client import (
+    DEFAULT_TIMEOUT,
+    AsyncControlClient,
+    DaemonUnreachable,
+    RemoteError,
+)
 from tui.events import Event, EventSource, default_sources, merge
 from tui.format import pending_count, pending_lines, service_path
 from tui.screens.base import ConsoleScreen

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from tui.client import AsyncControlClient, RemoteError
+from appliance.control.client import AsyncControlClient, RemoteError
 from tui.format import summary_text
 
 

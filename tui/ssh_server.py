@@ -50,7 +50,7 @@ DEFAULT_PORT = 2222
 DEFAULT_CONSOLE_CMD = (
     (sys.executable, "console", "--take-tty")
     if getattr(sys, "frozen", False)
-    else (sys.executable, "-m", "appliance.cli.main", "console", "--take-tty")
+    else (sys.executable, "-m", "sluice", "console", "--take-tty")
 )
 
 

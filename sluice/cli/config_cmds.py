@@ -11,8 +11,8 @@ from typing import Any
 
 import yaml
 
-from appliance.cli.output import fail, print_json, print_table
 from appliance.control.client import ControlClient
+from sluice.cli.output import fail, print_json, print_table
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from appliance.cli.output import print_json, print_table
 from appliance.control.client import ControlClient
+from sluice.cli.output import print_json, print_table
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from appliance.cli.output import fail, print_json, print_table
 from appliance.control.client import ControlClient
 from appliance.endpoint_spec import EndpointSpecError, parse_endpoint
+from sluice.cli.output import fail, print_json, print_table
 
 # Which flag sets which YANG leaf: errors from the daemon name both.
 FLAG_OF = {

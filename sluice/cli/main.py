@@ -6,10 +6,10 @@ import argparse
 import sys
 
 from appliance import __version__
-from appliance.cli import config_cmds, dp, lb, passwd, run
-from appliance.cli.output import EXIT_USAGE, fail, report_remote_error
 from appliance.control.client import ControlClient, DaemonUnreachable, RemoteError
 from appliance.control.protocol import socket_path
+from sluice.cli import config_cmds, dp, lb, passwd, run
+from sluice.cli.output import EXIT_USAGE, fail, report_remote_error
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,7 +51,7 @@ def cmd_console(args: argparse.Namespace) -> int:
 
 
 def cmd_status(client: ControlClient, args: argparse.Namespace) -> int:
-    from appliance.cli.output import print_json
+    from sluice.cli.output import print_json
 
     status = client.call("status")
     if args.output == "json":

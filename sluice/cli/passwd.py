@@ -10,9 +10,9 @@ import argparse
 import getpass
 import sys
 
-from appliance.cli.output import EXIT_USAGE, fail
 from appliance.config.paths import MODULE
 from appliance.control.client import ControlClient
+from sluice.cli.output import EXIT_USAGE, fail
 
 MIN_LENGTH = 8
 

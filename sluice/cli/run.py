@@ -8,8 +8,8 @@ import argparse
 import asyncio
 from typing import TYPE_CHECKING
 
-from appliance.cli.output import fail
 from appliance.control.protocol import db_path, socket_path
+from sluice.cli.output import fail
 
 if TYPE_CHECKING:  # the daemon's imports (libyang, bcc, probes) are not for every CLI call
     from appliance.daemon import Closable, DaemonContext, Frontend

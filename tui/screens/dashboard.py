@@ -8,7 +8,7 @@ from typing import Any
 from textual.app import ComposeResult
 from textual.widgets import DataTable, Label
 
-from tui.client import DaemonUnreachable
+from appliance.control.client import DaemonUnreachable
 from tui.format import DASH, RateMeter, endpoint_health, human, vip_port
 from tui.screens.base import ConsoleScreen
 from tui.widgets import HealthPanel, sync_table

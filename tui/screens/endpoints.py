@@ -12,7 +12,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Label
 
-from tui.client import DaemonUnreachable, RemoteError
+from appliance.control.client import DaemonUnreachable, RemoteError
 from tui.format import DASH, endpoint_path
 from tui.screens.base import ConsoleScreen
 from tui.widgets import selected_key, sync_table

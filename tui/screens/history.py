@@ -10,7 +10,7 @@ from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.widgets import DataTable, Static
 
-from tui.client import DaemonUnreachable, RemoteError
+from appliance.control.client import DaemonUnreachable, RemoteError
 from tui.format import describe, field_changes, summary_text
 from tui.screens.base import ConsoleScreen
 from tui.screens.confirm import ConfirmScreen

@@ -7,7 +7,7 @@ from typing import Any
 from textual.app import ComposeResult
 from textual.widgets import DataTable, Label
 
-from tui.client import DaemonUnreachable, RemoteError, is_unknown_method
+from appliance.control.client import DaemonUnreachable, RemoteError, is_unknown_method
 from tui.format import DASH, port_text
 from tui.screens.base import ConsoleScreen
 from tui.widgets import sync_table

@@ -17,7 +17,7 @@ from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Footer, Input, Label, Select, Static
 
-from tui.client import DaemonUnreachable, RemoteError
+from appliance.control.client import DaemonUnreachable, RemoteError
 from tui.format import (
     FieldSyntaxError,
     endpoints_text,

@@ -9,7 +9,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import DataTable, Input, Label
 
-from tui.client import DaemonUnreachable, RemoteError
+from appliance.control.client import DaemonUnreachable, RemoteError
 from tui.format import DASH, endpoint_count, endpoint_health, port_text, service_path
 from tui.screens.base import ConsoleScreen
 from tui.screens.confirm import ConfirmScreen

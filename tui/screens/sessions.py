@@ -13,7 +13,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import DataTable, Input, Label
 
-from tui.client import DaemonUnreachable, RemoteError, is_unknown_method
+from appliance.control.client import DaemonUnreachable, RemoteError, is_unknown_method
 from tui.format import DASH, human
 from tui.screens.base import ConsoleScreen
 from tui.widgets import sync_table

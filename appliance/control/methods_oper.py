@@ -1,0 +1,91 @@
+"""Control-socket methods: status and operational reads (datapath, conntrack, events)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from appliance import __version__
+from appliance.config import ConfigError, FieldError
+from appliance.control.api import CallContext, method
+
+
+@method("status")
+def _status(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
+    svc = ctx.session.service
+    status = {
+        "version": __version__,
+        "uptime-s": round(time.time() - ctx.started, 1),
+        "services": len(svc.services),
+        "endpoints": sum(len(s.get("endpoint", [])) for s in svc.services.values()),
+        "last-commit": svc.commit_id,
+        "sessions": len(svc.sessions),
+    }
+    if "datapath" in ctx.state:
+        status["datapath"] = ctx.state["datapath"]()
+    return status
+
+
+def _provider(ctx: CallContext, name: str) -> Callable[..., Any]:
+    provider = ctx.state.get(name)
+    if provider is None:
+        raise ConfigError(
+            "the datapath is not running in this daemon (sluice run --datapath on)",
+            [FieldError("datapath", "not enabled")],
+        )
+    return provider
+
+
+def _limit(params: dict[str, Any]) -> int | None:
+    """The optional ``limit`` of a listing: a positive integer."""
+    raw = params.get("limit")
+    if raw is None:
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, int) or raw < 1:
+        raise ConfigError(
+            f"limit must be a positive integer, not {raw!r}",
+            [FieldError("limit", "must be a positive integer")],
+        )
+    return raw
+
+
+@method("dp.conntrack")
+def _dp_conntrack(ctx: CallContext, params: dict[str, Any]) -> list[dict[str, Any]]:
+    limit = _limit(params)
+    return _provider(ctx, "conntrack")(params.get("service") or None, limit=limit)
+
+
+@method("ct.list")
+def _ct_list(ctx: CallContext, params: dict[str, Any]) -> list[dict[str, Any]]:
+    """Sessions, filtered as an operator would: by service, and by a client or endpoint
+    address (a substring, so '198.18.0.1' and '198.18.0.1:4242' both work)."""
+    limit = _limit(params)
+    wanted = {c: str(params[c]) for c in ("client", "endpoint") if params.get(c)}
+
+    def match(row: dict[str, Any]) -> bool:
+        return all(text in str(row.get(column, "")) for column, text in wanted.items())
+
+    return _provider(ctx, "conntrack")(
+        params.get("service") or None, limit=limit, match=match if wanted else None
+    )
+
+
+@method("dp.stats")
+def _dp_stats(ctx: CallContext, params: dict[str, Any]) -> list[dict[str, Any]]:
+    return _provider(ctx, "stats")()
+
+
+@method("dp.status")
+def _dp_status(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
+    provider = ctx.state.get("datapath")
+    return provider() if provider else {"enabled": False}
+
+
+@method("events.recent")
+def _events_recent(ctx: CallContext, params: dict[str, Any]) -> list[dict[str, Any]]:
+    """The newest events (endpoint and service health...), newest first."""
+    provider = ctx.state.get("events")
+    if provider is None:
+        return []
+    return provider(int(params.get("limit", 100)), params.get("type") or None)
