@@ -16,7 +16,10 @@ leaves either the old or the new running config, never half of one.
 from __future__ import annotations
 
 import json
+import logging
+import os
 import sqlite3
+import stat
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -24,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import sqlite_utils
+
+log = logging.getLogger(__name__)
 
 ItemKey = tuple[str, str]  # (kind, key): ("service", "web") or ("section", "datapath")
 
@@ -73,10 +78,52 @@ class StoreError(Exception):
     pass
 
 
+# The database holds password hashes, SNMP communities and localized v3 keys: owner only.
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+# Files SQLite (and the daemon's single-instance lock) keep beside the database.
+SIBLINGS = ("-wal", "-shm", "-journal", ".lock")
+
+
+def _private_dir(directory: Path) -> None:
+    """Create the state directory 0700, or tighten an existing one that is ours alone.
+
+    A directory we do not own, or a shared sticky one such as /tmp, is left as it is: the
+    database file itself is 0600 either way, and closing /tmp would break the machine.
+    """
+    if not directory.exists():
+        directory.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    st = directory.stat()
+    if st.st_uid != os.geteuid() or st.st_mode & stat.S_ISVTX:
+        return
+    if stat.S_IMODE(st.st_mode) & 0o077:
+        directory.chmod(stat.S_IMODE(st.st_mode) & ~0o077 | DIR_MODE)
+        log.info("state directory made private", extra={"path": str(directory)})
+
+
+def _private_files(db: Path) -> None:
+    """Create the database 0600 before SQLite does (it would follow the umask), and tighten
+    it and its siblings if they exist. SQLite creates -wal/-shm with the database's mode."""
+    fd = os.open(db, os.O_RDWR | os.O_CREAT, FILE_MODE)
+    try:
+        if stat.S_IMODE(os.fstat(fd).st_mode) != FILE_MODE:
+            os.fchmod(fd, FILE_MODE)
+    finally:
+        os.close(fd)
+    for suffix in SIBLINGS:
+        sibling = Path(f"{db}{suffix}")
+        try:
+            if stat.S_IMODE(sibling.stat().st_mode) & 0o077:
+                sibling.chmod(FILE_MODE)
+        except FileNotFoundError:
+            pass
+
+
 class Store:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        _private_dir(self.path.parent)
+        _private_files(self.path)
         conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
         self.db = sqlite_utils.Database(conn)
         self.db.execute("PRAGMA journal_mode=WAL")
