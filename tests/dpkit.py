@@ -91,6 +91,19 @@ class LbNet:
         self.rec.apply(diff)
         assert not self.rec.errors, self.rec.errors
 
+    def restart(self, *docs: dict[str, Any]) -> Any:
+        """A "restarted daemon": a new reconciler over the same pinned maps (and the same
+        loaded program), started with ``docs`` as the whole load-balancer config."""
+        from appliance.datapath.reconciler import DatapathReconciler
+
+        self.rec.close()
+        dp = {"interface": [{"name": i, "hook": "tc"} for i in self.interfaces]}
+        self.rec = DatapathReconciler(self.rec.pin_root, netns=self.lb.ns,
+                                      program=self.rec.program, housekeeping=False)  # fmt: skip
+        self.rec.start({"sluice:datapath": dp, "sluice:load-balancer": {"service": list(docs)}})
+        self.services = {d["name"]: d for d in docs}
+        return self.rec
+
     def get(self, vip: str = VIP4, port: int = 80, timeout: float = 3.0, **kw: Any) -> str:
         host = f"[{vip}]" if ":" in vip else vip
         return self.client.http_get(f"http://{host}:{port}/", timeout=timeout, **kw)

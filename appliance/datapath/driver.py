@@ -94,10 +94,17 @@ class Driver:
             self._found_eps.setdefault(int(v.svc_id), {})[ep] = int(k.value)
             self._ep_ids.add(int(k.value))
             self._next_ep = max(self._next_ep, int(k.value) + 1)
+        # The allow key holds no family, and an IPv6 prefix of /32 or shorter has words
+        # 1..3 zero like an IPv4 one: take the family of the service it belongs to (the
+        # model requires allowed sources of the VIP's family). Guessing from the bits read
+        # 2001:db8::/32 back as 32.1.13.184/32, and the "stale" entry then deleted was the
+        # key just written: every new flow of the service was dropped after a restart.
+        families = {sid: key[0] for key, (sid, _, _) in self._found_svc.items()}
         for k in self.t["allow_map"]:
-            fam = 6 if any(k.a.w[1:]) or k.prefixlen > 64 else 4
+            sid = int(k.svc_id)
+            fam = families.get(sid) or (6 if any(k.a.w[1:]) or k.prefixlen > 64 else 4)
             prefix = f"{L.words_addr(k.a.w, fam)}/{k.prefixlen - 32}"
-            self._found_allow.setdefault(int(k.svc_id), set()).add(prefix)
+            self._found_allow.setdefault(sid, set()).add(prefix)
 
     def _alloc_svc_id(self) -> int:
         for _ in range(2):
