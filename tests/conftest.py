@@ -11,5 +11,7 @@ if _TESTS_DIR not in sys.path:
 
 # netkit: the network-namespace test kit (`netkit` fixture, leftover sweep);
 # daemonkit: a real `sluice run` on a temporary database (`daemon` fixture);
-# dpkit: the eBPF datapath (`lb_program` once per session, `lbnet` client/LB/backends).
-pytest_plugins = ["netkit", "daemonkit", "dpkit"]
+# dpkit: the eBPF datapath (`lb_program` once per session, `lbnet` client/LB/backends);
+# datapathgate: with SLUICE_REQUIRE_DATAPATH=1 (`make test`), a datapath test skipped on a
+# machine that can run it (root, bcc, bpffs) fails the session.
+pytest_plugins = ["netkit", "daemonkit", "dpkit", "datapathgate"]

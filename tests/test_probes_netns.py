@@ -224,7 +224,6 @@ async def https_server(pki: dict[str, str], port: int) -> asyncio.AbstractServer
 
 
 def test_https_probe(net: Net, prober_loop: NsLoop, tmp_path: Path) -> None:
-    pytest.importorskip("cryptography")
     pki = make_pki(tmp_path)
     client = {"client_certificate": pki["client-cert"], "client_key": pki["client-key"]}
     with NsLoop(net.backend) as backend:
