@@ -7,6 +7,7 @@ the plain endpoint order, a smooth weighted round-robin sequence, or a Maglev ta
 from __future__ import annotations
 
 import hashlib
+import heapq
 from collections.abc import Sequence
 from functools import reduce
 from math import gcd
@@ -79,23 +80,39 @@ def maglev_table(names: Sequence[str], weights: Sequence[int], size: int) -> lis
 
 
 def weighted_sequence(weights: Sequence[int]) -> list[int]:
-    """Smooth weighted round-robin (nginx): indices into ``weights``, one full cycle.
+    """Smooth weighted round-robin: indices into ``weights``, one full cycle.
 
-    Weights are divided by their gcd so the cycle is as short as possible; 80/20 gives a
-    5-slot cycle [0, 0, 1, 0, 0]-like, well interleaved. Zero weights are left out.
+    Weights are divided by their gcd so the cycle is as short as possible; 80/20 gives the
+    5-slot cycle [0, 0, 1, 0, 0], well interleaved. Zero weights are left out.
+
+    An endpoint of weight w takes its k-th turn (k = 0..w-1) at the virtual time
+    (k + 1/2) / w of the cycle, and the cycle is those turns in time order (ties: lower
+    index first). Each endpoint's turns are spread evenly over the cycle, so any window of
+    slots holds every endpoint in proportion to its weight, within one turn. The cycle is
+    merged with a heap holding each endpoint's next turn: O(S log N) for S slots and N
+    endpoints. (The nginx formulation, which adds every weight at every slot, cost
+    O(S x N): 5 s for 512 endpoints of random weights, under the datapath lock, at every
+    health change.) On the cases the tests pin down ([3, 1], [4, 1], equal weights) both
+    give the same sequence.
     """
     live = [(i, w) for i, w in enumerate(weights) if w > 0]
     if not live:
         return []
     g = reduce(gcd, (w for _, w in live))
-    live = [(i, w // g) for i, w in live]
-    total = sum(w for _, w in live)
-    current = {i: 0 for i, _ in live}
-    out = []
-    for _ in range(total):
-        for i, w in live:
-            current[i] += w
-        best = max(live, key=lambda iw: current[iw[0]])[0]
-        current[best] -= total
-        out.append(best)
+    # Turn k of weight w at (2k + 1) / 2w. Floats compare these exactly enough: IEEE
+    # division rounds correctly, so equal fractions give equal floats (ties stay ties),
+    # and two different ones (denominators <= 510) differ by >= 2**-18, far above 2**-52.
+    span = [2 * (w // g) for _, w in live]
+    heap = [(1 / d, i, 1, d) for (i, _), d in zip(live, span, strict=True)]
+    heapq.heapify(heap)
+    total = sum(span) // 2
+    out = [0] * total
+    for slot in range(total):
+        _, i, odd, d = heap[0]
+        out[slot] = i
+        odd += 2
+        if odd < d:
+            heapq.heapreplace(heap, (odd / d, i, odd, d))
+        else:
+            heapq.heappop(heap)  # its last turn in the cycle
     return out
