@@ -15,7 +15,7 @@ import logging
 import os
 import signal
 from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -24,9 +24,8 @@ from appliance import __version__
 from appliance.config import ConfigService, Diff
 from appliance.config.store import Store
 from appliance.control.server import ControlServer
-from appliance.events import EventBus, RecentEvents
-from appliance.probes import Prober
-from appliance.probes.service_state import ServiceStateTracker
+from appliance.events import EventBus
+from appliance.health import HealthWiring
 from appliance.reconciler import LoggingReconciler, Reconciler
 
 log = logging.getLogger(__name__)
@@ -165,53 +164,3 @@ def freeze_after_bulk_commit(diff: Diff) -> None:
     changed = len(diff.services_added) + len(diff.services_changed) + len(diff.services_removed)
     if changed >= BULK_COMMIT:
         freeze_heap()
-
-
-class HealthWiring:
-    """The prober, fed by the config, feeding the datapath and the state providers.
-
-    The prober calls back in the event loop; the datapath update takes the reconciler's lock,
-    which a long commit can hold, so updates go through their own one-thread pool (in order,
-    never stalling the loop).
-    """
-
-    def __init__(self, reconciler: Reconciler, state: dict[str, Any], bus: EventBus) -> None:
-        self.reconciler = reconciler
-        self.state = state
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="health")
-        self.prober = Prober(bus, on_change=self._on_change)
-        self.services = ServiceStateTracker(bus, self.prober.endpoints_up)
-        self.recent = RecentEvents(bus)
-        state["events"] = self.recent.recent
-
-    def _on_change(self, service: str, address: str, port: int, up: bool) -> None:
-        set_health = getattr(self.reconciler, "set_endpoint_health", None)
-        if set_health is None:
-            return
-        future = self.pool.submit(set_health, service, address, port, up)
-        future.add_done_callback(_log_failure)
-
-    async def start(self, service: ConfigService) -> None:
-        self.prober.sync(service.services_effective)
-        await self.prober.start()
-        # After the reconciler's subscription: the datapath knows new endpoints first.
-        service.subscribe(self.prober.apply)
-        datapath_endpoint = self.state.get("endpoint")
-        prober = self.prober
-
-        def endpoint_state(svc: str, address: str, port: int) -> dict[str, Any]:
-            merged = dict((datapath_endpoint and datapath_endpoint(svc, address, port)) or {})
-            merged.update(prober.endpoint_state(svc, address, port) or {})
-            return merged
-
-        self.state["endpoint"] = endpoint_state
-
-    async def stop(self) -> None:
-        await self.prober.stop()
-        self.pool.shutdown(wait=True)
-
-
-def _log_failure(future: Future[Any]) -> None:
-    exc = future.exception()
-    if exc is not None:
-        log.error("endpoint health update failed", extra={"error": repr(exc)})

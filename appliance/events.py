@@ -4,12 +4,16 @@ read from it later.
 Publishers call `bus.publish(event)` from any thread. Subscribers are either
 
 - sync callbacks (`bus.subscribe(fn)`), called in the publisher's thread: they must be quick
-  and must not block (the prober publishes from the event loop); or
+  and must not block; or
 - asyncio queues (`bus.queue()`), filled on the loop the queue was made on, so a consumer
   coroutine can `await q.get()` whichever thread published.
 
 A slow queue consumer never blocks a publisher: a full queue drops its oldest event and counts
 the drop (`bus.dropped`), because the newest state is what a notification reader needs.
+
+`LoopRelay` carries events from a publisher on another thread (the health prober, on its own
+loop) to a bus whose subscribers expect the daemon's main loop: the publisher only appends
+to a buffer; the loop publishes the buffer, in order, when it gets to it.
 """
 
 from __future__ import annotations
@@ -127,3 +131,55 @@ class RecentEvents:
         if event_type:
             events = [e for e in events if e.get("type") == event_type]
         return events[::-1][: max(0, limit)]
+
+
+class LoopRelay:
+    """A bus callback that re-publishes every event on `bus` from `loop`'s thread.
+
+    The calling thread never waits for the loop: it appends to a buffer under a lock held
+    only for that append (or the loop's swap of the buffer), and wakes the loop once per
+    batch with call_soon_threadsafe. While the loop is stalled, events wait in the buffer,
+    in order; past `maxlen` the oldest are dropped and counted (`dropped`), as a full
+    subscriber queue does.
+    """
+
+    def __init__(
+        self, bus: EventBus, loop: asyncio.AbstractEventLoop, maxlen: int = DEFAULT_QUEUE_SIZE
+    ) -> None:
+        self.bus, self.loop, self.maxlen = bus, loop, maxlen
+        self._lock = threading.Lock()
+        self._pending: collections.deque[Event] = collections.deque()
+        self._scheduled = False
+        self.dropped = 0
+        self._reported = 0
+
+    def __call__(self, event: Event) -> None:
+        with self._lock:
+            if len(self._pending) >= self.maxlen:
+                self._pending.popleft()
+                self.dropped += 1
+            self._pending.append(event)
+            if self._scheduled:
+                return  # the loop already has a drain queued: it takes this one too
+            self._scheduled = True
+        try:
+            self.loop.call_soon_threadsafe(self._drain)
+        except RuntimeError:  # the loop is closed: the daemon is going away
+            with self._lock:
+                self._pending.clear()
+                self._scheduled = False
+
+    def _drain(self) -> None:
+        with self._lock:
+            batch, self._pending = self._pending, collections.deque()
+            self._scheduled = False
+            dropped = self.dropped
+        if dropped != self._reported:
+            # Logged here, on the loop, not by the publisher (which must not wait on I/O).
+            log.warning(
+                "event relay full: oldest events dropped",
+                extra={"dropped": dropped - self._reported},
+            )
+            self._reported = dropped
+        for event in batch:
+            self.bus.publish(event)

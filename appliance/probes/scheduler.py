@@ -1,18 +1,18 @@
 """The prober: one asyncio task scheduling every endpoint's probe from a heap of due times.
 
-Integration (the daemon owns the loop; `dp` is the datapath reconciler):
+The prober is loop-agnostic: it runs on whichever loop `start()` is awaited on. The daemon
+gives it a loop of its own on its own thread (appliance/health.py, `HealthWiring`), so that
+nothing the front doors do on the main loop can delay a probe or its result:
 
-    health = ThreadPoolExecutor(max_workers=1, thread_name_prefix="health")
-    prober = Prober(bus, on_change=lambda *a: health.submit(dp.set_endpoint_health, *a))
-    prober.sync(service.services_effective)        # whole config, at start-up
-    await prober.start()
+    prober = Prober(bus, on_change=..., initial_health=pinned)  # pinned: (svc, addr, port) -> up
+    ... on the prober's own loop:  await prober.start()
+    prober.sync(service.services_effective)        # whole config (any thread)
     service.subscribe(prober.apply)                 # each commit's Diff (any thread)
-    state["endpoint"] = prober.endpoint_state       # `sluice ep list` (merge with dp's)
-    ...
-    await prober.stop()
+    prober.endpoint_state(svc, addr, port)          # any thread: reads a snapshot
 
-on_change runs in the loop thread; the datapath takes a lock a long commit may hold, so it
-goes to its own single thread (order kept) rather than being called directly.
+on_change and bus.publish run in the prober's thread; both must hand their work off
+(the datapath takes a lock a long commit may hold; bus subscribers may live on another
+loop) rather than block it.
 
 Why one task and a heap: 10,000 endpoints would be 10,000 sleeping tasks otherwise, each
 with its own timer; the heap keeps one timer armed (the earliest due time), a probe exists
@@ -30,16 +30,16 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from appliance.config import Diff
 from appliance.events import EventBus
 from appliance.probes.base import ProbeResult
 from appliance.probes.runner import ProbeRunner
 from appliance.probes.settings import Key, TargetConfig, endpoint_key, targets_of
-from appliance.probes.state import ADMIN_DISABLED, SERVING, UP, Health
+from appliance.probes.state import ADMIN_DISABLED, DOWN, SERVING, UP, Health
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,17 @@ def iso_time(wall: float) -> str:
     )
 
 
+class EndpointView(NamedTuple):
+    """One endpoint's health as other threads see it: replaced whole, never mutated, so a
+    reader gets a consistent row without a lock and without asking the prober's loop."""
+
+    state: str
+    last_change: float
+    last_error: str
+    rtt_us: int | None
+    probe: str
+
+
 class _Target:
     __slots__ = ("cfg", "gen", "health", "key")
 
@@ -74,6 +85,12 @@ class Prober:
     endpoint starts or stops being eligible for new flows (also once for each endpoint
     when it first appears, so a datapath restored from pinned maps is corrected). Each
     state change is published on `bus` as one "endpoint-state" event and logged.
+
+    `initial_health` maps (service, address, port) to whether the endpoint was taking new
+    flows before (the datapath's pinned state after a restart): an endpoint known down
+    starts down (still probed; it comes up by the usual rules, hold-down counted from the
+    start), so a restart does not send new flows to a backend already known dead. An
+    endpoint it does not name starts in `initial_state`.
     """
 
     def __init__(
@@ -87,6 +104,7 @@ class Prober:
         initial_state: str = UP,
         runner: ProbeRunner | None = None,
         rng: random.Random | None = None,
+        initial_health: Mapping[tuple[str, str, int], bool] | None = None,
     ) -> None:
         self.bus = bus
         self.on_change = on_change
@@ -100,6 +118,12 @@ class Prober:
         self._rng = rng or random.Random()
         self._targets: dict[Key, _Target] = {}
         self._by_service: dict[str, set[Key]] = {}
+        # What other threads read (endpoint_state, endpoints_up): one immutable row per
+        # endpoint, replaced by the prober's thread; a dict item store is atomic.
+        self._view: dict[Key, EndpointView] = {}
+        self._seed: dict[Key, bool] = {}
+        if initial_health:
+            self.seed(initial_health)
         self._heap: list[tuple[float, int, _Target, int]] = []
         self._seq = itertools.count()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -146,6 +170,12 @@ class Prober:
         self._running = 0
 
     # -- configuration -----------------------------------------------------------------------
+    def seed(self, health: Mapping[tuple[str, str, int], bool]) -> None:
+        """Known prior health, used once per endpoint when it first appears (see the class
+        docstring). Call before the endpoints are synced."""
+        for (service, address, port), up in health.items():
+            self._seed[endpoint_key(service, address, port)] = bool(up)
+
     def sync(self, services: dict[str, dict[str, Any]]) -> None:
         """Make the targets exactly those of `services` (name → effective service dict).
 
@@ -160,7 +190,12 @@ class Prober:
 
     def _in_loop(self, fn: Callable[[Any], None], arg: Any) -> None:
         if self._loop is not None and threading.get_ident() != self._thread:
-            self._loop.call_soon_threadsafe(fn, arg)
+            try:
+                self._loop.call_soon_threadsafe(fn, arg)
+            except RuntimeError:
+                # Its loop is closed (the daemon is exiting): a late commit has no one to
+                # probe it.
+                log.debug("prober stopped: config change ignored")
         else:
             fn(arg)
 
@@ -184,12 +219,23 @@ class Prober:
         for key in old_keys - wanted.keys():
             target = self._targets.pop(key)
             target.gen += 1  # its heap entry and any in-flight result are now ignored
+            self._view.pop(key, None)
         now, wall = self._now(), time.time()
         for key, cfg in wanted.items():
             target = self._targets.get(key)
             if target is None:
-                state = self.initial_state if cfg.probed else self._resting_state(cfg)
-                target = self._targets[key] = _Target(key, cfg, Health(state, wall))
+                # A seed is used once: an endpoint removed and added again later starts
+                # afresh, like any new endpoint.
+                known_up = self._seed.pop(key, None)
+                if not cfg.probed:
+                    health = Health(self._resting_state(cfg), wall)
+                elif known_up is False:
+                    # Down since we know of it: hold-down counts from now.
+                    health = Health(DOWN, wall, "down before restart", down_since=now)
+                else:
+                    health = Health(self.initial_state, wall)
+                target = self._targets[key] = _Target(key, cfg, health)
+                self._publish_view(target)
                 self._notify_datapath(target)
                 if cfg.probed:
                     self._schedule_first(target, now)
@@ -208,6 +254,7 @@ class Prober:
         was_probed = target.cfg.probed
         target.cfg = cfg
         target.gen += 1
+        self._publish_view(target)  # the probe type may have changed
         if not cfg.probed:
             self._change(target, target.health.set_state(self._resting_state(cfg), now, wall))
             return
@@ -292,6 +339,7 @@ class Prober:
         change = target.health.record(
             result.ok, result.rtt_us, result.error, timing, now, time.time()
         )
+        self._publish_view(target)  # before the event: a subscriber may read it
         self._change(target, change)
         # Fixed rate (due + interval), so the schedule does not creep by each probe's run
         # time; a target that fell a whole interval behind is not fired twice to catch up.
@@ -305,6 +353,7 @@ class Prober:
         old, new = change
         service, address, port = target.key
         health = target.health
+        self._publish_view(target)
         event = {
             "type": EVENT_TYPE,
             "service": service,
@@ -338,34 +387,43 @@ class Prober:
                 extra={"service": service, "address": address, "port": port},
             )
 
-    # -- operational state -------------------------------------------------------------------
-    def endpoint_state(self, service: str, address: str, port: int) -> dict[str, Any] | None:
-        """What `sluice ep list` shows for one endpoint; None if it is not known."""
-        target = self._targets.get(endpoint_key(service, address, port))
-        if target is None:
-            return None
+    # -- operational state (any thread) ------------------------------------------------------
+    def _publish_view(self, target: _Target) -> None:
         h = target.health
+        self._view[target.key] = EndpointView(
+            h.state, h.last_change, h.last_error, h.rtt_us, target.cfg.spec.type
+        )
+
+    def endpoint_state(self, service: str, address: str, port: int) -> dict[str, Any] | None:
+        """What `sluice ep list` shows for one endpoint; None if it is not known.
+
+        Thread-safe and cheap: one read of the snapshot the prober's thread keeps current.
+        """
+        view = self._view.get(endpoint_key(service, address, port))
+        if view is None:
+            return None
         out: dict[str, Any] = {
-            "health": h.state,
-            "last-change": iso_time(h.last_change),
-            "last-error": h.last_error,
-            "probe": target.cfg.spec.type,
+            "health": view.state,
+            "last-change": iso_time(view.last_change),
+            "last-error": view.last_error,
+            "probe": view.probe,
         }
-        if h.rtt_us is not None:
-            out["rtt-us"] = h.rtt_us
+        if view.rtt_us is not None:
+            out["rtt-us"] = view.rtt_us
         return out
 
     def endpoints_up(self, service: str) -> int:
-        """How many endpoints of `service` take new flows (for the service's state)."""
-        return sum(
-            1
-            for key in self._by_service.get(service, ())
-            if self._targets[key].health.state in SERVING
-        )
+        """How many endpoints of `service` take new flows (for the service's state).
+
+        Thread-safe: tuple() copies the key set in one step under the GIL, and rows come
+        from the snapshot."""
+        view = self._view
+        keys = tuple(self._by_service.get(service, ()))
+        return sum(1 for key in keys if (row := view.get(key)) is not None and row.state in SERVING)
 
     def lag_stats(self) -> dict[str, float]:
         """Dispatch lateness of recent probes, as a fraction of their interval."""
-        samples = sorted(self._lag)
+        samples = sorted(list(self._lag))  # list(): one C-level copy, safe from any thread
         if not samples:
             return {"count": 0, "p50": 0.0, "p99": 0.0, "max": 0.0}
         n = len(samples)
