@@ -313,3 +313,121 @@ def test_list_step_with_wrong_keys(service: ConfigService) -> None:
     with service.open_session("t", "test") as s, pytest.raises(ConfigError) as info:
         s.edit([{"op": "merge", "path": f"{LB}/service[vip='198.18.0.1']", "value": {}}])
     assert "keyed by name" in str(info.value)
+
+
+HASH_A = "$scrypt$ln=4,r=8,p=1$c2FsdGE=$aGFzaGE="
+HASH_B = "$scrypt$ln=4,r=8,p=1$c2FsdGI=$aGFzaGI="
+AUTH_KEY = "ab" * 32  # sha-256 localized key
+PRIV_KEY = "cd" * 16  # aes-128
+
+
+def _with_secrets(service: ConfigService) -> None:
+    commit(
+        service,
+        [
+            {
+                "op": "merge",
+                "path": "/sluice:management",
+                "value": {"user": [{"name": "ops", "password-hash": HASH_A, "role": "read-write"}]},
+            },
+            {
+                "op": "merge",
+                "path": "/sluice:snmp",
+                "value": {
+                    "community": [{"name": "nms", "secret": "s3cret-community"}],
+                    "usm-user": [{"name": "v3", "auth-key": AUTH_KEY, "priv-key": PRIV_KEY}],
+                },
+            },
+        ],
+    )
+
+
+def _strip_secrets(doc: dict) -> dict:
+    """What a NETCONF get-config backup holds: masked secrets are left out altogether."""
+    doc = copy.deepcopy(doc)
+    for user in doc["sluice:management"]["user"]:
+        user.pop("password-hash", None)
+    for entry in doc["sluice:snmp"]["community"] + doc["sluice:snmp"]["usm-user"]:
+        for leaf in ("secret", "auth-key", "priv-key"):
+            entry.pop(leaf, None)
+    return doc
+
+
+def test_replace_without_secrets_keeps_the_stored_ones(service: ConfigService) -> None:
+    _with_secrets(service)
+    raw = service.running_doc(with_secrets=True)
+    backup = _strip_secrets(service.running_doc())
+    backup["sluice:system"] = {"hostname": "restored"}
+    commit(service, [{"op": "replace", "path": "/", "value": backup}], "restore")
+    after = service.running_doc(with_secrets=True)
+    assert after["sluice:system"] == {"hostname": "restored"}
+    assert after["sluice:management"] == raw["sluice:management"]
+    assert after["sluice:snmp"] == raw["sluice:snmp"]
+    # replacing one section or one list entry without its secret keeps it too
+    user = {"name": "ops", "role": "read-only"}
+    path = "/sluice:management/user[name='ops']"
+    commit(service, [{"op": "replace", "path": path, "value": user}])
+    assert service.running_doc(with_secrets=True)["sluice:management"]["user"] == [
+        {**user, "password-hash": HASH_A}
+    ]
+
+
+def test_a_secret_goes_only_when_deleted_explicitly(service: ConfigService) -> None:
+    _with_secrets(service)
+    path = "/sluice:management/user[name='ops']/password-hash"
+    commit(service, [{"op": "delete", "path": path}])
+    users = service.running_doc(with_secrets=True)["sluice:management"]["user"]
+    assert users == [{"name": "ops", "role": "read-write"}]
+    # within one edit: a replace that leaves it out, then an explicit delete
+    commit(
+        service,
+        [{"op": "merge", "path": path.rsplit("/", 1)[0], "value": {"password-hash": HASH_B}}],
+    )
+    commit(
+        service,
+        [
+            {"op": "replace", "path": "/sluice:management", "value": {"user": [{"name": "ops"}]}},
+            {"op": "remove", "path": path},
+        ],
+    )
+    assert service.running_doc(with_secrets=True)["sluice:management"]["user"] == [{"name": "ops"}]
+    # a new value replaces the stored one
+    commit(
+        service,
+        [{"op": "merge", "path": path.rsplit("/", 1)[0], "value": {"password-hash": HASH_B}}],
+    )
+    assert (
+        service.running_doc(with_secrets=True)["sluice:management"]["user"][0]["password-hash"]
+        == HASH_B
+    )
+
+
+def test_rollback_and_startup_copy_take_secrets_from_their_source(service: ConfigService) -> None:
+    _with_secrets(service)
+    first = service.commit_id
+    with service.open_session("t", "test") as s:
+        s.copy_running_to_startup()
+    path = "/sluice:management/user[name='ops']"
+    commit(service, [{"op": "merge", "path": path, "value": {"password-hash": HASH_B}}])
+    with service.open_session("t", "test") as s:
+        s.copy_startup_to_running()
+    assert (
+        service.running_doc(with_secrets=True)["sluice:management"]["user"][0]["password-hash"]
+        == HASH_A
+    )
+    # a secret absent from the source goes: rollback restores exactly
+    commit(service, [{"op": "delete", "path": f"{path}/password-hash"}])
+    commit(service, [{"op": "merge", "path": path, "value": {"password-hash": HASH_B}}])
+    no_hash = service.commit_id - 1
+    with service.open_session("t", "test") as s:
+        s.rollback(no_hash)
+    assert (
+        "password-hash"
+        not in service.running_doc(with_secrets=True)["sluice:management"]["user"][0]
+    )
+    with service.open_session("t", "test") as s:
+        s.rollback(first)
+    assert (
+        service.running_doc(with_secrets=True)["sluice:management"]["user"][0]["password-hash"]
+        == HASH_A
+    )

@@ -400,3 +400,66 @@ def test_state_providers_feed_get(tmp_path: Path) -> None:
             assert calls == ["web"]
     finally:
         kit.stop(h)
+
+
+def _hashes(h: kit.Harness) -> dict[str, str | None]:
+    users = h.service.running_doc(with_secrets=True)["sluice:management"]["user"]
+    return {u["name"]: u.get("password-hash") for u in users}
+
+
+def _backup(m: object) -> str:
+    """A get-config backup as an operator keeps it: <config> around the data's children."""
+    data = etree.fromstring(m.get_config(source="running").data_xml.encode())  # type: ignore[attr-defined]
+    config = etree.Element(f"{{{XC}}}config", nsmap={None: XC})
+    for el in data:
+        config.append(el)
+    return etree.tostring(config).decode()
+
+
+def _copy_inline(m: object, config: str, target: str) -> None:
+    """copy-config with an inline <config> source (ncclient's copy_config takes names only)."""
+    rpc = etree.fromstring(
+        f'<copy-config xmlns="{XC}"><target><{target}/></target>'
+        f"<source>{config}</source></copy-config>"
+    )
+    m.dispatch(rpc)  # type: ignore[attr-defined]
+
+
+def test_restoring_a_get_config_backup_keeps_every_password_hash(h: kit.Harness) -> None:
+    before = _hashes(h)
+    assert all(before[u] for u in ("ops", "ops2", "viewer"))
+    with h.connect() as m:
+        backup = _backup(m)
+        assert "scrypt" not in backup  # the backup itself carries no secret
+        m.edit_config(service_xml("web"), target="running")
+        _copy_inline(m, backup, "running")
+        assert "web" not in h.service.services and _hashes(h) == before
+        m.edit_config(backup, target="running", default_operation="replace")
+        assert _hashes(h) == before
+        _copy_inline(m, backup, "candidate")
+        m.commit()
+        assert _hashes(h) == before
+    with h.connect() as m:  # and the password still logs in
+        assert m.connected
+
+
+def test_copy_startup_to_running_takes_startup_secrets(h: kit.Harness) -> None:
+    with h.connect() as m:
+        m.copy_config(source="running", target="startup")
+        saved = _hashes(h)
+        path = "/sluice:management/user[name='ops2']"
+        with h.service.open_session("cli-user", "cli") as s:
+            s.edit([{"op": "merge", "path": path, "value": {"password-hash": kit.hash_password(
+                "another", ln=4, r=8, p=1)}}])
+            s.commit()
+        assert _hashes(h)["ops2"] != saved["ops2"]
+        m.validate(source="startup")
+        m.copy_config(source="startup", target="candidate")
+        m.commit()
+        assert _hashes(h) == saved
+        with h.service.open_session("cli-user", "cli") as s:
+            s.edit([{"op": "merge", "path": path, "value": {"password-hash": kit.hash_password(
+                "another", ln=4, r=8, p=1)}}])
+            s.commit()
+        m.copy_config(source="startup", target="running")
+        assert _hashes(h) == saved

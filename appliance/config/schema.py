@@ -57,6 +57,10 @@ class Schema:
                 continue
             self.top_level.append(node.name())
             self._index(node, node.name())
+        # Services are edited apart from their section: do they hold secrets at all?
+        self.service_secrets = any(
+            p.startswith("load-balancer/service/") for p in self.secret_leaves
+        )
 
     def _index(self, node: Any, path: str) -> None:
         if isinstance(node, libyang.SList):

@@ -1,9 +1,12 @@
 """Secrets in the config (SNMP communities and keys) are never shown in clear.
 
 Leaves marked secret in the YANG module (nacm:default-deny-all or sl:secret) are replaced by
-MASK in everything a front door reads or exports. An edit that hands MASK back (an exported
-file re-imported, a form saved unchanged) keeps the stored value: MASK means "unchanged".
-Passwords are not secrets here: only their scrypt hashes are ever stored.
+MASK in everything a front door reads or exports (NETCONF leaves them out altogether). So a
+client's edit that hands MASK back, or leaves a secret out of a node it replaces (an
+exported file or a get-config backup restored), keeps the stored value: only an explicit
+delete/remove of the leaf, or of a node above it, drops a secret. Copies between datastores
+inside the appliance (rollback, startup to running) carry the real values and are exact.
+Password hashes are secrets too: they are stored, never shown.
 """
 
 from __future__ import annotations
@@ -34,20 +37,50 @@ def mask_section(name: str, content: Any, schema: Schema) -> Any:
     return content
 
 
-def restore(name: str, new: dict[str, Any], old: dict[str, Any] | None, schema: Schema) -> Any:
-    """Put back stored secrets where `new` carries MASK (matched by list keys)."""
+def restore(
+    name: str,
+    new: dict[str, Any],
+    old: dict[str, Any] | None,
+    schema: Schema,
+    *,
+    keep_absent: bool = True,
+) -> Any:
+    """Put back stored secrets where `new` carries MASK, and (`keep_absent`) where `new` has
+    the node a secret sits in but not the secret itself. List entries match by their keys."""
     if not any(p.startswith(name + "/") for p in schema.secret_leaves):
         return new
-
-    def put_back(parent: dict[str, Any], key: str, old_value: Any) -> None:
-        if parent.get(key) == MASK:
-            if old_value is None:
-                del parent[key]
-            else:
-                parent[key] = old_value
-
-    _walk(new, name, schema, put_back, old)
+    _restore(new, old, name, schema, keep_absent)
     return new
+
+
+def _restore(new: Any, old: Any, spath: str, schema: Schema, keep_absent: bool) -> None:
+    if not isinstance(new, dict):
+        return
+    old = old if isinstance(old, dict) else {}
+    names = list(new)
+    if keep_absent:
+        names += [k for k in old if k not in new and f"{spath}/{k}" in schema.secret_leaves]
+    for key in names:
+        child = f"{spath}/{key}"
+        if child in schema.secret_leaves:
+            if new.get(key, MASK) != MASK:
+                continue  # a new value from the client
+            if key in old:
+                new[key] = old[key]
+            else:
+                new.pop(key, None)  # MASK with nothing stored: nothing to keep
+            continue
+        value = new[key]
+        if child in schema.lists and isinstance(value, list):
+            keys = schema.lists[child].keys
+            olds = old.get(key) if isinstance(old.get(key), list) else []
+            for entry in value:
+                if not isinstance(entry, dict):
+                    continue
+                match = next((o for o in olds if all(o.get(k) == entry.get(k) for k in keys)), None)
+                _restore(entry, match, child, schema, keep_absent)
+        elif isinstance(value, dict):
+            _restore(value, old.get(key), child, schema, keep_absent)
 
 
 def _walk(node: Any, spath: str, schema: Schema, visit: Any, old: Any = None) -> None:

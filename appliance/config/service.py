@@ -52,6 +52,8 @@ from appliance.config.tree import apply_edit
 log = logging.getLogger(__name__)
 
 DATASTORES = ("running", "candidate", "startup")
+# The schema path of a service entry, as secrets.restore names nodes.
+_SERVICE_SPATH = f"{LB}/service"
 # Past this many errors a user learns nothing more from the list.
 MAX_REPORTED_ERRORS = 50
 
@@ -302,9 +304,12 @@ class ConfigService:
         return build_doc(sections, services.values())
 
     # -- startup ---------------------------------------------------------------------------
-    def startup_doc(self) -> Doc:
+    def startup_doc(self, *, with_secrets: bool = False) -> Doc:
+        """The saved startup config; secrets masked unless `with_secrets` (copies inside the
+        appliance, which must carry startup's own secrets, not running's)."""
         sections, services = from_items(self.store.startup())
-        return secrets.mask(build_doc(sections, services.values()), self.schema)
+        doc = build_doc(sections, services.values())
+        return doc if with_secrets else secrets.mask(doc, self.schema)
 
     def _save_startup(self, session: Session) -> None:
         with self._mutex:
@@ -440,7 +445,16 @@ class Session:
     # -- edit --------------------------------------------------------------------------------
     def edit(self, changes: list[dict[str, Any]]) -> None:
         """Apply edits to the candidate, all or nothing. Each change is
-        {"op": merge|replace|create|delete|remove, "path": data path, "value": JSON}."""
+        {"op": merge|replace|create|delete|remove, "path": data path, "value": JSON}.
+
+        Secrets a change leaves out (or hands back masked) keep their stored value; only a
+        delete/remove drops them (see `secrets`): front doors never show secrets, so a
+        backup a client restores cannot carry them."""
+        self._edit(changes, keep_secrets=True)
+
+    def _edit(self, changes: list[dict[str, Any]], *, keep_secrets: bool) -> None:
+        """`keep_secrets=False`: the values are the appliance's own (a snapshot, startup),
+        secrets included, and replace exactly."""
         self._require_write()
         schema = self.service.schema
         with self.service._mutex:
@@ -461,15 +475,18 @@ class Session:
                 )
                 apply_edit(mini, steps, op, value, schema)
                 new_sections, new_services = split_doc(mini)
+                keep = keep_secrets and op not in ("delete", "remove")
                 for name in scope_sections | set(new_sections):
                     new = new_sections.get(name)
-                    if new is not None:
+                    if new is not None and keep:
                         new = secrets.restore(name, new, view.section(name), schema)
                     if new != view.section(name):
                         base.setdefault((SECTION_KIND, name), self._version(SECTION_KIND, name))
                         sections[name] = new
                 for name in scope_services | set(new_services):
                     new = new_services.get(name)
+                    if new is not None and keep and schema.service_secrets:
+                        new = secrets.restore(_SERVICE_SPATH, new, view.svc(name), schema)
                     if new != view.svc(name):
                         base.setdefault((SERVICE_KIND, name), self._version(SERVICE_KIND, name))
                         services[name] = new
@@ -613,9 +630,28 @@ class Session:
         if self.has_changes():
             raise ConfigError("the candidate has uncommitted changes; discard them first")
         doc = self.service.snapshot(commit_id)
-        self.edit([{"op": "replace", "path": "/", "value": doc}])
+        self._edit([{"op": "replace", "path": "/", "value": doc}], keep_secrets=False)
         try:
             return self.commit(comment or f"rollback to commit {commit_id}")
+        except ConfigError:
+            self.discard()
+            raise
+
+    def load_startup(self) -> None:
+        """Make the candidate the startup config, secrets taken from startup (not running)."""
+        self._require_write()
+        doc = self.service.startup_doc(with_secrets=True)
+        self.discard()
+        self._edit([{"op": "replace", "path": "/", "value": doc}], keep_secrets=False)
+
+    def copy_startup_to_running(self, comment: str = "") -> Diff:
+        """Running becomes the startup config, startup's secrets included (a new commit)."""
+        self._require_write()
+        if self.has_changes():
+            raise ConfigError("the candidate has uncommitted changes; discard them first")
+        self.load_startup()
+        try:
+            return self.commit(comment or "copy startup to running")
         except ConfigError:
             self.discard()
             raise

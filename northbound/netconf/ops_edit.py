@@ -21,7 +21,7 @@ from appliance.config import ConfigError, Session
 from appliance.config.paths import service_path
 from northbound.netconf.errors import RpcError, RpcErrors, from_config_error
 from northbound.netconf.rpc import Dispatcher, call, datastore, text_of
-from northbound.netconf.xmlutil import BASE_NS, child
+from northbound.netconf.xmlutil import BASE_NS, child, elements, local
 
 if TYPE_CHECKING:
     from northbound.netconf.session import NetconfSession
@@ -142,9 +142,16 @@ async def edit_config(s: NetconfSession, op: etree._Element) -> None:
 
 
 def _replace_all(s: NetconfSession, config: etree._Element) -> list[dict[str, Any]]:
-    """Changes that make a datastore exactly the inline <config>."""
-    return [{"op": "replace", "path": "/", "value": {}},
-            *s.server.translator.changes(config, "replace")]
+    """Changes that make a datastore exactly the inline <config>.
+
+    Each top-level node the config names is replaced, the others removed. Not one "replace
+    everything with nothing" first: that would be an explicit delete of every secret, and a
+    get-config backup (which never carries secrets) would restore users without passwords.
+    """
+    present = {local(el) for el in elements(config)}
+    removed = [{"op": "remove", "path": f"/{s.server.index.module_name}:{name}"}
+               for name in s.server.config_service.schema.top_level if name not in present]
+    return [*removed, *s.server.translator.changes(config, "replace")]
 
 
 async def copy_config(s: NetconfSession, op: etree._Element) -> None:
@@ -167,17 +174,36 @@ async def copy_config(s: NetconfSession, op: etree._Element) -> None:
         _check_lock(s, "running")
         await call(s, cfg.commit, "netconf copy-config candidate to running")
         return
-    # From startup or an inline <config>: replace the whole target.
-    if isinstance(source, str):
-        doc = await call(s, cfg.get, "/", source)
-        changes = [{"op": "replace", "path": "/", "value": doc}]
-    else:
-        changes = await s.server.offload(_replace_all, s, source)
+    if source == "startup":
+        # Startup's own secrets, not running's: startup is copied whole, exactly.
+        _check_lock(s, target)
+        if target == "candidate":
+            await call(s, _startup_to_candidate, cfg)
+        else:
+            await call(s, cfg.copy_startup_to_running, "netconf copy-config startup to running")
+        return
+    # From an inline <config>: replace the whole target.
+    assert not isinstance(source, str)
+    changes = await s.server.offload(_replace_all, s, source)
     _check_lock(s, target)
     if target == "candidate":
         await call(s, _replace_candidate, cfg, changes)
     else:
         await call(s, edit_running, cfg, changes, "test-then-set", "rollback-on-error")
+
+
+def _startup_to_candidate(session: Session) -> None:
+    _check_startup(session)
+    session.load_startup()
+
+
+def _check_startup(session: Session) -> None:
+    scratch = session.service.open_session(session.user, "netconf-validate")
+    try:
+        scratch.load_startup()
+        scratch.validate()
+    finally:
+        scratch.close()
 
 
 def _replace_candidate(session: Session, changes: list[dict[str, Any]]) -> None:
@@ -199,11 +225,11 @@ async def validate(s: NetconfSession, op: etree._Element) -> None:
     if source == "candidate":
         await call(s, s.config.validate)
         return
-    if isinstance(source, str):
-        doc = await call(s, s.config.get, "/", source)
-        changes = [{"op": "replace", "path": "/", "value": doc}]
-    else:
-        changes = await s.server.offload(_replace_all, s, source)
+    if source == "startup":
+        await call(s, _check_startup, s.config)
+        return
+    assert not isinstance(source, str)
+    changes = await s.server.offload(_replace_all, s, source)
     await call(s, _check_on_scratch, s.config, [], changes)
 
 
