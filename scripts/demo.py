@@ -11,11 +11,15 @@ round, prints what to try, and removes everything on Ctrl-C or `make demo-stop`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -35,36 +39,128 @@ DEMO_USER, DEMO_PASSWORD = "demo", "demo-only-password"  # a demo credential, ne
 SNMP_COMMUNITY = "demo-public"
 
 
-def stop_running_demo() -> int:
+# The demo's hosts are named demo<host> (dpkit.build_lbnet prefix), so its namespaces are
+# sl-<topology id>-demo<host>: `--stop` finds them with no state at all (tests never use it).
+DEMO_PREFIX = "demo"
+DEMO_NS = re.compile(rf"^sl-([0-9a-f]{{8}})-{DEMO_PREFIX}[a-z0-9]*$")
+DEMO_ENV = {
+    "SLUICE_DB": str(DEMO_DIR / "sluice.db"),
+    "SLUICE_SOCKET": str(DEMO_DIR / "sluice.sock"),
+    "SLUICE_PIN_DIR": str(PIN_DIR),
+    "SLUICE_DATAPATH": "on",
+}
+
+
+def _alive(pid: int) -> bool:
+    """True if ``pid`` runs (a zombie, dead but not yet reaped by its parent, does not)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+def _wait_gone(pids: list[int], timeout: float) -> list[int]:
+    """Poll until every pid has exited or the deadline passes; return those still alive."""
+    deadline = time.monotonic() + timeout
+    while (left := [p for p in pids if _alive(p)]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return left
+
+
+def _stop(pids: list[int], timeout: float) -> None:
+    """SIGTERM, wait up to ``timeout``, SIGKILL what is left."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    for pid in _wait_gone(pids, timeout):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    _wait_gone(pids, 5)
+
+
+def _demo_process() -> int | None:
+    """The pid of the running `demo.py` (from the pid file), or None; a stale or reused pid
+    (a process that is not this script) is not the demo."""
     try:
         pid = int(PIDFILE.read_text())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except (OSError, ValueError):
+        return None
+    if not _alive(pid) or not any(arg.endswith(b"demo.py") for arg in cmdline):
+        return None
+    return pid
+
+
+def _demo_daemons() -> list[int]:
+    """Daemons of a demo, found by their environment (the demo's socket and pin dir)."""
+    want = {f"{k}={v}".encode() for k, v in DEMO_ENV.items() if k != "SLUICE_DATAPATH"}
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            env = set((proc / "environ").read_bytes().split(b"\0"))
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if want <= env and b"run" in argv and _alive(int(proc.name)):
+            found.append(int(proc.name))
+    return found
+
+
+def remove_leftovers() -> list[str]:
+    """Remove whatever a demo left (daemon, pinned maps, namespaces), return what went.
+
+    Needs no state: the daemon is found by its environment, the namespaces by their names.
+    """
+    removed = []
+    daemons = _demo_daemons()
+    if daemons:
+        _stop(daemons, 30)
+        removed.append(f"daemon (pid {', '.join(map(str, daemons))})")
+    namespaces = [ns for ns in netkit.list_netns() if DEMO_NS.match(ns)]
+    if PIN_DIR.exists():
+        # Detach the program where it is attached (the LB namespace), then unpin the maps.
+        lb = next((ns for ns in namespaces if ns.endswith(f"-{DEMO_PREFIX}lb")), None)
+        where = ["nsenter", f"--net=/run/netns/{lb}"] if lb else []
+        subprocess.run([*where, *SLUICE, "run", "--cleanup"], env={**os.environ, **DEMO_ENV},
+                       capture_output=True, text=True, timeout=60)  # fmt: skip
+        shutil.rmtree(PIN_DIR, ignore_errors=True)  # with the namespaces gone nothing uses them
+        removed.append(str(PIN_DIR))
+    for ns in namespaces:
+        netkit._delete_netns(ns)  # kills what still runs in it (the backends' servers)
+        removed.append(f"namespace {ns}")
+    for topo_id in {m.group(1) for ns in namespaces if (m := DEMO_NS.match(ns))}:
+        if not netkit._owner_alive(topo_id):  # the killed demo's netkit lock and logs
+            (netkit.LOCK_DIR / f"{topo_id}.lock").unlink(missing_ok=True)
+            for logs in Path(tempfile.gettempdir()).glob(f"sluice-netkit-{topo_id}-*"):
+                shutil.rmtree(logs, ignore_errors=True)
+    return removed
+
+
+def stop_running_demo() -> int:
+    pid = _demo_process()
+    if pid is not None:
+        # The demo's SIGTERM handler stops the daemon, unpins and removes the namespaces.
+        _stop([pid], 60)
+    # Then whatever an interrupted demo (SIGKILL, a closed terminal) left behind.
+    removed = remove_leftovers()
+    PIDFILE.unlink(missing_ok=True)
+    if pid is not None:
+        print("demo: stopped")
+    if removed:
+        print("demo: removed what an interrupted demo left behind: " + "; ".join(removed))
+    elif pid is None:
         print("demo: not running")
-        return 0
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        PIDFILE.unlink(missing_ok=True)
-        print("demo: not running (stale pid file removed)")
-        return 0
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and PIDFILE.exists():
-        time.sleep(0.2)
-    print("demo: stopped")
-    return 0
+    return 1 if PIN_DIR.exists() or any(DEMO_NS.match(n) for n in netkit.list_netns()) else 0
 
 
 class Demo:
     def __init__(self, topo: netkit.Topology) -> None:
         self.topo = topo
-        self.net = build_lbnet(topo, n_backends=3)
-        self.env = {
-            **os.environ,
-            "SLUICE_DB": str(DEMO_DIR / "sluice.db"),
-            "SLUICE_SOCKET": str(DEMO_DIR / "sluice.sock"),
-            "SLUICE_PIN_DIR": str(PIN_DIR),
-            "SLUICE_DATAPATH": "on",
-        }
+        self.net = build_lbnet(topo, n_backends=3, prefix=DEMO_PREFIX)
+        self.env = {**os.environ, **DEMO_ENV}
         self.in_lb = ["nsenter", f"--net=/run/netns/{self.net.lb.ns}"]
         self.daemon: subprocess.Popen[bytes] | None = None
 
@@ -165,8 +261,10 @@ def main() -> int:
     if args.stop:
         return stop_running_demo()
     if PIDFILE.exists():
-        print(f"demo: already running (pid {PIDFILE.read_text()}); `make demo-stop` first")
-        return 1
+        if _demo_process() is not None:
+            print(f"demo: already running (pid {PIDFILE.read_text()}); `make demo-stop` first")
+            return 1
+        remove_leftovers()  # an interrupted demo's: start clean
     DEMO_DIR.mkdir(parents=True, exist_ok=True)
     for stale in ("sluice.db", "sluice.db-wal", "sluice.db-shm"):
         (DEMO_DIR / stale).unlink(missing_ok=True)  # each demo starts from an empty config
@@ -176,6 +274,7 @@ def main() -> int:
     # Topology: the kit's own SIGTERM handler would remove the namespaces (and kill the
     # daemon in them) before the daemon could stop and its pinned maps be removed.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    signal.signal(signal.SIGHUP, signal.default_int_handler)  # the terminal closed
     demo = Demo(topo)
     try:
         demo.start_daemon()

@@ -137,8 +137,12 @@ class LbNet:
                 for r in self.rec.conntrack(service)}  # fmt: skip
 
 
-def build_lbnet(topo: kit.Topology, n_backends: int = 3, servers: bool = True) -> LbNet:
-    client, lb = topo.host("client"), topo.host("lb")
+def build_lbnet(
+    topo: kit.Topology, n_backends: int = 3, servers: bool = True, prefix: str = ""
+) -> LbNet:
+    """``prefix`` starts every host's name (the demo's ``demo``: its namespaces are then
+    ``sl-<id>-demo<host>``, which `make demo-stop` finds); servers still answer ``bN``."""
+    client, lb = topo.host(f"{prefix}client"), topo.host(f"{prefix}lb")
     up = topo.link(client, lb, ["198.18.0.1/24", "2001:db8::1/64"],
                    ["198.18.0.254/24", "2001:db8::fe/64"])  # fmt: skip
     client.add_route("default", "198.18.0.254")
@@ -146,14 +150,14 @@ def build_lbnet(topo: kit.Topology, n_backends: int = 3, servers: bool = True) -
     interfaces = [up.ifname(lb)]
     backends = []
     for n in range(1, n_backends + 1):
-        b = topo.host(f"b{n}")
+        b = topo.host(f"{prefix}b{n}")
         link = topo.link(lb, b, [f"198.18.{10 + n}.254/24", f"2001:db8:{10 + n}::fe/64"],
                          [f"{backend_addr(n)}/24", f"{backend_addr(n, 6)}/64"])  # fmt: skip
         b.add_route("default", f"198.18.{10 + n}.254")
         b.add_route("default", f"2001:db8:{10 + n}::fe")
         interfaces.append(link.ifname(lb))
         if servers:
-            b.start_http_server(HTTP_PORT)
+            b.start_http_server(HTTP_PORT, body=f"b{n}")
             b.start_udp_echo(UDP_PORT)
         backends.append(b)
     return LbNet(topo, client, lb, backends, interfaces)
