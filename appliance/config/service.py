@@ -20,7 +20,9 @@ import contextlib
 import copy
 import ipaddress
 import logging
+import re
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +47,7 @@ from appliance.config.errors import (
     ValidationError,
 )
 from appliance.config.paths import PathError, Step, format_path, parse_path, service_path
+from appliance.config.revert import ABSENT, revert
 from appliance.config.schema import Schema, get_schema
 from appliance.config.store import Store
 from appliance.config.tree import apply_edit
@@ -106,6 +109,45 @@ class Diff:
                 k: {"old": o, "new": n} for k, (o, n) in self.sections_changed.items()
             },
         }
+
+
+@dataclass(frozen=True)
+class ConfirmedCommit:
+    """The pending confirmed commit (RFC 6241 8.4), as kept in the store.
+
+    `commits`: the commits made under it (the first confirmed commit and any follow-up
+    confirmed commits), oldest first; reverting undoes their changes and no others.
+    `deadline` is wall-clock time: a restart reverts it whatever the deadline."""
+
+    commits: tuple[int, ...]
+    user: str
+    owner: str  # the front door's name for who may confirm it, e.g. "netconf session 7"
+    persist: str | None
+    deadline: float
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "commits": list(self.commits),
+            "user": self.user,
+            "owner": self.owner,
+            "persist": self.persist,
+            "deadline": self.deadline,
+        }
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> ConfirmedCommit:
+        return cls(
+            tuple(int(c) for c in record.get("commits", [])),
+            str(record.get("user", "")),
+            str(record.get("owner", "")),
+            record.get("persist"),
+            float(record.get("deadline", 0)),
+        )
+
+
+# The item an error path is about: a service, else a top-level section.
+_SERVICE_IN_PATH = re.compile(r"^/sluice:load-balancer/service\[name=['\"]([^'\"]*)['\"]\]")
+_SECTION_IN_PATH = re.compile(r"^/sluice:([^/\[]+)")
 
 
 @dataclass
@@ -178,6 +220,14 @@ class ConfigService:
         self._next_session = 1
         self.sessions: dict[int, Session] = {}
         self._load()
+        record = self.store.confirmed_commit()
+        self.confirmed: ConfirmedCommit | None = (
+            ConfirmedCommit.from_record(record) if record else None
+        )
+        if self.confirmed is not None:
+            # The process that made it is gone (crash, kill -9, reboot) and with it whoever
+            # could have confirmed it: an unconfirmed change must not become permanent.
+            self.revert_confirmed("not confirmed before a restart")
 
     # -- running -----------------------------------------------------------------------
     def _load(self) -> None:
@@ -321,9 +371,110 @@ class ConfigService:
             self._check_not_locked_by_other(session, "startup")
             self.store.clear_startup()
 
+    # -- confirmed commit ----------------------------------------------------------------
+    def _set_confirmed(self, confirmed: ConfirmedCommit | None) -> None:
+        self.store.set_confirmed_commit(confirmed.to_record() if confirmed else None)
+        self.confirmed = confirmed
+
+    def revert_confirmed(self, reason: str) -> Diff:
+        """Undo the pending confirmed commit: the inverse of its own changes, as a new commit.
+
+        Not blocked by anyone's lock (it is the appliance undoing a change nobody confirmed,
+        not a client's edit), and other commits made since are kept: see `revert` for how a
+        node both changed is decided (the later value stays). If the result does not
+        validate (a later commit came to depend on the change), the items named in the
+        errors keep their current value too. Returns the diff (empty if nothing pending)."""
+        with self._mutex:
+            pending = self.confirmed
+            if pending is None:
+                return Diff()
+            targets, conflicts = self._revert_targets(pending.commits)
+            session = Session(
+                self, 0, pending.user or "system", "confirmed-commit", read_only=False
+            )
+            diff = Diff()
+            for _ in range(len(targets) + 1):
+                session._reset()
+                for (kind, key), value in targets.items():
+                    view = session._services if kind == SERVICE_KIND else session._sections
+                    view[key] = value
+                try:
+                    prepared = session._prepare()
+                except ValidationError as exc:
+                    kept = {item for e in exc.errors if (item := _item_of(e.path)) in targets}
+                    if not kept:
+                        log.error(
+                            "confirmed commit revert is invalid; running kept",
+                            extra={"reason": reason, "error": str(exc)},
+                        )
+                        self._set_confirmed(None)
+                        return Diff()
+                    for item in kept:
+                        conflicts.append(_item_path(*item))
+                        del targets[item]
+                    continue
+                which = ", ".join(map(str, pending.commits)) or "(no change)"
+                comment = f"confirmed commit {which} reverted: {reason}"
+                if conflicts:
+                    comment += "; kept later changes at " + ", ".join(conflicts[:10])
+                diff = self._apply_commit(session, prepared, comment, lambda _cid: None)
+                break
+            else:
+                self._set_confirmed(None)
+        log.warning(
+            "confirmed commit reverted",
+            extra={
+                "reason": reason,
+                "commits": list(pending.commits),
+                "commit": diff.commit_id,
+                "kept": conflicts[:20],
+            },
+        )
+        if not diff.empty():
+            self._publish(diff)
+        return diff
+
+    def _revert_targets(
+        self, commits: tuple[int, ...]
+    ) -> tuple[dict[tuple[str, str], Doc | None], list[str]]:
+        """What each item touched by `commits` should become; and the conflicting paths."""
+        first: dict[tuple[str, str], tuple[Any, Any]] = {}
+        for cid in commits:
+            for kind, key, old, new in self.store.changes_of(cid):
+                before = first[(kind, key)][0] if (kind, key) in first else old
+                first[(kind, key)] = (before, new)
+        targets: dict[tuple[str, str], Doc | None] = {}
+        conflicts: list[str] = []
+        for (kind, key), (before, after) in first.items():
+            current = (self.services if kind == SERVICE_KIND else self.sections).get(key)
+            spath = _SERVICE_SPATH if kind == SERVICE_KIND else key
+            value, found = revert(
+                ABSENT if after is None else after,
+                ABSENT if current is None else current,
+                ABSENT if before is None else before,
+                spath,
+                _item_path(kind, key),
+                self.schema,
+                entry=kind == SERVICE_KIND,
+            )
+            conflicts += found
+            value = None if value is ABSENT else value
+            if value != current:
+                targets[(kind, key)] = value
+        return targets, conflicts
+
     # -- commit ----------------------------------------------------------------------------
-    def _apply_commit(self, session: Session, prepared: _Prepared, comment: str) -> Diff:
-        """Store the prepared change, update the in-memory running, return the diff."""
+    def _apply_commit(
+        self,
+        session: Session,
+        prepared: _Prepared,
+        comment: str,
+        confirmed: Callable[[int | None], ConfirmedCommit | None] | None = None,
+    ) -> Diff:
+        """Store the prepared change, update the in-memory running, return the diff.
+
+        `confirmed(commit_id or None)` gives the pending confirmed commit after this one; it
+        is stored in the same transaction (or alone when nothing changed)."""
         diff = Diff()
         changes: list[tuple[str, str, Doc | None]] = []
         for name, new in prepared.services.items():
@@ -351,14 +502,25 @@ class ConfigService:
                     prepared.sections_effective.get(name),
                 )
         if diff.empty():
+            if confirmed is not None:
+                self._set_confirmed(confirmed(None))
             return diff
+
+        def record(commit_id: int) -> dict[str, Any] | None:
+            assert confirmed is not None
+            new = confirmed(commit_id)
+            return new.to_record() if new is not None else None
+
         commit_id = self.store.commit(
             changes,
             user=session.user,
             interface=session.interface,
             comment=comment,
             summary=diff.summary(),
+            confirmed=record if confirmed is not None else None,
         )
+        if confirmed is not None:
+            self.confirmed = confirmed(commit_id)
         diff.commit_id = commit_id
         self.commit_id = commit_id
         for kind, key, new in changes:
@@ -553,13 +715,42 @@ class Session:
                     break
         return errors
 
-    def commit(self, comment: str = "") -> Diff:
-        """Validate and make the candidate running, atomically; returns what changed."""
+    def commit(
+        self,
+        comment: str = "",
+        *,
+        confirm_timeout: float | None = None,
+        persist: str | None = None,
+        owner: str = "",
+        confirming: bool = False,
+    ) -> Diff:
+        """Validate and make the candidate running, atomically; returns what changed.
+
+        `confirm_timeout` (seconds): a confirmed commit (or a follow-up one, which extends
+        the pending one); the service keeps it in the store until `confirming=True` on a
+        later commit ends it, or `service.revert_confirmed` undoes it. Who may confirm
+        (`owner`, `persist`) is the front door's to check."""
         self._require_write()
         svc = self.service
+        confirmed = None
+        if confirm_timeout is not None:
+            deadline = time.time() + confirm_timeout
+            earlier = svc.confirmed.commits if svc.confirmed is not None else ()
+
+            def confirmed(cid: int | None) -> ConfirmedCommit | None:
+                commits = (*earlier, cid) if cid else earlier
+                return ConfirmedCommit(commits, self.user, owner, persist, deadline)
+
+        elif confirming:
+
+            def confirmed(cid: int | None) -> ConfirmedCommit | None:
+                return None
+
         with svc._mutex:
             svc._check_not_locked_by_other(self, "running", "candidate")
             if not self.has_changes():
+                if confirmed is not None:
+                    svc._set_confirmed(confirmed(None))
                 return Diff()
             prepared = self._prepare()
             stale = [
@@ -577,7 +768,7 @@ class Session:
                     + ", ".join(paths),
                     [FieldError(p, "changed by another session", "resource-denied") for p in paths],
                 )
-            diff = svc._apply_commit(self, prepared, comment)
+            diff = svc._apply_commit(self, prepared, comment, confirmed)
             self._reset()
         if not diff.empty():
             log.info(
@@ -727,3 +918,16 @@ def _check_datastore(name: str) -> None:
             f"unknown datastore {name!r}; one of {', '.join(DATASTORES)}",
             [FieldError("datastore", f"unknown datastore {name!r}")],
         )
+
+
+def _item_of(path: str) -> tuple[str, str] | None:
+    """The (kind, key) of the item an error's data path is in."""
+    if match := _SERVICE_IN_PATH.match(path):
+        return SERVICE_KIND, match.group(1)
+    if match := _SECTION_IN_PATH.match(path):
+        return SECTION_KIND, match.group(1)
+    return None
+
+
+def _item_path(kind: str, key: str) -> str:
+    return service_path(key) if kind == SERVICE_KIND else f"/sluice:{key}"

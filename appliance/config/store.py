@@ -69,8 +69,17 @@ def _m1_initial(db: sqlite_utils.Database) -> None:
     db["startup"].create({"kind": str, "key": str, "doc": str}, pk=("kind", "key"))
 
 
+def _m2_confirmed_commit(db: sqlite_utils.Database) -> None:
+    # At most one pending confirmed commit (RFC 6241 8.4), kept here so that a crash or
+    # kill -9 inside the confirm window cannot make it permanent: the next start reverts it.
+    db.execute(
+        """CREATE TABLE confirmed_commit (
+             id INTEGER PRIMARY KEY CHECK (id = 1), record TEXT NOT NULL)"""
+    )
+
+
 # Append only: each entry upgrades the schema by one version, inside one transaction.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1_initial]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1_initial, _m2_confirmed_commit]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -176,8 +185,12 @@ class Store:
         interface: str,
         comment: str,
         summary: dict[str, Any],
+        confirmed: Callable[[int], dict[str, Any] | None] | None = None,
     ) -> int:
-        """Write one commit atomically; `changes` holds (kind, key, new doc or None)."""
+        """Write one commit atomically; `changes` holds (kind, key, new doc or None).
+
+        `confirmed(commit_id)`, if given, returns the pending confirmed-commit record to keep
+        (None: none pending any more), written in the same transaction as the commit."""
         at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         with self._transaction():
             cur = self.conn.execute(
@@ -199,7 +212,27 @@ class Store:
                     if doc is not None
                 ],
             )
+            if confirmed is not None:
+                self._write_confirmed(confirmed(commit_id))
         return commit_id
+
+    # -- the pending confirmed commit ----------------------------------------------------
+    def confirmed_commit(self) -> dict[str, Any] | None:
+        row = self.conn.execute("SELECT record FROM confirmed_commit WHERE id = 1").fetchone()
+        return json.loads(row[0]) if row else None
+
+    def set_confirmed_commit(self, record: dict[str, Any] | None) -> None:
+        with self._transaction():
+            self._write_confirmed(record)
+
+    def _write_confirmed(self, record: dict[str, Any] | None) -> None:
+        if record is None:
+            self.conn.execute("DELETE FROM confirmed_commit")
+        else:
+            self.conn.execute(
+                "INSERT OR REPLACE INTO confirmed_commit (id, record) VALUES (1, ?)",
+                (json.dumps(record),),
+            )
 
     # -- history -----------------------------------------------------------------------
     def history(self, limit: int = 50) -> list[CommitRecord]:

@@ -1,11 +1,16 @@
 """commit (with :confirmed-commit:1.1), cancel-commit, discard-changes.
 
-A confirmed commit records the commit id running had *before* it. If no confirming commit
-arrives within confirm-timeout, or the session that made it ends (without persist), or
-cancel-commit is sent, running is rolled back to that id through the config service's own
-rollback (a new commit, so history shows both). Only one confirmed commit is pending at a
-time (RFC 6241 section 8.4); a follow-up confirmed commit extends it and keeps the original
-rollback point.
+The pending confirmed commit lives in the config service, which keeps it in the store in
+the same transaction as the commit: a crash or kill -9 inside the confirm window cannot
+make it permanent (the next start reverts it). This module keeps what only NETCONF knows:
+which session issued it (who may confirm, whose end reverts it) and the timer.
+
+If no confirming commit arrives within confirm-timeout, or the session that made it ends
+(without persist), or cancel-commit is sent, the service reverts it: the inverse of the
+confirmed commit's own changes, as a new commit (history shows both), not blocked by any
+session's lock, and keeping what other sessions and front doors committed since (see
+appliance/config/revert.py). Only one confirmed commit is pending at a time (RFC 6241
+section 8.4); a follow-up confirmed commit extends it, and its changes are reverted too.
 """
 
 from __future__ import annotations
@@ -34,7 +39,6 @@ DEFAULT_CONFIRM_TIMEOUT = 600
 @dataclass
 class Pending:
     owner: int  # NETCONF session id that issued it
-    rollback_to: int  # commit id of running before the first confirmed commit (0: empty)
     persist: str | None
     timer: asyncio.TimerHandle | None = None
 
@@ -53,43 +57,28 @@ class ConfirmedCommits:
             timeout, lambda: self.server.spawn(self.roll_back("timeout"))
         )
 
-    async def roll_back(self, reason: str, session: Session | None = None) -> None:
-        """Undo the pending confirmed commit. `session`: whose locks to act under."""
+    def _disarm(self) -> Pending | None:
         pending, self.pending = self.pending, None
+        if pending is not None and pending.timer is not None:
+            pending.timer.cancel()
+        return pending
+
+    async def roll_back(self, reason: str, session: Session | None = None) -> None:
+        """Undo the pending confirmed commit. `session` is accepted for callers that name
+        the ending session; the revert runs as the appliance, under nobody's locks."""
+        pending = self._disarm()
         if pending is None:
             return
-        if pending.timer is not None:
-            pending.timer.cancel()
-        if session is None:
-            owner = self.server.sessions.get(pending.owner)
-            session = owner.config if owner is not None and not owner.config.closed else None
+        service = self.server.config_service
         try:
-            await self.server.call(_rollback, self.server, session, pending.rollback_to)
+            diff = await self.server.call(service.revert_confirmed, reason)
             log.warning("confirmed commit rolled back",
-                        extra={"reason": reason, "to_commit": pending.rollback_to})
+                        extra={"reason": reason, "commit": diff.commit_id})
         except ConfigError as exc:
             log.error("confirmed commit rollback failed",
                       extra={"reason": reason, "error": str(exc)})
         self.server.notify_confirmed_commit(pending.owner, "cancel" if reason == "cancel"
                                             else "timeout")
-
-
-def _rollback(server: NetconfServer, session: Session | None, commit_id: int) -> None:
-    own = session is None
-    if own:
-        session = server.config_service.open_session("netconf", "netconf-confirmed-commit")
-    assert session is not None
-    try:
-        session.discard()  # running is about to change under the candidate anyway
-        if commit_id:
-            session.rollback(commit_id, "confirmed commit not confirmed")
-        else:
-            # Nothing was committed before: the previous running was empty.
-            session.edit([{"op": "replace", "path": "/", "value": {}}])
-            session.commit("confirmed commit not confirmed")
-    finally:
-        if own:
-            session.close()
 
 
 def _int(text: str | None, name: str, default: int) -> int:
@@ -125,11 +114,12 @@ async def commit(s: NetconfSession, op: etree._Element) -> None:
     elif persist_id is not None:
         raise RpcError("invalid-value", "no confirmed commit with that persist-id is pending",
                        type="protocol", info={"bad-element": "persist-id"})
-    before = await call(s, _commit, s.server, s,
-                        "netconf commit" + (" (confirmed)" if confirmed else ""))
+    comment = "netconf commit" + (" (confirmed)" if confirmed else "")
     if confirmed:
+        await call(s, s.config.commit, comment, confirm_timeout=timeout, persist=persist,
+                   owner=f"netconf session {s.id}")
         if pending is None:
-            cc.pending = Pending(s.id, before, persist)
+            cc.pending = Pending(s.id, persist)
             event = "start"
         else:
             pending.owner, pending.persist = s.id, persist
@@ -137,17 +127,11 @@ async def commit(s: NetconfSession, op: etree._Element) -> None:
         cc._arm(timeout)
         s.server.notify_confirmed_commit(s.id, event, timeout)
     elif pending is not None:
-        if pending.timer is not None:
-            pending.timer.cancel()
-        cc.pending = None
+        await call(s, s.config.commit, comment, confirming=True)
+        cc._disarm()
         s.server.notify_confirmed_commit(s.id, "complete")
-
-
-def _commit(server: NetconfServer, s: NetconfSession, comment: str) -> int:
-    """Commit on the config worker; returns the commit id running had before."""
-    before = server.config_service.commit_id or 0
-    s.config.commit(comment)
-    return before
+    else:
+        await call(s, s.config.commit, comment)
 
 
 async def cancel_commit(s: NetconfSession, op: etree._Element) -> None:
