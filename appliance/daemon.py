@@ -14,16 +14,16 @@ import gc
 import logging
 import os
 import signal
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Any
 
 from appliance import __version__
 from appliance.config import ConfigService, Diff
 from appliance.config.store import Store
 from appliance.control.server import ControlServer
+from appliance.doors import DoorContext, DoorSpec, DoorSupervisor
 from appliance.events import EventBus
 from appliance.health import HealthWiring
 from appliance.reconciler import LoggingReconciler, Reconciler
@@ -55,44 +55,23 @@ def acquire_instance_lock(db: Path) -> IO[str]:
     return handle
 
 
-@dataclass
-class DaemonContext:
-    """What a front door started by the daemon gets: the config service and the rest."""
-
-    service: ConfigService
-    worker: ThreadPoolExecutor  # the config worker thread: run config calls here
-    state: dict[str, Any]  # operational-state providers (datapath, prober)
-    bus: EventBus  # endpoint-state and other events
-    state_dir: Path  # where keys and other per-appliance files live (beside the db)
-    socket: Path  # the control socket (the SSH console's children connect to it)
-
-
-class Closable(Protocol):
-    async def close(self) -> None: ...
-
-
-# A front door (NETCONF, SNMP, SSH console): started after the core, closed before it. The
-# composition root (`sluice run` in appliance/cli/main.py) chooses them, so this module never
-# imports northbound/ or tui/ (the arrows point one way).
-Frontend = Callable[[DaemonContext], Awaitable[Closable | None]]
-
-
 async def run_daemon(
     db: Path,
     socket: Path,
     reconciler: Reconciler | None = None,
     state: dict[str, Any] | None = None,
-    frontends: Sequence[tuple[str, Frontend]] = (),
+    doors: Sequence[DoorSpec] = (),
 ) -> None:
     """Run until SIGTERM/SIGINT. ``state``: operational-state providers for the control
-    socket (the datapath reconciler's ``state_providers()``)."""
+    socket (the datapath reconciler's ``state_providers()``). ``doors``: the front doors,
+    chosen by the composition root (sluice/wiring.py), so this module never imports
+    northbound/ or tui/ (the arrows point one way)."""
     lock = acquire_instance_lock(db)
     worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="config")
     loop = asyncio.get_running_loop()
     reconciler = reconciler or LoggingReconciler()
     state = state if state is not None else {}
     bus = EventBus()
-    started: list[tuple[str, Closable]] = []
     # Before anything slow: a SIGTERM during start-up must still shut down cleanly.
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -108,15 +87,11 @@ async def run_daemon(
         await health.start(service)
         server = ControlServer(service, socket, worker, state)
         await server.start()
-        ctx = DaemonContext(service, worker, state, bus, db.parent, socket)
-        for name, start in frontends:
-            try:
-                door = await start(ctx)
-            except Exception as exc:  # a front door that cannot start must not sink the rest
-                log.error("front door failed to start", extra={"door": name, "error": str(exc)})
-                continue
-            if door is not None:
-                started.append((name, door))
+        supervisor = DoorSupervisor(
+            DoorContext(service, worker, state, bus, db.parent, socket), doors
+        )
+        state["doors"] = supervisor.status
+        await supervisor.start()
         freeze_heap()
         service.subscribe(freeze_after_bulk_commit)
         log.info(
@@ -125,16 +100,12 @@ async def run_daemon(
                 "version": __version__,
                 "db": str(db),
                 "socket": str(socket),
-                "doors": ",".join(n for n, _ in started) or "-",
+                "doors": ",".join(supervisor.doors) or "-",
             },
         )
         await stop.wait()
         log.info("sluice daemon stopping")
-        for name, door in reversed(started):
-            try:
-                await door.close()
-            except Exception:
-                log.exception("front door failed to close", extra={"door": name})
+        await supervisor.close()
         await server.close()
         await health.stop()
         await loop.run_in_executor(worker, reconciler.close)

@@ -1,4 +1,5 @@
-"""The console over SSH: one PTY and one `sluice console` child process per session.
+"""The console-ssh door: the operator console over SSH, one PTY and one `sluice console`
+child process per session.
 
 Textual has no SSH server, so the daemon runs this asyncssh listener (default port 2222,
 for appliances without OpenSSH). Each session gets a pseudo-terminal sized from the
@@ -6,9 +7,11 @@ client's PTY request; the child runs the console with the slave as its terminal 
 session (so resizes reach it as SIGWINCH), and asyncssh copies bytes between the channel
 and the master side, forwarding window-size changes to it.
 
-Users are the config's /sluice:management/user entries — the same users, password hashes
-and keys as NETCONF. A read-only user's console hides edits, and the
-daemon refuses them: the console identifies its user and role (session.identify).
+Users, passwords, keys and the login throttle are the ones every SSH door shares
+(northbound/ssh.py). A read-only user's console hides edits, and the daemon refuses them:
+the console identifies its user and role (session.identify). The door listens where
+/sluice:management/console-ssh says; the supervisor (appliance/doors.py) hands it every
+change; sessions already open outlive a move of the listener.
 """
 
 from __future__ import annotations
@@ -23,20 +26,13 @@ import struct
 import sys
 import termios
 from collections.abc import Callable
-from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
 
 import asyncssh
 
-from appliance.ssh_login import (
-    Throttle,
-    User,
-    check_password,
-    key_matches,
-    load_or_create_host_key,
-    lookup_user,
-)
+from appliance.doors import Binding, DoorContext, Section
+from northbound.ssh import Logins, Throttle, User, load_or_create_host_key, lookup_user
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +53,10 @@ DEFAULT_CONSOLE_CMD = (
 UserLookup = Callable[[str], User | None]
 
 
-def lookup_from_config(config_service: Any) -> UserLookup:
-    """Users of the running config, read afresh at every login."""
-    return lambda name: lookup_user(config_service, name)
-
-
 class ConsoleSSHServer:
+    """The console's SSH sessions; `listen(host, port)` opens a listener for them (the door
+    keeps one, where the config says)."""
+
     def __init__(
         self,
         users: UserLookup | Any,
@@ -72,25 +66,39 @@ class ConsoleSSHServer:
         host: str | list[str] | None = None,
         socket: str | Path | None = None,
         console_cmd: tuple[str, ...] | list[str] = DEFAULT_CONSOLE_CMD,
+        throttle: Throttle | None = None,
     ) -> None:
         """`users`: a lookup name -> User, or the config service itself."""
-        self.lookup: UserLookup = users if callable(users) else lookup_from_config(users)
+        self.lookup: UserLookup = (
+            users if callable(users) else (lambda name: lookup_user(users, name))
+        )
+        self.logins = Logins("console", self.lookup, throttle)
         self.state_dir = Path(state_dir)
         self.port = port
         self.host = host
         self.socket = str(socket) if socket else None
         self.console_cmd = tuple(console_cmd)
+        self._key: asyncssh.SSHKey | None = None
         self._acceptor: asyncssh.SSHAcceptor | None = None
         self._children: set[asyncio.subprocess.Process] = set()
-        self.throttle = Throttle()
+
+    @property
+    def throttle(self) -> Throttle:
+        return self.logins.throttle
 
     async def start(self) -> None:
-        key = await asyncio.to_thread(self._host_key)
-        self._acceptor = await asyncssh.listen(
-            self.host,
-            self.port,
-            server_factory=lambda: _Auth(self),
-            server_host_keys=[key],
+        """Listen on the constructor's host and port."""
+        self._acceptor = await self.listen(self.host, self.port)
+        self.port = self._acceptor.get_port()
+
+    async def listen(self, host: str | list[str] | None, port: int) -> asyncssh.SSHAcceptor:
+        if self._key is None:
+            self._key = await asyncio.to_thread(load_or_create_host_key, self.state_dir)
+        acceptor = await asyncssh.listen(
+            host,
+            port,
+            server_factory=self.logins.server,
+            server_host_keys=[self._key],
             process_factory=self._session,
             encoding=None,  # raw bytes both ways: it is a terminal
             agent_forwarding=False,
@@ -98,28 +106,21 @@ class ConsoleSSHServer:
             allow_scp=False,
             login_timeout=60,
         )
-        if self.port == 0:  # tests ask for any free port
-            self.port = self._acceptor.get_port()
-        log.info("console ssh listening", extra={"port": self.port})
+        log.info("console ssh listening", extra={"port": acceptor.get_port()})
+        return acceptor
 
     def has_sessions(self) -> bool:
         return bool(self._children)
 
-    async def stop_listening(self) -> None:
-        """No new connections; sessions already open go on."""
+    async def close(self) -> None:
+        """Stop listening (if started by start()) and end every console session."""
         if self._acceptor is not None:
             self._acceptor.close()
             await self._acceptor.wait_closed()
             self._acceptor = None
-
-    async def close(self) -> None:
-        await self.stop_listening()
         for child in list(self._children):
             with contextlib.suppress(ProcessLookupError):
                 child.terminate()
-
-    def _host_key(self) -> asyncssh.SSHKey:
-        return load_or_create_host_key(self.state_dir)
 
     async def _session(self, process: asyncssh.SSHServerProcess[bytes]) -> None:
         user = self.lookup(process.get_extra_info("username") or "")
@@ -133,7 +134,6 @@ class ConsoleSSHServer:
             log.exception("console session failed")
             code = 1
         process.exit(code)
-
     async def run_child(self, process: asyncssh.SSHServerProcess[bytes], read_only: bool) -> int:
         master, slave = pty.openpty()
         cols, rows, _, _ = process.get_terminal_size()
@@ -172,159 +172,53 @@ class ConsoleSSHServer:
                 child.terminate()
 
 
-class _Auth(asyncssh.SSHServer):
-    def __init__(self, server: ConsoleSSHServer) -> None:
-        self.server = server
-        self.peer = "?"
+class _Acceptor:
+    """A Binding's listener: closing it stops accepting, sessions go on."""
 
-    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
-        peer = conn.get_extra_info("peername")
-        self.peer = str(peer[0]) if peer else "?"
+    def __init__(self, acceptor: asyncssh.SSHAcceptor) -> None:
+        self.acceptor = acceptor
+        self.port = acceptor.get_port()
 
-    def begin_auth(self, username: str) -> bool:
-        return True  # always authenticate: no anonymous console
-
-    def password_auth_supported(self) -> bool:
-        return True
-
-    def public_key_auth_supported(self) -> bool:
-        return True
-
-    def auth_completed(self) -> None:
-        self.server.throttle.succeeded(self.peer)
-
-    async def validate_password(self, username: str, password: str) -> bool:
-        if self.server.throttle.blocked(self.peer):
-            log.warning("console login refused: too many failures", extra={"peer": self.peer})
-            return False
-        user = self.server.lookup(username)
-        ok = await asyncio.to_thread(check_password, user, password)
-        if not ok:
-            self.server.throttle.failed(self.peer)
-        log.log(
-            logging.INFO if ok else logging.WARNING,
-            "console login" if ok else "console login failed",
-            extra={"user": username, "peer": self.peer, "method": "password"},
-        )
-        return ok
-
-    def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
-        # A client offers keys one by one: a non-matching key is not a failed login.
-        if self.server.throttle.blocked(self.peer):
-            return False
-        user = self.server.lookup(username)
-        return user is not None and key_matches(user.authorized_keys, key)
+    async def close(self) -> None:
+        self.acceptor.close()
+        await self.acceptor.wait_closed()
 
 
-def settings_of(config_service: Any) -> tuple[bool, int, tuple[str, ...]]:
-    """(enabled, port, addresses) from /sluice:management/console-ssh (effective values)."""
-    sections = getattr(config_service, "sections_effective", None) or {}
-    settings = (sections.get("management") or {}).get("console-ssh") or {}
-    return (
-        bool(settings.get("enabled", True)),
-        int(settings.get("port", DEFAULT_PORT)),
-        tuple(settings.get("address") or ()),
-    )
+def listen_spec(section: Section) -> tuple[tuple[str, ...], int] | None:
+    """(addresses, port) from /sluice:management/console-ssh, or None when disabled."""
+    if not section.get("enabled", True):
+        return None
+    return tuple(section.get("address") or ()), int(section.get("port", DEFAULT_PORT))
 
 
 class ConsoleSSHDoor:
-    """The console-ssh front door: listens where /sluice:management/console-ssh says and
-    follows commits that change it. Open console sessions outlive a move of the listener;
-    they end when their user quits or the daemon stops."""
+    """The console-ssh door (one listener kept by a Binding; sessions outlive its moves)."""
 
-    def __init__(
-        self,
-        config_service: Any,
-        state_dir: str | Path,
-        *,
-        socket: str | Path | None = None,
-        worker: Executor | None = None,
-    ) -> None:
-        self.config_service = config_service
-        self.state_dir = state_dir
-        self.socket = socket
-        self.worker = worker  # where the running config is read (the daemon's config thread)
-        self.server: ConsoleSSHServer | None = None
-        self.current: tuple[bool, int, tuple[str, ...]] | None = None
-        self._retired: list[ConsoleSSHServer] = []  # moved listeners whose sessions live on
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._closing = False
+    def __init__(self, ctx: DoorContext, section: Section) -> None:
+        self.section = section
+        self.server = ConsoleSSHServer(ctx.service, ctx.state_dir, socket=ctx.socket)
+        self.binding = Binding("console-ssh", self._open)
+
+    async def _open(self, where: tuple[tuple[str, ...], int]) -> _Acceptor:
+        addresses, port = where
+        # asyncssh listens on each address of a list; None is every address.
+        return _Acceptor(await self.server.listen(list(addresses) or None, port))
 
     @property
     def port(self) -> int | None:
-        return self.server.port if self.server else None
+        listener = self.binding.listener
+        return listener.port if isinstance(listener, _Acceptor) else None
 
     async def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        await self.reconfigure()
-        self.config_service.subscribe(self._on_commit)
+        await self.binding.set(listen_spec(self.section))
 
-    async def reconfigure(self) -> None:
-        """Listen as the running config says now (nothing happens if it says the same)."""
-        loop = asyncio.get_running_loop()
-        wanted = await loop.run_in_executor(self.worker, settings_of, self.config_service)
-        if self._closing or wanted == self.current:
-            return
-        old, self.server = self.server, None
-        # Retired listeners are kept only while a console session of theirs is open.
-        self._retired = [r for r in self._retired if r.has_sessions()]
-        if old is not None:
-            await old.stop_listening()
-            if old.has_sessions():
-                self._retired.append(old)
-        self.current = wanted
-        enabled, port, addresses = wanted
-        if not enabled:
-            log.info("console ssh disabled")
-            return
-        server = ConsoleSSHServer(
-            self.config_service,
-            self.state_dir,
-            port,
-            host=list(addresses) or None,  # asyncssh listens on each address of a list
-            socket=self.socket,
-        )
-        try:
-            await server.start()
-        except OSError as exc:  # e.g. the port is taken: say so, keep the daemon running
-            log.error("console ssh cannot listen", extra={"port": port, "error": str(exc)})
-            return
-        self.server = server
-
-    def _on_commit(self, diff: Any) -> None:
-        """ConfigService subscriber (runs in the committing thread)."""
-        old, new = diff.sections_changed.get("management", (None, None))
-        if (old or {}).get("console-ssh") == (new or {}).get("console-ssh"):
-            return
-        if self._loop is None or self._closing:
-            return
-        with contextlib.suppress(RuntimeError):  # the loop closed between check and call
-            self._loop.call_soon_threadsafe(self._spawn_reconfigure)
-
-    def _spawn_reconfigure(self) -> None:
-        task = asyncio.ensure_future(self.reconfigure())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    async def reconfigure(self, section: Section) -> None:
+        self.section = section
+        await self.binding.set(listen_spec(section))
 
     async def close(self) -> None:
-        self._closing = True
-        self.config_service.unsubscribe(self._on_commit)
-        for task in list(self._tasks):
-            task.cancel()
-        for server in [*self._retired, *([self.server] if self.server else [])]:
-            await server.close()
+        await self.binding.close()
+        await self.server.close()
 
-
-async def start_from_config(
-    config_service: Any,
-    state_dir: str | Path,
-    *,
-    socket: str | Path | None = None,
-    worker: Executor | None = None,
-) -> ConsoleSSHDoor:
-    """Start the console SSH front door (/sluice:management/console-ssh; it follows commits,
-    so a door that starts disabled can be enabled later)."""
-    door = ConsoleSSHDoor(config_service, state_dir, socket=socket, worker=worker)
-    await door.start()
-    return door
+    def status(self) -> dict[str, Any]:
+        return {**self.binding.status(), "sessions": len(self.server._children)}

@@ -10,6 +10,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,9 +21,11 @@ from ncclient import manager
 from appliance.config import ConfigService
 from appliance.config.passwords import hash_password
 from appliance.config.store import Store
-from appliance.ssh_login import Backoff
+from appliance.doors import DoorContext, DoorSpec, DoorSupervisor
 from northbound.netconf import NetconfServer
 from northbound.netconf.framing import Deframer, encode
+from northbound.netconf.server import NetconfDoor
+from northbound.ssh import Backoff
 
 PASSWORD = "s3cret-pass"
 SLUICE_NS = "urn:sluice:yang:sluice"
@@ -39,6 +42,8 @@ class Harness:
     key_path: Path
     port: int
     events: list[Any] = field(default_factory=list)
+    # What stops the server: the server itself, or the door supervisor running it.
+    closer: Any = None
 
     def connect(self, user: str = "ops", password: str | None = PASSWORD,
                 key: bool = False, timeout: int = 10) -> manager.Manager:
@@ -92,6 +97,17 @@ def start(tmp: Path, event_bus: Any = None, netconf: dict | None = None, **kw: A
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="netconf-test-loop", daemon=True)
     thread.start()
+    if kw.pop("follow_config", False):
+        # As the daemon runs it: a NetconfDoor under the door supervisor, listening where
+        # /sluice:management/netconf says.
+        ctx = DoorContext(service, ThreadPoolExecutor(1), kw.get("state") or {}, event_bus,
+                          tmp / "state", tmp / "control.sock")
+        supervisor = DoorSupervisor(
+            ctx, [DoorSpec("netconf", ("management", "netconf"), NetconfDoor)])
+        asyncio.run_coroutine_threadsafe(supervisor.start(), loop).result(30)
+        server = supervisor.doors["netconf"].server  # type: ignore[attr-defined]
+        return Harness(service, server, loop, thread, key_path, server.port,
+                       closer=supervisor.close)
     kw.setdefault("backoff", Backoff(free_failures=3, base_delay=0.5, max_delay=2.0))
     server = NetconfServer(service, tmp / "state", host="127.0.0.1", port=0,
                            event_bus=event_bus, **kw)
@@ -101,7 +117,7 @@ def start(tmp: Path, event_bus: Any = None, netconf: dict | None = None, **kw: A
 
 def stop(h: Harness) -> None:
     try:
-        h.run(h.server.close())
+        h.run((h.closer or h.server.close)())
     finally:
         h.loop.call_soon_threadsafe(h.loop.stop)
         h.thread.join(10)

@@ -32,6 +32,7 @@ from snmpkit import (
 from appliance.config import ConfigService
 from appliance.config.paths import service_path
 from appliance.config.store import Store
+from appliance.doors import DoorContext, DoorSpec, DoorSupervisor
 from appliance.events import EventBus
 from northbound.snmp import MIB_DIR, SnmpAgent
 
@@ -126,8 +127,15 @@ class Harness:
         self.state = FakeState()
         self.bus = EventBus()
         self.loop = LoopThread()
-        self.agent = SnmpAgent(self.config, self.state.providers(), self.bus, cache_ttl=0.2)
-        self.loop.run(self.agent.start())
+        # As the daemon runs it: the SNMP door under the door supervisor, which hands it
+        # every change of /sluice:snmp.
+        providers = self.state.providers()
+        ctx = DoorContext(self.config, None, providers, self.bus, tmp, tmp / "sock")  # type: ignore[arg-type]
+        self.supervisor = DoorSupervisor(ctx, [DoorSpec(
+            "snmp", ("snmp",),
+            lambda c, _section: SnmpAgent(c.service, providers, c.bus, cache_ttl=0.2))])
+        self.loop.run(self.supervisor.start())
+        self.agent: SnmpAgent = self.supervisor.doors["snmp"]  # type: ignore[assignment]
 
     @property
     def v2c(self) -> list[str]:
@@ -150,7 +158,7 @@ class Harness:
         return parse_walk(res.stdout)[oid]
 
     def close(self) -> None:
-        self.loop.run(self.agent.close())
+        self.loop.run(self.supervisor.close())
         self.loop.stop()
         self.config.store.close()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from appliance.endpoint_spec import EndpointSpecError, parse_endpoint
+from appliance.control.endpoint_spec import EndpointSpecError, parse_endpoint
 
 DASH = "-"
 MODULE = "sluice"

@@ -24,6 +24,8 @@ def _status(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
     }
     if "datapath" in ctx.state:
         status["datapath"] = ctx.state["datapath"]()
+    if "doors" in ctx.state:
+        status["doors"] = ctx.state["doors"]()
     return status
 
 

@@ -24,14 +24,7 @@ import asyncssh
 from lxml import etree
 
 from appliance.config import ConfigService, Diff
-from appliance.ssh_login import (
-    Backoff,
-    Throttle,
-    check_password,
-    key_matches,
-    load_or_create_host_key,
-    users_from_config,
-)
+from appliance.doors import Binding, DoorContext, Section
 from northbound.netconf import (
     monitoring,
     notifications,
@@ -47,6 +40,7 @@ from northbound.netconf.schema_index import LIST, SchemaIndex
 from northbound.netconf.session import BASE_10, BASE_11, NetconfSession
 from northbound.netconf.state import state_source as make_state_source
 from northbound.netconf.xmlutil import BASE_NS, local, ns_of, qn, sub
+from northbound.ssh import Backoff, Logins, Throttle, load_or_create_host_key, users_from_config
 
 log = logging.getLogger(__name__)
 
@@ -82,13 +76,13 @@ class NetconfServer:
         backoff: Backoff | None = None,
         state_source: Callable[[], dict[str, Any]] | None = None,
         max_sessions: int = 64,
-        follow_config: bool = False,
         state: dict[str, Callable[..., Any]] | None = None,
+        listen: bool = True,
     ) -> None:
         """`host`: an address, a list of addresses, or "::"/""/None for every address of both
         families (asyncio sets IPV6_V6ONLY, so a literal "::" would leave out IPv4).
-        `follow_config`: take host, port and enabled from /sluice:management/netconf instead,
-        at start and after every commit that changes them (open sessions are kept).
+        `listen`: False when a NetconfDoor decides where to listen instead (the config's
+        /sluice:management/netconf, followed across commits; open sessions are kept).
         `state_source()`, if given, returns operational state (config false nodes, libyang
         JSON encoding) merged into <get> replies; `state` is the alternative: the daemon's
         state-provider dict (as the control socket gets), turned into such a source."""
@@ -96,7 +90,7 @@ class NetconfServer:
         self.state_dir = Path(state_dir)
         self.host = host
         self.max_sessions = max_sessions
-        self.follow_config = follow_config
+        self.listen_at_start = listen
         self._key: asyncssh.SSHKey | None = None
         self.port = port
         self.event_bus = event_bus
@@ -104,7 +98,7 @@ class NetconfServer:
         if state_source is None and state:
             state_source = make_state_source(config_service, state)
         self.state_source = state_source
-        self.throttle = Throttle(backoff or Backoff())
+        self.logins = Logins.from_config("netconf", config_service, Throttle(backoff or Backoff()))
         self._own_worker = worker is None
         self.worker = worker or ThreadPoolExecutor(1, thread_name_prefix="netconf-config")
         schema = config_service.schema
@@ -131,23 +125,24 @@ class NetconfServer:
         self._loop = asyncio.get_running_loop()
         self._key = await asyncio.to_thread(self._host_key)
         self._yanglib = await self.call(self._yanglib_text)
-        if self.follow_config:
-            self.host, self.port, enabled = self.settings(self.config_service)
-            if enabled:
-                await self._listen()
-        else:
-            await self._listen()
+        if self.listen_at_start:
+            self._acceptor = await self.listen(self.host, self.port)
         self.config_service.subscribe(self._on_commit)
         if self.event_bus is not None:
             self._bus_callback = self._on_bus_event
             self.event_bus.subscribe(self._bus_callback)
 
-    async def _listen(self) -> None:
-        host = None if self.host in ("::", "", None) else self.host
-        self._acceptor = await asyncssh.listen(
+    @property
+    def throttle(self) -> Throttle:
+        return self.logins.throttle
+
+    async def listen(self, host: str | Sequence[str] | None, port: int) -> Any:
+        """A new listener (an asyncssh acceptor); closing it leaves open sessions alone."""
+        host = None if host in ("::", "", None) else host
+        acceptor = await asyncssh.listen(
             host,
-            self.port,
-            server_factory=lambda: _SSHServer(self),
+            port,
+            server_factory=self.logins.server,
             server_host_keys=[self._key],
             process_factory=self._process,
             encoding=None,
@@ -158,39 +153,15 @@ class NetconfServer:
             gss_host=None,
             login_timeout=60,
         )
-        self.port = self._acceptor.get_port()
-        log.info("netconf server listening", extra={"host": self.host, "port": self.port})
+        self.host, self.port = host, acceptor.get_port()
+        log.info("netconf server listening", extra={"host": host, "port": self.port})
+        return acceptor
 
     async def _stop_listening(self) -> None:
         if self._acceptor is not None:
             acceptor, self._acceptor = self._acceptor, None
             acceptor.close()  # stops accepting; sessions already open go on
             await acceptor.wait_closed()
-
-    @staticmethod
-    def settings(config_service: ConfigService) -> tuple[list[str] | str, int, bool]:
-        """(hosts, port, enabled) from /sluice:management/netconf, defaults filled in."""
-        doc = config_service.running_doc(effective=True)
-        nc = (doc.get("sluice:management") or {}).get("netconf") or {}
-        return (list(nc.get("address") or []) or "::", int(nc.get("port", 830)),
-                bool(nc.get("enabled", True)))
-
-    async def _reconfigure(self) -> None:
-        """A commit changed management/netconf: listen where the config now says."""
-        host, port, enabled = await self.call(self.settings, self.config_service)
-        if self._closing or (enabled and self._acceptor is not None
-                             and (host, port) == (self.host, self.port)):
-            return
-        await self._stop_listening()
-        self.host, self.port = host, port
-        if enabled:
-            try:
-                await self._listen()
-            except OSError as exc:
-                log.error("netconf server cannot listen", extra={"host": str(host),
-                                                                 "port": port, "error": str(exc)})
-        else:
-            log.info("netconf server disabled by configuration")
 
     async def close(self) -> None:
         self._closing = True
@@ -344,11 +315,6 @@ class NetconfServer:
         """ConfigService subscriber (runs in the committing thread)."""
         if self._closing or diff.empty():
             return
-        if self.follow_config and "management" in diff.sections_changed:
-            old, new = diff.sections_changed["management"]
-            if (old or {}).get("netconf") != (new or {}).get("netconf") and self._loop:
-                with contextlib.suppress(RuntimeError):
-                    self._loop.call_soon_threadsafe(lambda: self.spawn(self._reconfigure()))
         s = self.committing
         if s is not None:
             user, sid, host = s.user, s.id, s.peer
@@ -372,71 +338,50 @@ class NetconfServer:
                                                       event, timeout))
 
 
-class _SSHServer(asyncssh.SSHServer):
-    """Authentication: config users only, password or key, throttled per address."""
+class _Acceptor:
+    """A Binding's listener: closing it stops accepting, sessions go on."""
 
-    def __init__(self, nc: NetconfServer) -> None:
-        self.nc = nc
-        self.peer = "?"
-        self.authenticated = False
-        self.key_failures = 0
+    def __init__(self, acceptor: Any) -> None:
+        self.acceptor = acceptor
 
-    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
-        peer = conn.get_extra_info("peername")
-        self.peer = str(peer[0]) if peer else "?"
+    async def close(self) -> None:
+        self.acceptor.close()
+        await self.acceptor.wait_closed()
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.authenticated and self.key_failures:
-            n = self.nc.throttle.failed(self.peer)
-            log.warning("netconf login failed", extra={"peer": self.peer, "method": "publickey",
-                                                        "failures": n})
 
-    def begin_auth(self, username: str) -> bool:
-        return True  # always require authentication: no anonymous access
+def listen_spec(section: Section) -> tuple[tuple[str, ...], int] | None:
+    """(addresses, port) from /sluice:management/netconf, or None when disabled."""
+    if not section.get("enabled", True):
+        return None
+    return tuple(section.get("address") or ()), int(section.get("port", 830))
 
-    def password_auth_supported(self) -> bool:
-        return True
 
-    def public_key_auth_supported(self) -> bool:
-        return True
+class NetconfDoor:
+    """The NETCONF door: one NetconfServer, listening where the config says."""
 
-    def kbdint_auth_supported(self) -> bool:
-        return False
+    def __init__(self, ctx: DoorContext, section: Section) -> None:
+        self.section = section
+        self.server = NetconfServer(
+            ctx.service, ctx.state_dir, worker=ctx.worker, state=ctx.state,
+            event_bus=ctx.bus, listen=False,
+        )
+        self.binding = Binding("netconf", self._open)
 
-    def host_based_auth_supported(self) -> bool:
-        return False
+    async def _open(self, where: tuple[tuple[str, ...], int]) -> _Acceptor:
+        addresses, port = where
+        return _Acceptor(await self.server.listen(list(addresses) or None, port))
 
-    def auth_completed(self) -> None:
-        self.authenticated = True
-        self.nc.throttle.succeeded(self.peer)
+    async def start(self) -> None:
+        await self.server.start()
+        await self.binding.set(listen_spec(self.section))
 
-    def _blocked(self, username: str) -> bool:
-        wait = self.nc.throttle.blocked_for(self.peer)
-        if wait > 0:
-            log.warning("netconf login refused: too many failures",
-                        extra={"peer": self.peer, "user": username, "retry_in": round(wait, 1)})
-            return True
-        return False
+    async def reconfigure(self, section: Section) -> None:
+        self.section = section
+        await self.binding.set(listen_spec(section))
 
-    async def validate_password(self, username: str, password: str) -> bool:
-        if self._blocked(username):
-            return False
-        user = users_from_config(self.nc.config_service).get(username)
-        ok = await asyncio.to_thread(check_password, user, password)
-        if ok:
-            log.info("netconf login", extra={"user": username, "peer": self.peer,
-                                             "method": "password"})
-            return True
-        n = self.nc.throttle.failed(self.peer)
-        log.warning("netconf login failed", extra={"user": username, "peer": self.peer,
-                                                    "method": "password", "failures": n})
-        return False
+    async def close(self) -> None:
+        await self.binding.close()
+        await self.server.close()
 
-    def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
-        if self._blocked(username):
-            return False
-        user = users_from_config(self.nc.config_service).get(username)
-        if user is not None and key_matches(user.authorized_keys, key):
-            return True
-        self.key_failures += 1
-        return False
+    def status(self) -> dict[str, Any]:
+        return {**self.binding.status(), "sessions": len(self.server.sessions)}

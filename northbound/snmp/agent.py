@@ -1,8 +1,8 @@
 """The SNMP agent: pysnmp inside the daemon's asyncio loop, configured from the config service.
 
     agent = SnmpAgent(config_service, {"service": fn, "endpoint": fn, "datapath": fn}, bus)
-    await agent.start()      # serves if snmp/enabled is true; follows every commit
-    ...
+    await agent.start()      # serves if snmp/enabled is true; its tables follow every commit
+    await agent.reconfigure(section)  # the door supervisor: /sluice:snmp changed
     await agent.close()
 
 What it serves is one `Tree` (system group, IF-MIB for the datapath interfaces, SLUICE-LB-MIB)
@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import errno
 import ipaddress
+import json
 import logging
 import socket
 import time
@@ -30,6 +31,7 @@ from pysnmp.entity.rfc3413 import cmdrsp, context, ntforg
 from pysnmp.proto import rfc1902
 from pysnmp.proto.rfc1902 import Integer32, ObjectIdentifier, OctetString, Unsigned32
 
+from appliance.doors import Binding, DoorContext, Section
 from northbound.snmp import model
 from northbound.snmp.ifmib import Interfaces
 from northbound.snmp.model import LbMib, Snapshot, StateReader
@@ -318,6 +320,21 @@ class _Engine:
                 eng.transport_dispatcher.close_dispatcher()
 
 
+class _EngineListener:
+    """A Binding's listener: closing it stops the engine (SNMP has no sessions to keep)."""
+
+    def __init__(self, agent: SnmpAgent, eng: _Engine) -> None:
+        self.agent, self.engine = agent, eng
+
+    async def close(self) -> None:
+        if self.agent._engine is self.engine:
+            self.agent._engine = None
+        self.engine.close()
+        # Let asyncio run the transports' close callbacks (the sockets close there).
+        for _ in range(3):
+            await asyncio.sleep(0)
+
+
 class SnmpAgent:
     """SNMP v2c/v3 agent and notification originator for one config service."""
 
@@ -338,6 +355,9 @@ class SnmpAgent:
         self.tree = Tree([])
         self.controller = TreeController(lambda: self.tree)
         self._engine: _Engine | None = None
+        # The engine is the door's listener: rebuilt when /sluice:snmp changes, retried
+        # while its port cannot be bound.
+        self.binding = Binding("snmp", self._open_engine)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -352,7 +372,7 @@ class SnmpAgent:
         self.started = time.monotonic()
         snap = await asyncio.to_thread(self._build_snapshot)
         self._install(snap)
-        await self._reconfigure()
+        await self.reconfigure(snap.snmp)
         self.config_service.subscribe(self._on_commit)
         if self.event_bus is not None:
             self.event_bus.subscribe(self._on_event)
@@ -363,15 +383,23 @@ class SnmpAgent:
         if self.event_bus is not None and hasattr(self.event_bus, "unsubscribe"):
             with contextlib.suppress(Exception):
                 self.event_bus.unsubscribe(self._on_event)
+        with contextlib.suppress(Exception):
+            self.config_service.unsubscribe(self._on_commit)
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._engine is not None:
-            self._engine.close()
-            self._engine = None
+        await self.binding.close()
         # Let the transports' close callbacks run before the loop may be closed.
         await asyncio.sleep(0)
+
+    @classmethod
+    def from_context(cls, ctx: DoorContext, section: Section) -> SnmpAgent:
+        """The SNMP door (its section, /sluice:snmp, is read again at start)."""
+        return cls(ctx.service, ctx.state, ctx.bus)
+
+    def status(self) -> dict[str, Any]:
+        return self.binding.status()
 
     @property
     def running(self) -> bool:
@@ -412,24 +440,22 @@ class SnmpAgent:
     def _commit_id(self) -> int:
         return int(getattr(self.config_service, "commit_id", 0) or 0)
 
-    async def _reconfigure(self) -> None:
-        cfg = self.snapshot.snmp
-        if self._engine is not None:
-            self._engine.close()
-            self._engine = None
-            # Let asyncio run the transports' close callbacks (the sockets close there).
-            for _ in range(3):
-                await asyncio.sleep(0)
-        if not cfg.get("enabled", False):
-            log.info("snmp: agent disabled")
-            return
+    async def reconfigure(self, section: Section) -> None:
+        """/sluice:snmp changed: rebuild the engine (users, communities, port...)."""
+        where = json.dumps(section, sort_keys=True) if section.get("enabled", False) else None
+        await self.binding.set(where)
+
+    async def _open_engine(self, where: str) -> _EngineListener:
+        cfg = json.loads(where)
         eng = _Engine(cfg, self.controller)
         try:
             await eng.start()
+        except SnmpError as exc:
+            eng.close()
+            raise OSError(str(exc)) from None
         except Exception:
             eng.close()
-            log.exception("snmp: agent could not start")
-            return
+            raise
         self._engine = eng
         # The engine ID is logged because v3 managers and trap receivers need it (keys are
         # localized to it) and the agent does not serve SNMP-FRAMEWORK-MIB.
@@ -441,27 +467,21 @@ class SnmpAgent:
                 "engine-id": eng.engine_id.hex(),
             },
         )
+        return _EngineListener(self, eng)
 
     def _on_commit(self, diff: Any) -> None:
         """Config service subscriber: runs in the committing (worker) thread."""
         if self._closed or self._loop is None or self._loop.is_closed():
             return
         summary = diff.summary() if hasattr(diff, "summary") else {}
-        snmp_changed = "snmp" in getattr(diff, "sections_changed", {})
-        self._loop.call_soon_threadsafe(
-            self._spawn, self._after_commit(diff.commit_id, summary, snmp_changed)
-        )
+        self._loop.call_soon_threadsafe(self._spawn, self._after_commit(diff.commit_id, summary))
 
-    async def _after_commit(
-        self, commit_id: int | None, summary: dict[str, Any], snmp_changed: bool
-    ) -> None:
+    async def _after_commit(self, commit_id: int | None, summary: dict[str, Any]) -> None:
         async with self._lock:
             snap = await asyncio.to_thread(self._build_snapshot)
             if self._closed:
                 return
             self._install(snap)
-            if snmp_changed:
-                await self._reconfigure()
         text = (
             f"services added {summary.get('services-added', 0)}, "
             f"removed {summary.get('services-removed', 0)}, "

@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from appliance.control.client import ControlClient
-from appliance.endpoint_spec import EndpointSpecError, parse_endpoint
+from appliance.control.endpoint_spec import EndpointSpecError, parse_endpoint
 from sluice.cli.output import fail, print_json, print_table
 
 # Which flag sets which YANG leaf: errors from the daemon name both.

@@ -58,7 +58,12 @@ def cmd_status(client: ControlClient, args: argparse.Namespace) -> int:
         print_json(status)
     else:
         for key, value in status.items():
-            print(f"{key:<12} {value}")
+            if key == "doors" and isinstance(value, dict):
+                for door, st in value.items():
+                    detail = " ".join(f"{k}={v}" for k, v in st.items() if k != "state")
+                    print(f"{'door ' + door:<12} {st.get('state', '?')} {detail}".rstrip())
+            else:
+                print(f"{key:<12} {value}")
     return 0
 
 

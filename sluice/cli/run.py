@@ -1,59 +1,12 @@
-"""`sluice run`: the composition root. It picks the datapath and the front doors and hands
-them to the daemon; the only place that imports northbound/ and tui/ (lazily, so the
-CLI's other commands stay light)."""
+"""`sluice run`: the daemon, with the datapath and the front doors of sluice/wiring.py."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-from typing import TYPE_CHECKING
 
 from appliance.control.protocol import db_path, socket_path
 from sluice.cli.output import fail
-
-if TYPE_CHECKING:  # the daemon's imports (libyang, bcc, probes) are not for every CLI call
-    from appliance.daemon import Closable, DaemonContext, Frontend
-
-
-async def start_netconf(ctx: DaemonContext) -> Closable:
-    """NETCONF over SSH; listens where /sluice:management/netconf says (default port 830)."""
-    from northbound.netconf import NetconfServer
-
-    server = NetconfServer(
-        ctx.service,
-        ctx.state_dir,
-        worker=ctx.worker,
-        follow_config=True,
-        state=ctx.state,
-        event_bus=ctx.bus,
-    )
-    await server.start()
-    return server
-
-
-async def start_snmp(ctx: DaemonContext) -> Closable:
-    """The SNMP agent; serves only when /sluice:snmp/enabled is true."""
-    from northbound.snmp import SnmpAgent
-
-    agent = SnmpAgent(ctx.service, ctx.state, ctx.bus)
-    await agent.start()
-    return agent
-
-
-async def start_console_ssh(ctx: DaemonContext) -> Closable | None:
-    """The operator console over SSH (/sluice:management/console-ssh, default port 2222)."""
-    from tui.ssh_server import start_from_config
-
-    return await start_from_config(
-        ctx.service, ctx.state_dir, socket=ctx.socket, worker=ctx.worker
-    )
-
-
-FRONT_DOORS: list[tuple[str, Frontend]] = [
-    ("netconf", start_netconf),
-    ("snmp", start_snmp),
-    ("console-ssh", start_console_ssh),
-]
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -75,6 +28,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from appliance.daemon import AlreadyRunning, acquire_instance_lock, run_daemon
     from appliance.datapath import setup as dpsetup
     from appliance.logs import setup_logging
+    from sluice.wiring import DOORS
 
     setup_logging(args.log_level)
     try:
@@ -87,7 +41,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         asyncio.run(
             run_daemon(
-                db_path(args.db), socket_path(args.socket), reconciler, state, FRONT_DOORS
+                db_path(args.db), socket_path(args.socket), reconciler, state, DOORS
             )
         )
     except (AlreadyRunning, dpsetup.DatapathUnavailable, ValueError) as exc:

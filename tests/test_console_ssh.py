@@ -12,8 +12,23 @@ import asyncssh
 from daemonkit import Daemon
 
 from appliance.config.passwords import hash_password
-from appliance.ssh_login import Backoff, Throttle, User
-from tui.ssh_server import ConsoleSSHServer, start_from_config
+from appliance.doors import DoorContext, DoorSpec, DoorSupervisor
+from northbound.console_ssh import ConsoleSSHDoor, ConsoleSSHServer
+from northbound.ssh import Backoff, Throttle, User
+
+
+async def start_from_config(service: object, state_dir: Path) -> DoorSupervisor:
+    """The console-ssh door as the daemon runs it: under the door supervisor."""
+    ctx = DoorContext(service, None, {}, None, Path(state_dir), Path(state_dir) / "sock")  # type: ignore[arg-type]
+    supervisor = DoorSupervisor(
+        ctx, [DoorSpec("console-ssh", ("management", "console-ssh"), ConsoleSSHDoor)]
+    )
+    await supervisor.start()
+    return supervisor
+
+
+def console_door(supervisor: DoorSupervisor) -> ConsoleSSHDoor:
+    return supervisor.doors["console-ssh"]  # type: ignore[return-value]
 
 
 async def _read_until(process: asyncssh.SSHClientProcess, needle: bytes, timeout: float) -> bytes:
@@ -105,9 +120,71 @@ def test_throttle_backs_off_per_address() -> None:
     assert throttle.blocked("198.18.9.9")
     now[0] += 1.0
     assert not throttle.blocked("198.18.9.9")
-    throttle.succeeded("198.18.9.9")
-    throttle.failed("198.18.9.9")
-    assert not throttle.blocked("198.18.9.9")
+
+
+def test_a_login_takes_back_only_its_own_failures() -> None:
+    now = [1000.0]
+    throttle = Throttle(Backoff(free_failures=2), clock=lambda: now[0])
+    # alice mistypes once, then logs in: her failure is taken back.
+    throttle.failed("198.18.9.9", "alice")
+    throttle.succeeded("198.18.9.9", "alice")
+    throttle.failed("198.18.9.9", "bob")
+    assert not throttle.blocked("198.18.9.9", "bob")
+    # Guessing bob's password, then logging in as alice, does not clear bob's count.
+    throttle.failed("198.18.9.9", "bob")
+    throttle.succeeded("198.18.9.9", "alice")
+    assert throttle.blocked("198.18.9.9", "bob")
+    assert throttle.blocked("198.18.9.10", "bob")  # per user, from anywhere
+    assert throttle.blocked("198.18.9.9", "carol")  # per address, whatever the user
+
+
+def test_throttle_counts_an_ipv6_slash_64_together() -> None:
+    throttle = Throttle(Backoff(free_failures=2), clock=lambda: 1000.0)
+    throttle.failed("2001:db8:1:2::1", "a")
+    throttle.failed("2001:db8:1:2::2", "b")
+    assert throttle.blocked("2001:db8:1:2::3", "c")
+    assert not throttle.blocked("2001:db8:1:3::1", "c")
+
+
+def test_parallel_attempts_cannot_outrun_the_throttle() -> None:
+    throttle = Throttle(Backoff(free_failures=3), clock=lambda: 1000.0)
+    # Attempts reserved while their checks run count at once.
+    granted = [throttle.begin("198.18.9.9", f"u{i}") for i in range(10)]
+    assert granted.count(True) == 3
+    for i, ok in enumerate(granted):
+        if ok:
+            throttle.end("198.18.9.9", f"u{i}", ok=False)
+    assert not throttle.begin("198.18.9.9", "u99")
+
+
+def test_an_account_without_a_password_costs_a_real_check() -> None:
+    import time as clock
+
+    from northbound.ssh import check_password
+
+    slow = User("admin", hash_password("x"), (), read_only=False)
+    nopass = User("fresh", None, (), read_only=False)
+
+    def cost(user: User | None) -> float:
+        start = clock.perf_counter()
+        assert not check_password(user, "guess")
+        return clock.perf_counter() - start
+
+    real = min(cost(slow) for _ in range(3))
+    # A dummy scrypt of the same parameters: not a shortcut that lists such accounts.
+    assert min(cost(nopass) for _ in range(3)) > real / 3
+    assert min(cost(None) for _ in range(3)) > real / 3
+
+
+def test_the_host_key_is_replaced_when_a_crash_left_it_empty(tmp_path: Path) -> None:
+    from northbound.ssh import HOST_KEY_FILE, load_or_create_host_key
+
+    tmp_path.mkdir(exist_ok=True)
+    (tmp_path / HOST_KEY_FILE).write_bytes(b"")  # what a crash between create and write left
+    key = load_or_create_host_key(tmp_path)
+    assert load_or_create_host_key(tmp_path).public_data == key.public_data
+    assert (tmp_path / HOST_KEY_FILE).stat().st_mode & 0o077 == 0
+    assert not list(tmp_path.glob(f".{HOST_KEY_FILE}.*"))  # no temporary file left
 
 
 def test_start_from_config(tmp_path: Path) -> None:
@@ -121,14 +198,15 @@ def test_start_from_config(tmp_path: Path) -> None:
         def unsubscribe(self, callback: object) -> None: ...
 
     async def body() -> None:
-        door = await start_from_config(FakeService({"enabled": False}), tmp_path)
-        assert door.server is None and door.port is None
-        await door.close()
-        door = await start_from_config(
+        sup = await start_from_config(FakeService({"enabled": False}), tmp_path)
+        assert console_door(sup).port is None
+        await sup.close()
+        sup = await start_from_config(
             FakeService({"enabled": True, "port": 0, "address": ["127.0.0.1"]}), tmp_path
         )
-        assert door.port is not None and door.port > 0
-        await door.close()
+        port = console_door(sup).port
+        assert port is not None and port > 0
+        await sup.close()
 
     asyncio.run(body())
 
@@ -169,7 +247,8 @@ def test_the_console_door_follows_commits_and_keeps_open_sessions(tmp_path: Path
             user = {"name": "alice", "password-hash": hash_password("s3cret", ln=4)}
             s.edit([{"op": "merge", "path": "/sluice:management", "value": {"user": [user]}}])
             s.commit("a user")
-        door = await start_from_config(service, tmp_path / "state")
+        sup = await start_from_config(service, tmp_path / "state")
+        door = console_door(sup)
         try:
             assert door.port == first and _listening(first)
             async with asyncssh.connect(
@@ -183,9 +262,9 @@ def test_the_console_door_follows_commits_and_keeps_open_sessions(tmp_path: Path
                 result = await asyncio.wait_for(conn.run(encoding=None), 10)
                 assert b"terminal" in (result.stderr or b"") + (result.stdout or b"")
             await asyncio.to_thread(commit, {"enabled": False})
-            await until(lambda: door.server is None and not _listening(second))
+            await until(lambda: door.port is None and not _listening(second))
         finally:
-            await door.close()
+            await sup.close()
 
     asyncio.run(body())
     service.store.close()

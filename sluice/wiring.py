@@ -1,0 +1,18 @@
+"""The daemon's wiring: which front doors `sluice run` starts, and where their config lives.
+
+Adding a door is one module with the Door shape (appliance/doors.py) and one line here.
+Imported only by `sluice run`, so the CLI's other commands stay light.
+"""
+
+from __future__ import annotations
+
+from appliance.doors import DoorSpec
+from northbound.console_ssh import ConsoleSSHDoor
+from northbound.netconf.server import NetconfDoor
+from northbound.snmp.agent import SnmpAgent
+
+DOORS: list[DoorSpec] = [
+    DoorSpec("netconf", ("management", "netconf"), NetconfDoor),
+    DoorSpec("snmp", ("snmp",), SnmpAgent.from_context),
+    DoorSpec("console-ssh", ("management", "console-ssh"), ConsoleSSHDoor),
+]
