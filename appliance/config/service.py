@@ -55,6 +55,13 @@ from appliance.config.tree import apply_edit
 log = logging.getLogger(__name__)
 
 DATASTORES = ("running", "candidate", "startup")
+# History retention defaults (the YANG defaults of /sluice:system/config-history): an
+# orchestrator toggling endpoints every few seconds all day still keeps a bounded file.
+DEFAULT_MAX_COMMITS = 1000
+DEFAULT_MAX_AGE_DAYS = 30
+# Prune after this many commits, or on the first commit this many seconds after the last.
+PRUNE_EVERY = 100
+PRUNE_INTERVAL = 3600.0
 # The schema path of a service entry, as secrets.restore names nodes.
 _SERVICE_SPATH = f"{LB}/service"
 # Past this many errors a user learns nothing more from the list.
@@ -228,6 +235,9 @@ class ConfigService:
             # The process that made it is gone (crash, kill -9, reboot) and with it whoever
             # could have confirmed it: an unconfirmed change must not become permanent.
             self.revert_confirmed("not confirmed before a restart")
+        self.prune_every = PRUNE_EVERY
+        self._pruned_at, self._pruned_time = 0, 0.0
+        self.prune_history()
 
     # -- running -----------------------------------------------------------------------
     def _load(self) -> None:
@@ -329,6 +339,58 @@ class ConfigService:
                 )
 
     # -- history -------------------------------------------------------------------------
+    def retention(self) -> tuple[int, int]:
+        """(max-commits, max-age-days) from /sluice:system/config-history."""
+        hist = (self.sections_effective.get("system") or {}).get("config-history") or {}
+        return (
+            int(hist.get("max-commits", DEFAULT_MAX_COMMITS)),
+            int(hist.get("max-age-days", DEFAULT_MAX_AGE_DAYS)),
+        )
+
+    def prune_history(self) -> int:
+        """Prune commits the retention setting no longer keeps, then compact the file.
+
+        Never the newest commit, nor one a pending confirmed commit still needs to revert.
+        Returns how many commits went. A failure is logged: it must not fail a commit."""
+        with self._mutex:
+            self._pruned_at, self._pruned_time = self.commit_id, time.monotonic()
+            max_commits, max_age_days = self.retention()
+            try:
+                keep_from = self.store.retention_bound(max_commits, max_age_days * 86400)
+                if self.confirmed is not None and self.confirmed.commits:
+                    keep_from = min(keep_from, min(self.confirmed.commits))
+                if keep_from <= self.store.oldest_commit_id():
+                    return 0
+                pruned = self.store.prune(keep_from)
+                freed = self.store.compact()
+            except Exception:
+                log.exception("config history pruning failed")
+                return 0
+        log.info(
+            "config history pruned",
+            extra={"commits": pruned, "kept_from": keep_from, "pages_freed": freed},
+        )
+        return pruned
+
+    def _maybe_prune(self) -> None:
+        """Pruning costs a few index range deletes: batch it, every `prune_every` commits
+        (or hourly, for the age limit on a quiet appliance), not on every commit."""
+        due = self.commit_id - self._pruned_at >= self.prune_every
+        if due or time.monotonic() - self._pruned_time >= PRUNE_INTERVAL:
+            self.prune_history()
+
+    def _no_commit(self, commit_id: int) -> NotFoundError:
+        """A clear error for a commit id history does not hold (pruned, or never made)."""
+        oldest = self.store.oldest_commit_id()
+        if 0 < commit_id < oldest:
+            message = (
+                f"commit {commit_id} was pruned from the history (the oldest kept is commit "
+                f"{oldest}; see /sluice:system/config-history)"
+            )
+        else:
+            message = f"no commit {commit_id}"
+        return NotFoundError(message, [FieldError("commit", message, "data-missing")])
+
     def history(self, limit: int = 50) -> list[dict[str, Any]]:
         return [r.to_dict() for r in self.store.history(limit)]
 
@@ -336,7 +398,7 @@ class ConfigService:
         """The change commit N made, as explicit old/new values per item (secrets masked)."""
         record = self.store.commit_record(commit_id)
         if record is None:
-            raise NotFoundError(f"no commit {commit_id}")
+            raise self._no_commit(commit_id)
         changes = []
         for kind, key, old, new in self.store.changes_of(commit_id):
             if kind == SECTION_KIND:
@@ -347,9 +409,7 @@ class ConfigService:
 
     def snapshot(self, commit_id: int) -> Doc:
         if self.store.commit_record(commit_id) is None:
-            raise NotFoundError(
-                f"no commit {commit_id}", [FieldError("commit", f"no commit {commit_id}")]
-            )
+            raise self._no_commit(commit_id)
         sections, services = from_items(self.store.snapshot(commit_id))
         return build_doc(sections, services.values())
 
@@ -770,6 +830,7 @@ class Session:
                 )
             diff = svc._apply_commit(self, prepared, comment, confirmed)
             self._reset()
+            svc._maybe_prune()
         if not diff.empty():
             log.info(
                 "config committed",

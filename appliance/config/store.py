@@ -90,6 +90,11 @@ class StoreError(Exception):
 # The database holds password hashes, SNMP communities and localized v3 keys: owner only.
 FILE_MODE = 0o600
 DIR_MODE = 0o700
+# History pruning deletes this many rows per transaction.
+PRUNE_BATCH = 5000
+# Fewer free pages than this (4 MiB at 4 KiB pages) are not worth an incremental vacuum.
+COMPACT_MIN_FREE_PAGES = 1024
+AUTO_VACUUM_INCREMENTAL = 2
 # Files SQLite (and the daemon's single-instance lock) keep beside the database.
 SIBLINGS = ("-wal", "-shm", "-journal", ".lock")
 
@@ -131,6 +136,7 @@ def _private_files(db: Path) -> None:
 class Store:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self.compact_min_free_pages = COMPACT_MIN_FREE_PAGES
         _private_dir(self.path.parent)
         _private_files(self.path)
         conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
@@ -138,6 +144,7 @@ class Store:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.execute("PRAGMA foreign_keys=ON")
+        self._incremental_vacuum_mode()
         self._migrate()
 
     @property
@@ -235,6 +242,76 @@ class Store:
             )
 
     # -- history -----------------------------------------------------------------------
+    def _incremental_vacuum_mode(self) -> None:
+        """auto_vacuum=INCREMENTAL, so pages freed by pruning history can be given back.
+
+        The mode can only be chosen before the first table exists, or by a full VACUUM:
+        a new database gets it for free; one made by an older Sluice is rebuilt once, here.
+        """
+        if self.conn.execute("PRAGMA auto_vacuum").fetchone()[0] == AUTO_VACUUM_INCREMENTAL:
+            return
+        self.conn.execute(f"PRAGMA auto_vacuum={AUTO_VACUUM_INCREMENTAL}")
+        if self.conn.execute("PRAGMA page_count").fetchone()[0]:
+            log.info("store rebuilt once for incremental vacuum", extra={"db": str(self.path)})
+            self.conn.execute("VACUUM")
+
+    def oldest_commit_id(self) -> int:
+        row = self.conn.execute("SELECT min(id) FROM commit_log").fetchone()
+        return int(row[0] or 0)
+
+    def retention_bound(self, max_commits: int, max_age_seconds: float) -> int:
+        """The oldest commit id the retention limits keep (0: no commits at all)."""
+        newest = self.last_commit_id()
+        row = self.conn.execute(
+            "SELECT id FROM commit_log ORDER BY id DESC LIMIT 1 OFFSET ?", (max_commits - 1,)
+        ).fetchone()
+        keep_from = int(row[0]) if row else 0
+        if max_age_seconds > 0:
+            cutoff = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - max_age_seconds))
+            row = self.conn.execute(
+                "SELECT min(id) FROM commit_log WHERE at >= ?", (cutoff,)
+            ).fetchone()
+            keep_from = max(keep_from, int(row[0]) if row[0] is not None else newest)
+        return min(keep_from, newest)
+
+    def prune(self, keep_from: int, batch: int = PRUNE_BATCH) -> int:
+        """Forget commits older than `keep_from`; returns how many went.
+
+        The snapshot of every kept commit stays whole: only item rows that stopped being
+        current before `keep_from` go (rows replaced *by* `keep_from` stay, for its diff).
+        Batched, each batch its own short transaction, so a first prune of a long history
+        never holds the write lock for long."""
+        pruned = 0
+        while True:
+            with self._transaction():
+                gone = self.conn.execute(
+                    "DELETE FROM item WHERE rowid IN (SELECT rowid FROM item "
+                    "WHERE until IS NOT NULL AND until < ? LIMIT ?)",
+                    (keep_from, batch),
+                ).rowcount
+            if gone < batch:
+                break
+        while True:
+            with self._transaction():
+                gone = self.conn.execute(
+                    "DELETE FROM commit_log WHERE id IN (SELECT id FROM commit_log "
+                    "WHERE id < ? LIMIT ?)",
+                    (keep_from, batch),
+                ).rowcount
+            pruned += gone
+            if gone < batch:
+                break
+        return pruned
+
+    def compact(self) -> int:
+        """Give free pages back to the file system once there are enough to matter."""
+        free = int(self.conn.execute("PRAGMA freelist_count").fetchone()[0])
+        if free < self.compact_min_free_pages:
+            return 0
+        # executescript steps the pragma to the end; execute() frees one page per call.
+        self.conn.executescript(f"PRAGMA incremental_vacuum({free});")
+        return free
+
     def history(self, limit: int = 50) -> list[CommitRecord]:
         rows = self.conn.execute(
             "SELECT id, at, user, interface, comment, summary FROM commit_log "
