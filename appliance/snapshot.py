@@ -56,6 +56,9 @@ class State:
     datapath: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
     interfaces: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: EMPTY)
     errors: Mapping[str, str] = field(default_factory=lambda: EMPTY)
+    # The config service's commit id the keys were read at (None: no config service), so a
+    # reader can tell that a commit since has added services this state knows nothing of.
+    commit_id: int | None = None
 
     def service(self, name: str) -> Mapping[str, Any]:
         return self.services.get(name, EMPTY)
@@ -165,6 +168,7 @@ class Snapshot:
         endpoints: dict[EndpointKey, Mapping[str, Any]] = {}
         service_fn = self.providers.get("service")
         endpoint_fn = self.providers.get("endpoint")
+        commit_id = getattr(self.config_service, "commit_id", None)
         for name, eps in self._keys(errors):
             if service_fn is not None:
                 value = self._call("service", service_fn, errors, name)
@@ -185,7 +189,7 @@ class Snapshot:
             datapath = _frozen(self._call("datapath", fn, errors)) if fn else EMPTY
         interfaces = self._interfaces(datapath)
         state = State(time.monotonic(), MappingProxyType(services), MappingProxyType(endpoints),
-                      datapath, interfaces, MappingProxyType(errors))
+                      datapath, interfaces, MappingProxyType(errors), commit_id)
         self._state = state  # one assignment: a reader sees the old state or the new one
         self.refreshes += 1
         return state

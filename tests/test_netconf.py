@@ -397,7 +397,7 @@ def test_state_providers_feed_get(tmp_path: Path) -> None:
                               namespaces=NS) == ["down"]
             assert data.xpath("//sl:datapath/sl:state/sl:attached-interface/text()",
                               namespaces=NS) == ["veth0"]
-            assert calls == ["web"]
+            assert set(calls) == {"web"}  # read by the snapshot thread, not per get
     finally:
         kit.stop(h)
 

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from lxml import etree
 
-from northbound.netconf import monitoring
+from northbound.netconf import monitoring, xpathrun
 from northbound.netconf.errors import RpcError
 from northbound.netconf.output import json_to_xml, merge_json, subtree_filter, xpath_filter
 from northbound.netconf.rpc import Dispatcher, call, datastore, text_of
@@ -32,16 +32,8 @@ def _effective(op: etree._Element, source: str) -> bool:
     return True
 
 
-async def _config_data(s: NetconfSession, source: str, effective: bool) -> etree._Element:
-    doc = await call(s, s.config.get, "/", source, effective=effective)
-    data = etree.Element(qn(BASE_NS, "data"), nsmap={None: BASE_NS})
-    idx = s.server.index
-    await s.server.offload(json_to_xml, data, doc, idx.top, idx.namespace)
-    return data
-
-
-def _filter(s: NetconfSession, op: etree._Element, data: etree._Element) -> None:
-    flt = child(op, "filter")
+def _filter(s: NetconfSession, flt: etree._Element | None, data: etree._Element) -> None:
+    """Runs in a worker thread: a filter over 10,000 services must not hold the loop."""
     if flt is None:
         return
     kind = flt.get("type", "subtree")
@@ -52,7 +44,8 @@ def _filter(s: NetconfSession, op: etree._Element, data: etree._Element) -> None
         if not select:
             raise RpcError("missing-attribute", "an xpath filter needs select", type="protocol",
                            info={"bad-attribute": "select", "bad-element": "filter"})
-        xpath_filter(data, select, flt.nsmap, s.server.keys_of)
+        budget = getattr(s.server, "xpath_budget", xpathrun.DEFAULT_BUDGET)
+        xpath_filter(data, select, flt.nsmap, s.server.keys_of, budget)
     else:
         raise RpcError("bad-attribute", f"filter type {kind!r} is not supported",
                        type="protocol", info={"bad-attribute": "type", "bad-element": "filter"})
@@ -61,26 +54,41 @@ def _filter(s: NetconfSession, op: etree._Element, data: etree._Element) -> None
 async def get_config(s: NetconfSession, op: etree._Element) -> list[etree._Element]:
     source = datastore(op, "source", ("running", "candidate", "startup"))
     assert isinstance(source, str)
-    data = await _config_data(s, source, _effective(op, source))
-    _filter(s, op, data)
-    return [data]
+    doc = await call(s, s.config.get, "/", source, effective=_effective(op, source))
+    idx = s.server.index
+    flt = child(op, "filter")
+
+    def build() -> etree._Element:
+        data = etree.Element(qn(BASE_NS, "data"), nsmap={None: BASE_NS})
+        json_to_xml(data, doc, idx.top, idx.namespace)
+        _filter(s, flt, data)
+        return data
+
+    return [await s.server.offload(build)]
 
 
 async def get(s: NetconfSession, op: etree._Element) -> list[etree._Element]:
     effective = _effective(op, "running")
     doc = await call(s, s.config.get, "/", "running", effective=effective)
     idx = s.server.index
-    if s.server.state_source is not None:
-        # Operational state (counters, health): config false nodes in the same JSON encoding.
-        state = await s.server.offload(s.server.state_source)
-        merge_json(doc, state or {}, idx.top)
-    data = etree.Element(qn(BASE_NS, "data"), nsmap={None: BASE_NS})
-    await s.server.offload(json_to_xml, data, doc, idx.top, idx.namespace)
-    data.append(monitoring.netconf_state(s.server))
-    for el in monitoring.yang_library(s.server):
-        data.append(el)
-    _filter(s, op, data)
-    return [data]
+    source = s.server.state_source
+    # These read the server's session table: built here, on the loop that changes it.
+    extra = [monitoring.netconf_state(s.server), *monitoring.yang_library(s.server)]
+    flt = child(op, "filter")
+
+    def build() -> etree._Element:
+        # Operational state (counters, health) from the snapshot, never from the datapath:
+        # config false nodes in the same JSON encoding, merged by list keys in one pass.
+        if source is not None:
+            merge_json(doc, source() or {}, idx.top)
+        data = etree.Element(qn(BASE_NS, "data"), nsmap={None: BASE_NS})
+        json_to_xml(data, doc, idx.top, idx.namespace)
+        for el in extra:
+            data.append(el)
+        _filter(s, flt, data)
+        return data
+
+    return [await s.server.offload(build)]
 
 
 def register(d: Dispatcher) -> None:

@@ -44,6 +44,8 @@ READ_SIZE = 65536
 HELLO_TIMEOUT = 60.0
 # Bytes queued to a session's channel past which notifications to it are dropped.
 MAX_NOTIFICATION_BACKLOG = 8 * 1024 * 1024
+# Bytes queued to a session's channel past which it reads no further request until they drain.
+REPLY_BACKLOG = 1024 * 1024
 
 
 class SessionEnd(Exception):
@@ -201,7 +203,7 @@ class NetconfSession:
             log.exception("netconf rpc failed", extra={"session": self.id})
             self._reply_error(attrs, [RpcError("operation-failed", f"internal error: {exc}")])
             return
-        self._reply(attrs, result)
+        await self._reply_async(attrs, result)
         log.debug("netconf rpc done", extra={"session": self.id,
                                               "ms": round((time.monotonic() - started) * 1000)})
 
@@ -210,7 +212,9 @@ class NetconfSession:
         data = framing.encode(tostring(el), self.chunked)
         self.process.stdout.write(data)
 
-    def _reply(self, attrs: dict[str, str] | None, content: list[etree._Element] | None) -> None:
+    @staticmethod
+    def _reply_element(attrs: dict[str, str] | None,
+                       content: list[etree._Element] | None) -> etree._Element:
         reply = etree.Element(qn(BASE_NS, "rpc-reply"), nsmap={None: BASE_NS})
         for k, v in (attrs or {}).items():
             reply.set(k, v)
@@ -219,7 +223,33 @@ class NetconfSession:
                 reply.append(el)
         else:
             sub(reply, BASE_NS, "ok")
-        self._send(reply)
+        return reply
+
+    def _reply(self, attrs: dict[str, str] | None, content: list[etree._Element] | None) -> None:
+        self._send(self._reply_element(attrs, content))
+
+    async def _reply_async(self, attrs: dict[str, str] | None,
+                           content: list[etree._Element] | None) -> None:
+        """A reply serialised in a worker thread (a 10,000-service <data> takes a while),
+        written in one piece, then the session waits for the client to take it in.
+
+        Waiting is the backpressure: the next request of this session is not read until the
+        reply has drained, so a client that pipelines requests and never reads fills its
+        own TCP window instead of the daemon's memory.
+        """
+        reply = self._reply_element(attrs, content)
+        chunked = self.chunked
+        data = await asyncio.to_thread(lambda: framing.encode(tostring(reply), chunked))
+        self.process.stdout.write(data)
+        await self._drain()
+
+    async def _drain(self) -> None:
+        try:
+            backlog = self.process.channel.get_write_buffer_size()
+        except Exception:
+            return
+        if backlog > REPLY_BACKLOG:
+            await self.process.stdout.drain()
 
     def _reply_error(self, attrs: dict[str, str] | None, errors: list[RpcError]) -> None:
         self.stats["out-rpc-errors"] += 1

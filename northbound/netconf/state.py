@@ -1,69 +1,94 @@
-"""Operational state for <get>: the daemon's state providers → config false nodes (JSON).
+"""Operational state for <get>: the operational-state snapshot → config false nodes (JSON).
 
-The providers are the same dict the control socket gets (the datapath reconciler's
-`state_providers()`): `service(name)`, `endpoint(name, address, port)` and `datapath()`,
-each returning a dict whose keys are already the YANG state leaves (oper-status,
-endpoints-up, packets, health, ...), or None when there is nothing to say.
+The providers' answers (the datapath reconciler's `state_providers()`: `service(name)`,
+`endpoint(name, address, port)`, `datapath()`) are dicts whose keys are already the YANG
+state leaves (oper-status, endpoints-up, packets, health, ...). They are never called per
+request: `appliance.snapshot` reads them in its own thread, and a <get> reads its latest
+state (a map walk or a netlink call on the event loop stalls every session, and the netlink
+one fails there).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
+
+from appliance import snapshot as snapshots
 
 log = logging.getLogger(__name__)
 
 Doc = dict[str, Any]
+# How long a <get> waits, in its worker thread, for a snapshot that predates the last commit
+# (so a get right after an edit shows the new service's state) or was never taken.
+FRESH_WAIT = 1.0
 
 
-def state_source(
-    config_service: Any, providers: dict[str, Callable[..., Any]]
-) -> Callable[[], Doc]:
-    """A zero-argument callable building the state document from running + providers."""
+def state_source(config_service: Any, providers: Any) -> Callable[[], Doc]:
+    """A zero-argument callable building the state document; call it off the event loop.
+
+    `providers`: an `appliance.snapshot.Snapshot`, or the daemon's provider dict (the one
+    snapshot stored in it is used, built around the providers if there is none yet).
+    """
+    snap = snapshots.for_providers(providers, config_service=config_service)
 
     def build() -> Doc:
-        service_fn = providers.get("service")
-        endpoint_fn = providers.get("endpoint")
-        services = []
-        running = config_service.running_doc(effective=True)
-        for svc in (running.get("sluice:load-balancer") or {}).get("service", []):
-            name = svc["name"]
-            entry: Doc = {"name": name}
-            state = _call(service_fn, name)
-            if state:
-                entry["state"] = _counters(state)
-            endpoints = []
-            for ep in svc.get("endpoint", []):
-                ep_state = _call(endpoint_fn, name, ep["address"], ep["port"])
-                if ep_state:
-                    endpoints.append({"address": ep["address"], "port": ep["port"],
-                                      "state": _counters(ep_state)})
-            if endpoints:
-                entry["endpoint"] = endpoints
-            if len(entry) > 1:
-                services.append(entry)
-        doc: Doc = {}
-        if services:
-            doc["sluice:load-balancer"] = {"service": services}
-        status = _call(providers.get("datapath"))
-        if isinstance(status, dict) and isinstance(status.get("interfaces"), dict):
-            doc["sluice:datapath"] = {"state": {"attached-interface": sorted(status["interfaces"])}}
-        return doc
+        state = snap.current()
+        commit_id = getattr(config_service, "commit_id", None)
+        if state.taken == 0 or (state.commit_id is not None and commit_id is not None
+                                and state.commit_id < commit_id):
+            state = snap.wait_fresh(state.taken, FRESH_WAIT)
+        return state_doc(state, _configured(config_service))
 
     return build
 
 
-def _call(fn: Callable[..., Any] | None, *args: Any) -> Any:
-    if fn is None:
+def _configured(config_service: Any) -> set[str] | None:
+    """Names of the running services (state of a service removed since is left out)."""
+    effective = getattr(config_service, "services_effective", None)
+    if not isinstance(effective, dict):
         return None
-    try:
-        return fn(*args)
-    except Exception as exc:  # a failing provider must not fail the whole <get>
-        log.warning("state provider failed", extra={"error": str(exc)})
-        return None
+    mutex = getattr(config_service, "_mutex", None)
+    if mutex is None:
+        return set(effective)
+    with mutex:
+        return set(effective)
 
 
-def _counters(state: Doc) -> Doc:
+def state_doc(state: snapshots.State, configured: set[str] | None = None) -> Doc:
+    """The state document of one snapshot: O(services + endpoints)."""
+    endpoints: dict[str, list[Doc]] = {}
+    for (name, address, port), ep_state in state.endpoints.items():
+        counters = _counters(ep_state)
+        if counters:
+            endpoints.setdefault(name, []).append(
+                {"address": address, "port": port, "state": counters})
+    services = []
+    for name in dict.fromkeys([*state.services, *endpoints]):
+        if configured is not None and name not in configured:
+            continue
+        entry: Doc = {"name": name}
+        counters = _counters(state.service(name))
+        if counters:
+            entry["state"] = counters
+        if name in endpoints:
+            entry["endpoint"] = endpoints[name]
+        if len(entry) > 1:
+            services.append(entry)
+    doc: Doc = {}
+    if services:
+        doc["sluice:load-balancer"] = {"service": services}
+    dp: Doc = {}
+    interfaces = state.datapath.get("interfaces")
+    if isinstance(interfaces, Mapping):
+        dp["attached-interface"] = sorted(interfaces)
+    if state.conntrack_entries is not None:
+        dp["conntrack-entries"] = state.conntrack_entries
+    if dp:
+        doc["sluice:datapath"] = {"state": dp}
+    return doc
+
+
+def _counters(state: Mapping[str, Any]) -> Doc:
     # Only scalar leaves; anything nested is not part of the model's state containers.
     return {k: v for k, v in state.items() if isinstance(v, str | int | float | bool)}
