@@ -107,3 +107,34 @@ def test_kill_9_in_the_confirm_window_reverts_at_restart(tmp_path: Path) -> None
         assert "reverted" in history[0]["comment"]
     finally:
         d.stop()
+
+
+def test_cli_import_of_a_file_without_secrets_keeps_them(tmp_path: Path) -> None:
+    """`sluice config import` shares the config service's edit path with NETCONF."""
+    d = Daemon(tmp_path)
+    d.start()
+    try:
+        users = {"user": [{"name": "oss", "role": "read-write", "password-hash": kit.FAST_HASH}]}
+        snmp = {"community": [{"name": "nms", "secret": "community-secret"}]}
+        (tmp_path / "apply.json").write_text(json.dumps({"management": users, "snmp": snmp}))
+        assert d.cli("apply", "-f", str(tmp_path / "apply.json")).returncode == 0
+        exported = json.loads(d.cli("config", "export").stdout)
+        del exported["sluice:management"]["user"][0]["password-hash"]
+        del exported["sluice:snmp"]["community"][0]["secret"]
+        exported["sluice:system"] = {"hostname": "restored"}
+        (tmp_path / "backup.json").write_text(json.dumps(exported))
+        res = d.cli("config", "import", str(tmp_path / "backup.json"))
+        assert res.returncode == 0, res.stderr
+    finally:
+        d.stop()
+    from appliance.config import ConfigService
+    from appliance.config.store import Store
+
+    store = Store(d.db)
+    try:
+        doc = ConfigService(store).running_doc(with_secrets=True)
+    finally:
+        store.close()
+    assert doc["sluice:system"] == {"hostname": "restored"}
+    assert doc["sluice:management"]["user"][0]["password-hash"] == kit.FAST_HASH
+    assert doc["sluice:snmp"]["community"][0]["secret"] == "community-secret"

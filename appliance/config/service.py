@@ -795,9 +795,10 @@ class Session:
         confirmed = None
         if confirm_timeout is not None:
             deadline = time.time() + confirm_timeout
-            earlier = svc.confirmed.commits if svc.confirmed is not None else ()
 
             def confirmed(cid: int | None) -> ConfirmedCommit | None:
+                # Called under the mutex: a follow-up extends the one pending then.
+                earlier = svc.confirmed.commits if svc.confirmed is not None else ()
                 commits = (*earlier, cid) if cid else earlier
                 return ConfirmedCommit(commits, self.user, owner, persist, deadline)
 
