@@ -75,6 +75,11 @@ class ProberThread:
     def alive(self) -> bool:
         return self._thread.is_alive()
 
+    @property
+    def native_id(self) -> int | None:
+        """The thread's kernel id (for /proc/self/task/<id>: its CPU use and waits)."""
+        return self._thread.native_id
+
     async def start(self) -> None:
         self._thread.start()
         future = asyncio.run_coroutine_threadsafe(self.prober.start(), self.loop)

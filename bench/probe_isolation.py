@@ -1,0 +1,328 @@
+"""Probe isolation: 10,000 TCP probes every second while the daemon's main loop is busy.
+
+The prober runs as the daemon runs it (appliance/health.py: HealthWiring, the prober on
+its own thread and loop), in a network namespace "lb"; 80 listeners (8 addresses x 10
+ports, 198.18.0.10-17) accept and close in a child process in namespace "be", on the
+other core where there is one. Meanwhile the "main loop" (an asyncio loop on a thread in
+"lb", the one HealthWiring was started from and relays events to) is kept busy with a
+synthetic load shaped like the front doors' worst requests (--load):
+
+- stall: the loop blocks (time.sleep) for --stall s out of every --period s, as a costly
+  request that waits or runs in C without the GIL (libyang, a slow disk) does;
+- cpu: the loop runs pure-Python work back to back, yielding to the loop only between
+  chunks (--chunk ms), as an XPath filter walking 10,000 service dicts in Python, or an
+  SNMP walk being encoded, does; this holds the GIL, which the prober thread shares;
+- mixed: both, alternating every --period s;
+- none: an idle main loop (the baseline).
+
+After a warm-up (the jittered first round), it measures for --seconds: probe lateness
+(dispatch time minus due time, % of the interval: p50, p99, max), probes/s, endpoints that
+went down (flaps: every listener is alive, so any down is false), the main loop's own
+lateness (how busy it really was) and the process's CPU.
+
+    .venv/bin/python bench/probe_isolation.py [--endpoints 10000] [--seconds 30]
+        [--load stall|cpu|mixed|none] [--on-main-loop]
+
+--on-main-loop runs the prober on the main loop instead (the old design) for comparison.
+Prints a Markdown row and writes bench/results/probe_isolation-<load>.json. Every loop is
+bounded; the namespaces and the listener child are removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import resource
+import selectors
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+import netkit  # noqa: E402
+from probekit import NsLoop  # noqa: E402
+
+from appliance.events import EventBus  # noqa: E402
+from appliance.health import HealthWiring  # noqa: E402
+from appliance.probes import Prober  # noqa: E402
+
+LISTEN_ADDRS = [f"198.18.0.{10 + i}" for i in range(8)]
+BASE_PORT = 20000
+PORTS = 10  # 8 addresses x 10 ports = 80 distinct listeners
+
+
+def listen_forever(addrs: list[str], seconds: float) -> None:
+    """Child (in namespace "be"): accept and close on every listener until `seconds` pass."""
+    sel = selectors.DefaultSelector()
+    for addr in addrs:
+        for p in range(PORTS):
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((addr, BASE_PORT + p))
+            s.listen(4096)
+            s.setblocking(False)
+            sel.register(s, selectors.EVENT_READ)
+    print("READY", flush=True)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for key, _ in sel.select(timeout=0.5):
+            lsock: socket.socket = key.fileobj  # type: ignore[assignment]
+            for _ in range(256):  # bounded per wake-up
+                try:
+                    conn, _ = lsock.accept()
+                except BlockingIOError:
+                    break
+                conn.close()
+
+
+def services(n: int) -> dict[str, dict[str, Any]]:
+    """Effective-shaped services, 80 endpoints each (one per listener)."""
+    per = len(LISTEN_ADDRS) * PORTS
+    out: dict[str, dict[str, Any]] = {}
+    for i in range((n + per - 1) // per):
+        eps = []
+        for j in range(min(per, n - i * per)):
+            addr, port = LISTEN_ADDRS[j % len(LISTEN_ADDRS)], BASE_PORT + j // len(LISTEN_ADDRS)
+            eps.append({"address": addr, "port": port, "admin-state": "enabled"})
+        probe = {"type": "tcp", "interval": 1, "timeout": 1, "retries": 2,
+                 "successes-before-up": 2, "hold-down": 0}  # fmt: skip
+        out[f"svc{i}"] = {"name": f"svc{i}", "admin-state": "enabled",
+                          "health-probe": probe, "endpoint": eps}  # fmt: skip
+    return out
+
+
+class StaticConfig:
+    """What HealthWiring reads from the config service: the services, and a subscription
+    (no commits during the bench)."""
+
+    def __init__(self, services: dict[str, dict[str, Any]]) -> None:
+        self.services_effective = services
+
+    def subscribe(self, fn: Any) -> None:
+        pass
+
+
+class Recorder:
+    """Stands in for the datapath reconciler: counts health updates (a down is a flap)."""
+
+    def __init__(self) -> None:
+        self.downs = 0
+        self.ups = 0
+
+    def set_endpoint_health(self, service: str, address: str, port: int, up: bool) -> None:
+        if up:
+            self.ups += 1
+        else:
+            self.downs += 1
+
+
+class OnMainLoop:
+    """The old design, for comparison: the prober on the main loop."""
+
+    def __init__(self, rec: Recorder, bus: EventBus) -> None:
+        self.prober = Prober(bus, on_change=rec.set_endpoint_health)
+
+    async def start(self, config: StaticConfig) -> None:
+        self.prober.sync(config.services_effective)
+        await self.prober.start()
+
+    async def stop(self) -> None:
+        await self.prober.stop()
+
+
+# -- the main loop's load ------------------------------------------------------------------
+def python_filter(docs: list[dict[str, Any]], deadline: float) -> int:
+    """Pure-Python work shaped like an XPath filter over the config: walk service dicts,
+    test leaves, build result dicts, until `deadline` (perf_counter)."""
+    hits = 0
+    while time.perf_counter() < deadline:
+        for doc in docs:
+            for ep in doc["endpoint"]:
+                if ep["port"] % 7 == 3 and ep["address"].endswith("1"):
+                    hits += len({"name": doc["name"], **ep})
+    return hits
+
+
+async def load(kind: str, stop: asyncio.Event, args: argparse.Namespace) -> dict[str, float]:
+    """Keep this (main) loop busy in the chosen shape; return how busy it was."""
+    loop = asyncio.get_running_loop()
+    docs = list(services(args.endpoints).values())[:5]  # small chunks of real-shaped docs
+    busy = blocked = 0.0
+    start = loop.time()
+    while not stop.is_set():
+        phase = int((loop.time() - start) // args.period)
+        shape = kind if kind != "mixed" else ("stall" if phase % 2 else "cpu")
+        if shape == "stall" and (loop.time() - start) % args.period < 0.05:
+            t = time.perf_counter()
+            time.sleep(args.stall)  # the whole loop blocked, the GIL released
+            blocked += time.perf_counter() - t
+        elif shape == "cpu":
+            t = time.perf_counter()
+            python_filter(docs, t + args.chunk / 1000)
+            busy += time.perf_counter() - t
+        await asyncio.sleep(0 if shape == "cpu" else 0.01)
+    return {"blocked_s": round(blocked, 1), "python_busy_s": round(busy, 1)}
+
+
+async def loop_lag(stop: asyncio.Event, out: list[float], period: float = 0.05) -> None:
+    while not stop.is_set():
+        t0 = time.perf_counter()
+        await asyncio.sleep(period)
+        out.append(time.perf_counter() - t0 - period)
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))] if values else 0.0
+
+
+def runqueue_wait(tid: int) -> float:
+    """Seconds thread `tid` spent runnable but waiting for a CPU (/proc schedstat): lateness
+    with a high wait is another process's doing, on a shared machine."""
+    try:
+        return int(Path(f"/proc/self/task/{tid}/schedstat").read_text().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
+def cpu_seconds() -> float:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+async def measure(args: argparse.Namespace) -> dict[str, Any]:
+    rec = Recorder()
+    bus = EventBus()
+    flaps: list[dict[str, Any]] = []
+    bus.subscribe(lambda e: flaps.append(e) if e.get("new") not in ("up",) else None)
+    config = StaticConfig(services(args.endpoints))
+    wiring: Any = OnMainLoop(rec, bus) if args.on_main_loop else HealthWiring(rec, {}, bus)
+    await wiring.start(config)
+    prober: Prober = wiring.prober
+    # The thread that runs the probes: the prober's own, or this (main) loop's.
+    tid = wiring.thread.native_id if not args.on_main_loop else threading.get_native_id()
+    try:
+        # Warm-up: the jittered first round and a bit, on an idle loop.
+        deadline = time.monotonic() + 30
+        while prober.dispatched < args.endpoints * 1.5 and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        prober.reset_lag()
+        downs0 = rec.downs
+        dispatched0, cpu0, t0 = prober.dispatched, cpu_seconds(), time.perf_counter()
+        wait0 = runqueue_wait(tid)
+        stop = asyncio.Event()
+        lags: list[float] = []
+        lag_task = asyncio.create_task(loop_lag(stop, lags))
+        load_task = asyncio.create_task(load(args.load, stop, args))
+        await asyncio.sleep(args.seconds)  # the load itself delays this: measured below
+        stop.set()
+        shape = await load_task
+        await lag_task
+        wall = time.perf_counter() - t0
+        cpu = cpu_seconds() - cpu0
+        waited = runqueue_wait(tid) - wait0
+        probes = prober.dispatched - dispatched0
+        lag = prober.lag_stats()
+        # Events reach this loop's bus after it runs again: give the relay a moment.
+        await asyncio.sleep(0.5)
+        states: dict[str, int] = {}
+        for svc in config.services_effective.values():
+            for ep in svc["endpoint"]:
+                st = prober.endpoint_state(svc["name"], ep["address"], ep["port"]) or {}
+                states[st.get("health", "?")] = states.get(st.get("health", "?"), 0) + 1
+    finally:
+        await wiring.stop()
+    return {
+        "design": "main loop (old)" if args.on_main_loop else "own thread",
+        "load": args.load,
+        "endpoints": args.endpoints,
+        "seconds": round(wall, 1),
+        "probes_per_s": round(probes / wall),
+        "expected_probes_per_s": args.endpoints,
+        "lag_p50_pct": round(lag["p50"] * 100, 2),
+        "lag_p99_pct": round(lag["p99"] * 100, 2),
+        "lag_max_pct": round(lag["max"] * 100, 2),
+        "went_down": rec.downs - downs0,
+        "not_up_events": len(flaps),
+        "states": states,
+        "main_loop_lag_p99_s": round(pct(lags, 0.99), 3),
+        "main_loop_lag_max_s": round(max(lags, default=0.0), 3),
+        **shape,
+        "cpu_pct": round(cpu / wall * 100, 1),
+        "prober_runqueue_wait_pct": round(waited / wall * 100, 1),
+        "switch_interval_ms": sys.getswitchinterval() * 1000,
+        "pinned": not args.no_pin,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--endpoints", type=int, default=10_000)
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--load", choices=["stall", "cpu", "mixed", "none"], default="mixed")
+    parser.add_argument("--stall", type=float, default=5.0, help="seconds blocked per stall")
+    parser.add_argument("--period", type=float, default=10.0, help="seconds between stalls")
+    parser.add_argument("--chunk", type=float, default=200.0, help="ms of Python per chunk")
+    parser.add_argument("--on-main-loop", action="store_true", help="the old design")
+    parser.add_argument("--no-pin", action="store_true", help="leave CPU placement to the OS")
+    parser.add_argument("--switch-interval", type=float, default=None,
+                        help="sys.setswitchinterval in ms (Python's default: 5)")  # fmt: skip
+    parser.add_argument("--listen", nargs="*", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.listen is not None:
+        listen_forever(args.listen, args.seconds)
+        return 0
+    netkit.require_netns()
+    cpus = sorted(os.sched_getaffinity(0))
+    with netkit.Topology() as topo:
+        lb, be = topo.host("lb"), topo.host("be")
+        link = topo.link(lb, be, ["198.18.0.1/24"], [f"{a}/24" for a in LISTEN_ADDRS])
+        del link
+        listener = be.popen(
+            [sys.executable, __file__, "--seconds", str(args.seconds + 90), "--listen",
+             *LISTEN_ADDRS],
+            stdout=subprocess.PIPE,
+        )  # fmt: skip
+        assert listener.stdout is not None
+        if listener.stdout.readline().strip() != b"READY":
+            raise RuntimeError("listener did not start")
+        if args.switch_interval is not None:
+            sys.setswitchinterval(args.switch_interval / 1000)
+        if len(cpus) > 1 and not args.no_pin:
+            # The listeners get the other core, as in bench/probe_scale.py; the prober and
+            # the main loop share one, as they share the daemon's process.
+            os.sched_setaffinity(listener.pid, {cpus[-1]})
+            os.sched_setaffinity(0, {cpus[0]})
+        with NsLoop(lb) as main_loop:
+            result = main_loop.run(measure(args), timeout=args.seconds + 120)
+    python = sys.version.split()[0]
+    result["machine"] = f"{platform.machine()} {os.cpu_count()} cpu, Python {python}"
+    result["load_average"] = [round(x, 2) for x in os.getloadavg()]
+    result["time"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    print("| design | load | probes/s | lag p50 | lag p99 | lag max | went down "
+          "| main loop lag max | CPU | prober waiting for CPU |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    print(
+        f"| {result['design']} | {result['load']} | {result['probes_per_s']} "
+        f"| {result['lag_p50_pct']}% | {result['lag_p99_pct']}% | {result['lag_max_pct']}% "
+        f"| {result['went_down']} | {result['main_loop_lag_max_s']} s | {result['cpu_pct']}% "
+        f"| {result['prober_runqueue_wait_pct']}% |"
+    )
+    suffix = "-old" if args.on_main_loop else ""
+    out = ROOT / "bench" / "results" / f"probe_isolation-{args.load}{suffix}.json"
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
