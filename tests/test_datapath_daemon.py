@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from pathlib import Path
 
 import netkit as kit
@@ -21,7 +20,8 @@ from appliance import netlink
 pytestmark = pytest.mark.datapath
 
 # A client that keeps one TCP connection busy: a line every 20 ms, each echo checked,
-# until STOP exists; prints the number of round trips; any error exits non-zero.
+# until STOP exists; prints the number of round trips so far after each one (the last line
+# is the total); any error exits non-zero.
 CHATTER = """
 import os, socket, sys, time
 stop, deadline = sys.argv[1], time.monotonic() + 60
@@ -38,6 +38,7 @@ while not os.path.exists(stop) and time.monotonic() < deadline:
         got += chunk
     assert got == msg, got
     n += 1
+    print(n, flush=True)
     time.sleep(0.02)
 print(n)
 """
@@ -95,20 +96,27 @@ def test_daemon_cli_end_to_end_and_restart_keeps_flows(
         assert res.returncode == 0, res.stderr
         stop = tmp_path / "stop"
         chatter = net.client.popen(["python3", "-c", CHATTER.format(vip=VIP4), str(stop)])
+        chatter_log = net.client.logs[chatter.pid]
+
+        def rounds() -> int:  # round trips so far: the last complete line of the log
+            lines = chatter_log.read_text().split("\n")[:-1]
+            return int(lines[-1]) if lines else 0
+
         wait_for(lambda: d.cli_json("ct", "list", "--service", "echo"), timeout=5)
         assert d.stop() == 0
         ifname = net.interfaces[0]
         assert netlink.tc_filters(ifname, "ingress", netns=net.lb.ns) == ["sluice_lb"]
-        time.sleep(1.0)  # traffic flows with no daemon at all
+        at_stop = rounds()
+        wait_for(lambda: rounds() >= at_stop + 25, timeout=5)  # traffic flows with no daemon
         d.start(timeout=60)
-        time.sleep(0.5)
+        at_start = rounds()
+        wait_for(lambda: rounds() >= at_start + 10, timeout=5)  # and with the new one
         (row,) = d.cli_json("ct", "list", "--service", "echo")
         assert row["state"] == "established" and row["packets"][0] > 50
         assert [net.get(VIP4) for _ in range(2)] == ["b1", "b2"]  # same config after restart
         stop.touch()
-        assert chatter.wait(10) == 0, net.client.logs[chatter.pid].read_text()
-        rounds = int(net.client.logs[chatter.pid].read_text().split()[-1])
-        assert rounds > 60  # ~2.5 s at 20 ms, no gap long enough to fail a 3 s timeout
+        assert chatter.wait(10) == 0, chatter_log.read_text()
+        assert rounds() > 60  # no gap long enough to fail the chatter's 3 s timeout
 
         # A deleted service stops answering.
         assert d.cli("lb", "delete", "web").returncode == 0
