@@ -81,7 +81,14 @@ class FakeState:
     def __init__(self) -> None:
         self.services: dict[str, dict[str, Any]] = {}
         self.endpoints: dict[tuple[str, str, int], dict[str, Any]] = {}
-        self.datapath_state: dict[str, Any] = {"conntrack-entries": 7}
+        # The shape of the real provider (DatapathReconciler.status): no "conntrack-entries"
+        # key; the table's fill is under maps.ct_map (both directions of every flow).
+        self.datapath_state: dict[str, Any] = {
+            "enabled": True,
+            "loaded": True,
+            "interfaces": {"lo": ["sluice_lb"]},
+            "maps": {"ct_map": {"entries": 7, "capacity": 1048576}},
+        }
 
     def service(self, name: str) -> dict[str, Any]:
         return self.services.get(name, {})

@@ -199,7 +199,7 @@ def check_tree(tree: dict[str, str]) -> None:
     assert tree["1.3.6.1.2.1.31.1.1.1.1.1"] == "lo"
     assert int(tree["1.3.6.1.2.1.31.1.1.1.6.1"]) > 0  # ifHCInOctets
     # globals
-    assert tree[f"{ENT}.1.1.2.0"] == "7"  # conntrack entries from the datapath provider
+    assert tree[f"{ENT}.1.1.2.0"] == "7"  # ct_map entries, from the real status shape
     assert tree[f"{ENT}.1.1.3.0"] == "1048576"  # default capacity
     assert tree[f"{ENT}.1.1.4.0"] == "2"
     assert tree[f"{ENT}.1.1.5.0"] == "3"

@@ -2,7 +2,7 @@
 
 A `Snapshot` holds what the config says (built off the event loop: sorting 10,000 services and
 their endpoints takes a while); cells are computed when read, from the snapshot for configured
-values and from the state providers (through a one-second cache) for live ones.
+values and from the operational-state snapshot (appliance/snapshot.py) for live ones.
 """
 
 from __future__ import annotations
@@ -14,13 +14,14 @@ import os
 import platform
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from appliance import __version__
+from appliance import snapshot as snapshots
 from northbound.snmp import ber
-from northbound.snmp.tree import Table, TtlCache
+from northbound.snmp.tree import Table
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +119,7 @@ def date_and_time(value: Any) -> bytes:
     )
 
 
-def _num(state: dict[str, Any], key: str) -> int:
+def _num(state: Mapping[str, Any], key: str) -> int:
     try:
         return max(int(state.get(key) or 0), 0)
     except (TypeError, ValueError):
@@ -204,45 +205,39 @@ class Snapshot:
 
 
 class StateReader:
-    """The optional state providers, each answer kept for at most `ttl` seconds.
+    """Live values from the operational-state snapshot (`appliance.snapshot`).
 
-    Providers are written elsewhere and may be missing or fail: a missing or failing one
-    reads as an empty dict, so counters show 0 and states unknown rather than errors.
+    Never calls a provider: the snapshot's thread does, at its period (`ttl` when this
+    builds it), so a GET or a walk on the event loop takes no datapath lock, walks no map
+    and makes no netlink call. A missing or failing provider reads as an empty mapping, so
+    counters show 0 and states unknown rather than errors.
     """
 
-    def __init__(self, providers: dict[str, Callable[..., Any]], ttl: float = 1.0) -> None:
-        self.providers = providers
-        self._service = TtlCache(lambda name: self._call("service", name), ttl)
-        self._endpoint = TtlCache(lambda s, a, p: self._call("endpoint", s, a, p), ttl)
-        self._datapath = TtlCache(lambda: self._call("datapath"), ttl)
-        self._failed: set[str] = set()
+    def __init__(self, providers: Any, ttl: float = 1.0) -> None:
+        self.snapshot = snapshots.for_providers(providers, period=ttl)
+        self.providers = self.snapshot.providers
 
-    def _call(self, kind: str, *args: Any) -> dict[str, Any]:
-        fn = self.providers.get(kind)
-        if fn is None:
-            return {}
-        try:
-            value = fn(*args)
-        except Exception:
-            if kind not in self._failed:  # once per provider, not once per cell
-                self._failed.add(kind)
-                log.exception("snmp: state provider failed", extra={"provider": kind})
-            return {}
-        return value if isinstance(value, dict) else {}
+    def service(self, name: str) -> Mapping[str, Any]:
+        return self.snapshot.current().service(name)
 
-    def service(self, name: str) -> dict[str, Any]:
-        return self._service.get(name, name)
+    def endpoint_state(self, row: EndpointRow) -> Mapping[str, Any]:
+        return self.snapshot.current().endpoint(row.service, row.address, row.port)
 
-    def endpoint_state(self, row: EndpointRow) -> dict[str, Any]:
-        return self._endpoint.get(row.key, row.service, row.address, row.port)
+    def datapath(self) -> Mapping[str, Any]:
+        return self.snapshot.current().datapath
 
-    def datapath(self) -> dict[str, Any]:
-        return self._datapath.get(0)
+    def conntrack_entries(self) -> int:
+        return self.snapshot.current().conntrack_entries or 0
 
     def clear(self) -> None:
-        self._service.clear()
-        self._endpoint.clear()
-        self._datapath.clear()
+        """An event says the last reading is stale: refresh now rather than at the period."""
+        self.snapshot.poke()
+
+    def track(self, snap: Snapshot) -> None:
+        """Ask about the services and endpoints of this config snapshot (used when the
+        operational snapshot has no config service of its own to list them)."""
+        self.snapshot.track(lambda: [(r.name, [(e.address, e.port) for e in r.endpoints])
+                                     for r in snap.services])
 
     # Derived service state, for when the service provider does not say it.
     def endpoint_health(self, row: EndpointRow) -> str:
@@ -284,6 +279,7 @@ class LbMib:
         commit_id: Callable[[], int],
     ) -> None:
         self.snap, self.state, self.started, self.commit_id = snap, state, started, commit_id
+        state.track(snap)
         self.descr = (
             f"Sluice L4 load balancer {__version__} "
             f"(Linux {platform.release()} {platform.machine()})"
@@ -315,8 +311,7 @@ class LbMib:
         if col == 1:
             return ber.octets(__version__)
         if col == 2:
-            dp = self.state.datapath()
-            return _gauge(_num(dp, "conntrack-entries"))
+            return _gauge(min(self.state.conntrack_entries(), U32))
         if col == 3:
             return ber.unsigned32(min(int(self.snap.datapath.get("conntrack-capacity", 0)), U32))
         if col == 4:
