@@ -93,11 +93,12 @@ def test_maglev_moves_only_the_removed_endpoints_flows(lbnet: LbNet) -> None:
     lbnet.rec.driver.flush_conntrack(lambda e: True)
     lbnet.udp_from_ports(VIP4, 53, ports)
     after = lbnet.endpoint_by_client_port("mg")
-    for p in ports:
-        if before[p] != removed:
-            assert after[p] == before[p], p
-        else:
-            assert after[p] != removed
+    assert all(after[p] != removed for p in ports)
+    # Maglev is not perfectly consistent: besides the removed endpoint's slots a few more
+    # move (at most 2% of the table, test_datapath_tables; 8 of 4,027 slots here, 0.2%).
+    # These 40 fixed flows hit one of them; a table rebuilt from scratch would move ~2/3.
+    others = [p for p in ports if before[p] != removed]
+    assert sum(after[p] != before[p] for p in others) <= 1, (before, after)
 
 
 def test_full_nat_v4_and_v6(lbnet: LbNet) -> None:

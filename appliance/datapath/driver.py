@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -188,7 +189,7 @@ class Driver:
 
         # 2. selection table into the idle generation
         table = self._selection(name, doc, ids)
-        if len(table) > L.MAX_SEL_SLOTS // 4:
+        if L.sel_pages(len(table)) > L.MAX_SEL_PAGES // 8:
             raise ValueError(f"selection table of {name} too large ({len(table)} slots)")
         new_gen = 1 - state.gen if state.programmed else state.gen
         self._write_slots(sid, new_gen, table)
@@ -347,13 +348,15 @@ class Driver:
             v.lo[i], v.hi[i] = lo, hi
         t[rk] = v
 
-    def _sel_keys(self, sid: int, gen: int, n: int) -> Any:
+    def _sel_keys(self, sid: int, gen: int, n_slots: int) -> Any:
+        """The sel_map keys of a table of ``n_slots`` slots: one per page."""
         t = self.t["sel_map"]
+        n = L.sel_pages(n_slots)
         keys = (t.Key * n)()
         bit = L.SEL_GEN_BIT if gen else 0
         for i in range(n):
             keys[i].svc_id = sid
-            keys[i].slot = i | bit
+            keys[i].page = i | bit
         return keys
 
     def _write_slots(self, sid: int, gen: int, table: list[int]) -> None:
@@ -361,7 +364,10 @@ class Driver:
             return
         t = self.t["sel_map"]
         keys = self._sel_keys(sid, gen, len(table))
-        values = (t.Leaf * len(table))(*table)
+        n = len(keys)
+        # The pages as one buffer of native u32, the last one padded with 0 (no endpoint).
+        packed = struct.pack(f"={len(table)}I", *table) + bytes(4 * (n * L.SEL_PAGE - len(table)))
+        values = (t.Leaf * n).from_buffer_copy(packed)
         try:
             t.items_update_batch(keys, values)  # one syscall per table
         except Exception:

@@ -12,10 +12,32 @@ import struct
 # bpf/lib/consts.h
 MAX_SERVICES = 16384
 MAX_ENDPOINTS = 524288
-MAX_SEL_SLOTS = 4194304
+SEL_PAGE = 1008
+MAX_SEL_PAGES = 131072
 MAX_RANGES = 8
+MAX_ALLOW = 65536
 LC_SCAN = 32
 DEFAULT_CT_CAPACITY = 1048576
+
+# What the config may ask of the datapath: appliance/datapath/validate.py refuses the rest
+# at validate/commit time, so that a committed config never fails to program (and a
+# health change, which rebuilds a table, never finds the maps full).
+LIMIT_SERVICES = MAX_SERVICES - 1  # enabled services; ids 1..MAX_SERVICES-1
+LIMIT_SERVICE_ENDPOINTS = 512  # per service (also the model's max-elements)
+# Endpoints over all services. A changed service's new endpoints get ids before its old
+# ones free theirs, so one service's worth stays free.
+LIMIT_ENDPOINTS = MAX_ENDPOINTS - 1 - LIMIT_SERVICE_ENDPOINTS
+# Allowed-source prefixes: a changed list is added before the old one goes, so the total
+# plus the longest list must fit MAX_ALLOW.
+LIMIT_ALLOW = MAX_ALLOW
+LIMIT_RANGES = MAX_RANGES  # port-range services per (VIP, protocol)
+# Selection-table pages (the table each service could need at most: every endpoint
+# eligible, weights not reduced by their gcd) plus the biggest one again, because a
+# rebuild writes the new generation before it deletes the old one.
+LIMIT_SEL_PAGES = MAX_SEL_PAGES
+# Parts of the model the datapath does not implement yet: refused, not half done.
+UNSUPPORTED_PROTOCOLS = ("sctp",)
+UNSUPPORTED_HOOKS = ("xdp",)
 
 ALGORITHMS = {
     "round-robin": 0,
@@ -42,6 +64,11 @@ PROTOCOLS = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP, "icmp": 1, "s
 PROTOCOL_NAMES = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmp", 132: "sctp"}
 DEFAULT_TIMEOUT = {"tcp": 240}  # loxilb's defaults; every other protocol: 20 s
 DEFAULT_TIMEOUT_OTHER = 20
+
+
+def sel_pages(n_slots: int) -> int:
+    """sel_map entries a selection table of ``n_slots`` slots takes (bpf/lib/select.h)."""
+    return -(-n_slots // SEL_PAGE)
 
 
 def addr_words(address: str) -> tuple[int, tuple[int, int, int, int]]:

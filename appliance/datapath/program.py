@@ -28,11 +28,15 @@ DEFAULT_PIN_ROOT = Path("/sys/fs/bpf/sluice")
 LAYOUT_SUFFIX = "_v1"  # bpf/lib/maps.h LAYOUT
 # Map name in C -> pin file name (without LAYOUT_SUFFIX); bpf/lib/maps.h.
 MAPS = {
-    "svc_map": "svc", "range_map": "range", "ep_map": "ep", "sel_map": "sel",
+    "svc_map": "svc", "range_map": "range", "ep_map": "ep", "sel_map": "selp",
     "rr_map": "rr", "persist_map": "persist", "ifaddr_map": "ifaddr", "ct_map": "ct",
     "allow_map": "allow", "svc_stats": "svcst", "ep_stats": "epst", "svc_active": "svcact",
     "ep_active": "epact", "jmp_map": "jmp",
 }  # fmt: skip
+# Pins of maps an older program used and this one does not ("sel": one selection slot per
+# entry, before pages). Unlinked at load: an attached older program keeps its own map
+# reference until its filter is replaced, and nothing else reads them.
+LEGACY_PINS = ("sel",)
 # Tail-call targets: bpf/lib/consts.h JMP_* -> the function in bpf/lb.c.
 TAIL_CALLS = {0: "sluice_icmp_err", 1: "sluice_too_big"}
 
@@ -107,6 +111,8 @@ class Program:
             # rewrite below, so a fresh one loses nothing. The attached old program keeps
             # its own reference until the filter is replaced.
             (self.pin_root / f"jmp{LAYOUT_SUFFIX}").unlink()
+        for short in LEGACY_PINS:
+            (self.pin_root / f"{short}{LAYOUT_SUFFIX}").unlink(missing_ok=True)
         text = (
             f'#define PIN_ROOT "{self.pin_root}"\n'
             f"#define CT_CAPACITY {self.ct_capacity}\n" + inline_source(BPF_DIR / "lb.c")
@@ -172,7 +178,7 @@ class Program:
         """Delete our pinned maps (``sluice run --cleanup``); the directory if left empty.
 
         Needs no load(): ``Program(pin_root).remove_pins()`` works without bcc."""
-        for short in MAPS.values():
+        for short in (*MAPS.values(), *LEGACY_PINS):
             (self.pin_root / f"{short}{LAYOUT_SUFFIX}").unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             self.pin_root.rmdir()

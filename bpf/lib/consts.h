@@ -3,10 +3,16 @@
 #pragma once
 
 // Capacities. Hash maps marked NO_PREALLOC only cost memory for what the control plane
-// fills, so the limits can be generous (10,000 services x 32 endpoints fit).
+// fills, so the limits can be generous (10,000 services x 32 endpoints fit, Maglev too).
+// appliance/datapath/layout.py derives what the config may ask for from these.
 #define MAX_SERVICES      16384      // service ids are 1..MAX_SERVICES-1 (array index)
 #define MAX_ENDPOINTS     524288     // endpoint ids (global, stable across restarts)
-#define MAX_SEL_SLOTS     4194304    // selection-table slots over all services
+// Selection tables are stored in pages of SEL_PAGE slots (one sel_map entry each). A
+// hash entry costs its 48-byte header, the 8-byte key and the value, rounded up to a
+// kmalloc size: 1008 x 4 bytes fill a 4 KiB allocation (~4.06 bytes a slot), where one
+// slot per entry cost ~64-96 bytes a slot and filled the map after ~255 Maglev services.
+#define SEL_PAGE          1008
+#define MAX_SEL_PAGES     131072     // pages over all services: at most 512 MiB if all used
 #define MAX_RANGES        8          // port-range services per (vip, protocol)
 #define MAX_PERSIST       262144     // persistence bindings (LRU)
 #define MAX_IFADDR        1024       // (ifindex, family) -> own address, for one-arm

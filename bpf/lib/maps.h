@@ -15,7 +15,9 @@ BPF_TABLE_PINNED("hash", struct svc_key, struct svc_info, svc_map, MAX_SERVICES,
 BPF_TABLE_PINNED("hash", struct range_key, struct range_list, range_map, MAX_SERVICES,
                  PIN("range"));
 BPF_TABLE_PINNED("hash", __u32, struct ep_info, ep_map, MAX_ENDPOINTS, PIN("ep"), NO_PREALLOC);
-BPF_TABLE_PINNED("hash", struct sel_key, __u32, sel_map, MAX_SEL_SLOTS, PIN("sel"), NO_PREALLOC);
+// Pinned as "selp" (pages): the older one-slot-per-entry "sel" map is another layout.
+BPF_TABLE_PINNED("hash", struct sel_key, struct sel_page, sel_map, MAX_SEL_PAGES, PIN("selp"),
+                 NO_PREALLOC);
 BPF_TABLE_PINNED("array", __u32, __u32, rr_map, MAX_SERVICES, PIN("rr"));
 BPF_TABLE_PINNED("lru_hash", struct persist_key, struct persist_val, persist_map, MAX_PERSIST,
                  PIN("persist"));

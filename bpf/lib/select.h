@@ -3,17 +3,24 @@
 //   round-robin / priority / least-connections: eligible endpoints in config order;
 //   weighted: a smooth weighted round-robin sequence; hash / persistence: the weighted
 //   sequence; maglev: the Maglev lookup table (prime size).
-// The datapath only picks a slot. Two generations (slot bit 31) let a whole new table be
-// written before svc_info.gen flips to it in one map update.
+// The datapath only picks a slot. Slots are stored SEL_PAGE to a map entry (see consts.h).
+// Two generations (page bit 31) let a whole new table be written before svc_info.gen
+// flips to it in one map update.
 #pragma once
 
 #define SEL_GEN_BIT 0x80000000u
 
 static __always_inline __u32 sel_slot(struct svc_info *s, __u32 slot)
 {
-    struct sel_key k = {.svc_id = s->id, .slot = slot | (s->gen ? SEL_GEN_BIT : 0)};
-    __u32 *ep = sel_map.lookup(&k);
-    return ep ? *ep : 0;
+    struct sel_key k = {.svc_id = s->id, .page = slot / SEL_PAGE | (s->gen ? SEL_GEN_BIT : 0)};
+    struct sel_page *pg = sel_map.lookup(&k);
+    __u32 off = slot % SEL_PAGE;
+    // LLVM knows off < SEL_PAGE and would drop the check below; the verifier does not
+    // know it (it does not track a modulo) and wants the check: hide off from LLVM.
+    asm volatile("" : "+r"(off));
+    if (!pg || off >= SEL_PAGE)
+        return 0;
+    return pg->ep[off];
 }
 
 static __always_inline __u32 mix32(__u32 h)

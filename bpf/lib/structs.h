@@ -53,7 +53,11 @@ struct ep_info {
 
 struct sel_key {
     __u32 svc_id;
-    __u32 slot;             // bit 31: generation
+    __u32 page;             // slot / SEL_PAGE; bit 31: generation
+};
+
+struct sel_page {
+    __u32 ep[SEL_PAGE];     // endpoint ids of slots page*SEL_PAGE.. (0: none)
 };
 
 struct persist_key {
