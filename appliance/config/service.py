@@ -224,6 +224,7 @@ class ConfigService:
         self._mutex = threading.RLock()
         self._locks: dict[str, Session] = {}
         self._subscribers: list[Callable[[Diff], None]] = []
+        self._validators: list[Callable[[Doc], list[FieldError]]] = []
         self._next_session = 1
         self.sessions: dict[int, Session] = {}
         self._load()
@@ -265,6 +266,24 @@ class ConfigService:
                 doc = build_doc(self.sections, self.services.values())
             doc = copy.deepcopy(doc)
         return doc if with_secrets else secrets.mask(doc, self.schema)
+
+    def add_validator(self, check: Callable[[Doc], list[FieldError]]) -> None:
+        """Also refuse a candidate for which `check(whole effective doc)` returns errors.
+
+        For rules the model cannot state, such as what the datapath can carry; the checker
+        comes from outside (this package imports no datapath) and is called with the
+        service's mutex held, at every validate and commit."""
+        self._validators.append(check)
+
+    def _validator_errors(
+        self, sections: dict[str, Doc], changed: dict[str, Doc], deleted: set[str]
+    ) -> list[FieldError]:
+        if not self._validators:
+            return []
+        gone = changed.keys() | deleted
+        kept = [s for n, s in self.services_effective.items() if n not in gone]
+        doc = build_doc(sections, [*kept, *changed.values()])
+        return [e for check in self._validators for e in check(doc)]
 
     def subscribe(self, callback: Callable[[Diff], None]) -> None:
         """Call `callback(diff)` after every commit (in the committing thread)."""
@@ -753,6 +772,7 @@ class Session:
         ex_sections, ex_services = split_doc(explicit)
         ef_sections, ef_services = split_doc(effective)
         errors = self.service.ports.conflicts(ef_services, deleted)
+        errors = errors or self.service._validator_errors(ef_sections, ef_services, deleted)
         if errors:
             raise ValidationError(errors[:MAX_REPORTED_ERRORS])
         return _Prepared(ex_services, ef_services, ex_sections, ef_sections, deleted)
