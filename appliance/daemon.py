@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from appliance import __version__
+from appliance.alarms import Alarms
 from appliance.config import ConfigService, Diff
 from appliance.config.store import Store
 from appliance.control.server import ControlServer
@@ -27,6 +28,7 @@ from appliance.doors import DoorContext, DoorSpec, DoorSupervisor
 from appliance.events import EventBus
 from appliance.health import HealthWiring
 from appliance.reconciler import LoggingReconciler, Reconciler
+from appliance.watchdog import Watchdog, sd_notify
 
 log = logging.getLogger(__name__)
 
@@ -61,29 +63,47 @@ async def run_daemon(
     reconciler: Reconciler | None = None,
     state: dict[str, Any] | None = None,
     doors: Sequence[DoorSpec] = (),
+    datapath_error: str | None = None,
 ) -> None:
     """Run until SIGTERM/SIGINT. ``state``: operational-state providers for the control
     socket (the datapath reconciler's ``state_providers()``). ``doors``: the front doors,
     chosen by the composition root (sluice/wiring.py), so this module never imports
-    northbound/ or tui/ (the arrows point one way)."""
+    northbound/ or tui/ (the arrows point one way). ``datapath_error``: why the caller
+    could not even build the datapath (the daemon then runs degraded, see below).
+
+    Degraded, not dead: when the datapath cannot compile, load or attach, or the stored
+    config no longer validates (a stricter release), the daemon still starts the control
+    socket and every door, raises an alarm that `sluice status` shows, and leaves the pinned
+    datapath as it is (its filters keep forwarding). A valid commit then (re)programs it."""
     lock = acquire_instance_lock(db)
     worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="config")
     loop = asyncio.get_running_loop()
     reconciler = reconciler or LoggingReconciler()
     state = state if state is not None else {}
     bus = EventBus()
+    alarms = Alarms(bus)
+    state["alarms"] = alarms.active
+    if datapath_error:
+        alarms.raise_("datapath", f"datapath unavailable: {datapath_error}", "critical")
     # Before anything slow: a SIGTERM during start-up must still shut down cleanly.
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
         store = await loop.run_in_executor(worker, Store, db)
-        service = await loop.run_in_executor(worker, ConfigService, store)
-        await loop.run_in_executor(
-            worker, reconciler.start, service.running_doc(effective=True, with_secrets=True)
+        service = await loop.run_in_executor(
+            worker, lambda: ConfigService(store, tolerant=True)
         )
-        service.subscribe(reconciler.apply)
-        health = HealthWiring(reconciler, state, bus)
+        datapath = DatapathStart(reconciler, service, state, alarms)
+        if service.load_error is None:
+            await loop.run_in_executor(worker, datapath.start)
+        else:
+            alarms.raise_("config-invalid", "the stored running config does not validate "
+                          f"with this release: {service.load_error}; fix it through any door "
+                          "(the datapath keeps its last programming until then)", "critical")
+            service.subscribe(datapath.start_after_valid_commit)
+        health = HealthWiring(datapath.active, state, bus)
+        datapath.health = health
         await health.start(service)
         server = ControlServer(service, socket, worker, state)
         await server.start()
@@ -92,6 +112,9 @@ async def run_daemon(
         )
         state["doors"] = supervisor.status
         await supervisor.start()
+        watchdog = Watchdog(limit=float(os.environ.get("SLUICE_WATCHDOG_S") or 60))
+        state["heartbeat"] = watchdog.status
+        await watchdog.start()
         freeze_heap()
         service.subscribe(freeze_after_bulk_commit)
         log.info(
@@ -103,12 +126,15 @@ async def run_daemon(
                 "doors": ",".join(supervisor.doors) or "-",
             },
         )
+        sd_notify("READY=1")
         await stop.wait()
+        sd_notify("STOPPING=1")
         log.info("sluice daemon stopping")
+        await watchdog.stop()
         await supervisor.close()
         await server.close()
         await health.stop()
-        await loop.run_in_executor(worker, reconciler.close)
+        await loop.run_in_executor(worker, datapath.active.close)
         await loop.run_in_executor(worker, store.close)
     finally:
         worker.shutdown(wait=True)
@@ -129,6 +155,47 @@ def freeze_heap() -> None:
     """
     gc.collect()
     gc.freeze()
+
+
+class DatapathStart:
+    """Starts the reconciler, or runs without one (degraded) when it cannot start."""
+
+    def __init__(self, reconciler: Reconciler, service: ConfigService,
+                 state: dict[str, Any], alarms: Alarms) -> None:
+        self.reconciler = reconciler
+        self.service = service
+        self.state = state
+        self.alarms = alarms
+        self.health: Any = None  # HealthWiring, told which reconciler is live
+        # Until the datapath is started nothing is programmed: the pinned one stays as is.
+        self.active: Reconciler = LoggingReconciler()
+
+    def start(self) -> None:
+        """Runs on the config worker thread."""
+        try:
+            self.reconciler.start(self.service.running_doc(effective=True, with_secrets=True))
+        except Exception as exc:
+            log.exception("datapath failed to start; running degraded")
+            self.alarms.raise_("datapath", f"datapath failed to start: {exc}", "critical")
+            # Its providers would read a datapath that is not there.
+            for name in ("service", "endpoint", "conntrack", "stats", "interfaces"):
+                self.state.pop(name, None)
+            why = str(exc)
+            self.state["datapath"] = lambda: {"enabled": False, "degraded": why}
+            return
+        self.active = self.reconciler
+        if self.health is not None:
+            self.health.reconciler = self.reconciler
+        self.service.subscribe(self.reconciler.apply)
+
+    def start_after_valid_commit(self, diff: Diff) -> None:
+        """After each commit while the stored config did not validate: once running
+        validates as a whole again, program the datapath from it."""
+        if self.service.load_error is not None:
+            return
+        self.service.unsubscribe(self.start_after_valid_commit)
+        self.alarms.clear("config-invalid")
+        self.start()
 
 
 def freeze_after_bulk_commit(diff: Diff) -> None:

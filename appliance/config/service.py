@@ -218,8 +218,15 @@ class _PortIndex:
 class ConfigService:
     """Running config in memory (mirrors the store), sessions, locks and subscribers."""
 
-    def __init__(self, store: Store, schema: Schema | None = None) -> None:
+    def __init__(
+        self, store: Store, schema: Schema | None = None, *, tolerant: bool = False
+    ) -> None:
+        """`tolerant`: a stored running config that does not validate (a stricter release)
+        is loaded as stored and reported in `load_error` instead of refusing to start; it
+        is cleared by the first commit after which running validates as a whole."""
         self.store = store
+        self.tolerant = tolerant
+        self.load_error: ConfigError | None = None
         self.schema = schema or get_schema()
         self._mutex = threading.RLock()
         self._locks: dict[str, Session] = {}
@@ -246,7 +253,15 @@ class ConfigService:
         sections, services = from_items((k, key, doc) for k, key, doc, _ in rows)
         self.versions = {(k, key): since for k, key, _, since in rows}
         self.commit_id = self.store.last_commit_id()
-        _, effective = self.schema.validate(build_doc(sections, services.values()))
+        doc = build_doc(sections, services.values())
+        try:
+            _, effective = self.schema.validate(doc)
+            self.load_error = None
+        except ConfigError as exc:
+            if not self.tolerant:
+                raise
+            log.error("stored running config does not validate", extra={"error": str(exc)})
+            self.load_error, effective = exc, doc  # as stored; defaults not filled in
         self.sections, self.services = sections, services
         self.sections_effective, self.services_effective = split_doc(effective)
         self.ports = _PortIndex()
@@ -615,6 +630,10 @@ class ConfigService:
                     self.ports.set(key, prepared.services_effective[key])
         self.sections = prepared.sections
         self.sections_effective = prepared.sections_effective
+        if self.load_error is not None:
+            # Commits validate what they change; whether the rest is valid again takes a
+            # whole validation, paid only while the stored config is known to be bad.
+            self._load()
         return diff
 
 

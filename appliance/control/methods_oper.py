@@ -24,8 +24,10 @@ def _status(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
     }
     if "datapath" in ctx.state:
         status["datapath"] = ctx.state["datapath"]()
-    if "doors" in ctx.state:
-        status["doors"] = ctx.state["doors"]()
+    # The daemon's own health: doors, alarms, the event loop's heartbeat.
+    for name in ("doors", "alarms", "heartbeat"):
+        if name in ctx.state:
+            status[name] = ctx.state[name]()
     return status
 
 

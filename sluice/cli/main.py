@@ -62,6 +62,10 @@ def cmd_status(client: ControlClient, args: argparse.Namespace) -> int:
                 for door, st in value.items():
                     detail = " ".join(f"{k}={v}" for k, v in st.items() if k != "state")
                     print(f"{'door ' + door:<12} {st.get('state', '?')} {detail}".rstrip())
+            elif key == "alarms" and isinstance(value, list):
+                for alarm in value:
+                    print(f"{'ALARM':<12} {alarm.get('severity')} {alarm.get('name')}: "
+                          f"{alarm.get('text')}")
             else:
                 print(f"{key:<12} {value}")
     return 0

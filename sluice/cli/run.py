@@ -36,14 +36,18 @@ def cmd_run(args: argparse.Namespace) -> int:
             with acquire_instance_lock(db_path(args.db)):  # never under a running daemon
                 dpsetup.cleanup(db_path(args.db), dpsetup.pin_root(args.pin_dir))
             return 0
-        reconciler, state = dpsetup.make_reconciler(
-            dpsetup.datapath_mode(args.datapath), dpsetup.pin_root(args.pin_dir)
-        )
-        asyncio.run(
-            run_daemon(
-                db_path(args.db), socket_path(args.socket), reconciler, state, DOORS
+        datapath_error = None
+        try:
+            reconciler, state = dpsetup.make_reconciler(
+                dpsetup.datapath_mode(args.datapath), dpsetup.pin_root(args.pin_dir)
             )
+        except dpsetup.DatapathUnavailable as exc:
+            # Degraded, not dead: every door still comes up and says why.
+            reconciler, state, datapath_error = None, {}, str(exc)
+        asyncio.run(
+            run_daemon(db_path(args.db), socket_path(args.socket), reconciler, state, DOORS,
+                       datapath_error=datapath_error)
         )
-    except (AlreadyRunning, dpsetup.DatapathUnavailable, ValueError) as exc:
+    except (AlreadyRunning, ValueError) as exc:
         return fail(str(exc), 1)
     return 0
