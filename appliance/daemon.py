@@ -105,6 +105,10 @@ async def run_daemon(
         health = HealthWiring(datapath.active, state, bus)
         datapath.health = health
         await health.start(service)
+        # Before the control socket and the doors: no client session exists yet, so nothing
+        # short-lived is frozen (a frozen cycle is never collected).
+        freeze_heap()
+        service.subscribe(collect_after_bulk_commit)
         server = ControlServer(service, socket, worker, state)
         await server.start()
         supervisor = DoorSupervisor(
@@ -115,8 +119,6 @@ async def run_daemon(
         watchdog = Watchdog(limit=float(os.environ.get("SLUICE_WATCHDOG_S") or 60))
         state["heartbeat"] = watchdog.status
         await watchdog.start()
-        freeze_heap()
-        service.subscribe(freeze_after_bulk_commit)
         log.info(
             "sluice daemon ready",
             extra={
@@ -151,7 +153,7 @@ def freeze_heap() -> None:
     At 10,000 services each full collection walked the whole config (~0.1 s, stalling the
     event loop and SNMP/NETCONF answers); frozen objects are skipped. They are still freed
     by reference counting when a commit drops them; only reference cycles among them would
-    stay, and config documents have none.
+    stay, and config documents have none. Called once, at start-up, before any session.
     """
     gc.collect()
     gc.freeze()
@@ -198,7 +200,10 @@ class DatapathStart:
         self.start()
 
 
-def freeze_after_bulk_commit(diff: Diff) -> None:
+def collect_after_bulk_commit(diff: Diff) -> None:
+    """A bulk provision replaced much of the config: collect now, on the committing (worker)
+    thread, rather than in a full pass the event loop would pay for later. Not a freeze:
+    what is alive now includes client sessions, whose cycles a freeze would leak."""
     changed = len(diff.services_added) + len(diff.services_changed) + len(diff.services_removed)
     if changed >= BULK_COMMIT:
-        freeze_heap()
+        gc.collect()
