@@ -95,7 +95,9 @@ class SluiceConsole(App[int]):
         ssh_user = os.environ.get("SLUICE_CONSOLE_USER")
         # Over SSH the daemon would see root: name the logged-in user, so the daemon records
         # them in history and enforces their role (read-only sessions refuse changes).
-        identity = {"user": ssh_user, "read-only": env_ro} if ssh_user else None
+        identity = (
+            {"user": ssh_user, "read-only": env_ro, "account": True} if ssh_user else None
+        )
         self.client = AsyncControlClient(socket, timeout, identity)
         self.poll_interval = poll_interval
         self.sources = sources if sources is not None else default_sources()

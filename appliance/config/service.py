@@ -317,13 +317,27 @@ class ConfigService:
                 log.exception("config subscriber failed", extra={"subscriber": repr(callback)})
 
     # -- sessions and locks ----------------------------------------------------------------
-    def open_session(self, user: str, interface: str, *, read_only: bool = False) -> Session:
+    def open_session(
+        self, user: str, interface: str, *, read_only: bool = False, account: str | None = None
+    ) -> Session:
+        """`account`: the configured user the session acts for; its role is checked at
+        every change (see Session.read_only)."""
         with self._mutex:
             sid = self._next_session
             self._next_session += 1
             session = Session(self, sid, user, interface, read_only=read_only)
+            session.account = account
             self.sessions[sid] = session
             return session
+
+    def role_of(self, user: str) -> str | None:
+        """"read-write" or "read-only" for a configured user, None if there is no such
+        user (any more). Reads the in-memory running sections: no copy, no lock needed."""
+        management = (self.sections or {}).get("management") or {}
+        for entry in management.get("user", []):
+            if entry.get("name") == user:
+                return "read-write" if entry.get("role") == "read-write" else "read-only"
+        return None
 
     def lock_owner(self, datastore: str) -> Session | None:
         return self._locks.get(datastore)
@@ -647,9 +661,23 @@ class Session:
         self.id = sid
         self.user = user
         self.interface = interface
-        self.read_only = read_only
+        self._read_only = read_only
+        # The /sluice:management/user this session acts for (NETCONF, the console), if any:
+        # its role is read again at every operation, so a user deleted or demoted by a
+        # commit loses write access in sessions already open. None: a local root client.
+        self.account: str | None = None
         self.closed = False
         self._reset()
+
+    @property
+    def read_only(self) -> bool:
+        if self._read_only:
+            return True
+        return self.account is not None and self.service.role_of(self.account) != "read-write"
+
+    @read_only.setter
+    def read_only(self, value: bool) -> None:
+        self._read_only = value
 
     def _reset(self) -> None:
         # None marks a deletion; absent means "as in running".

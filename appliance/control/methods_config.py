@@ -40,6 +40,10 @@ def _identify(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
     s.user = user
     s.interface = str(params.get("interface") or "console")
     s.read_only = s.read_only or bool(params.get("read-only", False))
+    if params.get("account"):
+        # A configured user (the SSH and serial consoles log them in): its role is read
+        # again at every change, so deleting or demoting it takes effect in open consoles.
+        s.account = user
     return _hello(ctx, params)
 
 

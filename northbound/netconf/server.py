@@ -259,7 +259,7 @@ class NetconfServer:
             process.exit(1)
             return
         config = await self.call(self.config_service.open_session, username, "netconf",
-                                 read_only=user.read_only)
+                                 read_only=user.read_only, account=username)
         session = NetconfSession(self, process, config, username, peer)
         self.sessions[session.id] = session
         task = asyncio.current_task()
