@@ -4,7 +4,7 @@ restarted daemon gets them) must leave traffic exactly as the old one programmed
 from __future__ import annotations
 
 import pytest
-from dpkit import VIP4, VIP6, LbNet, service
+from dpkit import VIP4, VIP6, LbNet, backend_addr, service
 
 pytestmark = pytest.mark.datapath
 
@@ -29,3 +29,48 @@ def test_ipv6_allowed_prefixes_of_32_bits_or_less_survive_a_restart(lbnet: LbNet
     assert after == ["b3", "b1"] * 3  # answered, round-robin position kept
     assert lbnet.get(VIP4) == "b2"
     assert sum(1 for _ in lbnet.rec.program.table("allow_map")) == 4
+
+
+def test_a_restart_keeps_endpoints_known_dead_out_and_reports_the_pinned_health(
+    lbnet: LbNet,
+) -> None:
+    # Until the prober catches up after a restart, an endpoint known dead must get no new
+    # flows; the prober is seeded from pinned_health().
+    web = service("web")
+    lbnet.set(web)
+    lbnet.rec.set_endpoint_health("web", backend_addr(2), 8080, False)
+    assert lbnet.rec.errors == {}
+    assert {lbnet.curl(VIP4, 80, local_port=44000 + i) for i in range(6)} == {"b1", "b3"}
+    lbnet.restart(web)
+    assert lbnet.rec.errors == {}
+    answered = [lbnet.curl(VIP4, 80, local_port=45000 + i) for i in range(6)]
+    assert set(answered) == {"b1", "b3"}, answered
+    assert lbnet.rec.pinned_health() == {
+        ("web", backend_addr(1), 8080): True,
+        ("web", backend_addr(2), 8080): False,
+        ("web", backend_addr(3), 8080): True,
+    }
+    assert lbnet.rec.endpoint_state("web", backend_addr(2), 8080)["health"] == "down"
+    lbnet.rec.set_endpoint_health("web", backend_addr(2), 8080, True)  # the prober's word
+    assert {lbnet.curl(VIP4, 80, local_port=46000 + i) for i in range(6)} == {"b1", "b2", "b3"}
+    # A second restart: the endpoint is up in the pins now.
+    lbnet.restart(web)
+    assert lbnet.rec.pinned_health()[("web", backend_addr(2), 8080)] is True
+
+
+def test_pinned_health_of_a_disabled_endpoint_survives_and_stays_apart(lbnet: LbNet) -> None:
+    # Disabled (admin) is config, not health: down-and-disabled comes back down, and
+    # up-but-disabled comes back up once enabled, whatever the datapath's eligible flag.
+    web = service("web")
+    lbnet.set(web)
+    lbnet.rec.set_endpoint_health("web", backend_addr(1), 8080, False)
+    web_off = service("web")
+    for ep in web_off["endpoint"][:2]:
+        ep["admin-state"] = "disabled"
+    lbnet.set(web_off)
+    lbnet.restart(web_off)
+    health = lbnet.rec.pinned_health()
+    assert health[("web", backend_addr(1), 8080)] is False
+    assert health[("web", backend_addr(2), 8080)] is True
+    lbnet.set(service("web"))  # both enabled again: b1 still down, b2 up
+    assert {lbnet.curl(VIP4, 80, local_port=47000 + i) for i in range(6)} == {"b2", "b3"}

@@ -76,6 +76,9 @@ class Driver:
         self._found_svc: dict[SvcKey, tuple[int, int, int]] = {}
         self._found_eps: dict[int, dict[tuple[str, int], int]] = {}
         self._found_allow: dict[int, set[str]] = {}
+        self._found_down: dict[int, set[tuple[str, int]]] = {}  # service id -> endpoints
+        # The health found in the pins for the services adopted at start (see recover).
+        self.pinned_health: dict[tuple[str, str, int], bool] = {}
         self._next_ep = 1
         self._next_svc = 1
         # Kept incrementally: 10,000 services x 32 endpoints must not cost O(n^2).
@@ -93,6 +96,8 @@ class Driver:
         for k, v in self.t["ep_map"].items():
             ep = (L.words_addr(v.addr.w, v.family), L.ntohs(v.port))
             self._found_eps.setdefault(int(v.svc_id), {})[ep] = int(k.value)
+            if v.flags & L.EP_F_DOWN:
+                self._found_down.setdefault(int(v.svc_id), set()).add(ep)
             self._ep_ids.add(int(k.value))
             self._next_ep = max(self._next_ep, int(k.value) + 1)
         # The allow key holds no family, and an IPv6 prefix of /32 or shorter has words
@@ -106,6 +111,17 @@ class Driver:
             fam = families.get(sid) or (6 if any(k.a.w[1:]) or k.prefixlen > 64 else 4)
             prefix = f"{L.words_addr(k.a.w, fam)}/{k.prefixlen - 32}"
             self._found_allow.setdefault(sid, set()).add(prefix)
+
+    def _adopt_health(self, name: str, sid: int, doc: Doc) -> None:
+        """A restarted daemon keeps the health the pins hold for a service it adopts: an
+        endpoint known dead stays out of the table until the prober says otherwise (health
+        unknown means up, and would send it new flows meanwhile)."""
+        down = self._found_down.pop(sid, set())
+        configured = {(ep["address"], int(ep["port"])) for ep in doc.get("endpoint", [])}
+        for address, port in self._found_eps.get(sid, {}).keys() & configured:
+            up = (address, port) not in down
+            self.pinned_health[(name, address, port)] = up
+            self.health.setdefault((name, address, port), up)
 
     def _alloc_svc_id(self) -> int:
         for _ in range(2):
@@ -166,6 +182,7 @@ class Driver:
             found = self._found_svc.pop(key, None)
             if found:
                 sid, gen, n_slots = found
+                self._adopt_health(name, sid, doc)
                 state = ServiceState(name, sid, key, gen, n_slots,
                                      eps=self._found_eps.pop(sid, {}),
                                      allow=self._found_allow.pop(sid, set()))  # fmt: skip
@@ -392,6 +409,8 @@ class Driver:
         v.addr.w[:] = words
         v.port = L.htons(int(ep["port"]))
         v.flags = L.EP_F_ELIGIBLE if self.eligible(name, ep) else 0
+        if self.health.get((name, ep["address"], int(ep["port"]))) is False:
+            v.flags |= L.EP_F_DOWN  # kept apart from admin state: see _adopt_health
         v.family = family
         v.svc_id = sid
         t[t.Key(ep_id)] = v

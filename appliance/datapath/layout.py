@@ -52,6 +52,7 @@ MODES = {"default": 0, "one-arm": 1, "full-nat": 2, "dsr": 3}
 SVC_F_RANGE = 1
 SVC_F_ALLOW = 2
 EP_F_ELIGIBLE = 1
+EP_F_DOWN = 2  # not read by the datapath: the health a restarted daemon finds in the pins
 SEL_GEN_BIT = 0x80000000
 CT_STATES = {0: "new", 1: "established", 2: "fin-wait", 3: "closed"}
 CT_DIR_ORIG, CT_DIR_REPLY = 0, 1

@@ -108,6 +108,13 @@ class DatapathReconciler:
             except Exception as exc:
                 self._failed(service, self.driver.services[service].doc, exc)
 
+    def pinned_health(self) -> dict[tuple[str, str, int], bool]:
+        """(service, endpoint address, port) -> up, as the pinned maps held it when this
+        reconciler started: what a previous daemon's prober last knew, for seeding ours.
+        Empty before start() and for services the maps did not hold."""
+        with self.lock:
+            return dict(self.driver.pinned_health) if self.driver is not None else {}
+
     # -- operational state (control socket providers) ------------------------------------
     def service_state(self, name: str) -> dict[str, Any] | None:
         with self.lock:

@@ -50,6 +50,7 @@
 
 // ep_info.flags
 #define EP_F_ELIGIBLE     1          // enabled and healthy: may get new flows
+#define EP_F_DOWN         2          // health down (control plane only: survives a restart)
 
 // Conntrack states
 #define CT_NEW            0          // unreplied (TCP: SYN seen)
