@@ -32,11 +32,20 @@ from typing import Any
 import asyncssh
 
 from appliance.doors import Binding, DoorContext, Section
-from northbound.ssh import Logins, Throttle, User, load_or_create_host_key, lookup_user
+from northbound.ssh import (
+    Limits,
+    Logins,
+    Throttle,
+    User,
+    load_or_create_host_key,
+    lookup_user,
+)
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 2222
+CONSOLE_LIMITS = Limits(unauthenticated=16, unauthenticated_per_address=4, sessions=16,
+                        sessions_per_user=4)
 # Run the console as its own process: a crash or a hang of one operator's console cannot
 # touch the daemon or other sessions.
 # `--take-tty` makes the PTY slave (its stdin) the console's controlling terminal: done by
@@ -67,12 +76,14 @@ class ConsoleSSHServer:
         socket: str | Path | None = None,
         console_cmd: tuple[str, ...] | list[str] = DEFAULT_CONSOLE_CMD,
         throttle: Throttle | None = None,
+        limits: Limits | None = None,
     ) -> None:
         """`users`: a lookup name -> User, or the config service itself."""
         self.lookup: UserLookup = (
             users if callable(users) else (lambda name: lookup_user(users, name))
         )
-        self.logins = Logins("console", self.lookup, throttle)
+        # Each console session is a whole child process: fewer than NETCONF's.
+        self.logins = Logins("console", self.lookup, throttle, limits=limits or CONSOLE_LIMITS)
         self.state_dir = Path(state_dir)
         self.port = port
         self.host = host
@@ -128,11 +139,20 @@ class ConsoleSSHServer:
             process.stderr.write(b"the sluice console needs a terminal: use ssh -t\r\n")
             process.exit(1)
             return
+        name = process.get_extra_info("username") or ""
+        refused = self.logins.open_session(name)
+        if refused:
+            log.warning("console session refused", extra={"user": name, "reason": refused})
+            process.stderr.write(refused.encode() + b"\r\n")
+            process.exit(1)
+            return
         try:
             code = await self.run_child(process, read_only=user is None or user.read_only)
         except Exception:
             log.exception("console session failed")
             code = 1
+        finally:
+            self.logins.close_session(name)
         process.exit(code)
     async def run_child(self, process: asyncssh.SSHServerProcess[bytes], read_only: bool) -> int:
         master, slave = pty.openpty()

@@ -321,8 +321,20 @@ def _fsync_dir(path: Path) -> None:
 UserLookup = Callable[[str], User | None]
 
 
+@dataclass(frozen=True)
+class Limits:
+    """How much one SSH door lets clients hold: connections that have not logged in yet
+    (in all and per address: a login takes up to `login_timeout`, so unbounded they are a
+    cheap way to exhaust the daemon), and sessions in all and per user."""
+
+    unauthenticated: int = 32
+    unauthenticated_per_address: int = 8
+    sessions: int = 64
+    sessions_per_user: int = 16
+
+
 class Logins:
-    """What an SSH door needs to log users in: who they are, and the throttle."""
+    """What an SSH door needs to log users in: who they are, the throttle, the limits."""
 
     def __init__(
         self,
@@ -330,16 +342,58 @@ class Logins:
         lookup: UserLookup,
         throttle: Throttle | None = None,
         checker: PasswordChecker | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self.door = door
         self.lookup = lookup
         self.throttle = throttle or Throttle()
         self.checker = checker or password_checker()
+        self.limits = limits or Limits()
+        self._unauthenticated: dict[str, int] = {}  # address -> connections not logged in
+        self._sessions: dict[str, int] = {}  # user -> open sessions
+
+    # -- connections before login (the event loop only: no lock needed) ---------------------
+    def admit(self, address: str) -> bool:
+        total = sum(self._unauthenticated.values())
+        mine = self._unauthenticated.get(address, 0)
+        if total >= self.limits.unauthenticated or mine >= self.limits.unauthenticated_per_address:
+            log.warning(f"{self.door} connection refused: too many not logged in",
+                        extra={"peer": address, "from_peer": mine, "total": total})
+            return False
+        self._unauthenticated[address] = mine + 1
+        return True
+
+    def admitted_done(self, address: str) -> None:
+        left = self._unauthenticated.get(address, 0) - 1
+        if left > 0:
+            self._unauthenticated[address] = left
+        else:
+            self._unauthenticated.pop(address, None)
+
+    # -- sessions ----------------------------------------------------------------------------
+    def open_session(self, user: str) -> str | None:
+        """Count a new session of `user`; the reason it is refused, or None."""
+        total = sum(self._sessions.values())
+        mine = self._sessions.get(user, 0)
+        if total >= self.limits.sessions:
+            return f"too many {self.door} sessions ({self.limits.sessions})"
+        if mine >= self.limits.sessions_per_user:
+            return f"too many {self.door} sessions for {user} ({self.limits.sessions_per_user})"
+        self._sessions[user] = mine + 1
+        return None
+
+    def close_session(self, user: str) -> None:
+        left = self._sessions.get(user, 0) - 1
+        if left > 0:
+            self._sessions[user] = left
+        else:
+            self._sessions.pop(user, None)
 
     @classmethod
-    def from_config(cls, door: str, config_service: Any, throttle: Throttle | None = None
-                    ) -> Logins:
-        return cls(door, lambda name: lookup_user(config_service, name), throttle)
+    def from_config(cls, door: str, config_service: Any, throttle: Throttle | None = None,
+                    limits: Limits | None = None) -> Logins:
+        return cls(door, lambda name: lookup_user(config_service, name), throttle,
+                   limits=limits)
 
     def server(self) -> asyncssh.SSHServer:
         """A new asyncssh server object (asyncssh makes one per connection)."""
@@ -354,12 +408,25 @@ class LoginServer(asyncssh.SSHServer):
         self.peer = "?"
         self.authenticated = False
         self.key_user: str | None = None  # a user who offered only keys, none matching
+        self.admitted = False  # counted among the connections not logged in yet
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         peer = conn.get_extra_info("peername")
         self.peer = str(peer[0]) if peer else "?"
+        self.admitted = self.logins.admit(self.peer)
+        if not self.admitted:
+            conn.close()
+
+    def auth_completed(self) -> None:
+        self._leave_unauthenticated()
+
+    def _leave_unauthenticated(self) -> None:
+        if self.admitted:
+            self.admitted = False
+            self.logins.admitted_done(self.peer)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._leave_unauthenticated()
         # A client offers its keys one by one: a key that does not match is not a failed
         # login, a connection that ends without logging in after offering keys is one.
         if not self.authenticated and self.key_user is not None:

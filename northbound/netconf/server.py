@@ -40,7 +40,14 @@ from northbound.netconf.schema_index import LIST, SchemaIndex
 from northbound.netconf.session import BASE_10, BASE_11, NetconfSession
 from northbound.netconf.state import state_source as make_state_source
 from northbound.netconf.xmlutil import BASE_NS, local, ns_of, qn, sub
-from northbound.ssh import Backoff, Logins, Throttle, load_or_create_host_key, users_from_config
+from northbound.ssh import (
+    Backoff,
+    Limits,
+    Logins,
+    Throttle,
+    load_or_create_host_key,
+    users_from_config,
+)
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +83,7 @@ class NetconfServer:
         backoff: Backoff | None = None,
         state_source: Callable[[], dict[str, Any]] | None = None,
         max_sessions: int = 64,
+        limits: dict[str, int] | None = None,
         state: dict[str, Callable[..., Any]] | None = None,
         listen: bool = True,
     ) -> None:
@@ -89,7 +97,6 @@ class NetconfServer:
         self.config_service = config_service
         self.state_dir = Path(state_dir)
         self.host = host
-        self.max_sessions = max_sessions
         self.listen_at_start = listen
         self._key: asyncssh.SSHKey | None = None
         self.port = port
@@ -98,7 +105,8 @@ class NetconfServer:
         if state_source is None and state:
             state_source = make_state_source(config_service, state)
         self.state_source = state_source
-        self.logins = Logins.from_config("netconf", config_service, Throttle(backoff or Backoff()))
+        self.logins = Logins.from_config("netconf", config_service, Throttle(backoff or Backoff()),
+                                         Limits(sessions=max_sessions, **(limits or {})))
         self._own_worker = worker is None
         self.worker = worker or ThreadPoolExecutor(1, thread_name_prefix="netconf-config")
         schema = config_service.schema
@@ -252,14 +260,19 @@ class NetconfServer:
         if user is None or self._closing:
             process.exit(1)
             return
-        if len(self.sessions) >= self.max_sessions:
-            log.warning("netconf session refused: too many sessions",
-                        extra={"user": username, "peer": peer, "limit": self.max_sessions})
-            process.stderr.write(b"too many NETCONF sessions\n")
+        refused = self.logins.open_session(username)
+        if refused:
+            log.warning("netconf session refused", extra={"user": username, "peer": peer,
+                                                          "reason": refused})
+            process.stderr.write(refused.encode() + b"\n")
             process.exit(1)
             return
-        config = await self.call(self.config_service.open_session, username, "netconf",
-                                 read_only=user.read_only, account=username)
+        try:
+            config = await self.call(self.config_service.open_session, username, "netconf",
+                                     read_only=user.read_only, account=username)
+        except BaseException:
+            self.logins.close_session(username)
+            raise
         session = NetconfSession(self, process, config, username, peer)
         self.sessions[session.id] = session
         task = asyncio.current_task()
@@ -277,6 +290,7 @@ class NetconfServer:
         """Called once per session however it ends: confirmed commit, locks, candidate."""
         if self.sessions.pop(s.id, None) is None:
             return
+        self.logins.close_session(s.user)
         s.closed = True
         pending = self.confirmed.pending
         if pending is not None and pending.owner == s.id and pending.persist is None:
