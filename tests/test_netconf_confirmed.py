@@ -42,8 +42,9 @@ def cli_commit(h: kit.Harness, name: str, vip: str) -> None:
 def test_timeout_revert_keeps_a_cli_commit_made_since(h: kit.Harness) -> None:
     with h.connect() as m:
         m.edit_config(service_xml("trial", "198.18.0.1"), target="candidate")
-        m.commit(confirmed=True, timeout="2")
+        m.commit(confirmed=True, timeout="5")
         cli_commit(h, "from-cli", "198.18.0.2")
+        assert "trial" in h.service.services  # still inside the confirm window
         kit.wait_for(lambda: "trial" not in h.service.services, timeout=15)
         assert "from-cli" in h.service.services
         assert h.service.confirmed is None
@@ -52,9 +53,10 @@ def test_timeout_revert_keeps_a_cli_commit_made_since(h: kit.Harness) -> None:
 def test_a_lock_held_by_another_session_does_not_stop_the_revert(h: kit.Harness) -> None:
     with h.connect() as m, h.connect("ops2") as other:
         m.edit_config(service_xml("trial", "198.18.0.1"), target="candidate")
-        m.commit(confirmed=True, timeout="2")
+        m.commit(confirmed=True, timeout="4")
         other.lock("running")
         other.lock("candidate")
+        assert "trial" in h.service.services  # locked inside the confirm window
         kit.wait_for(lambda: "trial" not in h.service.services, timeout=15)
         other.unlock("candidate")
         other.unlock("running")
