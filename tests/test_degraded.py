@@ -68,3 +68,33 @@ def test_a_stored_config_that_no_longer_validates_is_reported_and_fixable(
         assert "config-invalid" not in {a["name"] for a in status(d)["alarms"]}
     finally:
         assert d.stop() == 0
+
+
+def test_the_console_shows_the_alarm(tmp_path: Path) -> None:
+    import asyncio
+
+    from test_tui import screen_text
+
+    from tui.app import SluiceConsole
+
+    store = Store(tmp_path / "sluice.db")
+    bad = {"name": "old", "vip": "198.18.0.10", "port": 80, "mode": "full-nat",
+           "endpoint": [{"address": "198.18.1.1", "port": 8080}]}
+    store.commit([(SERVICE_KIND, "old", bad)], user="test", interface="test",
+                 comment="stored by an older release", summary={})
+    store.close()
+    d = Daemon(tmp_path)
+    d.start()
+
+    async def body() -> None:
+        app = SluiceConsole(d.socket, poll_interval=0.3)
+        async with app.run_test(size=(80, 24)) as pilot:
+            deadline = asyncio.get_running_loop().time() + 10
+            while "ALARM config-invalid" not in screen_text(app):
+                assert asyncio.get_running_loop().time() < deadline, screen_text(app)
+                await pilot.pause(0.05)
+
+    try:
+        asyncio.run(body())
+    finally:
+        assert d.stop() == 0

@@ -50,7 +50,22 @@ class StatusLine(Static):
         pending: dict[str, Any] | None,
         user: str = "",
         read_only: bool = False,
+        alarms: Sequence[dict[str, Any]] = (),
     ) -> None:
+        if alarms and not error:
+            # An alarm outranks the pending count: the operator at the console must see
+            # that the box runs degraded (details: `sluice status`).
+            first = alarms[0]
+            more = f" (+{len(alarms) - 1} more)" if len(alarms) > 1 else ""
+            self.update(
+                Text(
+                    f" ALARM {first.get('name', '?')}{more}: {first.get('text', '')} ",
+                    style="reverse bold",
+                    no_wrap=True,
+                    overflow="ellipsis",
+                )
+            )
+            return
         if error:
             # The first words must survive 80 columns: the reason comes after them.
             reason = error.split(": ", 1)[1] if error.startswith("daemon not reachable") else error

@@ -47,7 +47,10 @@ class ConsoleScreen(Screen[None]):
     def show_app_state(self) -> None:
         """Redraw what comes from the app's last poll (status, pending, errors)."""
         app = self.console
-        self.query_one(StatusLine).show(app.daemon_error, app.pending, app.user, app.read_only)
+        alarms = (app.status or {}).get("alarms") or ()
+        self.query_one(StatusLine).show(
+            app.daemon_error, app.pending, app.user, app.read_only, alarms
+        )
         for bar in self.query(CommitBar):
             bar.set_pending(app.pending)
 
