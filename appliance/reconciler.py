@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Protocol
 
-from appliance.config import Diff
+from appliance.config import LOAD_BALANCER, Diff
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ class LoggingReconciler:
     """Records what would be programmed; the daemon's default before the datapath lands."""
 
     def start(self, effective: dict[str, Any]) -> None:
-        services = effective.get("sluice:load-balancer", {}).get("service", [])
+        services = effective.get(LOAD_BALANCER, {}).get("service", [])
         log.info("reconcile start", extra={"services": len(services)})
 
     def apply(self, diff: Diff) -> None:

@@ -8,9 +8,12 @@ from appliance.config.errors import (
     NotFoundError,
     ValidationError,
 )
-from appliance.config.service import ConfigService, Diff, Session
+from appliance.config.paths import LOAD_BALANCER
+from appliance.config.service import DATASTORES, ConfigService, Diff, Session
 
 __all__ = [
+    "DATASTORES",
+    "LOAD_BALANCER",
     "ConfigError",
     "ConfigService",
     "ConflictError",

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from appliance.config.errors import ConfigError, FieldError
 
 MODULE = "sluice"
+# The top-level container of the services, as the JSON documents name it.
+LOAD_BALANCER = f"{MODULE}:load-balancer"
 
 
 class PathError(ConfigError):
@@ -94,4 +96,4 @@ def format_path(steps: list[Step]) -> str:
 
 
 def service_path(name: str) -> str:
-    return f"/{MODULE}:load-balancer/service[name='{name}']"
+    return f"/{LOAD_BALANCER}/service[name='{name}']"

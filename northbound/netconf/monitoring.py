@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from libyang.util import c2str
 from lxml import etree
 
+from appliance.config import DATASTORES
 from appliance.config.schema import Schema
 from northbound.netconf.errors import RpcError
 from northbound.netconf.rpc import Dispatcher, text_of
@@ -68,7 +69,7 @@ def netconf_state(server: NetconfServer) -> etree._Element:
     for cap in server.capabilities():
         sub(caps, MONITORING_NS, "capability", cap)
     stores = sub(root, MONITORING_NS, "datastores")
-    for name in ("running", "candidate", "startup"):
+    for name in DATASTORES:
         ds = sub(stores, MONITORING_NS, "datastore")
         sub(ds, MONITORING_NS, "name", name)
         owner = server.config_service.lock_owner(name)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from lxml import etree
 
-from appliance.config import LockedError, NotFoundError
+from appliance.config import DATASTORES, LockedError, NotFoundError
 from northbound.netconf.errors import RpcError
 from northbound.netconf.rpc import Dispatcher, datastore, text_of
 from northbound.netconf.xmlutil import BASE_NS
@@ -19,7 +19,7 @@ from northbound.netconf.xmlutil import BASE_NS
 if TYPE_CHECKING:
     from northbound.netconf.session import NetconfSession
 
-STORES = ("running", "candidate", "startup")
+STORES = DATASTORES
 
 
 async def lock(s: NetconfSession, op: etree._Element) -> None:

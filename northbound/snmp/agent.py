@@ -31,6 +31,7 @@ from pysnmp.entity.rfc3413 import cmdrsp, context, ntforg
 from pysnmp.proto import rfc1902
 from pysnmp.proto.rfc1902 import Integer32, ObjectIdentifier, OctetString, Unsigned32
 
+from appliance.config import LOAD_BALANCER
 from appliance.doors import Binding, DoorContext, Section
 from northbound.snmp import model
 from northbound.snmp.ifmib import Interfaces
@@ -424,7 +425,7 @@ class SnmpAgent:
                 sections = dict(svc.sections_effective)
                 commit_id = svc.commit_id
             doc: dict[str, Any] = {f"sluice:{k}": v for k, v in sections.items()}
-            doc["sluice:load-balancer"] = {"service": services}
+            doc[LOAD_BALANCER] = {"service": services}
         else:
             doc = svc.running_doc(effective=True, with_secrets=True)
             commit_id = getattr(svc, "commit_id", 0)
