@@ -1,4 +1,6 @@
-"""NETCONF scale: edit-config + commit of N services in one RPC, get-config of M services.
+"""NETCONF scale: edit-config + commit of N services in one RPC, get-config of M services,
+<get> of M services with operational state (from the snapshot), and the O(N^3) XPath filter
+of the issue answered with an rpc-error within its budget.
 
 The server runs on 127.0.0.1 in a background loop thread over a ConfigService on a
 temporary store (tests/netconfkit.py); ncclient is the client, as an OSS would use it.
@@ -19,6 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import netconfkit as kit
@@ -36,6 +39,48 @@ def config(first: int, last: int) -> str:
     return f'<config><load-balancer xmlns="{kit.SLUICE_NS}">{body}</load-balancer></config>'
 
 
+def fake_state() -> dict[str, Any]:
+    """Providers as the datapath's, answering at once: the bench measures the door."""
+
+    def service(name: str) -> dict[str, Any]:
+        return {"oper-status": "up", "endpoints-up": 1, "packets": 10, "bytes": 1000,
+                "active-sessions": 1, "total-sessions": 2}
+
+    def endpoint(name: str, address: str, port: int) -> dict[str, Any]:
+        return {"health": "up", "packets": 5, "bytes": 500}
+
+    def datapath() -> dict[str, Any]:
+        return {"interfaces": {"veth0": ["sluice_lb"]}, "maps": {"ct_map": {"entries": 0}}}
+
+    return {"service": service, "endpoint": endpoint, "datapath": datapath}
+
+
+def get_with_state(m: Any, total: int) -> dict[str, float]:
+    ns = {"sl": kit.SLUICE_NS}
+    deadline = time.monotonic() + 30
+    while True:  # the snapshot refreshes in the background: wait until it covers them all
+        t0 = time.perf_counter()
+        reply = m.get()
+        took = time.perf_counter() - t0
+        states = len(reply.data.xpath("//sl:service/sl:state", namespaces=ns))
+        if states == total or time.monotonic() > deadline:
+            break
+    assert states == total, states
+    return {f"get {total} services with state": took}
+
+
+def hostile_xpath(h: Any, m: Any) -> dict[str, float]:
+    """The filter from the issue: answered with an rpc-error within the budget."""
+    from ncclient.operations import RPCError
+
+    t0 = time.perf_counter()
+    try:
+        m.get(filter=("xpath", "//*[count(//*[count(//*)>0])>0]"))
+    except RPCError as exc:
+        assert "budget" in exc.message, exc.message
+    return {"get with the O(N^3) xpath filter (rpc-error)": time.perf_counter() - t0}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--edit", type=int, default=1000)
@@ -43,7 +88,7 @@ def main() -> None:
     args = ap.parse_args()
     rows: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        h = kit.start(Path(tmp))
+        h = kit.start(Path(tmp), state=fake_state())
         try:
             with h.connect(timeout=120) as m:
                 t0 = time.perf_counter()
@@ -63,6 +108,8 @@ def main() -> None:
                 rows[f"get-config {args.total} services"] = time.perf_counter() - t0
                 count = len(reply.data.xpath("//sl:service", namespaces={"sl": kit.SLUICE_NS}))
                 assert count == max(args.total, args.edit), count
+                rows.update(get_with_state(m, max(args.total, args.edit)))
+                rows.update(hostile_xpath(h, m))
         finally:
             kit.stop(h)
     print("| operation | seconds |\n|---|---|")

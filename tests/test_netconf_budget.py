@@ -253,3 +253,37 @@ def test_get_reads_state_from_the_snapshot_thread(tmp_path: Path) -> None:
         assert threads == {"state-snapshot"}
     finally:
         kit.stop(h)
+
+
+def test_overlay_while_writing_equals_merge_then_write() -> None:
+    from northbound.netconf.output import json_to_xml
+
+    ep = Node("endpoint", LIST, True, keys=("address", "port"))
+    svc = Node("service", LIST, True, keys=("name",), children={"endpoint": ep})
+    top = {"load-balancer": Node("load-balancer", "container", True, children={"service": svc}),
+           "datapath": Node("datapath", "container", True)}
+
+    def config() -> dict[str, Any]:
+        return {"sluice:load-balancer": {"service": [
+            {"port": 80, "name": "a", "endpoint": [{"address": "x", "port": 1},
+                                                   {"address": "y", "port": 2}]},
+            {"name": "b & <c>"}]}}
+
+    state = {"sluice:load-balancer": {"service": [
+        {"name": "b & <c>", "state": {"packets": 1}},
+        {"name": "a", "endpoint": [{"address": "y", "port": 2, "state": {"health": "up"}}],
+         "state": {"oper-status": "up"}}]},
+        "sluice:datapath": {"state": {"attached-interface": ["v0", "v1"]}}}
+    merged = config()
+    merge_json(merged, state, top)
+    a, b = etree.Element("data"), etree.Element("data")
+    json_to_xml(a, merged, top, NS)
+    json_to_xml(b, config(), top, NS, overlay=state)
+
+    def canon(el: etree._Element) -> Any:
+        return (etree.QName(el).localname, (el.text or "").strip(),
+                sorted(canon(c) for c in el))
+
+    assert canon(a) == canon(b)
+    names = [etree.QName(c).localname for c in b[0][0]]
+    assert names[0] == "name"  # list keys first

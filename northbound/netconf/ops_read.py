@@ -8,7 +8,7 @@ from lxml import etree
 
 from northbound.netconf import monitoring, xpathrun
 from northbound.netconf.errors import RpcError
-from northbound.netconf.output import json_to_xml, merge_json, subtree_filter, xpath_filter
+from northbound.netconf.output import json_to_xml, subtree_filter, xpath_filter
 from northbound.netconf.rpc import Dispatcher, call, datastore, text_of
 from northbound.netconf.xmlutil import BASE_NS, WITH_DEFAULTS_NS, child, qn
 
@@ -78,11 +78,10 @@ async def get(s: NetconfSession, op: etree._Element) -> list[etree._Element]:
 
     def build() -> etree._Element:
         # Operational state (counters, health) from the snapshot, never from the datapath:
-        # config false nodes in the same JSON encoding, merged by list keys in one pass.
-        if source is not None:
-            merge_json(doc, source() or {}, idx.top)
+        # config false nodes in the same JSON encoding, merged by list keys while writing.
+        state = (source() or {}) if source is not None else {}
         data = etree.Element(qn(BASE_NS, "data"), nsmap={None: BASE_NS})
-        json_to_xml(data, doc, idx.top, idx.namespace)
+        json_to_xml(data, doc, idx.top, idx.namespace, overlay=state)
         for el in extra:
             data.append(el)
         _filter(s, flt, data)

@@ -21,35 +21,83 @@ from northbound.netconf.xmlutil import elements, local, ns_of
 
 
 def json_to_xml(parent: etree._Element, doc: dict[str, Any], top: dict[str, Node],
-                namespace: str) -> None:
-    """Append the XML of a whole document (top-level keys 'module:name') to `parent`."""
-    for key, value in doc.items():
+                namespace: str, overlay: dict[str, Any] | None = None) -> None:
+    """Append the XML of a whole document (top-level keys 'module:name') to `parent`.
+
+    `overlay` (e.g. operational state, same encoding) is merged in while writing, list
+    entries matched by key: what `merge_json` does, without building the merged document.
+    Written as text and parsed once, rather than one SubElement call per node.
+    """
+    overlay = overlay or {}
+    for key in [*doc, *(k for k in overlay if k not in doc)]:
+        value, extra = doc.get(key), overlay.get(key)
         name = key.split(":", 1)[-1]
-        node = top.get(name)
-        if value is None:
+        if value is None and extra is None:
             continue
-        el = etree.SubElement(parent, f"{{{namespace}}}{name}", nsmap={None: namespace})
-        _fill(el, value, node, namespace)
+        out = [f'<{name} xmlns="{namespace.translate(_ESCAPE)}">']
+        if value is None:
+            _emit(out, extra, top.get(name), None)
+        else:
+            _emit(out, value, top.get(name), extra)
+        out.append(f"</{name}>")
+        parent.append(etree.fromstring("".join(out).encode(), _OWN_TEXT))
 
 
-def _fill(el: etree._Element, value: Any, node: Node | None, ns: str) -> None:
+# Our own output, not a peer's: the safe settings, and no size limit on a text node.
+_OWN_TEXT = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False,
+                            huge_tree=True)
+_ESCAPE = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"})
+
+
+def _emit(out: list[str], value: Any, node: Node | None, extra: Any) -> None:
     if not isinstance(value, dict):
-        el.text = _text(value)
+        out.append(_text(value).translate(_ESCAPE))
         return
     children = node.children if node is not None else {}
-    names = list(value)
+    names: Any = value
     if node is not None and node.kind == LIST:
         # RFC 7950 7.8.5: key leaves come first, in key order.
-        names = [k for k in node.keys if k in value] + [n for n in names if n not in node.keys]
+        names = [k for k in node.keys if k in value] + [n for n in value if n not in node.keys]
+    if isinstance(extra, dict):
+        names = [*names, *(n for n in extra if n not in value)]
+    else:
+        extra = None
     for name in names:
-        sub = value[name]
+        sub = value.get(name)
         cnode = children.get(name)
-        items = sub if isinstance(sub, list) else [sub]
-        for item in items:
-            if item == MASK or item is None:
-                continue
-            child = etree.SubElement(el, f"{{{ns}}}{name}")
-            _fill(child, item, cnode, ns)
+        more = extra.get(name) if extra is not None else None
+        if sub is None:
+            sub, more = more, None
+        if isinstance(sub, list):
+            matched, rest = _by_key(sub, more, cnode)
+            for item, item_extra in zip(sub, matched, strict=True):
+                _element(out, name, item, cnode, item_extra)
+            for item in rest:
+                _element(out, name, item, cnode, None)
+        else:
+            _element(out, name, sub, cnode, more)
+
+
+def _element(out: list[str], name: str, item: Any, node: Node | None, extra: Any) -> None:
+    if item is None or item == MASK:
+        return
+    out.append(f"<{name}>")
+    _emit(out, item, node, extra)
+    out.append(f"</{name}>")
+
+
+def _by_key(items: list[Any], extra: Any, node: Node | None) -> tuple[list[Any], list[Any]]:
+    """For each of `items`, its entry in the `extra` list (same keys), and the extra
+    entries matching none: one pass over each list."""
+    if not isinstance(extra, list) or node is None or node.kind != LIST:
+        return [None] * len(items), []
+    keys = node.keys
+    index = {tuple(e.get(k) for k in keys): e for e in extra if isinstance(e, dict)}
+    matched = []
+    for item in items:
+        key = tuple(item.get(k) for k in keys) if isinstance(item, dict) else None
+        matched.append(index.pop(key, None) if key is not None else None)
+    return matched, list(index.values())
 
 
 def _text(value: Any) -> str:
