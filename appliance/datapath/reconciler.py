@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from appliance import netlink
 from appliance.config import Diff
+from appliance.config.errors import FieldError
 from appliance.datapath.driver import Driver
 from appliance.datapath.layout import DEFAULT_CT_CAPACITY
 from appliance.datapath.program import DEFAULT_PIN_ROOT, Program
+from appliance.datapath.validate import check
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +53,8 @@ class DatapathReconciler:
         self.interfaces: list[str] = []
         self.pending: dict[str, dict[str, Any] | None] = {}  # name -> doc (None: remove)
         self.errors: dict[str, str] = {}
+        # Services whose last programming failed: name -> error, since (epoch s), attempts.
+        self.failures: dict[str, dict[str, Any]] = {}
         self.lock = threading.RLock()
         self._stop = threading.Event()
         self._housekeeping = housekeeping
@@ -98,6 +103,13 @@ class DatapathReconciler:
             if self.program is not None and self._own_program:
                 self.program.close()
 
+    @staticmethod
+    def validate(doc: dict[str, Any]) -> list[FieldError]:
+        """What the datapath cannot carry in ``doc`` (whole effective config): register it
+        with ``ConfigService.add_validator``. Also ``appliance.datapath.validate.check``,
+        which needs no reconciler (the daemon must register it with the datapath off too)."""
+        return check(doc)
+
     # -- the health prober calls this -----------------------------------------------------
     def set_endpoint_health(self, service: str, address: str, port: int, up: bool) -> None:
         """Mark an endpoint up or down; a down endpoint leaves its service's selection table."""
@@ -117,10 +129,21 @@ class DatapathReconciler:
 
     # -- operational state (control socket providers) ------------------------------------
     def service_state(self, name: str) -> dict[str, Any] | None:
+        """The service's oper state, with ``programming``: {"status": "programmed"} or
+        {"status": "failed", "error", "since", "attempts"}. A failed service keeps what
+        the datapath last carried for it; if it carries nothing, it is down. (Nested, so
+        the doors that map scalar leaves onto the YANG state container leave it out.)"""
         with self.lock:
             if self.driver is None:
                 return None
-            return self.driver.service_state(name)
+            state = self.driver.service_state(name)
+            failure = self.failures.get(name)
+            if failure is None:
+                return None if state is None else {**state, "programming": {"status": "programmed"}}
+            if state is None:  # never programmed: nothing carries its traffic
+                state = {"oper-status": "down", "endpoints-up": 0, "packets": 0, "bytes": 0,
+                         "active-sessions": 0, "total-sessions": 0}  # fmt: skip
+            return {**state, "programming": {"status": "failed", **failure}}
 
     def endpoint_state(self, service: str, address: str, port: int) -> dict[str, Any] | None:
         with self.lock:
@@ -149,6 +172,7 @@ class DatapathReconciler:
                 "maps": self.driver.fill(),
                 "pending": sorted(self.pending),
                 "errors": dict(self.errors),
+                "service-errors": {name: dict(f) for name, f in self.failures.items()},
             }
 
     def conntrack(
@@ -206,10 +230,18 @@ class DatapathReconciler:
         else:
             self.pending.pop(name, None)
             self.errors.pop(name, None)
+            self.failures.pop(name, None)
 
     def _failed(self, name: str, doc: dict[str, Any] | None, exc: Exception) -> None:
         self.pending[name] = doc
         self.errors[name] = str(exc)
+        if doc is None:  # a removal that failed: the service is gone from the config
+            self.failures.pop(name, None)
+        else:
+            failure = self.failures.setdefault(name, {"since": round(time.time(), 3),
+                                                      "attempts": 0})  # fmt: skip
+            failure["error"] = str(exc)
+            failure["attempts"] += 1
         log.error("datapath programming failed; will retry",
                   extra={"service": name, "error": str(exc)})  # fmt: skip
 
