@@ -33,10 +33,12 @@ import asyncssh
 
 from appliance.doors import Binding, DoorContext, Section
 from northbound.ssh import (
+    Acceptor,
     Limits,
     Logins,
     Throttle,
     User,
+    listen_spec,
     load_or_create_host_key,
     lookup_user,
 )
@@ -192,25 +194,6 @@ class ConsoleSSHServer:
                 child.terminate()
 
 
-class _Acceptor:
-    """A Binding's listener: closing it stops accepting, sessions go on."""
-
-    def __init__(self, acceptor: asyncssh.SSHAcceptor) -> None:
-        self.acceptor = acceptor
-        self.port = acceptor.get_port()
-
-    async def close(self) -> None:
-        self.acceptor.close()
-        await self.acceptor.wait_closed()
-
-
-def listen_spec(section: Section) -> tuple[tuple[str, ...], int] | None:
-    """(addresses, port) from /sluice:management/console-ssh, or None when disabled."""
-    if not section.get("enabled", True):
-        return None
-    return tuple(section.get("address") or ()), int(section.get("port", DEFAULT_PORT))
-
-
 class ConsoleSSHDoor:
     """The console-ssh door (one listener kept by a Binding; sessions outlive its moves)."""
 
@@ -219,22 +202,22 @@ class ConsoleSSHDoor:
         self.server = ConsoleSSHServer(ctx.service, ctx.state_dir, socket=ctx.socket)
         self.binding = Binding("console-ssh", self._open)
 
-    async def _open(self, where: tuple[tuple[str, ...], int]) -> _Acceptor:
+    async def _open(self, where: tuple[tuple[str, ...], int]) -> Acceptor:
         addresses, port = where
         # asyncssh listens on each address of a list; None is every address.
-        return _Acceptor(await self.server.listen(list(addresses) or None, port))
+        return Acceptor(await self.server.listen(list(addresses) or None, port))
 
     @property
     def port(self) -> int | None:
         listener = self.binding.listener
-        return listener.port if isinstance(listener, _Acceptor) else None
+        return listener.port if isinstance(listener, Acceptor) else None
 
     async def start(self) -> None:
-        await self.binding.set(listen_spec(self.section))
+        await self.binding.set(listen_spec(self.section, DEFAULT_PORT))
 
     async def reconfigure(self, section: Section) -> None:
         self.section = section
-        await self.binding.set(listen_spec(section))
+        await self.binding.set(listen_spec(section, DEFAULT_PORT))
 
     async def close(self) -> None:
         await self.binding.close()

@@ -317,6 +317,28 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
+# -- where an SSH door listens ---------------------------------------------------------------
+def listen_spec(section: dict[str, Any], default_port: int) -> tuple[tuple[str, ...], int] | None:
+    """(addresses, port) of an SSH door's section (address, port, enabled), None when
+    disabled; () addresses: every address of both families."""
+    if not section.get("enabled", True):
+        return None
+    return tuple(section.get("address") or ()), int(section.get("port", default_port))
+
+
+class Acceptor:
+    """An asyncssh listener as a door's Binding keeps it: closing it stops accepting, the
+    sessions already open go on."""
+
+    def __init__(self, acceptor: asyncssh.SSHAcceptor) -> None:
+        self.acceptor = acceptor
+        self.port = acceptor.get_port()
+
+    async def close(self) -> None:
+        self.acceptor.close()
+        await self.acceptor.wait_closed()
+
+
 # -- the login side of every SSH door --------------------------------------------------------
 UserLookup = Callable[[str], User | None]
 

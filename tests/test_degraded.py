@@ -20,6 +20,16 @@ def status(d: Daemon) -> dict:
     return json.loads(result.stdout)
 
 
+def store_a_config_that_no_longer_validates(workdir: Path) -> None:
+    """What an older, laxer release could have stored: full-NAT without an SNAT address."""
+    store = Store(workdir / "sluice.db")
+    bad = {"name": "old", "vip": "198.18.0.10", "port": 80, "mode": "full-nat",
+           "endpoint": [{"address": "198.18.1.1", "port": 8080}]}
+    store.commit([(SERVICE_KIND, "old", bad)], user="test", interface="test",
+                 comment="stored by an older release", summary={})
+    store.close()
+
+
 @pytest.mark.datapath
 def test_a_datapath_that_cannot_load_leaves_every_door_up(tmp_path: Path) -> None:
     # Not a bpffs directory: pinning the maps fails, as a kernel without what bcc needs would.
@@ -43,13 +53,7 @@ def test_a_datapath_that_cannot_load_leaves_every_door_up(tmp_path: Path) -> Non
 def test_a_stored_config_that_no_longer_validates_is_reported_and_fixable(
     tmp_path: Path,
 ) -> None:
-    # What an older, laxer release could have stored: full-NAT without an SNAT address.
-    store = Store(tmp_path / "sluice.db")
-    bad = {"name": "old", "vip": "198.18.0.10", "port": 80, "mode": "full-nat",
-           "endpoint": [{"address": "198.18.1.1", "port": 8080}]}
-    store.commit([(SERVICE_KIND, "old", bad)], user="test", interface="test",
-                 comment="stored by an older release", summary={})
-    store.close()
+    store_a_config_that_no_longer_validates(tmp_path)
     d = Daemon(tmp_path)
     d.start()
     try:
@@ -77,12 +81,7 @@ def test_the_console_shows_the_alarm(tmp_path: Path) -> None:
 
     from tui.app import SluiceConsole
 
-    store = Store(tmp_path / "sluice.db")
-    bad = {"name": "old", "vip": "198.18.0.10", "port": 80, "mode": "full-nat",
-           "endpoint": [{"address": "198.18.1.1", "port": 8080}]}
-    store.commit([(SERVICE_KIND, "old", bad)], user="test", interface="test",
-                 comment="stored by an older release", summary={})
-    store.close()
+    store_a_config_that_no_longer_validates(tmp_path)
     d = Daemon(tmp_path)
     d.start()
 

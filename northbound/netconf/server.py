@@ -41,10 +41,12 @@ from northbound.netconf.session import BASE_10, BASE_11, NetconfSession
 from northbound.netconf.state import state_source as make_state_source
 from northbound.netconf.xmlutil import BASE_NS, local, ns_of, qn, sub
 from northbound.ssh import (
+    Acceptor,
     Backoff,
     Limits,
     Logins,
     Throttle,
+    listen_spec,
     load_or_create_host_key,
     users_from_config,
 )
@@ -352,24 +354,6 @@ class NetconfServer:
                                                       event, timeout))
 
 
-class _Acceptor:
-    """A Binding's listener: closing it stops accepting, sessions go on."""
-
-    def __init__(self, acceptor: Any) -> None:
-        self.acceptor = acceptor
-
-    async def close(self) -> None:
-        self.acceptor.close()
-        await self.acceptor.wait_closed()
-
-
-def listen_spec(section: Section) -> tuple[tuple[str, ...], int] | None:
-    """(addresses, port) from /sluice:management/netconf, or None when disabled."""
-    if not section.get("enabled", True):
-        return None
-    return tuple(section.get("address") or ()), int(section.get("port", 830))
-
-
 class NetconfDoor:
     """The NETCONF door: one NetconfServer, listening where the config says."""
 
@@ -381,17 +365,17 @@ class NetconfDoor:
         )
         self.binding = Binding("netconf", self._open)
 
-    async def _open(self, where: tuple[tuple[str, ...], int]) -> _Acceptor:
+    async def _open(self, where: tuple[tuple[str, ...], int]) -> Acceptor:
         addresses, port = where
-        return _Acceptor(await self.server.listen(list(addresses) or None, port))
+        return Acceptor(await self.server.listen(list(addresses) or None, port))
 
     async def start(self) -> None:
         await self.server.start()
-        await self.binding.set(listen_spec(self.section))
+        await self.binding.set(listen_spec(self.section, 830))
 
     async def reconfigure(self, section: Section) -> None:
         self.section = section
-        await self.binding.set(listen_spec(section))
+        await self.binding.set(listen_spec(section, 830))
 
     async def close(self) -> None:
         await self.binding.close()
