@@ -302,7 +302,8 @@ def test_notification_on_commit(h: kit.Harness) -> None:
 
 
 def test_event_bus_events_are_notified(tmp_path: Path) -> None:
-    events = pytest.importorskip("appliance.events")
+    from appliance import events
+
     bus = events.EventBus()
     h = kit.start(tmp_path, event_bus=bus)
     try:
