@@ -136,3 +136,18 @@ def test_a_revert_that_no_longer_validates_keeps_what_depends_on_it(
     service.revert_confirmed("timeout")
     assert service.services["a"]["port"] == 81 and service.services["b"]["port"] == 80
     assert service.confirmed is None
+
+
+def test_list_entries_in_a_section_are_reverted_one_by_one(service: ConfigService) -> None:
+    user = {"name": "ops", "role": "read-write"}
+    commit(service, [{"op": "merge", "path": "/sluice:management", "value": {"user": [user]}}])
+    trial = {"user": [{"name": "trial"}], "netconf": {"port": 1830}}
+    commit(
+        service,
+        [{"op": "merge", "path": "/sluice:management", "value": trial}],
+        confirm_timeout=60,
+    )
+    later = {"user": [{"name": "later"}]}
+    commit(service, [{"op": "merge", "path": "/sluice:management", "value": later}])
+    service.revert_confirmed("timeout")
+    assert service.sections["management"] == {"user": [user, {"name": "later"}]}
