@@ -564,6 +564,13 @@ def test_notifications_reach_snmptrapd(tmp_path: Path) -> None:
         )
         text = receiver.wait_for(f".{ENT}.0.3", count=2)
         assert "sections changed: system" in text
+
+        # An alarm (the daemon runs degraded) reaches the NMS as sluiceAlarm.
+        from appliance.alarms import Alarms
+
+        Alarms(harness.bus).raise_("datapath", "datapath failed to start: no bpffs")
+        text = receiver.wait_for(f".{ENT}.0.4", count=2)
+        assert "datapath failed to start: no bpffs" in text, text
     finally:
         harness.close()
         receiver.close()

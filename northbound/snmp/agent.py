@@ -70,6 +70,11 @@ PRIV = {
 }
 LEVEL = {"no-auth-no-priv": 1, "auth-no-priv": 2, "auth-priv": 3}
 LEVEL_NAME = {1: "noAuthNoPriv", 2: "authNoPriv", 3: "authPriv"}
+# sluiceAlarm and its objects (SLUICE-LB-MIB).
+ALARM = (*model.NOTIFICATIONS, 4)
+NOTIFY_ALARM_NAME = (*model.NOTIFY_OBJECTS, 4, 0)
+NOTIFY_ALARM_STATE = (*model.NOTIFY_OBJECTS, 5, 0)
+NOTIFY_ALARM_TEXT = (*model.NOTIFY_OBJECTS, 6, 0)
 INFORM_TIMEOUT_S = 1.5
 INFORM_RETRIES = 3
 
@@ -512,9 +517,21 @@ class SnmpAgent:
         """Event bus subscriber: may run in any thread; the work happens in our loop."""
         if self._closed or self._loop is None or self._loop.is_closed():
             return
-        if event.get("type") != "endpoint-state":
-            return
-        self._loop.call_soon_threadsafe(self._endpoint_event, dict(event))
+        kind = event.get("type")
+        if kind == "endpoint-state":
+            self._loop.call_soon_threadsafe(self._endpoint_event, dict(event))
+        elif kind == "alarm":
+            self._loop.call_soon_threadsafe(self._alarm_event, dict(event))
+
+    def _alarm_event(self, event: dict[str, Any]) -> None:
+        self.notify(
+            ALARM,
+            [
+                (NOTIFY_ALARM_NAME, OctetString(str(event.get("name", ""))[:255])),
+                (NOTIFY_ALARM_STATE, Integer32(1 if event.get("state") == "raised" else 2)),
+                (NOTIFY_ALARM_TEXT, OctetString(str(event.get("text", ""))[:255])),
+            ],
+        )
 
     def _endpoint_event(self, event: dict[str, Any]) -> None:
         try:
