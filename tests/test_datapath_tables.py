@@ -22,7 +22,7 @@ from appliance.datapath.tables import (
 
 
 def _names(n: int) -> list[str]:
-    return [f"198.18.1.{i}:8080" for i in range(1, n + 1)]
+    return [f"198.18.{1 + i // 250}.{i % 250}:8080" for i in range(1, n + 1)]
 
 
 @pytest.mark.parametrize("n", [1, 2, 16, 17, 65, 256, 655])
@@ -119,3 +119,15 @@ def test_weighted_sequence_spreads_small_weights_evenly(seed: int) -> None:
         seen[i] += 1
         assert all(abs(seen[j] - t * (w // g if g else 0) / total) <= 1.5
                    for j, w in enumerate(weights)), (weights, seq)  # fmt: skip
+
+
+def test_maglev_with_one_heavy_endpoint_among_many_light_ones_is_fast() -> None:
+    # Turns used to be dealt by visiting every endpoint every round: with weights 255 and
+    # 511 x 1, ~65,000 rounds x 512 endpoints, 0.86 s of CPU here; a heap of next turns
+    # takes 0.12 s and deals the same turns in the same order (the same table).
+    weights = [255] + [1] * 511
+    started = time.process_time()
+    table = maglev_table(_names(512), weights, MAGLEV_MAX)
+    assert time.process_time() - started < 0.45
+    assert 0.30 <= table.count(0) / MAGLEV_MAX <= 0.36  # 255 / (255 + 511) = 0.333
+    assert len(set(table)) == 512
