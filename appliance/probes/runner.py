@@ -10,7 +10,7 @@ from appliance.probes.base import ProbeResult, ProbeSpec, describe, fail
 from appliance.probes.http import probe_http
 from appliance.probes.icmp import Pinger
 from appliance.probes.sctp import SctpProber
-from appliance.probes.tcp import TcpConnect, probe_tcp
+from appliance.probes.tcp import TcpConnector, probe_tcp
 from appliance.probes.udp import probe_udp
 
 log = logging.getLogger(__name__)
@@ -21,7 +21,7 @@ PROBE_TYPES = ("ping", "tcp", "udp", "sctp", "http", "https", "none")
 class ProbeRunner:
     """`await runner.run(spec)` → ProbeResult; never raises for a network failure."""
 
-    # Connect-only TCP probes bypass run() (see TcpConnect); a subclass that fakes run()
+    # Connect-only TCP probes bypass run() (see TcpConnector); a subclass that fakes run()
     # for tests turns this off.
     fast_tcp = True
 
@@ -29,7 +29,7 @@ class ProbeRunner:
         self.pinger = Pinger()
         self.sctp = SctpProber()
         self._tasks: set[asyncio.Task[ProbeResult]] = set()
-        self._connects: set[TcpConnect] = set()
+        self._connector: TcpConnector | None = None  # made on the loop, at first use
         self._cancelled: list[asyncio.Task[ProbeResult]] = []
 
     def start(self, spec: ProbeSpec, done: Callable[[ProbeResult], None]) -> None:
@@ -42,7 +42,9 @@ class ProbeRunner:
             and spec.expected_response is None
         ):
             try:
-                TcpConnect(spec, done, self._connects)
+                if self._connector is None:
+                    self._connector = TcpConnector()
+                self._connector.start(spec, done)
             except Exception as exc:
                 # No socket to be had (EMFILE), a bad address or port: a failed probe,
                 # not a crash of the scheduler that called us.
@@ -83,8 +85,9 @@ class ProbeRunner:
         self._cancelled = list(self._tasks)
         for task in self._cancelled:
             task.cancel()
-        for probe in list(self._connects):
-            probe.cancel()
+        if self._connector is not None:
+            self._connector.close()
+            self._connector = None
         self.pinger.close()
         self.sctp.close()
 
