@@ -39,8 +39,10 @@ class AlreadyRunning(Exception):
 
 def acquire_instance_lock(db: Path) -> IO[str]:
     """An exclusive flock beside the database; a second daemon on the same db is refused."""
-    db.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(f"{db}.lock", "a+")  # noqa: SIM115 - held for the daemon's lifetime
+    db.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # 0600 from the start (the store tightens an existing one): it sits beside the secrets.
+    fd = os.open(f"{db}.lock", os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+    handle = os.fdopen(fd, "a+")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
