@@ -71,6 +71,9 @@ def test_an_open_netconf_session_of_a_demoted_user_cannot_edit(tmp_path: Path) -
                     target="running")
             assert info.value.tag == "access-denied"
             assert "x" not in h.service.services
+            with pytest.raises(RPCError) as info:  # nor take the datastore from others
+                m.lock("running")
+            assert info.value.tag == "access-denied"
     finally:
         kit.stop(h)
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from lxml import etree
 
-from appliance.config import ConfigError, Session
+from appliance.config import DATASTORES, ConfigError, Session
 from appliance.config.paths import service_path
 from northbound.netconf.errors import RpcError, RpcErrors, from_config_error
 from northbound.netconf.rpc import Dispatcher, call, datastore, text_of
@@ -155,8 +155,8 @@ def _replace_all(s: NetconfSession, config: etree._Element) -> list[dict[str, An
 
 
 async def copy_config(s: NetconfSession, op: etree._Element) -> None:
-    source = datastore(op, "source", ("running", "candidate", "startup"), allow_config=True)
-    target = datastore(op, "target", ("running", "candidate", "startup"))
+    source = datastore(op, "source", DATASTORES, allow_config=True)
+    target = datastore(op, "target", DATASTORES)
     if source == target:
         raise RpcError("invalid-value", "source and target are the same datastore",
                        type="protocol", info={"bad-element": "target"})

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from lxml import etree
 
+from appliance.config import DATASTORES
 from northbound.netconf import monitoring, xpathrun
 from northbound.netconf.errors import RpcError
 from northbound.netconf.output import json_to_xml, subtree_filter, xpath_filter
@@ -52,7 +53,7 @@ def _filter(s: NetconfSession, flt: etree._Element | None, data: etree._Element)
 
 
 async def get_config(s: NetconfSession, op: etree._Element) -> list[etree._Element]:
-    source = datastore(op, "source", ("running", "candidate", "startup"))
+    source = datastore(op, "source", DATASTORES)
     assert isinstance(source, str)
     doc = await call(s, s.config.get, "/", source, effective=_effective(op, source))
     idx = s.server.index

@@ -19,11 +19,10 @@ from northbound.netconf.xmlutil import BASE_NS
 if TYPE_CHECKING:
     from northbound.netconf.session import NetconfSession
 
-STORES = DATASTORES
 
 
 async def lock(s: NetconfSession, op: etree._Element) -> None:
-    target = datastore(op, "target", STORES)
+    target = datastore(op, "target", DATASTORES)
     assert isinstance(target, str)
     try:
         await s.server.call(s.config.lock, target)
@@ -36,7 +35,7 @@ async def lock(s: NetconfSession, op: etree._Element) -> None:
 
 
 async def unlock(s: NetconfSession, op: etree._Element) -> None:
-    target = datastore(op, "target", STORES)
+    target = datastore(op, "target", DATASTORES)
     assert isinstance(target, str)
     try:
         await s.server.call(s.config.unlock, target)

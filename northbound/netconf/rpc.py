@@ -20,7 +20,6 @@ if TYPE_CHECKING:
     from northbound.netconf.session import NetconfSession
 
 Handler = Callable[["NetconfSession", etree._Element], Awaitable[list[etree._Element] | None]]
-DATASTORES = ("running", "candidate", "startup")
 
 
 class Dispatcher:

@@ -67,7 +67,6 @@ class NetconfSession:
         self.id = config.id
         self.user = user
         self.peer = peer
-        self.read_only = config.read_only
         self.login_time = datetime.now(UTC)
         self.deframer = framing.Deframer(server.max_message)
         self.chunked = False
@@ -77,6 +76,11 @@ class NetconfSession:
         self.stats = {"in-rpcs": 0, "in-bad-rpcs": 0, "out-rpc-errors": 0, "out-notifications": 0}
         self._task: asyncio.Task[None] | None = None
         self._inbox: Any = None
+
+    @property
+    def read_only(self) -> bool:
+        """Asked at every operation: a user demoted or deleted since login may not write."""
+        return self.config.read_only
 
     # -- life cycle --------------------------------------------------------------------------
     async def run(self) -> None:
