@@ -64,9 +64,9 @@ def maglev_table(names: Sequence[str], weights: Sequence[int], size: int) -> lis
     live = [i for i, w in enumerate(weights) if w > 0]
     if not live:
         return []
-    offset = {i: _h(names[i], b"offset") % size for i in live}
-    skip = {i: _h(names[i], b"skip") % (size - 1) + 1 for i in live}
-    nxt = dict.fromkeys(live, 0)
+    # Where each endpoint's permutation stands (offset + k x skip, mod size) and its step.
+    pos = [_h(n, b"offset") % size for n in names]
+    skip = [_h(n, b"skip") % (size - 1) + 1 for n in names]
     wmax = max(weights[i] for i in live)
     # Turns in rounds: each round every endpoint gains its weight in credit and takes a
     # turn per wmax of credit, in index order; so turn j of endpoint i falls in round
@@ -74,13 +74,17 @@ def maglev_table(names: Sequence[str], weights: Sequence[int], size: int) -> lis
     # order without visiting, every round, the endpoints that have none (one heavy
     # endpoint among 511 light ones cost 0.8 s that way).
     table = [-1] * size
+    # The hot loop of a table build (~70,000 probes for 8,059 slots): additions instead
+    # of a multiplication and a modulo per probe.
     for i in islice(_turns(live, weights, wmax), size):
-        c = (offset[i] + nxt[i] * skip[i]) % size
+        c, step = pos[i], skip[i]
         while table[c] >= 0:
-            nxt[i] += 1
-            c = (offset[i] + nxt[i] * skip[i]) % size
+            c += step
+            if c >= size:
+                c -= size
         table[c] = i
-        nxt[i] += 1
+        c += step
+        pos[i] = c - size if c >= size else c
     return table
 
 
