@@ -46,6 +46,15 @@ def _frozen(value: Any) -> Mapping[str, Any]:
     return MappingProxyType(dict(value)) if isinstance(value, dict) else EMPTY
 
 
+def _reuse(previous: Mapping[str, Any] | None, value: dict[str, Any]) -> Mapping[str, Any]:
+    # An unchanged entry keeps its old (already long-lived) mapping: at 10,000 services a
+    # fresh mapping per entry per second set off full garbage collections, which stall the
+    # event loop. The provider's dict is copied, so a provider changing it later is not seen.
+    if previous is not None and previous == value:
+        return previous
+    return MappingProxyType(dict(value))
+
+
 @dataclass(frozen=True)
 class State:
     """One consistent reading of every provider. Never changed once published."""
@@ -114,6 +123,7 @@ class Snapshot:
         self._thread: threading.Thread | None = None
         self._datapath_at = -float("inf")
         self._failed: set[str] = set()
+        self._key_objects: dict[EndpointKey, EndpointKey] = {}
         self.refreshes = 0
 
     # -- readers (any thread, the event loop included) -----------------------------------
@@ -169,18 +179,22 @@ class Snapshot:
         service_fn = self.providers.get("service")
         endpoint_fn = self.providers.get("endpoint")
         commit_id = getattr(self.config_service, "commit_id", None)
+        old = self._state
+        # The same key tuples from one refresh to the next (see `_reuse`).
+        keys: dict[EndpointKey, EndpointKey] = {}
         for name, eps in self._keys(errors):
             if service_fn is not None:
                 value = self._call("service", service_fn, errors, name)
                 if value:
-                    services[name] = _frozen(value)
+                    services[name] = _reuse(old.services.get(name), value)
             if endpoint_fn is None:
                 continue
             for address, port in eps:
                 value = self._call("endpoint", endpoint_fn, errors, name, address, port)
                 if value:
-                    endpoints[(name, address, int(port))] = _frozen(value)
-        old = self._state
+                    key = (name, address, int(port))
+                    key = keys.setdefault(key, self._key_objects.get(key, key))
+                    endpoints[key] = _reuse(old.endpoints.get(key), value)
         datapath, interfaces = old.datapath, old.interfaces
         now = time.monotonic()
         if now - self._datapath_at >= self.datapath_period or old.taken == 0:
@@ -191,10 +205,13 @@ class Snapshot:
         state = State(time.monotonic(), MappingProxyType(services), MappingProxyType(endpoints),
                       datapath, interfaces, MappingProxyType(errors), commit_id)
         self._state = state  # one assignment: a reader sees the old state or the new one
+        self._key_objects = keys
         self.refreshes += 1
         return state
 
-    def _keys(self, errors: dict[str, str]) -> list[tuple[str, list[tuple[str, int]]]]:
+    def _keys(self, errors: dict[str, str]) -> Keys:
+        """Lazily, so no key lives longer than its provider call: 40,000 tuples alive for a
+        whole refresh were promoted to the oldest generation and set off full collections."""
         svc = self.config_service
         try:
             if svc is not None and hasattr(svc, "services_effective"):
@@ -206,10 +223,10 @@ class Snapshot:
                         items = list(svc.services_effective.values())
                 else:
                     items = list(svc.services_effective.values())
-                return [(s["name"], [(e["address"], int(e["port"]))
-                                     for e in s.get("endpoint", [])]) for s in items]
+                return ((s["name"], ((e["address"], int(e["port"]))
+                                     for e in s.get("endpoint", ()))) for s in items)
             if self._tracked is not None:
-                return [(n, list(eps)) for n, eps in self._tracked()]
+                return self._tracked()
             stats = self.providers.get("stats")
             if stats is not None:
                 return _keys_from_stats(stats())

@@ -176,3 +176,13 @@ def test_lazy_snapshot_is_shared_and_ends_with_its_users() -> None:
 def test_state_defaults_are_empty() -> None:
     s = State()
     assert s.taken == 0 and s.service("x") == {} and s.conntrack_entries is None
+
+
+def test_unchanged_entries_are_kept_changed_ones_replaced() -> None:
+    counters = {"web": {"packets": 1}}
+    snap = Snapshot({"service": lambda name: counters[name]}, config_service=Config(SERVICES))
+    first = snap.refresh().service("web")
+    assert snap.refresh().service("web") is first  # no new object for the collector
+    counters["web"]["packets"] = 2  # the provider changes its own dict...
+    assert first["packets"] == 1  # ...the published state does not
+    assert snap.refresh().service("web")["packets"] == 2

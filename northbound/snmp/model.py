@@ -236,8 +236,8 @@ class StateReader:
     def track(self, snap: Snapshot) -> None:
         """Ask about the services and endpoints of this config snapshot (used when the
         operational snapshot has no config service of its own to list them)."""
-        self.snapshot.track(lambda: [(r.name, [(e.address, e.port) for e in r.endpoints])
-                                     for r in snap.services])
+        self.snapshot.track(lambda: ((r.name, ((e.address, e.port) for e in r.endpoints))
+                                     for r in snap.services))
 
     # Derived service state, for when the service provider does not say it.
     def endpoint_health(self, row: EndpointRow) -> str:
