@@ -74,3 +74,27 @@ def test_pinned_health_of_a_disabled_endpoint_survives_and_stays_apart(lbnet: Lb
     assert health[("web", backend_addr(2), 8080)] is True
     lbnet.set(service("web"))  # both enabled again: b1 still down, b2 up
     assert {lbnet.curl(VIP4, 80, local_port=47000 + i) for i in range(6)} == {"b2", "b3"}
+
+
+def test_after_an_upgrade_from_the_older_selection_map_the_live_generation_is_kept(
+    lbnet: LbNet,
+) -> None:
+    # An older program (one selection slot per entry) may still be attached while start()
+    # programs: its tables are in its own map at the live generation, so ours are written
+    # there too, with no flip. (Here the same program stands in for the older one.)
+    web = service("web")
+    lbnet.set(web)
+    lbnet.set(web)  # a rebuild: the live generation is 1 now
+    gen = lbnet.rec.driver.services["web"].gen
+    assert lbnet.get(VIP4) == "b1"
+    lbnet.rec.program.legacy_layout = True
+    try:
+        lbnet.restart(web)
+    finally:
+        lbnet.rec.program.legacy_layout = False
+    assert lbnet.rec.errors == {}
+    assert lbnet.rec.driver.services["web"].gen == gen == 1
+    assert [lbnet.get(VIP4) for _ in range(2)] == ["b2", "b3"]
+    lbnet.set(service("web", backends=(1, 3)))  # the next rebuild flips as usual
+    assert lbnet.rec.driver.services["web"].gen == 0
+    assert sorted(lbnet.get(VIP4) for _ in range(2)) == ["b1", "b3"]

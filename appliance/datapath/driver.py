@@ -186,7 +186,11 @@ class Driver:
                 state = ServiceState(name, sid, key, gen, n_slots,
                                      eps=self._found_eps.pop(sid, {}),
                                      allow=self._found_allow.pop(sid, set()))  # fmt: skip
-                state.programmed = True
+                # After an upgrade from the one-slot selection map, the table goes into the
+                # *live* generation of our (empty) map: the older program, attached until
+                # start() replaces it, keeps reading the live generation of its own map,
+                # which a flip would point at nothing (new flows dropped meanwhile).
+                state.programmed = not getattr(self.prog, "legacy_layout", False)
             else:
                 state = ServiceState(name, self._alloc_svc_id(), key)
                 self._reset_service_counters(state.id)

@@ -84,6 +84,9 @@ class Program:
         self.bpf: Any = None
         self.fn: Any = None
         self.compile_seconds = 0.0
+        # load() found a selection map of an older layout: the selection tables are not in
+        # ours yet, and an older program may still be attached and reading its own.
+        self.legacy_layout = False
         self.attached: dict[tuple[str, str | None], float] = {}  # (ifname, netns) -> since
 
     def load(self) -> None:
@@ -112,7 +115,9 @@ class Program:
             # its own reference until the filter is replaced.
             (self.pin_root / f"jmp{LAYOUT_SUFFIX}").unlink()
         for short in LEGACY_PINS:
-            (self.pin_root / f"{short}{LAYOUT_SUFFIX}").unlink(missing_ok=True)
+            legacy = self.pin_root / f"{short}{LAYOUT_SUFFIX}"
+            self.legacy_layout |= legacy.exists()
+            legacy.unlink(missing_ok=True)
         text = (
             f'#define PIN_ROOT "{self.pin_root}"\n'
             f"#define CT_CAPACITY {self.ct_capacity}\n" + inline_source(BPF_DIR / "lb.c")
