@@ -8,9 +8,10 @@ map, its entries in use; kmalloc rounding aside). No traffic, no namespaces.
 
     .venv/bin/python bench/sel_scale.py [--services 10000] [--endpoints 32]
 
-Measured here (2 shared cores, other work running), 10,000 x 32 Maglev: 133 s to program
-(13 ms a service, most of it building the 8,059-slot table in Python), a health flip
-14 ms; sel_map 80,000 pages, memlock 314.5 MiB (of which 2 MiB buckets); ep_map 34.9,
+Measured here (2 shared cores, other work running), 10,000 x 32 Maglev: 89 s to program
+(9 ms a service, 5 ms when the machine was quieter; most of it building the 8,059-slot
+table in Python: 13 ms a service before the build got faster), a health flip 6 ms;
+sel_map 80,000 pages, memlock 314.5 MiB (of which 2 MiB buckets); ep_map 34.9,
 ep_stats 49.5, ep_active 30.0 MiB for the 320,000 endpoints. The tier before this
 (65,537 slots, one per 64-96 byte entry) filled the map at the 64th such service.
 """
