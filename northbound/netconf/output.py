@@ -282,6 +282,9 @@ def xpath_filter(data: etree._Element, select: str, nsmap: dict[str | None, str]
                        f"{budget:g} s of evaluation ({exc}): select {select!r} is too costly "
                        "for this data; narrow it (fewer // steps inside predicates)",
                        info={"bad-attribute": "select", "bad-element": "filter"}) from None
+    except xpathrun.Busy as exc:
+        raise RpcError("resource-denied", f"{exc}: try the filter again later",
+                       info={"bad-element": "filter"}) from None
     except xpathrun.EvalError as exc:
         raise RpcError("invalid-value", f"bad xpath {select!r}: {exc}", type="protocol",
                        info={"bad-attribute": "select", "bad-element": "filter"}) from None

@@ -39,6 +39,10 @@ class BudgetExceeded(Exception):
     """The evaluation did not finish within its budget (it was killed)."""
 
 
+class Busy(Exception):
+    """Every evaluation slot is taken."""
+
+
 class NotNodes(Exception):
     """The expression evaluated to a number, string or boolean, not a node-set."""
 
@@ -52,13 +56,16 @@ def select_nodes(tops: list[etree._Element], xpath: etree.XPath,
     """For each of `tops`, evaluated as a document of its own, the element nodes `xpath`
     selects (attribute and text results stand for their element), in document order.
 
-    Blocking: call it from a worker thread. Raises BudgetExceeded, NotNodes, EvalError.
+    Blocking: call it from a worker thread. Raises BudgetExceeded, Busy, NotNodes,
+    EvalError.
     """
     if not tops:
         return []
     deadline = time.monotonic() + budget
-    if not _slots.acquire(timeout=budget):
-        raise BudgetExceeded(f"{MAX_CONCURRENT} filters were already being evaluated")
+    # No waiting for a slot: a waiting request would hold a worker thread that other
+    # sessions' replies (and SSH logins) need; the client can retry.
+    if not _slots.acquire(blocking=False):
+        raise Busy(f"{MAX_CONCURRENT} xpath filters are being evaluated already")
     try:
         raw = _run_child(tops, xpath, deadline)
     finally:
