@@ -186,3 +186,20 @@ def test_unchanged_entries_are_kept_changed_ones_replaced() -> None:
     counters["web"]["packets"] = 2  # the provider changes its own dict...
     assert first["packets"] == 1  # ...the published state does not
     assert snap.refresh().service("web")["packets"] == 2
+
+
+def test_a_slow_refresh_is_spaced_out() -> None:
+    """At most `max_duty` of a core: a 50 ms refresh with max_duty 0.25 runs every ~200 ms."""
+
+    def service(name: str) -> dict[str, Any]:
+        time.sleep(0.05)  # a provider costing what 10,000 real ones do, scaled down
+        return {"packets": 1}
+
+    snap = Snapshot({"service": service}, config_service=Config(SERVICES), period=0.01,
+                    max_duty=0.25)
+    snap.start()
+    try:
+        time.sleep(1.0)  # a measurement window, not synchronisation
+    finally:
+        snap.stop()
+    assert 2 <= snap.refreshes <= 7, snap.refreshes
