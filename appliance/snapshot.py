@@ -205,6 +205,8 @@ class Snapshot:
             self._datapath_at = now
             fn = self.providers.get("datapath")
             datapath = _frozen(self._call("datapath", fn, errors)) if fn else EMPTY
+        elif "datapath" in old.errors:
+            errors["datapath"] = old.errors["datapath"]  # still the latest word on it
         interfaces = self._interfaces(datapath)
         state = State(time.monotonic(), MappingProxyType(services), MappingProxyType(endpoints),
                       datapath, interfaces, MappingProxyType(errors), commit_id)
@@ -302,9 +304,15 @@ def _run(ref: weakref.ref[Snapshot], stop: threading.Event, wake: threading.Even
         except Exception:
             log.exception("state snapshot refresh failed")
         took = time.monotonic() - started
-        pause = max(snap.period - took, took * (1 / snap.max_duty - 1))
+        rest = took * (1 / snap.max_duty - 1)
+        left = snap.period - took - rest
         del snap
-        wake.wait(pause)
+        # The rest is due even when poked: an event storm must not turn the duty cycle
+        # into a busy loop. After it, a poke (or the period) starts the next refresh.
+        if stop.wait(rest):
+            return
+        if left > 0:
+            wake.wait(left)
         wake.clear()
 
 

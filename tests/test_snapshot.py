@@ -203,3 +203,21 @@ def test_a_slow_refresh_is_spaced_out() -> None:
     finally:
         snap.stop()
     assert 2 <= snap.refreshes <= 7, snap.refreshes
+
+
+def test_pokes_do_not_break_the_duty_cycle() -> None:
+    def service(name: str) -> dict[str, Any]:
+        time.sleep(0.05)
+        return {"packets": 1}
+
+    snap = Snapshot({"service": service}, config_service=Config(SERVICES), period=60,
+                    max_duty=0.25)
+    snap.start()
+    try:
+        end = time.monotonic() + 1.0
+        while time.monotonic() < end:  # an event storm
+            snap.poke()
+            time.sleep(0.001)
+    finally:
+        snap.stop()
+    assert 2 <= snap.refreshes <= 7, snap.refreshes
