@@ -24,6 +24,7 @@ from appliance.alarms import Alarms
 from appliance.config import ConfigService, Diff
 from appliance.config.store import Store
 from appliance.control.server import ControlServer
+from appliance.datapath.validate import check as datapath_limits
 from appliance.doors import DoorContext, DoorSpec, DoorSupervisor
 from appliance.events import EventBus
 from appliance.health import HealthWiring
@@ -96,6 +97,8 @@ async def run_daemon(
         service = await loop.run_in_executor(
             worker, lambda: ConfigService(store, tolerant=True)
         )
+        # Even with the datapath off: a config accepted now must program when it is on.
+        service.add_validator(datapath_limits)
         datapath = DatapathStart(reconciler, service, state, alarms)
         if service.load_error is None:
             await loop.run_in_executor(worker, datapath.start)

@@ -329,3 +329,14 @@ def test_a_bad_listing_limit_names_the_field(daemon: Daemon) -> None:
             with pytest.raises(RemoteError) as info:
                 client.call("ct.list", limit=bad)
             assert "limit" in str(info.value), info.value
+
+
+def test_the_daemon_refuses_what_the_datapath_cannot_carry(daemon: Daemon) -> None:
+    """`lb add` of an SCTP service used to say "added" and leave the datapath retrying
+    forever; the daemon's config now refuses it, naming the field, and changes nothing."""
+    before = daemon.cli_json("config", "history")
+    res = daemon.cli("lb", "add", "s6a", "--vip", "198.18.0.30", "--proto", "sctp",
+                     "--port", "3868", "--endpoints", "198.18.1.1:3868")
+    assert res.returncode != 0 and "protocol" in res.stderr, res.stderr
+    assert daemon.cli_json("config", "history") == before
+    assert daemon.cli_json("lb", "list") == []
