@@ -21,9 +21,12 @@ went down (flaps: every listener is alive, so any down is false), the main loop'
 lateness (how busy it really was) and the process's CPU.
 
     .venv/bin/python bench/probe_isolation.py [--endpoints 10000] [--seconds 30]
-        [--load stall|cpu|mixed|none] [--on-main-loop]
+        [--load stall|cpu|mixed|none] [--on-main-loop] [--pin] [--switch-interval MS]
 
---on-main-loop runs the prober on the main loop instead (the old design) for comparison.
+--on-main-loop runs the prober on the main loop instead (the old design) for comparison;
+--pin puts the whole process on one core (default: the listeners get the last core, the
+process is left to the OS as the daemon is); --switch-interval sets Python's GIL switch
+interval (default 5 ms) to see what it buys under the cpu load.
 Prints a Markdown row and writes bench/results/probe_isolation-<load>.json. Every loop is
 bounded; the namespaces and the listener child are removed at the end.
 """
@@ -261,7 +264,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         "cpu_pct": round(cpu / wall * 100, 1),
         "prober_runqueue_wait_pct": round(waited / wall * 100, 1),
         "switch_interval_ms": sys.getswitchinterval() * 1000,
-        "pinned": not args.no_pin,
+        "pinned": args.pin,
     }
 
 
@@ -274,7 +277,8 @@ def main() -> int:
     parser.add_argument("--period", type=float, default=10.0, help="seconds between stalls")
     parser.add_argument("--chunk", type=float, default=200.0, help="ms of Python per chunk")
     parser.add_argument("--on-main-loop", action="store_true", help="the old design")
-    parser.add_argument("--no-pin", action="store_true", help="leave CPU placement to the OS")
+    parser.add_argument("--pin", action="store_true",
+                        help="pin this process (main loop and prober) to one core")  # fmt: skip
     parser.add_argument("--switch-interval", type=float, default=None,
                         help="sys.setswitchinterval in ms (Python's default: 5)")  # fmt: skip
     parser.add_argument("--listen", nargs="*", help=argparse.SUPPRESS)
@@ -298,11 +302,14 @@ def main() -> int:
             raise RuntimeError("listener did not start")
         if args.switch_interval is not None:
             sys.setswitchinterval(args.switch_interval / 1000)
-        if len(cpus) > 1 and not args.no_pin:
-            # The listeners get the other core, as in bench/probe_scale.py; the prober and
-            # the main loop share one, as they share the daemon's process.
+        if len(cpus) > 1:
+            # The listeners get a core of their own, as in bench/probe_scale.py. The daemon's
+            # threads are not pinned in production, and two threads of one process on two
+            # cores is where the GIL costs most (a thread that gives it up for a syscall
+            # loses it to the other); --pin puts both on one core instead.
             os.sched_setaffinity(listener.pid, {cpus[-1]})
-            os.sched_setaffinity(0, {cpus[0]})
+            if args.pin:
+                os.sched_setaffinity(0, {cpus[0]})
         with NsLoop(lb) as main_loop:
             result = main_loop.run(measure(args), timeout=args.seconds + 120)
     python = sys.version.split()[0]
