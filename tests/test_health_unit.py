@@ -254,3 +254,49 @@ async def test_wiring_without_pinned_health_starts_as_before(tmp_path: Path) -> 
     finally:
         await wiring.stop()
         config.store.close()
+
+
+@async_test
+async def test_state_reads_from_other_threads_while_the_prober_churns() -> None:
+    """endpoint_state/endpoints_up from another thread while endpoints come and go and
+    change state on the prober's loop: no exception, no torn row (a row's probe type and
+    health always belong together)."""
+    runner = ScriptedRunner()
+    prober = Prober(time_scale=SCALE / 4, jitter=False, runner=runner)
+    eps = [(f"198.18.1.{i}", 80) for i in range(1, 101)]
+    for address, _ in eps[::2]:
+        runner.alive[address] = False
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    reads = 0
+
+    def reader() -> None:
+        nonlocal reads
+        try:
+            while not stop.is_set():
+                for address, port in eps:
+                    st = prober.endpoint_state("web", address, port)
+                    assert st is None or (st["probe"] in ("tcp", "none")), st
+                    assert st is None or st["probe"] == "tcp" or st["health"] == UP, st
+                    reads += 1
+                assert 0 <= prober.endpoints_up("web") <= len(eps)
+        except BaseException as exc:  # reported to the test below
+            errors.append(exc)
+
+    await prober.start()
+    t = threading.Thread(target=reader)
+    t.start()
+    try:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 1.0
+        n = 0
+        while loop.time() < end:
+            n += 1
+            kind = "tcp" if n % 2 else "none"
+            prober.sync({"web": svc("web", eps[: 50 + n % 50], type=kind)})
+            await asyncio.sleep(0.005)
+    finally:
+        stop.set()
+        t.join(5)
+        await prober.stop()
+    assert errors == [] and reads > 1000, (errors, reads)
