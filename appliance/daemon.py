@@ -14,6 +14,8 @@ import gc
 import logging
 import os
 import signal
+import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -164,6 +166,9 @@ def freeze_heap() -> None:
     gc.freeze()
 
 
+PROGRAMMING_CHECK_S = 2.0
+
+
 class DatapathStart:
     """Starts the reconciler, or runs without one (degraded) when it cannot start."""
 
@@ -194,6 +199,29 @@ class DatapathStart:
         if self.health is not None:
             self.health.reconciler = self.reconciler
         self.service.subscribe(self.reconciler.apply)
+        errors = getattr(self.reconciler, "errors", None)
+        if errors is not None:
+            self.state["programming-errors"] = lambda: dict(errors)
+            self.service.subscribe(self.report_programming)
+            threading.Thread(target=self._watch_programming, name="dp-alarm", daemon=True).start()
+
+    def report_programming(self, _diff: Diff | None = None) -> None:
+        """An alarm while any service is not programmed (its retry goes on meanwhile)."""
+        errors = dict(getattr(self.reconciler, "errors", None) or {})
+        if errors:
+            name, why = sorted(errors.items())[0]
+            more = f" and {len(errors) - 1} more" if len(errors) > 1 else ""
+            self.alarms.raise_("datapath-programming",
+                               f"service {name}{more} not programmed: {why}", "major")
+        else:
+            self.alarms.clear("datapath-programming")
+
+    def _watch_programming(self) -> None:
+        # The reconciler retries failed services on its own thread: clear the alarm when
+        # a retry succeeds, without a commit.
+        while True:
+            time.sleep(PROGRAMMING_CHECK_S)
+            self.report_programming()
 
     def start_after_valid_commit(self, diff: Diff) -> None:
         """After each commit while the stored config did not validate: once running

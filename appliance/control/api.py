@@ -58,7 +58,20 @@ def one_shot(ctx: CallContext, changes: list[dict[str, Any]], comment: str) -> d
     except ConfigError:
         session.discard()
         raise
-    return {"commit-id": diff.commit_id, "summary": diff.summary()}
+    return commit_result(ctx, diff)
+
+
+def commit_result(ctx: CallContext, diff: Any) -> dict[str, Any]:
+    """What a committer is told: the commit, and any service of it the datapath could not
+    program (the datapath applies a commit before the commit call returns)."""
+    result: dict[str, Any] = {"commit-id": diff.commit_id, "summary": diff.summary()}
+    failing = ctx.state.get("programming-errors")
+    if failing is not None:
+        touched = set(diff.services_added) | {n for n in diff.services_changed}
+        errors = {n: e for n, e in failing().items() if n in touched}
+        if errors:
+            result["datapath-errors"] = errors
+    return result
 
 
 # Importing the method modules registers their methods (they import this module's names).

@@ -7,7 +7,7 @@ from typing import Any
 from appliance import __version__
 from appliance.config import ConfigError, FieldError
 from appliance.config.paths import MODULE, service_path
-from appliance.control.api import CallContext, method, one_shot
+from appliance.control.api import CallContext, commit_result, method, one_shot
 
 
 def _normalise_doc(doc: Any) -> dict[str, Any]:
@@ -75,7 +75,7 @@ def _validate(ctx: CallContext, params: dict[str, Any]) -> dict[str, bool]:
 @method("config.commit")
 def _commit(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
     diff = ctx.session.commit(str(params.get("comment", "")))
-    return {"commit-id": diff.commit_id, "summary": diff.summary()}
+    return commit_result(ctx, diff)
 
 
 @method("config.discard")

@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from appliance.control.client import ControlClient
-from sluice.cli.output import fail, print_json, print_table
+from sluice.cli.output import fail, print_json, print_table, warn_datapath_errors
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -155,6 +155,7 @@ def _file_command(client: ControlClient, method: str, path: str, comment: str) -
             f"commit {result['commit-id']}: {s['services-added']} added, "
             f"{s['services-removed']} removed, {s['services-changed']} changed"
         )
+        warn_datapath_errors(result)
     return 0
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from appliance.control.client import ControlClient
 from appliance.control.endpoint_spec import EndpointSpecError, parse_endpoint
-from sluice.cli.output import fail, print_json, print_table
+from sluice.cli.output import fail, print_json, print_table, warn_datapath_errors
 
 # Which flag sets which YANG leaf: errors from the daemon name both.
 FLAG_OF = {
@@ -154,6 +154,7 @@ def cmd_lb_add(client: ControlClient, args: argparse.Namespace) -> int:
         return fail(str(exc))
     result = client.call("lb.add", service=service, comment=args.comment)
     print(f"service {args.name} added (commit {result['commit-id']})")
+    warn_datapath_errors(result)
     return 0
 
 
@@ -288,4 +289,5 @@ def cmd_ep_set(client: ControlClient, args: argparse.Namespace) -> int:
         return fail("nothing to change: give --state and/or --weight")
     result = client.call("ep.set", **params)
     print(f"endpoint {args.endpoint} of {args.service} updated (commit {result['commit-id']})")
+    warn_datapath_errors(result)
     return 0

@@ -59,3 +59,10 @@ def report_remote_error(exc: RemoteError, flag_of: dict[str, str] | None = None)
         where = f"{flag} ({path})" if flag else path
         sys.stderr.write(f"error: {where + ': ' if where else ''}{err.get('message', exc)}\n")
     return EXIT_USAGE
+
+
+def warn_datapath_errors(result: dict[str, Any]) -> None:
+    """A commit the datapath could not fully program: say so (it keeps retrying)."""
+    for name, error in (result.get("datapath-errors") or {}).items():
+        print(f"warning: service {name} is committed but not programmed in the datapath "
+              f"(retrying): {error}", file=sys.stderr)
