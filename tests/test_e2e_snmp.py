@@ -91,7 +91,7 @@ def test_counters_follow_traffic_and_traps_follow_health(
         # sluiceConntrackEntries: ct_map's fill, as the datapath status reports it (it read 0:
         # the provider has no "conntrack-entries" key, and its netlink call failed on the loop).
         with d.client() as c:
-            table = c.call("dp.status")["maps"]["ct_map"]["entries"]
+            table = c.call("dp.status", live=True)["maps"]["ct_map"]["entries"]
         assert table >= 2 * 6  # both directions of the six flows above
         gauge = wait_for(lambda: int(snmpget(net, CT_ENTRIES) or 0), timeout=12, step=0.2)
         assert abs(gauge - table) <= 4, (gauge, table)
