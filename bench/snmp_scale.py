@@ -26,6 +26,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from scale_config import services
@@ -40,6 +41,22 @@ from northbound.snmp import SnmpAgent
 COMMUNITY = "bench-ro"
 SVC_TABLE = "1.3.6.1.4.1.32473.1.2"
 EP_TABLE = "1.3.6.1.4.1.32473.1.3"
+CT_ENTRIES = "1.3.6.1.4.1.32473.1.1.2.0"
+
+
+def slowed(providers: dict[str, Any], ms: float) -> dict[str, Any]:
+    """Providers that each take `ms` (the datapath lock held by a commit, a map walk)."""
+    if ms <= 0:
+        return providers
+
+    def slow(fn: Any) -> Any:
+        def call(*args: Any) -> Any:
+            time.sleep(ms / 1000)
+            return fn(*args)
+
+        return call
+
+    return {name: slow(fn) for name, fn in providers.items()}
 
 
 def pct(values: list[float], q: float) -> float:
@@ -71,6 +88,7 @@ def get_latency(target: str, stop: threading.Event, out: list[float], fails: lis
             "-On",
             target,
             "1.3.6.1.2.1.1.3.0",
+            CT_ENTRIES,  # a cell from the datapath's status: the provider the issue saw stall
         )
         # The snmpget process itself costs a few ms; that is part of what an NMS sees.
         if res.returncode == 0:
@@ -130,6 +148,10 @@ def main() -> None:
         "--reps", default="50,500", help="snmpbulkwalk max-repetitions (-Cr), comma-separated"
     )
     ap.add_argument(
+        "--provider-ms", type=float, default=0.0,
+        help="make every state provider call take this long (a busy datapath)",
+    )
+    ap.add_argument(
         "--no-gc-freeze",
         dest="gc_freeze",
         action="store_false",
@@ -175,7 +197,7 @@ def main() -> None:
                 "total-sessions": i,
             }
         loop = LoopThread()
-        agent = SnmpAgent(config, state.providers())
+        agent = SnmpAgent(config, slowed(state.providers(), args.provider_ms))
         t0 = time.perf_counter()
         loop.run(agent.start(), timeout=120)
         start_s = time.perf_counter() - t0
@@ -238,6 +260,7 @@ def main() -> None:
 
     result = {
         "services": args.services,
+        "provider_ms": args.provider_ms,
         "endpoints_per_service": args.endpoints,
         "commit_s": round(commit_s, 2),
         "agent_start_s": round(start_s, 2),
