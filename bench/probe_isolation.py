@@ -13,6 +13,10 @@ synthetic load shaped like the front doors' worst requests (--load):
   chunks (--chunk ms), as an XPath filter walking 10,000 service dicts in Python, or an
   SNMP walk being encoded, does; this holds the GIL, which the prober thread shares;
 - mixed: both, alternating every --period s;
+- doors: the real front doors on the main loop, over a real config service holding the
+  same 10,000 endpoints: the SNMP agent answering snmpbulkwalk of the endpoint table in a
+  loop, and the NETCONF server answering ncclient's get-config with an XPath filter and
+  whole get-config in a loop (both clients are processes in "lb");
 - none: an idle main loop (the baseline).
 
 After a warm-up (the jittered first round), it measures for --seconds: probe lateness
@@ -21,7 +25,7 @@ went down (flaps: every listener is alive, so any down is false), the main loop'
 lateness (how busy it really was) and the process's CPU.
 
     .venv/bin/python bench/probe_isolation.py [--endpoints 10000] [--seconds 30]
-        [--load stall|cpu|mixed|none] [--on-main-loop] [--pin] [--switch-interval MS]
+        [--load stall|cpu|mixed|doors|none] [--on-main-loop] [--pin] [--switch-interval MS]
 
 --on-main-loop runs the prober on the main loop instead (the old design) for comparison;
 --pin puts the whole process on one core (default: the listeners get the last core, the
@@ -43,6 +47,7 @@ import selectors
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -203,14 +208,133 @@ def cpu_seconds() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
+COMMUNITY = "bench-ro"
+EP_TABLE = "1.3.6.1.4.1.32473.1.3"
+NC_USER, NC_PASSWORD = "bench", "bench-pass-1"
+
+NCCLIENT_LOOP = """
+import sys, time
+from ncclient import manager
+port, password, seconds = int(sys.argv[1]), sys.argv[2], float(sys.argv[3])
+xpath = "/sluice:load-balancer/service[endpoint/port='20003']/name"
+ns = {"sluice": "urn:sluice:yang:sluice"}
+end, n = time.monotonic() + seconds, 0
+with manager.connect(host="127.0.0.1", port=port, username="bench", password=password,
+                     hostkey_verify=False, look_for_keys=False, allow_agent=False,
+                     timeout=120) as m:
+    while time.monotonic() < end:
+        m.get_config("running", filter=("xpath", (ns, xpath)))
+        m.get_config("running")
+        n += 2
+print(n)
+"""
+
+SNMP_LOOP = """
+end=$(( $(date +%s) + {seconds} )); n=0
+while [ $(date +%s) -lt $end ]; do
+  snmpbulkwalk -v2c -c {community} -t 10 -r 0 -Cr50 -On -Oq 127.0.0.1:{port} {table} >/dev/null
+  n=$((n+1))
+done
+echo $n
+"""
+
+
+def real_services(n: int) -> list[dict[str, Any]]:
+    """The same endpoints as services(), as config: a VIP and port per service."""
+    out = []
+    for i, svc in enumerate(services(n).values()):
+        out.append({
+            "name": svc["name"], "vip": f"198.19.{i // 250}.{i % 250 + 1}", "port": 80,
+            "health-probe": svc["health-probe"],
+            "endpoint": [{"address": e["address"], "port": e["port"]} for e in svc["endpoint"]],
+        })  # fmt: skip
+    return out
+
+
+class Doors:
+    """The SNMP agent and the NETCONF server on this (main) loop, over a real config
+    service, and their clients (processes in namespace "lb")."""
+
+    def __init__(self, tmp: Path, args: argparse.Namespace, lb: Any) -> None:
+        from appliance.config import ConfigService
+        from appliance.config.passwords import hash_password
+        from appliance.config.store import Store
+
+        self.tmp, self.args, self.lb = tmp, args, lb
+        self.config = ConfigService(Store(tmp / "config.db"))
+        self.snmp_port = 16100
+        user = {"name": NC_USER, "password-hash": hash_password(NC_PASSWORD, ln=4, r=8, p=1),
+                "role": "read-only"}  # fmt: skip
+        snmp = {"enabled": True, "port": self.snmp_port, "listen-address": ["127.0.0.1"],
+                "community": [{"name": "ro", "secret": COMMUNITY}]}  # fmt: skip
+        with self.config.open_session("bench", "bench") as s:
+            s.edit([
+                {"op": "merge", "path": "/sluice:management", "value": {"user": [user]}},
+                {"op": "merge", "path": "/sluice:snmp", "value": snmp},
+                {"op": "merge", "path": "/sluice:load-balancer",
+                 "value": {"service": real_services(args.endpoints)}},
+            ])  # fmt: skip
+            s.commit("bench")
+        self.clients: list[Any] = []
+        self.started: list[Any] = []
+
+    async def start(self, state: dict[str, Any], bus: EventBus) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        from northbound.netconf import NetconfServer
+        from northbound.snmp import SnmpAgent
+
+        self.agent = SnmpAgent(self.config, state, bus)
+        await self.agent.start()
+        self.netconf = NetconfServer(
+            self.config, self.tmp / "state", host="127.0.0.1", port=0, event_bus=bus,
+            worker=ThreadPoolExecutor(1), state=state,
+        )  # fmt: skip
+        await self.netconf.start()
+
+    def start_clients(self, seconds: float) -> None:
+        nc = [sys.executable, "-c", NCCLIENT_LOOP, str(self.netconf.port), NC_PASSWORD,
+              str(seconds)]  # fmt: skip
+        walk = SNMP_LOOP.format(seconds=int(seconds), community=COMMUNITY,
+                                port=self.snmp_port, table=EP_TABLE)  # fmt: skip
+        for cmd in (nc, ["sh", "-c", walk]):
+            self.clients.append(self.lb.popen(cmd, stdout=subprocess.PIPE, text=True))
+
+    def client_counts(self) -> dict[str, Any]:
+        out = {}
+        for name, proc in zip(("netconf_requests", "snmp_walks"), self.clients, strict=True):
+            try:
+                text, _ = proc.communicate(timeout=120)
+                out[name] = int(text.strip().splitlines()[-1])
+            except Exception as exc:  # a client that failed: say so, the figures stand
+                out[name] = f"failed: {exc!r}"
+        return out
+
+    async def close(self) -> None:
+        for proc in self.clients:
+            if proc.poll() is None:
+                proc.kill()
+        await self.netconf.close()
+        await self.agent.close()
+        self.config.store.close()
+
+
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
     rec = Recorder()
     bus = EventBus()
     flaps: list[dict[str, Any]] = []
     bus.subscribe(lambda e: flaps.append(e) if e.get("new") not in ("up",) else None)
-    config = StaticConfig(services(args.endpoints))
-    wiring: Any = OnMainLoop(rec, bus) if args.on_main_loop else HealthWiring(rec, {}, bus)
+    doors: Doors | None = None
+    state: dict[str, Any] = {}
+    if args.load == "doors":
+        doors = Doors(args.tmp, args, args.lb)
+        config: Any = doors.config
+    else:
+        config = StaticConfig(services(args.endpoints))
+    wiring: Any = OnMainLoop(rec, bus) if args.on_main_loop else HealthWiring(rec, state, bus)
     await wiring.start(config)
+    if doors is not None:
+        await doors.start(state, bus)
     prober: Prober = wiring.prober
     # The thread that runs the probes: the prober's own, or this (main) loop's.
     tid = wiring.thread.native_id if not args.on_main_loop else threading.get_native_id()
@@ -226,10 +350,14 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         stop = asyncio.Event()
         lags: list[float] = []
         lag_task = asyncio.create_task(loop_lag(stop, lags))
-        load_task = asyncio.create_task(load(args.load, stop, args))
+        if doors is not None:
+            doors.start_clients(args.seconds)
+            load_task = None
+        else:
+            load_task = asyncio.create_task(load(args.load, stop, args))
         await asyncio.sleep(args.seconds)  # the load itself delays this: measured below
         stop.set()
-        shape = await load_task
+        shape = await load_task if load_task is not None else {}
         await lag_task
         wall = time.perf_counter() - t0
         cpu = cpu_seconds() - cpu0
@@ -238,12 +366,16 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         lag = prober.lag_stats()
         # Events reach this loop's bus after it runs again: give the relay a moment.
         await asyncio.sleep(0.5)
+        if doors is not None:
+            shape = await asyncio.to_thread(doors.client_counts)
         states: dict[str, int] = {}
         for svc in config.services_effective.values():
             for ep in svc["endpoint"]:
                 st = prober.endpoint_state(svc["name"], ep["address"], ep["port"]) or {}
                 states[st.get("health", "?")] = states.get(st.get("health", "?"), 0) + 1
     finally:
+        if doors is not None:
+            await doors.close()
         await wiring.stop()
     return {
         "design": "main loop (old)" if args.on_main_loop else "own thread",
@@ -272,7 +404,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--endpoints", type=int, default=10_000)
     parser.add_argument("--seconds", type=float, default=30.0)
-    parser.add_argument("--load", choices=["stall", "cpu", "mixed", "none"], default="mixed")
+    parser.add_argument("--load", choices=["stall", "cpu", "mixed", "doors", "none"],
+                        default="mixed")  # fmt: skip
     parser.add_argument("--stall", type=float, default=5.0, help="seconds blocked per stall")
     parser.add_argument("--period", type=float, default=10.0, help="seconds between stalls")
     parser.add_argument("--chunk", type=float, default=200.0, help="ms of Python per chunk")
@@ -310,8 +443,10 @@ def main() -> int:
             os.sched_setaffinity(listener.pid, {cpus[-1]})
             if args.pin:
                 os.sched_setaffinity(0, {cpus[0]})
-        with NsLoop(lb) as main_loop:
-            result = main_loop.run(measure(args), timeout=args.seconds + 120)
+        args.lb = lb
+        with tempfile.TemporaryDirectory() as tmp, NsLoop(lb) as main_loop:
+            args.tmp = Path(tmp)
+            result = main_loop.run(measure(args), timeout=args.seconds + 300)
     python = sys.version.split()[0]
     result["machine"] = f"{platform.machine()} {os.cpu_count()} cpu, Python {python}"
     result["load_average"] = [round(x, 2) for x in os.getloadavg()]
