@@ -111,7 +111,8 @@ class HealthWiring:
         *,
         prober_options: Mapping[str, Any] | None = None,
     ) -> None:
-        self.reconciler = reconciler
+        self._reconciler = reconciler
+        self._started = False
         self.state = state
         self.bus = bus
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="health")
@@ -123,6 +124,19 @@ class HealthWiring:
         self.services: ServiceStateTracker | None = None
         self.recent = RecentEvents(bus)
         state["events"] = self.recent.recent
+
+    @property
+    def reconciler(self) -> Reconciler:
+        return self._reconciler
+
+    @reconciler.setter
+    def reconciler(self, reconciler: Reconciler) -> None:
+        """The daemon swaps in the datapath reconciler when the datapath starts after the
+        prober (a stored config that did not validate at start-up). The new one has not
+        heard what the prober told the old one: every endpoint's state is told again."""
+        self._reconciler = reconciler
+        if self._started:
+            self.prober.renotify()
 
     def _on_change(self, service: str, address: str, port: int, up: bool) -> None:
         set_health = getattr(self.reconciler, "set_endpoint_health", None)
@@ -151,6 +165,7 @@ class HealthWiring:
         self.prober_bus.subscribe(self.relay)
         self.services = ServiceStateTracker(self.prober_bus, self.prober.endpoints_up)
         await self.thread.start()
+        self._started = True
         # sync() and apply() hand their work to the prober's loop (thread-safe). The
         # subscription comes after the reconciler's, so the datapath knows new endpoints
         # before their health is set.

@@ -300,3 +300,38 @@ async def test_state_reads_from_other_threads_while_the_prober_churns() -> None:
         t.join(5)
         await prober.stop()
     assert errors == [] and reads > 1000, (errors, reads)
+
+
+@async_test
+async def test_a_datapath_started_after_the_prober_hears_every_endpoint(tmp_path: Path) -> None:
+    """The daemon starts the prober with a stand-in reconciler when the datapath cannot
+    start yet (a stored config that does not validate) and swaps the real one in later: it
+    must learn the health of endpoints that went down meanwhile."""
+    from appliance.reconciler import LoggingReconciler
+
+    runner = ScriptedRunner()
+    runner.alive["198.18.1.2"] = False
+    wiring = HealthWiring(
+        LoggingReconciler(), {}, EventBus(),
+        prober_options={"runner": runner, "time_scale": SCALE, "jitter": False},
+    )  # fmt: skip
+    config = ConfigService(Store(tmp_path / "sluice.db"))
+    try:
+        web = {"name": "web", "vip": "198.18.0.10", "port": 80,
+               "health-probe": {"type": "tcp", "interval": 1, "timeout": 1},
+               "endpoint": [{"address": "198.18.1.1", "port": 8080},
+                            {"address": "198.18.1.2", "port": 8080}]}  # fmt: skip
+        _commit(config, web)
+        await wiring.start(config)
+        await wait_until(lambda: state_of(wiring.prober, "web", "198.18.1.2", 8080) == DOWN, 2)
+        dp = RecordingReconciler(pinned={})
+        # As DatapathStart does, from the config worker thread.
+        t = threading.Thread(target=setattr, args=(wiring, "reconciler", dp))
+        t.start()
+        t.join()
+        await wait_until(lambda: len(dp.calls) == 2, 2)
+        assert sorted(dp.calls) == [("web", "198.18.1.1", 8080, True),
+                                    ("web", "198.18.1.2", 8080, False)]  # fmt: skip
+    finally:
+        await wiring.stop()
+        config.store.close()

@@ -375,6 +375,16 @@ class Prober:
         if self.bus is not None:
             self.bus.publish(event)
 
+    def renotify(self) -> None:
+        """Call on_change again for every endpoint with its current state: for a datapath
+        that starts (or is replaced) after the prober did. Thread-safe; done on the
+        prober's loop, so it is ordered with the changes on_change reports."""
+        self._in_loop(self._renotify, None)
+
+    def _renotify(self, _: Any) -> None:
+        for target in list(self._targets.values()):
+            self._notify_datapath(target)
+
     def _notify_datapath(self, target: _Target) -> None:
         if self.on_change is None:
             return
