@@ -198,7 +198,7 @@ def runqueue_wait(tid: int) -> float:
     """Seconds thread `tid` spent runnable but waiting for a CPU (/proc schedstat): lateness
     with a high wait is another process's doing, on a shared machine."""
     try:
-        return int(Path(f"/proc/self/task/{tid}/schedstat").read_text().split()[1]) / 1e9
+        return int(Path(f"/proc/{tid}/task/{tid}/schedstat").read_text().split()[1]) / 1e9
     except (OSError, IndexError, ValueError):
         return float("nan")
 
@@ -319,6 +319,78 @@ class Doors:
         self.config.store.close()
 
 
+def _child_prober(conn: Any, n: int) -> None:
+    """--prober-process: the prober alone in a forked process (its own GIL), driven over
+    a pipe by ProcessProber."""
+
+    async def main() -> None:
+        downs = 0
+
+        def on_change(service: str, address: str, port: int, up: bool) -> None:
+            nonlocal downs
+            downs += 0 if up else 1
+
+        prober = Prober(on_change=on_change)
+        await prober.start()
+        prober.sync(services(n))
+        loop = asyncio.get_running_loop()
+        while True:
+            cmd = await loop.run_in_executor(None, conn.recv)
+            if cmd == "stop":
+                break
+            if cmd == "reset_lag":
+                prober.reset_lag()
+                conn.send(None)
+            elif cmd == "stats":
+                conn.send({"dispatched": prober.dispatched, "lag": prober.lag_stats(),
+                           "downs": downs})  # fmt: skip
+        await prober.stop()
+        conn.send(None)
+
+    asyncio.run(main())
+
+
+class ProcessProber:
+    """What measure() reads from a wiring, for a prober in a forked process."""
+
+    def __init__(self, n: int, rec: Recorder) -> None:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("fork")
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_child_prober, args=(child, n), daemon=True)
+        self.rec = rec
+        self.prober = self
+
+    def _ask(self, cmd: str) -> Any:
+        self.conn.send(cmd)
+        return self.conn.recv()
+
+    async def start(self, config: Any) -> None:
+        self.proc.start()
+
+    async def stop(self) -> None:
+        self._ask("stop")
+        self.proc.join(10)
+
+    @property
+    def dispatched(self) -> int:
+        stats = self._ask("stats")
+        self.rec.downs = stats["downs"]
+        return int(stats["dispatched"])
+
+    def reset_lag(self) -> None:
+        self._ask("reset_lag")
+
+    def lag_stats(self) -> dict[str, float]:
+        stats = self._ask("stats")
+        self.rec.downs = stats["downs"]
+        return stats["lag"]
+
+    def endpoint_state(self, *_: Any) -> None:
+        return None
+
+
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
     rec = Recorder()
     bus = EventBus()
@@ -331,13 +403,24 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         config: Any = doors.config
     else:
         config = StaticConfig(services(args.endpoints))
-    wiring: Any = OnMainLoop(rec, bus) if args.on_main_loop else HealthWiring(rec, state, bus)
+    wiring: Any
+    if args.prober_process:
+        wiring = ProcessProber(args.endpoints, rec)
+    elif args.on_main_loop:
+        wiring = OnMainLoop(rec, bus)
+    else:
+        wiring = HealthWiring(rec, state, bus)
     await wiring.start(config)
     if doors is not None:
         await doors.start(state, bus)
     prober: Prober = wiring.prober
     # The thread that runs the probes: the prober's own, or this (main) loop's.
-    tid = wiring.thread.native_id if not args.on_main_loop else threading.get_native_id()
+    if args.prober_process:
+        tid = wiring.proc.pid  # its main thread, the one the loop runs on
+    elif args.on_main_loop:
+        tid = threading.get_native_id()
+    else:
+        tid = wiring.thread.native_id
     try:
         # Warm-up: the jittered first round and a bit, on an idle loop.
         deadline = time.monotonic() + 30
@@ -377,8 +460,13 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         if doors is not None:
             await doors.close()
         await wiring.stop()
+    design = "own thread"
+    if args.on_main_loop:
+        design = "main loop (old)"
+    elif args.prober_process:
+        design = "own process"  # cpu_pct below: this process only, not the prober's
     return {
-        "design": "main loop (old)" if args.on_main_loop else "own thread",
+        "design": design,
         "load": args.load,
         "endpoints": args.endpoints,
         "seconds": round(wall, 1),
@@ -410,6 +498,9 @@ def main() -> int:
     parser.add_argument("--period", type=float, default=10.0, help="seconds between stalls")
     parser.add_argument("--chunk", type=float, default=200.0, help="ms of Python per chunk")
     parser.add_argument("--on-main-loop", action="store_true", help="the old design")
+    parser.add_argument("--prober-process", action="store_true",
+                        help="the prober alone in a forked process (what a GIL of its own "
+                        "would give)")  # fmt: skip
     parser.add_argument("--pin", action="store_true",
                         help="pin this process (main loop and prober) to one core")  # fmt: skip
     parser.add_argument("--switch-interval", type=float, default=None,
@@ -460,7 +551,7 @@ def main() -> int:
         f"| {result['went_down']} | {result['main_loop_lag_max_s']} s | {result['cpu_pct']}% "
         f"| {result['prober_runqueue_wait_pct']}% |"
     )
-    suffix = "-old" if args.on_main_loop else ""
+    suffix = "-old" if args.on_main_loop else "-process" if args.prober_process else ""
     out = ROOT / "bench" / "results" / f"probe_isolation-{args.load}{suffix}.json"
     out.write_text(json.dumps(result, indent=1) + "\n")
     return 0
