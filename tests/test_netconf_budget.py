@@ -71,7 +71,7 @@ def test_xpath_selecting_everything_is_linear() -> None:
     data = data_tree(10_000)
     t0 = time.monotonic()
     xpath_filter(data, "//*", {}, keys_of, budget=5.0)
-    assert time.monotonic() - t0 < 3.0
+    assert time.monotonic() - t0 < 5.0  # ~0.5 s; the quadratic rebuild took 14 s unloaded
     assert len(data.findall(f"{{{NS}}}load-balancer/{{{NS}}}service")) == 10_000
 
 
@@ -94,7 +94,7 @@ def test_duplicate_subtree_filter_siblings_are_merged() -> None:
         etree.SubElement(s, f"{{{NS}}}port")
     t0 = time.monotonic()
     subtree_filter(data, flt, keys_of)
-    assert time.monotonic() - t0 < 2.0
+    assert time.monotonic() - t0 < 5.0  # ~0.1 s; without the merge it took minutes
     services = data.findall(f"{{{NS}}}load-balancer/{{{NS}}}service")
     assert len(services) == 2000
     assert [etree.QName(c).localname for c in services[0]] == ["name", "port"]
@@ -123,7 +123,7 @@ def test_state_merge_is_linear() -> None:
                                                   for i in reversed(range(n))]}}
     t0 = time.monotonic()
     merge_json(base, state, top)
-    assert time.monotonic() - t0 < 0.5
+    assert time.monotonic() - t0 < 2.0  # ~0.1 s; the nested search did not finish in 20 s
     rows = base["sluice:load-balancer"]["service"]
     assert len(rows) == n and rows[7]["state"] == {"packets": 7}
 
