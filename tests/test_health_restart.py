@@ -6,8 +6,8 @@ database and pinned maps; as soon as it answers, requests through the VIP must a
 b1. The probes are made slow (interval 5 s, retries 2) so that the prober alone could not
 have found b2 dead again in that time: only health seeded from the pinned state passes.
 
-Needs DatapathReconciler.pinned_health() (appliance/datapath/reconciler.py); skipped until
-the datapath has it.
+Needs DatapathReconciler.pinned_health() (appliance/datapath/reconciler.py), which
+appliance/health.py reads by name.
 """
 
 from __future__ import annotations
@@ -42,8 +42,9 @@ def test_an_endpoint_known_dead_gets_no_new_flow_after_a_restart(
 ) -> None:
     from appliance.datapath.reconciler import DatapathReconciler
 
-    if not hasattr(DatapathReconciler, "pinned_health"):
-        pytest.skip("DatapathReconciler.pinned_health() has not landed yet")
+    # HealthWiring looks the method up by name and seeds nothing without it: a rename must
+    # fail here, not pass silently.
+    assert hasattr(DatapathReconciler, "pinned_health")
     net, d = lb_daemon
     _apply(d, tmp_path, {"datapath": {"interface": [{"name": i} for i in net.interfaces]}})
     net.backends[0].start_http_server(HTTP_PORT)  # b2 runs nothing: dead from the start
