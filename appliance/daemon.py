@@ -31,6 +31,7 @@ from appliance.doors import DoorContext, DoorSpec, DoorSupervisor
 from appliance.events import EventBus
 from appliance.health import HealthWiring
 from appliance.reconciler import LoggingReconciler, Reconciler
+from appliance.snapshot import Snapshot
 from appliance.watchdog import Watchdog, sd_notify
 
 log = logging.getLogger(__name__)
@@ -112,6 +113,12 @@ async def run_daemon(
         health = HealthWiring(datapath.active, state, bus)
         datapath.health = health
         await health.start(service)
+        # After the prober wrapped state["endpoint"]: one thread reads every provider, the
+        # doors and the control socket read its snapshot (state["snapshot"]).
+        snapshot = Snapshot(state, config_service=service,
+                            period=float(os.environ.get("SLUICE_SNAPSHOT_S") or 1.0))
+        state["snapshot"] = snapshot
+        snapshot.start()
         # Before the control socket and the doors: no client session exists yet, so nothing
         # short-lived is frozen (a frozen cycle is never collected).
         freeze_heap()
@@ -142,6 +149,7 @@ async def run_daemon(
         await watchdog.stop()
         await supervisor.close()
         await server.close()
+        await loop.run_in_executor(None, snapshot.stop)  # before the providers go away
         await health.stop()
         await loop.run_in_executor(worker, datapath.active.close)
         await loop.run_in_executor(worker, store.close)

@@ -22,7 +22,15 @@ def _status(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
         "last-commit": svc.commit_id,
         "sessions": len(svc.sessions),
     }
-    if "datapath" in ctx.state:
+    snap = ctx.state.get("snapshot")
+    if snap is not None:
+        # The snapshot's reading (at most its datapath period old), not a walk of every map
+        # and a netlink call per interface each time a console polls (every 2 s).
+        current = snap.current()
+        status["datapath"] = dict(current.datapath)
+        if current.conntrack_entries is not None:
+            status["conntrack-entries"] = current.conntrack_entries
+    elif "datapath" in ctx.state:
         status["datapath"] = ctx.state["datapath"]()
     # The daemon's own health: doors, alarms, the event loop's heartbeat.
     for name in ("doors", "alarms", "heartbeat"):
@@ -82,6 +90,10 @@ def _dp_stats(ctx: CallContext, params: dict[str, Any]) -> list[dict[str, Any]]:
 
 @method("dp.status")
 def _dp_status(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
+    """Read now (`sluice dp status`); ``cached``: the snapshot's reading, for pollers."""
+    snap = ctx.state.get("snapshot")
+    if params.get("cached") and snap is not None and snap.current().datapath:
+        return dict(snap.current().datapath)
     provider = ctx.state.get("datapath")
     return provider() if provider else {"enabled": False}
 

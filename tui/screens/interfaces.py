@@ -64,7 +64,7 @@ class InterfacesScreen(ConsoleScreen):
         try:
             services = await app.call("lb.list", brief=True)
             try:
-                dp = await app.call("dp.status")
+                dp = await app.call("dp.status", cached=True)
             except RemoteError as exc:
                 dp = {"enabled": False} if is_unknown_method(exc) else {"error": str(exc)}
         except DaemonUnreachable:
