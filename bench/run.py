@@ -70,6 +70,8 @@ NO_UDP = {"haproxy"}
 CONTROL_PLANE = [  # the other issues' benches, their own default sizes
     ["bench/config_scale.py"], ["bench/probe_scale.py"], ["bench/netconf_scale.py"],
     ["bench/snmp_scale.py"],
+    # The issue's case: the main loop stalled; --load doors for the front doors' real load.
+    ["bench/probe_isolation.py", "--load", "stall"],
 ]  # fmt: skip
 
 
