@@ -97,3 +97,25 @@ def test_the_console_shows_the_alarm(tmp_path: Path) -> None:
         asyncio.run(body())
     finally:
         assert d.stop() == 0
+
+
+def test_netconf_get_shows_the_active_alarms(tmp_path: Path) -> None:
+    import netconfkit as kit
+
+    from appliance.alarms import Alarms
+
+    alarms = Alarms()
+    alarms.raise_("datapath", "datapath failed to start: no bpffs", "critical")
+    h = kit.start(tmp_path, state={"alarms": alarms.active})
+    try:
+        ns = {"sl": kit.SLUICE_NS}
+        with h.connect() as m:
+            data = m.get(filter=("subtree", f'<system xmlns="{kit.SLUICE_NS}"/>')).data
+            assert data.xpath("//sl:system/sl:state/sl:alarm/sl:name/text()",
+                              namespaces=ns) == ["datapath"]
+            assert data.xpath("//sl:alarm/sl:severity/text()", namespaces=ns) == ["critical"]
+            alarms.clear("datapath")
+            data = m.get(filter=("subtree", f'<system xmlns="{kit.SLUICE_NS}"/>')).data
+            assert not data.xpath("//sl:alarm", namespaces=ns)
+    finally:
+        kit.stop(h)

@@ -127,7 +127,7 @@ def test_libyang_loads_module(ctx: Any) -> None:
     mod = ctx.get_module("sluice")
     assert mod.implemented()
     assert mod.prefix() == "sl"
-    assert next(str(r.date()) for r in mod.revisions()) == "2026-11-23"
+    assert next(str(r.date()) for r in mod.revisions()) == "2026-11-29"
 
 
 LB = "/sluice:load-balancer/sluice:service"

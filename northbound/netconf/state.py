@@ -32,13 +32,22 @@ def state_source(config_service: Any, providers: Any) -> Callable[[], Doc]:
     """
     snap = snapshots.for_providers(providers, config_service=config_service)
 
+    # Alarms are few and kept in memory (appliance/alarms.py): read them as they are now.
+    alarms = providers.get("alarms") if isinstance(providers, Mapping) else None
+
     def build() -> Doc:
         state = snap.current()
         commit_id = getattr(config_service, "commit_id", None)
         if state.taken == 0 or (state.commit_id is not None and commit_id is not None
                                 and state.commit_id < commit_id):
             state = snap.wait_fresh(state.taken, FRESH_WAIT)
-        return state_doc(state, _configured(config_service))
+        doc = state_doc(state, _configured(config_service))
+        active = alarms() if alarms is not None else []
+        if active:
+            doc["sluice:system"] = {"state": {"alarm": [
+                {k: a[k] for k in ("name", "severity", "text", "since") if k in a}
+                for a in active]}}
+        return doc
 
     return build
 
