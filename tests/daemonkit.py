@@ -90,6 +90,18 @@ class Daemon:
     def client(self) -> ControlClient:
         return ControlClient(self.socket)
 
+    def apply(self, doc: dict[str, Any]) -> None:
+        """`sluice apply -f` of a document, as an operator would."""
+        path = self.workdir / "apply.json"
+        path.write_text(json.dumps(doc))
+        res = self.cli("apply", "-f", str(path))
+        assert res.returncode == 0, res.stderr
+
+    def health(self, service: str, address: str) -> str:
+        """An endpoint's health as `sluice ep list` shows it ("?" when not known yet)."""
+        rows = self.cli_json("ep", "list", "--service", service)
+        return next(r["state"].get("health", "?") for r in rows if r["address"] == address)
+
 
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[Daemon]:

@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
@@ -26,34 +25,25 @@ NETCONF_PORT = 18830
 PASSWORD = "e2e-secret-pass"
 
 
-def _apply(d: Daemon, tmp: Path, doc: dict) -> None:
-    path = tmp / "apply.json"
-    path.write_text(json.dumps(doc))
-    res = d.cli("apply", "-f", str(path))
-    assert res.returncode == 0, res.stderr
 
-
-def _health(d: Daemon, address: str) -> str:
-    rows = d.cli_json("ep", "list", "--service", "web")
-    return next(r["state"]["health"] for r in rows if r["address"] == address)
 
 
 def test_dead_endpoint_leaves_traffic_and_comes_back(
     lb_daemon: tuple[LbNet, Daemon], tmp_path: Path
 ) -> None:
     net, d = lb_daemon
-    _apply(d, tmp_path, {"datapath": {"interface": [{"name": i} for i in net.interfaces]}})
+    d.apply({"datapath": {"interface": [{"name": i} for i in net.interfaces]}})
     servers = [b.start_http_server(HTTP_PORT) for b in net.backends]
     probe = {"type": "tcp", "interval": INTERVAL, "timeout": TIMEOUT, "retries": RETRIES,
              "successes-before-up": 1}  # fmt: skip
     endpoints = [{"address": backend_addr(n), "port": HTTP_PORT} for n in (1, 2)]
     web = {"name": "web", "vip": VIP4, "port": 80, "health-probe": probe, "endpoint": endpoints}
-    _apply(d, tmp_path, {"load-balancer": {"service": [web]}})
+    d.apply({"load-balancer": {"service": [web]}})
     assert sorted(net.get(VIP4) for _ in range(4)) == ["b1", "b1", "b2", "b2"]
 
     servers[1].stop()
     died = time.monotonic()
-    wait_for(lambda: _health(d, backend_addr(2)) == "down", timeout=10, step=0.1)
+    wait_for(lambda: d.health("web", backend_addr(2)) == "down", timeout=10, step=0.1)
     detected = time.monotonic() - died
     bound = INTERVAL * RETRIES + TIMEOUT
     assert detected <= bound + 1.0, f"down after {detected:.1f}s, bound {bound}s"
@@ -73,8 +63,8 @@ def test_dead_endpoint_leaves_traffic_and_comes_back(
 
     for b in net.backends:
         b.start_http_server(HTTP_PORT)
-    wait_for(lambda: _health(d, backend_addr(2)) == "up", timeout=10, step=0.1)
-    wait_for(lambda: _health(d, backend_addr(1)) == "up", timeout=10, step=0.1)
+    wait_for(lambda: d.health("web", backend_addr(2)) == "up", timeout=10, step=0.1)
+    wait_for(lambda: d.health("web", backend_addr(1)) == "up", timeout=10, step=0.1)
     assert sorted(net.get(VIP4) for _ in range(4)) == ["b1", "b1", "b2", "b2"]
 
 
@@ -103,12 +93,12 @@ def test_service_provisioned_over_netconf_carries_traffic(
     lb_daemon: tuple[LbNet, Daemon], tmp_path: Path
 ) -> None:
     net, d = lb_daemon
-    _apply(d, tmp_path, {"datapath": {"interface": [{"name": i} for i in net.interfaces]}})
+    d.apply({"datapath": {"interface": [{"name": i} for i in net.interfaces]}})
     for b in net.backends:
         b.start_http_server(HTTP_PORT)
     user = {"name": "oss", "role": "read-write", "password-hash": hash_password(PASSWORD)}
     management = {"user": [user], "netconf": {"port": NETCONF_PORT, "address": ["127.0.0.1"]}}
-    _apply(d, tmp_path, {"management": management})
+    d.apply({"management": management})
     # ncclient runs inside the LB namespace, where the daemon (and its NETCONF) lives.
     args = [str(NETCONF_PORT), PASSWORD, VIP4, backend_addr(1), backend_addr(2)]
     cmd = ["nsenter", f"--net=/run/netns/{net.lb.ns}", sys.executable, "-c", NCCLIENT_SCRIPT]

@@ -12,7 +12,6 @@ appliance/health.py reads by name.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -25,16 +24,7 @@ pytestmark = pytest.mark.datapath
 INTERVAL, TIMEOUT, RETRIES = 5, 1, 2
 
 
-def _apply(d: Daemon, tmp: Path, doc: dict) -> None:
-    path = tmp / "apply.json"
-    path.write_text(json.dumps(doc))
-    res = d.cli("apply", "-f", str(path))
-    assert res.returncode == 0, res.stderr
 
-
-def _health(d: Daemon, address: str) -> str:
-    rows = d.cli_json("ep", "list", "--service", "web")
-    return next(r["state"].get("health", "?") for r in rows if r["address"] == address)
 
 
 def test_an_endpoint_known_dead_gets_no_new_flow_after_a_restart(
@@ -46,14 +36,14 @@ def test_an_endpoint_known_dead_gets_no_new_flow_after_a_restart(
     # fail here, not pass silently.
     assert hasattr(DatapathReconciler, "pinned_health")
     net, d = lb_daemon
-    _apply(d, tmp_path, {"datapath": {"interface": [{"name": i} for i in net.interfaces]}})
+    d.apply({"datapath": {"interface": [{"name": i} for i in net.interfaces]}})
     net.backends[0].start_http_server(HTTP_PORT)  # b2 runs nothing: dead from the start
     probe = {"type": "tcp", "interval": INTERVAL, "timeout": TIMEOUT, "retries": RETRIES,
              "successes-before-up": 1}  # fmt: skip
     endpoints = [{"address": backend_addr(n), "port": HTTP_PORT} for n in (1, 2)]
     web = {"name": "web", "vip": VIP4, "port": 80, "health-probe": probe, "endpoint": endpoints}
-    _apply(d, tmp_path, {"load-balancer": {"service": [web]}})
-    wait_for(lambda: _health(d, backend_addr(2)) == "down", timeout=INTERVAL * 4, step=0.2)
+    d.apply({"load-balancer": {"service": [web]}})
+    wait_for(lambda: d.health("web", backend_addr(2)) == "down", timeout=INTERVAL * 4, step=0.2)
     assert [net.get(VIP4) for _ in range(4)] == ["b1"] * 4
 
     assert d.stop() == 0
@@ -64,9 +54,9 @@ def test_an_endpoint_known_dead_gets_no_new_flow_after_a_restart(
     elapsed = time.monotonic() - restarted
     assert answers == ["b1"] * 6, answers
     assert elapsed < INTERVAL, f"too slow to prove anything: {elapsed:.1f} s"
-    assert _health(d, backend_addr(2)) == "down"
+    assert d.health("web", backend_addr(2)) == "down"
 
     # Still probed: b2 comes back by the usual rules.
     net.backends[1].start_http_server(HTTP_PORT)
-    wait_for(lambda: _health(d, backend_addr(2)) == "up", timeout=INTERVAL * 3, step=0.2)
+    wait_for(lambda: d.health("web", backend_addr(2)) == "up", timeout=INTERVAL * 3, step=0.2)
     assert sorted(net.get(VIP4) for _ in range(4)) == ["b1", "b1", "b2", "b2"]
