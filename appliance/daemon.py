@@ -29,7 +29,7 @@ from appliance.control.server import ControlServer
 from appliance.datapath.validate import check as datapath_limits
 from appliance.doors import DoorContext, DoorSpec, DoorSupervisor
 from appliance.events import EventBus
-from appliance.health import HealthWiring
+from appliance.health import HealthWiring, prober_mode
 from appliance.reconciler import LoggingReconciler, Reconciler
 from appliance.snapshot import Snapshot
 from appliance.watchdog import Watchdog, sd_notify
@@ -110,7 +110,7 @@ async def run_daemon(
                           f"with this release: {service.load_error}; fix it through any door "
                           "(the datapath keeps its last programming until then)", "critical")
             service.subscribe(datapath.start_after_valid_commit)
-        health = HealthWiring(datapath.active, state, bus)
+        health = HealthWiring(datapath.active, state, bus, mode=prober_mode(), alarms=alarms)
         datapath.health = health
         await health.start(service)
         # After the prober wrapped state["endpoint"]: one thread reads every provider, the

@@ -19,15 +19,20 @@ delay a probe or its verdict:
 The loop's thread is created by the thread that calls `start()`, so it inherits that
 thread's network namespace (tests run the daemon's loop inside a namespace).
 
-A CPU-bound main loop still shares the GIL with the prober: a stall that waits or runs in C
-(a blocking call, libyang) costs the prober nothing; pure-Python work costs it GIL turns
-(see bench/probe_isolation.py for the figures).
+A CPU-bound main loop still shares the GIL with a prober thread: a stall that waits or
+runs in C (a blocking call, libyang) costs the prober nothing; pure-Python work costs it GIL
+turns (see bench/probe_isolation.py for the figures). Hence the second mode, `process`
+(SLUICE_PROBER=process): the prober runs in a worker process of its own
+(appliance/probes/process.py and worker.py) and only its results come back, on a reader
+thread that applies them exactly as the prober thread does above (health pool, relay,
+endpoint rows). The service up/down tracker then runs in the worker, beside the prober.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -36,10 +41,24 @@ from typing import Any
 from appliance.config import ConfigService
 from appliance.events import EventBus, LoopRelay, RecentEvents
 from appliance.probes import Prober
+from appliance.probes.process import ProberProcess
 from appliance.probes.service_state import ServiceStateTracker
 from appliance.reconciler import Reconciler
 
 log = logging.getLogger(__name__)
+
+MODES = ("thread", "process")
+# The thread stays the default until the process mode has proven itself (tests, bench).
+DEFAULT_MODE = "thread"
+
+
+def prober_mode(mode: str | None = None) -> str:
+    """`mode`, else $SLUICE_PROBER, else DEFAULT_MODE; ValueError for anything else."""
+    mode = mode or os.environ.get("SLUICE_PROBER") or DEFAULT_MODE
+    if mode not in MODES:
+        raise ValueError(f"SLUICE_PROBER must be one of {', '.join(MODES)}, not {mode!r}")
+    return mode
+
 
 # Bounds on start and stop: a prober that cannot start or stop in this time is broken, and
 # the daemon must not hang on it.
@@ -100,7 +119,9 @@ class ProberThread:
 class HealthWiring:
     """The prober, fed by the config, feeding the datapath, the state providers and the bus.
 
-    `prober_options` go to the Prober (tests shrink time with time_scale, turn off jitter).
+    `prober_options` go to the Prober (tests shrink time with time_scale, turn off jitter;
+    in process mode they must be JSON: no runner). `mode`: "thread" (the default) or
+    "process" (see the module docstring). `alarms`: raised while the probe worker is down.
     """
 
     def __init__(
@@ -110,17 +131,29 @@ class HealthWiring:
         bus: EventBus,
         *,
         prober_options: Mapping[str, Any] | None = None,
+        mode: str = "thread",
+        alarms: Any = None,
     ) -> None:
         self._reconciler = reconciler
         self._started = False
         self.state = state
         self.bus = bus
+        self.mode = prober_mode(mode)
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="health")
+        self.relay: LoopRelay | None = None
         # The prober publishes here, on its own thread; see the module docstring.
         self.prober_bus = EventBus()
-        self.prober = Prober(self.prober_bus, on_change=self._on_change, **(prober_options or {}))
-        self.thread = ProberThread(self.prober)
-        self.relay: LoopRelay | None = None
+        self.prober: Any
+        self.thread: ProberThread | None = None
+        if self.mode == "process":
+            self.prober = ProberProcess(
+                self._on_change, self._relay_event, options=prober_options, alarms=alarms
+            )
+        else:
+            self.prober = Prober(
+                self.prober_bus, on_change=self._on_change, **(prober_options or {})
+            )
+            self.thread = ProberThread(self.prober)
         self.services: ServiceStateTracker | None = None
         self.recent = RecentEvents(bus)
         state["events"] = self.recent.recent
@@ -137,6 +170,11 @@ class HealthWiring:
         self._reconciler = reconciler
         if self._started:
             self.prober.renotify()
+
+    def _relay_event(self, event: dict[str, Any]) -> None:
+        # Process mode: the worker's events, on the reader thread, to the daemon's bus.
+        if self.relay is not None:
+            self.relay(event)
 
     def _on_change(self, service: str, address: str, port: int, up: bool) -> None:
         set_health = getattr(self.reconciler, "set_endpoint_health", None)
@@ -159,17 +197,23 @@ class HealthWiring:
 
     async def start(self, service: ConfigService) -> None:
         self.prober.seed(await self._pinned_health())
-        # The relay first, then the tracker: the daemon's bus sees an endpoint's change
-        # before the service change it caused.
         self.relay = LoopRelay(self.bus, asyncio.get_running_loop())
-        self.prober_bus.subscribe(self.relay)
-        self.services = ServiceStateTracker(self.prober_bus, self.prober.endpoints_up)
-        await self.thread.start()
+        if self.thread is not None:
+            # The relay first, then the tracker: the daemon's bus sees an endpoint's change
+            # before the service change it caused.
+            self.prober_bus.subscribe(self.relay)
+            self.services = ServiceStateTracker(self.prober_bus, self.prober.endpoints_up)
+            await self.thread.start()
+        else:
+            # Before start(): the first worker gets the whole config once, with its init.
+            self.prober.sync(service.services_effective)
+            await self.prober.start()
         self._started = True
         # sync() and apply() hand their work to the prober's loop (thread-safe). The
         # subscription comes after the reconciler's, so the datapath knows new endpoints
         # before their health is set.
-        self.prober.sync(service.services_effective)
+        if self.thread is not None:
+            self.prober.sync(service.services_effective)
         service.subscribe(self.prober.apply)
         datapath_endpoint = self.state.get("endpoint")
         prober = self.prober
@@ -182,7 +226,10 @@ class HealthWiring:
         self.state["endpoint"] = endpoint_state
 
     async def stop(self) -> None:
-        await self.thread.stop()
+        if self.thread is not None:
+            await self.thread.stop()
+        else:
+            await self.prober.stop()
         if self.relay is not None:
             self.prober_bus.unsubscribe(self.relay)
         # The pool's queued datapath updates finish first (in order), off the loop.

@@ -70,6 +70,19 @@ class EndpointView(NamedTuple):
     probe: str
 
 
+def view_state(view: EndpointView) -> dict[str, Any]:
+    """An endpoint's row as `sluice ep list` shows it."""
+    out: dict[str, Any] = {
+        "health": view.state,
+        "last-change": iso_time(view.last_change),
+        "last-error": view.last_error,
+        "probe": view.probe,
+    }
+    if view.rtt_us is not None:
+        out["rtt-us"] = view.rtt_us
+    return out
+
+
 class _Target:
     __slots__ = ("cfg", "gen", "health", "key")
 
@@ -187,6 +200,19 @@ class Prober:
     def apply(self, diff: Diff) -> None:
         """Apply one commit's Diff: only the services it names are touched."""
         self._in_loop(self._apply, diff)
+
+    def update(self, services: Mapping[str, dict[str, Any]], removed: list[str]) -> None:
+        """What apply() does, for callers without a Diff (the probe worker gets each
+        commit as JSON): remove the `removed` services, set `services` (name → effective
+        service dict) as they are now. Thread-safe like sync()."""
+        self._in_loop(self._update, (dict(services), list(removed)))
+
+    def _update(self, arg: tuple[dict[str, dict[str, Any]], list[str]]) -> None:
+        services, removed = arg
+        for name in removed:
+            self._set_service(name, {})
+        for name, svc in services.items():
+            self._set_service(name, targets_of(svc, self.time_scale))
 
     def _in_loop(self, fn: Callable[[Any], None], arg: Any) -> None:
         if self._loop is not None and threading.get_ident() != self._thread:
@@ -410,17 +436,16 @@ class Prober:
         Thread-safe and cheap: one read of the snapshot the prober's thread keeps current.
         """
         view = self._view.get(endpoint_key(service, address, port))
-        if view is None:
-            return None
-        out: dict[str, Any] = {
-            "health": view.state,
-            "last-change": iso_time(view.last_change),
-            "last-error": view.last_error,
-            "probe": view.probe,
-        }
-        if view.rtt_us is not None:
-            out["rtt-us"] = view.rtt_us
-        return out
+        return None if view is None else view_state(view)
+
+    def view(self, key: Key) -> EndpointView | None:
+        """One endpoint's current row (key as endpoint_key() makes it)."""
+        return self._view.get(key)
+
+    def views(self) -> Mapping[Key, EndpointView]:
+        """Every endpoint's row: the live mapping, to be read on the prober's loop (the
+        probe worker copies the changed rows out from there)."""
+        return self._view
 
     def endpoints_up(self, service: str) -> int:
         """How many endpoints of `service` take new flows (for the service's state).

@@ -50,6 +50,18 @@ def cmd_console(args: argparse.Namespace) -> int:
     return run_console(socket_path(args.socket))
 
 
+# Hidden (not in the parser, so not in --help): the daemon starts the probe worker
+# (appliance/probes/process.py) through this binary, so that the PyInstaller bundle needs
+# no second entry point.
+PROBE_WORKER = "probe-worker"
+
+
+def cmd_probe_worker() -> int:
+    from appliance.probes.worker import main as worker_main
+
+    return worker_main()
+
+
 def cmd_status(client: ControlClient, args: argparse.Namespace) -> int:
     from sluice.cli.output import print_json
 
@@ -72,6 +84,8 @@ def cmd_status(client: ControlClient, args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if (sys.argv[1:] if argv is None else argv) == [PROBE_WORKER]:
+        return cmd_probe_worker()
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "local", False):
