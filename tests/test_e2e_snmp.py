@@ -15,12 +15,9 @@ from pathlib import Path
 import pytest
 from daemonkit import Daemon
 from dpkit import HTTP_PORT, VIP4, LbNet, backend_addr, wait_for
-from snmpkit import have_tools, parse_walk, string_index
+from snmpkit import parse_walk, string_index
 
-pytestmark = [
-    pytest.mark.datapath,
-    pytest.mark.skipif(not have_tools("snmpget", "snmptrapd"), reason="net-snmp not installed"),
-]
+pytestmark = pytest.mark.datapath  # net-snmp is required: tests/test_snmp.py checks it
 
 AGENT_PORT, TRAP_PORT = 16161, 16162
 COMMUNITY = "e2e-ro"
