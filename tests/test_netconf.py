@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -78,7 +77,7 @@ def test_failed_logins_are_throttled(h: kit.Harness) -> None:
     with pytest.raises(AuthenticationError):
         h.connect()
     # ...and accepted once the pause is over (base delay 0.5 s in the harness)
-    time.sleep(2.1)
+    kit.wait_for(lambda: h.server.throttle.blocked_for("127.0.0.1", "ops") == 0, timeout=10)
     with h.connect() as m:
         assert m.connected
 
@@ -260,7 +259,8 @@ def test_confirmed_commit_confirmed_stays(h: kit.Harness) -> None:
         m.edit_config(service_xml("trial"), target="candidate")
         m.commit(confirmed=True, timeout="1")
         m.commit()  # confirming commit
-        time.sleep(1.5)
+        # Nothing is left that could revert it: no timer, nothing pending in the store.
+        assert h.server.confirmed.pending is None and h.service.confirmed is None
         assert "trial" in h.service.services
 
 
