@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 from appliance.config.errors import ConfigError, FieldError
 
 MODULE = "sluice"
-# The top-level container of the services, as the JSON documents name it.
+# Top-level containers as the JSON documents name them.
 LOAD_BALANCER = f"{MODULE}:load-balancer"
+DATAPATH = f"{MODULE}:datapath"
+SYSTEM = f"{MODULE}:system"
 
 
 class PathError(ConfigError):

@@ -20,6 +20,7 @@ from typing import Any
 from appliance import netlink
 from appliance.config import Diff
 from appliance.config.errors import FieldError
+from appliance.config.paths import DATAPATH, LOAD_BALANCER
 from appliance.datapath.driver import Driver
 from appliance.datapath.layout import DEFAULT_CT_CAPACITY
 from appliance.datapath.program import DEFAULT_PIN_ROOT, Program
@@ -27,8 +28,8 @@ from appliance.datapath.validate import check
 
 log = logging.getLogger(__name__)
 
-LB = "sluice:load-balancer"
-DP = "sluice:datapath"
+LB = LOAD_BALANCER
+DP = DATAPATH
 HOUSEKEEPING_S = 5.0  # retry failed services
 GC_EVERY = 6  # housekeeping rounds between conntrack sweeps (a full walk of the table)
 

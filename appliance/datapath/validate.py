@@ -13,7 +13,7 @@ import ipaddress
 from typing import Any
 
 from appliance.config.errors import FieldError
-from appliance.config.paths import service_path
+from appliance.config.paths import DATAPATH, LOAD_BALANCER, service_path
 from appliance.datapath import layout as L
 from appliance.datapath.tables import maglev_size
 
@@ -50,13 +50,13 @@ def _features(name: str, svc: Doc) -> list[FieldError]:
 def check(doc: Doc) -> list[FieldError]:
     """Every way ``doc`` asks more of the datapath than it does or holds."""
     errors: list[FieldError] = []
-    for iface in (doc.get("sluice:datapath") or {}).get("interface", []):
+    for iface in (doc.get(DATAPATH) or {}).get("interface", []):
         if iface.get("hook", "tc") in L.UNSUPPORTED_HOOKS:
             errors.append(FieldError(
                 f"/sluice:datapath/interface[name='{iface['name']}']/hook",
                 f"hook {iface['hook']} is not supported by the datapath yet (use tc)",
                 UNSUPPORTED))  # fmt: skip
-    services = [s for s in (doc.get("sluice:load-balancer") or {}).get("service", [])
+    services = [s for s in (doc.get(LOAD_BALANCER) or {}).get("service", [])
                 if s.get("admin-state", "enabled") == "enabled"]  # fmt: skip
     if len(services) > L.LIMIT_SERVICES:
         errors.append(FieldError(LB_PATH, f"{len(services)} enabled services; the datapath "

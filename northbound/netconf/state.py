@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from appliance import snapshot as snapshots
+from appliance.config.paths import DATAPATH, LOAD_BALANCER, SYSTEM
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ def state_source(config_service: Any, providers: Any) -> Callable[[], Doc]:
         doc = state_doc(state, _configured(config_service))
         active = alarms() if alarms is not None else []
         if active:
-            doc["sluice:system"] = {"state": {"alarm": [
+            doc[SYSTEM] = {"state": {"alarm": [
                 {k: a[k] for k in ("name", "severity", "text", "since") if k in a}
                 for a in active]}}
         return doc
@@ -86,7 +87,7 @@ def state_doc(state: snapshots.State, configured: set[str] | None = None) -> Doc
             services.append(entry)
     doc: Doc = {}
     if services:
-        doc["sluice:load-balancer"] = {"service": services}
+        doc[LOAD_BALANCER] = {"service": services}
     dp: Doc = {}
     interfaces = state.datapath.get("interfaces")
     if isinstance(interfaces, Mapping):
@@ -94,7 +95,7 @@ def state_doc(state: snapshots.State, configured: set[str] | None = None) -> Doc
     if state.conntrack_entries is not None:
         dp["conntrack-entries"] = state.conntrack_entries
     if dp:
-        doc["sluice:datapath"] = {"state": dp}
+        doc[DATAPATH] = {"state": dp}
     return doc
 
 
