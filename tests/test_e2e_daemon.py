@@ -20,6 +20,13 @@ from appliance.config.passwords import hash_password
 
 pytestmark = pytest.mark.datapath
 
+
+@pytest.fixture(autouse=True, params=["thread", "process"])
+def prober_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both ways the daemon can run the prober (SLUICE_PROBER), set before the daemon
+    fixture starts it."""
+    monkeypatch.setenv("SLUICE_PROBER", request.param)
+
 INTERVAL, TIMEOUT, RETRIES = 1, 1, 2
 NETCONF_PORT = 18830
 PASSWORD = "e2e-secret-pass"

@@ -16,9 +16,11 @@ and after it:
   only change reached the bus, on the main loop, in order;
 - probes kept their schedule: dispatch lateness stayed under a quarter of the interval.
 
-The same test runs against the old design (the prober on the main loop, as the daemon
-had it before appliance/health.py) and is expected to fail there: that variant is
-`xfail(strict=True)`, so it fails the suite if the test ever stops telling them apart.
+It runs with the prober on its own thread and in its own worker process (the two
+HealthWiring modes, SLUICE_PROBER=thread|process). The same test runs against the old
+design (the prober on the main loop, as the daemon had it before appliance/health.py) and
+is expected to fail there: that variant is `xfail(strict=True)`, so it fails the suite if
+the test ever stops telling them apart.
 """
 
 from __future__ import annotations
@@ -110,6 +112,7 @@ def _commit(config: ConfigService, doc: dict[str, Any]) -> None:
     "design",
     [
         "own-thread",
+        "own-process",
         pytest.param(
             "main-loop",
             marks=pytest.mark.xfail(strict=True, reason="the old design: prober on the main loop"),
@@ -129,8 +132,8 @@ def test_a_stalled_main_loop_neither_delays_nor_flaps_health(
     state: dict[str, Any] = dict(net.rec.state_providers())
     with NsLoop(net.lb) as main:  # the daemon's main loop, in the LB namespace
         wiring: Any = (
-            HealthWiring(net.rec, state, bus)
-            if design == "own-thread"
+            HealthWiring(net.rec, state, bus, mode=design.removeprefix("own-"))
+            if design.startswith("own-")
             else OnMainLoopWiring(net.rec, state, bus)
         )
         main.run(wiring.start(config))
