@@ -25,8 +25,12 @@ went down (flaps: every listener is alive, so any down is false), the main loop'
 lateness (how busy it really was) and the process's CPU.
 
     .venv/bin/python bench/probe_isolation.py [--endpoints 10000] [--seconds 30]
-        [--load stall|cpu|mixed|doors|none] [--on-main-loop] [--pin] [--switch-interval MS]
+        [--load stall|cpu|mixed|doors|none] [--prober-process | --on-main-loop] [--pin]
+        [--switch-interval MS]
 
+--prober-process runs it as the daemon does with SLUICE_PROBER=process (HealthWiring in
+process mode: a `sluice probe-worker` child, its results applied on a reader thread; the
+row's CPU is then this process's, and worker_cpu_pct in the JSON the worker's);
 --on-main-loop runs the prober on the main loop instead (the old design) for comparison;
 --pin puts the whole process on one core (default: the listeners get the last core, the
 process is left to the OS as the daemon is); --switch-interval sets Python's GIL switch
@@ -319,76 +323,13 @@ class Doors:
         self.config.store.close()
 
 
-def _child_prober(conn: Any, n: int) -> None:
-    """--prober-process: the prober alone in a forked process (its own GIL), driven over
-    a pipe by ProcessProber."""
-
-    async def main() -> None:
-        downs = 0
-
-        def on_change(service: str, address: str, port: int, up: bool) -> None:
-            nonlocal downs
-            downs += 0 if up else 1
-
-        prober = Prober(on_change=on_change)
-        await prober.start()
-        prober.sync(services(n))
-        loop = asyncio.get_running_loop()
-        while True:
-            cmd = await loop.run_in_executor(None, conn.recv)
-            if cmd == "stop":
-                break
-            if cmd == "reset_lag":
-                prober.reset_lag()
-                conn.send(None)
-            elif cmd == "stats":
-                conn.send({"dispatched": prober.dispatched, "lag": prober.lag_stats(),
-                           "downs": downs})  # fmt: skip
-        await prober.stop()
-        conn.send(None)
-
-    asyncio.run(main())
-
-
-class ProcessProber:
-    """What measure() reads from a wiring, for a prober in a forked process."""
-
-    def __init__(self, n: int, rec: Recorder) -> None:
-        import multiprocessing
-
-        ctx = multiprocessing.get_context("fork")
-        self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_child_prober, args=(child, n), daemon=True)
-        self.rec = rec
-        self.prober = self
-
-    def _ask(self, cmd: str) -> Any:
-        self.conn.send(cmd)
-        return self.conn.recv()
-
-    async def start(self, config: Any) -> None:
-        self.proc.start()
-
-    async def stop(self) -> None:
-        self._ask("stop")
-        self.proc.join(10)
-
-    @property
-    def dispatched(self) -> int:
-        stats = self._ask("stats")
-        self.rec.downs = stats["downs"]
-        return int(stats["dispatched"])
-
-    def reset_lag(self) -> None:
-        self._ask("reset_lag")
-
-    def lag_stats(self) -> dict[str, float]:
-        stats = self._ask("stats")
-        self.rec.downs = stats["downs"]
-        return stats["lag"]
-
-    def endpoint_state(self, *_: Any) -> None:
-        return None
+def process_cpu_seconds(pid: int | None) -> float:
+    """User + system CPU of another process (the probe worker), from /proc/<pid>/stat."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
 
 
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
@@ -405,7 +346,8 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         config = StaticConfig(services(args.endpoints))
     wiring: Any
     if args.prober_process:
-        wiring = ProcessProber(args.endpoints, rec)
+        # As the daemon runs it with SLUICE_PROBER=process: a `sluice probe-worker` child.
+        wiring = HealthWiring(rec, state, bus, mode="process")
     elif args.on_main_loop:
         wiring = OnMainLoop(rec, bus)
     else:
@@ -416,7 +358,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     prober: Prober = wiring.prober
     # The thread that runs the probes: the prober's own, or this (main) loop's.
     if args.prober_process:
-        tid = wiring.proc.pid  # its main thread, the one the loop runs on
+        tid = wiring.prober.pid  # the worker's main thread, the one its loop runs on
     elif args.on_main_loop:
         tid = threading.get_native_id()
     else:
@@ -430,6 +372,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         downs0 = rec.downs
         dispatched0, cpu0, t0 = prober.dispatched, cpu_seconds(), time.perf_counter()
         wait0 = runqueue_wait(tid)
+        worker_cpu0 = process_cpu_seconds(tid) if args.prober_process else 0.0
         stop = asyncio.Event()
         lags: list[float] = []
         lag_task = asyncio.create_task(loop_lag(stop, lags))
@@ -445,12 +388,16 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         wall = time.perf_counter() - t0
         cpu = cpu_seconds() - cpu0
         waited = runqueue_wait(tid) - wait0
+        if args.prober_process:
+            shape = {**shape,
+                     "worker_cpu_pct": round((process_cpu_seconds(tid) - worker_cpu0) / wall * 100,
+                                             1)}  # fmt: skip
         probes = prober.dispatched - dispatched0
         lag = prober.lag_stats()
         # Events reach this loop's bus after it runs again: give the relay a moment.
         await asyncio.sleep(0.5)
         if doors is not None:
-            shape = await asyncio.to_thread(doors.client_counts)
+            shape = {**shape, **await asyncio.to_thread(doors.client_counts)}
         states: dict[str, int] = {}
         for svc in config.services_effective.values():
             for ep in svc["endpoint"]:
@@ -464,7 +411,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     if args.on_main_loop:
         design = "main loop (old)"
     elif args.prober_process:
-        design = "own process"  # cpu_pct below: this process only, not the prober's
+        design = "own process"  # cpu_pct: the daemon side only; worker_cpu_pct: the worker
     return {
         "design": design,
         "load": args.load,
@@ -499,8 +446,8 @@ def main() -> int:
     parser.add_argument("--chunk", type=float, default=200.0, help="ms of Python per chunk")
     parser.add_argument("--on-main-loop", action="store_true", help="the old design")
     parser.add_argument("--prober-process", action="store_true",
-                        help="the prober alone in a forked process (what a GIL of its own "
-                        "would give)")  # fmt: skip
+                        help="the prober in a worker process of its own, as the daemon runs "
+                        "it with SLUICE_PROBER=process")  # fmt: skip
     parser.add_argument("--pin", action="store_true",
                         help="pin this process (main loop and prober) to one core")  # fmt: skip
     parser.add_argument("--switch-interval", type=float, default=None,

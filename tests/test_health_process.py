@@ -153,3 +153,40 @@ def _commit_third(config: ConfigService, ports: list[int]) -> None:
     with config.open_session("ops", "cli") as session:
         session.edit([{"op": "replace", "path": path, "value": _web(ports)}])
         session.commit()
+
+
+class _Transport:
+    def __init__(self) -> None:
+        self.data = b""
+
+    def is_closing(self) -> bool:
+        return False
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+
+@async_test
+async def test_views_carry_round_trip_only_changes_less_often() -> None:
+    import json
+
+    from appliance.probes.scheduler import EndpointView
+    from appliance.probes.worker import Channel
+
+    transport = _Transport()
+    channel = Channel(transport)  # type: ignore[arg-type]
+    a, b = ("web", "127.0.0.1", 1), ("web", "127.0.0.1", 2)
+
+    async def views(rows: dict[Any, EndpointView], with_rtt: bool) -> dict[str, Any]:
+        transport.data = b""
+        channel.views(rows, with_rtt)
+        await asyncio.sleep(0)  # the channel writes once per loop turn
+        return json.loads(transport.data)
+
+    up = EndpointView(UP, 1.0, "", 10, "tcp")
+    first = await views({a: up, b: up}, with_rtt=False)
+    assert len(first["rows"]) == 2  # new rows go out whatever changed
+    moved = await views({a: up._replace(rtt_us=11), b: up._replace(state=DOWN)}, False)
+    assert [r[:3] for r in moved["rows"]] == [list(b)]  # a's rtt only: not yet
+    later = await views({a: up._replace(rtt_us=12)}, with_rtt=True)
+    assert later["rows"] == [[*a, UP, 1.0, "", 12, "tcp"]] and later["gone"] == [list(b)]
