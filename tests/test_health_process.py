@@ -190,3 +190,36 @@ async def test_views_carry_round_trip_only_changes_less_often() -> None:
     assert [r[:3] for r in moved["rows"]] == [list(b)]  # a's rtt only: not yet
     later = await views({a: up._replace(rtt_us=12)}, with_rtt=True)
     assert later["rows"] == [[*a, UP, 1.0, "", 12, "tcp"]] and later["gone"] == [list(b)]
+
+
+@async_test
+async def test_a_wedged_worker_is_killed_and_restarted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SIGSTOP: alive but silent. Past HANG_S without a line (it sends its rows every
+    second) the worker is killed and a new one started."""
+    from appliance.probes import process
+
+    monkeypatch.setattr(process, "HANG_S", 2.5)
+    monkeypatch.setattr(process, "HANG_CHECK_S", 0.1)
+    caplog.set_level(logging.INFO, logger="appliance.probes.process")
+    live = _listener()
+    dp = RecordingReconciler(pinned={})
+    wiring = HealthWiring(dp, {}, EventBus(), prober_options=OPTIONS, mode="process")
+    config = ConfigService(Store(tmp_path / "sluice.db"))
+    try:
+        _commit(config, _web([live.getsockname()[1]]))
+        await wiring.start(config)
+        first = wiring.prober.pid
+        assert first is not None
+        await asyncio.sleep(3)  # longer than HANG_S: a healthy worker is not killed
+        assert wiring.prober.pid == first
+        os.kill(first, signal.SIGSTOP)
+        await wait_until(lambda: wiring.prober.pid not in (None, first), 10)
+        assert wiring.prober.restarts == 1
+        assert "probe worker silent: killed" in [r.getMessage() for r in caplog.records]
+        assert wiring.prober.dispatched >= 0  # the new one answers
+    finally:
+        await wiring.stop()
+        config.store.close()
+        live.close()

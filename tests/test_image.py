@@ -86,7 +86,9 @@ def test_bundle_daemon_moves_traffic(bundle: Path, netkit: kit.Topology, tmp_pat
     net = build_lbnet(netkit, n_backends=2)
     env = {**CLEAN_ENV, "SLUICE_DB": str(tmp_path / "sluice.db"),
            "SLUICE_SOCKET": str(tmp_path / "sluice.sock"),
-           "SLUICE_PIN_DIR": str(netkit.pin_dir("bundle"))}  # fmt: skip
+           "SLUICE_PIN_DIR": str(netkit.pin_dir("bundle")),
+           # The probe worker is the bundle binary itself (`sluice probe-worker`).
+           "SLUICE_PROBER": "process"}  # fmt: skip
     log = tmp_path / "daemon.log"
     with open(log, "wb") as out:
         # nsenter --net (not `ip netns exec`, which remounts /sys and hides bpffs).
@@ -113,6 +115,16 @@ def test_bundle_daemon_moves_traffic(bundle: Path, netkit: kit.Topology, tmp_pat
         res = _run(bundle, "lb", "list", "-o", "json", env=env, cwd=tmp_path)
         (svc,) = json.loads(res.stdout)
         assert svc["name"] == "web"
+        # Endpoint health comes from the probe worker: it started from the bundle.
+        deadline = time.monotonic() + 20
+        while True:
+            res = _run(bundle, "ep", "list", "-o", "json", env=env, cwd=tmp_path)
+            if res.returncode == 0 and all(
+                r["state"].get("health") == "up" for r in json.loads(res.stdout)
+            ):
+                break
+            assert time.monotonic() < deadline, (res.stdout, log.read_text())
+            time.sleep(0.2)
         # The password CLI hashes locally and commits only the hash.
         res = _run(bundle, "passwd", "admin", "--role", "read-write", "--stdin", env=env,
                    cwd=tmp_path, input="first-boot-pw\n")  # fmt: skip
@@ -121,6 +133,8 @@ def test_bundle_daemon_moves_traffic(bundle: Path, netkit: kit.Topology, tmp_pat
         daemon.terminate()
         code = daemon.wait(20)
     assert code == 0, log.read_text()
+    text = log.read_text()
+    assert "probe worker started" in text and "probe worker exited" not in text, text
     res = subprocess.run(
         ["nsenter", f"--net=/run/netns/{net.lb.ns}", str(bundle), "run", "--cleanup"],
         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60,

@@ -50,6 +50,10 @@ STATS_TIMEOUT = 5.0
 # Restart back-off: doubles from MIN to MAX while workers keep dying young; a worker that
 # ran STABLE_S seconds resets it.
 BACKOFF_MIN, BACKOFF_MAX, STABLE_S = 0.2, 10.0, 30.0
+# A worker that has sent nothing for HANG_S seconds (it sends its rows every second) is
+# wedged, not slow: it is killed, and restarted like a worker that died. Checked every
+# HANG_CHECK_S by its writer thread, which otherwise only waits for lines to send.
+HANG_S, HANG_CHECK_S = 30.0, 1.0
 ALARM = "prober"
 
 OnEvent = Callable[[dict[str, Any]], None]
@@ -76,7 +80,7 @@ class _Worker:
             command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env
         )
         self.pid = self.proc.pid
-        self.started = time.monotonic()
+        self.started = self.heard = time.monotonic()  # heard: its last line (reader sets)
         self._out: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
         self._writer = threading.Thread(target=self._write, name="prober-writer", daemon=True)
         self._writer.start()
@@ -91,7 +95,14 @@ class _Worker:
         stdin = self.proc.stdin
         assert stdin is not None
         try:
-            while (data := self._out.get()) is not None:
+            while True:
+                try:
+                    data = self._out.get(timeout=HANG_CHECK_S)
+                except queue.Empty:
+                    self._check_hang()
+                    continue
+                if data is None:
+                    break
                 stdin.write(data)
                 stdin.flush()
         except OSError:
@@ -99,6 +110,14 @@ class _Worker:
         finally:
             with contextlib.suppress(OSError):
                 stdin.close()
+
+    def _check_hang(self) -> None:
+        silent = time.monotonic() - self.heard
+        if silent > HANG_S and self.proc.poll() is None:
+            log.error(
+                "probe worker silent: killed", extra={"pid": self.pid, "silent_s": round(silent, 1)}
+            )
+            self.proc.kill()
 
     @property
     def stdout(self) -> IO[bytes]:
@@ -115,6 +134,11 @@ class _Worker:
             return self.proc.wait()
         finally:
             self.close_input()
+
+    def close_output(self) -> None:
+        """After its last line was read (on the supervisor thread, the only reader)."""
+        with contextlib.suppress(OSError):
+            self.stdout.close()
 
 
 class ProberProcess:
@@ -249,8 +273,8 @@ class ProberProcess:
 
     async def stop(self) -> None:
         """Ask the worker to stop (killed past STOP_TIMEOUT); end the supervisor."""
-        self._stopping.set()
-        with self._lock:
+        with self._lock:  # ordered with _spawn(): no worker starts after this
+            self._stopping.set()
             self._send({"op": "stop"})
             worker = self._worker
         loop = asyncio.get_running_loop()
@@ -264,8 +288,10 @@ class ProberProcess:
         if self._worker is not None:
             self._worker.send(msg)
 
-    def _spawn(self) -> _Worker:
+    def _spawn(self) -> _Worker | None:
         with self._lock:
+            if self._stopping.is_set():
+                return None
             worker = _Worker(self.command)
             seed = [[*key, up] for key, up in self._health.items()]
             worker.send({"op": "init", "options": self.options, "seed": seed})
@@ -279,18 +305,22 @@ class ProberProcess:
         while not self._stopping.is_set():
             try:
                 worker = self._spawn()
+                if worker is None:
+                    break
             except OSError as exc:
                 log.error("probe worker could not start", extra={"error": repr(exc)})
                 self._raise_alarm(f"probe worker could not start: {exc}")
-                ran = 0.0
             else:
                 self._read(worker)
+                worker.close_output()
                 with self._lock:
                     self._worker = None
                 status = worker.reap(STOP_TIMEOUT)
                 ran = time.monotonic() - worker.started
                 if self._stopping.is_set():
                     break
+                if ran >= STABLE_S:
+                    backoff = BACKOFF_MIN
                 self.restarts += 1
                 log.error(
                     "probe worker exited; restarting it (the datapath keeps its last health)",
@@ -300,8 +330,6 @@ class ProberProcess:
                 self._raise_alarm(
                     f"probe worker (pid {worker.pid}) exited with status {status}; restarting"
                 )
-            if ran >= STABLE_S:
-                backoff = BACKOFF_MIN
             if self._stopping.wait(backoff):
                 break
             backoff = min(backoff * 2, BACKOFF_MAX)
@@ -320,6 +348,7 @@ class ProberProcess:
                 log.exception("probe worker: bad message", extra={"line": line[:200]})
 
     def _handle(self, msg: dict[str, Any], worker: _Worker) -> None:
+        worker.heard = time.monotonic()
         op = msg.get("op")
         if op == "health":
             service, address, port = msg["key"]
