@@ -188,6 +188,8 @@ async def test_views_carry_round_trip_only_changes_less_often() -> None:
     assert len(first["rows"]) == 2  # new rows go out whatever changed
     moved = await views({a: up._replace(rtt_us=11), b: up._replace(state=DOWN)}, False)
     assert [r[:3] for r in moved["rows"]] == [list(b)]  # a's rtt only: not yet
+    none = await views({a: up._replace(rtt_us=None), b: up._replace(state=DOWN)}, False)
+    assert none["rows"] == [[*a, UP, 1.0, "", None, "tcp"]]  # no rtt any more: at once
     later = await views({a: up._replace(rtt_us=12)}, with_rtt=True)
     assert later["rows"] == [[*a, UP, 1.0, "", 12, "tcp"]] and later["gone"] == [list(b)]
 

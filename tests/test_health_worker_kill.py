@@ -139,3 +139,27 @@ def test_the_worker_stops_with_the_daemon_and_dies_with_it(tmp_path: Path) -> No
         wait_for(lambda: not alive(worker), timeout=5, step=0.05)
     finally:
         d.stop()
+
+
+@pytest.mark.datapath
+def test_the_worker_pings_from_the_daemons_namespace(
+    lb_daemon: tuple[LbNet, Daemon], tmp_path: Path
+) -> None:
+    """ICMP probes need a raw socket (root) in the daemon's network namespace: the worker
+    inherits both. b1 answers pings; 198.18.13.1 (no such backend) does not."""
+    _net, d = lb_daemon
+    probe = {"type": "ping", "interval": INTERVAL, "timeout": TIMEOUT, "retries": RETRIES,
+             "successes-before-up": 1}  # fmt: skip
+    endpoints = [{"address": backend_addr(n), "port": HTTP_PORT} for n in (1, 3)]
+    web = {"name": "web", "vip": VIP4, "port": 80, "health-probe": probe, "endpoint": endpoints}
+    _apply(d, tmp_path, {"load-balancer": {"service": [web]}})
+    wait_for(lambda: _health(d, backend_addr(3)) == "down", timeout=10, step=0.1)
+
+    def b1() -> dict:
+        rows = d.cli_json("ep", "list", "--service", "web")
+        return next(r["state"] for r in rows if r["address"] == backend_addr(1))
+
+    # A round-trip time: an echo reply came back (up alone is only the initial state).
+    state = wait_for(lambda: (s := b1()).get("rtt-us") is not None and s, timeout=5)
+    assert state["health"] == "up" and state["probe"] == "ping", state
+    assert d.proc is not None and workers(d.proc.pid)

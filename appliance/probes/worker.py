@@ -124,9 +124,13 @@ class Channel:
         for key, view in views.items():
             old = sent.get(key)
             if old == view or (
-                not with_rtt and old is not None and old[:3] == view[:3] and old[4] == view[4]
+                not with_rtt
+                and old is not None
+                and old[:3] == view[:3]
+                and old[4] == view[4]
+                and (old.rtt_us is None) == (view.rtt_us is None)  # a first rtt goes now
             ):
-                continue  # [3] is rtt_us
+                continue
             sent[key] = view
             rows.append(row_of(key, view))
         gone = [key for key in sent if key not in views]
