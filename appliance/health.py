@@ -1,5 +1,6 @@
-"""Endpoint health in the daemon: the prober on its own thread and loop, wired to the config,
-the datapath and the event bus.
+"""Endpoint health in the daemon: the prober, off the main loop, wired to the config, the
+datapath and the event bus. Two modes (SLUICE_PROBER): `process`, the daemon's default (the
+prober in a worker process, see the end of this docstring), and `thread` (described first).
 
 Why a thread of its own: the front doors (NETCONF, SNMP, SSH, the control socket) share the
 daemon's main loop, and one costly request stalls it. A prober on that loop then stops
@@ -21,8 +22,8 @@ thread's network namespace (tests run the daemon's loop inside a namespace).
 
 A CPU-bound main loop still shares the GIL with a prober thread: a stall that waits or
 runs in C (a blocking call, libyang) costs the prober nothing; pure-Python work costs it GIL
-turns (see bench/probe_isolation.py for the figures). Hence the second mode, `process`
-(SLUICE_PROBER=process): the prober runs in a worker process of its own
+turns (see bench/probe_isolation.py for the figures). Hence the `process` mode, the
+daemon's default: the prober runs in a worker process of its own
 (appliance/probes/process.py and worker.py) and only its results come back, on a reader
 thread that applies them exactly as the prober thread does above (health pool, relay,
 endpoint rows). The service up/down tracker then runs in the worker, beside the prober.
@@ -48,8 +49,10 @@ from appliance.reconciler import Reconciler
 log = logging.getLogger(__name__)
 
 MODES = ("thread", "process")
-# The thread stays the default until the process mode has proven itself (tests, bench).
-DEFAULT_MODE = "thread"
+# The daemon's default: a process, because on a thread the prober shares the GIL with the
+# doors, and at 10,000 probes/s under their load it fell to half its rate (README,
+# Benchmarks). SLUICE_PROBER=thread brings the thread back.
+DEFAULT_MODE = "process"
 
 
 def prober_mode(mode: str | None = None) -> str:
@@ -120,8 +123,10 @@ class HealthWiring:
     """The prober, fed by the config, feeding the datapath, the state providers and the bus.
 
     `prober_options` go to the Prober (tests shrink time with time_scale, turn off jitter;
-    in process mode they must be JSON: no runner). `mode`: "thread" (the default) or
-    "process" (see the module docstring). `alarms`: raised while the probe worker is down.
+    in process mode they must be JSON: no runner). `mode`: "thread" or "process" (see the
+    module docstring); the daemon passes prober_mode(), whose default is process; here the
+    default stays thread, for callers that hand the Prober objects (a scripted runner).
+    `alarms`: raised while the probe worker is down.
     """
 
     def __init__(

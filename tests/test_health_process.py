@@ -61,9 +61,9 @@ def _web(ports: list[int]) -> dict[str, Any]:
 
 def test_the_mode_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SLUICE_PROBER", raising=False)
+    assert prober_mode() == "process"  # the daemon's default
+    monkeypatch.setenv("SLUICE_PROBER", "thread")
     assert prober_mode() == "thread"
-    monkeypatch.setenv("SLUICE_PROBER", "process")
-    assert prober_mode() == "process"
     monkeypatch.setenv("SLUICE_PROBER", "fork")
     with pytest.raises(ValueError, match="SLUICE_PROBER"):
         prober_mode()

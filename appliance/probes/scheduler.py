@@ -1,8 +1,9 @@
 """The prober: one asyncio task scheduling every endpoint's probe from a heap of due times.
 
 The prober is loop-agnostic: it runs on whichever loop `start()` is awaited on. The daemon
-gives it a loop of its own on its own thread (appliance/health.py, `HealthWiring`), so that
-nothing the front doors do on the main loop can delay a probe or its result:
+gives it a loop of its own, in a worker process (appliance/probes/worker.py, the default)
+or on a thread (appliance/health.py, `HealthWiring`), so that nothing the front doors do on
+the main loop can delay a probe or its result:
 
     prober = Prober(bus, on_change=..., initial_health=pinned)  # pinned: (svc, addr, port) -> up
     ... on the prober's own loop:  await prober.start()
