@@ -225,3 +225,64 @@ async def test_a_wedged_worker_is_killed_and_restarted(
         await wiring.stop()
         config.store.close()
         live.close()
+
+
+@async_test
+async def test_a_worker_that_cannot_run_is_retried_with_an_alarm(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A worker that exits at once (a broken install): start() does not hang the daemon,
+    the alarm says why, restarts back off, stop() ends it all."""
+    import sys
+
+    from appliance.probes import process
+
+    monkeypatch.setattr(process, "START_TIMEOUT", 1.0)
+    alarms = Alarms()
+    prober = process.ProberProcess(
+        lambda *_: None, lambda _: None, alarms=alarms,
+        command=[sys.executable, "-c", "import sys; sys.exit(3)"],
+    )  # fmt: skip
+    await prober.start()  # not ready in time: logged and alarmed, not raised
+    await wait_until(lambda: prober.restarts >= 2, 5)
+    # The next exit says why (the alarm said "not ready" when start() gave up waiting).
+    await wait_until(lambda: "exited with status 3" in str(alarms.active()), 5)
+    assert [a["name"] for a in alarms.active()] == ["prober"]
+    await asyncio.wait_for(prober.stop(), 5)
+    assert not prober.alive
+    restarts = prober.restarts
+    await asyncio.sleep(1)
+    assert prober.restarts == restarts  # stopped for good
+
+
+@async_test
+async def test_a_datapath_swapped_in_later_hears_every_endpoint(tmp_path: Path) -> None:
+    """As in test_health_unit, in process mode: the reconciler setter makes the worker
+    tell every endpoint's health again, to the new datapath."""
+    from appliance.reconciler import LoggingReconciler
+
+    live, dead = _listener(), _listener()
+    ports = [s.getsockname()[1] for s in (live, dead)]
+    dead.close()
+    wiring = HealthWiring(LoggingReconciler(), {}, EventBus(), prober_options=OPTIONS,
+                          mode="process")  # fmt: skip
+    config = ConfigService(Store(tmp_path / "sluice.db"))
+    try:
+        _commit(config, _web(ports))
+        await wiring.start(config)
+        await wait_until(
+            lambda: (wiring.state["endpoint"]("web", "127.0.0.1", ports[1]) or {}).get("health")
+            == DOWN,
+            5,
+        )
+        dp = RecordingReconciler(pinned={})
+        t = threading.Thread(target=setattr, args=(wiring, "reconciler", dp))
+        t.start()
+        t.join()
+        await wait_until(lambda: len(dp.calls) == 2, 5)
+        assert sorted(dp.calls) == sorted([("web", "127.0.0.1", ports[0], True),
+                                           ("web", "127.0.0.1", ports[1], False)])  # fmt: skip
+    finally:
+        await wiring.stop()
+        config.store.close()
+        live.close()

@@ -307,10 +307,6 @@ class ProberProcess:
                 worker = self._spawn()
                 if worker is None:
                     break
-            except OSError as exc:
-                log.error("probe worker could not start", extra={"error": repr(exc)})
-                self._raise_alarm(f"probe worker could not start: {exc}")
-            else:
                 self._read(worker)
                 worker.close_output()
                 with self._lock:
@@ -330,6 +326,14 @@ class ProberProcess:
                 self._raise_alarm(
                     f"probe worker (pid {worker.pid}) exited with status {status}; restarting"
                 )
+            except OSError as exc:  # no such executable, no memory, no fds
+                log.error("probe worker could not start", extra={"error": repr(exc)})
+                self._raise_alarm(f"probe worker could not start: {exc}")
+            except Exception as exc:
+                # Supervision must go on: this thread's exit would also kill the worker
+                # (its parent-death signal is tied to the thread that forked it).
+                log.exception("probe worker supervision failed; retrying")
+                self._raise_alarm(f"probe worker supervision failed: {exc!r}")
             if self._stopping.wait(backoff):
                 break
             backoff = min(backoff * 2, BACKOFF_MAX)
