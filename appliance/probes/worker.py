@@ -62,6 +62,12 @@ RTT_EVERY = 10  # views carry round-trip-only changes every RTT_EVERY periods
 # A whole config (10,000 services) is one line; StreamReader's default limit is 64 KiB.
 MAX_LINE = 1 << 30
 PR_SET_PDEATHSIG = 1
+# The worker runs ahead of the daemon's other work for a CPU: a probe late by the time a
+# core takes to come free is a late verdict, a door's answer late by as much is not. On
+# two busy cores (bench/probe_isolation.py --load doors) it cut the worker's wait for a
+# CPU from a quarter of the time to a fifth, and the drift p99 from 7-10 % to 6.3 %, with
+# the doors serving as many requests. Needs root (CAP_SYS_NICE); otherwise left as it is.
+NICE = -5
 
 Row = list[Any]
 
@@ -217,6 +223,8 @@ def main() -> int:
 
     setup_logging()
     die_with_parent()
+    with contextlib.suppress(OSError):
+        os.nice(NICE)
     # The protocol gets a private fd; fd 1 becomes stderr (see the module docstring).
     out_fd = os.dup(1)
     os.dup2(2, 1)
