@@ -1,7 +1,9 @@
 """Probe isolation: 10,000 TCP probes every second while the daemon's main loop is busy.
 
-The prober runs as the daemon runs it (appliance/health.py: HealthWiring, the prober on
-its own thread and loop), in a network namespace "lb"; 80 listeners (8 addresses x 10
+The prober runs as the daemon runs it (appliance/health.py: HealthWiring; by default here
+in thread mode, the prober on its own thread and loop, as SLUICE_PROBER=thread; with
+--prober-process in process mode, the daemon's default), in a network namespace "lb"; 80
+listeners (8 addresses x 10
 ports, 198.18.0.10-17) accept and close in a child process in namespace "be", on the
 other core where there is one. Meanwhile the "main loop" (an asyncio loop on a thread in
 "lb", the one HealthWiring was started from and relays events to) is kept busy with a
