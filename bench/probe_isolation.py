@@ -49,8 +49,6 @@ import json
 import os
 import platform
 import resource
-import selectors
-import socket
 import subprocess
 import sys
 import tempfile
@@ -64,6 +62,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 import netkit  # noqa: E402
+from probe_scale import listen_forever  # noqa: E402
+from probe_scale import services as scale_services  # noqa: E402
 from probekit import NsLoop  # noqa: E402
 
 from appliance.events import EventBus  # noqa: E402
@@ -71,48 +71,11 @@ from appliance.health import HealthWiring  # noqa: E402
 from appliance.probes import Prober  # noqa: E402
 
 LISTEN_ADDRS = [f"198.18.0.{10 + i}" for i in range(8)]
-BASE_PORT = 20000
-PORTS = 10  # 8 addresses x 10 ports = 80 distinct listeners
-
-
-def listen_forever(addrs: list[str], seconds: float) -> None:
-    """Child (in namespace "be"): accept and close on every listener until `seconds` pass."""
-    sel = selectors.DefaultSelector()
-    for addr in addrs:
-        for p in range(PORTS):
-            s = socket.socket()
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind((addr, BASE_PORT + p))
-            s.listen(4096)
-            s.setblocking(False)
-            sel.register(s, selectors.EVENT_READ)
-    print("READY", flush=True)
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        for key, _ in sel.select(timeout=0.5):
-            lsock: socket.socket = key.fileobj  # type: ignore[assignment]
-            for _ in range(256):  # bounded per wake-up
-                try:
-                    conn, _ = lsock.accept()
-                except BlockingIOError:
-                    break
-                conn.close()
 
 
 def services(n: int) -> dict[str, dict[str, Any]]:
-    """Effective-shaped services, 80 endpoints each (one per listener)."""
-    per = len(LISTEN_ADDRS) * PORTS
-    out: dict[str, dict[str, Any]] = {}
-    for i in range((n + per - 1) // per):
-        eps = []
-        for j in range(min(per, n - i * per)):
-            addr, port = LISTEN_ADDRS[j % len(LISTEN_ADDRS)], BASE_PORT + j // len(LISTEN_ADDRS)
-            eps.append({"address": addr, "port": port, "admin-state": "enabled"})
-        probe = {"type": "tcp", "interval": 1, "timeout": 1, "retries": 2,
-                 "successes-before-up": 2, "hold-down": 0}  # fmt: skip
-        out[f"svc{i}"] = {"name": f"svc{i}", "admin-state": "enabled",
-                          "health-probe": probe, "endpoint": eps}  # fmt: skip
-    return out
+    """probe_scale's effective-shaped services, on this bench's namespace addresses."""
+    return scale_services(n, LISTEN_ADDRS)
 
 
 class StaticConfig:
@@ -457,7 +420,7 @@ def main() -> int:
     parser.add_argument("--listen", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.listen is not None:
-        listen_forever(args.listen, args.seconds)
+        listen_forever(args.seconds, args.listen)
         return 0
     netkit.require_netns()
     cpus = sorted(os.sched_getaffinity(0))

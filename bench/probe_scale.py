@@ -39,10 +39,10 @@ BASE_PORT = 20000
 PORTS = 10  # 8 addresses x 10 ports = 80 distinct listeners
 
 
-def listen_forever(seconds: float) -> None:
+def listen_forever(seconds: float, addrs: list[str] = LISTEN_ADDRS) -> None:
     """Child: accept and close on every listener until `seconds` pass (bounded)."""
     sel = selectors.DefaultSelector()
-    for addr in LISTEN_ADDRS:
+    for addr in addrs:
         for p in range(PORTS):
             s = socket.socket()
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -63,14 +63,14 @@ def listen_forever(seconds: float) -> None:
                 conn.close()
 
 
-def services(n: int) -> dict[str, dict[str, Any]]:
+def services(n: int, addrs: list[str] = LISTEN_ADDRS) -> dict[str, dict[str, Any]]:
     """Effective-shaped services, 80 endpoints each (one per listener)."""
-    per = len(LISTEN_ADDRS) * PORTS
+    per = len(addrs) * PORTS
     out: dict[str, dict[str, Any]] = {}
     for i in range((n + per - 1) // per):
         eps = []
         for j in range(min(per, n - i * per)):
-            addr, port = LISTEN_ADDRS[j % len(LISTEN_ADDRS)], BASE_PORT + j // len(LISTEN_ADDRS)
+            addr, port = addrs[j % len(addrs)], BASE_PORT + j // len(addrs)
             eps.append({"address": addr, "port": port, "admin-state": "enabled"})
         out[f"svc{i}"] = {
             "name": f"svc{i}",
