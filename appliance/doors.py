@@ -99,9 +99,12 @@ class Binding:
         door: str,
         open_listener: Callable[[Any], Awaitable[Listener]],
         retry_delays: Sequence[float] = RETRY_DELAYS,
+        describe: Callable[[Any], str] = str,
     ) -> None:
+        """`describe(where)`: where it listens, as `sluice status` shows it."""
         self.door = door
         self._open = open_listener
+        self._describe = describe
         self._delays = tuple(retry_delays)
         self.where: Hashable | None = None
         self.listener: Listener | None = None
@@ -136,7 +139,7 @@ class Binding:
             delay = self._delays[min(self.attempts, len(self._delays)) - 1]
             log.error(
                 "door cannot listen; retrying",
-                extra={"door": self.door, "where": str(self.where), "error": str(exc),
+                extra={"door": self.door, "where": self._describe(self.where), "error": str(exc),
                        "retry_in": delay, "attempt": self.attempts},
             )
             self._retry = asyncio.ensure_future(self._retry_after(delay, self.where))
@@ -181,7 +184,7 @@ class Binding:
     def status(self) -> dict[str, Any]:
         out: dict[str, Any] = {"state": self.state}
         if self.where is not None:
-            out["where"] = str(self.where)
+            out["where"] = self._describe(self.where)
         if self.error:
             out["error"] = self.error
             out["attempts"] = self.attempts

@@ -38,6 +38,7 @@ from northbound.ssh import (
     Logins,
     Throttle,
     User,
+    describe,
     listen_spec,
     load_or_create_host_key,
     lookup_user,
@@ -200,7 +201,7 @@ class ConsoleSSHDoor:
     def __init__(self, ctx: DoorContext, section: Section) -> None:
         self.section = section
         self.server = ConsoleSSHServer(ctx.service, ctx.state_dir, socket=ctx.socket)
-        self.binding = Binding("console-ssh", self._open)
+        self.binding = Binding("console-ssh", self._open, describe=describe)
 
     async def _open(self, where: tuple[tuple[str, ...], int]) -> Acceptor:
         addresses, port = where

@@ -326,6 +326,12 @@ def listen_spec(section: dict[str, Any], default_port: int) -> tuple[tuple[str, 
     return tuple(section.get("address") or ()), int(section.get("port", default_port))
 
 
+def describe(where: tuple[tuple[str, ...], int]) -> str:
+    """"*:830", "127.0.0.1,::1:2222": where an SSH door listens, for `sluice status`."""
+    addresses, port = where
+    return f"{','.join(addresses) or '*'}:{port}"
+
+
 class Acceptor:
     """An asyncssh listener as a door's Binding keeps it: closing it stops accepting, the
     sessions already open go on."""

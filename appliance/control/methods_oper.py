@@ -23,7 +23,7 @@ def _status(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
         "sessions": len(svc.sessions),
     }
     snap = ctx.state.get("snapshot")
-    if snap is not None:
+    if snap is not None and "datapath" in ctx.state:
         # The snapshot's reading (at most its datapath period old), not a walk of every map
         # and a netlink call per interface each time a console polls (every 2 s).
         current = snap.current()

@@ -46,6 +46,7 @@ from northbound.ssh import (
     Limits,
     Logins,
     Throttle,
+    describe,
     listen_spec,
     load_or_create_host_key,
     users_from_config,
@@ -363,7 +364,7 @@ class NetconfDoor:
             ctx.service, ctx.state_dir, worker=ctx.worker, state=ctx.state,
             event_bus=ctx.bus, listen=False,
         )
-        self.binding = Binding("netconf", self._open)
+        self.binding = Binding("netconf", self._open, describe=describe)
 
     async def _open(self, where: tuple[tuple[str, ...], int]) -> Acceptor:
         addresses, port = where

@@ -326,6 +326,13 @@ class _Engine:
                 eng.transport_dispatcher.close_dispatcher()
 
 
+def _describe(where: str) -> str:
+    """The engine's addresses and port (its whole section is `where`), for `sluice status`."""
+    cfg = json.loads(where)
+    addresses = cfg.get("listen-address") or ["0.0.0.0", "::"]
+    return f"{','.join(addresses)}:{cfg.get('port', 161)} (udp)"
+
+
 class _EngineListener:
     """A Binding's listener: closing it stops the engine (SNMP has no sessions to keep)."""
 
@@ -363,7 +370,7 @@ class SnmpAgent:
         self._engine: _Engine | None = None
         # The engine is the door's listener: rebuilt when /sluice:snmp changes, retried
         # while its port cannot be bound.
-        self.binding = Binding("snmp", self._open_engine)
+        self.binding = Binding("snmp", self._open_engine, describe=_describe)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()

@@ -74,6 +74,9 @@ def cmd_status(client: ControlClient, args: argparse.Namespace) -> int:
                 for door, st in value.items():
                     detail = " ".join(f"{k}={v}" for k, v in st.items() if k != "state")
                     print(f"{'door ' + door:<12} {st.get('state', '?')} {detail}".rstrip())
+            elif key == "heartbeat" and isinstance(value, dict):
+                print(f"{'heartbeat':<12} {value.get('heartbeat-age-s')} s ago, worst lag "
+                      f"{value.get('max-lag-ms')} ms (restart after {value.get('limit-s')} s)")
             elif key == "alarms" and isinstance(value, list):
                 for alarm in value:
                     print(f"{'ALARM':<12} {alarm.get('severity')} {alarm.get('name')}: "
