@@ -8,7 +8,7 @@ session (so resizes reach it as SIGWINCH), and asyncssh copies bytes between the
 and the master side, forwarding window-size changes to it.
 
 Users, passwords, keys and the login throttle are the ones every SSH door shares
-(northbound/ssh.py). A read-only user's console hides edits, and the daemon refuses them:
+(northbound/ssh/). A read-only user's console hides edits, and the daemon refuses them:
 the console identifies its user and role (session.identify). The door listens where
 /sluice:management/console-ssh says; the supervisor (appliance/doors.py) hands it every
 change; sessions already open outlive a move of the listener.
