@@ -103,6 +103,14 @@ class Daemon:
         return next(r["state"].get("health", "?") for r in rows if r["address"] == address)
 
 
+@pytest.fixture(params=["thread", "process"])
+def prober_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both ways the daemon can run the prober (SLUICE_PROBER); request it before the
+    fixture that starts the daemon (`pytestmark = pytest.mark.usefixtures("prober_mode")`)."""
+    monkeypatch.setenv("SLUICE_PROBER", request.param)
+    return request.param
+
+
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[Daemon]:
     d = Daemon(tmp_path)

@@ -19,14 +19,9 @@ import pytest
 from daemonkit import Daemon
 from dpkit import HTTP_PORT, VIP4, LbNet, backend_addr, wait_for
 
-pytestmark = pytest.mark.datapath
+pytestmark = [pytest.mark.datapath, pytest.mark.usefixtures("prober_mode")]
 
 
-@pytest.fixture(autouse=True, params=["thread", "process"])
-def prober_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Both ways the daemon can run the prober (SLUICE_PROBER), set before the daemon
-    fixture starts it."""
-    monkeypatch.setenv("SLUICE_PROBER", request.param)
 
 INTERVAL, TIMEOUT, RETRIES = 5, 1, 2
 

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
@@ -57,16 +56,7 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-def _apply(d: Daemon, tmp: Path, doc: dict) -> None:
-    path = tmp / "apply.json"
-    path.write_text(json.dumps(doc))
-    res = d.cli("apply", "-f", str(path))
-    assert res.returncode == 0, res.stderr
 
-
-def _health(d: Daemon, address: str) -> str:
-    rows = d.cli_json("ep", "list", "--service", "web")
-    return next(r["state"].get("health", "?") for r in rows if r["address"] == address)
 
 
 @pytest.mark.datapath
@@ -75,14 +65,14 @@ def test_a_killed_worker_is_restarted_and_probing_resumes(
 ) -> None:
     net, d = lb_daemon
     assert d.proc is not None
-    _apply(d, tmp_path, {"datapath": {"interface": [{"name": i} for i in net.interfaces]}})
+    d.apply({"datapath": {"interface": [{"name": i} for i in net.interfaces]}})
     servers = [b.start_http_server(HTTP_PORT) for b in net.backends]
     probe = {"type": "tcp", "interval": INTERVAL, "timeout": TIMEOUT, "retries": RETRIES,
              "successes-before-up": 1}  # fmt: skip
     endpoints = [{"address": backend_addr(n), "port": HTTP_PORT} for n in (1, 2)]
     web = {"name": "web", "vip": VIP4, "port": 80, "health-probe": probe, "endpoint": endpoints}
-    _apply(d, tmp_path, {"load-balancer": {"service": [web]}})
-    wait_for(lambda: _health(d, backend_addr(2)) == "up", timeout=10, step=0.1)
+    d.apply({"load-balancer": {"service": [web]}})
+    wait_for(lambda: d.health("web", backend_addr(2)) == "up", timeout=10, step=0.1)
     (first,) = wait_for(lambda: workers(d.proc.pid), timeout=10, step=0.1)
 
     os.kill(first, signal.SIGKILL)
@@ -106,7 +96,7 @@ def test_a_killed_worker_is_restarted_and_probing_resumes(
     # Probing resumed: a backend that dies now leaves the datapath within the usual bound.
     servers[1].stop()
     died = time.monotonic()
-    wait_for(lambda: _health(d, backend_addr(2)) == "down", timeout=10, step=0.1)
+    wait_for(lambda: d.health("web", backend_addr(2)) == "down", timeout=10, step=0.1)
     detected = time.monotonic() - died
     bound = INTERVAL * RETRIES + TIMEOUT
     assert detected <= bound + 1.0, f"down after {detected:.1f}s, bound {bound}s"
@@ -155,8 +145,8 @@ def test_the_worker_pings_from_the_daemons_namespace(
              "successes-before-up": 1}  # fmt: skip
     endpoints = [{"address": backend_addr(n), "port": HTTP_PORT} for n in (1, 3)]
     web = {"name": "web", "vip": VIP4, "port": 80, "health-probe": probe, "endpoint": endpoints}
-    _apply(d, tmp_path, {"load-balancer": {"service": [web]}})
-    wait_for(lambda: _health(d, backend_addr(3)) == "down", timeout=10, step=0.1)
+    d.apply({"load-balancer": {"service": [web]}})
+    wait_for(lambda: d.health("web", backend_addr(3)) == "down", timeout=10, step=0.1)
 
     def b1() -> dict:
         rows = d.cli_json("ep", "list", "--service", "web")
