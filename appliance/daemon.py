@@ -15,7 +15,6 @@ import logging
 import os
 import signal
 import threading
-import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -151,6 +150,7 @@ async def run_daemon(
         await server.close()
         await loop.run_in_executor(None, snapshot.stop)  # before the providers go away
         await health.stop()
+        datapath.stop()
         await loop.run_in_executor(worker, datapath.active.close)
         await loop.run_in_executor(worker, store.close)
     finally:
@@ -189,6 +189,7 @@ class DatapathStart:
         self.health: Any = None  # HealthWiring, told which reconciler is live
         # Until the datapath is started nothing is programmed: the pinned one stays as is.
         self.active: Reconciler = LoggingReconciler()
+        self._stopped = threading.Event()
 
     def start(self) -> None:
         """Runs on the config worker thread."""
@@ -227,9 +228,11 @@ class DatapathStart:
     def _watch_programming(self) -> None:
         # The reconciler retries failed services on its own thread: clear the alarm when
         # a retry succeeds, without a commit.
-        while True:
-            time.sleep(PROGRAMMING_CHECK_S)
+        while not self._stopped.wait(PROGRAMMING_CHECK_S):
             self.report_programming()
+
+    def stop(self) -> None:
+        self._stopped.set()
 
     def start_after_valid_commit(self, diff: Diff) -> None:
         """After each commit while the stored config did not validate: once running
