@@ -118,8 +118,78 @@ def test_validation_error_on_running_target_changes_nothing(h: kit.Harness) -> N
     # full-nat without snat-address: a 'must' in the model, checked by libyang on commit
     body = GOOD.replace("<port>80</port>", "<port>80</port><mode>full-nat</mode>")
     err = edit_error(h, body, target="running")
-    assert err.tag == "invalid-value"
+    # RFC 7950 15.4: a failed must is operation-failed with the module's error-app-tag
+    assert err.tag == "operation-failed"
     assert "snat-address" in err.message
+    assert _app_tag(err) == "snat-address-required"
+    assert snapshot(h) == before
+
+
+def _app_tag(err: RPCError) -> str | None:
+    found = err.xml.xpath("//nc:error-app-tag/text()", namespaces=E)
+    return found[0] if found else None
+
+
+@pytest.mark.parametrize(
+    ("body", "path"),
+    [
+        (GOOD.replace("</service>", "</service>" + GOOD.split(">", 1)[1].split(
+            "</load-balancer>")[0]), "/sluice:load-balancer/sluice:service[sluice:name='web']"),
+        (GOOD.replace("</endpoint>", "</endpoint><endpoint><address>198.18.1.1</address>"
+                      "<port>8080</port></endpoint>"),
+         "/sluice:load-balancer/sluice:service[sluice:name='web']/sluice:endpoint"
+         "[sluice:address='198.18.1.1'][sluice:port='8080']"),
+    ],
+    ids=["service", "endpoint"],
+)
+@pytest.mark.parametrize("op", ["merge", "replace"])
+def test_duplicate_keys_in_one_edit_are_refused(h: kit.Harness, body: str, path: str,
+                                                op: str) -> None:
+    """Two entries with one key: refused naming the duplicate (not 'the last one wins')."""
+    before = seeded(h)
+    if op == "replace":
+        body = body.replace("<service>", f'<service xmlns:xc="{XC}" xc:operation="replace">')
+    err = edit_error(h, body)
+    assert err.tag == "invalid-value" and "duplicate" in err.message
+    assert err.path.strip() == path
+    assert snapshot(h) == before
+
+
+def test_libyang_error_path_has_the_root(h: kit.Harness) -> None:
+    """libyang names a duplicate found in a stored value from the list's parent: the
+    config service puts the /sluice:load-balancer root back."""
+    err = h.service.schema.field_error(
+        "Duplicate instance of \"endpoint\".: Data path: /sluice:service[name='w']/endpoint"
+        "[address='198.18.1.1'][port='80']")
+    assert err.path.startswith("/sluice:load-balancer/service[name='w']/endpoint")
+
+
+def test_huge_values_are_not_echoed(h: kit.Harness) -> None:
+    before = seeded(h)
+    huge = "x" * 50_000  # under the harness's 64 kB message limit
+    for body in (GOOD.replace("<port>80</port>", f"<port>80</port><description>{huge}"
+                              "</description>"),
+                 GOOD.replace("<port>80</port>", f"<port>{huge}</port>"),
+                 GOOD.replace("198.18.0.10", huge)):
+        async def go(body: str = body) -> bytes:
+            async with kit.RawClient(h) as c:
+                c.send(rpc(f"<edit-config><target><candidate/></target><config>{body}"
+                           "</config></edit-config>"))
+                return await c.recv()
+        reply = asyncio.run(go())
+        assert len(reply) < 4096, len(reply)
+        assert err_fields(parse_reply(reply))["error-tag"] == "invalid-value"
+    assert snapshot(h) == before
+
+
+def test_edit_running_while_candidate_is_locked_is_in_use(h: kit.Harness) -> None:
+    before = seeded(h)
+    with h.connect() as a, h.connect("ops2") as b:
+        a.lock("candidate")
+        with pytest.raises(RPCError) as info:
+            b.edit_config(f"<config>{GOOD.replace('80<', '81<')}</config>", target="running")
+        assert info.value.tag == "in-use"
+        assert a.session_id in info.value.info
     assert snapshot(h) == before
 
 

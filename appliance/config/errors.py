@@ -12,6 +12,7 @@ class FieldError:
     path: str
     message: str
     tag: str = "invalid-value"  # NETCONF error-tag this maps to
+    app_tag: str = ""  # NETCONF error-app-tag: the model's own for a failed `must`
 
     def to_dict(self) -> dict[str, str]:
         return asdict(self)

@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import libyang
+from _libyang import ffi
 from libyang.log import configure_logging
+from libyang.util import c2str, ly_array_iter
 
 from appliance import resources
 from appliance.config.errors import FieldError, ValidationError
@@ -57,6 +59,17 @@ class Schema:
                 continue
             self.top_level.append(node.name())
             self._index(node, node.name())
+        # A failed `must` is reported by libyang with its error-message only; RFC 7950 15.4
+        # wants the statement's error-app-tag too: message → app-tag, from the compiled tree.
+        self.must_app_tags: dict[str, str] = {}
+        # libyang names some errors (a duplicate list entry) from the list's parent down,
+        # without the top-level container: child name → its top-level node.
+        self.top_of: dict[str, str] = {}
+        for node in self.module.children():
+            self._collect_musts(node)
+            if hasattr(node, "children"):
+                for child in node.children():
+                    self.top_of.setdefault(child.name(), node.name())
         # Services are edited apart from their section: do they hold secrets at all?
         self.service_secrets = any(
             p.startswith("load-balancer/service/") for p in self.secret_leaves
@@ -82,6 +95,38 @@ class Schema:
                 else:
                     self._index(child, f"{path}/{child.name()}")
 
+    def _collect_musts(self, node: Any) -> None:
+        kinds = {libyang.SNode.CONTAINER: "struct lysc_node_container *",
+                 libyang.SNode.LIST: "struct lysc_node_list *",
+                 libyang.SNode.LEAF: "struct lysc_node_leaf *",
+                 libyang.SNode.LEAFLIST: "struct lysc_node_leaflist *"}
+        ctype = kinds.get(node.nodetype())
+        if ctype is not None:
+            compiled = ffi.cast(ctype, node.cdata)
+            for must in ly_array_iter(compiled.musts):
+                if must.emsg and must.eapptag:
+                    self.must_app_tags.setdefault(c2str(must.emsg).rstrip(":."),
+                                                  c2str(must.eapptag))
+        if hasattr(node, "children"):
+            for child in node.children():
+                self._collect_musts(child)
+
+    def field_error(self, libyang_text: str) -> FieldError:
+        """libyang's error text → FieldError: the full data path, the model's app-tag."""
+        err = error_from_libyang(libyang_text)
+        path = err.path
+        first = path[1:].split("/", 1)[0].split("[", 1)[0]
+        if path.startswith(f"/{MODULE}:") and first.split(":", 1)[1] not in self.top_level:
+            top = self.top_of.get(first.split(":", 1)[1])
+            if top is not None:
+                path = f"/{MODULE}:{top}/" + path[len(f"/{MODULE}:"):]
+        app_tag = self.must_app_tags.get(err.message)
+        if app_tag is None and err.message.startswith("Must condition"):
+            app_tag = "must-violation"  # RFC 7950 15.4, a `must` without its own app-tag
+        if app_tag is not None:
+            return FieldError(path, err.message, "operation-failed", app_tag)
+        return FieldError(path, err.message, err.tag, err.app_tag)
+
     def module_text(self) -> str:
         """The module source, for NETCONF get-schema and for shipping with the MIB."""
         return (self.yang_dir / f"{MODULE}.yang").read_text()
@@ -97,7 +142,7 @@ class Schema:
             try:
                 dnode = self.ctx.parse_data_mem(text, "json", strict=True, no_state=True)
             except libyang.LibyangError as exc:
-                raise ValidationError([error_from_libyang(str(exc))]) from None
+                raise ValidationError([self.field_error(str(exc))]) from None
             if dnode is None:
                 return {}, {}
             try:
@@ -136,11 +181,23 @@ def error_from_libyang(text: str) -> FieldError:
     parts = [p.strip() for p in text.split(": ") if p.strip()]
     # libyang prefixes the call that failed ("failed to parse data tree"); keep the reason.
     parts = [p for p in parts if not p.lower().startswith("failed to")]
-    message = ": ".join(parts).rstrip(":.") or "invalid"
+    message = shorten_values(": ".join(parts).rstrip(":.") or "invalid")
     tag = "missing-element" if "mandatory" in message.lower() else "invalid-value"
     if "unknown" in message.lower() or "not found" in message.lower():
         tag = "unknown-element"
     return FieldError(path, message, tag)
+
+
+# A value quoted in an error longer than this is cut: a 200 kB value is not echoed back.
+MAX_QUOTED = 64
+_QUOTED = re.compile(rf'(["\'])((?:(?!\1).){{{MAX_QUOTED + 1},}})\1', re.DOTALL)
+
+
+def shorten_values(message: str) -> str:
+    """Cut long quoted values in an error message, saying how long they were (a value cut
+    once is MAX_QUOTED long and is not cut again)."""
+    return _QUOTED.sub(lambda m: f"{m[1]}{m[2][:MAX_QUOTED - 3]}...{m[1]} ({len(m[2])} characters)",
+                       message)
 
 
 _schema: Schema | None = None

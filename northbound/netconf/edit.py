@@ -80,9 +80,11 @@ class EditTranslator:
             return
         if op == "none" or (op == "merge" and node.kind == CONTAINER):
             # Navigation only: the children carry the changes.
+            seen: set[str] = set()
             for ch in elements(el):
                 cnode = self._schema_child(node, ch, path)
                 cpath = f"{path}/{cnode.name}"
+                self._once(seen, ch, cnode, cpath)
                 self._walk(ch, cnode, cpath, op, covering, out, depth + 1)
             return
         if op == covering:
@@ -112,9 +114,11 @@ class EditTranslator:
                                path=path, info={"bad-element": node.name})
             return self._leaf_value(el.text or "", node, path)
         value: dict[str, Any] = {}
+        seen: set[str] = set()
         for ch in elements(el):
             cnode = self._schema_child(node, ch, path)
             cpath = f"{path}/{cnode.name}"
+            self._once(seen, ch, cnode, cpath)
             cop = self._operation(ch, cpath) or op
             if cop != op:
                 self._walk(ch, cnode, cpath, cop, op, later, depth + 1)
@@ -140,6 +144,21 @@ class EditTranslator:
         return value
 
     # -- helpers -----------------------------------------------------------------------------
+    def _once(self, seen: set[str], el: etree._Element, node: Node, path: str) -> None:
+        """Refuse a list entry (or leaf-list value) named twice among siblings of one edit:
+        two entries with one key would otherwise both apply and the last would win."""
+        if node.kind == LIST:
+            entry = path + self._predicates(el, node, path)
+        elif node.kind == LEAF_LIST:
+            entry = f"{path}[.={_quote(el.text or '')}]"
+        else:
+            return
+        if entry in seen:
+            raise RpcError("invalid-value", f"duplicate {node.name} entry in one edit: "
+                           f"{entry.rsplit('/', 1)[-1]}", path=entry,
+                           info={"bad-element": node.name})
+        seen.add(entry)
+
     def _operation(self, el: etree._Element, path: str) -> str | None:
         op = el.get(OPERATION_ATTR)
         if op is None:

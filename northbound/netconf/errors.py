@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from lxml import etree
 
 from appliance.config import ConfigError, FieldError
+from appliance.config.schema import shorten_values
 from northbound.netconf.xmlutil import BASE_NS, qn, sub
 
 # Appendix A: the error-types each tag may carry; the first is what this server sends.
@@ -68,13 +69,24 @@ class RpcError(Exception):
             path_el = etree.SubElement(err, qn(BASE_NS, "error-path"), nsmap={"sluice": SLUICE_NS})
             path_el.text = xpath_of(self.path) if self.path.startswith("/") else self.path
         if self.message:
-            msg = sub(err, BASE_NS, "error-message", self.message)
+            msg = sub(err, BASE_NS, "error-message", _short(self.message))
             msg.set("{http://www.w3.org/XML/1998/namespace}lang", "en")
         if self.info:
             info = sub(err, BASE_NS, "error-info")
             for name, value in self.info.items():
                 sub(info, BASE_NS, name, value)
         return err
+
+
+# An error message is for a person: past this it only echoes what the client sent.
+MAX_MESSAGE = 1024
+
+
+def _short(message: str) -> str:
+    message = shorten_values(message)
+    if len(message) <= MAX_MESSAGE:
+        return message
+    return f"{message[:MAX_MESSAGE]}... ({len(message)} characters)"
 
 
 def xpath_of(path: str) -> str:
@@ -96,7 +108,8 @@ def from_field(err: FieldError, fallback_tag: str = "operation-failed") -> RpcEr
         # RFC 6241: lock-denied carries the holder's session-id (0 when not NETCONF).
         m = re.search(r"session (\d+)", err.message)
         info["session-id"] = m.group(1) if m else "0"
-    return RpcError(tag, err.message, path=xpath_of(path) if path else "", info=info)
+    return RpcError(tag, err.message, path=xpath_of(path) if path else "", info=info,
+                    app_tag=err.app_tag)
 
 
 def from_config_error(exc: ConfigError) -> list[RpcError]:
@@ -107,7 +120,7 @@ def from_config_error(exc: ConfigError) -> list[RpcError]:
         tag = err.tag
         if tag == "invalid-value" and exc.tag not in ("invalid-value", "operation-failed"):
             tag = exc.tag
-        out.append(from_field(FieldError(err.path, err.message or str(exc), tag)))
+        out.append(from_field(FieldError(err.path, err.message or str(exc), tag, err.app_tag)))
     return out or [RpcError(exc.tag, str(exc))]
 
 

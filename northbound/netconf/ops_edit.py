@@ -105,10 +105,13 @@ def edit_running(session: Session, changes: list[dict[str, Any]], test: str,
 
 
 def _check_lock(s: NetconfSession, target: str) -> None:
-    owner = s.server.config_service.lock_owner(target)
-    if owner is not None and owner is not s.config:
-        raise RpcError("in-use", f"{target} is locked by session {owner.id}", type="protocol",
-                       info={"session-id": str(owner.id)})
+    """Another session's lock on the target is in-use; so is one on the candidate when the
+    target is running (the commit an edit of running makes would be refused by it)."""
+    for ds in (target, "candidate") if target == "running" else (target,):
+        owner = s.server.config_service.lock_owner(ds)
+        if owner is not None and owner is not s.config:
+            raise RpcError("in-use", f"{ds} is locked by session {owner.id}", type="protocol",
+                           info={"session-id": str(owner.id)})
 
 
 async def edit_config(s: NetconfSession, op: etree._Element) -> None:
