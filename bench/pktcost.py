@@ -1,0 +1,629 @@
+"""The balancer's per-packet cost, cold and warm, measured with BPF_PROG_TEST_RUN.
+
+    .venv/bin/python bench/pktcost.py [--quick] [--only established|new] [--json PATH]
+
+Two meters, both on the real program (bpf/lb.c loaded by appliance.datapath.Program into
+its own pin directory under /sys/fs/bpf, removed afterwards) with services programmed
+through the real reconciler and driver, run in the load balancer's namespace so its FIB
+lookups see real routes and neighbours:
+
+- **cold**: one packet per BPF_PROG_TEST_RUN call (repeat=1), a fresh copy each time: the
+  program runs once after a syscall, with cold caches and branch predictors. The kernel's
+  duration includes one clock read pair and the call of the program; that *floor* is
+  measured with an empty program the same way and subtracted (and stated).
+- **warm**: repeat mode (one call, N runs back to back on the same skb) through a small
+  harness program (bench/pktharness.c) that writes the original frame back and tail-calls
+  the balancer, so every run sees the same packet (or, for new flows, the same packet from
+  a fresh source port). The harness's own cost (write-back + tail call + an empty target)
+  is measured the same way and subtracted (and stated).
+
+Figures: an established TCP flow in each mode (DNAT, full-NAT, DSR, one-arm), each
+direction (client→backend, and the reply, which DSR never sees), IPv4 and IPv6; a new flow
+(a SYN from a fresh source port: conntrack miss, service lookup, selection, two conntrack
+inserts, NAT, FIB) for each algorithm at 8, 32 and 256 endpoints (IPv4, DNAT). Endpoints
+are addresses on the backend link with permanent neighbour entries: nothing is sent.
+
+Used by bench/run.py (`make bench`) and on its own (its own namespaces, ~1 minute).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes as ct
+import ipaddress
+import json
+import os
+import statistics
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+
+ALGORITHMS = ["round-robin", "weighted", "hash", "maglev", "least-connections", "priority",
+              "persistence"]  # fmt: skip
+SIZES = (8, 32, 256)
+MODES = {"DNAT": "default", "full-NAT": "full-nat", "DSR": "dsr", "one-arm": "one-arm"}
+TC_ACT_OK, TC_ACT_REDIRECT = 0, 7
+CLONE_NEWNET = 0x40000000
+
+CLIENT = {4: "198.18.0.1", 6: "2001:db8::1"}
+VIP = {4: "198.19.1.", 6: "2001:db8:ff:1::"}  # + a number per service
+SNAT = {4: "198.19.1.200", 6: "2001:db8:ff:1::200"}
+# Endpoints: addresses on the backend link (lb side LB_EP_NET's last address), reached
+# through permanent neighbour entries; EP_BASE + i for the i-th.
+EP_NET = {4: "198.18.16.0/20", 6: "2001:db8:20::/64"}
+LB_EP_ADDR = {4: "198.18.31.254/20", 6: "2001:db8:20::ffff/64"}
+EP_BASE = {4: "198.18.16.1", 6: "2001:db8:20::1"}
+EP_MAC = "02:00:00:00:5e:01"
+EP_PORT = 8080
+PORT = 80
+FRAME_MAX = 256  # bench/pktharness.c
+
+SETTINGS = {
+    # cold: packets per figure; warm: runs per call x calls (median of the calls)
+    "full": {"cold": 3000, "warm_repeat": 20000, "warm_calls": 5,
+             "new_cold": 2000, "new_repeat": 4096, "new_calls": 5},
+    "quick": {"cold": 400, "warm_repeat": 2000, "warm_calls": 3,
+              "new_cold": 300, "new_repeat": 1024, "new_calls": 3},
+}  # fmt: skip
+
+# The issue's aims (issue 15), on the warm figures net of the harness.
+AIM_EST = {"DNAT": 100, "full-NAT": 130}
+AIM_NEW = {"round-robin": 500, "maglev": 700, "least-connections": 700}
+
+
+# --------------------------------------------------------------------------------------
+# BPF_PROG_TEST_RUN through libbpf (ctypes)
+# --------------------------------------------------------------------------------------
+
+
+class _Opts(ct.Structure):
+    # struct bpf_test_run_opts (libbpf 1.1, bpf.h)
+    _fields_ = [
+        ("sz", ct.c_size_t), ("data_in", ct.c_void_p), ("data_out", ct.c_void_p),
+        ("data_size_in", ct.c_uint32), ("data_size_out", ct.c_uint32),
+        ("ctx_in", ct.c_void_p), ("ctx_out", ct.c_void_p),
+        ("ctx_size_in", ct.c_uint32), ("ctx_size_out", ct.c_uint32),
+        ("retval", ct.c_uint32), ("repeat", ct.c_int), ("duration", ct.c_uint32),
+        ("flags", ct.c_uint32), ("cpu", ct.c_uint32), ("batch_size", ct.c_uint32),
+    ]  # fmt: skip
+
+
+_lib: Any = None
+
+
+def test_run(fd: int, frame: bytes, ifindex: int, repeat: int = 1) -> tuple[int, int]:
+    """(verdict, ns per run) of program ``fd`` on ``frame`` arriving on ``ifindex``.
+
+    Runs in the calling thread's network namespace (see ``in_netns``)."""
+    global _lib
+    if _lib is None:
+        _lib = ct.CDLL("libbpf.so.1", use_errno=True)
+        _lib.bpf_prog_test_run_opts.argtypes = [ct.c_int, ct.POINTER(_Opts)]
+    buf = ct.create_string_buffer(frame, len(frame))
+    out = ct.create_string_buffer(len(frame) + 256)
+    # struct __sk_buff up to cb[]: the kernel takes ingress_ifindex and ifindex from here.
+    ctx = ct.create_string_buffer(48)
+    struct.pack_into("<II", ctx, 36, ifindex, ifindex)
+    o = _Opts(sz=ct.sizeof(_Opts), data_in=ct.addressof(buf), data_size_in=len(frame),
+              data_out=ct.addressof(out), data_size_out=len(out), ctx_in=ct.addressof(ctx),
+              ctx_size_in=len(ctx), repeat=repeat)  # fmt: skip
+    if _lib.bpf_prog_test_run_opts(fd, ct.byref(o)) != 0:
+        err = ct.get_errno()
+        raise OSError(err, f"bpf_prog_test_run_opts: {os.strerror(err)}")
+    return int(o.retval), int(o.duration)
+
+
+@contextlib.contextmanager
+def in_netns(name: str) -> Iterator[None]:
+    """Move this thread into /run/netns/NAME for the block (setns), then back."""
+    libc = ct.CDLL(None, use_errno=True)
+    here = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    there = os.open(f"/run/netns/{name}", os.O_RDONLY)
+    try:
+        if libc.setns(there, CLONE_NEWNET) != 0:
+            raise OSError(ct.get_errno(), "setns")
+        try:
+            yield
+        finally:
+            if libc.setns(here, CLONE_NEWNET) != 0:
+                raise OSError(ct.get_errno(), "setns back")
+    finally:
+        os.close(here)
+        os.close(there)
+
+
+# --------------------------------------------------------------------------------------
+# Frames
+# --------------------------------------------------------------------------------------
+
+SYN, ACK, SYNACK = 0x02, 0x10, 0x12
+MAC_DST, MAC_SRC = b"\x02\0\0\0\0\x01", b"\x02\0\0\0\0\x02"
+
+
+def _csum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+
+
+def tcp_frame(src: str, dst: str, sport: int, dport: int, flags: int,
+              payload: bytes = b"") -> bytes:  # fmt: skip
+    """An Ethernet + IPv4/IPv6 + TCP frame with valid checksums."""
+    s, d = ipaddress.ip_address(src), ipaddress.ip_address(dst)
+    tcp = struct.pack("!HHIIBBHHH", sport, dport, 1, 1 if flags & ACK else 0, 5 << 4, flags,
+                      65535, 0, 0) + payload  # fmt: skip
+    if s.version == 4:
+        pseudo = s.packed + d.packed + struct.pack("!BBH", 0, 6, len(tcp))
+    else:
+        pseudo = s.packed + d.packed + struct.pack("!I3xB", len(tcp), 6)
+    tcp = tcp[:16] + struct.pack("!H", _csum(pseudo + tcp)) + tcp[18:]
+    if s.version == 4:
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 1, 0x4000, 64, 6, 0,
+                         s.packed, d.packed)  # fmt: skip
+        ip = ip[:10] + struct.pack("!H", _csum(ip)) + ip[12:]
+        return MAC_DST + MAC_SRC + b"\x08\x00" + ip + tcp
+    ip = struct.pack("!IHBB16s16s", 6 << 28, len(tcp), 6, 64, s.packed, d.packed)
+    return MAC_DST + MAC_SRC + b"\x86\xdd" + ip + tcp
+
+
+def sport_offset(frame: bytes) -> int:
+    """Offset of the TCP source port in a frame from ``tcp_frame``."""
+    return 14 + (20 if frame[12:14] == b"\x08\x00" else 40)
+
+
+ARP = b"\xff" * 6 + MAC_SRC + b"\x08\x06" + bytes(28)
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+# --------------------------------------------------------------------------------------
+# The harness (warm meter)
+# --------------------------------------------------------------------------------------
+
+
+class Harness:
+    """bench/pktharness.c loaded with bcc: the warm meter, and the empty program."""
+
+    def __init__(self) -> None:
+        from bcc import BPF
+
+        self.bpf = BPF(src_file=str(BENCH / "pktharness.c").encode())
+        self.fn = self.bpf.load_func(b"pkt_harness", BPF.SCHED_CLS)
+        self.null = self.bpf.load_func(b"pkt_null", BPF.SCHED_CLS)
+        self.target = self.bpf[b"target"]
+        self.frames = self.bpf[b"frame_map"]
+
+    def aim(self, fd: int) -> None:
+        self.target[self.target.Key(0)] = self.target.Leaf(fd)
+
+    def load(self, frame: bytes, new_flows: bool) -> None:
+        if not 14 <= len(frame) <= FRAME_MAX:
+            raise ValueError(f"frame of {len(frame)} bytes (14..{FRAME_MAX})")
+        v = self.frames.Leaf()
+        v.len, v.bump_off, v.n = len(frame), sport_offset(frame) if new_flows else 0, 0
+        ct.memmove(ct.addressof(v.data), frame, len(frame))
+        self.frames[self.frames.Key(0)] = v
+
+    def warm(self, fd: int, frame: bytes, ifindex: int, repeat: int, calls: int,
+             new_flows: bool = False, between: Callable[[], None] | None = None
+             ) -> dict[str, Any]:  # fmt: skip
+        """Median over ``calls`` of the mean ns per run of ``repeat`` runs of harness → fd."""
+        self.aim(fd)
+        self.load(frame, new_flows)
+        per_call, verdict = [], -1
+        for _ in range(calls):
+            if between:
+                between()
+            verdict, d = test_run(self.fn.fd, frame, ifindex, repeat)
+            per_call.append(d)
+        return {"ns": float(statistics.median(per_call)), "min": min(per_call),
+                "max": max(per_call), "calls": per_call, "repeat": repeat,
+                "verdict": verdict}  # fmt: skip
+
+    def close(self) -> None:
+        self.bpf.cleanup()
+
+
+def cold(fd: int, frames: Callable[[int], bytes], ifindex: int, n: int) -> dict[str, Any]:
+    """One packet per call, ``frames(i)`` for the i-th: median, mean, p10, p90, verdict."""
+    d, verdict = [], -1
+    for i in range(n):
+        verdict, ns = test_run(fd, frames(i), ifindex)
+        d.append(ns)
+    d.sort()
+    return {"ns": float(statistics.median(d)), "mean": round(statistics.fmean(d), 1),
+            "p10": d[len(d) // 10], "p90": d[len(d) * 9 // 10], "samples": n,
+            "verdict": verdict}  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------
+# The bed: the lb namespace of a dpkit topology, endpoints on the backend link
+# --------------------------------------------------------------------------------------
+
+
+def ep_addr(version: int, i: int) -> str:
+    return str(ipaddress.ip_address(EP_BASE[version]) + i)
+
+
+def _mac(host: Any, ifname: str) -> str:
+    res = host.run(["ip", "-j", "link", "show", "dev", ifname], check=True)
+    return str(json.loads(res.stdout)[0]["address"])
+
+
+def prepare(net: Any, endpoints: int = max(SIZES)) -> None:
+    """Give ``net`` (a dpkit.LbNet) the endpoint addresses the meter uses: a subnet on the
+    first backend link with a permanent neighbour per endpoint, and the client's real MAC
+    as a permanent neighbour (so every FIB lookup finds its next hop resolved)."""
+    lb, back_if, front_if = net.lb, net.interfaces[1], net.interfaces[0]
+    lines = []
+    for v in (4, 6):
+        lines.append(f"address add {LB_EP_ADDR[v]} dev {back_if}" + (" nodad" if v == 6 else ""))
+        lines += [f"neigh replace {ep_addr(v, i)} lladdr {EP_MAC} dev {back_if} nud permanent"
+                  for i in range(endpoints)]  # fmt: skip
+    client_if = next(i for i in net.client.run(["ls", "/sys/class/net"]).stdout.split()
+                     if i != "lo")  # fmt: skip
+    mac = _mac(net.client, client_if)
+    lines += [f"neigh replace {CLIENT[v]} lladdr {mac} dev {front_if} nud permanent"
+              for v in (4, 6)]  # fmt: skip
+    lb.run(["ip", "-batch", "-"], input="\n".join(lines) + "\n", check=True)
+
+
+def service_doc(name: str, version: int, number: int, mode: str, algorithm: str,
+                endpoints: int) -> dict[str, Any]:  # fmt: skip
+    doc: dict[str, Any] = {
+        "name": name, "vip": f"{VIP[version]}{number}", "protocol": "tcp", "port": PORT,
+        "admin-state": "enabled", "mode": mode, "algorithm": algorithm,
+        "persistence-timeout": 10800,
+        "endpoint": [{"address": ep_addr(version, i), "port": EP_PORT, "weight": 1,
+                      "admin-state": "enabled"} for i in range(endpoints)],
+    }  # fmt: skip
+    if mode == "full-nat":
+        doc["snat-address"] = SNAT[version]
+    return doc
+
+
+class Meter:
+    """Runs the scenarios on a loaded Program in ``net`` (a dpkit.LbNet with its reconciler
+    started on ``prog``); ``prepare(net)`` must have run."""
+
+    def __init__(self, net: Any, prog: Any, settings: dict[str, int],
+                 log: Callable[[str], None] = lambda m: None) -> None:  # fmt: skip
+        self.net, self.prog, self.s, self.log = net, prog, settings, log
+        self.fd = prog.fn.fd
+        self.front = net.lb.ifindex(net.interfaces[0])
+        self.back = net.lb.ifindex(net.interfaces[1])
+        self.harness = Harness()
+        self.n = 0
+
+    def close(self) -> None:
+        self.harness.close()
+
+    def clear_ct(self) -> None:
+        with contextlib.suppress(Exception):  # an empty map: nothing to delete
+            self.prog.table("ct_map").items_delete_batch()
+
+    def _service(self, version: int, mode: str, algorithm: str, endpoints: int) -> str:
+        self.n += 1
+        name = f"pktcost{self.n}"
+        for old in [s for s in self.net.services if s.startswith("pktcost")]:
+            self.net.set(remove=(old,))
+        self.net.set(service_doc(name, version, self.n, mode, algorithm, endpoints))
+        self.clear_ct()
+        return name
+
+    # -- floor and harness ----------------------------------------------------------------
+    def overheads(self) -> dict[str, Any]:
+        """The cold floor (empty program, one per call) and the harness's warm cost per
+        frame kind (write-back + tail call + empty target)."""
+        h = self.harness
+        with in_netns(self.net.lb.ns):
+            floor = cold(h.null.fd, lambda i: ARP, self.front, max(self.s["cold"], 1000))
+            out: dict[str, Any] = {"floor": floor}
+            for v in (4, 6):
+                est = tcp_frame(CLIENT[v], f"{VIP[v]}1", 40000, PORT, ACK, b"x" * 64)
+                syn = tcp_frame(CLIENT[v], f"{VIP[v]}1", 40000, PORT, SYN)
+                out[f"harness_est{v}"] = h.warm(h.null.fd, est, self.front,
+                                                self.s["warm_repeat"], self.s["warm_calls"])
+                out[f"harness_new{v}"] = h.warm(h.null.fd, syn, self.front,
+                                                self.s["new_repeat"], self.s["new_calls"], True)
+        return out
+
+    # -- established flows ----------------------------------------------------------------
+    def established(self, label: str, version: int) -> dict[str, Any]:
+        mode = MODES[label]
+        name = self._service(version, mode, "round-robin", 8)
+        vip, client, cport = self.net.services[name]["vip"], CLIENT[version], 40000
+        orig = tcp_frame(client, vip, cport, PORT, ACK, b"x" * 64)
+        with in_netns(self.net.lb.ns):
+            v_syn, _ = test_run(self.fd, tcp_frame(client, vip, cport, PORT, SYN), self.front)
+        rows = self.net.rec.conntrack(name)
+        if len(rows) != 1:
+            raise RuntimeError(f"{label} IPv{version}: {len(rows)} flows after one SYN "
+                               f"(verdict {v_syn})")  # fmt: skip
+        ep, ep_port = _host_port(rows[0]["endpoint"])
+        snat, snat_port = _host_port(rows[0]["snat"])
+        reply = None if mode == "dsr" else tcp_frame(ep, snat, ep_port, snat_port, ACK,
+                                                        b"y" * 64)  # fmt: skip
+        out: dict[str, Any] = {"mode": label, "version": version}
+        with in_netns(self.net.lb.ns):
+            if reply is not None:  # the handshake, so the flow is established
+                test_run(self.fd, tcp_frame(ep, snat, ep_port, snat_port, SYNACK), self.back)
+            test_run(self.fd, tcp_frame(client, vip, cport, PORT, ACK), self.front)
+            for direction, frame, ifindex in (("orig", orig, self.front),
+                                              ("reply", reply, self.back)):  # fmt: skip
+                if frame is None:
+                    continue
+                out[direction] = {
+                    "cold": cold(self.fd, lambda i, f=frame: f, ifindex, self.s["cold"]),
+                    "warm": self.harness.warm(self.fd, frame, ifindex, self.s["warm_repeat"],
+                                              self.s["warm_calls"]),
+                }  # fmt: skip
+        state = self.net.rec.conntrack(name)[0]["state"]
+        out["state"] = state
+        self.clear_ct()
+        return out
+
+    # -- new flows -------------------------------------------------------------------------
+    def new_flow(self, algorithm: str, endpoints: int, version: int = 4) -> dict[str, Any]:
+        name = self._service(version, "default", algorithm, endpoints)
+        vip, client = self.net.services[name]["vip"], CLIENT[version]
+
+        def syn(i: int) -> bytes:
+            return tcp_frame(client, vip, 1024 + i % 64000, PORT, SYN)
+
+        with in_netns(self.net.lb.ns):
+            c = cold(self.fd, syn, self.front, self.s["new_cold"])
+            self.clear_ct()
+            w = self.harness.warm(self.fd, syn(0), self.front, self.s["new_repeat"],
+                                  self.s["new_calls"], new_flows=True, between=self.clear_ct)
+        flows = len(self.net.rec.conntrack(name))
+        self.clear_ct()
+        return {"algorithm": algorithm, "endpoints": endpoints, "version": version,
+                "cold": c, "warm": w, "flows_last_call": flows}  # fmt: skip
+
+
+def measure(net: Any, prog: Any, settings: dict[str, int], only: str | None = None,
+            modes: list[str] | None = None, algorithms: list[str] | None = None,
+            sizes: tuple[int, ...] = SIZES,
+            log: Callable[[str], None] = lambda m: None) -> dict[str, Any]:  # fmt: skip
+    """Every figure, with the floor and harness costs measured before and after."""
+    m = Meter(net, prog, settings, log)
+    started = time.monotonic()
+    try:
+        res: dict[str, Any] = {"settings": settings, "before": m.overheads()}
+        res["established"] = []
+        if only in (None, "established"):
+            for label in modes or list(MODES):
+                for v in (4, 6):
+                    log(f"established {label} IPv{v}")
+                    res["established"].append(m.established(label, v))
+        res["new"] = []
+        if only in (None, "new"):
+            for algo in algorithms or ALGORITHMS:
+                for n in sizes:
+                    log(f"new flow {algo} {n} endpoints")
+                    res["new"].append(m.new_flow(algo, n))
+        res["after"] = m.overheads()
+        res["seconds"] = round(time.monotonic() - started, 1)
+    finally:
+        for old in [s for s in net.services if s.startswith("pktcost")]:
+            net.set(remove=(old,))
+        m.clear_ct()
+        m.close()
+    net_figures(res)
+    return res
+
+
+def net_figures(res: dict[str, Any]) -> None:
+    """Add ``net`` to every figure: cold minus the floor, warm minus the harness (the mean
+    of its before and after measurements)."""
+    floor = (res["before"]["floor"]["ns"] + res["after"]["floor"]["ns"]) / 2
+    res["floor_ns"] = floor
+
+    def harness(kind: str, v: int) -> float:
+        return (res["before"][f"harness_{kind}{v}"]["ns"] +
+                res["after"][f"harness_{kind}{v}"]["ns"]) / 2  # fmt: skip
+
+    res["harness_ns"] = {f"{k}{v}": harness(k, v) for k in ("est", "new") for v in (4, 6)}
+    for e in res["established"]:
+        for d in ("orig", "reply"):
+            if d in e:
+                e[d]["cold"]["net"] = max(0.0, e[d]["cold"]["ns"] - floor)
+                e[d]["warm"]["net"] = max(0.0, e[d]["warm"]["ns"] - harness("est", e["version"]))
+    for n in res["new"]:
+        n["cold"]["net"] = max(0.0, n["cold"]["ns"] - floor)
+        n["warm"]["net"] = max(0.0, n["warm"]["ns"] - harness("new", n["version"]))
+
+
+# --------------------------------------------------------------------------------------
+# Aims and tables
+# --------------------------------------------------------------------------------------
+
+
+def _est(res: dict[str, Any], label: str, v: int, d: str) -> dict[str, Any] | None:
+    for e in res.get("established", []):
+        if e["mode"] == label and e["version"] == v and d in e:
+            return e[d]  # type: ignore[no-any-return]
+    return None
+
+
+def _new(res: dict[str, Any], algo: str, n: int) -> dict[str, Any] | None:
+    for e in res.get("new", []):
+        if e["algorithm"] == algo and e["endpoints"] == n and e["version"] == 4:
+            return e  # type: ignore[no-any-return]
+    return None
+
+
+def aims(res: dict[str, Any]) -> list[dict[str, Any]]:
+    """The issue's per-packet aims, each with the measured value and met / not met."""
+    rows = []
+    for label, goal in AIM_EST.items():
+        for d, dname in (("orig", "client→backend"), ("reply", "reply")):
+            f = _est(res, label, 4, d)
+            rows.append({"aim": f"established {label} IPv4 {dname}, warm ≤ {goal} ns",
+                         "goal": goal, "higher": False,
+                         "value": round(f["warm"]["net"]) if f else None})  # fmt: skip
+    for algo, goal in AIM_NEW.items():
+        f = _new(res, algo, 256)
+        rows.append({"aim": f"new flow {algo}, 256 endpoints, warm ≤ {goal} ns", "goal": goal,
+                     "higher": False, "value": round(f["warm"]["net"]) if f else None})  # fmt: skip
+    for a in rows:
+        v = a["value"]
+        a["met"] = None if v is None else (v >= a["goal"] if a["higher"] else v <= a["goal"])
+    return rows
+
+
+def _cell(f: dict[str, Any] | None, kind: str) -> str:
+    if f is None:
+        return "n/a"
+    x = f[kind]
+    bad = "" if x["verdict"] == TC_ACT_REDIRECT else f" (verdict {x['verdict']}!)"
+    if kind == "cold":
+        return f"{x['net']:.0f}{bad}"
+    spread = f" ({x['min'] - x['ns'] + x['net']:.0f}–{x['max'] - x['ns'] + x['net']:.0f})"
+    return f"{x['net']:.0f}{spread}{bad}"
+
+
+def tables(res: dict[str, Any]) -> str:
+    s = res["settings"]
+    h = res["harness_ns"]
+    parts = [
+        f"Cold: one packet per BPF_PROG_TEST_RUN call, median of {s['cold']} "
+        f"({s['new_cold']} for new flows), minus the floor of {res['floor_ns']:.0f} ns (an "
+        f"empty program measured the same way: before {res['before']['floor']['ns']:.0f}, "
+        f"after {res['after']['floor']['ns']:.0f}). Warm: repeat mode through the harness, "
+        f"median of {s['warm_calls']} calls × {s['warm_repeat']} runs ({s['new_calls']} × "
+        f"{s['new_repeat']} for new flows; min–max of the calls in brackets), minus the "
+        f"harness's own cost (write-back + tail call + empty target: established "
+        f"{h['est4']:.0f}/{h['est6']:.0f} ns, new flow {h['new4']:.0f}/{h['new6']:.0f} ns "
+        f"IPv4/IPv6, mean of before and after). ns per packet.",
+        "",
+    ]
+    if res["established"]:
+        parts += ["| established TCP flow | direction | IPv4 cold | IPv4 warm | IPv6 cold "
+                  "| IPv6 warm |", "|---|---|---:|---:|---:|---:|"]  # fmt: skip
+        for label in MODES:
+            for d, dname in (("orig", "client→backend"), ("reply", "reply")):
+                f4, f6 = _est(res, label, 4, d), _est(res, label, 6, d)
+                if f4 is None and f6 is None and label == "DSR" and d == "reply":
+                    parts.append(f"| {label} | {dname} | — | — | — | — |")
+                    continue
+                if f4 is None and f6 is None:
+                    continue
+                parts.append(f"| {label} | {dname} | {_cell(f4, 'cold')} | {_cell(f4, 'warm')} "
+                             f"| {_cell(f6, 'cold')} | {_cell(f6, 'warm')} |")  # fmt: skip
+        parts += ["", "(DSR replies go from the endpoint to the client directly: the "
+                  "balancer never sees them.)", ""]  # fmt: skip
+    if res["new"]:
+        sizes = sorted({n["endpoints"] for n in res["new"]})
+        parts += ["| new flow (IPv4 DNAT SYN) | " + " | ".join(
+            f"{n} eps cold | {n} eps warm" for n in sizes) + " |",
+            "|---|" + "---:|---:|" * len(sizes)]  # fmt: skip
+        for algo in ALGORITHMS:
+            cells = [(_new(res, algo, n)) for n in sizes]
+            if all(c is None for c in cells):
+                continue
+            parts.append(f"| {algo} | " + " | ".join(
+                f"{_cell(c, 'cold')} | {_cell(c, 'warm')}" for c in cells) + " |")  # fmt: skip
+        parts += ["", "(persistence: the same client each time, so after the first SYN the "
+                  "binding is found; least-connections scans at most its LC_SCAN slots.)"]
+    return "\n".join(parts)
+
+
+def aims_table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| aim | measured | met |", "|---|---:|:---:|"]
+    for a in rows:
+        met = "n/a" if a["met"] is None else ("met" if a["met"] else "**not met**")
+        lines.append(f"| {a['aim']} | {a['value'] if a['value'] is not None else 'n/a'} | {met} |")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------
+# Stand-alone: its own namespaces and pin directory
+# --------------------------------------------------------------------------------------
+
+
+def _log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def bed(ct_capacity: int = 262144) -> Iterator[tuple[Any, Any]]:
+    """(net, prog): a dpkit topology (client, lb, one backend namespace), the real program
+    loaded into its own pin directory (/sys/fs/bpf/sluice-test-<id>/pktcost), the real
+    reconciler started on it, ``prepare``d. Everything is removed on exit."""
+    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(ROOT / "tests"))
+    import dpkit
+    import netkit
+
+    from appliance.datapath.program import Program
+    from appliance.datapath.reconciler import DatapathReconciler
+
+    with netkit.Topology() as topo:
+        net = dpkit.build_lbnet(topo, n_backends=1, servers=False)
+        prepare(net)
+        prog = Program(topo.pin_dir("pktcost"), ct_capacity=ct_capacity)
+        prog.load()
+        try:
+            net.rec = DatapathReconciler(prog.pin_root, netns=net.lb.ns, program=prog,
+                                         housekeeping=False)  # fmt: skip
+            net.rec.start({"sluice:datapath": {"interface": []}})
+            yield net, prog
+        finally:
+            if net.rec is not None:
+                net.rec.close()
+            prog.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer samples (~20 s)")
+    ap.add_argument("--only", choices=["established", "new"])
+    ap.add_argument("--modes", help="comma-separated: " + ",".join(MODES))
+    ap.add_argument("--algorithms", help="comma-separated: " + ",".join(ALGORITHMS))
+    ap.add_argument("--sizes", default=",".join(map(str, SIZES)), help="endpoint counts")
+    ap.add_argument("--json", help="also write the raw results here")
+    args = ap.parse_args(argv)
+    if os.geteuid() != 0:
+        print("run as root (namespaces, eBPF)", file=sys.stderr)
+        return 2
+    settings = SETTINGS["quick" if args.quick else "full"]
+    head = subprocess.run(["git", "-C", str(ROOT), "log", "-1", "--format=%h %s"],
+                          capture_output=True, text=True).stdout.strip()  # fmt: skip
+    load0 = os.getloadavg()[0]
+    with bed() as (net, prog):
+        _log(f"program loaded in {prog.compile_seconds:.1f}s; measuring")
+        res = measure(net, prog, settings, only=args.only,
+                      modes=args.modes.split(",") if args.modes else None,
+                      algorithms=args.algorithms.split(",") if args.algorithms else None,
+                      sizes=tuple(int(x) for x in args.sizes.split(",")), log=_log)  # fmt: skip
+    res["commit"], res["load"] = head, [load0, os.getloadavg()[0]]
+    res["aims"] = aims(res)
+    print(f"## Per-packet cost of the balancer (bpf/lb.c at {head})\n")
+    print(f"Load average {load0:.2f} at start, {os.getloadavg()[0]:.2f} at end; "
+          f"{res['seconds']} s.\n")
+    print(tables(res))
+    print()
+    print(aims_table(res["aims"]))
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
