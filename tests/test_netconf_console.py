@@ -44,7 +44,6 @@ def test_netconf_console2_edit_commit_get(h: kit.Harness, tmp_path: Path) -> Non
         return done.stdout
 
     assert "urn:ietf:params:netconf:capability:candidate:1.0" in run("--hello")
-    # One invocation, one session: the candidate is per session here (see the report).
     run("--db", "candidate", "--edit-config", str(data), "--commit")
     assert "<name>web</name>" in run("--get-config")
     assert h.service.services["web"]["port"] == 80

@@ -850,14 +850,20 @@ class Session:
         persist: str | None = None,
         owner: str = "",
         confirming: bool = False,
+        by: Session | None = None,
     ) -> Diff:
         """Validate and make the candidate running, atomically; returns what changed.
 
         `confirm_timeout` (seconds): a confirmed commit (or a follow-up one, which extends
         the pending one); the service keeps it in the store until `confirming=True` on a
         later commit ends it, or `service.revert_confirmed` undoes it. Who may confirm
-        (`owner`, `persist`) is the front door's to check."""
+        (`owner`, `persist`) is the front door's to check.
+
+        `by`: the session committing a candidate it shares with others (NETCONF's one
+        candidate, RFC 6241 8.3): its locks count, and history names its user."""
         self._require_write()
+        actor = by or self
+        actor._require_write()
         svc = self.service
         confirmed = None
         if confirm_timeout is not None:
@@ -875,7 +881,7 @@ class Session:
                 return None
 
         with svc._mutex:
-            svc._check_not_locked_by_other(self, "running", "candidate")
+            svc._check_not_locked_by_other(actor, "running", "candidate")
             if not self.has_changes():
                 if confirmed is not None:
                     svc._set_confirmed(confirmed(None))
@@ -896,7 +902,7 @@ class Session:
                     + ", ".join(paths),
                     [FieldError(p, "changed by another session", "resource-denied") for p in paths],
                 )
-            diff = svc._apply_commit(self, prepared, comment, confirmed)
+            diff = svc._apply_commit(actor, prepared, comment, confirmed)
             self._reset()
             svc._maybe_prune()
         if not diff.empty():
@@ -904,8 +910,8 @@ class Session:
                 "config committed",
                 extra={
                     "commit": diff.commit_id,
-                    "user": self.user,
-                    "via": self.interface,
+                    "user": actor.user,
+                    "via": actor.interface,
                     **{k: v for k, v in diff.summary().items() if k != "names"},
                 },
             )

@@ -24,7 +24,7 @@ from lxml import etree
 
 from appliance.config import ConfigError, Session
 from northbound.netconf.errors import RpcError
-from northbound.netconf.rpc import Dispatcher, call, text_of
+from northbound.netconf.rpc import Dispatcher, call, check_unlocked, text_of
 from northbound.netconf.xmlutil import BASE_NS, child
 
 if TYPE_CHECKING:
@@ -115,9 +115,10 @@ async def commit(s: NetconfSession, op: etree._Element) -> None:
         raise RpcError("invalid-value", "no confirmed commit with that persist-id is pending",
                        type="protocol", info={"bad-element": "persist-id"})
     comment = "netconf commit" + (" (confirmed)" if confirmed else "")
+    check_unlocked(s, "candidate", "running")
     if confirmed:
-        await call(s, s.config.commit, comment, confirm_timeout=timeout, persist=persist,
-                   owner=f"netconf session {s.id}")
+        await call(s, s.candidate.commit, comment, confirm_timeout=timeout, persist=persist,
+                   owner=f"netconf session {s.id}", by=s.config)
         if pending is None:
             cc.pending = Pending(s.id, persist)
             event = "start"
@@ -127,11 +128,11 @@ async def commit(s: NetconfSession, op: etree._Element) -> None:
         cc._arm(timeout)
         s.server.notify_confirmed_commit(s.id, event, timeout)
     elif pending is not None:
-        await call(s, s.config.commit, comment, confirming=True)
+        await call(s, s.candidate.commit, comment, confirming=True, by=s.config)
         cc._disarm()
         s.server.notify_confirmed_commit(s.id, "complete")
     else:
-        await call(s, s.config.commit, comment)
+        await call(s, s.candidate.commit, comment, by=s.config)
 
 
 async def cancel_commit(s: NetconfSession, op: etree._Element) -> None:
@@ -151,10 +152,12 @@ async def cancel_commit(s: NetconfSession, op: etree._Element) -> None:
 
 
 async def discard_changes(s: NetconfSession, op: etree._Element) -> None:
-    await call(s, s.config.discard)
+    """Drops the shared candidate's changes, whoever made them (RFC 6241 8.3.4.2)."""
+    check_unlocked(s, "candidate")
+    await call(s, s.candidate.discard)
 
 
 def register(d: Dispatcher) -> None:
     d.register(BASE_NS, "commit", commit, writes=True)
     d.register(BASE_NS, "cancel-commit", cancel_commit, writes=True)
-    d.register(BASE_NS, "discard-changes", discard_changes)
+    d.register(BASE_NS, "discard-changes", discard_changes, writes=True)

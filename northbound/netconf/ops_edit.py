@@ -1,7 +1,9 @@
 """edit-config, copy-config, delete-config, validate.
 
-The config service keeps one candidate per session (an overlay on running); NETCONF's
-candidate here is therefore the session's own. Edits are all-or-nothing in the service, so
+NETCONF's candidate is one config-service session shared by every NETCONF session (RFC
+6241 8.3: edits made in one session are seen and committed by the others); running is
+edited through each NETCONF session's own config session, whose locks are that session's.
+Edits are all-or-nothing in the service, so
 stop-on-error and rollback-on-error both leave the target untouched on any error;
 continue-on-error applies each change alone and reports the ones that failed.
 
@@ -20,7 +22,7 @@ from lxml import etree
 from appliance.config import DATASTORES, ConfigError, Session
 from appliance.config.paths import service_path
 from northbound.netconf.errors import RpcError, RpcErrors, from_config_error
-from northbound.netconf.rpc import Dispatcher, call, datastore, text_of
+from northbound.netconf.rpc import Dispatcher, call, check_unlocked, datastore, text_of
 from northbound.netconf.xmlutil import BASE_NS, child, elements, local
 
 if TYPE_CHECKING:
@@ -107,11 +109,7 @@ def edit_running(session: Session, changes: list[dict[str, Any]], test: str,
 def _check_lock(s: NetconfSession, target: str) -> None:
     """Another session's lock on the target is in-use; so is one on the candidate when the
     target is running (the commit an edit of running makes would be refused by it)."""
-    for ds in (target, "candidate") if target == "running" else (target,):
-        owner = s.server.config_service.lock_owner(ds)
-        if owner is not None and owner is not s.config:
-            raise RpcError("in-use", f"{ds} is locked by session {owner.id}", type="protocol",
-                           info={"session-id": str(owner.id)})
+    check_unlocked(s, *((target, "candidate") if target == "running" else (target,)))
 
 
 async def edit_config(s: NetconfSession, op: etree._Element) -> None:
@@ -135,8 +133,10 @@ async def edit_config(s: NetconfSession, op: etree._Element) -> None:
                        info={"bad-element": "config"})
     changes = await s.server.offload(s.server.translator.changes, config, default_op)
     _check_lock(s, target)
-    fn = edit_candidate if target == "candidate" else edit_running
-    failed = await call(s, fn, s.config, changes, test, error_option)
+    if target == "candidate":
+        failed = await call(s, edit_candidate, s.candidate, changes, test, error_option)
+    else:
+        failed = await call(s, edit_running, s.config, changes, test, error_option)
     if failed:
         errors: list[RpcError] = []
         for exc in failed:
@@ -171,17 +171,18 @@ async def copy_config(s: NetconfSession, op: etree._Element) -> None:
         await call(s, cfg.copy_running_to_startup)
         return
     if target == "candidate" and source == "running":
-        await call(s, cfg.discard)
+        _check_lock(s, "candidate")
+        await call(s, s.candidate.discard)
         return
     if target == "running" and source == "candidate":
         _check_lock(s, "running")
-        await call(s, cfg.commit, "netconf copy-config candidate to running")
+        await call(s, s.candidate.commit, "netconf copy-config candidate to running", by=cfg)
         return
     if source == "startup":
         # Startup's own secrets, not running's: startup is copied whole, exactly.
         _check_lock(s, target)
         if target == "candidate":
-            await call(s, _startup_to_candidate, cfg)
+            await call(s, _startup_to_candidate, s.candidate)
         else:
             await call(s, cfg.copy_startup_to_running, "netconf copy-config startup to running")
         return
@@ -190,7 +191,7 @@ async def copy_config(s: NetconfSession, op: etree._Element) -> None:
     changes = await s.server.offload(_replace_all, s, source)
     _check_lock(s, target)
     if target == "candidate":
-        await call(s, _replace_candidate, cfg, changes)
+        await call(s, _replace_candidate, s.candidate, changes)
     else:
         await call(s, edit_running, cfg, changes, "test-then-set", "rollback-on-error")
 
@@ -226,7 +227,7 @@ async def validate(s: NetconfSession, op: etree._Element) -> None:
     if source == "running":
         return  # running only ever holds validated configuration
     if source == "candidate":
-        await call(s, s.config.validate)
+        await call(s, s.candidate.validate)
         return
     if source == "startup":
         await call(s, _check_startup, s.config)

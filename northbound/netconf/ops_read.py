@@ -55,7 +55,8 @@ def _filter(s: NetconfSession, flt: etree._Element | None, data: etree._Element)
 async def get_config(s: NetconfSession, op: etree._Element) -> list[etree._Element]:
     source = datastore(op, "source", DATASTORES)
     assert isinstance(source, str)
-    doc = await call(s, s.config.get, "/", source, effective=_effective(op, source))
+    reader = s.candidate if source == "candidate" else s.config
+    doc = await call(s, reader.get, "/", source, effective=_effective(op, source))
     idx = s.server.index
     flt = child(op, "filter")
 

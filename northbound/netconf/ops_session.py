@@ -21,11 +21,28 @@ if TYPE_CHECKING:
 
 
 
+def _lock(s: NetconfSession, target: str) -> None:
+    """On the config worker, so no edit lands between the check and the lock."""
+    if target == "candidate" and s.candidate.has_changes():
+        # RFC 6241 7.5: no lock on a candidate modified and not committed or discarded;
+        # the changes belong to no lock holder, hence session-id 0.
+        raise CandidateModified("the candidate has uncommitted changes: commit or "
+                                "discard-changes before locking it")
+    s.config.lock(target)
+
+
+class CandidateModified(LockedError):
+    pass
+
+
 async def lock(s: NetconfSession, op: etree._Element) -> None:
     target = datastore(op, "target", DATASTORES)
     assert isinstance(target, str)
     try:
-        await s.server.call(s.config.lock, target)
+        await s.server.call(_lock, s, target)
+    except CandidateModified as exc:
+        raise RpcError("lock-denied", str(exc), type="protocol",
+                       info={"session-id": "0"}) from None
     except LockedError as exc:
         owner = s.server.config_service.lock_owner(target)
         holder = "0" if owner is None or owner is s.config else str(owner.id)
@@ -38,11 +55,18 @@ async def unlock(s: NetconfSession, op: etree._Element) -> None:
     target = datastore(op, "target", DATASTORES)
     assert isinstance(target, str)
     try:
-        await s.server.call(s.config.unlock, target)
+        await s.server.call(_unlock, s, target)
     except LockedError as exc:
         # RFC 6241 7.6: unlocking a lock this session does not hold is operation-failed.
         raise RpcError("operation-failed", str(exc), type="protocol") from None
     s.locked_at.pop(target, None)
+
+
+def _unlock(s: NetconfSession, target: str) -> None:
+    s.config.unlock(target)
+    if target == "candidate":
+        # RFC 6241 8.3.5.2: releasing the candidate lock discards what was not committed.
+        s.candidate.discard()
 
 
 async def close_session(s: NetconfSession, op: etree._Element) -> None:
@@ -61,7 +85,7 @@ async def kill_session(s: NetconfSession, op: etree._Element) -> None:
     if sid == s.id:
         raise RpcError("invalid-value", "a session cannot kill itself (use close-session)",
                        type="protocol", info={"bad-element": "session-id"})
-    if sid < 1:
+    if sid < 1 or sid == s.server.candidate.id:
         raise RpcError("invalid-value", f"bad session-id {text!r}", type="protocol",
                        info={"bad-element": "session-id"})
     target = s.server.sessions.get(sid)

@@ -71,6 +71,15 @@ async def call(session: NetconfSession, fn: Callable[..., Any], *args: Any, **kw
         raise RpcErrors(from_config_error(exc)) from None
 
 
+def check_unlocked(session: NetconfSession, *datastores: str) -> None:
+    """in-use when another session holds a lock on one of `datastores` (RFC 6241 7.5)."""
+    for ds in datastores:
+        owner = session.server.config_service.lock_owner(ds)
+        if owner is not None and owner is not session.config:
+            raise RpcError("in-use", f"{ds} is locked by session {owner.id}", type="protocol",
+                           info={"session-id": str(owner.id)})
+
+
 def text_of(op: etree._Element, name: str, default: str | None = None,
             ns: str | None = None) -> str | None:
     el = child(op, name, ns) if ns else child(op, name)

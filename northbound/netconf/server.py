@@ -124,6 +124,7 @@ class NetconfServer:
         self.sessions: dict[int, NetconfSession] = {}
         self.confirmed = ops_commit.ConfirmedCommits(self)
         self.committing: NetconfSession | None = None  # set on the worker during a commit
+        self.candidate: Any = None  # the shared candidate (a config Session), from start()
         self._acceptor: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
@@ -136,6 +137,10 @@ class NetconfServer:
         self._loop = asyncio.get_running_loop()
         self._key = await asyncio.to_thread(self._host_key)
         self._yanglib = await self.call(self._yanglib_text)
+        # RFC 6241 8.3: one candidate, shared by every NETCONF session and outliving them
+        # (the CLI and the console keep their own private candidates).
+        self.candidate = await self.call(self.config_service.open_session, "netconf",
+                                         "netconf-candidate")
         if self.listen_at_start:
             self._acceptor = await self.listen(self.host, self.port)
         self.config_service.subscribe(self._on_commit)
@@ -186,6 +191,8 @@ class NetconfServer:
             s.kill()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=5)
+        if self.candidate is not None:
+            await self.call(self.candidate.close)
         if self._own_worker:
             self.worker.shutdown(wait=True)
 
@@ -298,13 +305,20 @@ class NetconfServer:
         pending = self.confirmed.pending
         if pending is not None and pending.owner == s.id and pending.persist is None:
             await self.confirmed.roll_back("session ended", s.config)
-        await self.call(s.config.close)
+        await self.call(self._close_config, s)
         killed_by = getattr(s, "killed_by", None)
         self.broadcast(notifications.session_event(
             "end", s.user, s.id, s.peer,
             reason="killed" if killed_by is not None else getattr(s, "end_reason", reason),
             killed_by=killed_by))
         log.info("netconf session ended", extra={"session": s.id, "user": s.user})
+
+    def _close_config(self, s: NetconfSession) -> None:
+        if self.config_service.lock_owner("candidate") is s.config:
+            # RFC 6241 8.3.5.2: a candidate lock released by a session's end discards the
+            # changes made under it.
+            self.candidate.discard()
+        s.config.close()
 
     async def kill(self, target: NetconfSession, killed_by: NetconfSession | None = None) -> None:
         """kill-session: the target's locks are free when this returns (RFC 6241 7.9)."""

@@ -78,6 +78,11 @@ class NetconfSession:
         self._inbox: Any = None
 
     @property
+    def candidate(self) -> ConfigSession:
+        """The candidate every NETCONF session shares (the server's)."""
+        return self.server.candidate
+
+    @property
     def read_only(self) -> bool:
         """Asked at every operation: a user demoted or deleted since login may not write."""
         return self.config.read_only
