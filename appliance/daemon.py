@@ -101,6 +101,9 @@ async def run_daemon(
         )
         # Even with the datapath off: a config accepted now must program when it is on.
         service.add_validator(datapath_limits)
+        startup_error = await loop.run_in_executor(worker, service.boot_from_startup)
+        if startup_error:
+            alarms.raise_("startup-not-loaded", startup_error, "major")
         datapath = DatapathStart(reconciler, service, state, alarms)
         if service.load_error is None:
             await loop.run_in_executor(worker, datapath.start)

@@ -108,3 +108,38 @@ def test_read_only_user_reads_the_candidate_only(h: kit.Harness) -> None:
             v.discard_changes()
         assert info.value.tag == "access-denied"
         a.discard_changes()
+
+
+def test_startup_is_advertised_and_booted_from_only_when_set(tmp_path: Path) -> None:
+    """:startup (RFC 6241 8.7) only with /sluice:system/boot-from-startup, and then the
+    next start makes running the saved startup config."""
+    from appliance.config import ConfigService
+    from appliance.config.store import Store
+
+    startup_cap = "urn:ietf:params:netconf:capability:startup:1.0"
+    gen = kit.harness(tmp_path)
+    h = next(gen)
+    try:
+        with h.connect() as m:
+            assert startup_cap not in m.server_capabilities
+            m.edit_config(service_xml("saved"), target="running")
+            m.edit_config(f'<config><system xmlns="{kit.SLUICE_NS}"><boot-from-startup>true'
+                          "</boot-from-startup></system></config>", target="running")
+            m.copy_config(source="running", target="startup")
+            m.edit_config(service_xml("unsaved", vip="198.18.0.11"), target="running")
+        with h.connect() as m:
+            assert startup_cap in m.server_capabilities
+    finally:
+        gen.close()
+    # A restart: the unsaved change is gone, the saved one is running.
+    service = ConfigService(Store(tmp_path / "config.db"))
+    try:
+        assert service.boot_from_startup() is None
+        assert set(service.services) == {"saved"}
+        assert service.history(1)[0]["comment"] == "boot from startup"
+        # booting again changes nothing more
+        last = service.commit_id
+        service.boot_from_startup()
+        assert service.commit_id == last
+    finally:
+        service.store.close()

@@ -479,6 +479,27 @@ class ConfigService:
             self._check_not_locked_by_other(session, "startup")
             self.store.clear_startup()
 
+    def boots_from_startup(self) -> bool:
+        """/sluice:system/boot-from-startup of running."""
+        return bool((self.sections_effective.get("system") or {}).get("boot-from-startup"))
+
+    def boot_from_startup(self) -> str | None:
+        """At start, with boot-from-startup set: running becomes the saved startup config (a
+        commit, so history shows it). Returns why it did not, when it should have."""
+        if not self.boots_from_startup():
+            return None
+        if not self.store.startup():
+            log.warning("boot-from-startup is set but no startup config was saved")
+            return None
+        session = Session(self, 0, "system", "boot", read_only=False)
+        try:
+            diff = session.copy_startup_to_running("boot from startup")
+        except ConfigError as exc:
+            log.error("startup config not loaded at boot", extra={"error": str(exc)})
+            return f"the startup config was not loaded: {exc}"
+        log.info("running config loaded from startup", extra={"commit": diff.commit_id})
+        return None
+
     # -- confirmed commit ----------------------------------------------------------------
     def _set_confirmed(self, confirmed: ConfirmedCommit | None) -> None:
         self.store.set_confirmed_commit(confirmed.to_record() if confirmed else None)

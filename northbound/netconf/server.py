@@ -64,12 +64,14 @@ PROTOCOL_CAPABILITIES = (
     CAP + "confirmed-commit:1.1",
     CAP + "rollback-on-error:1.0",
     CAP + "validate:1.1",
-    CAP + "startup:1.0",
     CAP + "xpath:1.0",
     CAP + "notification:1.0",
     CAP + "interleave:1.0",
     CAP + "with-defaults:1.0?basic-mode=explicit&also-supported=report-all",
 )
+
+
+STARTUP = CAP + "startup:1.0"
 
 
 class NetconfServer:
@@ -225,6 +227,9 @@ class NetconfServer:
 
     def capabilities(self) -> list[str]:
         caps = list(PROTOCOL_CAPABILITIES)
+        if self.config_service.boots_from_startup():
+            # Only then is startup what the appliance boots from (RFC 6241 8.7).
+            caps.append(STARTUP)
         for sf in self.schemas.values():
             caps.append(f"{sf.namespace}?module={sf.identifier}&revision={sf.version}")
         caps.append("urn:ietf:params:xml:ns:yang:ietf-netconf-monitoring"
