@@ -25,6 +25,10 @@ from northbound.netconf.schema_index import BOOL, CONTAINER, INT, LEAF, LEAF_LIS
 from northbound.netconf.xmlutil import BASE_NS, elements, local, ns_of
 
 OPERATION_ATTR = f"{{{BASE_NS}}}operation"
+# RFC 7950 7.8.6: insert/key/value place entries of an ordered-by-user list. Not supported
+# (see _operation): refused rather than ignored, since endpoint order drives selection.
+YANG_NS = "urn:ietf:params:xml:ns:yang:1"
+ORDER_ATTRS = tuple(f"{{{YANG_NS}}}{name}" for name in ("insert", "key", "value"))
 DEFAULT_OPERATIONS = ("merge", "replace", "none")
 # Deeper than any path in the model: a guard against pathological nesting, not a limit.
 MAX_DEPTH = 32
@@ -160,6 +164,15 @@ class EditTranslator:
         seen.add(entry)
 
     def _operation(self, el: etree._Element, path: str) -> str | None:
+        for attr in ORDER_ATTRS:
+            if el.get(attr) is not None:
+                name = attr.rsplit("}", 1)[1]
+                raise RpcError(
+                    "bad-attribute",
+                    f"yang:{name} is not supported: an ordered-by-user list keeps the order "
+                    "its entries are created in; replace the list to reorder it",
+                    type="application", path=path,
+                    info={"bad-attribute": name, "bad-element": local(el)})
         op = el.get(OPERATION_ATTR)
         if op is None:
             return None
