@@ -9,6 +9,7 @@ import shutil
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,12 @@ def free_udp_port(family: int = socket.AF_INET) -> int:
     with socket.socket(family, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1" if family == socket.AF_INET else "::1", 0))
         return s.getsockname()[1]
+
+
+def master_key(passphrase: str, hash_name: str = "sha256") -> str:
+    """RFC 3414 A.2 password-to-key (Ku, before localization), in hex."""
+    pw = passphrase.encode()
+    return hashlib.new(hash_name, (pw * (1048576 // len(pw) + 1))[:1048576]).hexdigest()
 
 
 def localized_key(passphrase: str, engine_id_hex: str, hash_name: str = "sha256") -> str:
@@ -141,3 +148,47 @@ def v3_args(user: str, auth: str, priv: str) -> list[str]:
 
 def string_index(text: str) -> str:
     return ".".join(str(x) for x in (len(text), *text.encode()))
+
+
+class TrapReceiver:
+    """net-snmp's snmptrapd on 127.0.0.1 with `conf` (snmptrapd.conf lines), logging each
+    notification on one line ("TRAP <PDU kind, version, security>|<varbinds>") to a file."""
+
+    def __init__(self, tmp: Path, conf: str) -> None:
+        self.port = free_udp_port()
+        path = tmp / "snmptrapd.conf"
+        path.write_text(conf + "disableAuthorization no\n")
+        self.out = tmp / "traps.log"
+        self.handle = self.out.open("w")
+        persist = tmp / "persist"
+        persist.mkdir(exist_ok=True)
+        mibs = "SLUICE-LB-MIB" if not have_std_mibs() else "SNMPv2-MIB:SLUICE-LB-MIB"
+        self.proc = subprocess.Popen(
+            ["/usr/sbin/snmptrapd", "-f", "-Lo", "-C", "-c", str(path), "-M", MIB_PATH,
+             "-m", mibs, "-On", "-F", "TRAP %P|%v\\n", f"udp:127.0.0.1:{self.port}"],
+            stdout=self.handle,
+            stderr=subprocess.STDOUT,
+            env={"SNMP_PERSISTENT_DIR": str(persist), "PATH": "/usr/bin:/bin"},
+        )  # fmt: skip
+        self.wait_for("NET-SNMP version", timeout=5)
+
+    def text(self) -> str:
+        return self.out.read_text()
+
+    def wait_for(self, needle: str, count: int = 1, timeout: float = 5.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.text()
+            if text.count(needle) >= count:
+                return text
+            time.sleep(0.05)
+        raise AssertionError(f"{needle!r} x{count} not received; snmptrapd said:\n{self.text()}")
+
+    def close(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+        self.handle.close()

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from snmpkit import (
     ENGINE_ID,
-    MIB_PATH,
     FakeState,
     LoopThread,
+    TrapReceiver,
     free_udp_port,
     have_std_mibs,
     have_tools,
@@ -50,7 +50,8 @@ COMMUNITY = "s3cret-ro"
 AUTH_PASS, PRIV_PASS = "authpass123", "privpass123"
 # Numeric OIDs, "OID value" lines, enums as numbers, no units.
 OUT = "-OnqeU"
-ALLOWED_PREFIXES = ("1.3.6.1.2.1.1.", "1.3.6.1.2.1.2.", "1.3.6.1.2.1.31.", f"{ENT}.")
+ALLOWED_PREFIXES = ("1.3.6.1.2.1.1.", "1.3.6.1.2.1.2.", "1.3.6.1.2.1.31.", f"{ENT}.",
+                    "1.3.6.1.6.3.10.2.1.")
 
 
 def snmp_section(port: int, **extra: Any) -> dict[str, Any]:
@@ -328,18 +329,25 @@ def test_wrong_credentials_get_nothing(h: Harness) -> None:
         assert res.returncode != 0 and "lb1" not in res.stdout, (args, res.stdout, res.stderr)
 
 
+SNMP_ENGINE = "1.3.6.1.6.3.10.2.1"  # snmpEngineID .1, Boots .2, Time .3, MaxMessageSize .4
+
+
 def test_engine_tables_are_not_reachable(h: Harness) -> None:
-    # snmpCommunityTable, usmUserTable, vacm: pysnmp's own MIB must never answer.
+    # snmpCommunityTable, usmUserTable, vacm: pysnmp's own MIB must never answer. Of
+    # snmpModules only the snmpEngine group is served (from the agent's own tree).
+    engine_group = {f"{SNMP_ENGINE}.{c}.0" for c in (1, 2, 3, 4)}
     for root in ("1.3.6.1.6.3", "1.3.6.1.6.3.18.1.1", "1.3.6.1.6.3.15.1.2.2"):
         res = snmp("snmpwalk", *h.v2c, OUT, h.target(), root)
         assert COMMUNITY not in res.stdout
-        assert not [
-            line
-            for line in res.stdout.splitlines()
-            if line.startswith(".1.3.6.1.6.3") and "No more variables" not in line
-        ], res.stdout
-    res = snmp("snmpget", *h.v2c, h.target(), "1.3.6.1.6.3.10.2.1.1.0")  # snmpEngineID
-    assert "No Such Object" in res.stdout
+        walked = parse_walk(res.stdout)
+        served = {oid for oid, v in walked.items() if "No more variables" not in v} - engine_group
+        assert not [oid for oid in served if oid.startswith("1.3.6.1.6.3")], res.stdout
+    res = snmp("snmpget", *h.v2c, OUT, h.target(), *sorted(engine_group))
+    assert res.returncode == 0, res.stderr
+    engine = parse_walk(res.stdout)
+    assert engine[f"{SNMP_ENGINE}.1.0"].replace(" ", "").lower() == ENGINE_ID
+    assert int(engine[f"{SNMP_ENGINE}.2.0"]) >= 1
+    assert engine[f"{SNMP_ENGINE}.4.0"] == "65507"
 
 
 def test_set_is_refused(h: Harness) -> None:
@@ -433,69 +441,17 @@ def test_commit_reconfigures(h: Harness) -> None:
 
 
 # -- notifications ---------------------------------------------------------------------------
-class TrapReceiver:
-    """snmptrapd on 127.0.0.1, logging each notification on one line to a file."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.port = free_udp_port()
-        conf = tmp / "snmptrapd.conf"
-        conf.write_text(
-            f"authCommunity log {COMMUNITY}\n"
-            f"createUser -e 0x{ENGINE_ID} ops SHA-256 {AUTH_PASS} AES {PRIV_PASS}\n"
-            "authUser log ops\n"
-            "disableAuthorization no\n"
-        )
-        self.out = tmp / "traps.log"
-        self.handle = self.out.open("w")
-        persist = tmp / "persist"
-        persist.mkdir()
-        snmptrapd = "/usr/sbin/snmptrapd"
-        self.proc = subprocess.Popen(
-            [
-                snmptrapd,
-                "-f",
-                "-Lo",
-                "-C",
-                "-c",
-                str(conf),
-                "-M",
-                MIB_PATH,
-                "-m",
-                "SLUICE-LB-MIB" if not have_std_mibs() else "SNMPv2-MIB:SLUICE-LB-MIB",
-                "-On",
-                "-F",
-                "TRAP %P|%v\\n",
-                f"udp:127.0.0.1:{self.port}",
-            ],
-            stdout=self.handle,
-            stderr=subprocess.STDOUT,
-            env={"SNMP_PERSISTENT_DIR": str(persist), "PATH": "/usr/bin:/bin"},
-        )
-        self.wait_for("NET-SNMP version", timeout=5)
-
-    def text(self) -> str:
-        return self.out.read_text()
-
-    def wait_for(self, needle: str, count: int = 1, timeout: float = 5.0) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            text = self.text()
-            if text.count(needle) >= count:
-                return text
-            time.sleep(0.05)
-        raise AssertionError(f"{needle!r} x{count} not received; snmptrapd said:\n{self.text()}")
-
-    def close(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.handle.close()
+def trap_receiver(tmp: Path) -> TrapReceiver:
+    return TrapReceiver(
+        tmp,
+        f"authCommunity log {COMMUNITY}\n"
+        f"createUser -e 0x{ENGINE_ID} ops SHA-256 {AUTH_PASS} AES {PRIV_PASS}\n"
+        "authUser log ops\n",
+    )
 
 
 def test_notifications_reach_snmptrapd(tmp_path: Path) -> None:
-    receiver = TrapReceiver(tmp_path)
+    receiver = trap_receiver(tmp_path)
     managers = [
         {
             "name": "nms-v2c",

@@ -408,7 +408,8 @@ VALID_VARIANTS: dict[str, Callable[[Doc], None]] = {
         name="a", auth_protocol="sha-1", auth_key="ab" * 20, security_level="auth-no-priv"
     ),
     "sha-512 aes-256": on_usm(
-        auth_protocol="sha-512", auth_key="cd" * 64, priv_protocol="aes-256", priv_key="ef" * 32
+        auth_protocol="sha-512", auth_key="cd" * 64, priv_protocol="aes-256", priv_key="ef" * 32,
+        auth_master_key="12" * 64, priv_master_key="34" * 64,
     ),
     "console on netconf port while netconf off": lambda d: d["sluice:management"].update(
         {"netconf": {"enabled": False}, "console-ssh": {"port": 830}}
@@ -689,6 +690,17 @@ INVALID: list[tuple[str, Callable[[Doc], None], str]] = [
     ("manager without credential", manager_without_credential, "credential"),
     ("manager with community and usm-user", manager_with_both, "usm-user"),
     ("manager with unknown usm-user", manager_unknown_user, "usm-user"),
+    (
+        "v3 inform without master keys",
+        on_usm(auth_master_key=DELETE),
+        "a v3 inform needs its usm-user's auth-master-key",
+    ),
+    (
+        "v3 inform of an auth-priv user without priv-master-key",
+        on_usm(priv_master_key=DELETE),
+        "a v3 inform needs",
+    ),
+    ("auth-master-key wrong length", on_usm(auth_master_key="ab" * 20), "auth-master-key must"),
     (
         "manager notification-type",
         lambda d: snmp(d)["manager"][0].update({"notification-type": "log"}),

@@ -23,6 +23,7 @@ import logging
 import socket
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from pysnmp.carrier.asyncio.dgram import udp, udp6
@@ -33,7 +34,8 @@ from pysnmp.proto.rfc1902 import Integer32, ObjectIdentifier, OctetString, Unsig
 
 from appliance.config import LOAD_BALANCER
 from appliance.doors import Binding, DoorContext, Section
-from northbound.snmp import model
+from northbound.snmp import ber, model
+from northbound.snmp.boots import MAX_BOOTS, EngineBoots
 from northbound.snmp.ifmib import Interfaces
 from northbound.snmp.model import LbMib, Snapshot, StateReader
 from northbound.snmp.responders import (
@@ -41,10 +43,12 @@ from northbound.snmp.responders import (
     NextCommandResponder,
     SizedBulkCommandResponder,
 )
-from northbound.snmp.tree import Tree, TreeController
+from northbound.snmp.tree import Table, Tree, TreeController
 
 log = logging.getLogger(__name__)
 
+SNMP_ENGINE = (1, 3, 6, 1, 6, 3, 10, 2, 1)
+MAX_MESSAGE_SIZE = 65507  # pysnmp's default, which the engines keep
 # What any principal may read: the system group, IF-MIB (interfaces, ifMIB) and the
 # enterprise subtree. Never 1.3.6 or snmpModules: pysnmp keeps communities and USM keys there.
 VIEW_SUBTREES = (
@@ -52,6 +56,9 @@ VIEW_SUBTREES = (
     (1, 3, 6, 1, 2, 1, 2),
     (1, 3, 6, 1, 2, 1, 31),
     model.ENTERPRISE,
+    # SNMP-FRAMEWORK-MIB's snmpEngine group only (ID, boots, time, max message size):
+    # served from our tree, like everything else, never from pysnmp's.
+    SNMP_ENGINE,
 )
 VIEW = "sluice-view"
 SYS_UPTIME_0 = (1, 3, 6, 1, 2, 1, 1, 3, 0)
@@ -120,8 +127,11 @@ async def _bind_retry(address: str, port: int, attempts: int = 20) -> socket.soc
 class _Engine:
     """One configured command-responder engine plus its notification engine."""
 
-    def __init__(self, cfg: dict[str, Any], controller: TreeController) -> None:
+    def __init__(self, cfg: dict[str, Any], controller: TreeController, boots: EngineBoots) -> None:
         self.cfg = cfg
+        self._boots = boots
+        self.boots = 0  # snmpEngineBoots of this engine, once built
+        self.born = time.time()  # snmpEngineTime counts from here
         engine_id = cfg.get("engine-id")
         self.engine_id = bytes.fromhex(engine_id) if engine_id else model.default_engine_id()
         self.engine: engine.SnmpEngine | None = None
@@ -134,7 +144,10 @@ class _Engine:
         """Runs in a worker thread: building an engine loads pysnmp's MIB modules (~0.1 s
         each, two engines) and writing users and VACM entries is slow too. Nothing here
         touches the event loop; the engines serve nothing until their transports are added."""
+        self.boots = self._boots.next()
+        self.born = time.time()
         self.engine = engine.SnmpEngine(snmpEngineID=OctetString(self.engine_id))
+        self._set_boots(self.engine)
         self._configure_access()
         ctx = context.SnmpContext(self.engine)
         # Replace the default context's instrumentation (pysnmp's own MIB tree) with ours.
@@ -191,6 +204,16 @@ class _Engine:
         # blocking open_dispatcher()/run_dispatcher() must not be used inside the daemon.
         self.engine.transport_dispatcher.job_started(1)
 
+    def _set_boots(self, eng: engine.SnmpEngine) -> None:
+        """Our persisted snmpEngineBoots and a time counted from this build, in the LCD
+        pysnmp's USM reads (its own counter lives in /tmp and is lost at reboot)."""
+        builder = eng.get_mib_builder()
+        boots, clock = builder.import_symbols(
+            "__SNMP-FRAMEWORK-MIB", "snmpEngineBoots", "snmpEngineTime"
+        )
+        boots.syntax = boots.syntax.clone(self.boots)
+        clock.syntax = clock.syntax.clone(int(self.born))
+
     def _configure_access(self) -> None:
         cfg, eng = self.cfg, self.engine
         assert eng is not None
@@ -220,20 +243,27 @@ class _Engine:
             self._add_user(eng, user, level)
             grant(f"g-u{n}", 3, user["name"], level, user.get("access", "read-only"))
 
-    def _add_user(self, eng: engine.SnmpEngine, user: dict[str, Any], level: int) -> None:
+    def _add_user(
+        self, eng: engine.SnmpEngine, user: dict[str, Any], level: int, master: bool = False
+    ) -> None:
         auth = AUTH[user.get("auth-protocol", "sha-256")] if level >= 2 else config.USM_AUTH_NONE
         priv = PRIV[user.get("priv-protocol", "aes-128")] if level == 3 else config.USM_PRIV_NONE
+        # The config holds keys already localized to our engine ID (RFC 3414 2.6), and,
+        # for informs only, the master keys (Ku): no pass phrase is ever stored.
+        suffix, key_type = (
+            ("-master-key", config.USM_KEY_TYPE_MASTER)
+            if master
+            else ("-key", config.USM_KEY_TYPE_LOCALIZED)
+        )
         config.add_v3_user(
             eng,
             user["name"],
             auth,
-            bytes.fromhex(user["auth-key"]) if level >= 2 else None,
+            bytes.fromhex(user["auth" + suffix]) if level >= 2 else None,
             priv,
-            bytes.fromhex(user["priv-key"]) if level == 3 else None,
-            # The config holds keys already localized to our engine ID (RFC 3414 2.6):
-            # no pass phrase is ever stored on the appliance.
-            authKeyType=config.USM_KEY_TYPE_LOCALIZED,
-            privKeyType=config.USM_KEY_TYPE_LOCALIZED,
+            bytes.fromhex(user["priv" + suffix]) if level == 3 else None,
+            authKeyType=key_type,
+            privKeyType=key_type,
         )
 
     def _configure_notifier(self) -> None:
@@ -241,9 +271,12 @@ class _Engine:
         if not managers:
             return
         eng = engine.SnmpEngine(snmpEngineID=OctetString(self.engine_id))
+        # The same engine as the responder (same ID): the same boots and time.
+        self._set_boots(eng)
         config.add_context(eng, b"")
         communities = {c["name"]: c for c in self.cfg.get("community", [])}
         users = {u["name"]: u for u in self.cfg.get("usm-user", [])}
+        added: set[str] = set()
         for n, mgr in enumerate(managers, start=1):
             kind = mgr.get("notification-type", "trap")
             params = f"p{n}"
@@ -257,15 +290,16 @@ class _Engine:
             elif mgr.get("usm-user") in users:
                 user = users[mgr["usm-user"]]
                 level = LEVEL[user.get("security-level", "auth-priv")]
-                if kind == "inform":
-                    # An inform's receiver is the authoritative engine: keys localized to
-                    # *our* engine ID cannot authenticate to it. Send a trap instead.
-                    log.warning(
-                        "snmp: v3 inform needs receiver-localized keys; sending traps",
-                        extra={"manager": mgr["name"]},
-                    )
-                    kind = "trap"
-                self._add_user(eng, user, level)
+                if user["name"] not in added:
+                    added.add(user["name"])
+                    if user.get("auth-master-key") and level >= 2:
+                        # An inform's receiver is the authoritative engine: pysnmp learns
+                        # its engine ID by discovery (a report), then localizes these
+                        # master keys to it (its USM clones the user for that engine).
+                        self._add_user(eng, user, level, master=True)
+                    else:
+                        # Traps: we are authoritative, the keys localized to us serve.
+                        self._add_user(eng, user, level)
                 config.add_target_parameters(eng, params, user["name"], LEVEL_NAME[level], 3)
                 config.add_vacm_user(eng, 3, user["name"], LEVEL_NAME[level], (), (), (1, 3, 6))
             else:
@@ -358,8 +392,11 @@ class SnmpAgent:
         event_bus: Any = None,
         *,
         cache_ttl: float = 1.0,
+        state_dir: Path | None = None,
     ) -> None:
         self.config_service = config_service
+        # snmpEngineBoots, persisted beside the database (None: in memory, tests).
+        self.boots = EngineBoots(state_dir)
         # Kept by reference: providers registered in the daemon's dict later are seen.
         self.state = StateReader(state_providers if state_providers is not None else {}, cache_ttl)
         self.event_bus = event_bus
@@ -389,7 +426,6 @@ class SnmpAgent:
         self.config_service.subscribe(self._on_commit)
         if self.event_bus is not None:
             self.event_bus.subscribe(self._on_event)
-        self.notify(COLD_START, [])
 
     async def close(self) -> None:
         self._closed = True
@@ -409,7 +445,7 @@ class SnmpAgent:
     @classmethod
     def from_context(cls, ctx: DoorContext, section: Section) -> SnmpAgent:
         """The SNMP door (its section, /sluice:snmp, is read again at start)."""
-        return cls(ctx.service, ctx.state, ctx.bus)
+        return cls(ctx.service, ctx.state, ctx.bus, state_dir=ctx.state_dir)
 
     def status(self) -> dict[str, Any]:
         return self.binding.status()
@@ -448,7 +484,24 @@ class SnmpAgent:
         self.snapshot = snap
         lb = LbMib(snap, self.state, self.started, self._commit_id)
         interfaces = Interfaces([i["name"] for i in snap.datapath.get("interface", [])])
-        self.tree = Tree(lb.tables() + interfaces.tables())
+        self.tree = Tree([*lb.tables(), *interfaces.tables(), self._engine_table()])
+
+    def _engine_table(self) -> Table:
+        """SNMP-FRAMEWORK-MIB's snmpEngine group, of the engine serving now."""
+
+        def cell(col: int, pos: int) -> bytes | None:
+            eng = self._engine
+            if eng is None:
+                return None
+            if col == 1:
+                return ber.octets(eng.engine_id)
+            if col == 2:
+                return ber.integer(eng.boots)
+            if col == 3:
+                return ber.integer(min(int(time.time() - eng.born), MAX_BOOTS))
+            return ber.integer(MAX_MESSAGE_SIZE)
+
+        return Table(SNMP_ENGINE, (1, 2, 3, 4), lambda: [(0,)], cell)
 
     def _commit_id(self) -> int:
         return int(getattr(self.config_service, "commit_id", 0) or 0)
@@ -460,7 +513,7 @@ class SnmpAgent:
 
     async def _open_engine(self, where: str) -> _EngineListener:
         cfg = json.loads(where)
-        eng = _Engine(cfg, self.controller)
+        eng = _Engine(cfg, self.controller, self.boots)
         try:
             await eng.start()
         except SnmpError as exc:
@@ -478,8 +531,13 @@ class SnmpAgent:
                 "port": cfg.get("port", 161),
                 "addresses": cfg.get("listen-address") or ["0.0.0.0", "::"],
                 "engine-id": eng.engine_id.hex(),
+                "engine-boots": eng.boots,
             },
         )
+        # coldStart (RFC 3418): the agent (re)initialized and its configuration may have
+        # changed, at the daemon's start and whenever a commit switches SNMP on or
+        # changes it (the engine is rebuilt, with the next snmpEngineBoots).
+        self.notify(COLD_START, [])
         return _EngineListener(self, eng)
 
     def _on_commit(self, diff: Any) -> None:

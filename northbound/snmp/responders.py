@@ -19,7 +19,6 @@ from typing import Any
 
 from pysnmp.entity.rfc3413 import cmdrsp
 from pysnmp.proto.api import v2c
-from pysnmp.smi import error as smi_error
 
 from northbound.snmp import ber
 
@@ -86,8 +85,6 @@ class SizedBulkCommandResponder(_FastSend, cmdrsp.BulkCommandResponder):
         if r == 1 and not n and hasattr(instrum, "read_next_run"):
             # A table walk: one run of cells (see TreeController.read_next_run).
             out = instrum.read_next_run(req[0][0], m, budget, **context) if m else []
-            if not out:
-                raise smi_error.SmiError()
             self.send_varbinds(snmpEngine, stateReference, 0, 0, out)
             self.release_state_information(stateReference)
             return
@@ -106,7 +103,7 @@ class SizedBulkCommandResponder(_FastSend, cmdrsp.BulkCommandResponder):
                 break
             var_binds = batch
             m -= 1
-        if not out:
-            raise smi_error.SmiError()
+        # max-repetitions 0 and no non-repeaters: an empty list is the answer (RFC 3416
+        # 4.2.3), not an error.
         self.send_varbinds(snmpEngine, stateReference, 0, 0, out)
         self.release_state_information(stateReference)
