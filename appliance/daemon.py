@@ -22,6 +22,7 @@ from typing import IO, Any
 
 from appliance import __version__
 from appliance.alarms import Alarms
+from appliance.bgp.validate import check as bgp_check
 from appliance.config import ConfigService, Diff
 from appliance.config.store import Store
 from appliance.control.server import ControlServer
@@ -101,6 +102,7 @@ async def run_daemon(
         )
         # Even with the datapath off: a config accepted now must program when it is on.
         service.add_validator(datapath_limits)
+        service.add_validator(bgp_check)
         startup_error = await loop.run_in_executor(worker, service.boot_from_startup)
         if startup_error:
             alarms.raise_("startup-not-loaded", startup_error, "major")

@@ -6,6 +6,7 @@ Imported only by `sluice run`, so the CLI's other commands stay light.
 
 from __future__ import annotations
 
+from appliance.bgp.door import BgpDoor
 from appliance.doors import DoorSpec
 from northbound.console_ssh import ConsoleSSHDoor
 from northbound.netconf.server import NetconfDoor
@@ -15,4 +16,7 @@ DOORS: list[DoorSpec] = [
     DoorSpec("netconf", ("management", "netconf"), NetconfDoor),
     DoorSpec("snmp", ("snmp",), SnmpAgent.from_context),
     DoorSpec("console-ssh", ("management", "console-ssh"), ConsoleSSHDoor),
+    # Not a front door, but the same shape: /bgp in, the speaker's sessions out. Last, so
+    # closed first at shutdown: the vips are withdrawn before the rest goes.
+    DoorSpec("bgp", ("bgp",), BgpDoor),
 ]

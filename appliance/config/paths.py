@@ -17,6 +17,7 @@ MODULE = "sluice"
 LOAD_BALANCER = f"{MODULE}:load-balancer"
 DATAPATH = f"{MODULE}:datapath"
 SYSTEM = f"{MODULE}:system"
+BGP = f"{MODULE}:bgp"
 
 
 class PathError(ConfigError):

@@ -105,3 +105,10 @@ def _events_recent(ctx: CallContext, params: dict[str, Any]) -> list[dict[str, A
     if provider is None:
         return []
     return provider(int(params.get("limit", 100)), params.get("type") or None)
+
+
+@method("bgp.status")
+def _bgp_status(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
+    """The BGP speaker, its sessions and the prefixes announced (`sluice bgp status`)."""
+    provider = ctx.state.get("bgp")
+    return provider() if provider else {"speaker": "disabled", "neighbor": [], "announced": []}

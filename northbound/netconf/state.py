@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from appliance import snapshot as snapshots
-from appliance.config.paths import DATAPATH, LOAD_BALANCER, SYSTEM
+from appliance.config.paths import BGP, DATAPATH, LOAD_BALANCER, SYSTEM
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,8 @@ def state_source(config_service: Any, providers: Any) -> Callable[[], Doc]:
 
     # Alarms are few and kept in memory (appliance/alarms.py): read them as they are now.
     alarms = providers.get("alarms") if isinstance(providers, Mapping) else None
+    # So are the BGP sessions (appliance/bgp/door.py: the speaker's last reports).
+    bgp = providers.get("bgp") if isinstance(providers, Mapping) else None
 
     def build() -> Doc:
         state = snap.current()
@@ -48,9 +50,34 @@ def state_source(config_service: Any, providers: Any) -> Callable[[], Doc]:
             doc[SYSTEM] = {"state": {"alarm": [
                 {k: a[k] for k in ("name", "severity", "text", "since") if k in a}
                 for a in active]}}
+        if bgp is not None:
+            bgp_state = bgp_state_doc(bgp())
+            if bgp_state:
+                doc[BGP] = {"state": bgp_state}
         return doc
 
     return build
+
+
+def bgp_state_doc(detail: Mapping[str, Any]) -> Doc:
+    """`sluice bgp status`'s answer as the model's /bgp/state."""
+    out: Doc = {}
+    if detail.get("speaker"):
+        out["speaker"] = str(detail["speaker"])
+    if detail.get("ha-role"):
+        out["ha-role"] = str(detail["ha-role"])
+    rows = []
+    for n in detail.get("neighbor") or []:
+        row = {"address": n["address"], "session-state": n.get("session-state", "idle"),
+               "prefixes-sent": int(n.get("prefixes-sent", 0))}  # fmt: skip
+        if n.get("since"):
+            row["since"] = n["since"]
+        rows.append(row)
+    if rows:
+        out["neighbor"] = rows
+    if detail.get("announced"):
+        out["announced"] = list(detail["announced"])
+    return out if rows else {}
 
 
 def _configured(config_service: Any) -> set[str] | None:

@@ -8,7 +8,7 @@ import sys
 from appliance import __version__
 from appliance.control.client import ControlClient, DaemonUnreachable, RemoteError
 from appliance.control.protocol import socket_path
-from sluice.cli import config_cmds, dp, lb, passwd, run
+from sluice.cli import bgp, config_cmds, dp, lb, passwd, run
 from sluice.cli.output import EXIT_USAGE, fail, report_remote_error
 
 
@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_parsers(sub)
     config_cmds.add_parsers(sub)
     dp.add_parsers(sub)
+    bgp.add_parsers(sub)
     passwd.add_parser(sub)
     return parser
 
@@ -62,6 +63,16 @@ def cmd_probe_worker() -> int:
     return worker_main()
 
 
+# Hidden too: the BGP speaker (ExaBGP) and its API bridge (appliance/bgp/child.py).
+BGP_SPEAKER, BGP_BRIDGE = "bgp-speaker", "bgp-bridge"
+
+
+def cmd_bgp_child(verb: str, arg: str) -> int:
+    from appliance.bgp import child
+
+    return child.speaker_main(arg) if verb == BGP_SPEAKER else child.bridge_main(arg)
+
+
 def cmd_status(client: ControlClient, args: argparse.Namespace) -> int:
     from sluice.cli.output import print_json
 
@@ -87,8 +98,11 @@ def cmd_status(client: ControlClient, args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    if (sys.argv[1:] if argv is None else argv) == [PROBE_WORKER]:
+    raw = sys.argv[1:] if argv is None else argv
+    if raw == [PROBE_WORKER]:
         return cmd_probe_worker()
+    if len(raw) == 2 and raw[0] in (BGP_SPEAKER, BGP_BRIDGE):
+        return cmd_bgp_child(raw[0], raw[1])
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "local", False):

@@ -1,0 +1,123 @@
+"""BGP test kit: a BIRD 2 router in a namespace (Debian's `bird2`, installed by
+scripts/setup) peering with appliances, and ways to read what it learnt.
+
+    router 198.18.7.1, 2001:db8:7::1 --- lb1 198.18.7.2, 2001:db8:7::2    (AS 65000 / 65001)
+    router 198.18.8.1, 2001:db8:8::1 --- lb2 198.18.8.2, 2001:db8:8::2
+
+BIRD installs what it learns into the router namespace's kernel table (ECMP: `merge paths`),
+so `ip route` there shows one next hop per appliance announcing a vip.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import netkit as kit
+import pytest
+
+ROUTER_AS, LB_AS = 65000, 65001
+
+
+def router_addr(n: int, version: int = 4) -> str:
+    return f"198.18.{6 + n}.1" if version == 4 else f"2001:db8:{6 + n}::1"
+
+
+def lb_addr(n: int, version: int = 4) -> str:
+    return f"198.18.{6 + n}.2" if version == 4 else f"2001:db8:{6 + n}::2"
+
+
+def require_bird() -> None:
+    if not shutil.which("bird") or not shutil.which("birdc"):
+        pytest.skip("needs BIRD 2 (Debian bird2; scripts/setup installs it)")
+
+
+def bgp_section(n: int, **neighbor_extra: Any) -> dict[str, Any]:
+    """Appliance n's /bgp: one IPv4 and one IPv6 session to the router."""
+    return {
+        "local-as": LB_AS, "router-id": lb_addr(n),
+        "neighbor": [
+            {"address": router_addr(n), "remote-as": ROUTER_AS, **neighbor_extra},
+            {"address": router_addr(n, 6), "remote-as": ROUTER_AS, **neighbor_extra},
+        ],
+    }  # fmt: skip
+
+
+class Bird:
+    def __init__(self, host: kit.Host, appliances: Sequence[int], password: str | None = None,
+                 extra: str = "") -> None:  # fmt: skip
+        self.host = host
+        tmp = host.topo.new_log("bird").with_suffix("")
+        tmp.mkdir()
+        self.ctl = tmp / "bird.ctl"
+        conf = tmp / "bird.conf"
+        secret = f'password "{password}";' if password else ""
+        peers = "\n".join(
+            f"protocol bgp lb{n} {{ local as {ROUTER_AS}; neighbor {lb_addr(n)} as {LB_AS}; "
+            f"{secret} hold time 9; ipv4 {{ import all; export none; }}; }}\n"
+            f"protocol bgp lb{n}v6 {{ local as {ROUTER_AS}; neighbor {lb_addr(n, 6)} as {LB_AS}; "
+            f"{secret} hold time 9; ipv6 {{ import all; export none; }}; }}"
+            for n in appliances
+        )
+        conf.write_text(
+            f"router id {router_addr(1)};\n"
+            "protocol device { scan time 1; }\n"
+            "protocol kernel { ipv4 { import none; export all; }; merge paths on; }\n"
+            "protocol kernel { ipv6 { import none; export all; }; merge paths on; }\n"
+            f"{peers}\n{extra}\n"
+        )
+        res = host.run(["bird", "-p", "-c", str(conf)])
+        assert res.returncode == 0, res.stderr + res.stdout
+        self.proc = host.popen(["bird", "-f", "-c", str(conf), "-s", str(self.ctl)])
+        wait(lambda: self.ctl.exists(), 10, "bird's control socket")
+
+    def birdc(self, *args: str) -> str:
+        res = self.host.run(["birdc", "-s", str(self.ctl), *args])
+        assert res.returncode == 0, res.stderr + res.stdout
+        return res.stdout
+
+    def sessions(self) -> dict[str, str]:
+        """protocol name -> BGP state (Established, Active, Connect, ...)."""
+        out = {}
+        for line in self.birdc("show", "protocols").splitlines():
+            parts = line.split()
+            if len(parts) >= 2 and parts[1] == "BGP":
+                out[parts[0]] = parts[-1]
+        return out
+
+    def route(self, prefix: str) -> str:
+        """`birdc show route all PREFIX`: empty when BIRD has no route for it."""
+        res = self.host.run(["birdc", "-s", str(self.ctl), "show", "route", "for", prefix, "all"])
+        if "Network not found" in res.stdout:
+            return ""
+        assert res.returncode == 0, res.stderr + res.stdout
+        return res.stdout if prefix.split("/")[0] in res.stdout else ""
+
+    def next_hops(self, vip: str) -> list[str]:
+        """The router kernel's next hops for vip (ECMP: several)."""
+        version = "-6" if ":" in vip else "-4"
+        res = self.host.run(["ip", version, "-j", "route", "show", vip])
+        routes = json.loads(res.stdout or "[]")
+        hops: list[str] = []
+        for r in routes:
+            if r.get("dst") not in (vip, f"{vip}/32", f"{vip}/128"):
+                continue
+            if "nexthops" in r:
+                hops += [h["gateway"] for h in r["nexthops"]]
+            elif "gateway" in r:
+                hops.append(r["gateway"])
+        return sorted(hops)
+
+
+def wait(check: Callable[[], Any], timeout: float, what: str, step: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(step)
+    raise AssertionError(f"{what}: not within {timeout}s (last: {last!r})")

@@ -1,0 +1,277 @@
+"""BGP without a network: the /bgp model and its refusals, the announcement policy, the
+ExaBGP config and messages, and the BGP component driven by events (a recording
+advertiser stands in for ExaBGP in the last part: a unit test, no speaker runs)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from appliance.alarms import Alarms
+from appliance.bgp import policy
+from appliance.bgp.door import BgpDoor
+from appliance.bgp.exabgp import announce_line, diff_lines, render_config, withdraw_line
+from appliance.bgp.model import Route, SpeakerConfig, parse_section
+from appliance.bgp.validate import check as bgp_check
+from appliance.config import ConfigError, ConfigService
+from appliance.config.store import Store
+from appliance.doors import DoorContext
+from appliance.events import EventBus
+
+SECTION = {
+    "local-as": 65001, "router-id": "198.18.7.2", "hold-time": 90,
+    "neighbor": [
+        {"address": "198.18.7.1", "remote-as": 65000, "port": 179},
+        {"address": "2001:db8:7::1", "remote-as": 65000, "port": 1790, "multihop": 2,
+         "password": "s3cret", "hold-time": 9, "local-address": "2001:db8:7::2",
+         "export": {"community": ["65001:7", "65001:8"], "med": 50, "as-path-prepend": 2}},
+    ],
+}  # fmt: skip
+
+
+def svc(name: str, vip: str, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "vip": vip, "port": 80, "admin-state": "enabled", "advertise": True,
+            "endpoint": [{"address": "198.18.11.1", "port": 8080, "admin-state": "enabled"}],
+            **extra}  # fmt: skip
+
+
+# -- model and policy ----------------------------------------------------------------------
+
+
+def test_section_parses_with_defaults_and_off_without_neighbours() -> None:
+    config = parse_section(SECTION)
+    assert config is not None
+    v4, v6 = config.neighbors
+    assert (v4.hold_time, v4.port, v4.version, v4.export.next_hop_self) == (90, 179, 4, True)
+    assert (v6.hold_time, v6.port, v6.multihop, v6.password) == (9, 1790, 2, "s3cret")
+    assert parse_section({"local-as": 65001, "router-id": "198.18.7.2"}) is None
+    assert parse_section(None) is None
+
+
+def test_vips_need_health_datapath_advertise_and_an_endpoint() -> None:
+    services = {
+        "web": svc("web", "198.19.0.10"),
+        "web-tls": svc("web-tls", "198.19.0.10", port=443),  # shares web's vip
+        "v6": svc("v6", "2001:db8:ff::10"),
+        "quiet": svc("quiet", "198.19.0.11", advertise=False),
+        "off": svc("off", "198.19.0.12", **{"admin-state": "disabled"}),
+        "empty": {**svc("empty", "198.19.0.13"), "endpoint": []},
+        "sick": svc("sick", "198.19.0.14"),
+    }
+    assert policy.announced_vips(services, {"sick"}, True) == ["198.19.0.10", "2001:db8:ff::10"]
+    # One of two services on a vip down: the vip stays (the other still serves).
+    assert "198.19.0.10" in policy.announced_vips(services, {"web", "sick"}, True)
+    assert "198.19.0.10" not in policy.announced_vips(services, {"web", "web-tls"}, True)
+    assert policy.announced_vips(services, set(), datapath_up=False) == []
+
+
+def test_routes_per_family_with_export_attributes_and_roles() -> None:
+    config = parse_section(SECTION)
+    routes = policy.routes(config, ["198.19.0.10", "2001:db8:ff::10"])
+    assert list(routes["198.18.7.1"]) == ["198.19.0.10/32"]
+    assert list(routes["2001:db8:7::1"]) == ["2001:db8:ff::10/128"]
+    r6 = routes["2001:db8:7::1"]["2001:db8:ff::10/128"]
+    assert (r6.med, r6.local_pref, r6.as_path) == (50, None, (65001, 65001, 65001))
+    assert r6.communities == ("65001:7", "65001:8")
+    master = policy.routes(config, ["198.19.0.10"], "master")["198.18.7.1"]["198.19.0.10/32"]
+    backup = policy.routes(config, ["198.19.0.10"], "backup")["198.18.7.1"]["198.19.0.10/32"]
+    assert (master.local_pref, master.med) == (5000, 10)
+    assert (backup.local_pref, backup.med) == (100, 20)
+    # The role's MED wins over the configured one: it is what makes routers prefer the master.
+    assert policy.routes(config, ["2001:db8:ff::10"], "backup")["2001:db8:7::1"][
+        "2001:db8:ff::10/128"].med == 20
+
+
+# -- ExaBGP: config file and messages ------------------------------------------------------
+
+
+def test_exabgp_config_has_every_session_setting() -> None:
+    config = parse_section(SECTION)
+    assert config is not None
+    text = render_config(config, ["/usr/bin/sluice", "bgp-bridge", "/run/x.sock"])
+    assert "run /usr/bin/sluice bgp-bridge /run/x.sock;" in text
+    assert "encoder json;" in text
+    block6 = text[text.index("neighbor 2001:db8:7::1"):]
+    for line in ("local-as 65001;", "peer-as 65000;", "router-id 198.18.7.2;", "hold-time 9;",
+                 "connect 1790;", "outgoing-ttl 2;", 'md5-password "s3cret";',
+                 "local-address 2001:db8:7::2;", "ipv6 unicast;", "neighbor-changes;"):
+        assert line in block6, line  # fmt: skip
+    block4 = text[text.index("neighbor 198.18.7.1"):text.index("neighbor 2001")]
+    assert "local-address auto;" in block4 and "md5-password" not in block4
+
+
+def test_messages_and_their_difference() -> None:
+    plain = Route("198.19.0.10/32")
+    rich = Route("198.19.0.10/32", med=10, local_pref=5000, communities=("65001:7",),
+                  as_path=(65001, 65001))  # fmt: skip
+    assert announce_line("198.18.7.1", plain) == \
+        "neighbor 198.18.7.1 announce route 198.19.0.10/32 next-hop self"
+    assert announce_line("198.18.7.1", rich) == (
+        "neighbor 198.18.7.1 announce route 198.19.0.10/32 next-hop self med 10 "
+        "local-preference 5000 community [ 65001:7 ] as-path [ 65001 65001 ]")
+    assert withdraw_line("198.18.7.1", plain) == \
+        "neighbor 198.18.7.1 withdraw route 198.19.0.10/32 next-hop self"
+    other = Route("198.19.0.11/32", next_hop="198.18.7.9")
+    sent = {"198.18.7.1": {plain.prefix: plain, other.prefix: other}}
+    assert diff_lines(sent, sent) == []
+    wanted = {"198.18.7.1": {plain.prefix: rich}}
+    assert diff_lines(sent, wanted) == [
+        withdraw_line("198.18.7.1", other), announce_line("198.18.7.1", rich)]
+    # A session that came back up gets everything again.
+    assert diff_lines(sent, sent, frozenset({"198.18.7.1"})) == [
+        announce_line("198.18.7.1", plain), announce_line("198.18.7.1", other)]
+    assert "next-hop 198.18.7.9" in withdraw_line("198.18.7.1", other)
+
+
+# -- refusals at commit --------------------------------------------------------------------
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Any:
+    svc_ = ConfigService(Store(tmp_path / "c.db"))
+    svc_.add_validator(bgp_check)
+    yield svc_
+    svc_.store.close()
+
+
+def _commit_bgp(service: Any, value: dict[str, Any]) -> Any:
+    with service.open_session("t", "test") as s:
+        s.edit([{"op": "replace", "path": "/sluice:bgp", "value": value}])
+        return s.commit("")
+
+
+@pytest.mark.parametrize(("neighbor", "field", "words"), [
+    ({"address": "198.18.7.300", "remote-as": 65000}, "neighbor/address", "198.18.7.300"),
+    ({"address": "198.18.7.1", "remote-as": 0}, "remote-as", "range"),
+    ({"address": "198.18.7.1", "remote-as": 4294967296}, "remote-as", "bounds"),
+    ({"address": "198.18.7.1"}, "remote-as", "Mandatory"),
+    ({"address": "224.0.0.5", "remote-as": 65000}, "/address", "unicast"),
+    ({"address": "0.0.0.0", "remote-as": 65000}, "/address", "unicast"),
+    ({"address": "fe80::1", "remote-as": 65000}, "/address", "link-local"),
+    ({"address": "198.18.7.1", "remote-as": 65000, "local-address": "2001:db8::2"},
+     "local-address", "family"),
+    ({"address": "198.18.7.1", "remote-as": 65000, "password": 'a"b'}, "password", "pattern"),
+    ({"address": "198.18.7.1", "remote-as": 65000, "export": {"next-hop-self": False}},
+     "export", "next-hop is required"),
+    ({"address": "198.18.7.1", "remote-as": 65000, "export": {"community": ["65001"]}},
+     "community", ""),
+])  # fmt: skip
+def test_bad_neighbour_is_refused_naming_the_field(
+    service: Any, neighbor: dict[str, Any], field: str, words: str
+) -> None:
+    value = {"local-as": 65001, "router-id": "198.18.7.2", "neighbor": [neighbor]}
+    with pytest.raises(ConfigError) as err:
+        _commit_bgp(service, value)
+    paths = " ".join(e.path for e in err.value.errors)
+    text = " ".join(e.message for e in err.value.errors)
+    assert field in paths, err.value.errors
+    assert words.lower() in (paths + " " + text).lower(), err.value.errors
+    assert "bgp" not in service.sections_effective or not service.sections_effective[
+        "bgp"].get("neighbor")
+
+
+def test_identity_is_required_with_a_neighbour(service: Any) -> None:
+    with pytest.raises(ConfigError, match="local-as and router-id are required"):
+        _commit_bgp(service, {"neighbor": [{"address": "198.18.7.1", "remote-as": 65000}]})
+    _commit_bgp(service, SECTION)
+    assert service.sections_effective["bgp"]["neighbor"][1]["password"] == "s3cret"
+
+
+def test_md5_refused_clearly_when_the_kernel_cannot_sign(
+    service: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from appliance.bgp import validate
+
+    monkeypatch.setattr(validate, "md5_supported", lambda: False)
+    with pytest.raises(ConfigError) as err:
+        _commit_bgp(service, SECTION)
+    (error,) = err.value.errors
+    assert error.path.endswith("neighbor[address='2001:db8:7::1']/password")
+    assert "MD5" in error.message
+
+
+# -- the component, with a recording advertiser ---------------------------------------------
+
+
+class RecordingAdvertiser:
+    name = "recording"
+
+    def __init__(self, workdir: Path) -> None:
+        self.routes: dict[str, dict[str, Route]] = {}
+        self.configs: list[SpeakerConfig] = []
+        self.stopped = False
+
+    def start(self, config: SpeakerConfig) -> None:
+        self.configs.append(config)
+
+    def configure(self, config: SpeakerConfig) -> None:
+        self.configs.append(config)
+
+    def set_routes(self, routes: dict[str, dict[str, Route]]) -> None:
+        self.routes = routes
+
+    def stop(self) -> None:
+        self.stopped = True
+
+    def status(self) -> dict[str, Any]:
+        return {"speaker": "running", "neighbor": []}
+
+
+def _wait(check: Any, timeout: float = 3.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
+def test_component_follows_health_alarms_role_and_commits(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        service = ConfigService(Store(tmp_path / "c.db"))
+        bus, worker = EventBus(), ThreadPoolExecutor(1)
+        alarms = Alarms(bus)
+        state: dict[str, Any] = {"alarms": alarms.active}
+        with service.open_session("t", "test") as s:
+            s.edit([{"op": "create", "path": "/sluice:load-balancer/service[name='web']",
+                     "value": svc("web", "198.19.0.10")}])  # fmt: skip
+            s.commit("")
+        ctx = DoorContext(service, worker, state, bus, tmp_path, tmp_path / "sock")
+        door = BgpDoor(ctx, SECTION, advertiser_factory=RecordingAdvertiser)
+        await door.start()
+        adv = door.advertiser
+        assert isinstance(adv, RecordingAdvertiser)
+
+        def v4() -> dict[str, Route]:
+            return adv.routes.get("198.18.7.1", {})
+
+        _wait(lambda: "198.19.0.10/32" in v4())
+        bus.publish({"type": "service-state", "service": "web", "old": "up", "new": "down"})
+        _wait(lambda: not v4())
+        bus.publish({"type": "service-state", "service": "web", "old": "down", "new": "up"})
+        _wait(lambda: "198.19.0.10/32" in v4())
+        alarms.raise_("datapath", "gone", "critical")
+        _wait(lambda: not v4())
+        alarms.clear("datapath")
+        _wait(lambda: "198.19.0.10/32" in v4())
+        door.set_role("master")
+        _wait(lambda: v4().get("198.19.0.10/32", Route("")).med == 10)
+        bus.publish({"type": "ha-role", "role": "backup"})
+        _wait(lambda: v4().get("198.19.0.10/32", Route("")).med == 20)
+        with pytest.raises(ValueError):
+            door.set_role("leader")
+        with service.open_session("t", "test") as s:
+            s.edit([{"op": "delete", "path": "/sluice:load-balancer/service[name='web']"}])
+            s.commit("")
+        _wait(lambda: not v4())
+        await door.reconfigure({"local-as": 65001, "router-id": "198.18.7.2"})
+        assert adv.stopped and door.advertiser is None
+        assert door.status() == {"state": "disabled"}
+        await door.close()
+        worker.shutdown()
+        service.store.close()
+
+    asyncio.run(scenario())
