@@ -275,3 +275,30 @@ def test_component_follows_health_alarms_role_and_commits(tmp_path: Path) -> Non
         service.store.close()
 
     asyncio.run(scenario())
+
+
+def test_netconf_get_shows_sessions_and_announced_vips() -> None:
+    from lxml import etree
+
+    from appliance.config.schema import get_schema
+    from northbound.netconf.output import json_to_xml
+    from northbound.netconf.schema_index import SchemaIndex
+    from northbound.netconf.state import bgp_state_doc
+
+    detail = {"speaker": "running", "ha-role": "master", "announced": ["198.19.0.10/32"],
+              "neighbor": [{"address": "198.18.7.1", "remote-as": 65000,
+                            "session-state": "established", "since": "2026-11-29T21:00:00Z",
+                            "prefixes-sent": 1}]}  # fmt: skip
+    state = {"sluice:bgp": {"state": bgp_state_doc(detail)}}
+    config = {"sluice:bgp": {"local-as": 65001, "router-id": "198.18.7.2", "neighbor": [
+        {"address": "198.18.7.1", "remote-as": 65000, "password": "********"}]}}
+    idx = SchemaIndex(get_schema())
+    data = etree.Element("data")
+    json_to_xml(data, config, idx.top, idx.namespace, overlay=state)
+    text = etree.tostring(data).decode()
+    for piece in ("<session-state>established</session-state>", "<prefixes-sent>1</prefixes-sent>",
+                  "<announced>198.19.0.10/32</announced>", "<ha-role>master</ha-role>",
+                  "<speaker>running</speaker>"):
+        assert piece in text, text  # fmt: skip
+    assert "password" not in text
+    assert bgp_state_doc({"speaker": "disabled", "neighbor": []}) == {}
