@@ -16,7 +16,11 @@ reload never leaves the interface without a program.
 
 from __future__ import annotations
 
+import ctypes
 import errno
+import fcntl
+import socket
+import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Literal
@@ -204,3 +208,55 @@ def interface_addresses(netns: str | None = None) -> list[tuple[int, int, str]]:
             version = 6 if ":" in address else 4
             out.append((int(msg["index"]), version, str(address)))
     return out
+
+
+# Counters of IFLA_STATS64 that links() reports (the kernel's 64-bit ones).
+LINK_COUNTERS = ("rx_bytes", "rx_packets", "rx_errors", "rx_dropped", "multicast",
+                 "tx_bytes", "tx_packets", "tx_errors", "tx_dropped")  # fmt: skip
+_ETHTOOL_GSET, _SIOCETHTOOL = 0x1, 0x8946
+
+
+def links(netns: str | None = None) -> list[dict[str, object]]:
+    """Every link of the namespace (one netlink dump): index, name, ARPHRD type, MTU, MAC,
+    flags, operstate (lower case), carrier, alias and the 64-bit counters.
+
+    Read through netlink, not /sys/class/net: a process entered into a namespace with
+    `nsenter --net` still sees the host's sysfs, where the same names (lo, eth0) are the
+    host's interfaces.
+    """
+    out: list[dict[str, object]] = []
+    with _rtnl(netns) as ipr:
+        for link in ipr.get_links():
+            stats = link.get_attr("IFLA_STATS64") or link.get_attr("IFLA_STATS") or {}
+            out.append({
+                "index": int(link["index"]),
+                "name": link.get_attr("IFLA_IFNAME") or "",
+                "type": int(link["ifi_type"]),
+                "flags": int(link["flags"]),
+                "mtu": int(link.get_attr("IFLA_MTU") or 0),
+                "mac": link.get_attr("IFLA_ADDRESS") or "",
+                "operstate": str(link.get_attr("IFLA_OPERSTATE") or "unknown").lower(),
+                "carrier": int(link.get_attr("IFLA_CARRIER") or 0),
+                "alias": link.get_attr("IFLA_IFALIAS") or "",
+                **{c: int(stats.get(c, 0) or 0) for c in LINK_COUNTERS},
+            })  # fmt: skip
+    return out
+
+
+def link_speed_mbps(ifname: str) -> int:
+    """The link speed in Mb/s (ETHTOOL_GSET on a socket of the calling process's
+    namespace), 0 when unknown (no carrier, a virtual link without one) or unsupported."""
+    # struct ethtool_cmd (44 octets): cmd, supported, advertising (u32), speed (u16) at 12,
+    # six u8, maxtxpkt, maxrxpkt (u32), speed_hi (u16) at 28, then the rest.
+    cmd = bytearray(struct.pack("I", _ETHTOOL_GSET) + bytes(40))
+    cmd_buf = (ctypes.c_char * len(cmd)).from_buffer(cmd)
+    ifreq = struct.pack("16sP", ifname.encode()[:15], ctypes.addressof(cmd_buf))
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            fcntl.ioctl(sock.fileno(), _SIOCETHTOOL, ifreq)
+    except OSError:
+        return 0
+    finally:
+        del cmd_buf  # releases the export of `cmd`
+    speed = struct.unpack_from("H", cmd, 12)[0] | (struct.unpack_from("H", cmd, 28)[0] << 16)
+    return 0 if speed in (0, 0xFFFF, 0xFFFFFFFF) else speed

@@ -29,9 +29,10 @@ import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any
+
+from appliance import netlink
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +40,15 @@ EMPTY: Mapping[str, Any] = MappingProxyType({})
 EndpointKey = tuple[str, str, int]
 # (service name, [(address, port), ...]) for every configured service.
 Keys = Iterable[tuple[str, Iterable[tuple[str, int]]]]
-NET = Path("/sys/class/net")
-IF_STATS = ("rx_bytes", "rx_packets", "rx_errors", "rx_dropped", "multicast",
-            "tx_bytes", "tx_packets", "tx_errors", "tx_dropped")  # fmt: skip
+LinksFn = Callable[[], list[dict[str, Any]]]
+
+
+def read_links() -> list[dict[str, Any]]:
+    """Every link of this process's network namespace, with its speed (netlink, ethtool)."""
+    found: list[dict[str, Any]] = list(netlink.links())
+    for link in found:
+        link["speed-mbps"] = netlink.link_speed_mbps(str(link["name"]))
+    return found
 
 
 def _frozen(value: Any) -> Mapping[str, Any]:
@@ -65,6 +72,8 @@ class State:
     services: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: EMPTY)
     endpoints: Mapping[EndpointKey, Mapping[str, Any]] = field(default_factory=lambda: EMPTY)
     datapath: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
+    # Every link of the daemon's network namespace by name (appliance.netlink.links() plus
+    # "speed-mbps"): the management port as well as the datapath's interfaces.
     interfaces: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: EMPTY)
     errors: Mapping[str, str] = field(default_factory=lambda: EMPTY)
     # The config service's commit id the keys were read at (None: no config service), so a
@@ -110,7 +119,7 @@ class Snapshot:
         period: float = 1.0,
         datapath_period: float = 5.0,
         max_duty: float = 0.25,
-        net_root: Path = NET,
+        links: LinksFn | None = read_links,
     ) -> None:
         # Kept by reference: providers the daemon registers later (the prober's endpoint
         # wrapper) are seen at the next refresh.
@@ -119,7 +128,9 @@ class Snapshot:
         self.period = period
         self.datapath_period = datapath_period
         self.max_duty = min(max(max_duty, 0.01), 1.0)
-        self.net_root = net_root
+        # Read here, in the snapshot's thread: pyroute2 runs an asyncio loop of its own and
+        # fails on the daemon's ("This event loop is already running").
+        self.links = links
         self._state = State()
         self._tracked: Callable[[], Keys] | None = None
         self._wake = threading.Event()
@@ -207,7 +218,7 @@ class Snapshot:
             datapath = _frozen(self._call("datapath", fn, errors)) if fn else EMPTY
         elif "datapath" in old.errors:
             errors["datapath"] = old.errors["datapath"]  # still the latest word on it
-        interfaces = self._interfaces(datapath)
+        interfaces = self._interfaces(old.interfaces, errors)
         state = State(time.monotonic(), MappingProxyType(services), MappingProxyType(endpoints),
                       datapath, interfaces, MappingProxyType(errors), commit_id)
         self._state = state  # one assignment: a reader sees the old state or the new one
@@ -257,23 +268,22 @@ class Snapshot:
             self._failed.add(kind)
             log.warning("state provider failed", extra={"provider": kind, "error": str(exc)})
 
-    def _interfaces(self, datapath: Mapping[str, Any]) -> Mapping[str, Mapping[str, Any]]:
-        """Counters of the interfaces the datapath is attached to (sysfs: cheap, no netlink)."""
-        names = datapath.get("interfaces")
-        if not isinstance(names, Mapping | list):
+    def _interfaces(
+        self, old: Mapping[str, Mapping[str, Any]], errors: dict[str, str]
+    ) -> Mapping[str, Mapping[str, Any]]:
+        """Every link of the namespace, by name (one netlink dump: cheap at any period)."""
+        if self.links is None:
             return EMPTY
-        out: dict[str, Mapping[str, Any]] = {}
-        for name in names:
-            base = self.net_root / str(name) / "statistics"
-            counters: dict[str, int] = {}
-            for stat in IF_STATS:
-                try:
-                    counters[stat] = int((base / stat).read_text())
-                except (OSError, ValueError):
-                    continue
-            if counters:
-                out[str(name)] = MappingProxyType(counters)
-        return MappingProxyType(out)
+        try:
+            found = self.links()
+        except Exception as exc:  # keep the last reading rather than show no interfaces
+            errors["links"] = str(exc)
+            self._log_once("links", exc)
+            return old
+        self._failed.discard("links")
+        return MappingProxyType(
+            {str(link["name"]): _reuse(old.get(str(link["name"])), link) for link in found}
+        )
 
 
 def _keys_from_stats(rows: Any) -> list[tuple[str, list[tuple[str, int]]]]:

@@ -150,7 +150,7 @@ def test_keys_from_tracked_rows_and_from_stats() -> None:
 def test_datapath_status_is_read_less_often(tmp_path: Path) -> None:
     n = []
     snap = Snapshot({"datapath": lambda: n.append(1) or {"loaded": True}}, period=0.01,
-                    datapath_period=60, net_root=tmp_path)
+                    datapath_period=60, links=None)
     for _ in range(5):
         snap.refresh()
     assert len(n) == 1

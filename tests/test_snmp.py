@@ -29,6 +29,7 @@ from snmpkit import (
     v3_args,
 )
 
+from appliance import netlink
 from appliance.config import ConfigService
 from appliance.config.paths import service_path
 from appliance.config.store import Store
@@ -197,10 +198,13 @@ def check_tree(tree: dict[str, str]) -> None:
     assert tree["1.3.6.1.2.1.1.4.0"] == "noc@example.org"
     assert tree["1.3.6.1.2.1.1.5.0"] == "lb1"
     assert tree["1.3.6.1.2.1.1.6.0"] == "rack 7"
-    # IF-MIB: lo is configured and present; absent0 is configured but missing: skipped.
-    assert tree["1.3.6.1.2.1.2.1.0"] == "1"
+    # IF-MIB: every interface of this namespace (not only the configured lo), by ifIndex.
+    links = {link["index"]: link["name"] for link in netlink.links()}
+    assert tree["1.3.6.1.2.1.2.1.0"] == str(len(links))
+    for index, name in links.items():
+        assert tree[f"1.3.6.1.2.1.2.2.1.2.{index}"] == name
+        assert tree[f"1.3.6.1.2.1.31.1.1.1.1.{index}"] == name
     assert tree["1.3.6.1.2.1.2.2.1.2.1"] == "lo"
-    assert tree["1.3.6.1.2.1.31.1.1.1.1.1"] == "lo"
     assert int(tree["1.3.6.1.2.1.31.1.1.1.6.1"]) > 0  # ifHCInOctets
     # globals
     assert tree[f"{ENT}.1.1.2.0"] == "7"  # ct_map entries, from the real status shape

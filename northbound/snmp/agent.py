@@ -483,7 +483,7 @@ class SnmpAgent:
         """Swap in a new snapshot: one assignment, so a request sees old or new, not a mix."""
         self.snapshot = snap
         lb = LbMib(snap, self.state, self.started, self._commit_id)
-        interfaces = Interfaces([i["name"] for i in snap.datapath.get("interface", [])])
+        interfaces = Interfaces(lambda: self.state.snapshot.current().interfaces)
         self.tree = Tree([*lb.tables(), *interfaces.tables(), self._engine_table()])
 
     def _engine_table(self) -> Table:

@@ -1,17 +1,17 @@
-"""IF-MIB ifTable/ifXTable for the datapath interfaces, read from /sys/class/net.
+"""IF-MIB ifTable/ifXTable for every interface of the daemon's network namespace.
 
-Only the interfaces named in the config (`datapath/interface`) are served: those are the
-ones an NMS graphs for a load balancer, and it keeps management and other host interfaces
-out of the view. An interface missing from this network namespace (moved into another one,
-or not created yet) is skipped, not shown with zeros, so the NMS sees a row disappear
-rather than a counter reset.
+Every link the appliance has is served, the management port as well as the datapath's
+interfaces: an NMS graphs them all. They come from the operational-state snapshot
+(appliance/snapshot.py), whose thread reads them through netlink in the daemon's own
+namespace, never from /sys/class/net: a daemon entered into a namespace with
+`nsenter --net` still sees the host's sysfs, where the same names (lo, eth0) are the
+host's interfaces and counters. A request reads the snapshot only (no netlink call on the
+event loop).
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from northbound.snmp import ber
@@ -26,8 +26,9 @@ IF_COLUMNS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 16, 17, 19, 20)
 IFX_COLUMNS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 15, 18)
 
 U32 = 2**32 - 1
-# /sys/class/net/<if>/type (ARPHRD_*) -> IANAifType.
-ARPHRD_TO_IFTYPE = {1: 6, 772: 24, 65534: 1}  # ether, loopback, none (tun) -> other
+IFF_UP = 1
+# ARPHRD_* -> IANAifType: ether -> ethernetCsmacd, loopback -> softwareLoopback, else other.
+ARPHRD_TO_IFTYPE = {1: 6, 772: 24}
 OPERSTATE = {
     "up": 1,
     "down": 2,
@@ -37,90 +38,63 @@ OPERSTATE = {
     "notpresent": 6,
     "lowerlayerdown": 7,
 }
-STATS = (
-    "rx_bytes",
-    "rx_packets",
-    "rx_errors",
-    "rx_dropped",
-    "multicast",
-    "tx_bytes",
-    "tx_packets",
-    "tx_errors",
-    "tx_dropped",
-)
+Links = Mapping[str, Mapping[str, Any]]
+# What a link without some attribute reads as.
+DEFAULTS: dict[str, Any] = {
+    "name": "", "mtu": 0, "alias": "",
+    **{c: 0 for c in ("rx_bytes", "rx_packets", "rx_errors", "rx_dropped", "multicast",
+                      "tx_bytes", "tx_packets", "tx_errors", "tx_dropped")},
+}  # fmt: skip
 
 
-def _read(path: Path) -> str:
+def _mac(text: str) -> bytes:
     try:
-        return path.read_text().strip()
-    except OSError:
-        return ""
-
-
-def _int(text: str, default: int = 0) -> int:
-    try:
-        return int(text, 0)
+        return bytes.fromhex(text.replace(":", ""))
     except ValueError:
-        return default
+        return b""
 
 
 class Interfaces:
-    """The configured datapath interfaces present here, each read at most once a second."""
+    """The links of the latest snapshot, by ifIndex.
 
-    def __init__(
-        self, names: Sequence[str], root: Path = Path("/sys/class/net"), ttl: float = 1.0
-    ) -> None:
-        self.names = list(names)
-        self.root = root
-        self.ttl = ttl
-        self._rows_at = 0.0
+    rows() takes the snapshot's links and keeps that list: the cells of one request (read
+    after one rows() call) all come from the same reading, even if the snapshot moves on.
+    """
+
+    def __init__(self, links: Callable[[], Links]) -> None:
+        self._links = links
+        self._seen: Links | None = None
         self._rows: list[tuple[int, ...]] = []
-        self._refs: list[str] = []
-        self._stats: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._infos: list[Mapping[str, Any]] = []
 
     def rows(self) -> list[tuple[int, ...]]:
-        now = time.monotonic()
-        if now - self._rows_at >= self.ttl:
-            found = []
-            for name in self.names:
-                index = _int(_read(self.root / name / "ifindex"), -1)
-                if index > 0:
-                    found.append(((index,), name))
-            found.sort()
-            self._rows = [r for r, _ in found]
-            self._refs = [n for _, n in found]
-            self._rows_at = now
+        current = self._links()
+        if current is not self._seen:
+            found = sorted(
+                (int(i.get("index", 0)), i) for i in current.values() if int(i.get("index", 0)) > 0
+            )
+            self._rows = [(index,) for index, _ in found]
+            self._infos = [i for _, i in found]
+            self._seen = current
         return self._rows
 
     def info(self, pos: int) -> dict[str, Any]:
-        name = self._refs[pos]
-        now = time.monotonic()
-        hit = self._stats.get(name)
-        if hit is not None and now - hit[0] < self.ttl:
-            return hit[1]
-        base = self.root / name
-        stats = {s: _int(_read(base / "statistics" / s)) for s in STATS}
-        flags = _int(_read(base / "flags"))
-        info = {
-            "name": name,
-            "index": self._rows[pos][0],
-            "type": ARPHRD_TO_IFTYPE.get(_int(_read(base / "type")), 1),
-            "mtu": _int(_read(base / "mtu")),
-            # speed is in Mb/s, -1 or unreadable for virtual interfaces.
-            "speed": max(_int(_read(base / "speed"), 0), 0),
-            "mac": bytes.fromhex(_read(base / "address").replace(":", ""))
-            if _read(base / "address")
-            else b"",
-            "admin": 1 if flags & 1 else 2,  # IFF_UP
-            "oper": OPERSTATE.get(_read(base / "operstate"), 4),
-            "alias": _read(base / "ifalias"),
-            **stats,
-        }
+        link = self._infos[pos]
+        flags = int(link.get("flags", 0))
+        oper = OPERSTATE.get(str(link.get("operstate", "unknown")), 4)
+        admin = 1 if flags & IFF_UP else 2
         # veth/lo report "unknown" while passing traffic; IF-MIB expects up then.
-        if info["oper"] == 4 and info["admin"] == 1 and _read(base / "carrier") == "1":
-            info["oper"] = 1
-        self._stats[name] = (now, info)
-        return info
+        if oper == 4 and admin == 1 and int(link.get("carrier", 0)) == 1:
+            oper = 1
+        return {
+            **DEFAULTS,
+            **link,
+            "type": ARPHRD_TO_IFTYPE.get(int(link.get("type", 0)), 1),
+            "mac": _mac(str(link.get("mac", ""))),
+            "speed": int(link.get("speed-mbps", 0) or 0),
+            "admin": admin,
+            "oper": oper,
+        }
 
     def if_cell(self, col: int, pos: int) -> Any:
         i = self.info(pos)
