@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import netkit as kit
@@ -35,6 +35,15 @@ def require_bird() -> None:
         pytest.skip("needs BIRD 2 (Debian bird2; scripts/setup installs it)")
 
 
+def appliance_peers(*ns: int) -> dict[str, tuple[str, int]]:
+    """BIRD's sessions to appliances n...: lbN (IPv4) and lbNv6."""
+    out: dict[str, tuple[str, int]] = {}
+    for n in ns:
+        out[f"lb{n}"] = (lb_addr(n), LB_AS)
+        out[f"lb{n}v6"] = (lb_addr(n, 6), LB_AS)
+    return out
+
+
 def bgp_section(n: int, **neighbor_extra: Any) -> dict[str, Any]:
     """Appliance n's /bgp: one IPv4 and one IPv6 session to the router."""
     return {
@@ -47,27 +56,28 @@ def bgp_section(n: int, **neighbor_extra: Any) -> dict[str, Any]:
 
 
 class Bird:
-    def __init__(self, host: kit.Host, appliances: Sequence[int], password: str | None = None,
-                 extra: str = "") -> None:  # fmt: skip
+    """BIRD in `host`: one IPv4 or IPv6 session per peer (name -> (address, AS)), everything
+    learnt exported to the namespace's kernel table (ECMP: `merge paths`)."""
+
+    def __init__(self, host: kit.Host, peers: dict[str, tuple[str, int]],
+                 router_id: str = "198.18.7.1", password: str | None = None) -> None:  # fmt: skip
         self.host = host
         tmp = host.topo.new_log("bird").with_suffix("")
         tmp.mkdir()
         self.ctl = tmp / "bird.ctl"
         conf = tmp / "bird.conf"
         secret = f'password "{password}";' if password else ""
-        peers = "\n".join(
-            f"protocol bgp lb{n} {{ local as {ROUTER_AS}; neighbor {lb_addr(n)} as {LB_AS}; "
-            f"{secret} hold time 9; ipv4 {{ import all; export none; }}; }}\n"
-            f"protocol bgp lb{n}v6 {{ local as {ROUTER_AS}; neighbor {lb_addr(n, 6)} as {LB_AS}; "
-            f"{secret} hold time 9; ipv6 {{ import all; export none; }}; }}"
-            for n in appliances
+        sessions = "\n".join(
+            f"protocol bgp {name} {{ local as {ROUTER_AS}; neighbor {addr} as {asn}; {secret} "
+            f"hold time 9; {'ipv6' if ':' in addr else 'ipv4'} {{ import all; export none; }}; }}"
+            for name, (addr, asn) in peers.items()
         )
         conf.write_text(
-            f"router id {router_addr(1)};\n"
+            f"router id {router_id};\n"
             "protocol device { scan time 1; }\n"
             "protocol kernel { ipv4 { import none; export all; }; merge paths on; }\n"
             "protocol kernel { ipv6 { import none; export all; }; merge paths on; }\n"
-            f"{peers}\n{extra}\n"
+            f"{sessions}\n"
         )
         res = host.run(["bird", "-p", "-c", str(conf)])
         assert res.returncode == 0, res.stderr + res.stdout

@@ -22,7 +22,16 @@ from typing import Any
 
 import netkit as kit
 import pytest
-from bgpkit import LB_AS, Bird, bgp_section, lb_addr, require_bird, router_addr, wait
+from bgpkit import (
+    LB_AS,
+    Bird,
+    appliance_peers,
+    bgp_section,
+    lb_addr,
+    require_bird,
+    router_addr,
+    wait,
+)
 from daemonkit import Daemon
 
 pytestmark = pytest.mark.slow
@@ -81,7 +90,7 @@ def test_one_appliance_announces_by_health_and_withdraws_when_it_dies(
                 [f"{lb_addr(1)}/24", f"{lb_addr(1, 6)}/64"])  # fmt: skip
     netkit.link(lb, backend, ["198.18.11.254/24", "2001:db8:11::fe/64"],
                 [f"{BACKEND4}/24", f"{BACKEND6}/64"])  # fmt: skip
-    bird = Bird(router, [1])
+    bird = Bird(router, appliance_peers(1))
     garbage = router.popen([sys.executable, "-c", GARBAGE_SERVER, GARBAGE_PEER,
                             str(GARBAGE_PORT)], stdout=-1)  # fmt: skip
     assert garbage.stdout is not None and garbage.stdout.readline().strip() == b"ready"

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import netkit as kit
 import pytest
+from bgpkit import LB_AS, Bird, wait
 from dpkit import HTTP_PORT, VIP4, backend_addr, build_lbnet
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -125,6 +126,17 @@ def test_bundle_daemon_moves_traffic(bundle: Path, netkit: kit.Topology, tmp_pat
                 break
             assert time.monotonic() < deadline, (res.stdout, log.read_text())
             time.sleep(0.2)
+        # BGP: the bundle starts ExaBGP (`sluice bgp-speaker`) and its API bridge; a BIRD
+        # router in the client's namespace learns the vip from it.
+        bird = Bird(net.client, {"lb": ("198.18.0.254", LB_AS)}, router_id="198.18.0.1")
+        doc.write_text(json.dumps({"bgp": {"local-as": LB_AS, "router-id": "198.18.0.254",
+                                           "neighbor": [{"address": "198.18.0.1",
+                                                         "remote-as": 65000}]}}))  # fmt: skip
+        res = _run(bundle, "apply", "-f", str(doc), env=env, cwd=tmp_path)
+        assert res.returncode == 0, res.stderr
+        wait(lambda: bird.route(f"{VIP4}/32"), 30, "the vip announced by the bundle's speaker")
+        res = _run(bundle, "bgp", "status", "-o", "json", env=env, cwd=tmp_path)
+        assert json.loads(res.stdout)["neighbor"][0]["session-state"] == "established"
         # The password CLI hashes locally and commits only the hash.
         res = _run(bundle, "passwd", "admin", "--role", "read-write", "--stdin", env=env,
                    cwd=tmp_path, input="first-boot-pw\n")  # fmt: skip
@@ -135,6 +147,7 @@ def test_bundle_daemon_moves_traffic(bundle: Path, netkit: kit.Topology, tmp_pat
     assert code == 0, log.read_text()
     text = log.read_text()
     assert "probe worker started" in text and "probe worker exited" not in text, text
+    assert "bgp speaker started" in text and "bgp speaker exited" not in text, text
     res = subprocess.run(
         ["nsenter", f"--net=/run/netns/{net.lb.ns}", str(bundle), "run", "--cleanup"],
         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60,
