@@ -1,6 +1,7 @@
 """SNMP end to end through one real daemon (datapath on, in the LB namespace): the service
-table's counters follow real traffic and agree with `sluice lb list -o json`, and snmptrapd
-receives the traps when the prober sees an endpoint die and recover.
+table's counters follow real traffic and agree with `sluice lb list -o json`, the conntrack
+gauge and NETCONF's /datapath/state/conntrack-entries agree with the datapath's table, and
+snmptrapd receives the traps when the prober sees an endpoint die and recover.
 
 Everything runs inside the LB namespace (the agent listens on its 127.0.0.1); net-snmp's
 tools and snmptrapd are entered into it with nsenter.
@@ -9,12 +10,16 @@ tools and snmptrapd are entered into it with nsenter.
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
 from daemonkit import Daemon
 from dpkit import HTTP_PORT, VIP4, LbNet, backend_addr, wait_for
+from netconfkit import FAST_HASH, PASSWORD, SLUICE_NS
+from probekit import enter_netns
 from snmpkit import parse_walk, string_index
 
 pytestmark = pytest.mark.datapath  # net-snmp is required: tests/test_snmp.py checks it
@@ -36,6 +41,31 @@ def snmpget(net: LbNet, oid: str) -> str | None:
     res = in_lb(net, "snmpget", "-v2c", "-c", COMMUNITY, "-t", "1", "-r", "0", "-OnqeU",
                 f"127.0.0.1:{AGENT_PORT}", oid)  # fmt: skip
     return parse_walk(res.stdout).get(oid)
+
+
+def netconf_conntrack_entries(net: LbNet) -> int | None:
+    """/datapath/state/conntrack-entries read with ncclient from inside the LB namespace
+    (the daemon's NETCONF listens on its 127.0.0.1:830; the socket is made in there)."""
+    from ncclient import manager
+
+    made: list[socket.socket] = []
+
+    def connect() -> None:
+        enter_netns(net.lb.ns)  # this thread only
+        made.append(socket.create_connection(("127.0.0.1", 830), timeout=5))
+
+    thread = threading.Thread(target=connect)
+    thread.start()
+    thread.join(10)
+    if not made:
+        return None
+    with manager.connect(sock=made[0], host="127.0.0.1", port=830, username="ops",
+                         password=PASSWORD, hostkey_verify=False, allow_agent=False,
+                         look_for_keys=False, timeout=10) as m:  # fmt: skip
+        reply = m.get(filter=("subtree", f'<datapath xmlns="{SLUICE_NS}"><state/></datapath>'))
+    found = reply.data.xpath("//sl:datapath/sl:state/sl:conntrack-entries/text()",
+                             namespaces={"sl": SLUICE_NS})  # fmt: skip
+    return int(found[0]) if found else None
 
 
 def test_counters_follow_traffic_and_traps_follow_health(
@@ -61,6 +91,8 @@ def test_counters_follow_traffic_and_traps_follow_health(
         endpoints = [{"address": backend_addr(n), "port": HTTP_PORT} for n in (1, 2)]
         config = {
             "datapath": {"interface": [{"name": i} for i in net.interfaces]},
+            "management": {"user": [{"name": "ops", "password-hash": FAST_HASH,
+                                     "role": "read-only"}]},
             "snmp": {"enabled": True, "port": AGENT_PORT, "listen-address": ["127.0.0.1"],
                      "community": [{"name": "nms", "secret": COMMUNITY}],
                      "manager": [{"name": "trapd", "address": "127.0.0.1", "port": TRAP_PORT,
@@ -92,6 +124,9 @@ def test_counters_follow_traffic_and_traps_follow_health(
         assert table >= 2 * 6  # both directions of the six flows above
         gauge = wait_for(lambda: int(snmpget(net, CT_ENTRIES) or 0), timeout=12, step=0.2)
         assert abs(gauge - table) <= 4, (gauge, table)
+        # NETCONF's /datapath/state/conntrack-entries: the same snapshot, never empty.
+        entries = wait_for(lambda: netconf_conntrack_entries(net), timeout=12, step=0.3)
+        assert abs(entries - table) <= 4, (entries, table)
 
         servers[1].stop()  # b2 dies: the prober sees it, the agent traps
         # The trap's varbinds are endpoint-table cells: their index names service and endpoint

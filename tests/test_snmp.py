@@ -533,3 +533,49 @@ def test_notifications_reach_snmptrapd(tmp_path: Path) -> None:
     finally:
         harness.close()
         receiver.close()
+
+
+# -- the v2c GETBULK fast path (fastpath.py) ------------------------------------------------
+def bulk_request(community: str, oid: tuple[int, ...], max_rep: int, non_rep: int = 0) -> bytes:
+    from northbound.snmp import ber
+
+    varbinds = ber.tlv(0x30, ber.tlv(0x30, ber.object_id(oid) + b"\x05\x00"))
+    pdu = ber.integer(4242) + ber.integer(non_rep) + ber.integer(max_rep) + varbinds
+    return ber.tlv(0x30, ber.integer(1) + ber.octets(community) + ber.tlv(0xA5, pdu))
+
+
+def test_v2c_fast_path_answers_as_pysnmp_does(h: Harness) -> None:
+    engine = h.agent._engine
+    assert engine is not None and engine.fast is not None
+    before = engine.fast.answered
+    fast = h.walk(*h.v2c, root=ENT)
+    assert engine.fast.answered > before  # the walk went through the fast path
+    original = engine.fast.answer
+    engine.fast.answer = lambda msg: None  # type: ignore[method-assign]
+    try:
+        slow = h.walk(*h.v2c, root=ENT)
+    finally:
+        engine.fast.answer = original  # type: ignore[method-assign]
+    assert fast == slow and len(fast) > 20
+    # An unknown community is not answered by either path.
+    res = snmp("snmpbulkwalk", "-v2c", "-c", "wrong", "-t", "0.5", "-r", "0", OUT, h.target(),
+               ENT)  # fmt: skip
+    assert res.returncode != 0 and ENT not in res.stdout.replace(".1.3", "1.3")
+
+
+def test_v2c_fast_path_survives_malformed_requests(h: Harness) -> None:
+    good = bulk_request(COMMUNITY, (1, 3, 6, 1, 2, 1, 1), 5)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(2)
+        sock.sendto(good, ("127.0.0.1", h.port))
+        answer = sock.recv(65535)
+        assert answer[0] == 0x30 and b"\xa2" in answer and b"lb1" in answer
+        # Every truncation, a flipped length, junk, a huge max-repetitions, non-repeaters
+        # (handed to pysnmp): none may stop the agent.
+        bad = [good[:n] for n in range(1, len(good))]
+        bad += [good[:1] + b"\x84\xff\xff\xff\xff" + good[2:], b"\x30\x03\x02\x01\x01",
+                b"\xff" * 40, bulk_request(COMMUNITY, (1, 3, 6, 1, 2, 1, 1), 2**31 - 1),
+                bulk_request(COMMUNITY, (1, 3, 6, 1, 2, 1, 1), 3, non_rep=1)]  # fmt: skip
+        for msg in bad:
+            sock.sendto(msg, ("127.0.0.1", h.port))
+    assert h.get("1.3.6.1.2.1.1.5.0") == "lb1"

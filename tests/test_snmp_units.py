@@ -97,3 +97,27 @@ def test_snapshot_indexes() -> None:
     assert snap.service_index == [string_index("a"), string_index("bb")]
     assert [e.address for e in snap.endpoints] == ["198.18.1.2", "198.18.1.10"]
     assert inet_index("2001:db8::1")[1] == 2
+
+
+def test_fast_path_parser_never_raises_on_mutated_requests() -> None:
+    from northbound.snmp.fastpath import V2cBulkFastPath
+    from northbound.snmp.tree import TreeController
+
+    oid = (1, 3, 6, 1, 4, 1, 32473, 1, 2)
+    varbinds = ber.tlv(0x30, ber.tlv(0x30, ber.object_id(oid) + b"\x05\x00"))
+    pdu = ber.integer(77) + ber.integer(0) + ber.integer(100) + varbinds
+    good = ber.tlv(0x30, ber.integer(1) + ber.octets("pub") + ber.tlv(0xA5, pdu))
+    fast = V2cBulkFastPath(["pub"], TreeController(lambda: Tree([])), [(1, 3, 6)], 60_000, 100)
+    assert fast.parse(good) == (b"pub", ber.integer(77), 100, oid)
+    assert fast.parse(good.replace(b"pub", b"puX")) is None  # not our community
+    rng = random.Random(11)
+    for _ in range(3000):
+        msg = bytearray(good)
+        for _ in range(rng.randint(1, 3)):
+            msg[rng.randrange(len(msg))] = rng.randrange(256)
+        cut = bytes(msg[: rng.randint(0, len(msg))] if rng.random() < 0.3 else msg)
+        parsed = fast.parse(cut)  # None or a well-formed tuple: never an exception
+        assert parsed is None or isinstance(parsed[3], tuple)
+    # An empty tree answers endOfMibView, in a well-formed response.
+    response = fast.answer(good)
+    assert response is not None and response[0] == 0x30 and b"\x82\x00" in response

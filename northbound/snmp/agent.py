@@ -36,9 +36,12 @@ from appliance.config import LOAD_BALANCER
 from appliance.doors import Binding, DoorContext, Section
 from northbound.snmp import ber, model
 from northbound.snmp.boots import MAX_BOOTS, EngineBoots
+from northbound.snmp.fastpath import ROUTE, V2cBulkFastPath
 from northbound.snmp.ifmib import Interfaces
 from northbound.snmp.model import LbMib, Snapshot, StateReader
 from northbound.snmp.responders import (
+    HEADER_BUDGET,
+    MAX_RESPONSE,
     GetCommandResponder,
     NextCommandResponder,
     SizedBulkCommandResponder,
@@ -139,6 +142,7 @@ class _Engine:
         self.notifier: engine.SnmpEngine | None = None
         self.managers: list[tuple[str, str]] = []  # (notification name, kind)
         self.responders: list[Any] = []
+        self.fast: V2cBulkFastPath | None = None
 
     def _build(self) -> None:
         """Runs in a worker thread: building an engine loads pysnmp's MIB modules (~0.1 s
@@ -200,6 +204,21 @@ class _Engine:
         # open_server_mode only schedules create_datagram_endpoint; wait for it here so
         # start() returns once requests are served.
         await asyncio.gather(*(t._lport for t in transports if t._lport is not None))
+        # v2c table walks skip pysnmp's message processing (fastpath.py); the rest, and
+        # whatever the fast path does not recognise, goes through pysnmp as before.
+        communities = [c["secret"] for c in cfg.get("community", [])]
+        if communities:
+            fast = V2cBulkFastPath(
+                communities,
+                self.controller,
+                VIEW_SUBTREES,
+                MAX_RESPONSE - HEADER_BUDGET,
+                SizedBulkCommandResponder.max_varbinds,
+            )
+            dispatcher = self.engine.transport_dispatcher
+            dispatcher.register_recv_callback(fast.receiver(self.engine), ROUTE)
+            dispatcher.register_routing_callback(fast.route)
+            self.fast = fast
         # Keep the dispatcher's timer (USM time windows, retries) alive in this loop; the
         # blocking open_dispatcher()/run_dispatcher() must not be used inside the daemon.
         self.engine.transport_dispatcher.job_started(1)

@@ -265,13 +265,19 @@ class TreeController(AbstractMibInstrumController):
         return out
 
     def read_next_run(
-        self, name: Any, count: int, max_bytes: int, **context: Any
+        self,
+        name: Any,
+        count: int,
+        max_bytes: int,
+        view: Callable[[Table], bool] | None = None,
+        **context: Any,
     ) -> list[tuple[Oid, bytes]]:
         """Up to `count` successive cells after `name` within `max_bytes` of encoding.
 
         A GETBULK with one repeated varbind (every table walk) reads a run of cells: one
         search and a scan instead of a search per repetition. Ends with endOfMibView when the
-        tree ends first.
+        tree ends first. `view`, when given, decides access per table instead of pysnmp's
+        VACM (the v2c fast path, fastpath.py).
         """
         tree = self._tree_fn()
         oid = tuple(name)
@@ -281,7 +287,10 @@ class TreeController(AbstractMibInstrumController):
         for next_oid, encoded, pos in tree.iter_after(oid):
             allowed = checked.get(pos)
             if allowed is None:
-                allowed = checked[pos] = self._allowed(tree.tables[pos], context, 0)
+                table = tree.tables[pos]
+                allowed = checked[pos] = (
+                    view(table) if view is not None else self._allowed(table, context, 0)
+                )
             if not allowed:
                 continue
             size += len(encoded)
