@@ -15,8 +15,10 @@ from pathlib import Path
 import pytest
 from daemonkit import Daemon
 from dpkit import HTTP_PORT, VIP4, LbNet, backend_addr, wait_for
+from lxml import etree
 
 from appliance.config.passwords import hash_password
+from northbound.netconf.modules import ServedModules
 
 pytestmark = [pytest.mark.datapath, pytest.mark.usefixtures("prober_mode")]
 
@@ -88,6 +90,9 @@ with manager.connect(host="127.0.0.1", port=int(port), username="oss", password=
         m.validate(source="candidate")
         m.commit()
     print("committed")
+    if len(sys.argv) > 6:  # then a <get> of config and state, after traffic
+        input()
+        print(m.get().data_xml)
 """
 
 
@@ -111,5 +116,14 @@ def test_service_provisioned_over_netconf_carries_traffic(
     done = wait_for(lambda: (r := provision()).returncode == 0 and r, timeout=20, step=0.5)
     assert "committed" in done.stdout
     assert sorted(net.get(VIP4) for _ in range(4)) == ["b1", "b1", "b2", "b2"]
+
+    # The <get> of a daemon with traffic and probes: every node of config and state (and
+    # netconf-state, yang-library) is defined by a module the server advertises.
+    again = subprocess.run([*cmd, *args, "get"], input="\n", capture_output=True,
+                           text=True, timeout=60)
+    assert again.returncode == 0, again.stderr
+    data = etree.fromstring(again.stdout.split("committed", 1)[1].strip().encode())
+    assert data.xpath("//*[local-name()='endpoint']/*[local-name()='state']")
+    ServedModules().validate_data("".join(etree.tostring(c).decode() for c in data))
     history = d.cli_json("config", "history")
     assert history[0]["interface"] == "netconf" and history[0]["user"] == "oss"

@@ -301,24 +301,6 @@ def test_notification_on_commit(h: kit.Harness) -> None:
         assert "<operation>delete</operation>" in n.notification_xml
 
 
-def test_event_bus_events_are_notified(tmp_path: Path) -> None:
-    from appliance import events
-
-    bus = events.EventBus()
-    h = kit.start(tmp_path, event_bus=bus)
-    try:
-        with h.connect() as m:
-            m.create_subscription()
-            bus.publish({"type": "endpoint-health", "service": "web",
-                         "address": "198.18.1.1", "port": 8080, "health": "down"})
-            n = m.take_notification(timeout=10)
-            assert n is not None
-            assert "<endpoint-health" in n.notification_xml
-            assert "<health>down</health>" in n.notification_xml
-    finally:
-        kit.stop(h)
-
-
 def test_operational_state_in_get(tmp_path: Path) -> None:
     def state() -> dict:
         return {"sluice:load-balancer": {"service": [

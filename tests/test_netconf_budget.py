@@ -266,10 +266,22 @@ def test_get_reads_state_from_the_snapshot_thread(tmp_path: Path) -> None:
 def test_overlay_while_writing_equals_merge_then_write() -> None:
     from northbound.netconf.output import json_to_xml
 
-    ep = Node("endpoint", LIST, True, keys=("address", "port"))
-    svc = Node("service", LIST, True, keys=("name",), children={"endpoint": ep})
+    def leaves(*names: str, config: bool = True) -> dict[str, Node]:
+        return {n: Node(n, "leaf", config) for n in names}
+
+    def state(*names: str) -> Node:
+        return Node("state", "container", False, children=leaves(*names, config=False))
+
+    ep = Node("endpoint", LIST, True, keys=("address", "port"),
+              children={**leaves("address", "port"), "state": state("health")})
+    svc = Node("service", LIST, True, keys=("name",),
+               children={"endpoint": ep, **leaves("name", "port"),
+                         "state": state("packets", "oper-status")})
+    dp_state = Node("state", "container", False,
+                    children={"attached-interface": Node("attached-interface", "leaf-list",
+                                                         False)})
     top = {"load-balancer": Node("load-balancer", "container", True, children={"service": svc}),
-           "datapath": Node("datapath", "container", True)}
+           "datapath": Node("datapath", "container", True, children={"state": dp_state})}
 
     def config() -> dict[str, Any]:
         return {"sluice:load-balancer": {"service": [

@@ -127,6 +127,25 @@ class Schema:
             return FieldError(path, err.message, "operation-failed", app_tag)
         return FieldError(path, err.message, err.tag, err.app_tag)
 
+    def with_defaults(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """`doc` with every default filled in, without validating it (a candidate may be
+        invalid mid-edit); raises ValidationError only for a value of the wrong type."""
+        text = json.dumps(doc)
+        with self._lock:
+            try:
+                dnode = self.ctx.parse_data_mem(text, "json", strict=True, no_state=True,
+                                                parse_only=True)
+            except libyang.LibyangError as exc:
+                raise ValidationError([self.field_error(str(exc))]) from None
+            if dnode is None:
+                return {}  # as validate() does for an empty document
+            try:
+                dnode.add_defaults(no_state=True)
+                return json.loads(dnode.print_mem("json", with_siblings=True, pretty=False,
+                                                  include_implicit_defaults=True))
+            finally:
+                dnode.free()
+
     def module_text(self) -> str:
         """The module source, for NETCONF get-schema and for shipping with the MIB."""
         return (self.yang_dir / f"{MODULE}.yang").read_text()

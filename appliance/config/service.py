@@ -1011,11 +1011,16 @@ class Session:
         steps = parse_path(path)
         with svc._mutex:
             if datastore == "startup":
-                doc = svc.startup_doc()
-            elif datastore == "candidate":
                 if effective:
-                    raise ConfigError("effective values are available for running only")
-                doc = secrets.mask(copy.deepcopy(self.candidate_doc()), svc.schema)
+                    doc = svc.schema.with_defaults(svc.startup_doc(with_secrets=True))
+                    doc = secrets.mask(doc, svc.schema)
+                else:
+                    doc = svc.startup_doc()
+            elif datastore == "candidate":
+                doc = copy.deepcopy(self.candidate_doc())
+                if effective:
+                    doc = svc.schema.with_defaults(doc)
+                doc = secrets.mask(doc, svc.schema)
             elif len(steps) >= 2 and steps[1].name == "service" and steps[1].keys:
                 name = steps[1].key_dict().get("name", "")
                 svc_doc = (svc.services_effective if effective else svc.services).get(name)

@@ -1,20 +1,17 @@
 """ietf-netconf-monitoring (RFC 6022): netconf-state in <get>, and get-schema; yang-library.
 
-The schemas offered are the sluice module and every module it imports (from the same
-libyang context the config service validates with), so a client can compile the model.
+The schemas offered are every module advertised (northbound/netconf/modules.py), so a
+client can compile the model and the protocol modules.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from libyang.util import c2str
 from lxml import etree
 
 from appliance.config import DATASTORES
-from appliance.config.schema import Schema
 from northbound.netconf.errors import RpcError
 from northbound.netconf.rpc import Dispatcher, text_of
 from northbound.netconf.xmlutil import MONITORING_NS, qn, sub
@@ -22,41 +19,6 @@ from northbound.netconf.xmlutil import MONITORING_NS, qn, sub
 if TYPE_CHECKING:
     from northbound.netconf.server import NetconfServer
     from northbound.netconf.session import NetconfSession
-
-
-@dataclass(frozen=True)
-class SchemaFile:
-    identifier: str
-    version: str
-    namespace: str
-    text: str
-
-
-def collect_schemas(schema: Schema) -> dict[str, SchemaFile]:
-    """The main module and, transitively, its imports: identifier → source text."""
-    ctx = schema.ctx
-    main = schema.module
-    out: dict[str, SchemaFile] = {}
-    todo = [main.name()]
-    while todo:
-        name = todo.pop()
-        if name in out:
-            continue
-        module = ctx.get_module(name)
-        if module is None:
-            continue
-        revs = [r.date() for r in module.revisions()]
-        if name == main.name():
-            text = schema.module_text()
-        elif module.filepath():
-            with open(module.filepath(), encoding="utf-8") as f:
-                text = f.read()
-        else:
-            text = module.print_mem("yang")  # libyang's built-in modules have no file
-        out[name] = SchemaFile(name, revs[0] if revs else "", c2str(module.cdata.ns), text)
-        # Import.module of this binding returns the importing module; look imports up by name.
-        todo.extend(imp.name() for imp in module.imports())
-    return out
 
 
 def _time(t: datetime) -> str:

@@ -2,9 +2,8 @@
 
 Events: ietf-netconf-notifications (RFC 6470) netconf-config-change on every commit (from
 any front door: the config service tells every subscriber), netconf-confirmed-commit,
-netconf-session-start/-end; and whatever an optional event bus publishes (endpoint health,
-service up/down), sent in the sluice-events namespace until the model has notification
-statements for them. No replay: startTime is refused.
+netconf-session-start/-end; and the event bus's endpoint-state, service-state and alarm
+events, as the notifications of the sluice-events module. No replay: startTime is refused.
 """
 
 from __future__ import annotations

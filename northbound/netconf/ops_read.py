@@ -9,28 +9,30 @@ from lxml import etree
 from appliance.config import DATASTORES
 from northbound.netconf import monitoring, xpathrun
 from northbound.netconf.errors import RpcError
-from northbound.netconf.output import json_to_xml, subtree_filter, xpath_filter
+from northbound.netconf.output import TAG, TRIM, json_to_xml, subtree_filter, xpath_filter
 from northbound.netconf.rpc import Dispatcher, call, datastore, text_of
 from northbound.netconf.xmlutil import BASE_NS, WITH_DEFAULTS_NS, child, qn
 
 if TYPE_CHECKING:
     from northbound.netconf.session import NetconfSession
 
-WITH_DEFAULTS = ("explicit", "report-all")
+# RFC 6243, on every datastore: the value read (defaults filled in or not), and how the
+# XML shows leaves whose value is the schema default.
+WITH_DEFAULTS = {
+    "explicit": (False, None),
+    "report-all": (True, None),
+    "report-all-tagged": (True, TAG),
+    "trim": (False, TRIM),
+}
 
 
-def _effective(op: etree._Element, source: str) -> bool:
-    mode = text_of(op, "with-defaults", None, WITH_DEFAULTS_NS)
-    if mode is None or mode == "explicit":
-        return False
-    if mode != "report-all":
+def _with_defaults(op: etree._Element) -> tuple[bool, str | None]:
+    mode = text_of(op, "with-defaults", None, WITH_DEFAULTS_NS) or "explicit"
+    if mode not in WITH_DEFAULTS:
         raise RpcError("invalid-value", f"with-defaults {mode} is not supported "
                        f"(use one of {', '.join(WITH_DEFAULTS)})", type="protocol",
                        info={"bad-element": "with-defaults"})
-    if source != "running":
-        raise RpcError("invalid-value", "report-all is available for running only",
-                       type="protocol", info={"bad-element": "with-defaults"})
-    return True
+    return WITH_DEFAULTS[mode]
 
 
 def _filter(s: NetconfSession, flt: etree._Element | None, data: etree._Element) -> None:
@@ -56,13 +58,14 @@ async def get_config(s: NetconfSession, op: etree._Element) -> list[etree._Eleme
     source = datastore(op, "source", DATASTORES)
     assert isinstance(source, str)
     reader = s.candidate if source == "candidate" else s.config
-    doc = await call(s, reader.get, "/", source, effective=_effective(op, source))
+    effective, defaults = _with_defaults(op)
+    doc = await call(s, reader.get, "/", source, effective=effective)
     idx = s.server.index
     flt = child(op, "filter")
 
     def build() -> etree._Element:
         data = etree.Element(qn(BASE_NS, "data"), nsmap={None: BASE_NS})
-        json_to_xml(data, doc, idx.top, idx.namespace)
+        json_to_xml(data, doc, idx.top, idx.namespace, defaults=defaults)
         _filter(s, flt, data)
         return data
 
@@ -70,7 +73,7 @@ async def get_config(s: NetconfSession, op: etree._Element) -> list[etree._Eleme
 
 
 async def get(s: NetconfSession, op: etree._Element) -> list[etree._Element]:
-    effective = _effective(op, "running")
+    effective, defaults = _with_defaults(op)
     doc = await call(s, s.config.get, "/", "running", effective=effective)
     idx = s.server.index
     source = s.server.state_source
@@ -83,7 +86,7 @@ async def get(s: NetconfSession, op: etree._Element) -> list[etree._Element]:
         # config false nodes in the same JSON encoding, merged by list keys while writing.
         state = (source() or {}) if source is not None else {}
         data = etree.Element(qn(BASE_NS, "data"), nsmap={None: BASE_NS})
-        json_to_xml(data, doc, idx.top, idx.namespace, overlay=state)
+        json_to_xml(data, doc, idx.top, idx.namespace, overlay=state, defaults=defaults)
         for el in extra:
             data.append(el)
         _filter(s, flt, data)

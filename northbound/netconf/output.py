@@ -19,26 +19,33 @@ from northbound.netconf.errors import RpcError
 from northbound.netconf.schema_index import LIST, Node
 from northbound.netconf.xmlutil import elements, local, ns_of
 
+WD_NS = "urn:ietf:params:xml:ns:netconf:default:1.0"
+TRIM, TAG = "trim", "tag"
+
 
 def json_to_xml(parent: etree._Element, doc: dict[str, Any], top: dict[str, Node],
-                namespace: str, overlay: dict[str, Any] | None = None) -> None:
+                namespace: str, overlay: dict[str, Any] | None = None,
+                defaults: str | None = None) -> None:
     """Append the XML of a whole document (top-level keys 'module:name') to `parent`.
 
     `overlay` (e.g. operational state, same encoding) is merged in while writing, list
     entries matched by key: what `merge_json` does, without building the merged document.
     Written as text and parsed once, rather than one SubElement call per node.
+    `defaults` (RFC 6243): TRIM leaves out leaves whose value is the schema default, TAG
+    marks them wd:default="true" (report-all-tagged).
     """
     overlay = overlay or {}
+    wd = f' xmlns:wd="{WD_NS}"' if defaults == TAG else ""
     for key in [*doc, *(k for k in overlay if k not in doc)]:
         value, extra = doc.get(key), overlay.get(key)
         name = key.split(":", 1)[-1]
-        if value is None and extra is None:
+        if value is None and (extra is None or name not in top):
             continue
-        out = [f'<{name} xmlns="{namespace.translate(_ESCAPE)}">']
+        out = [f'<{name} xmlns="{namespace.translate(_ESCAPE)}"{wd}>']
         if value is None:
-            _emit(out, extra, top.get(name), None)
+            _emit(out, extra, top.get(name), None, defaults)
         else:
-            _emit(out, value, top.get(name), extra)
+            _emit(out, value, top.get(name), extra, defaults)
         out.append(f"</{name}>")
         parent.append(etree.fromstring("".join(out).encode(), _OWN_TEXT))
 
@@ -49,7 +56,8 @@ _OWN_TEXT = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=Fa
 _ESCAPE = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"})
 
 
-def _emit(out: list[str], value: Any, node: Node | None, extra: Any) -> None:
+def _emit(out: list[str], value: Any, node: Node | None, extra: Any,
+          defaults: str | None = None) -> None:
     if not isinstance(value, dict):
         out.append(_text(value).translate(_ESCAPE))
         return
@@ -63,26 +71,35 @@ def _emit(out: list[str], value: Any, node: Node | None, extra: Any) -> None:
     else:
         extra = None
     for name in names:
-        sub = value.get(name)
         cnode = children.get(name)
+        if cnode is None and node is not None:
+            continue  # state the model does not define is not sent: clients validate
+        sub = value.get(name)
         more = extra.get(name) if extra is not None else None
         if sub is None:
             sub, more = more, None
         if isinstance(sub, list):
             matched, rest = _by_key(sub, more, cnode)
             for item, item_extra in zip(sub, matched, strict=True):
-                _element(out, name, item, cnode, item_extra)
+                _element(out, name, item, cnode, item_extra, defaults)
             for item in rest:
-                _element(out, name, item, cnode, None)
+                _element(out, name, item, cnode, None, defaults)
         else:
-            _element(out, name, sub, cnode, more)
+            _element(out, name, sub, cnode, more, defaults)
 
 
-def _element(out: list[str], name: str, item: Any, node: Node | None, extra: Any) -> None:
+def _element(out: list[str], name: str, item: Any, node: Node | None, extra: Any,
+             defaults: str | None = None) -> None:
     if item is None or item == MASK:
         return
-    out.append(f"<{name}>")
-    _emit(out, item, node, extra)
+    if defaults and node is not None and node.default is not None \
+            and not isinstance(item, dict | list) and _text(item) == node.default:
+        if defaults == TRIM:
+            return
+        out.append(f'<{name} wd:default="true">')
+    else:
+        out.append(f"<{name}>")
+    _emit(out, item, node, extra, defaults)
     out.append(f"</{name}>")
 
 

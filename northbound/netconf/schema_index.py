@@ -28,6 +28,7 @@ class Node:
     config: bool
     keys: tuple[str, ...] = ()
     value_type: str = STR  # leaves: how the JSON encoding carries the value
+    default: str | None = None  # leaves: the schema default, as the XML text says it
     children: dict[str, Node] = field(default_factory=dict)
 
 
@@ -50,7 +51,9 @@ class SchemaIndex:
         elif isinstance(snode, libyang.SLeafList):
             node = Node(snode.name(), LEAF_LIST, config, value_type=_value_type(snode.type()))
         elif isinstance(snode, libyang.SLeaf):
-            node = Node(snode.name(), LEAF, config, value_type=_value_type(snode.type()))
+            dflt = snode.default()
+            node = Node(snode.name(), LEAF, config, value_type=_value_type(snode.type()),
+                        default=None if dflt is None else _xml_text(dflt))
         elif isinstance(snode, libyang.SContainer):
             node = Node(snode.name(), CONTAINER, config)
         else:
@@ -69,6 +72,12 @@ class SchemaIndex:
         built = self._build(snode, config)
         if built is not None:
             node.children[built.name] = built
+
+
+def _xml_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def _value_type(ytype: Any) -> str:

@@ -35,6 +35,7 @@ from northbound.netconf import (
 )
 from northbound.netconf.edit import EditTranslator
 from northbound.netconf.framing import DEFAULT_MAX_MESSAGE
+from northbound.netconf.modules import SchemaFile, ServedModules
 from northbound.netconf.rpc import Dispatcher
 from northbound.netconf.schema_index import LIST, SchemaIndex
 from northbound.netconf.session import BASE_10, BASE_11, NetconfSession
@@ -67,7 +68,8 @@ PROTOCOL_CAPABILITIES = (
     CAP + "xpath:1.0",
     CAP + "notification:1.0",
     CAP + "interleave:1.0",
-    CAP + "with-defaults:1.0?basic-mode=explicit&also-supported=report-all",
+    CAP + "with-defaults:1.0?basic-mode=explicit"
+    "&also-supported=report-all,report-all-tagged,trim",
 )
 
 
@@ -118,7 +120,8 @@ class NetconfServer:
         self.index = SchemaIndex(schema)
         self.translator = EditTranslator(self.index.top, self.index.namespace,
                                          self.index.module_name)
-        self.schemas = monitoring.collect_schemas(schema)
+        self.modules: ServedModules | None = None  # from start(): loading takes a while
+        self.schemas: dict[str, SchemaFile] = {}
         self._yanglib = ""
         self.dispatcher = Dispatcher()
         for group in (ops_read, ops_edit, ops_commit, ops_session, monitoring, notifications):
@@ -138,7 +141,9 @@ class NetconfServer:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._key = await asyncio.to_thread(self._host_key)
-        self._yanglib = await self.call(self._yanglib_text)
+        self.modules = await asyncio.to_thread(ServedModules)
+        self.schemas = self.modules.schemas
+        self._yanglib = await asyncio.to_thread(self.modules.yang_library_xml)
         # RFC 6241 8.3: one candidate, shared by every NETCONF session and outliving them
         # (the CLI and the console keep their own private candidates).
         self.candidate = await self.call(self.config_service.open_session, "netconf",
@@ -201,13 +206,6 @@ class NetconfServer:
     def _host_key(self) -> asyncssh.SSHKey:
         return load_or_create_host_key(self.state_dir)
 
-    def _yanglib_text(self) -> str:
-        data = self.config_service.schema.ctx.get_yanglib_data()
-        try:
-            return data.print_mem("xml", with_siblings=True, pretty=False)
-        finally:
-            data.free()
-
     def yang_library_xml(self) -> str:
         return self._yanglib
 
@@ -230,12 +228,10 @@ class NetconfServer:
         if self.config_service.boots_from_startup():
             # Only then is startup what the appliance boots from (RFC 6241 8.7).
             caps.append(STARTUP)
+        if self.modules is not None:
+            caps.append(self.modules.capability())
         for sf in self.schemas.values():
             caps.append(f"{sf.namespace}?module={sf.identifier}&revision={sf.version}")
-        caps.append("urn:ietf:params:xml:ns:yang:ietf-netconf-monitoring"
-                    "?module=ietf-netconf-monitoring&revision=2010-10-04")
-        caps.append("urn:ietf:params:xml:ns:yang:ietf-netconf-notifications"
-                    "?module=ietf-netconf-notifications&revision=2012-02-06")
         return caps
 
     def hello(self, session_id: int) -> etree._Element:
@@ -362,9 +358,17 @@ class NetconfServer:
         self._from_thread(lambda: notifications.config_change(diff, ns, user, sid, host))
 
     def _on_bus_event(self, event: Any) -> None:
-        if not isinstance(event, dict):
-            event = getattr(event, "__dict__", {"value": str(event)})
-        self._from_thread(lambda: notifications.bus_event(event))
+        if not isinstance(event, dict) or self.modules is None:
+            return
+        leaves = self.modules.event_leaves.get(str(event.get("type")))
+        if leaves is None:
+            # Sent only as the notification sluice-events defines for it: an event type
+            # without one gets a `notification` statement there before NETCONF sends it.
+            log.debug("event not sent over netconf: no notification defined",
+                      extra={"type": event.get("type")})
+            return
+        fields = {k: v for k, v in event.items() if k in leaves and v is not None}
+        self._from_thread(lambda: notifications.bus_event({"type": event["type"], **fields}))
 
     def notify_confirmed_commit(self, session_id: int, event: str,
                                 timeout: int | None = None) -> None:
