@@ -29,7 +29,10 @@ STD_MIB_DIRS = [
     )
     if Path(d).is_dir()
 ]
-MIB_PATH = ":".join([str(MIB_DIR), *STD_MIB_DIRS])
+# Last on the path: stand-ins for the few standard modules SLUICE-LB-MIB imports, so the
+# tools load it (and snmptable finds its tables) where the real ones are missing.
+STAND_IN_MIBS = Path(__file__).resolve().parent / "mibs"
+MIB_PATH = ":".join([str(MIB_DIR), *STD_MIB_DIRS, str(STAND_IN_MIBS)])
 ENGINE_ID = "80007ed90573756963652d7465737401"  # enterprise 32473, format 5 (octets)
 
 

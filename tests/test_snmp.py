@@ -579,3 +579,23 @@ def test_v2c_fast_path_survives_malformed_requests(h: Harness) -> None:
         for msg in bad:
             sock.sendto(msg, ("127.0.0.1", h.port))
     assert h.get("1.3.6.1.2.1.1.5.0") == "lb1"
+
+
+def test_snmptable_reads_the_tables_over_v2c_and_v3(h: Harness) -> None:
+    """net-snmp's snmptable (GETBULK by default) with the shipped MIB, both versions."""
+    for auth in (h.v2c, [*v3_args("ops", AUTH_PASS, PRIV_PASS), "-t", "2", "-r", "1"]):
+        res = snmp("snmptable", *auth, "-Cb", "-Cf", "|", "-Ci", h.target(),
+                   "SLUICE-LB-MIB::sluiceServiceTable")  # fmt: skip
+        assert res.returncode == 0, res.stderr
+        lines = res.stdout.splitlines()
+        header = next(line for line in lines if line.startswith("index|"))
+        rows = {line.split("|")[0]: dict(zip(header.split("|"), line.split("|"), strict=True))
+                for line in lines if line.startswith('"')}  # fmt: skip
+        assert set(rows) == {'"web"', '"dns6"'}, res.stdout
+        assert rows['"web"']["Protocol"] in ("tcp", "1") and rows['"web"']["Port"] == "80"
+        assert rows['"dns6"']["Protocol"] in ("udp", "2")
+        assert rows['"web"']["EndpointsTotal"] == "2"
+        res = snmp("snmptable", *auth, "-Cb", "-Cf", "|", "-Ci", h.target(),
+                   "SLUICE-LB-MIB::sluiceEndpointTable")  # fmt: skip
+        assert res.returncode == 0, res.stderr
+        assert sum(1 for line in res.stdout.splitlines() if line.startswith('"')) == 3
