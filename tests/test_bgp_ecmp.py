@@ -7,6 +7,7 @@ them to the same two backends.
 
 - all four sessions Established; the router's kernel routes each vip with two next hops;
 - connections from the client reach the backends through both appliances;
+- HA roles: the master's path alone is in the router's table, and after a swap the other's;
 - kill -9 of one daemon: its speaker dies with it, the router drops that next hop and new
   connections all go through the other.
 
@@ -133,6 +134,20 @@ def test_two_appliances_share_the_vips_by_ecmp(netkit: kit.Topology, tmp_path: P
         flows = [_flows(d) for d in daemons]
         # 50 flows hashed over two paths: each appliance carried some (1 in 2^49 to fail).
         assert all(f > 0 for f in flows) and sum(flows) >= CONNECTIONS, flows
+
+        # HA roles: the master's path is preferred (MED 10 against 20), then the other's.
+        for master, backup in ((0, 1), (1, 0)):
+            assert daemons[master].cli("bgp", "role", "master").returncode == 0
+            assert daemons[backup].cli("bgp", "role", "backup").returncode == 0
+            wait(lambda m=master: bird.next_hops(VIP4) == [lb_addr(m + 1)], 10,
+                 f"only lb{master + 1}'s IPv4 path")  # fmt: skip
+            wait(lambda m=master: bird.next_hops(VIP6) == [lb_addr(m + 1, 6)], 10,
+                 f"only lb{master + 1}'s IPv6 path")  # fmt: skip
+        assert "BGP.med: 10" in bird.route(f"{VIP4}/32")
+        assert daemons[1].cli_json("bgp", "status")["ha-role"] == "master"
+        for d in daemons:
+            assert d.cli("bgp", "role", "none").returncode == 0
+        wait(lambda: bird.next_hops(VIP4) == [lb_addr(1), lb_addr(2)], 10, "ECMP again")
 
         # kill -9 one daemon: its speaker goes with it, the router keeps only the other path.
         daemons[1].stop(signal.SIGKILL)

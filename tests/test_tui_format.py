@@ -7,6 +7,7 @@ import pytest
 from tui.format import (
     FieldSyntaxError,
     RateMeter,
+    bgp_line,
     error_field,
     field_changes,
     parse_endpoints,
@@ -99,3 +100,12 @@ def test_slow_refreshes_stretch_the_poll_interval() -> None:
     assert next_poll_at(100.0, 99.9, 2.0) == 100.0  # quick: the timer's 2 s pace
     # 1 s per refresh: at most 1 s in POLL_DUTY, so the next one waits until then.
     assert next_poll_at(101.0, 100.0, 2.0) == 101.0 + POLL_DUTY - 2.0
+
+
+def test_bgp_line_only_when_bgp_runs() -> None:
+    assert bgp_line(None) is None
+    assert bgp_line({"doors": {"bgp": {"state": "disabled"}}}) is None
+    door = {"state": "running", "speaker": "exabgp", "established": "1/2", "announced": 3,
+            "ha-role": "master"}
+    assert bgp_line({"doors": {"bgp": door}}) == (
+        "bgp running · sessions established 1/2 · vips announced 3 · master")

@@ -285,3 +285,17 @@ def endpoints_text(endpoints: list[dict[str, Any]]) -> str:
             text += f":{ep['weight']}"
         parts.append(text)
     return ", ".join(parts)
+
+
+def bgp_line(status: dict[str, Any] | None) -> str | None:
+    """The console's BGP line from `status` (its "bgp" door), None when BGP is not set up."""
+    door = ((status or {}).get("doors") or {}).get("bgp")
+    if not isinstance(door, dict) or door.get("state") in (None, "disabled"):
+        return None
+    text = (f"bgp {door['state']} · sessions established {door.get('established', DASH)}"
+            f" · vips announced {door.get('announced', DASH)}")
+    if door.get("ha-role"):
+        text += f" · {door['ha-role']}"
+    if door.get("error"):
+        text += f" · {door['error']}"
+    return text

@@ -112,3 +112,21 @@ def _bgp_status(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
     """The BGP speaker, its sessions and the prefixes announced (`sluice bgp status`)."""
     provider = ctx.state.get("bgp")
     return provider() if provider else {"speaker": "disabled", "neighbor": [], "announced": []}
+
+
+@method("bgp.role")
+def _bgp_role(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
+    """Set the HA role the announcements follow ("master", "backup", or None): the hook an
+    HA role source calls (`sluice bgp role` by hand). Not saved: it lasts until changed."""
+    if ctx.session.read_only:
+        raise ConfigError("a read-only session cannot set the BGP role",
+                          [FieldError("role", "read-only session")])
+    set_role = ctx.state.get("bgp-role")
+    if set_role is None:
+        raise ConfigError("BGP is not running in this daemon", [FieldError("role", "no BGP")])
+    role = params.get("role")
+    try:
+        set_role(role)
+    except ValueError as exc:
+        raise ConfigError(str(exc), [FieldError("role", str(exc))]) from None
+    return _bgp_status(ctx, {})

@@ -14,6 +14,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     status = verbs.add_parser("status", help="sessions (state, since, prefixes sent), vips")
     status.add_argument("-o", "--output", choices=["table", "json"], default="table")
     status.set_defaults(func=cmd_status)
+    role = verbs.add_parser("role", help="set the HA role the announcements follow (not saved)")
+    role.add_argument("role", choices=["master", "backup", "none"])
+    role.set_defaults(func=cmd_role)
 
 
 def cmd_status(client: ControlClient, args: argparse.Namespace) -> int:
@@ -37,4 +40,10 @@ def cmd_status(client: ControlClient, args: argparse.Namespace) -> int:
     announced = st.get("announced") or []
     print(f"announced {len(announced)}: {' '.join(announced[:20])}"
           + (" ..." if len(announced) > 20 else ""))
+    return 0
+
+
+def cmd_role(client: ControlClient, args: argparse.Namespace) -> int:
+    st = client.call("bgp.role", role=None if args.role == "none" else args.role)
+    print(f"ha-role {st.get('ha-role') or 'none'}")
     return 0
