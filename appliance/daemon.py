@@ -130,7 +130,7 @@ async def run_daemon(
         server = ControlServer(service, socket, worker, state)
         await server.start()
         supervisor = DoorSupervisor(
-            DoorContext(service, worker, state, bus, db.parent, socket), doors
+            DoorContext(service, worker, state, bus, db.parent, socket, alarms), doors
         )
         state["doors"] = supervisor.status
         await supervisor.start()

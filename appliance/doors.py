@@ -41,6 +41,7 @@ class DoorContext:
     bus: Any  # appliance.events.EventBus: endpoint-state and other events
     state_dir: Path  # per-appliance files (SSH host key) beside the database
     socket: Path  # the control socket (the SSH console's children connect to it)
+    alarms: Any = None  # appliance.alarms.Alarms: conditions a door raises (BGP sessions lost)
 
 
 class Door(Protocol):

@@ -205,6 +205,7 @@ class RecordingAdvertiser:
         self.routes: dict[str, dict[str, Route]] = {}
         self.configs: list[SpeakerConfig] = []
         self.stopped = False
+        self.on_session: Any = None
 
     def start(self, config: SpeakerConfig) -> None:
         self.configs.append(config)
@@ -239,7 +240,7 @@ def test_component_follows_health_alarms_role_and_commits(tmp_path: Path) -> Non
             s.edit([{"op": "create", "path": "/sluice:load-balancer/service[name='web']",
                      "value": svc("web", "198.19.0.10")}])  # fmt: skip
             s.commit("")
-        ctx = DoorContext(service, worker, state, bus, tmp_path, tmp_path / "sock")
+        ctx = DoorContext(service, worker, state, bus, tmp_path, tmp_path / "sock", alarms)
         door = BgpDoor(ctx, SECTION, advertiser_factory=RecordingAdvertiser)
         await door.start()
         adv = door.advertiser
@@ -263,6 +264,20 @@ def test_component_follows_health_alarms_role_and_commits(tmp_path: Path) -> Non
         _wait(lambda: v4().get("198.19.0.10/32", Route("")).med == 20)
         with pytest.raises(ValueError):
             door.set_role("leader")
+        # A session that was established and drops: an event, and an alarm until it is back.
+        events = bus.queue("bgp-neighbor")
+        assert adv.on_session is not None
+        adv.on_session("198.18.7.1", "connected", "established")
+        assert not alarms.active()
+        adv.on_session("198.18.7.1", "established", "down")
+        (alarm,) = alarms.active()
+        assert alarm["name"] == "bgp-session" and "198.18.7.1" in alarm["text"]
+        adv.on_session("198.18.7.1", "down", "connected")
+        assert alarms.active()
+        adv.on_session("198.18.7.1", "connected", "established")
+        assert not alarms.active()
+        assert [(await events.get())["new"] for _ in range(4)] == [
+            "established", "down", "connected", "established"]
         with service.open_session("t", "test") as s:
             s.edit([{"op": "delete", "path": "/sluice:load-balancer/service[name='web']"}])
             s.commit("")

@@ -8,15 +8,19 @@ speaker restarts, and reports sessions. It owns no policy.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from appliance.bgp.model import Route, SpeakerConfig
 
 Routes = dict[str, dict[str, Route]]  # neighbour address -> prefix -> Route
+# (neighbour, old state, new state): a session changed (from the advertiser's thread).
+OnSession = Callable[[str, str, str], None]
 
 
 class Advertiser(Protocol):
     name: str
+    on_session: OnSession | None  # set by the caller before start()
 
     def start(self, config: SpeakerConfig) -> None:
         """Start the speaker with these sessions; returns at once (sessions come up later)."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,10 @@ from appliance.probes.service_state import EVENT_TYPE as SERVICE_EVENT
 log = logging.getLogger(__name__)
 
 ROLE_EVENT = "ha-role"  # {"type": "ha-role", "role": "master" | "backup" | None}
+SESSION_EVENT = "bgp-neighbor"  # {"neighbor", "old", "new", "time"}: NETCONF, event log
+# Raised while a session that was established is not (BGP4-MIB's backward transition);
+# through the alarm it reaches `sluice status`, the console, NETCONF and an SNMP trap.
+SESSION_ALARM = "bgp-session"
 DATAPATH_ALARMS = ("datapath",)
 
 AdvertiserFactory = Callable[[Path], Advertiser]
@@ -49,6 +54,7 @@ class BgpDoor:
         self._dirty = threading.Event()
         self._closing = threading.Event()
         self._thread: threading.Thread | None = None
+        self._lost: dict[str, str] = {}  # sessions that were established and are not: state
 
     # -- the Door shape --------------------------------------------------------------------
     async def start(self) -> None:
@@ -77,10 +83,18 @@ class BgpDoor:
                 log.info("bgp: no neighbour configured; speaker stopped")
                 self.advertiser = None
                 await loop.run_in_executor(None, advertiser.stop)
+            self._lost.clear()
+            self._report_lost({})
         elif advertiser is None:
             self._start_advertiser(config)
         else:
             advertiser.configure(config)
+        if config is not None:
+            with self._lock:
+                kept = {n.address for n in config.neighbors}
+                self._lost = {n: st for n, st in self._lost.items() if n in kept}
+                lost = dict(self._lost)
+            self._report_lost(lost)
         self._dirty.set()
 
     async def close(self) -> None:
@@ -138,8 +152,34 @@ class BgpDoor:
     # -- inputs ----------------------------------------------------------------------------
     def _start_advertiser(self, config: SpeakerConfig) -> None:
         advertiser = self._factory(Path(self.ctx.state_dir) / "bgp")
+        advertiser.on_session = self._on_session
         advertiser.start(config)
         self.advertiser = advertiser
+
+    def _on_session(self, neighbor: str, old: str, new: str) -> None:
+        """A session changed (the advertiser's thread): an event, and the alarm."""
+        self.ctx.bus.publish({"type": SESSION_EVENT, "neighbor": neighbor, "old": old,
+                              "new": new, "time": _iso_now()})  # fmt: skip
+        with self._lock:
+            if new == "established":
+                self._lost.pop(neighbor, None)
+            elif old == "established" or neighbor in self._lost:
+                self._lost[neighbor] = new
+            configured = {n.address for n in self.config.neighbors} if self.config else set()
+            lost = {n: st for n, st in self._lost.items() if n in configured}
+        self._report_lost(lost)
+
+    def _report_lost(self, lost: dict[str, str]) -> None:
+        alarms = getattr(self.ctx, "alarms", None)
+        if alarms is None:
+            return
+        if not lost:
+            alarms.clear(SESSION_ALARM)
+            return
+        first = sorted(lost)[0]
+        more = f" and {len(lost) - 1} more" if len(lost) > 1 else ""
+        alarms.raise_(SESSION_ALARM, f"BGP session to {first}{more} lost "
+                      f"({lost[first]})", "major")  # fmt: skip
 
     def _initially_down(self) -> set[str]:
         """Services with no endpoint the prober calls up (on the config worker thread)."""
@@ -223,3 +263,7 @@ class BgpDoor:
         self.announced = vips
         if advertiser is not None:
             advertiser.set_routes(policy.routes(config, vips, self.role))
+
+
+def _iso_now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from appliance.bgp.advertiser import Routes
+from appliance.bgp.advertiser import OnSession, Routes
 from appliance.bgp.child import PARENT_ENV
 from appliance.bgp.model import Route, SpeakerConfig
 
@@ -133,6 +133,7 @@ class ExaBGPAdvertiser:
         self._thread: threading.Thread | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self.acks = self.errors = 0
+        self.on_session: OnSession | None = None
 
     # -- the Advertiser interface ----------------------------------------------------------
     def start(self, config: SpeakerConfig) -> None:
@@ -339,13 +340,26 @@ class ExaBGPAdvertiser:
         if old != state:
             level = logging.INFO if state in ("established", "connected") else logging.WARNING
             log.log(level, "bgp session changed", extra={"neighbor": peer, "state": state})
+            self._tell(peer, old or "idle", state)
         return peer if state == "established" else None
 
+    def _tell(self, peer: str, old: str, new: str) -> None:
+        if self.on_session is None or self._stopping.is_set():
+            return  # stopping on purpose: not news
+        try:
+            self.on_session(peer, old, new)
+        except Exception:
+            log.exception("bgp: session callback failed")
+
     def _set_sessions_down(self) -> None:
+        changed = []
         with self._lock:
-            for row in self._sessions.values():
+            for peer, row in self._sessions.items():
                 if row.get("session-state") != "down":
+                    changed.append((peer, str(row.get("session-state"))))
                     row.update({"session-state": "down", "since": _iso_now()})
+        for peer, old in changed:
+            self._tell(peer, old, "down")
         self._sent = {}
 
     def _end(self, proc: subprocess.Popen[bytes]) -> None:
