@@ -178,7 +178,7 @@ class TrapReceiver:
     def text(self) -> str:
         return self.out.read_text()
 
-    def wait_for(self, needle: str, count: int = 1, timeout: float = 5.0) -> str:
+    def wait_for(self, needle: str, count: int = 1, timeout: float = 10.0) -> str:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             text = self.text()

@@ -484,7 +484,10 @@ def test_notifications_reach_snmptrapd(tmp_path: Path) -> None:
         h_state = harness.state
         for addr in ("198.18.1.1", "198.18.1.2"):
             h_state.endpoints[("web", addr, 8080)] = {"health": "up"}
-        time.sleep(0.3)
+        # The agent reads health from the state snapshot: wait until it has both.
+        current = harness.agent.state.snapshot.current
+        assert poll(lambda: all(current().endpoint("web", a, 8080).get("health") == "up"
+                                for a in ("198.18.1.1", "198.18.1.2")))  # fmt: skip
 
         def event(addr: str, old: str, new: str) -> None:
             harness.bus.publish(
