@@ -19,14 +19,25 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
+import logging
+import select
 import socket
 import struct
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Literal
+from typing import Any, Literal
 
 from pyroute2 import IPRoute, NetNS
 from pyroute2.netlink.exceptions import NetlinkError
+from pyroute2.netlink.rtnl import (
+    RTMGRP_IPV4_ROUTE,
+    RTMGRP_IPV6_ROUTE,
+    RTMGRP_LINK,
+    RTMGRP_NEIGH,
+)
+
+log = logging.getLogger(__name__)
 
 Direction = Literal["ingress", "egress"]
 
@@ -260,3 +271,84 @@ def link_speed_mbps(ifname: str) -> int:
         del cmd_buf  # releases the export of `cmd`
     speed = struct.unpack_from("H", cmd, 12)[0] | (struct.unpack_from("H", cmd, 28)[0] << 16)
     return 0 if speed in (0, 0xFFFF, 0xFFFFFFFF) else speed
+
+
+# -- route, neighbour and link changes ---------------------------------------------------
+_NUD_FAILED = 0x20
+
+
+class RoutingWatch:
+    """Call ``on_change()`` after each burst of changes that can move a next hop.
+
+    A thread listens to rtnetlink's link, neighbour and IPv4/IPv6 route groups in
+    ``netns``. Every route and link message counts; a neighbour message counts only when
+    the neighbour's link-layer address differs from the last one seen for it, or it failed
+    or went away (reachable <-> stale churn moves nothing). Messages that arrive together
+    give one call. If the socket fails it is reopened and ``on_change()`` is called once
+    more, since changes may have been missed meanwhile.
+    """
+
+    def __init__(self, on_change: Callable[[], None], netns: str | None = None) -> None:
+        self.on_change = on_change
+        self.netns = netns
+        self.changes = 0  # calls made (for status and tests)
+        self._lladdr: dict[tuple[int, str], str] = {}
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Start listening; returns once the socket is subscribed (or after ``timeout``)."""
+        self._thread = threading.Thread(target=self._run, name="routing-watch", daemon=True)
+        self._thread.start()
+        self._ready.wait(timeout)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _counts(self, msg: Any) -> bool:
+        event = msg.get("event", "")
+        if not event.endswith("NEIGH"):
+            return True
+        key = (int(msg.get("ifindex", 0)), str(msg.get_attr("NDA_DST")))
+        if event == "RTM_DELNEIGH" or msg.get("state", 0) & _NUD_FAILED:
+            return self._lladdr.pop(key, None) is not None or event == "RTM_DELNEIGH"
+        lladdr = msg.get_attr("NDA_LLADDR")
+        if lladdr is None or self._lladdr.get(key) == lladdr:
+            return False
+        self._lladdr[key] = lladdr
+        return True
+
+    def _run(self) -> None:
+        first = True
+        while not self._stop.is_set():
+            try:
+                ipr = IPRoute() if self.netns is None else NetNS(self.netns, flags=0)
+            except OSError as exc:
+                log.warning("routing watch: cannot open netlink", extra={"error": str(exc)})
+                self._stop.wait(1.0)
+                continue
+            try:
+                ipr.bind(groups=RTMGRP_LINK | RTMGRP_NEIGH | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE)
+                self._ready.set()
+                if not first:
+                    self._changed()  # reopened: what happened meanwhile is unknown
+                first = False
+                while not self._stop.is_set():
+                    readable, _, _ = select.select([ipr], [], [], 0.5)
+                    if readable and any([self._counts(m) for m in ipr.get()]):
+                        self._changed()
+            except Exception as exc:  # a broken socket: reopen, never die
+                log.warning("routing watch failed; reopening", extra={"error": str(exc)})
+                self._stop.wait(0.5)
+            finally:
+                ipr.close()
+
+    def _changed(self) -> None:
+        self.changes += 1
+        try:
+            self.on_change()
+        except Exception:
+            log.exception("routing watch: on_change failed")

@@ -3,7 +3,10 @@
 // Per packet: parse -> conntrack lookup -> (hit) translate and forward
 //                                        -> (miss) service lookup -> select endpoint ->
 //                                           create both conntrack entries -> translate ->
-//                                           forward (bpf_fib_lookup + bpf_redirect_neigh).
+//                                           forward.
+// Forwarding: through the next hop cached in the conntrack entry (MACs written, then
+// bpf_redirect) while it is valid (lib/nexthop.h), else bpf_fib_lookup +
+// bpf_redirect_neigh (lib/fwd.h), which refills the cache.
 // Anything that is not ours (no service, fragment, unknown protocol, ICMP other than
 // echo) returns TC_ACT_OK untouched. The control plane never sees a data packet.
 //
@@ -26,6 +29,7 @@
 #include "lib/csum.h"
 #include "lib/nat.h"
 #include "lib/conntrack.h"
+#include "lib/nexthop.h"
 #include "lib/select.h"
 #include "lib/fwd.h"
 #include "lib/icmp_err.h"
@@ -93,6 +97,27 @@ static __always_inline int claim_reply(struct ct_entry *e, struct pkt *p)
     return -1;
 }
 
+// Translate a packet of direction `dir` and send it: through the cached next hop `nh`
+// (TTL, MACs and NAT in one pass, then bpf_redirect), or after the FIB lookup `rc`/`f`.
+static __always_inline int translate_and_send(struct __sk_buff *skb, struct pkt *p,
+                                              struct nat_tuple *t, __u8 dir, int dsr,
+                                              struct nexthop *nh, int rc,
+                                              struct bpf_fib_lookup *f)
+{
+    int err;
+    if (dsr)                                   // only the MAC changes: next hop = endpoint
+        err = nh ? nat_rewrite(skb, p, &p->k.src, p->k.sport, &p->k.dst, p->k.dport, nh) : 0;
+    else if (dir == CT_DIR_ORIG)
+        err = nat_orig(skb, p, t, nh);
+    else
+        err = nat_reply(skb, p, t, nh);
+    if (err)
+        return TC_ACT_SHOT;
+    if (nh)
+        return bpf_redirect(nh->ifindex, 0);
+    return fwd_finish(skb, p, rc, f);
+}
+
 static __always_inline int new_flow(struct __sk_buff *skb, struct pkt *p, __u64 now)
 {
     if (p->k.proto == IPPROTO_ICMP && p->icmp_type != ICMP_ECHO_REQ)
@@ -119,6 +144,8 @@ static __always_inline int new_flow(struct __sk_buff *skb, struct pkt *p, __u64 
         return TC_ACT_SHOT;                    // a service without endpoints drops
 
     struct ct_entry e = {};
+    struct bpf_fib_lookup f = {};
+    int rc = 0;
     e.t.client = p->k.src;
     e.t.vip = p->k.dst;
     e.t.ep = ep->addr;
@@ -131,8 +158,7 @@ static __always_inline int new_flow(struct __sk_buff *skb, struct pkt *p, __u64 
         e.t.snat = svc.snat;
     } else if (svc.mode == MODE_ONEARM) {
         // Our own address on the link towards the endpoint (filled by the control plane).
-        struct bpf_fib_lookup f = {};
-        int rc = fib(skb, p, &p->k.src, &e.t.ep, &f);
+        rc = fib(skb, p, &p->k.src, &e.t.ep, &f);
         if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
             return TC_ACT_SHOT;
         struct ifaddr_key ik = {.ifindex = f.ifindex, .family = p->k.family};
@@ -158,6 +184,17 @@ static __always_inline int new_flow(struct __sk_buff *skb, struct pkt *p, __u64 
     e.dir = CT_DIR_ORIG;
     e.packets = 1;
     e.bytes = p->len;
+    // One FIB lookup per new flow (one-arm's, above, already had the answer): its next hop
+    // goes into the entry before the entry goes into the table.
+    if (svc.mode != MODE_ONEARM)
+        rc = fib(skb, p, svc.mode == MODE_DSR ? &p->k.src : &e.t.snat, &e.t.ep, &f);
+    __u32 gen = nh_generation();
+    struct nexthop nh = {};
+    int fast = 0;
+    if (rc == BPF_FIB_LKUP_RET_SUCCESS && p->l3_off == sizeof(struct ethhdr)) {
+        nh_store(&e, p, &f, gen, l3_len(skb, p), &nh);
+        fast = 1;
+    }
     if (ct_map.update(&p->k, &e))
         return TC_ACT_SHOT;
 
@@ -169,11 +206,8 @@ static __always_inline int new_flow(struct __sk_buff *skb, struct pkt *p, __u64 
     if (a)
         __sync_fetch_and_add(a, 1);
     count(p, sid, ep_id, 1);
-    if (svc.mode == MODE_DSR)                  // only the MAC changes: next hop = endpoint
-        return forward(skb, p, &p->k.src, &e.t.ep);
-    if (nat_orig(skb, p, &e.t))
-        return TC_ACT_SHOT;
-    return forward(skb, p, &e.t.snat, &e.t.ep);
+    return translate_and_send(skb, p, &e.t, CT_DIR_ORIG, svc.mode == MODE_DSR,
+                              fast ? &nh : 0, rc, &f);
 }
 
 int sluice_lb(struct __sk_buff *skb)
@@ -185,43 +219,67 @@ int sluice_lb(struct __sk_buff *skb)
         jmp_map.call(skb, JMP_ICMP_ERR);
         return TC_ACT_OK;                      // no tail-call target: leave it alone
     }
-    __u64 now = bpf_ktime_get_ns();
+    __u64 now = bpf_ktime_get_coarse_ns();     // timestamps need no finer than a tick
 
     struct ct_entry *e = ct_map.lookup(&p.k);
     if (!e)
         return new_flow(skb, &p, now);
 
-    struct ct_entry *o = e;
-    if (e->dir == CT_DIR_REPLY) {
+    if (e->dir == CT_DIR_ORIG) {
+        // Expired, or a new TCP connection reusing a closed flow's tuple: start afresh.
+        int restart = p.k.proto == IPPROTO_TCP && e->state == CT_CLOSED &&
+                      (p.tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN;
+        if (ct_expired(e, now) || restart) {
+            ct_delete_flow(e);
+            return new_flow(skb, &p, now);
+        }
+        if (p.ttl <= 1)
+            return TC_ACT_OK;
+        ct_track(e, &p, CT_DIR_ORIG, now);
+    } else if (p.tcp_flags & (TCP_SYN | TCP_FIN | TCP_RST) || e->state != CT_EST ||
+               now - e->last_ns >= CT_SYNC_NS) {
+        // A reply that changes the flow's state, or the first in CT_SYNC_NS: the ORIG
+        // entry holds state and idle time. Other replies of an established flow were seen
+        // alive a moment ago and need neither its lookup nor a write to it.
         struct ct_key ok = {};
         ct_orig_key(&e->t, e->proto, e->family, &ok);
-        o = ct_map.lookup(&ok);
-    }
-    // Expired, or a new TCP connection reusing a closed flow's tuple: start afresh.
-    int restart = e->dir == CT_DIR_ORIG && p.k.proto == IPPROTO_TCP && o &&
-                  o->state == CT_CLOSED && (p.tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN;
-    if (!o || ct_expired(o, now) || restart) {
-        __u8 dir = e->dir;
-        ct_delete_flow(o ? o : e);
-        return dir == CT_DIR_ORIG ? new_flow(skb, &p, now) : TC_ACT_OK;
-    }
-    if (p.ttl <= 1)
+        struct ct_entry *o = ct_map.lookup(&ok);
+        if (!o || ct_expired(o, now)) {
+            ct_delete_flow(o ? o : e);
+            return TC_ACT_OK;
+        }
+        if (p.ttl <= 1)
+            return TC_ACT_OK;
+        ct_track(o, &p, CT_DIR_REPLY, now);
+        e->state = o->state;
+        e->last_ns = now;
+    } else if (p.ttl <= 1) {
         return TC_ACT_OK;
-    ct_track(o, &p, e->dir, now);
+    }
     e->packets++;
     e->bytes += p.len;
     count(&p, e->svc_id, e->ep_id, 0);
-    struct nat_tuple t = e->t;
-    if (e->flags & CT_F_DSR)
-        return forward(skb, &p, &p.k.src, &t.ep);
-    if (e->dir == CT_DIR_ORIG) {
-        if (nat_orig(skb, &p, &t))
-            return TC_ACT_SHOT;
-        return forward(skb, &p, &t.snat, &t.ep);
+
+    struct nat_tuple *t = &e->t;
+    int dsr = e->flags & CT_F_DSR;
+    __u32 gen = nh_generation();
+    __u32 len = l3_len(skb, &p);
+    struct nexthop nh;
+    if (nh_get(e, &p, gen, len, &nh))
+        return translate_and_send(skb, &p, t, e->dir, dsr, &nh, 0, 0);
+    struct bpf_fib_lookup f = {};
+    int rc;
+    if (dsr)
+        rc = fib(skb, &p, &p.k.src, &t->ep, &f);
+    else if (e->dir == CT_DIR_ORIG)
+        rc = fib(skb, &p, &t->snat, &t->ep, &f);
+    else
+        rc = fib(skb, &p, &t->vip, &t->client, &f);
+    if (rc == BPF_FIB_LKUP_RET_SUCCESS && p.l3_off == sizeof(struct ethhdr)) {
+        nh_store(e, &p, &f, gen, len, &nh);
+        return translate_and_send(skb, &p, t, e->dir, dsr, &nh, rc, &f);
     }
-    if (nat_reply(skb, &p, &t))
-        return TC_ACT_SHOT;
-    return forward(skb, &p, &t.vip, &t.client);
+    return translate_and_send(skb, &p, t, e->dir, dsr, 0, rc, &f);
 }
 
 // Tail-call target for ICMP errors (lib/icmp_err.h): parses the packet again.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import struct
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,7 +68,9 @@ class Driver:
         self.netns = netns
         self.t = {name: program.table(name) for name in (
             "svc_map", "range_map", "ep_map", "sel_map", "rr_map", "persist_map", "ifaddr_map",
-            "allow_map", "ct_map", "svc_stats", "ep_stats", "svc_active", "ep_active")}  # fmt: skip
+            "allow_map", "ct_map", "svc_stats", "ep_stats", "svc_active", "ep_active",
+            "nh_gen_map")}  # fmt: skip
+        self._gen_lock = threading.Lock()
         self.ct = Conntrack(self.t)
         self.services: dict[str, ServiceState] = {}
         self.health: dict[tuple[str, str, int], bool] = {}
@@ -303,6 +306,20 @@ class Driver:
             self.program_service(name, state.doc)
             return True
         return False
+
+    def route_generation(self) -> int:
+        t = self.t["nh_gen_map"]
+        return int(t[t.Key(0)].value)
+
+    def bump_route_generation(self) -> int:
+        """Invalidate every next hop cached in conntrack (bpf/lib/nexthop.h): the next
+        packet of each flow direction takes the FIB again. Called on route, neighbour and
+        link changes; costs one map write, whatever the number of flows."""
+        with self._gen_lock:
+            t = self.t["nh_gen_map"]
+            gen = (self.route_generation() + 1) & 0xFFFFFFFF
+            t[t.Key(0)] = t.Leaf(gen)
+            return gen
 
     def refresh_interface_addresses(self, addrs: list[tuple[int, int, str]]) -> None:
         """One-arm: our own address per (ifindex, family), as netlink reported them."""

@@ -5,6 +5,7 @@ The C headers are the source of truth; every constant below names the #define it
 
 from __future__ import annotations
 
+import ctypes as ct
 import ipaddress
 import socket
 import struct
@@ -65,6 +66,63 @@ PROTOCOLS = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP, "icmp": 1, "s
 PROTOCOL_NAMES = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmp", 132: "sctp"}
 DEFAULT_TIMEOUT = {"tcp": 240}  # loxilb's defaults; every other protocol: 20 s
 DEFAULT_TIMEOUT_OTHER = 20
+
+
+# -- the conntrack entry (bpf/lib/structs.h), for whatever reads or writes ct_map bytes ----
+# (the HA conntrack sync's codec, conntrack.py). Native byte order; addresses and ports as
+# the packet carries them (network order). tests/test_datapath_nexthop.py checks this mirror
+# against the layout bcc compiled.
+
+
+class Addr(ct.Structure):
+    """struct addr: IPv4 in w[0], w[1..3] zero."""
+
+    _fields_ = [("w", ct.c_uint32 * 4)]
+
+
+class CtKey(ct.Structure):
+    """struct ct_key: a packet's own tuple (ICMP echo: identifier in sport, dport 0)."""
+
+    _fields_ = [
+        ("src", Addr), ("dst", Addr), ("sport", ct.c_uint16), ("dport", ct.c_uint16),
+        ("proto", ct.c_uint8), ("family", ct.c_uint8), ("pad", ct.c_uint16),
+    ]  # fmt: skip
+
+
+class NatTuple(ct.Structure):
+    """struct nat_tuple: the whole translation, the same in a flow's two entries."""
+
+    _fields_ = [
+        ("client", Addr), ("vip", Addr), ("snat", Addr), ("ep", Addr),
+        ("client_port", ct.c_uint16), ("vip_port", ct.c_uint16),
+        ("snat_port", ct.c_uint16), ("ep_port", ct.c_uint16),
+    ]  # fmt: skip
+
+
+class NextHop(ct.Structure):
+    """struct nexthop: one direction's cached next hop (bpf/lib/nexthop.h). Local to this
+    appliance (interface indexes, MACs): a peer installing a synced entry zeroes it."""
+
+    _fields_ = [
+        ("ifindex", ct.c_uint32), ("gen", ct.c_uint32), ("mtu", ct.c_uint16),
+        ("dmac", ct.c_uint8 * 6), ("smac", ct.c_uint8 * 6), ("pad", ct.c_uint16),
+    ]  # fmt: skip
+
+
+class CtEntry(ct.Structure):
+    """struct ct_entry: one direction of a flow (see the field comments in structs.h).
+
+    ORIG (client -> VIP) holds the flow's state and idle time; REPLY holds its own
+    counters, its copy of the state and when it last synced the ORIG entry (last_ns)."""
+
+    _fields_ = [
+        ("t", NatTuple), ("created_ns", ct.c_uint64), ("last_ns", ct.c_uint64),
+        ("packets", ct.c_uint64), ("bytes", ct.c_uint64), ("svc_id", ct.c_uint32),
+        ("ep_id", ct.c_uint32), ("timeout_s", ct.c_uint32), ("dir", ct.c_uint8),
+        ("state", ct.c_uint8), ("flags", ct.c_uint8), ("proto", ct.c_uint8),
+        ("family", ct.c_uint8), ("fin_seen", ct.c_uint8), ("pad", ct.c_uint16),
+        ("nh", NextHop),
+    ]  # fmt: skip
 
 
 def sel_pages(n_slots: int) -> int:

@@ -25,13 +25,17 @@ log = logging.getLogger(__name__)
 BPF_DIR = resources.bpf_dir()
 PROGRAM = "sluice_lb"
 DEFAULT_PIN_ROOT = Path("/sys/fs/bpf/sluice")
-LAYOUT_SUFFIX = "_v1"  # bpf/lib/maps.h LAYOUT
+LAYOUT_SUFFIX = "_v2"  # bpf/lib/maps.h LAYOUT
+# Pins of older layouts: their maps cannot be read as ours (v1: conntrack entries without a
+# next hop). Unlinked at load, like LEGACY_PINS: an upgrade across a layout starts with an
+# empty conntrack table (established flows are picked up again as new ones by rr/hash...).
+OLD_LAYOUTS = ("_v1",)
 # Map name in C -> pin file name (without LAYOUT_SUFFIX); bpf/lib/maps.h.
 MAPS = {
     "svc_map": "svc", "range_map": "range", "ep_map": "ep", "sel_map": "selp",
     "rr_map": "rr", "persist_map": "persist", "ifaddr_map": "ifaddr", "ct_map": "ct",
     "allow_map": "allow", "svc_stats": "svcst", "ep_stats": "epst", "svc_active": "svcact",
-    "ep_active": "epact", "jmp_map": "jmp",
+    "ep_active": "epact", "jmp_map": "jmp", "nh_gen_map": "nhgen",
 }  # fmt: skip
 # Pins of maps an older program used and this one does not ("sel": one selection slot per
 # entry, before pages). Unlinked at load: an attached older program keeps its own map
@@ -118,6 +122,9 @@ class Program:
             legacy = self.pin_root / f"{short}{LAYOUT_SUFFIX}"
             self.legacy_layout |= legacy.exists()
             legacy.unlink(missing_ok=True)
+        for old in OLD_LAYOUTS:
+            for pin in self.pin_root.glob(f"*{old}"):
+                pin.unlink(missing_ok=True)
         text = (
             f'#define PIN_ROOT "{self.pin_root}"\n'
             f"#define CT_CAPACITY {self.ct_capacity}\n" + inline_source(BPF_DIR / "lb.c")

@@ -45,6 +45,7 @@ class DatapathReconciler:
         netns: str | None = None,
         program: Program | None = None,
         housekeeping: bool = True,
+        follow_routes: bool = True,
     ) -> None:
         self.pin_root = Path(pin_root)
         self.netns = netns
@@ -60,6 +61,8 @@ class DatapathReconciler:
         self._stop = threading.Event()
         self._housekeeping = housekeeping
         self._thread: threading.Thread | None = None
+        self._routing: netlink.RoutingWatch | None = None
+        self._follow_routes = follow_routes
 
     # -- Reconciler protocol -------------------------------------------------------------
     def start(self, effective: dict[str, Any]) -> None:
@@ -77,6 +80,12 @@ class DatapathReconciler:
                 self._program(svc["name"], svc)
             self.driver.remove_stale()
             self._set_interfaces(_interfaces(dp))
+        if self._follow_routes:
+            # Next hops cached in conntrack follow route, neighbour and link changes; the
+            # ones cached before we listened (a previous daemon, or nobody) are dropped.
+            self._routing = netlink.RoutingWatch(self.driver.bump_route_generation, self.netns)
+            self._routing.start()
+            self.driver.bump_route_generation()
         if self._housekeeping:
             self._thread = threading.Thread(target=self._loop, name="datapath", daemon=True)
             self._thread.start()
@@ -98,6 +107,8 @@ class DatapathReconciler:
     def close(self) -> None:
         """Stop housekeeping, drop our fds; filters and pins stay so traffic keeps flowing."""
         self._stop.set()
+        if self._routing is not None:
+            self._routing.close()
         if self._thread is not None:
             self._thread.join(timeout=10)
         with self.lock:
@@ -170,6 +181,7 @@ class DatapathReconciler:
                 "compile-seconds": round(self.program.compile_seconds, 2),
                 "interfaces": attached,
                 "services": len(self.driver.services),
+                "route-generation": self.driver.route_generation(),
                 "maps": self.driver.fill(),
                 "pending": sorted(self.pending),
                 "errors": dict(self.errors),

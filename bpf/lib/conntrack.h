@@ -82,7 +82,8 @@ static __always_inline void ct_delete_flow(struct ct_entry *o)
 // Track the flow's state from a packet travelling in direction `dir`.
 static __always_inline void ct_track(struct ct_entry *o, struct pkt *p, __u8 dir, __u64 now)
 {
-    o->last_ns = now;
+    if (o->last_ns != now)
+        o->last_ns = now;                      // the coarse clock moves once a tick
     if (o->proto != IPPROTO_TCP) {
         if ((dir == CT_DIR_REPLY || (o->flags & CT_F_DSR)) && o->state == CT_NEW)
             o->state = CT_EST;

@@ -73,6 +73,9 @@
 #define TO_UNREPLIED      30
 
 #define NSEC              1000000000ULL
+// A reply packet of an established flow brings the ORIG entry (idle time, state) up to date
+// at most this often; in between it needs no second lookup and writes nothing shared.
+#define CT_SYNC_NS        (NSEC / 4)
 
 #define FNAT_PORT_MIN     1024
 #define FNAT_PORT_SPAN    64512      // 1024..65535

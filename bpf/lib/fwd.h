@@ -44,13 +44,14 @@ static __always_inline int fib(struct __sk_buff *skb, struct pkt *p, struct addr
     return bpf_fib_lookup(skb, f, sizeof(*f), 0);
 }
 
-static __always_inline int forward(struct __sk_buff *skb, struct pkt *p, struct addr *src,
-                                   struct addr *dst)
+// After the FIB lookup `rc`/`f` (and the NAT): hand the packet on. Too big for the egress
+// link: lib/pmtu.h answers the sender; anything the FIB cannot forward directly goes to the
+// stack; otherwise TTL - 1 and redirect with neighbour resolution.
+static __always_inline int fwd_finish(struct __sk_buff *skb, struct pkt *p, int rc,
+                                      struct bpf_fib_lookup *f)
 {
-    struct bpf_fib_lookup f = {};
-    int rc = fib(skb, p, src, dst, &f);
     if (rc == BPF_FIB_LKUP_RET_FRAG_NEEDED) {
-        skb->cb[0] = f.mtu_result;             // lib/pmtu.h answers the sender
+        skb->cb[0] = f->mtu_result;            // lib/pmtu.h answers the sender
         jmp_map.call(skb, JMP_TOO_BIG);
         return TC_ACT_OK;                      // no tail-call target: the stack decides
     }
@@ -62,10 +63,19 @@ static __always_inline int forward(struct __sk_buff *skb, struct pkt *p, struct 
     struct bpf_redir_neigh nh = {};
     if (p->k.family == 4) {
         nh.nh_family = AF_INET_;
-        nh.ipv4_nh = f.ipv4_dst;
+        nh.ipv4_nh = f->ipv4_dst;
     } else {
         nh.nh_family = AF_INET6_;
-        __builtin_memcpy(nh.ipv6_nh, f.ipv6_dst, 16);
+        __builtin_memcpy(nh.ipv6_nh, f->ipv6_dst, 16);
     }
-    return redirect_neigh(f.ifindex, &nh, sizeof(nh), 0);
+    return redirect_neigh(f->ifindex, &nh, sizeof(nh), 0);
+}
+
+// FIB lookup + fwd_finish, for a packet already translated (ICMP errors).
+static __always_inline int forward(struct __sk_buff *skb, struct pkt *p, struct addr *src,
+                                   struct addr *dst)
+{
+    struct bpf_fib_lookup f = {};
+    int rc = fib(skb, p, src, dst, &f);
+    return fwd_finish(skb, p, rc, &f);
 }

@@ -7,7 +7,7 @@
 #ifndef PIN_ROOT
 #define PIN_ROOT "/sys/fs/bpf/sluice"
 #endif
-#define LAYOUT "_v1"
+#define LAYOUT "_v2"
 #define PIN(name) PIN_ROOT "/" name LAYOUT
 #define NO_PREALLOC 1   // BPF_F_NO_PREALLOC: memory only for filled entries
 
@@ -25,6 +25,9 @@ BPF_TABLE_PINNED("lpm_trie", struct allow_key, __u8, allow_map, MAX_ALLOW, PIN("
                  NO_PREALLOC);  // LPM tries must be NO_PREALLOC
 BPF_TABLE_PINNED("hash", struct ifaddr_key, struct addr, ifaddr_map, MAX_IFADDR, PIN("ifaddr"));
 BPF_TABLE_PINNED("lru_hash", struct ct_key, struct ct_entry, ct_map, CT_CAPACITY, PIN("ct"));
+// The route generation (one slot): the daemon adds one whenever netlink reports a route,
+// neighbour or link change; next hops cached in an older generation are looked up again.
+BPF_TABLE_PINNED("array", __u32, __u32, nh_gen_map, 1, PIN("nhgen"));
 // Tail-call targets (JMP_*). Pinned: a prog array loses its entries when the last user
 // reference goes, and the pin is what keeps ICMP errors translated while no daemon runs.
 BPF_TABLE_PINNED("prog", int, int, jmp_map, JMP_MAX, PIN("jmp"));

@@ -1,4 +1,11 @@
 // nat.h - apply a conntrack entry's translation to the packet in hand.
+//
+// Header fields are written directly (no store-bytes helper): addresses, ports or the ICMP
+// echo identifier, and, when the packet leaves through a cached next hop, the TTL / hop
+// limit and the MACs too. The IPv4 header checksum is fixed here (RFC 1624); the L4
+// checksum gets at most two bpf_l4_csum_replace calls, one for the pseudo-header (all
+// address changes at once) and one for the ports, because only the kernel knows whether
+// the skb's checksum is partial (then only the pseudo-header part may change) or complete.
 #pragma once
 
 static __always_inline __u32 src_addr_off(struct pkt *p)
@@ -13,31 +20,133 @@ static __always_inline __u32 dst_addr_off(struct pkt *p)
                                          : offsetof(struct ipv6hdr, daddr));
 }
 
+// One's complement sums: 64-bit accumulators of 16/32-bit terms, folded at the end.
+static __always_inline __u32 fold32(__u64 s)
+{
+    s = (s & 0xffffffff) + (s >> 32);
+    s = (s & 0xffffffff) + (s >> 32);
+    return (__u32)s;
+}
+
+static __always_inline __u16 fold16(__u64 s)
+{
+    __u32 v = fold32(s);
+    v = (v & 0xffff) + (v >> 16);
+    v = (v & 0xffff) + (v >> 16);
+    return (__u16)v;
+}
+
 // Rewrite to (src:sport -> dst:dport). ICMP echo: the identifier is the "source port"
 // in the client-facing direction and travels unchanged in the header's one id field.
+// nh: the cached next hop the packet leaves through (TTL - 1 and MACs written here), or 0.
 static __always_inline int nat_rewrite(struct __sk_buff *skb, struct pkt *p, struct addr *src,
-                                       __be16 sport, struct addr *dst, __be16 dport)
+                                       __be16 sport, struct addr *dst, __be16 dport,
+                                       struct nexthop *nh)
 {
-    if (set_addr(skb, p, src_addr_off(p), &p->k.src, src) ||
-        set_addr(skb, p, dst_addr_off(p), &p->k.dst, dst))
+    void *data = (void *)(long)skb->data;
+    void *data_end = (void *)(long)skb->data_end;
+    __u32 l3 = p->l3_off, l4 = p->l4_off;
+    if (l3 > 18 || l4 > 18 + sizeof(struct ipv6hdr))
+        return -1;                             // bounds for the verifier (parse.h)
+    __u64 pd = 0;                              // pseudo-header (addresses)
+    __u64 ld = 0;                              // ports / identifier
+    if (p->k.family == 4) {
+        struct iphdr *ip = data + l3;
+        if ((void *)(ip + 1) > data_end)
+            return -1;
+        __u64 hd = 0;                          // IPv4 header
+        __be32 o = ip->saddr, n = src->w[0];
+        if (o != n) {
+            pd += (__u32)~o + (__u64)n;
+            ip->saddr = n;
+        }
+        o = ip->daddr;
+        n = dst->w[0];
+        if (o != n) {
+            pd += (__u32)~o + (__u64)n;
+            ip->daddr = n;
+        }
+        hd = pd;
+        if (nh) {
+            __u16 *ttlw = (void *)ip + 8;      // TTL and protocol: one checksum word
+            __u16 ow = *ttlw;
+            ip->ttl--;
+            hd += (__u16)~ow + (__u64)*ttlw;
+        }
+        if (hd)
+            ip->check = ~fold16((__u16)~ip->check + hd);
+        if (p->k.proto == IPPROTO_ICMP)
+            pd = 0;                            // no pseudo-header in ICMPv4
+    } else {
+        struct ipv6hdr *ip6 = data + l3;
+        if ((void *)(ip6 + 1) > data_end)
+            return -1;
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            __be32 o = ip6->saddr.in6_u.u6_addr32[i], n = src->w[i];
+            if (o != n) {
+                pd += (__u32)~o + (__u64)n;
+                ip6->saddr.in6_u.u6_addr32[i] = n;
+            }
+            o = ip6->daddr.in6_u.u6_addr32[i];
+            n = dst->w[i];
+            if (o != n) {
+                pd += (__u32)~o + (__u64)n;
+                ip6->daddr.in6_u.u6_addr32[i] = n;
+            }
+        }
+        if (nh)
+            ip6->hop_limit--;
+    }
+    if (p->k.proto == IPPROTO_TCP || p->k.proto == IPPROTO_UDP) {
+        __be16 *ports = data + l4;
+        if ((void *)(ports + 2) > data_end)
+            return -1;
+        if (ports[0] != sport) {
+            ld += (__u16)~ports[0] + (__u64)sport;
+            ports[0] = sport;
+        }
+        if (ports[1] != dport) {
+            ld += (__u16)~ports[1] + (__u64)dport;
+            ports[1] = dport;
+        }
+    } else {
+        __be16 *id = data + l4 + 4;
+        if ((void *)(id + 1) > data_end)
+            return -1;
+        if (*id != sport) {
+            ld += (__u16)~*id + (__u64)sport;
+            *id = sport;
+        }
+    }
+    if (nh) {
+        struct ethhdr *eth = data;
+        if ((void *)(eth + 1) > data_end)
+            return -1;
+        __builtin_memcpy(eth->h_dest, nh->dmac, 6);
+        __builtin_memcpy(eth->h_source, nh->smac, 6);
+    }
+    // Helpers last: they may move the packet (the pointers above are dead after them).
+    if (pd && bpf_l4_csum_replace(skb, p->csum_off, 0, fold32(pd),
+                                  BPF_F_PSEUDO_HDR | l4_csum_flags(p)))
         return -1;
-    if (p->k.proto == IPPROTO_ICMP || p->k.proto == IPPROTO_ICMPV6)
-        return set_port(skb, p, p->l4_off + 4, p->k.sport, sport);
-    if (set_port(skb, p, p->l4_off, p->k.sport, sport))
+    if (ld && bpf_l4_csum_replace(skb, p->csum_off, 0, fold32(ld), l4_csum_flags(p)))
         return -1;
-    return set_port(skb, p, p->l4_off + 2, p->k.dport, dport);
+    return 0;
 }
 
 // Client -> VIP becomes snat -> endpoint.
-static __always_inline int nat_orig(struct __sk_buff *skb, struct pkt *p, struct nat_tuple *t)
+static __always_inline int nat_orig(struct __sk_buff *skb, struct pkt *p, struct nat_tuple *t,
+                                    struct nexthop *nh)
 {
-    return nat_rewrite(skb, p, &t->snat, t->snat_port, &t->ep, t->ep_port);
+    return nat_rewrite(skb, p, &t->snat, t->snat_port, &t->ep, t->ep_port, nh);
 }
 
 // Endpoint -> snat becomes VIP -> client. ICMP: the reply's "source port" is the id.
-static __always_inline int nat_reply(struct __sk_buff *skb, struct pkt *p, struct nat_tuple *t)
+static __always_inline int nat_reply(struct __sk_buff *skb, struct pkt *p, struct nat_tuple *t,
+                                     struct nexthop *nh)
 {
     return nat_rewrite(skb, p, &t->vip, p->k.proto == IPPROTO_TCP || p->k.proto == IPPROTO_UDP
                                             ? t->vip_port : t->client_port,
-                       &t->client, t->client_port);
+                       &t->client, t->client_port, nh);
 }

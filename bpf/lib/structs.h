@@ -114,20 +114,37 @@ struct nat_tuple {
     __be16 ep_port;
 };
 
+// The next hop of one direction of a flow, as the FIB last resolved it (lib/nexthop.h):
+// used instead of a FIB lookup while `gen` equals the route generation (nh_gen_map, bumped
+// by the daemon on route, neighbour and link changes) and the packet is no longer than
+// `mtu`. ifindex 0: nothing cached.
+struct nexthop {
+    __u32 ifindex;          // egress interface
+    __u32 gen;              // route generation the entry was resolved in
+    __u16 mtu;              // largest L3 length (one segment) the FIB let through
+    __u8 dmac[6];
+    __u8 smac[6];
+    __u16 pad;
+};
+
+// One direction of a flow. THE conntrack layout: appliance/datapath/layout.py (CtEntry)
+// mirrors it field for field, and the HA sync codec follows that mirror.
 struct ct_entry {
     struct nat_tuple t;
-    __u64 created_ns;
-    __u64 last_ns;          // authoritative in the ORIG entry
+    __u64 created_ns;       // CLOCK_MONOTONIC (coarse: within a tick)
+    __u64 last_ns;          // ORIG: last packet either way (authoritative); REPLY: when a
+                            // reply packet last brought the ORIG entry up to date
     __u64 packets;          // this direction
     __u64 bytes;
     __u32 svc_id;
     __u32 ep_id;
     __u32 timeout_s;        // established timeout
     __u8 dir;
-    __u8 state;             // authoritative in the ORIG entry
+    __u8 state;             // authoritative in the ORIG entry; REPLY: its copy at last_ns
     __u8 flags;
     __u8 proto;
     __u8 family;
     __u8 fin_seen;          // bit 0: FIN from client, bit 1: FIN from endpoint
     __u16 pad;
+    struct nexthop nh;      // where this direction's packets leave (a cache: not synced)
 };

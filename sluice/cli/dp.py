@@ -77,7 +77,8 @@ def cmd_dp_status(client: ControlClient, args: argparse.Namespace) -> int:
     if args.output == "json":
         print_json(status)
         return 0
-    for key in ("enabled", "loaded", "program", "pin-dir", "compile-seconds", "services"):
+    for key in ("enabled", "loaded", "program", "pin-dir", "compile-seconds", "services",
+                "route-generation"):
         if key in status:
             print(f"{key:<16} {status[key]}")
     for ifname, filters in status.get("interfaces", {}).items():
