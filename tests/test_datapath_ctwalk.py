@@ -342,6 +342,11 @@ def test_flush_conntrack_removes_only_matching(drv: Any, walk_mode: dict[str, in
     assert flows.keys_in_map() == set()
 
 
+def _without_clock(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows without their ages: the clock moves between two reads on a loaded machine."""
+    return [{k: v for k, v in r.items() if k not in ("age-s", "idle-s")} for r in rows]
+
+
 def test_batch_and_fallback_agree(drv: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """The same table read both ways gives the same rows, and gc the same result."""
     flows = Flows(drv)
@@ -351,7 +356,7 @@ def test_batch_and_fallback_agree(drv: Any, monkeypatch: pytest.MonkeyPatch) -> 
     with monkeypatch.context() as m:
         m.setattr(ctwalk, "_lookup_batch", lambda *a: errno.EINVAL)  # force the fallback
         m.setattr(ctwalk, "_delete_batch", lambda *a: errno.EINVAL)
-        assert drv.conntrack() == batch_rows
+        assert _without_clock(drv.conntrack()) == _without_clock(batch_rows)
         assert drv.fill() == batch_fill
         assert drv.gc() == len(flows.expired)
         fallback_left = flows.keys_in_map()

@@ -776,10 +776,11 @@ def test_musts_stay_inside_the_service() -> None:
 def test_large_config_parses_fast(ctx: Any) -> None:
     text = big_document(10_000, 8)
     ctx.parse_data_mem(big_document(10, 8), "json", strict=True, no_state=True)  # warm-up
-    start = time.perf_counter()
+    # CPU time, not wall time: the bound is about libyang's work, not the machine's load.
+    start = time.process_time()
     node = ctx.parse_data_mem(text, "json", strict=True, no_state=True)
-    elapsed = time.perf_counter() - start
+    elapsed = time.process_time() - start
     assert node is not None
     assert len(list(node.find_all("/sluice:load-balancer/service"))) == 10_000
     node.free()
-    assert elapsed < 3.0, f"10000 services x 8 endpoints took {elapsed:.2f} s"
+    assert elapsed < 3.0, f"10000 services x 8 endpoints took {elapsed:.2f} s of CPU"
