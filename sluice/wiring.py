@@ -9,6 +9,7 @@ from __future__ import annotations
 from appliance.bgp.door import BgpDoor
 from appliance.doors import DoorSpec
 from northbound.console_ssh import ConsoleSSHDoor
+from northbound.http.door import HttpDoor
 from northbound.netconf.server import NetconfDoor
 from northbound.snmp.agent import SnmpAgent
 
@@ -16,6 +17,7 @@ DOORS: list[DoorSpec] = [
     DoorSpec("netconf", ("management", "netconf"), NetconfDoor),
     DoorSpec("snmp", ("snmp",), SnmpAgent.from_context),
     DoorSpec("console-ssh", ("management", "console-ssh"), ConsoleSSHDoor),
+    DoorSpec("http", ("management", "http"), HttpDoor),
     # Not a front door, but the same shape: /bgp in, the speaker's sessions out. Last, so
     # closed first at shutdown: the vips are withdrawn before the rest goes.
     DoorSpec("bgp", ("bgp",), BgpDoor),

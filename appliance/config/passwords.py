@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import os
 import re
+import secrets
 
 # N=2^14, r=8, p=1: the parameters RFC 7914 and OWASP give for interactive logins
 # (~16 MiB, tens of milliseconds per check).
@@ -77,3 +78,19 @@ def verify_password(password: str, encoded: str | None) -> bool:
         return False
     # Constant-time: a timing difference must not tell how much of the hash matched.
     return hmac.compare_digest(digest, expected)
+
+
+# HTTP API tokens: random and long, so a fast hash is enough (nothing to brute-force), and
+# a request is checked without an scrypt.
+TOKEN_PREFIX = "sha256$"
+
+
+def token_hash(token: str) -> str:
+    """What /sluice:management/user/api-token-hash holds for `token`."""
+    return TOKEN_PREFIX + hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_token() -> tuple[str, str]:
+    """(token, its hash): 32 random bytes, URL-safe."""
+    token = secrets.token_urlsafe(32)
+    return token, token_hash(token)

@@ -22,6 +22,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("user", help="login name")
     p.add_argument("--role", choices=["read-only", "read-write"],
                    help="also set the role (default: keep it; a new user is read-only)")
+    p.add_argument("--token", action="store_true",
+                   help="instead of a password, make a new HTTP API token (shown once; "
+                        "it replaces the user's previous one)")
     p.add_argument("--stdin", action="store_true",
                    help="read the password from the first line of stdin (no prompt)")
     p.set_defaults(func=cmd_passwd)  # fmt: skip
@@ -38,8 +41,20 @@ def read_password(from_stdin: bool) -> str | None:
 
 
 def cmd_passwd(client: ControlClient, args: argparse.Namespace) -> int:
-    from appliance.config.passwords import hash_password
+    from appliance.config.passwords import hash_password, new_token
 
+    if args.token:
+        token, digest = new_token()
+        entry = {"name": args.user, "api-token-hash": digest}
+        if args.role:
+            entry["role"] = args.role
+        path = f"/{MODULE}:management/user[name='{args.user}']"
+        client.call("config.edit", changes=[{"op": "merge", "path": path, "value": entry}])
+        result = client.call("config.commit", comment=f"API token of {args.user} set")
+        print(token)
+        print(f"API token of {args.user} set (commit {result['commit-id']}); it is shown "
+              "only now", file=sys.stderr)
+        return 0
     password = read_password(args.stdin)
     if password is None:
         return fail("the passwords differ; nothing changed", EXIT_USAGE)

@@ -1,0 +1,341 @@
+"""loxilb's REST API, the part kube-loxilb uses (/netlox/v1), over the config service.
+
+Every write is one commit, made on the daemon's config worker thread by a config session of
+the calling user (so roles, history and notifications are the same as for any other door),
+with a comment naming the API and the client's rule name. Reads take the running config
+(replaced whole on commit, so a reference is consistent) and the state snapshot (endpoint
+health and counters) and build the answer off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from appliance import __version__
+from appliance.config import ConfigError
+from appliance.config.errors import (
+    AccessDenied,
+    ConflictError,
+    LockedError,
+    NotFoundError,
+    ValidationError,
+)
+from appliance.config.paths import service_path
+from appliance.doors import DoorContext
+from appliance.snapshot import for_providers
+from northbound.http import loxilb_settings as settings
+from northbound.http.auth import Caller
+from northbound.http.loxilb_model import (
+    OPER_ADD,
+    OPER_ATTACH,
+    endpoint_key,
+    ip,
+    protocol,
+    service_name,
+    to_rule,
+    to_service,
+)
+from northbound.http.wire import JSON, SUCCESS, ApiError, read_body, respond
+
+log = logging.getLogger(__name__)
+
+BASE = "/netlox/v1"
+CONNTRACK_LIMIT = 10_000
+OPERS = {0: "add", 1: "attach endpoints to", 2: "detach endpoints from"}
+
+
+def config_error(exc: ConfigError) -> ApiError:
+    """A refused commit in loxilb's envelope, the first field error's path in the message."""
+    first = exc.errors[0] if exc.errors else None
+    message = str(first) if first is not None and first.path else str(exc)
+    if isinstance(exc, AccessDenied):
+        return ApiError(403, message, "forbidden")
+    if isinstance(exc, NotFoundError):
+        return ApiError(404, message, "not found")
+    if isinstance(exc, LockedError):
+        return ApiError(503, f"configuration locked: {exc}", "not ready")
+    if isinstance(exc, ConflictError):
+        return ApiError(503, message, "not ready")
+    if isinstance(exc, ValidationError):
+        return ApiError(400, message, "invalid")
+    return ApiError(400, message, "invalid")
+
+
+def _is_api_rule(svc: dict[str, Any] | None) -> bool:
+    return svc is not None and "loxilb-rule" in svc
+
+
+class LoxilbApi:
+    def __init__(self, ctx: DoorContext) -> None:
+        self.service = ctx.service
+        self.worker = ctx.worker
+        self.state = ctx.state
+
+    def routes(self) -> list[web.RouteDef]:
+        b = BASE
+        lb = f"{b}/config/loadbalancer"
+        return [
+            web.get(b, self.alive), web.get(b + "/", self.alive),
+            web.post(lb, self.lb_create),
+            web.get(f"{lb}/all", self.lb_list),
+            web.delete(f"{lb}/all", self.lb_delete_all),
+            web.delete(lb + "/externalipaddress/{ip}/port/{port}/protocol/{proto}",
+                       self.lb_delete),
+            web.delete(lb + "/externalipaddress/{ip}/port/{port}/portmax/{portmax}"
+                       "/protocol/{proto}", self.lb_delete),
+            web.delete(lb + "/name/{name}", self.lb_delete_name),
+            web.post(f"{b}/config/cistate", self.cistate_set),
+            web.get(f"{b}/config/cistate/all", self.cistate_get),
+            web.post(f"{b}/config/bgp/global", self.bgp_global_set),
+            web.get(f"{b}/config/bgp/global/all", self.bgp_global_get),
+            web.post(f"{b}/config/bgp/neigh", self.bgp_neigh_add),
+            web.delete(b + "/config/bgp/neigh/{ip}", self.bgp_neigh_delete),
+            web.get(f"{b}/config/bgp/neigh/all", self.bgp_neigh_list),
+            web.post(f"{b}/config/firewall", self.unsupported_firewall),
+            web.delete(f"{b}/config/firewall", self.unsupported_firewall),
+            web.get(f"{b}/config/firewall/all", self.firewall_list),
+            web.get(f"{b}/config/conntrack/all", self.conntrack),
+            web.get(f"{b}/config/endpoint/all", self.endpoints),
+            web.get(f"{b}/version", self.version),
+        ]  # fmt: skip
+
+    # -- plumbing --------------------------------------------------------------------------
+    async def _on_worker(self, fn: Callable[..., Any], *args: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.worker, lambda: fn(*args))
+
+    def _commit(self, caller: Caller, changes: list[dict[str, Any]], comment: str) -> None:
+        """On the config worker: one session, one edit, one commit, attributed to the user."""
+        session = self.service.open_session(caller.user, "http", read_only=caller.read_only,
+                                            account=caller.user)
+        try:
+            session.edit(changes)
+            session.commit(comment=comment)
+        except ConfigError as exc:
+            raise config_error(exc) from None
+        finally:
+            session.close()
+
+    async def _write(self, request: web.Request, fn: Callable[..., None], *args: Any
+                     ) -> web.Response:  # fmt: skip
+        await self._on_worker(fn, request["caller"], *args)
+        return respond(SUCCESS)
+
+    def _snapshot(self) -> Any:
+        if "endpoint" not in self.state and "snapshot" not in self.state:
+            return None
+        return for_providers(self.state, config_service=self.service).current()
+
+    def _section(self) -> dict[str, Any] | None:
+        return (self.service.sections or {}).get("loxilb")
+
+    # -- liveness, version -----------------------------------------------------------------
+    async def alive(self, request: web.Request) -> web.Response:
+        return respond(SUCCESS)
+
+    async def version(self, request: web.Request) -> web.Response:
+        return respond({"version": f"sluice-{__version__}", "buildInfo": "sluice"})
+
+    # -- load-balancer rules ---------------------------------------------------------------
+    async def lb_create(self, request: web.Request) -> web.Response:
+        body = await read_body(request)
+        name, doc, oper = to_service(body)
+        return await self._write(request, self._lb_create, name, doc, oper)
+
+    def _lb_create(self, caller: Caller, name: str, doc: dict[str, Any], oper: int) -> None:
+        existing = self.service.services.get(name)
+        rule = doc["loxilb-rule"]["name"]
+        where = f"{doc['vip']} {doc['protocol']}/{doc.get('port', 0)}"
+        if existing is not None and not _is_api_rule(existing):
+            raise ApiError(409, f"{where} is service {name}, not made through this API",
+                           "conflict")
+        if oper == OPER_ADD:
+            if existing is not None and to_rule(existing) == to_rule(doc):
+                raise ApiError(409, f"lb rule {where} already exists", "lbrule-exists")
+            new = doc
+        elif existing is None:
+            raise ApiError(404, f"lb rule {where} not found", "not found")
+        else:
+            new = {**existing}
+            have = {endpoint_key(e): e for e in existing.get("endpoint", [])}
+            if oper == OPER_ATTACH:
+                for ep in doc["endpoint"]:
+                    have[endpoint_key(ep)] = ep
+            else:
+                for ep in doc["endpoint"]:
+                    have.pop(endpoint_key(ep), None)
+            new["endpoint"] = list(have.values())
+            rule = existing["loxilb-rule"].get("name", rule)
+        self._commit(caller, [{"op": "replace", "path": service_path(name), "value": new}],
+                     f"loxilb API: {OPERS[oper]} rule {rule!r} ({where})")
+
+    async def lb_list(self, request: web.Request) -> web.Response:
+        snap = self._snapshot()
+        services = self.service.services_effective
+
+        def build() -> bytes:
+            ep_state = snap.endpoint if snap is not None else None
+            rules = [to_rule(s, ep_state) for s in list(services.values()) if _is_api_rule(s)]
+            return json.dumps({"lbAttr": rules}).encode()
+
+        body = await asyncio.to_thread(build)
+        return web.Response(body=body, content_type=JSON)
+
+    async def lb_delete(self, request: web.Request) -> web.Response:
+        m = request.match_info
+        vip = ip(m["ip"], "externalipaddress")
+        proto = protocol(m["proto"])
+        try:
+            port = int(m["port"])
+        except ValueError:
+            raise ApiError(400, f"port: not a number: {m['port']!r}", "malformed") from None
+        if not 0 <= port <= 65535:
+            raise ApiError(400, f"port: must be in 0..65535, not {port}", "malformed")
+        name = service_name(vip, proto, port)
+        return await self._write(request, self._lb_delete, [name], f"{vip} {proto}/{port}")
+
+    def _lb_delete(self, caller: Caller, names: list[str], what: str) -> None:
+        found = [n for n in names if _is_api_rule(self.service.services.get(n))]
+        if not found:
+            raise ApiError(404, f"lb rule {what} not found", "not found")
+        rules = ", ".join(repr(self.service.services[n]["loxilb-rule"].get("name", n))
+                          for n in found[:5])
+        more = f" and {len(found) - 5} more" if len(found) > 5 else ""
+        self._commit(caller, [{"op": "delete", "path": service_path(n)} for n in found],
+                     f"loxilb API: delete rule {rules}{more} ({what})")
+
+    async def lb_delete_name(self, request: web.Request) -> web.Response:
+        rule = request.match_info["name"]
+        names = [n for n, s in list(self.service.services.items())
+                 if _is_api_rule(s) and s["loxilb-rule"].get("name") == rule]
+        return await self._write(request, self._lb_delete, names, f"name {rule!r}")
+
+    async def lb_delete_all(self, request: web.Request) -> web.Response:
+        names = [n for n, s in list(self.service.services.items()) if _is_api_rule(s)]
+        if not names:
+            return respond(SUCCESS)
+        return await self._write(request, self._lb_delete, names, "all")
+
+    # -- cistate, BGP (stored in /sluice:loxilb) ---------------------------------------------
+    def _set(self, caller: Caller, path: str, value: dict[str, Any], comment: str) -> None:
+        self._commit(caller, [{"op": "merge", "path": path, "value": value}], comment)
+
+    async def cistate_set(self, request: web.Request) -> web.Response:
+        path, entry = settings.cistate_change(await read_body(request))
+        return await self._write(request, self._set, path, entry,
+                                 f"loxilb API: cistate {entry['instance']} {entry['state']}")
+
+    async def cistate_get(self, request: web.Request) -> web.Response:
+        return respond(settings.cistate_list(self._section()))
+
+    async def bgp_global_set(self, request: web.Request) -> web.Response:
+        path, entry = settings.bgp_global_change(await read_body(request))
+        return await self._write(request, self._set, path, entry, "loxilb API: bgp global")
+
+    async def bgp_global_get(self, request: web.Request) -> web.Response:
+        return respond(settings.bgp_global_list(self._section()))
+
+    async def bgp_neigh_add(self, request: web.Request) -> web.Response:
+        path, entry = settings.bgp_neighbor_change(await read_body(request))
+        return await self._write(request, self._neigh_add, path, entry)
+
+    def _neigh_add(self, caller: Caller, path: str, entry: dict[str, Any]) -> None:
+        current = settings.bgp_neighbor_list(self._section())["bgpNeiAttr"]
+        for n in current:
+            if n["ipAddress"] == entry["address"] and n["remoteAs"] == entry["remote-as"]:
+                raise ApiError(409, f"bgp neighbor {entry['address']} already exists",
+                               "exists")
+        self._set(caller, path, entry, f"loxilb API: bgp neighbor {entry['address']}")
+
+    async def bgp_neigh_delete(self, request: web.Request) -> web.Response:
+        address = ip(request.match_info["ip"], "ip")
+        return await self._write(request, self._neigh_delete, address)
+
+    def _neigh_delete(self, caller: Caller, address: str) -> None:
+        if not settings.neighbor_exists(self._section(), address):
+            raise settings.not_found(f"bgp neighbor {address}")
+        self._commit(caller, [{"op": "delete", "path": settings.neighbor_path(address)}],
+                     f"loxilb API: delete bgp neighbor {address}")
+
+    async def bgp_neigh_list(self, request: web.Request) -> web.Response:
+        return respond(settings.bgp_neighbor_list(self._section()))
+
+    async def unsupported_firewall(self, request: web.Request) -> web.Response:
+        raise ApiError(501, "firewall rules (egress SNAT) are not supported by Sluice yet",
+                       "unsupported")
+
+    async def firewall_list(self, request: web.Request) -> web.Response:
+        return respond({"fwAttr": []})
+
+    # -- operational reads -----------------------------------------------------------------
+    async def conntrack(self, request: web.Request) -> web.Response:
+        provider = self.state.get("conntrack")
+        if provider is None:
+            return respond({"ctAttr": []})
+
+        def build() -> bytes:
+            rows = provider(None, limit=CONNTRACK_LIMIT)
+            return json.dumps({"ctAttr": [_ct_row(r) for r in rows]}).encode()
+
+        body = await asyncio.to_thread(build)
+        return web.Response(body=body, content_type=JSON)
+
+    async def endpoints(self, request: web.Request) -> web.Response:
+        snap = self._snapshot()
+        services = self.service.services_effective
+
+        def build() -> bytes:
+            out = []
+            for svc in list(services.values()):
+                probe = svc.get("health-probe") or {}
+                for ep in svc.get("endpoint", []):
+                    st = snap.endpoint(svc["name"], ep["address"], ep["port"]) if snap else {}
+                    health = (st or {}).get("health", "unknown")
+                    out.append({
+                        "hostName": ep["address"], "name": svc["name"],
+                        "probeType": probe.get("type", "none"),
+                        "probePort": int(probe.get("port", ep["port"])),
+                        "probeReq": probe.get("request", ""),
+                        "probeResp": probe.get("expected-response", ""),
+                        "probeDuration": int(probe.get("interval", 10)),
+                        "inactiveReTries": int(probe.get("retries", 2)),
+                        "minDelay": "", "avgDelay": "", "maxDelay": "",
+                        "currState": "ok" if health == "up" else
+                                     ("nok" if health in ("down", "degraded") else health),
+                    })  # fmt: skip
+            return json.dumps({"Attr": out}).encode()
+
+        body = await asyncio.to_thread(build)
+        return web.Response(body=body, content_type=JSON)
+
+
+def _split(text: str) -> tuple[str, int]:
+    """"198.18.0.1:4242" / "[2001:db8::1]:80" / "198.18.0.1" → (address, port)."""
+    if text.startswith("["):
+        host, _, port = text[1:].partition("]:")
+        return host, int(port or 0)
+    try:
+        ipaddress.ip_address(text)
+        return text, 0
+    except ValueError:
+        host, _, port = text.rpartition(":")
+        return host, int(port or 0)
+
+
+def _ct_row(r: dict[str, Any]) -> dict[str, Any]:
+    client, cport = _split(str(r.get("client", "")))
+    vip, vport = _split(str(r.get("vip", "")))
+    return {
+        "destinationIP": vip, "sourceIP": client, "destinationPort": vport,
+        "sourcePort": cport, "protocol": r.get("protocol", ""),
+        "conntrackState": r.get("state", ""), "conntrackAct": f"dnat:{r.get('endpoint', '')}",
+        "packets": sum(r.get("packets", [0])), "bytes": sum(r.get("bytes", [0])),
+        "servName": r.get("service", ""),
+    }  # fmt: skip
