@@ -268,7 +268,7 @@ class LoxilbApi:
         return respond(settings.bgp_neighbor_list(self._section()))
 
     async def unsupported_firewall(self, request: web.Request) -> web.Response:
-        raise ApiError(501, "firewall rules (egress SNAT) are not supported by Sluice yet",
+        raise ApiError(400, "firewall rules (egress SNAT) are not supported by Sluice yet",
                        "unsupported")
 
     async def firewall_list(self, request: web.Request) -> web.Response:

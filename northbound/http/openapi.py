@@ -25,7 +25,7 @@ def _json(schema: dict[str, Any]) -> dict[str, Any]:
 
 def _answers(ok: dict[str, Any] | None = None, *codes: int) -> dict[str, Any]:
     out: dict[str, Any] = {"200": {"description": "done", **_json(ok or _ref("Success"))}}
-    for code in (400, 401, 403, 404, 409, 501, 503, *codes):
+    for code in (400, 401, 403, 404, 409, 503, *codes):
         out[str(code)] = {"description": "refused", **_json(_ref("Error"))}
     return out
 
