@@ -25,6 +25,8 @@ from northbound.http import openapi
 from northbound.http.auth import Authenticator
 from northbound.http.loxilb_api import BASE, LoxilbApi
 from northbound.http.metrics import MetricsEndpoint, SnapshotCollector
+from northbound.http.restconf import Restconf
+from northbound.http.restconf import error_response as restconf_error
 from northbound.http.wire import ApiError, error_response, respond
 
 log = logging.getLogger(__name__)
@@ -89,6 +91,7 @@ class HttpDoor:
             lambda: for_providers(ctx.state, config_service=ctx.service).current(),
             ctx.service, ctx.state.get("doors"))
         self.metrics = MetricsEndpoint(collector)
+        self.restconf = Restconf(ctx)
         self.requests = 0
         self.app = self._app()
         self.runner: web.AppRunner | None = None
@@ -97,6 +100,7 @@ class HttpDoor:
     def _app(self) -> web.Application:
         app = web.Application(middlewares=[self._middleware], client_max_size=1024 * 1024)
         app.add_routes(self.api.routes())
+        app.add_routes(self.restconf.routes())
         app.add_routes([
             web.get("/metrics", self.metrics.handle),
             web.get(f"{BASE}/metrics", self.metrics.handle),
@@ -117,19 +121,32 @@ class HttpDoor:
             request["caller"] = caller
             return await handler(request)
         except ApiError as exc:
-            response = error_response(exc)
+            if request.path.startswith(("/restconf", "/.well-known")):
+                tag = {401: "access-denied", 403: "access-denied"}.get(exc.code,
+                                                                       "invalid-value")
+                response = restconf_error(request, exc.code, [{
+                    "error-type": "protocol", "error-tag": tag, "error-message": exc.message}])
+            else:
+                response = error_response(exc)
             if exc.code == 401:
                 response.headers["WWW-Authenticate"] = 'Basic realm="sluice", Bearer'
             return response
         except web.HTTPException as exc:  # no such route, method not allowed
             if exc.status < 400:
                 raise
-            return respond({"code": exc.status, "message": exc.reason, "result": exc.reason},
-                           exc.status)
+            return self._error(request, exc.status, exc.reason)
         except Exception as exc:
             log.exception("http request failed", extra={"path": request.path})
-            return respond({"code": 500, "message": f"internal error: {exc}",
-                            "result": "internal error"}, 500)
+            return self._error(request, 500, f"internal error: {exc}")
+
+    @staticmethod
+    def _error(request: web.Request, status: int, message: str) -> web.Response:
+        if request.path.startswith(("/restconf", "/.well-known")):
+            tag = "operation-failed" if status >= 500 else "invalid-value"
+            return restconf_error(request, status, [{"error-type": "protocol",
+                                                     "error-tag": tag,
+                                                     "error-message": message}])
+        return respond({"code": status, "message": message, "result": message}, status)
 
     async def _open(self, where: Where) -> Sites:
         addresses, port, plain, certificate, key = where
@@ -154,6 +171,7 @@ class HttpDoor:
     async def start(self) -> None:
         self.runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         await self.runner.setup()
+        await self.restconf.start()
         await self.binding.set(listen_spec(self.section))
 
     async def reconfigure(self, section: Section) -> None:
@@ -162,8 +180,10 @@ class HttpDoor:
 
     async def close(self) -> None:
         await self.binding.close()
+        await self.restconf.close()
         if self.runner is not None:
             await self.runner.cleanup()
 
     def status(self) -> dict[str, Any]:
-        return {**self.binding.status(), "requests": self.requests}
+        return {**self.binding.status(), "requests": self.requests,
+                "sessions": len(self.restconf.events.clients)}

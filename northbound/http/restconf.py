@@ -1,0 +1,693 @@
+"""RESTCONF (RFC 8040) on the Sluice YANG model: {+restconf} is /restconf.
+
+- `/restconf/data[/<resource>]`: GET/HEAD (query `content`, `depth`, `fields`,
+  `with-defaults`), POST (create a child), PUT (create or replace), PATCH (plain merge, or
+  YANG Patch, RFC 8072), DELETE; JSON (RFC 7951) and XML both ways; `ETag` (the running
+  datastore's commit id) and `Last-Modified` on every answer, `If-Match` /
+  `If-None-Match` honoured (a write whose If-Match no longer matches is refused with 412,
+  checked on the config worker right before the commit, so no commit slips in between);
+- `/restconf/operations` (the module defines no RPCs: empty), `/restconf/yang-library-
+  version`, `/.well-known/host-meta`, `ietf-restconf-monitoring:restconf-state` (the
+  NETCONF stream) and `ietf-yang-library:` data;
+- errors as `ietf-restconf:errors`, each with the error-path of the node concerned.
+
+Every write is one config session and one commit on the config worker, attributed to the
+user (the same role checks as NETCONF); reads take running from the config service and
+state from the snapshot (northbound.netconf.state), and print off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import json
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from aiohttp import web
+from lxml import etree
+
+from appliance.config import ConfigError
+from appliance.config.errors import NotFoundError
+from appliance.doors import DoorContext
+from northbound.http import restconf_codec as codec
+from northbound.http.auth import Caller
+from northbound.http.restconf_events import EventStreams
+from northbound.http.restconf_paths import (
+    CONTAINER,
+    LEAF_LIST,
+    LIST,
+    PathProblem,
+    SchemaNode,
+    Target,
+    parse,
+    schema_tree,
+)
+from northbound.netconf.state import state_source
+
+log = logging.getLogger(__name__)
+
+ROOT = "/restconf"
+YANG_LIBRARY_VERSION = "2019-01-04"
+YANG_PATCH_TYPE = "application/yang-patch+json"
+PATCH_STATUS = "ietf-yang-patch:yang-patch-status"
+QUERY = ("content", "depth", "fields", "with-defaults")
+STATUS_OF_TAG = {
+    "invalid-value": 400, "too-big": 413, "missing-attribute": 400, "bad-attribute": 400,
+    "unknown-attribute": 400, "bad-element": 400, "unknown-element": 400,
+    "unknown-namespace": 400, "access-denied": 403, "lock-denied": 409,
+    "resource-denied": 409, "in-use": 409, "data-exists": 409, "data-missing": 404,
+    "operation-not-supported": 405, "operation-failed": 400, "malformed-message": 400,
+}  # fmt: skip
+
+
+class RestconfError(Exception):
+    def __init__(self, status: int, tag: str, message: str, path: str = "",
+                 app_tag: str | None = None, errors: list[dict[str, Any]] | None = None
+                 ) -> None:  # fmt: skip
+        super().__init__(message)
+        self.status = status
+        self.errors = errors or [_error(tag, message, path, app_tag)]
+
+
+def _error(tag: str, message: str, path: str = "", app_tag: str | None = None,
+           etype: str = "application") -> dict[str, Any]:  # fmt: skip
+    err: dict[str, Any] = {"error-type": etype, "error-tag": tag}
+    if app_tag:
+        err["error-app-tag"] = app_tag
+    if path:
+        err["error-path"] = path
+    err["error-message"] = message
+    return err
+
+
+def from_config_error(exc: ConfigError) -> RestconfError:
+    errors = [_error(e.tag, e.message, e.path, getattr(e, "app_tag", None))
+              for e in exc.errors] or [_error(exc.tag, str(exc))]  # fmt: skip
+    status = STATUS_OF_TAG.get(errors[0]["error-tag"], 400)
+    return RestconfError(status, "", "", errors=errors)
+
+
+def error_body(errors: list[dict[str, Any]], fmt: str) -> bytes:
+    if fmt == "xml":
+        root = etree.Element(f"{{{codec.RESTCONF_NS}}}errors", nsmap={None: codec.RESTCONF_NS})
+        for err in errors:
+            el = etree.SubElement(root, f"{{{codec.RESTCONF_NS}}}error")
+            for k, v in err.items():
+                etree.SubElement(el, f"{{{codec.RESTCONF_NS}}}{k}").text = str(v)
+        return etree.tostring(root)
+    return json.dumps({"ietf-restconf:errors": {"error": errors}}).encode()
+
+
+def wants_xml(request: web.Request) -> bool:
+    accept = request.headers.get("Accept", "")
+    return ("xml" in accept) and "json" not in accept.split("xml")[0]
+
+
+def error_response(request: web.Request, status: int, errors: list[dict[str, Any]]
+                   ) -> web.Response:  # fmt: skip
+    fmt = "xml" if wants_xml(request) else "json"
+    ctype = codec.XML_TYPE if fmt == "xml" else codec.JSON_TYPE
+    return web.Response(status=status, body=error_body(errors, fmt), headers={
+        "Content-Type": ctype})
+
+
+class Restconf:
+    def __init__(self, ctx: DoorContext) -> None:
+        self.service = ctx.service
+        self.worker = ctx.worker
+        self.top = schema_tree(ctx.service.schema.module)
+        self.printer = codec.Printer(ctx.service.schema)
+        self.state = state_source(ctx.service, ctx.state)
+        self.events = EventStreams(ctx)
+        self._modified: tuple[int | None, str] = (None, "")
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.get("/.well-known/host-meta", self.host_meta),
+            web.get(ROOT, self.root), web.get(ROOT + "/", self.root),
+            web.get(ROOT + "/yang-library-version", self.library_version),
+            web.get(ROOT + "/operations", self.operations),
+            web.route("*", ROOT + "/data{tail:(/.*)?}", self.data),
+            web.get(ROOT + "/streams/{name}", self.events.stream),
+            web.get(ROOT + "/streams/{name}/json", self.events.stream),
+        ]  # fmt: skip
+
+    async def start(self) -> None:
+        await self.events.start()
+
+    async def close(self) -> None:
+        await self.events.close()
+
+    # -- plumbing --------------------------------------------------------------------------
+    async def _on_worker(self, fn: Callable[..., Any], *args: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.worker, lambda: fn(*args))
+
+    def etag(self) -> str:
+        return f'"{self.service.commit_id or 0}"'
+
+    def _last_modified(self) -> str:
+        """HTTP date of the last commit (worker thread: the history is an SQLite read)."""
+        cid = self.service.commit_id
+        if self._modified[0] != cid:
+            when = datetime.now()
+            last = self.service.history(1) if cid else []
+            if last:
+                with contextlib.suppress(ValueError):
+                    when = datetime.fromisoformat(str(last[0]["at"]).replace("Z", "+00:00"))
+            self._modified = (cid, email.utils.format_datetime(when.astimezone(), usegmt=False))
+        return self._modified[1]
+
+    def _headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        return {"ETag": self.etag(), "Last-Modified": self._modified[1], **(extra or {})}
+
+    def _respond(self, request: web.Request, status: int, body: bytes = b"",
+                 fmt: str = "json", extra: dict[str, str] | None = None) -> web.Response:
+        headers = self._headers(extra)
+        if body:
+            headers["Content-Type"] = codec.XML_TYPE if fmt == "xml" else codec.JSON_TYPE
+        return web.Response(status=status, body=body if request.method != "HEAD" else None,
+                            headers=headers)
+
+    # -- discovery -------------------------------------------------------------------------
+    async def host_meta(self, request: web.Request) -> web.Response:
+        xrd = ("<XRD xmlns='http://docs.oasis-open.org/ns/xri/xrd-1.0'>"
+               f"<Link rel='restconf' href='{ROOT}'/></XRD>")
+        return web.Response(body=xrd.encode(), headers={"Content-Type": "application/xrd+xml"})
+
+    async def root(self, request: web.Request) -> web.Response:
+        if wants_xml(request):
+            body = (f'<restconf xmlns="{codec.RESTCONF_NS}"><data/><operations/>'
+                    f"<yang-library-version>{YANG_LIBRARY_VERSION}</yang-library-version>"
+                    "</restconf>").encode()
+            return web.Response(body=body, headers={"Content-Type": codec.XML_TYPE})
+        body = {"ietf-restconf:restconf": {"data": {}, "operations": {},
+                                           "yang-library-version": YANG_LIBRARY_VERSION}}
+        return web.Response(body=json.dumps(body).encode(),
+                            headers={"Content-Type": codec.JSON_TYPE})
+
+    async def library_version(self, request: web.Request) -> web.Response:
+        if wants_xml(request):
+            body = (f'<yang-library-version xmlns="{codec.RESTCONF_NS}">'
+                    f"{YANG_LIBRARY_VERSION}</yang-library-version>").encode()
+            return web.Response(body=body, headers={"Content-Type": codec.XML_TYPE})
+        body = {"ietf-restconf:yang-library-version": YANG_LIBRARY_VERSION}
+        return web.Response(body=json.dumps(body).encode(),
+                            headers={"Content-Type": codec.JSON_TYPE})
+
+    async def operations(self, request: web.Request) -> web.Response:
+        # The sluice module defines no RPCs or actions (NETCONF's own operations are not
+        # RESTCONF operations).
+        if wants_xml(request):
+            body = f'<operations xmlns="{codec.RESTCONF_NS}"/>'.encode()
+            return web.Response(body=body, headers={"Content-Type": codec.XML_TYPE})
+        return web.Response(body=b'{"ietf-restconf:operations": {}}',
+                            headers={"Content-Type": codec.JSON_TYPE})
+
+    def _monitoring(self, request: web.Request) -> dict[str, Any]:
+        scheme = "https" if request.secure else "http"
+        location = f"{scheme}://{request.host}{ROOT}/streams/NETCONF/json"
+        caps = ["urn:ietf:params:restconf:capability:defaults:1.0?basic-mode=explicit",
+                "urn:ietf:params:restconf:capability:depth:1.0",
+                "urn:ietf:params:restconf:capability:fields:1.0",
+                "urn:ietf:params:restconf:capability:with-defaults:1.0",
+                "urn:ietf:params:restconf:capability:yang-patch:1.0"]
+        return {"ietf-restconf-monitoring:restconf-state": {
+            "capabilities": {"capability": caps},
+            "streams": {"stream": [{
+                "name": "NETCONF", "description": "config changes (netconf-config-change) "
+                "and Sluice events, as NETCONF sends them", "replay-support": False,
+                "access": [{"encoding": "json", "location": location}]}]}}}  # fmt: skip
+
+    def _yang_library(self) -> bytes:
+        with self.printer._lock:
+            data = self.service.schema.ctx.get_yanglib_data()
+            try:
+                return data.print_mem("json", with_siblings=True, pretty=False).encode()
+            finally:
+                data.free()
+
+    # -- /restconf/data ----------------------------------------------------------------------
+    async def data(self, request: web.Request) -> web.StreamResponse:
+        try:
+            raw = request.rel_url.raw_path[len(ROOT) + len("/data"):]
+            if raw.strip("/").startswith("ietf-restconf-monitoring:"):
+                return await self._special(request, self._monitoring(request))
+            if raw.strip("/").startswith("ietf-yang-library:"):
+                if request.method not in ("GET", "HEAD"):
+                    raise RestconfError(405, "operation-not-supported", "read-only data")
+                body = await asyncio.to_thread(self._yang_library)
+                return web.Response(body=body, headers={"Content-Type": codec.JSON_TYPE})
+            try:
+                target = parse(raw, self.top)
+            except PathProblem as exc:
+                raise RestconfError(exc.status, exc.tag, str(exc), request.path) from None
+            handler = {"GET": self._get, "HEAD": self._get, "POST": self._post,
+                       "PUT": self._put, "PATCH": self._patch,
+                       "DELETE": self._delete}.get(request.method)  # fmt: skip
+            if handler is None:
+                raise RestconfError(405, "operation-not-supported",
+                                    f"{request.method} is not supported on a data resource")
+            if request.method not in ("GET", "HEAD"):
+                unknown = set(request.query)
+                if unknown:
+                    raise RestconfError(400, "invalid-value", "query parameters "
+                                        f"{', '.join(sorted(unknown))} are not supported on "
+                                        f"{request.method}")
+            return await handler(request, target)
+        except RestconfError as exc:
+            return error_response(request, exc.status, exc.errors)
+        except codec.BodyProblem as exc:
+            return error_response(request, 400, [_error(exc.tag, str(exc), request.path)])
+
+    async def _special(self, request: web.Request, doc: dict[str, Any]) -> web.Response:
+        if request.method not in ("GET", "HEAD"):
+            raise RestconfError(405, "operation-not-supported", "read-only data")
+        return web.Response(body=json.dumps(doc).encode(),
+                            headers={"Content-Type": codec.JSON_TYPE})
+
+    def _query(self, request: web.Request) -> dict[str, Any]:
+        q = request.query
+        unknown = set(q) - set(QUERY)
+        if unknown:
+            raise RestconfError(400, "invalid-value",
+                                f"unknown query parameter(s): {', '.join(sorted(unknown))}")
+        for name in q:
+            if len(q.getall(name)) > 1:
+                raise RestconfError(400, "invalid-value", f"{name} given more than once")
+        out: dict[str, Any] = {"content": q.get("content", "all"), "depth": None,
+                               "fields": None, "with-defaults": q.get("with-defaults", "")}
+        if out["content"] not in ("config", "nonconfig", "all"):
+            raise RestconfError(400, "invalid-value", "content must be config, nonconfig or all")
+        depth = q.get("depth", "unbounded")
+        if depth != "unbounded":
+            if not depth.isdigit() or not 1 <= int(depth) <= 65535:
+                raise RestconfError(400, "invalid-value",
+                                    "depth must be 'unbounded' or 1..65535")
+            out["depth"] = int(depth)
+        if "fields" in q:
+            out["fields"] = codec.parse_fields(q["fields"])
+        wd = out["with-defaults"]
+        if wd not in ("", "explicit", "report-all", "trim"):
+            raise RestconfError(400, "invalid-value", f"with-defaults {wd!r} is not supported "
+                                "(explicit, report-all, trim)")
+        return out
+
+    def _read_config(self, target: Target, effective: bool) -> Any:
+        """Worker thread: running at the target (secrets left out), with Last-Modified."""
+        self._last_modified()
+        session = self.service.open_session("restconf", "http", read_only=True)
+        try:
+            if not target.steps:
+                return self.service.running_doc(effective=effective)
+            return session.get(target.data_path(), "running", effective=effective)
+        finally:
+            session.close()
+
+    async def _get(self, request: web.Request, target: Target) -> web.Response:
+        q = self._query(request)
+        node = target.node
+        if node is not None and node.kind in (LIST, LEAF_LIST) and not target.is_entry:
+            raise RestconfError(400, "invalid-value", f"{node.name} is a list: name an entry "
+                                f"({node.name}=...) or read its parent", request.path)
+        etag = self.etag()
+        inm = request.headers.get("If-None-Match")
+        if inm is not None and (inm.strip() == "*" or etag in [t.strip() for t in
+                                                               inm.split(",")]):
+            await self._on_worker(self._last_modified)
+            return web.Response(status=304, headers=self._headers())
+        wd = q["with-defaults"]
+        effective = wd in ("report-all", "trim")
+        value: Any = None
+        found = False
+        if q["content"] in ("config", "all") and (node is None or node.config):
+            try:
+                value = await self._on_worker(self._read_config, target, effective)
+                found = True
+            except NotFoundError:
+                pass
+            except ConfigError as exc:
+                raise from_config_error(exc) from None
+        else:
+            await self._on_worker(self._last_modified)
+        if q["content"] in ("nonconfig", "all"):
+            state = await asyncio.to_thread(self._state_at, target)
+            if state is not None:
+                value = _merge(value, state, node, self.top) if found else state
+                found = True
+            if q["content"] == "nonconfig" and value is not None:
+                value = _only_state(value, node, self.top)
+        if not found:
+            raise RestconfError(404, "invalid-value", "no such resource", request.path)
+        fmt = "xml" if wants_xml(request) else "json"
+
+        def render() -> bytes:
+            v = codec.drop_secrets(value)
+            if q["fields"] is not None:
+                if node is None:
+                    v = {k: codec.select_fields(c, self.top.get(k.rpartition(":")[2]),
+                                                q["fields"].get(k.rpartition(":")[2], {}))
+                         for k, c in v.items() if k.rpartition(":")[2] in q["fields"]}
+                else:
+                    v = codec.select_fields(v, node, q["fields"])
+            if q["depth"] is not None:
+                v = (codec.prune_datastore_depth(v, self.top, q["depth"]) if node is None
+                     else codec.prune_depth(v, node, q["depth"]))
+            return self.printer.render(target, v, fmt, trim=(wd == "trim"))
+
+        body = await asyncio.to_thread(render)
+        return self._respond(request, 200, body, fmt)
+
+    def _state_at(self, target: Target) -> Any:
+        # Providers may report more than the model has (programming status...): only
+        # what the model defines is shown.
+        doc = _modelled(self.state(), None, self.top)
+        if not target.steps:
+            return doc or None
+        try:
+            return codec.unwrap(target, _select_entries(doc, target))
+        except codec.BodyProblem:
+            return None
+
+    # -- writes ------------------------------------------------------------------------------
+    async def _body(self, request: web.Request, target: Target) -> tuple[str, Any]:
+        """(child/target name, value) of the request body, JSON or XML, under `target`."""
+        ctype = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        body = await request.read()
+        if ctype in (codec.JSON_TYPE, "application/json"):
+            return codec.json_value(body)
+        if ctype in (codec.XML_TYPE, "application/xml", "text/xml"):
+            return await asyncio.to_thread(self.printer.xml_value, target, body)
+        raise RestconfError(415, "invalid-value", f"Content-Type {ctype or '(none)'} is not "
+                            f"supported ({codec.JSON_TYPE}, {codec.XML_TYPE}"
+                            f"{', ' + YANG_PATCH_TYPE if request.method == 'PATCH' else ''})")
+
+    def _precondition(self, request: web.Request) -> str | None:
+        return request.headers.get("If-Match")
+
+    def _commit(self, caller: Caller, changes: list[dict[str, Any]], comment: str,
+                if_match: str | None, probe: str | None = None) -> bool:
+        """Worker thread. Returns whether `probe` (a data path) existed before the commit."""
+        if if_match is not None:
+            tags = [t.strip() for t in if_match.split(",")]
+            if "*" not in tags and self.etag() not in tags:
+                raise RestconfError(412, "operation-failed", "the datastore changed since "
+                                    f"ETag {if_match} (now {self.etag()})")
+        session = self.service.open_session(caller.user, "http", read_only=caller.read_only,
+                                            account=caller.user)
+        try:
+            existed = False
+            if probe is not None:
+                try:
+                    session.get(probe)
+                    existed = True
+                except NotFoundError:
+                    existed = False
+            session.edit(changes)
+            session.commit(comment=comment)
+            self._last_modified()
+            return existed
+        except ConfigError as exc:
+            raise from_config_error(exc) from None
+        finally:
+            session.close()
+
+    def _check_writable(self, request: web.Request, target: Target) -> None:
+        node = target.node
+        if node is not None and not node.config:
+            raise RestconfError(405, "operation-not-supported",
+                                f"{node.name} is state data, not configuration", request.path)
+
+    async def _post(self, request: web.Request, target: Target) -> web.Response:
+        self._check_writable(request, target)
+        name, value = await self._body(request, target)
+        children = target.children() if target.steps else self.top
+        node = children.get(name)
+        if node is None:
+            raise RestconfError(400, "unknown-element", f"{name} is not a child of this "
+                                "resource", request.path)
+        if node.kind == LIST:
+            if isinstance(value, list):
+                if len(value) != 1:
+                    raise RestconfError(400, "invalid-value", f"POST creates one {name}")
+                value = value[0]
+            if not isinstance(value, dict):
+                raise RestconfError(400, "invalid-value", f"{name} must be an object")
+            missing = [k for k in node.keys if k not in value]
+            if missing:
+                raise RestconfError(400, "invalid-value",
+                                    f"{name} needs its key(s) {', '.join(missing)}")
+            child = target.child(node, tuple(str(value[k]) for k in node.keys))
+        elif node.kind == LEAF_LIST:
+            raise RestconfError(400, "invalid-value", "POST of a leaf-list value is not "
+                                "supported: PUT or PATCH the list instead")
+        else:
+            child = target.child(node, ())
+        change = {"op": "create", "path": child.data_path(), "value": value}
+        await self._on_worker(self._commit, request["caller"], [change],
+                              f"restconf POST {child.uri()}", self._precondition(request))
+        location = f"{request.scheme}://{request.host}{ROOT}/data/{child.uri()}"
+        return self._respond(request, 201, extra={"Location": location})
+
+    async def _put(self, request: web.Request, target: Target) -> web.Response:
+        self._check_writable(request, target)
+        node = target.node
+        if node is not None and node.kind in (LIST, LEAF_LIST) and not target.is_entry:
+            raise RestconfError(400, "invalid-value", f"name one {node.name} entry to PUT")
+        parent = Target(target.steps[:-1], target.module)
+        if node is None:
+            value = await self._datastore_body(request)
+            changes = [{"op": "replace", "path": "/", "value": value}]
+            probe = None
+        else:
+            name, value = await self._body(request, parent)
+            if name != node.name:
+                raise RestconfError(400, "invalid-value", f"the body holds {name}, the URI "
+                                    f"names {node.name}", request.path)
+            if node.kind in (LIST, LEAF_LIST) and isinstance(value, list):
+                if len(value) != 1:
+                    raise RestconfError(400, "invalid-value", f"PUT replaces one {name}")
+                value = value[0]
+            if node.kind == LIST:
+                keys = target.steps[-1][1]
+                if not isinstance(value, dict) or [str(value.get(k)) for k in node.keys] != \
+                        list(keys):
+                    raise RestconfError(400, "invalid-value", "the body's key values differ "
+                                        "from the URI's", request.path)
+            changes = [{"op": "replace", "path": target.data_path(), "value": value}]
+            probe = target.data_path()
+        existed = await self._on_worker(self._commit, request["caller"], changes,
+                                        f"restconf PUT {target.uri() or '/'}",
+                                        self._precondition(request), probe)
+        return self._respond(request, 204 if existed or probe is None else 201)
+
+    async def _datastore_body(self, request: web.Request) -> dict[str, Any]:
+        ctype = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if ctype not in (codec.JSON_TYPE, "application/json"):
+            raise RestconfError(415, "invalid-value", "the datastore is replaced with JSON")
+        try:
+            doc = json.loads(await request.read())
+        except ValueError as exc:
+            raise RestconfError(400, "malformed-message", f"body is not JSON: {exc}") from None
+        inner = doc.get("ietf-restconf:data") if isinstance(doc, dict) else None
+        if not isinstance(inner, dict):
+            raise RestconfError(400, "invalid-value", "the body must be "
+                                '{"ietf-restconf:data": {...}}')
+        return inner
+
+    async def _patch(self, request: web.Request, target: Target) -> web.Response:
+        self._check_writable(request, target)
+        ctype = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if ctype == YANG_PATCH_TYPE:
+            return await self._yang_patch(request, target)
+        node = target.node
+        if node is None:
+            value = await self._datastore_body(request)
+            changes = [{"op": "merge", "path": f"/{target.module}:{k.rpartition(':')[2]}",
+                        "value": v} for k, v in value.items()]
+        else:
+            parent = Target(target.steps[:-1], target.module)
+            name, value = await self._body(request, parent)
+            if name != node.name:
+                raise RestconfError(400, "invalid-value", f"the body holds {name}, the URI "
+                                    f"names {node.name}", request.path)
+            if node.kind in (LIST, LEAF_LIST) and isinstance(value, list):
+                if len(value) != 1:
+                    raise RestconfError(400, "invalid-value", f"PATCH merges one {name}")
+                value = value[0]
+            changes = [{"op": "merge", "path": target.data_path(), "value": value}]
+            # RFC 8040 4.6.1: PATCH must not create the target resource.
+            existed = await self._on_worker(self._exists, target.data_path())
+            if not existed:
+                raise RestconfError(404, "data-missing", "no such resource", request.path)
+        await self._on_worker(self._commit, request["caller"], changes,
+                              f"restconf PATCH {target.uri() or '/'}",
+                              self._precondition(request))
+        return self._respond(request, 204)
+
+    def _exists(self, path: str) -> bool:
+        session = self.service.open_session("restconf", "http", read_only=True)
+        try:
+            session.get(path)
+            return True
+        except NotFoundError:
+            return False
+        finally:
+            session.close()
+
+    async def _delete(self, request: web.Request, target: Target) -> web.Response:
+        self._check_writable(request, target)
+        if not target.steps:
+            raise RestconfError(405, "operation-not-supported", "the datastore itself cannot "
+                                "be deleted")
+        change = {"op": "delete", "path": target.data_path()}
+        await self._on_worker(self._commit, request["caller"], [change],
+                              f"restconf DELETE {target.uri()}", self._precondition(request))
+        return self._respond(request, 204)
+
+    # -- YANG Patch (RFC 8072) ---------------------------------------------------------------
+    async def _yang_patch(self, request: web.Request, target: Target) -> web.Response:
+        try:
+            doc = json.loads(await request.read())
+            patch = doc["ietf-yang-patch:yang-patch"]
+            patch_id = str(patch["patch-id"])
+            edits = patch["edit"]
+            if not isinstance(edits, list) or not edits:
+                raise TypeError("edit must be a non-empty list")
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RestconfError(400, "malformed-message",
+                                f"not a yang-patch document: {exc}") from None
+        ops = {"create": "create", "delete": "delete", "merge": "merge", "remove": "remove",
+               "replace": "replace"}
+        changes = []
+        base = target.uri()
+        for i, edit in enumerate(edits):
+            if not isinstance(edit, dict):
+                raise RestconfError(400, "malformed-message", f"edit {i + 1} is not an object")
+            eid = str(edit.get("edit-id", i + 1))
+            op = edit.get("operation")
+            if op not in ops:
+                raise RestconfError(400, "invalid-value", f"edit {eid}: operation {op!r} is "
+                                    "not supported (create, delete, merge, remove, replace)")
+            rel = str(edit.get("target", "")).strip("/")
+            try:
+                sub = parse("/".join(p for p in (base, rel) if p), self.top)
+            except PathProblem as exc:
+                raise RestconfError(400, exc.tag, f"edit {eid}: {exc}") from None
+            change: dict[str, Any] = {"op": ops[op], "path": sub.data_path()}
+            if op in ("create", "merge", "replace"):
+                value = edit.get("value")
+                if not isinstance(value, dict) or len(value) != 1:
+                    raise RestconfError(400, "invalid-value",
+                                        f"edit {eid}: value must hold one member")
+                (_, inner), = value.items()
+                if sub.is_entry and isinstance(inner, list):
+                    if len(inner) != 1:
+                        raise RestconfError(400, "invalid-value",
+                                            f"edit {eid}: one entry per edit")
+                    inner = inner[0]
+                change["value"] = inner
+            changes.append(change)
+        try:
+            await self._on_worker(self._commit, request["caller"], changes,
+                                  f"restconf YANG Patch {patch_id}", self._precondition(request))
+        except RestconfError as exc:
+            status = {PATCH_STATUS: {"patch-id": patch_id, "errors": {"error": exc.errors}}}
+            return web.Response(status=exc.status, body=json.dumps(status).encode(),
+                                headers={"Content-Type": codec.JSON_TYPE})
+        status = {PATCH_STATUS: {"patch-id": patch_id, "ok": [None]}}
+        return self._respond(request, 200, json.dumps(status).encode())
+
+
+def _select_entries(doc: dict[str, Any], target: Target) -> dict[str, Any]:
+    """The state document cut down to the target's ancestors' own entries (for unwrap)."""
+    node_doc: Any = doc
+    out: dict[str, Any] = {}
+    cursor = out
+    for i, (node, values) in enumerate(target.steps):
+        name = f"{target.module}:{node.name}" if i == 0 else node.name
+        if not isinstance(node_doc, dict) or name not in node_doc:
+            return {}
+        node_doc = node_doc[name]
+        if node.kind == LIST and values:
+            match = [e for e in node_doc if [str(e.get(k)) for k in node.keys] == list(values)]
+            if not match:
+                return {}
+            node_doc = match[0]
+            if i == len(target.steps) - 1:
+                cursor[name] = [node_doc]
+            else:
+                nxt: dict[str, Any] = {}
+                cursor[name] = [nxt]
+                cursor = nxt
+        else:
+            if i == len(target.steps) - 1:
+                cursor[name] = node_doc
+            else:
+                nxt = {}
+                cursor[name] = nxt
+                cursor = nxt
+    return out
+
+
+def _merge(cfg: Any, st: Any, node: SchemaNode | None, top: dict[str, SchemaNode]) -> Any:
+    """Config and state of the same node, lists merged by their keys."""
+    if isinstance(cfg, dict) and isinstance(st, dict):
+        out = dict(cfg)
+        for k, v in st.items():
+            local = k.rpartition(":")[2]
+            child = (node.children if node is not None else top).get(local)
+            out[k] = _merge(out[k], v, child, top) if k in out else v
+        return out
+    if isinstance(cfg, list) and isinstance(st, list) and node is not None and node.keys:
+        def key(e: Any) -> tuple[str, ...]:
+            return tuple(str(e.get(k)) for k in node.keys) if isinstance(e, dict) else ()
+        index = {key(e): i for i, e in enumerate(cfg)}
+        out_list = list(cfg)
+        for e in st:
+            i = index.get(key(e))
+            if i is None:
+                out_list.append(e)
+            else:
+                out_list[i] = _merge(out_list[i], e, node, top)
+        return out_list
+    return cfg if cfg is not None else st
+
+
+def _modelled(value: Any, node: SchemaNode | None, top: dict[str, SchemaNode]) -> Any:
+    """`value` without the members the model does not define."""
+    if isinstance(value, list):
+        return [_modelled(v, node, top) for v in value]
+    if not isinstance(value, dict) or (node is not None and not node.children):
+        return value
+    out = {}
+    for k, v in value.items():
+        child = (node.children if node is not None else top).get(k.rpartition(":")[2])
+        if child is not None:
+            out[k] = _modelled(v, child, top)
+    return out
+
+
+def _only_state(value: Any, node: SchemaNode | None, top: dict[str, SchemaNode]) -> Any:
+    """Keep state nodes (and the keys that place them)."""
+    if node is not None and not node.config:
+        return value
+    if isinstance(value, list):
+        return [_only_state(v, node, top) for v in value]
+    if not isinstance(value, dict):
+        return value
+    out = {}
+    for k, v in value.items():
+        local = k.rpartition(":")[2]
+        child = (node.children if node is not None else top).get(local)
+        if node is not None and local in node.keys:
+            out[k] = v
+        elif child is not None and (not child.config or child.kind in (CONTAINER, LIST)):
+            kept = _only_state(v, child, top)
+            if child.config is False or kept not in ({}, [], None):
+                out[k] = kept
+    return out

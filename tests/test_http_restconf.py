@@ -1,0 +1,250 @@
+"""RESTCONF on a running daemon (datapath off): create, read, patch, replace and delete a
+service in JSON and XML, query parameters, ETag/If-Match, errors with the path, roles,
+YANG Patch, and the event stream receiving a commit notification."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import queue
+import socket
+import threading
+from collections.abc import Iterator
+
+import httpkit as hk
+import pytest
+from daemonkit import Daemon
+from lxml import etree
+
+HOST = "127.0.0.1"
+DATA = "/restconf/data"
+LB = f"{DATA}/sluice:load-balancer"
+JSON = "application/yang-data+json"
+XML = "application/yang-data+xml"
+NS = "urn:sluice:yang:sluice"
+
+
+@pytest.fixture(scope="module")
+def rc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Daemon, int]]:
+    d = Daemon(tmp_path_factory.mktemp("restconf"))
+    d.start()
+    port = hk.free_port()
+    try:
+        d.apply({"management": {"user": hk.users(), "http": hk.http_section(port)}})
+        hk.wait_listening(HOST, port)
+        yield d, port
+    finally:
+        d.stop()
+
+
+def req(port: int, method: str, path: str, body: object = None, ctype: str = JSON,
+        accept: str = JSON, token: str = hk.RW_TOKEN, headers: dict | None = None
+        ) -> hk.Reply:  # fmt: skip
+    data = None
+    if body is not None:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    h = {"Authorization": f"Bearer {token}", "Accept": accept, **(headers or {})}
+    if data is not None:
+        h["Content-Type"] = ctype
+    conn = http.client.HTTPConnection(HOST, port, timeout=10)
+    try:
+        conn.request(method, path, body=data, headers=h)
+        r = conn.getresponse()
+        return hk.Reply(r.status, {k.lower(): v for k, v in r.getheaders()}, r.read())
+    finally:
+        conn.close()
+
+
+def svc(name: str, port: int = 80) -> dict:
+    return {"name": name, "vip": "198.19.0.20", "port": port,
+            "endpoint": [{"address": "198.18.11.1", "port": 8080}]}
+
+
+def test_discovery(rc: tuple[Daemon, int]) -> None:
+    _, port = rc
+    meta = req(port, "GET", "/.well-known/host-meta")
+    assert meta.status == 200 and b"rel='restconf' href='/restconf'" in meta.body
+    root = req(port, "GET", "/restconf").json()["ietf-restconf:restconf"]
+    assert root["yang-library-version"] == "2019-01-04"
+    assert req(port, "GET", "/restconf/yang-library-version").json() == {
+        "ietf-restconf:yang-library-version": "2019-01-04"}
+    assert req(port, "GET", "/restconf/operations").json() == {"ietf-restconf:operations": {}}
+    lib = req(port, "GET", f"{DATA}/ietf-yang-library:yang-library")
+    assert lib.status == 200 and b"sluice" in lib.body
+    streams = req(port, "GET", f"{DATA}/ietf-restconf-monitoring:restconf-state").json()
+    (stream,) = streams["ietf-restconf-monitoring:restconf-state"]["streams"]["stream"]
+    assert stream["access"][0]["location"].endswith("/restconf/streams/NETCONF/json")
+
+
+def test_json_create_read_patch_put_delete(rc: tuple[Daemon, int]) -> None:
+    d, port = rc
+    r = req(port, "POST", LB, {"sluice:service": [svc("rc-web")]})
+    assert r.status == 201, r.body
+    assert r.headers["location"].endswith(f"{LB}/service=rc-web")
+    got = req(port, "GET", f"{LB}/service=rc-web")
+    assert got.status == 200 and got.headers["content-type"] == JSON
+    assert got.json()["sluice:service"][0]["port"] == 80
+    etag = got.headers["etag"]
+    assert got.headers["last-modified"]
+    # Creating it again: 409 data-exists.
+    again = req(port, "POST", LB, {"sluice:service": [svc("rc-web")]})
+    assert again.status == 409
+    assert again.json()["ietf-restconf:errors"]["error"][0]["error-tag"] == "data-exists"
+    # PATCH with the current ETag merges; with a stale one it is refused, nothing changes.
+    r = req(port, "PATCH", f"{LB}/service=rc-web", {"sluice:service": [{"name": "rc-web",
+            "description": "patched"}]}, headers={"If-Match": etag})  # fmt: skip
+    assert r.status == 204, r.body
+    assert r.headers["etag"] != etag
+    stale = req(port, "PATCH", f"{LB}/service=rc-web", {"sluice:service": [
+        {"name": "rc-web", "description": "lost update"}]}, headers={"If-Match": etag})
+    assert stale.status == 412
+    leaf = req(port, "GET", f"{LB}/service=rc-web/description").json()
+    assert leaf == {"sluice:description": "patched"}
+    # If-None-Match with the current ETag: 304.
+    cur = req(port, "GET", f"{LB}/service=rc-web").headers["etag"]
+    assert req(port, "GET", f"{LB}/service=rc-web", headers={"If-None-Match": cur}).status == 304
+    # PUT: 201 when new, 204 when replaced.
+    assert req(port, "PUT", f"{LB}/service=rc-put", {"sluice:service": [svc("rc-put", 81)]}
+               ).status == 201
+    assert req(port, "PUT", f"{LB}/service=rc-put", {"sluice:service": [svc("rc-put", 82)]}
+               ).status == 204
+    assert req(port, "GET", f"{LB}/service=rc-put/port").json() == {"sluice:port": 82}
+    # Query parameters.
+    shallow = req(port, "GET", f"{LB}/service=rc-put?depth=1").json()["sluice:service"][0]
+    assert shallow == {"name": "rc-put"}
+    picked = req(port, "GET", f"{LB}/service=rc-put?fields=port;endpoint(address)").json()
+    assert picked["sluice:service"][0] == {"name": "rc-put", "port": 82,
+                                           "endpoint": [{"address": "198.18.11.1",
+                                                         "port": 8080}]}
+    explicit = req(port, "GET", f"{LB}/service=rc-put?content=config").json()
+    assert "admin-state" not in explicit["sluice:service"][0]
+    full = req(port, "GET", f"{LB}/service=rc-put?content=config&with-defaults=report-all")
+    assert full.json()["sluice:service"][0]["admin-state"] == "enabled"
+    trim = req(port, "GET", f"{LB}/service=rc-put?content=config&with-defaults=trim").json()
+    assert "admin-state" not in trim["sluice:service"][0]
+    assert req(port, "GET", f"{LB}/service=rc-put?depth=0").status == 400
+    assert req(port, "GET", f"{LB}/service=rc-put?bogus=1").status == 400
+    # The commit is the user's, with the resource in its comment.
+    with d.client() as client:
+        last = client.call("config.history", limit=1)[0]
+    assert last["user"] == "kube" and "rc-put" in last["comment"]
+    for name in ("rc-web", "rc-put"):
+        assert req(port, "DELETE", f"{LB}/service={name}").status == 204
+    assert req(port, "GET", f"{LB}/service=rc-web").status == 404
+    assert req(port, "DELETE", f"{LB}/service=rc-web").status == 404
+
+
+def test_xml_create_read_replace_delete(rc: tuple[Daemon, int]) -> None:
+    _, port = rc
+    body = (f'<service xmlns="{NS}"><name>rc-xml</name><vip>198.19.0.21</vip>'
+            "<port>443</port><endpoint><address>198.18.11.1</address><port>8443</port>"
+            "</endpoint></service>").encode()
+    r = req(port, "POST", LB, body, ctype=XML, accept=XML)
+    assert r.status == 201, r.body
+    got = req(port, "GET", f"{LB}/service=rc-xml", accept=XML)
+    assert got.status == 200 and got.headers["content-type"] == XML, got.body
+    root = etree.fromstring(got.body)
+    assert etree.QName(root).localname == "service"
+    assert root.findtext(f"{{{NS}}}port") == "443"
+    replaced = body.replace(b"<port>443</port>", b"<port>444</port>")
+    assert req(port, "PUT", f"{LB}/service=rc-xml", replaced, ctype=XML).status == 204
+    assert req(port, "GET", f"{LB}/service=rc-xml/port").json() == {"sluice:port": 444}
+    whole = req(port, "GET", DATA + "?content=config", accept=XML)
+    assert whole.status == 200 and b"rc-xml" in whole.body
+    assert etree.QName(etree.fromstring(whole.body)).localname == "data"
+    assert req(port, "DELETE", f"{LB}/service=rc-xml").status == 204
+
+
+def test_errors_name_the_path_and_change_nothing(rc: tuple[Daemon, int]) -> None:
+    d, port = rc
+    with d.client() as client:
+        before = client.call("status")["last-commit"]
+    bad = svc("rc-bad")
+    bad["endpoint"][0]["address"] = "2001:db8::1"  # not the VIP's family
+    r = req(port, "POST", LB, {"sluice:service": [bad]})
+    assert r.status == 400, r.body
+    (err,) = r.json()["ietf-restconf:errors"]["error"]
+    assert "service[name='rc-bad']" in err["error-path"], err
+    r = req(port, "PUT", f"{LB}/service=rc-bad", {"sluice:service": [{**svc("rc-bad"),
+                                                                     "port": 70000}]})
+    assert r.status == 400 and "error-path" in r.json()["ietf-restconf:errors"]["error"][0]
+    assert req(port, "GET", f"{LB}/nonsense").status == 400
+    assert req(port, "GET", f"{DATA}/other:thing").status == 400
+    assert req(port, "PUT", f"{LB}/service=rc-bad", {"sluice:service": [svc("other")]}
+               ).status == 400  # key in the body differs from the URI's
+    assert req(port, "POST", LB, b"{not json").status == 400
+    xml_err = req(port, "POST", LB, b"<service", ctype=XML, accept=XML)
+    assert xml_err.status == 400 and b"errors" in xml_err.body
+    ro = req(port, "POST", LB, {"sluice:service": [svc("rc-ro")]}, token=hk.RO_TOKEN)
+    assert ro.status == 403 and "ietf-restconf:errors" in ro.json()
+    assert req(port, "GET", LB, token="wrong").status == 401
+    with d.client() as client:
+        assert client.call("status")["last-commit"] == before
+
+
+def test_yang_patch_is_one_commit(rc: tuple[Daemon, int]) -> None:
+    d, port = rc
+    patch = {"ietf-yang-patch:yang-patch": {"patch-id": "two", "edit": [
+        {"edit-id": "1", "operation": "create", "target": "/service=rc-p1",
+         "value": {"sluice:service": [svc("rc-p1", 91)]}},
+        {"edit-id": "2", "operation": "create", "target": "/service=rc-p2",
+         "value": {"sluice:service": [svc("rc-p2", 92)]}},
+    ]}}  # fmt: skip
+    with d.client() as client:
+        before = client.call("status")["last-commit"]
+    r = req(port, "PATCH", LB, patch, ctype="application/yang-patch+json")
+    assert r.status == 200, r.body
+    assert r.json()["ietf-yang-patch:yang-patch-status"]["ok"] == [None]
+    with d.client() as client:
+        assert client.call("status")["last-commit"] == before + 1
+    # A patch with one bad edit changes nothing.
+    patch["ietf-yang-patch:yang-patch"]["edit"] = [
+        {"edit-id": "1", "operation": "delete", "target": "/service=rc-p1"},
+        {"edit-id": "2", "operation": "merge", "target": "/service=rc-p2/port",
+         "value": {"sluice:port": 0}}]  # fmt: skip
+    r = req(port, "PATCH", LB, patch, ctype="application/yang-patch+json")
+    assert r.status == 400 and "errors" in r.json()["ietf-yang-patch:yang-patch-status"]
+    assert req(port, "GET", f"{LB}/service=rc-p1").status == 200
+    for name in ("rc-p1", "rc-p2"):
+        assert req(port, "DELETE", f"{LB}/service={name}").status == 204
+
+
+def test_event_stream_gets_the_commit(rc: tuple[Daemon, int]) -> None:
+    _, port = rc
+    lines: queue.Queue[str] = queue.Queue()
+    conn = http.client.HTTPConnection(HOST, port, timeout=15)
+    conn.request("GET", "/restconf/streams/NETCONF/json",
+                 headers={"Authorization": f"Bearer {hk.RO_TOKEN}"})
+    resp = conn.getresponse()
+    assert resp.status == 200 and resp.getheader("Content-Type") == "text/event-stream"
+
+    def reader() -> None:
+        try:
+            while True:
+                line = resp.readline()
+                if not line:
+                    return
+                lines.put(line.decode())
+        except (OSError, ValueError, AttributeError):  # the test closed the connection
+            return
+
+    threading.Thread(target=reader, daemon=True).start()
+    assert lines.get(timeout=10).startswith(":")  # the stream's opening comment
+    assert req(port, "POST", LB, {"sluice:service": [svc("rc-sse")]}).status == 201
+    try:
+        while True:
+            line = lines.get(timeout=10)
+            if line.startswith("data: "):
+                event = json.loads(line[6:])
+                change = event["ietf-restconf:notification"][
+                    "ietf-netconf-notifications:netconf-config-change"]
+                if any("rc-sse" in e["target"] for e in change["edit"]):
+                    break
+        assert change["changed-by"]["username"] == "kube"
+        assert {"target": "/sluice:load-balancer/service[name='rc-sse']",
+                "operation": "create"} in change["edit"]
+    finally:
+        if conn.sock is not None:  # wake the reader now, not at its timeout
+            conn.sock.shutdown(socket.SHUT_RDWR)
+        conn.close()
+        req(port, "DELETE", f"{LB}/service=rc-sse")
