@@ -132,8 +132,14 @@ def test_cistate_and_bgp_are_stored(door: tuple[Daemon, int]) -> None:
     assert "exist" in call(port, "POST", "/netlox/v1/config/bgp/neigh", n).json()["message"]
     (nei,) = call(port, "GET", "/netlox/v1/config/bgp/neigh/all").json()["bgpNeiAttr"]
     assert (nei["ipAddress"], nei["remoteAs"]) == ("198.18.0.1", 64513)
-    section = ask(d, "config.get", path="/sluice:loxilb")
-    assert section["bgp"]["global"]["local-as"] == 64512
+    # BGP lands in the appliance's own BGP section; cistate in /sluice:loxilb.
+    bgp = ask(d, "config.get", path="/sluice:bgp")
+    assert (bgp["local-as"], bgp["router-id"]) == (64512, "198.18.0.254")
+    assert bgp["neighbor"] == [{"address": "198.18.0.1", "remote-as": 64513, "port": 179}]
+    assert ask(d, "config.get", path="/sluice:loxilb")["cistate"][0]["state"] == "MASTER"
+    bad = b'{"localAs":64512,"routerId":"198.18.0.254","listenPort":1791}'
+    r = call(port, "POST", "/netlox/v1/config/bgp/global", bad)
+    assert r.status == 400 and "listenPort" in r.json()["message"]
     r = call(port, "DELETE", "/netlox/v1/config/bgp/neigh/198.18.0.1?remoteAs=64513", b"{}")
     assert r.status == 200
     assert call(port, "GET", "/netlox/v1/config/bgp/neigh/all").json() == {"bgpNeiAttr": []}

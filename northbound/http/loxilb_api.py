@@ -133,8 +133,8 @@ class LoxilbApi:
             return None
         return for_providers(self.state, config_service=self.service).current()
 
-    def _section(self) -> dict[str, Any] | None:
-        return (self.service.sections or {}).get("loxilb")
+    def _section(self, name: str = "loxilb") -> dict[str, Any] | None:
+        return (self.service.sections or {}).get(name)
 
     # -- liveness, version -----------------------------------------------------------------
     async def alive(self, request: web.Request) -> web.Response:
@@ -240,14 +240,14 @@ class LoxilbApi:
         return await self._write(request, self._set, path, entry, "loxilb API: bgp global")
 
     async def bgp_global_get(self, request: web.Request) -> web.Response:
-        return respond(settings.bgp_global_list(self._section()))
+        return respond(settings.bgp_global_list(self._section("bgp")))
 
     async def bgp_neigh_add(self, request: web.Request) -> web.Response:
         path, entry = settings.bgp_neighbor_change(await read_body(request))
         return await self._write(request, self._neigh_add, path, entry)
 
     def _neigh_add(self, caller: Caller, path: str, entry: dict[str, Any]) -> None:
-        current = settings.bgp_neighbor_list(self._section())["bgpNeiAttr"]
+        current = settings.bgp_neighbor_list(self._section("bgp"))["bgpNeiAttr"]
         for n in current:
             if n["ipAddress"] == entry["address"] and n["remoteAs"] == entry["remote-as"]:
                 raise ApiError(409, f"bgp neighbor {entry['address']} already exists",
@@ -259,13 +259,20 @@ class LoxilbApi:
         return await self._write(request, self._neigh_delete, address)
 
     def _neigh_delete(self, caller: Caller, address: str) -> None:
-        if not settings.neighbor_exists(self._section(), address):
+        if not settings.neighbor_exists(self._section("bgp"), address):
             raise settings.not_found(f"bgp neighbor {address}")
         self._commit(caller, [{"op": "delete", "path": settings.neighbor_path(address)}],
                      f"loxilb API: delete bgp neighbor {address}")
 
     async def bgp_neigh_list(self, request: web.Request) -> web.Response:
-        return respond(settings.bgp_neighbor_list(self._section()))
+        detail = self.state.get("bgp")
+        sessions = None
+        if detail is not None:
+            try:
+                sessions = (await asyncio.to_thread(detail)).get("neighbor")
+            except Exception:  # the speaker's state is a nicety here: the config still lists
+                log.exception("bgp state unreadable")
+        return respond(settings.bgp_neighbor_list(self._section("bgp"), sessions))
 
     async def unsupported_firewall(self, request: web.Request) -> web.Response:
         raise ApiError(400, "firewall rules (egress SNAT) are not supported by Sluice yet",

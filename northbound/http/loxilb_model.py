@@ -5,7 +5,7 @@ service document (refusing what Sluice cannot do rather than approximating it),
 `to_rule` gives a service back in loxilb's shape. A rule is keyed, as in loxilb, by
 (external IP, protocol, port); its Sluice service name is derived from that key, so the
 delete calls find it without a scan. What loxilb's API sends that Sluice has no node for
-(the client's rule name, its mode code, bgp/monitor/managed) is kept in the service's
+(the client's rule name, its mode code, monitor/managed) is kept in the service's
 `loxilb-rule` container and given back as sent; that container also marks the services
 this API may list and delete (a service made through NETCONF is not kube-loxilb's).
 """
@@ -187,8 +187,9 @@ def to_service(body: Mapping[str, Any]) -> tuple[str, dict[str, Any], int]:
     monitor = args.bool("monitor")
     doc["health-probe"] = _probe(args, proto, monitor)
     doc["endpoint"] = _endpoints(Fields(body, "").list("endpoints"), proto, port)
-    doc["loxilb-rule"] = {"name": args.str("name"), "mode": mode, "bgp": args.bool("bgp"),
-                          "monitor": monitor, "managed": args.bool("managed")}
+    doc["advertise"] = args.bool("bgp")  # announced by the appliance's BGP speaker
+    doc["loxilb-rule"] = {"name": args.str("name"), "mode": mode, "monitor": monitor,
+                          "managed": args.bool("managed")}
     return name, doc, oper
 
 
@@ -272,7 +273,7 @@ def to_rule(svc: Mapping[str, Any], endpoint_state: Any = None) -> dict[str, Any
         "portMax": int(svc.get("port-range-end", 0)),
         "protocol": svc.get("protocol", "tcp"),
         "sel": ALGORITHM_TO_SEL.get(svc.get("algorithm", "round-robin"), 0),
-        "mode": mode, "bgp": bool(rule.get("bgp", False)),
+        "mode": mode, "bgp": bool(svc.get("advertise", False)),
         "monitor": bool(rule.get("monitor", ptype != "none")),
         "inactiveTimeOut": int(svc.get("inactivity-timeout", 0)), "block": 0,
         "managed": bool(rule.get("managed", False)),

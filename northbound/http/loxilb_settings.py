@@ -1,8 +1,9 @@
-"""loxilb's cistate (HA instance roles) and BGP calls ↔ the config's /sluice:loxilb section.
+"""loxilb's cistate (HA instance roles) and BGP calls ↔ the config.
 
-Stored and reported, not acted on: Sluice has no HA roles or BGP speaker of its own yet.
-This is the one module that knows where they live; when the model gains its own HA and
-BGP sections, the mapping changes here and nowhere else.
+cistate is stored in /sluice:loxilb and reported, not acted on (Sluice has no HA roles
+yet). BGP global settings and neighbours are the appliance's own speaker's (/sluice:bgp).
+This is the one module that knows where they live: when the model gains HA roles, the
+cistate mapping changes here and nowhere else.
 """
 
 from __future__ import annotations
@@ -39,33 +40,46 @@ def cistate_list(section: Mapping[str, Any] | None) -> dict[str, Any]:
     return {"Attr": attrs}
 
 
+# -- BGP: mapped onto the appliance's own speaker (/sluice:bgp) ------------------------------
+BGP_SECTION = "/sluice:bgp"
+# loxilb's setMultiHop is a switch; Sluice's multihop is the session's TTL: the switch on
+# is the widest TTL, as BGP speakers default it when multihop is enabled without one.
+MULTIHOP_TTL = 255
+
+
 def bgp_global_change(body: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(path, value) for /sluice:bgp from POST /config/bgp/global. The announced VIPs are
+    originated by the appliance, so their next hop is always its own session address:
+    setNextHopSelf true or false announces the same routes."""
     f = Fields(body, "")
-    entry: dict[str, Any] = {
-        "local-as": f.int("localAs", 0, 2**32 - 1),
-        "set-next-hop-self": f.bool("setNextHopSelf"),
-        "listen-port": f.int("listenPort", 0, 65535) or 179,
-    }
+    f.bool("setNextHopSelf")  # type-checked; see above
+    entry: dict[str, Any] = {}
+    local_as = f.int("localAs", 0, 2**32 - 1)
+    if local_as:
+        entry["local-as"] = local_as
     router_id = f.str("routerId")
     if router_id:
         rid = ip(router_id, "routerId")
         if ":" in rid:
             raise bad("routerId", "must be an IPv4 address")
         entry["router-id"] = rid
-    return f"{SECTION}/bgp/global", entry
+    listen = f.int("listenPort", 0, 65535)
+    if listen not in (0, 179):
+        raise ApiError(400, f"listenPort: {listen}: Sluice's BGP speaker uses port 179",
+                       "unsupported")
+    return BGP_SECTION, entry
 
 
 def bgp_global_list(section: Mapping[str, Any] | None) -> dict[str, Any]:
-    g = ((section or {}).get("bgp") or {}).get("global")
-    if not g:
+    g = section or {}
+    if not g.get("local-as") and not g.get("router-id"):
         return {"attr": []}
     return {"attr": [{"localAs": g.get("local-as", 0), "routerId": g.get("router-id", ""),
-                      "setNextHopSelf": g.get("set-next-hop-self", False),
-                      "listenPort": g.get("listen-port", 179)}]}  # fmt: skip
+                      "setNextHopSelf": True, "listenPort": 179}]}  # fmt: skip
 
 
 def neighbor_path(address: str) -> str:
-    return f"{SECTION}/bgp/neighbor[address='{address}']"
+    return f"{BGP_SECTION}/neighbor[address='{address}']"
 
 
 def bgp_neighbor_change(body: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -74,23 +88,31 @@ def bgp_neighbor_change(body: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     remote_as = f.int("remoteAs", 0, 2**32 - 1)
     if not remote_as:
         raise bad("remoteAs", "is required")
-    entry = {"address": address, "remote-as": remote_as,
-             "remote-port": f.int("remotePort", 0, 65535) or 179,
-             "multi-hop": f.bool("setMultiHop")}  # fmt: skip
+    entry: dict[str, Any] = {"address": address, "remote-as": remote_as,
+                             "port": f.int("remotePort", 0, 65535) or 179}
+    if f.bool("setMultiHop"):
+        entry["multihop"] = MULTIHOP_TTL
     return neighbor_path(address), entry
 
 
-def bgp_neighbor_list(section: Mapping[str, Any] | None) -> dict[str, Any]:
-    attrs = [{"ipAddress": n["address"], "remoteAs": n.get("remote-as", 0),
-              "remotePort": n.get("remote-port", 179), "setMultiHop": n.get("multi-hop", False),
-              "state": "Idle", "updowntime": "never"}
-             for n in ((section or {}).get("bgp") or {}).get("neighbor", [])]  # fmt: skip
+def bgp_neighbor_list(section: Mapping[str, Any] | None,
+                      sessions: list[Mapping[str, Any]] | None = None) -> dict[str, Any]:
+    """The neighbours of /sluice:bgp, with their session state from the speaker."""
+    live = {str(s.get("address")): s for s in sessions or []}
+    attrs = []
+    for n in (section or {}).get("neighbor", []):
+        s = live.get(n["address"], {})
+        state = str(s.get("session-state") or s.get("state") or "idle")
+        attrs.append({"ipAddress": n["address"], "remoteAs": n.get("remote-as", 0),
+                      "remotePort": n.get("port", 179),
+                      "setMultiHop": "multihop" in n,
+                      "state": state.capitalize(),
+                      "updowntime": str(s.get("since") or s.get("up-since") or "never")})
     return {"bgpNeiAttr": attrs}
 
 
 def neighbor_exists(section: Mapping[str, Any] | None, address: str) -> bool:
-    return any(n.get("address") == address
-               for n in ((section or {}).get("bgp") or {}).get("neighbor", []))
+    return any(n.get("address") == address for n in (section or {}).get("neighbor", []))
 
 
 def not_found(what: str) -> ApiError:
