@@ -54,6 +54,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 import dpkit  # noqa: E402
 import netkit  # noqa: E402
 import pktcost  # noqa: E402
+import synrate  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 HTTP_PORT, IPERF_PORT, UDP_PORT = 8080, 5201, 5353
@@ -276,6 +277,9 @@ stream {{
                 dpkit.service(f"{tag}-udp", vip=vip, port=UDP_PORT, proto="udp", backends=n,
                               ep_port=UDP_PORT, **extra),
             ]  # fmt: skip
+        # bench/synrate.py's Sluice path: one backend, like its direct and nftables paths.
+        docs.append(dpkit.service("syn", vip=synrate.VIP["sluice"], port=synrate.VIP_PORT,
+                                  backends=(1,), ep_port=synrate.BACKEND_PORT))  # fmt: skip
         self.net.set(*docs)
         self.sluice_attached(False)
 
@@ -295,6 +299,13 @@ stream {{
         pktcost.prepare(self.net)
         return pktcost.measure(self.net, self.prog, pktcost.SETTINGS["quick" if quick else "full"],
                                log=log)  # fmt: skip
+
+    def synrate(self, quick: bool, runs: int | None) -> dict[str, Any]:
+        """The SYN-rate benchmark (bench/synrate.py) on this run's namespaces."""
+        settings = dict(synrate.SETTINGS["quick" if quick else "full"])
+        if runs:
+            settings["runs"] = runs
+        return synrate.measure(synrate.synnet(self.net, self.prog, self.tmp, log=log), settings)
 
     # -- nftables ------------------------------------------------------------------------
     def nft(self, on: bool) -> None:
@@ -470,6 +481,14 @@ def summarise(raw: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]
     return out
 
 
+def spread(fig: dict[str, Any]) -> str:
+    """Half the run-to-run range in % of the median (nothing for one run or a zero)."""
+    runs, med = fig["runs"], fig["median"]
+    if len(runs) < 2 or not med:
+        return ""
+    return f" ±{(max(runs) - min(runs)) / 2 / abs(med) * 100:.0f} %"
+
+
 def figure_table(summary: dict[str, dict[str, Any]]) -> str:
     paths = [p for p in PATHS if p in summary]
     lines = ["| figure | " + " | ".join(LABEL[p] for p in paths) + " |",
@@ -481,14 +500,15 @@ def figure_table(summary: dict[str, dict[str, Any]]) -> str:
             if fig is None:
                 cells.append("n/a")
             elif p == "direct" or fig["ratio"] is None:
-                cells.append(fmt.format(fig["median"]))
+                cells.append(fmt.format(fig["median"]) + spread(fig))
             else:
-                cells.append(f"{fmt.format(fig['median'])} ({fig['ratio']:.2f}×)")
+                cells.append(f"{fmt.format(fig['median'])} ({fig['ratio']:.2f}×){spread(fig)}")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def aims(summary: dict[str, dict[str, Any]], cost: dict[str, Any] | None) -> list[dict[str, Any]]:
+def aims(summary: dict[str, dict[str, Any]], cost: dict[str, Any] | None,
+         syn: dict[str, Any] | None) -> list[dict[str, Any]]:  # fmt: skip
     """Issue 15's aims, each with its measured value and met / not met (None: not measured)."""
 
     def med(path: str, key: str) -> float | None:
@@ -498,6 +518,7 @@ def aims(summary: dict[str, dict[str, Any]], cost: dict[str, Any] | None) -> lis
         return round(a / b, 2) if a and b else None
 
     out = list(pktcost.aims(cost)) if cost else []
+    out += synrate.aims(syn) if syn else []
     for path in ("sluice-dnat", "sluice-fnat"):
         tag = LABEL[path]
         for key, n in (("tcp1_gbps", 1), ("tcp8_gbps", 8)):
@@ -511,8 +532,9 @@ def aims(summary: dict[str, dict[str, Any]], cost: dict[str, Any] | None) -> lis
                     "goal": 1.1, "value": ratio(med(path, "p50_ms"), med("direct", "p50_ms")),
                     "higher": False})  # fmt: skip
     for a in out:
-        v = a["value"]
-        a["met"] = None if v is None else (v >= a["goal"] if a["higher"] else v <= a["goal"])
+        if "met" not in a:
+            v = a["value"]
+            a["met"] = None if v is None else (v >= a["goal"] if a["higher"] else v <= a["goal"])
     return out
 
 
@@ -561,6 +583,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--paths", default=",".join(PATHS), help="comma-separated subset")
     ap.add_argument("--no-pin", action="store_true", help="no taskset pinning")
+    ap.add_argument("--no-synrate", action="store_true", help="skip the SYN-rate benchmark")
     ap.add_argument("--out", default=str(RESULTS / "latest"), help="output path without suffix")
     args = ap.parse_args(argv)
     s = (
@@ -575,7 +598,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown paths {bad}")
     if "direct" not in paths:
         paths.insert(0, "direct")
-    for tool in ("iperf3", "wrk", "haproxy", "nginx", "nft", "cc", "taskset"):
+    for tool in ("iperf3", "wrk", "haproxy", "nginx", "nft", "cc", "taskset", "trafgen",
+                 "conntrack", "bpftool"):
         if not shutil.which(tool):
             print(f"missing tool: {tool} (see scripts/setup)", file=sys.stderr)
             return 2
@@ -591,13 +615,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with netkit.Topology() as topo:
             # SIGTERM unwinds like Ctrl-C does (finally blocks, topology close), instead of
-            # netkit's handler, which tears down and dies without running them.
-            signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+            # netkit's handler, which tears down and dies without running them. Only in
+            # this process: pyroute2 forks a child per namespace socket and stops it with
+            # SIGTERM; that child, unwinding our stack, ran our finally blocks (it detached
+            # Sluice's program and deleted the SYN benchmark's counter mid-run).
+            owner = os.getpid()
+            signal.signal(signal.SIGTERM,
+                          lambda *_: sys.exit(143) if os.getpid() == owner else os._exit(143))
             bench = Bench(topo, args)
             log("setting up the topology and servers")
             bench.setup()
             log("per-packet cost (bench/pktcost.py: cold and warm meters)")
             cost = bench.cost(args.quick)
+            syn = None if args.no_synrate else bench.synrate(args.quick, args.runs)
             for run in range(1, s["runs"] + 1):
                 # Rotate the order every run so no path always follows the same one.
                 k = (run - 1) % len(paths)
@@ -617,9 +647,9 @@ def main(argv: list[str] | None = None) -> int:
         set_bpf_stats(False)
     info["load_end"] = os.getloadavg()[0]
     summary = summarise(raw)
-    aim_rows = aims(summary, cost)
+    aim_rows = aims(summary, cost, syn)
     cp = control_plane() if args.control_plane else None
-    md = render(info, s, command, summary, cost, aim_rows, cp, time.time() - started, args)
+    md = render(info, s, command, summary, cost, syn, aim_rows, cp, time.time() - started, args)
     print(md)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -627,14 +657,15 @@ def main(argv: list[str] | None = None) -> int:
     out.with_suffix(".json").write_text(json.dumps({
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)), "command": command,
         "machine": info, "settings": {**s, "backends": args.backends, "pinned": not args.no_pin},
-        "paths": summary, "cost": cost, "aims": aim_rows, "control_plane": cp,
+        "paths": summary, "cost": cost, "synrate": syn, "aims": aim_rows, "control_plane": cp,
     }, indent=1) + "\n")  # fmt: skip
     log(f"wrote {out.with_suffix('.md')} and {out.with_suffix('.json')}")
     return 0
 
 
 def render(info: dict[str, Any], s: dict[str, Any], command: str, summary: dict[str, Any],
-           cost: dict[str, Any], aim_rows: list[dict[str, Any]], cp: dict[str, Any] | None,
+           cost: dict[str, Any], syn: dict[str, Any] | None, aim_rows: list[dict[str, Any]],
+           cp: dict[str, Any] | None,
            took: float, args: argparse.Namespace) -> str:  # fmt: skip
     pin = ("client tools (wrk, iperf3 -c, UDP client) pinned to CPU 0, backend servers to "
            "CPU 1 (taskset); HAProxy/nginx in the lb namespace and softirq unpinned"
@@ -649,7 +680,9 @@ def render(info: dict[str, Any], s: dict[str, Any], command: str, summary: dict[
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, took {took:.0f} s.",
         "",
         f"Command: `{command}` — median of {s['runs']} runs per figure, "
-        f"(×) = ratio to the direct path. Loads: iperf3 -t {s['tput_s']}; wrk -d "
+        f"(×) = ratio to the direct path, ± = half the run-to-run range in % of the median "
+        "(the machine is shared: read the spread before the ratio). "
+        f"Loads: iperf3 -t {s['tput_s']}; wrk -d "
         f"{s['http_s']}s with 16 connections for req/s and -d {s['lat_s']}s with 1 connection "
         f"for latency, `Connection: close` (a new TCP connection per request, 3-byte file from "
         f"nginx); UDP: 16 flows × 1 request in flight for {s['udp_s']} s. "
@@ -662,6 +695,10 @@ def render(info: dict[str, Any], s: dict[str, Any], command: str, summary: dict[
         "### Per-packet cost of the balancer (`bench/pktcost.py`)",
         "",
         pktcost.tables(cost),
+        "",
+        "### New flows per second: SYN rate (`bench/synrate.py`)",
+        "",
+        synrate.table(syn) if syn else "(not run: --no-synrate)",
         "",
         "### Aims (issue 15), this run",
         "",
