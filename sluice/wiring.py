@@ -6,8 +6,11 @@ Imported only by `sluice run`, so the CLI's other commands stay light.
 
 from __future__ import annotations
 
+from typing import Any
+
 from appliance.bgp.door import BgpDoor
 from appliance.doors import DoorSpec
+from appliance.ha.door import HaDoor
 from northbound.console_ssh import ConsoleSSHDoor
 from northbound.http.door import HttpDoor
 from northbound.netconf.server import NetconfDoor
@@ -22,3 +25,9 @@ DOORS: list[DoorSpec] = [
     # closed first at shutdown: the vips are withdrawn before the rest goes.
     DoorSpec("bgp", ("bgp",), BgpDoor),
 ]
+
+
+def ha_door(gate: Any) -> DoorSpec:
+    """The HA pair's roles (keepalived, a supervised child): not a front door, but the same
+    life cycle. `gate`: the VipGate around the datapath, which the roles drive."""
+    return DoorSpec("ha", ("ha",), HaDoor.with_gate(gate))

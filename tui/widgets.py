@@ -41,6 +41,17 @@ class NavBar(Static):
         return text
 
 
+def ha_label(ha: dict[str, str] | None) -> str:
+    """The HA role for the status line: " HA MASTER ·" (every instance alike) or
+    " HA web=master dns=backup ·"; "" when HA is not configured."""
+    if not ha:
+        return ""
+    roles = set(ha.values())
+    if len(roles) == 1:
+        return f" HA {roles.pop().upper()} ·"
+    return " HA " + " ".join(f"{name}={role}" for name, role in sorted(ha.items())) + " ·"
+
+
 class StatusLine(Static):
     """Daemon reachability and the pending-change count (one line, reverse when bad)."""
 
@@ -51,7 +62,9 @@ class StatusLine(Static):
         user: str = "",
         read_only: bool = False,
         alarms: Sequence[dict[str, Any]] = (),
+        ha: dict[str, str] | None = None,
     ) -> None:
+        role = ha_label(ha)
         if alarms and not error:
             # An alarm outranks the pending count: the operator at the console must see
             # that the box runs degraded (details: `sluice status`).
@@ -59,7 +72,7 @@ class StatusLine(Static):
             more = f" (+{len(alarms) - 1} more)" if len(alarms) > 1 else ""
             self.update(
                 Text(
-                    f" ALARM {first.get('name', '?')}{more}: {first.get('text', '')} ",
+                    f"{role} ALARM {first.get('name', '?')}{more}: {first.get('text', '')} ",
                     style="reverse bold",
                     no_wrap=True,
                     overflow="ellipsis",
@@ -83,12 +96,12 @@ class StatusLine(Static):
         if count:
             self.update(
                 Text(
-                    f" connected{who} · {count} uncommitted change(s): C commit, U discard ",
+                    f"{role} connected{who} · {count} uncommitted change(s): C commit, U discard ",
                     style="bold",
                 )
             )
         else:
-            self.update(Text(f" connected{who} · no uncommitted changes "))
+            self.update(Text(f"{role} connected{who} · no uncommitted changes "))
 
 
 class CommitBar(Static):

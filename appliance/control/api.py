@@ -75,4 +75,9 @@ def commit_result(ctx: CallContext, diff: Any) -> dict[str, Any]:
 
 
 # Importing the method modules registers their methods (they import this module's names).
-from appliance.control import methods_cli, methods_config, methods_oper  # noqa: E402, F401
+from appliance.control import (  # noqa: E402, F401
+    methods_cli,
+    methods_config,
+    methods_ha,
+    methods_oper,
+)

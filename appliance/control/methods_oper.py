@@ -36,6 +36,12 @@ def _status(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
     for name in ("doors", "alarms", "heartbeat"):
         if name in ctx.state:
             status[name] = ctx.state[name]()
+    # The HA role of each instance (the console shows it on every screen).
+    ha = ctx.state.get("ha")
+    if ha is not None:
+        current = ha()
+        if current.get("enabled"):
+            status["ha"] = {i["name"]: i["role"] for i in current["instances"]}
     return status
 
 

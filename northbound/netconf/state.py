@@ -37,6 +37,8 @@ def state_source(config_service: Any, providers: Any) -> Callable[[], Doc]:
     alarms = providers.get("alarms") if isinstance(providers, Mapping) else None
     # So are the BGP sessions (appliance/bgp/door.py: the speaker's last reports).
     bgp = providers.get("bgp") if isinstance(providers, Mapping) else None
+    # So are the HA roles (appliance/ha/door.py): a role change must show at once.
+    ha = providers.get("ha") if isinstance(providers, Mapping) else None
 
     def build() -> Doc:
         state = snap.current()
@@ -54,6 +56,10 @@ def state_source(config_service: Any, providers: Any) -> Callable[[], Doc]:
             bgp_state = bgp_state_doc(bgp())
             if bgp_state:
                 doc[BGP] = {"state": bgp_state}
+        if ha is not None:
+            ha_state = ha_state_doc(ha())
+            if ha_state:
+                doc["sluice:ha"] = ha_state
         return doc
 
     return build
@@ -78,6 +84,20 @@ def bgp_state_doc(detail: Mapping[str, Any]) -> Doc:
     if detail.get("announced"):
         out["announced"] = list(detail["announced"])
     return out if rows else {}
+
+
+def ha_state_doc(current: Mapping[str, Any]) -> Doc:
+    """/sluice:ha/state from the HA door's state(); {} when HA is not configured."""
+    if not current.get("enabled"):
+        return {}
+    state: Doc = {"instance": [
+        {"name": i["name"], "role": i["role"], **({"since": i["since"]} if i["since"] else {})}
+        for i in current["instances"]]}
+    if current.get("witness-reachable") is not None:
+        state["witness-reachable"] = bool(current["witness-reachable"])
+    if current.get("last-failover"):
+        state["last-failover"] = current["last-failover"]
+    return {"state": state}
 
 
 def _configured(config_service: Any) -> set[str] | None:

@@ -8,7 +8,7 @@ import sys
 from appliance import __version__
 from appliance.control.client import ControlClient, DaemonUnreachable, RemoteError
 from appliance.control.protocol import socket_path
-from sluice.cli import bgp, config_cmds, dp, lb, passwd, run
+from sluice.cli import bgp, config_cmds, dp, ha, lb, passwd, run
 from sluice.cli.output import EXIT_USAGE, fail, report_remote_error
 
 
@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     config_cmds.add_parsers(sub)
     dp.add_parsers(sub)
     bgp.add_parsers(sub)
+    ha.add_parsers(sub)
     passwd.add_parser(sub)
     return parser
 

@@ -27,8 +27,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from appliance.daemon import AlreadyRunning, acquire_instance_lock, run_daemon
     from appliance.datapath import setup as dpsetup
+    from appliance.ha.gate import VipGate
     from appliance.logs import setup_logging
-    from sluice.wiring import DOORS
+    from appliance.reconciler import LoggingReconciler
+    from sluice.wiring import DOORS, ha_door
 
     setup_logging(args.log_level)
     try:
@@ -44,9 +46,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         except dpsetup.DatapathUnavailable as exc:
             # Degraded, not dead: every door still comes up and says why.
             reconciler, state, datapath_error = None, {}, str(exc)
+        # The HA roles decide which VIPs the datapath answers for (appliance/ha/gate.py).
+        gate = VipGate(reconciler or LoggingReconciler())
         asyncio.run(
-            run_daemon(db_path(args.db), socket_path(args.socket), reconciler, state, DOORS,
-                       datapath_error=datapath_error)
+            run_daemon(db_path(args.db), socket_path(args.socket), gate, state,
+                       [*DOORS, ha_door(gate)], datapath_error=datapath_error)
         )
     except (AlreadyRunning, ValueError) as exc:
         return fail(str(exc), 1)

@@ -48,8 +48,9 @@ class ConsoleScreen(Screen[None]):
         """Redraw what comes from the app's last poll (status, pending, errors)."""
         app = self.console
         alarms = (app.status or {}).get("alarms") or ()
+        ha = (app.status or {}).get("ha")
         self.query_one(StatusLine).show(
-            app.daemon_error, app.pending, app.user, app.read_only, alarms
+            app.daemon_error, app.pending, app.user, app.read_only, alarms, ha
         )
         for bar in self.query(CommitBar):
             bar.set_pending(app.pending)
