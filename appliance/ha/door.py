@@ -64,6 +64,7 @@ class HaDoor:
         self.peer_holds: dict[str, str] = {}  # instance -> the other node's MAC
         self.standby: set[str] = set()  # of those, the ones this node stands back for
         self.vipcheck: VipCheck | None = None
+        self._vip_rounds: dict[str, tuple[int, int]] = {}  # instance -> (seen, silent) in a row
         self.keepalived: KeepalivedProcess | None = None
         self.fifo: NotifyFifo | None = None
         self.error: str | None = None
@@ -83,7 +84,8 @@ class HaDoor:
             await asyncio.get_running_loop().run_in_executor(None, self._enable)
             self._start_checks()
         else:
-            self._apply_held()
+            # The datapath is never touched from the loop (netlink, map writes).
+            await asyncio.get_running_loop().run_in_executor(None, self._apply_held)
 
     async def reconfigure(self, section: Section) -> None:
         new = HaSettings.from_section(section)
@@ -93,7 +95,7 @@ class HaDoor:
             await loop.run_in_executor(None, self._disable)
             with self._lock:
                 self.settings = new
-            self._apply_held()
+            await loop.run_in_executor(None, self._apply_held)
             return
         with self._lock:
             old, self.settings = self.settings, new
@@ -110,7 +112,7 @@ class HaDoor:
             await loop.run_in_executor(None, self._enable)
         else:
             await loop.run_in_executor(None, self._write_files_and_reload)
-        self._apply_held()
+        await loop.run_in_executor(None, self._apply_held)
         self._start_checks()
 
     async def close(self) -> None:
@@ -212,6 +214,11 @@ class HaDoor:
             self.roles[instance] = {"role": role, "since": now}
             if role == "master" and old != "master":
                 self.last_failover = now
+            if role == "master":
+                # A fresh master judges the VIP anew: the old master answering for a moment
+                # during the handover is not a second master.
+                self.standby.discard(instance)
+                self._vip_rounds[instance] = (0, 0)
             done_takeover = role == "master" and instance in self.takeover
             if done_takeover:
                 self.takeover.discard(instance)
@@ -230,8 +237,7 @@ class HaDoor:
         if self.vipcheck is None:
             s = self.settings
             targets = [Target(i.name, i.interface, i.vips[0]) for i in s.instances]
-            self.vipcheck = VipCheck(targets, s.witness_interval_ms / 1000, s.witness_misses,
-                                     self._on_vip_elsewhere)  # fmt: skip
+            self.vipcheck = VipCheck(targets, s.witness_interval_ms / 1000, self._on_vip_round)
             self.vipcheck.start()
 
     async def _stop_checks(self) -> None:
@@ -244,23 +250,33 @@ class HaDoor:
         if check is not None:
             await asyncio.get_running_loop().run_in_executor(None, check.stop)
 
-    def _on_vip_elsewhere(self, instance: str, elsewhere: bool, mac: bytes | None) -> None:
-        """On the vipcheck thread. Another node answers for the instance's VIPs: stand
-        back (FAULT) unless this node is master with the higher MAC (two masters: the
-        lower MAC yields). Nobody answers any more: rejoin the election."""
+    def _on_vip_round(self, instance: str, mac: bytes | None) -> None:
+        """On the vipcheck thread, every round. Another node answers for the instance's
+        VIPs: stand back (FAULT) at once if this node is not master; if it is (two
+        masters), the lower MAC yields after `witness-misses` rounds in a row, so the old
+        master's last answers during a handover do not count. Nobody has answered for
+        `witness-misses` rounds: rejoin the election."""
+        misses = self.settings.witness_misses
         with self._lock:
-            if elsewhere and mac is not None:
+            seen, silent = self._vip_rounds.get(instance, (0, 0))
+            seen, silent = (seen + 1, 0) if mac is not None else (0, silent + 1)
+            self._vip_rounds[instance] = (seen, silent)
+            before = instance in self.standby
+            if mac is not None:
                 self.peer_holds[instance] = mac.hex(":")
                 own = self._own_mac(instance)
                 master = self.roles.get(instance, {}).get("role") == "master"
-                if not master or own is None or own < mac:
+                if not master or (seen >= misses and (own is None or own < mac)):
                     self.standby.add(instance)
-            else:
+            elif silent >= misses:
                 self.peer_holds.pop(instance, None)
                 self.standby.discard(instance)
+            if (instance in self.standby) == before:
+                return
             self._write_track_files()
-        log.info("ha: vips " + ("answered by another node" if elsewhere else "free"),
-                 extra={"instance": instance, "mac": mac.hex(":") if mac else "-"})
+        log.info("ha: " + ("standing back: another node answers for the vips" if not before
+                           else "vips free: rejoining the election"),
+                 extra={"instance": instance, "mac": mac.hex(":") if mac else "-"})  # fmt: skip
 
     def _own_mac(self, instance: str) -> bytes | None:
         check = self.vipcheck

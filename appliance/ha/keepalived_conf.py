@@ -109,14 +109,14 @@ def render(settings: HaSettings, paths: Paths, router_id: str,
     out = [
         "# Written by sluice from /sluice:ha; changes here are overwritten.",
         "global_defs {",
+        # First: keepalived resolves the FIFO's user when it parses vrrp_notify_fifo, and
+        # without a script user set before it (Debian has no keepalived_script user) a
+        # reload silently drops the FIFO. No script is ever run.
+        "    script_user root",
         f"    router_id {router_id}",
         f"    vrrp_notify_fifo {paths.fifo}",
         "    vrrp_garp_master_delay 1",
         "    vrrp_garp_master_repeat 3",
-        # No script is ever run (roles come through the FIFO, the witness is checked by
-        # the daemon): no script user is needed.
-        "    script_user root",
-        "    enable_script_security",
         "}",
         "vrrp_track_file sluice_fault {",
         f"    file {paths.fault_file}",

@@ -5,8 +5,9 @@ link) while both nodes still reach the witness. So a node may be master only whi
 other node answers for the instance's VIP: a node that sees another MAC answer an ARP probe
 (RFC 5227: sender address 0.0.0.0, so no neighbour cache is touched) for the VIP holds its
 instance in FAULT (a keepalived track file, weight 0) until that stops. When a node that
-is master itself sees another answer (two masters already), the one with the lower MAC
-yields, so exactly one stays.
+is master itself sees another answer for several rounds in a row (two masters: not the
+moment of a handover, when the old master has not yet dropped the VIP), the one with the
+lower MAC yields, so exactly one stays.
 
 IPv4 VIPs only (an IPv6 VIP would need a neighbour solicitation prober); an instance with
 IPv6 VIPs is not checked.
@@ -62,17 +63,15 @@ def parse_reply(frame: bytes) -> tuple[str, bytes] | None:
 
 
 class VipCheck:
-    def __init__(self, targets: list[Target], interval: float, misses: int,
-                 on_change: Callable[[str, bool, bytes | None], None]) -> None:  # fmt: skip
-        """`on_change(instance, held_elsewhere, other_mac)` when an instance's verdict
-        flips: held elsewhere at the first reply, free after `misses` silent rounds."""
+    def __init__(self, targets: list[Target], interval: float,
+                 on_round: Callable[[str, bytes | None], None]) -> None:  # fmt: skip
+        """`on_round(instance, other_mac)` after every round, for every instance: the MAC
+        of another node that answered for its VIP, or None. The caller judges (how many
+        rounds make a verdict is its policy)."""
         self.targets = [t for t in targets if ":" not in t.vip]
         self.interval = interval
-        self.misses = misses
-        self.on_change = on_change
-        self.elsewhere: dict[str, bytes] = {}  # instance -> the other MAC
+        self.on_round = on_round
         self.macs: dict[str, bytes] = {}  # interface -> our MAC
-        self._silent: dict[str, int] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._socks: dict[str, socket.socket] = {}
@@ -138,20 +137,7 @@ class VipCheck:
 
     def _judge(self, answered: dict[str, bytes]) -> None:
         for t in self.targets:
-            mac = answered.get(t.instance)
-            if mac is not None:
-                self._silent[t.instance] = 0
-                if t.instance not in self.elsewhere:
-                    self.elsewhere[t.instance] = mac
-                    self._tell(t.instance, True, mac)
-            elif t.instance in self.elsewhere:
-                self._silent[t.instance] = self._silent.get(t.instance, 0) + 1
-                if self._silent[t.instance] >= self.misses:
-                    del self.elsewhere[t.instance]
-                    self._tell(t.instance, False, None)
-
-    def _tell(self, instance: str, elsewhere: bool, mac: bytes | None) -> None:
-        try:
-            self.on_change(instance, elsewhere, mac)
-        except Exception:
-            log.exception("ha: vip check callback failed")
+            try:
+                self.on_round(t.instance, answered.get(t.instance))
+            except Exception:
+                log.exception("ha: vip check callback failed")

@@ -1,0 +1,118 @@
+"""Two appliances, each daemon with its own keepalived, in namespaces (tests/hakit.py):
+roles, failover, no preemption, maintenance switchover, split-brain guards.
+
+What is not tested here because it is not built yet: connections established before a
+failover do not survive it (the conntrack sync is not wired to the datapath); only new
+connections after the failover are asserted to flow.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from hakit import VIP, Node, Pair, wait_for
+
+pytestmark = [pytest.mark.datapath, pytest.mark.slow]
+
+FAILOVER_LIMIT_S = 3.0  # the issue asks ~1-2 s; the shared 2-core CI machine gets margin
+
+
+def settled(p: Pair) -> tuple[Node, Node]:
+    """Wait for exactly one master holding the VIP, the other a backup; (master, backup)."""
+
+    def check() -> tuple[Node, Node] | None:
+        master = p.master()
+        if master is None:
+            return None
+        other = p.b if master is p.a else p.a
+        if other.role() != "backup" or p.holders() != [master.name]:
+            return None
+        return master, other
+
+    return wait_for(check, timeout=20)
+
+
+def serves(p: Pair) -> bool:
+    """Both services answer new connections through the VIP (DNAT and full-NAT)."""
+    return p.get(80) in ("b1", "b2") and p.get(81) in ("b1", "b2")
+
+
+def never_two_holders(p: Pair, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        holders = p.holders()
+        assert len(holders) <= 1, f"both nodes hold {VIP}"
+        time.sleep(0.05)
+
+
+def test_failover_no_preemption_and_maintenance(pair: Pair) -> None:
+    p = pair
+    master, backup = settled(p)
+    wait_for(lambda: serves(p), timeout=15)
+    assert p.client_neighbour() == master.mac()
+    status = master.ha()
+    assert status["witness-reachable"] is True and status["last-failover"]
+    assert master.daemon.cli_json("status")["ha"] == {"front": "master"}
+
+    # The master's links go down (a dead node: its TC program would forward on otherwise).
+    master.links(False)
+    started = time.monotonic()
+    wait_for(lambda: backup.holds(), timeout=FAILOVER_LIMIT_S + 5, step=0.02)
+    took = time.monotonic() - started
+    wait_for(lambda: p.client_neighbour() == backup.mac(), timeout=3)
+    wait_for(lambda: serves(p), timeout=5)
+    assert took < FAILOVER_LIMIT_S, f"failover took {took:.2f} s"
+    assert backup.role() == "master"
+
+    # The old master returns: no preemption (nopreempt, and it sees the VIP answered).
+    master.links(True)
+    wait_for(lambda: master.role() == "backup", timeout=10)
+    never_two_holders(p, 2.0)
+    assert backup.role() == "master" and p.holders() == [backup.name]
+    assert serves(p)
+
+    # Maintenance: take the master role back on purpose, then release it.
+    res = master.daemon.cli("ha", "takeover")
+    assert res.returncode == 0, res.stderr
+    wait_for(lambda: master.role() == "master" and backup.role() == "backup", timeout=10)
+    wait_for(lambda: p.holders() == [master.name] and p.client_neighbour() == master.mac(),
+             timeout=5)  # fmt: skip
+    wait_for(lambda: serves(p), timeout=5)
+    # The takeover is over once master: back to the configured priority and nopreempt.
+    assert "priority 150" in (master.daemon.workdir / "ha" / "keepalived.conf").read_text()
+    assert master.daemon.cli("ha", "release").returncode == 0
+    wait_for(lambda: backup.role() == "master" and p.holders() == [backup.name], timeout=10)
+    assert master.role() == "fault" and master.ha()["released"] is True
+    assert master.daemon.cli("ha", "resume").returncode == 0
+    wait_for(lambda: master.role() == "backup", timeout=10)
+    assert backup.role() == "master"
+
+
+def test_advert_partition_keeps_one_holder(pair: Pair) -> None:
+    p = pair
+    master, backup = settled(p)
+    # Drop only the VRRP adverts between the two nodes, on the client-side bridge.
+    p.cbr.run(["nft", "-f", "-"], check=True, input=(
+        "table bridge sl_ha {\n chain filt {\n  type filter hook forward priority 0;\n"
+        "  ip protocol vrrp drop\n }\n}\n"))  # fmt: skip
+    # VRRP alone would make the backup master after 3 adverts: it must not take the VIP.
+    never_two_holders(p, 3.0)
+    assert p.holders() == [master.name]
+    assert backup.role() == "backup"
+    wait_for(lambda: serves(p), timeout=5)
+
+    # Now the master also loses the witness (ICMP to the client dropped): it must go to
+    # FAULT and release, and the backup, no longer seeing the VIP answered, takes it.
+    port = p.ports[master.name]
+    p.cbr.run(["nft", "add", "rule", "bridge", "sl_ha", "filt", "iifname", port,
+               "ip", "protocol", "icmp", "drop"], check=True)  # fmt: skip
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and p.holders() != [backup.name]:
+        assert len(p.holders()) <= 1, f"both nodes hold {VIP}"
+        time.sleep(0.05)
+    assert p.holders() == [backup.name]
+    wait_for(lambda: master.ha()["witness-reachable"] is False, timeout=3)
+    assert master.role() == "fault" and backup.role() == "master"
+    never_two_holders(p, 2.0)
+    wait_for(lambda: serves(p), timeout=5)
