@@ -191,3 +191,27 @@ def test_arp_probe_frame_and_reply() -> None:
     reply[22:28] = other
     reply[28:32] = bytes([198, 18, 0, 10])
     assert parse_reply(bytes(reply)) == ("198.18.0.10", other)
+
+
+def test_netconf_get_shows_the_roles() -> None:
+    from lxml import etree
+
+    from appliance.config.schema import get_schema
+    from northbound.netconf.output import json_to_xml
+    from northbound.netconf.schema_index import SchemaIndex
+    from northbound.netconf.state import ha_state_doc
+
+    current = {"enabled": True, "witness-reachable": True,
+               "last-failover": "2026-11-29T21:00:00Z",
+               "instances": [{"name": "front", "role": "master",
+                              "since": "2026-11-29T21:00:00Z"}]}  # fmt: skip
+    state = {HA: ha_state_doc(current)}
+    config = {HA: {"instance": [inst()]}}
+    idx = SchemaIndex(get_schema())
+    data = etree.Element("data")
+    json_to_xml(data, config, idx.top, idx.namespace, overlay=state)
+    text = etree.tostring(data).decode()
+    for piece in ("<role>master</role>", "<witness-reachable>true</witness-reachable>",
+                  "<last-failover>2026-11-29T21:00:00Z</last-failover>"):  # fmt: skip
+        assert piece in text, text
+    assert ha_state_doc({"enabled": False}) == {}

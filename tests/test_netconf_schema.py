@@ -100,13 +100,16 @@ def test_event_bus_events_are_notifications_of_the_model(h: kit.Harness,
                      "severity": "critical", "text": "gone", "since": "2026-11-29T10:00:00Z"})
         bus.publish({"type": "bgp-neighbor", "neighbor": "198.18.7.1", "old": "established",
                      "new": "down", "time": "2026-11-29T10:00:01Z"})
+        bus.publish({"type": "ha-role", "role": "master", "instance": "front",
+                     "instance-role": "master", "previous": "backup",
+                     "time": "2026-11-29T10:00:02Z"})
         got = []
-        for _ in range(3):
+        for _ in range(4):
             n = m.take_notification(timeout=10)
             assert n is not None
             served.validate_notification(n.notification_xml)
             got.append(etree.QName(to_ele(n.notification_xml)[1]).localname)
-        assert got == ["endpoint-state", "alarm", "bgp-neighbor"]
+        assert got == ["endpoint-state", "alarm", "bgp-neighbor", "ha-role"]
         assert "dropped" not in n.notification_xml
 
 

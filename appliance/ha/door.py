@@ -225,8 +225,13 @@ class HaDoor:
         log.warning("ha: role change", extra={"instance": instance, "from": old, "to": role})
         self._apply_held()
         if self.ctx.bus is not None:
-            self.ctx.bus.publish({"type": "ha-role", "instance": instance, "role": role,
-                                  "previous": old})  # fmt: skip
+            # "role" is the node's (what the BGP door follows); the instance's is apart.
+            with self._lock:
+                node = "master" if any(r.get("role") == "master"
+                                       for r in self.roles.values()) else "backup"  # fmt: skip
+            self.ctx.bus.publish({"type": "ha-role", "role": node, "instance": instance,
+                                  "instance-role": role, "previous": old,
+                                  "time": _now()})  # fmt: skip
         if done_takeover:  # back to the configured priority and nopreempt
             self._write_files_and_reload()
 
