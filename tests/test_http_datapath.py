@@ -87,6 +87,7 @@ def test_rule_from_the_api_carries_traffic_and_metrics_follow(
 
         now = wait_for(grown, timeout=10, step=0.5)
         assert now[("loxilb_lb_rules", ())] == 1
+        assert now[("sluice_metrics_endpoint_series_omitted", ())] == 0
         assert now[("loxilb_healthy_endpoints", ())] == 2
         assert now[("sluice_endpoint_up", (("endpoint", f"{backend_addr(1)}:{HTTP_PORT}"),
                                            ("service", SERVICE)))] == 1

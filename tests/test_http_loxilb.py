@@ -245,3 +245,15 @@ def test_plain_http_needs_addresses_and_tls_needs_a_key(daemon: Daemon) -> None:
         path.write_text(json.dumps({"management": {"http": section}}))
         res = daemon.cli("apply", "-f", str(path))
         assert res.returncode != 0 and tag in res.stderr, res.stderr
+
+
+def test_token_from_the_cli(door: tuple[Daemon, int]) -> None:
+    d, port = door
+    res = d.cli("passwd", "tok", "--token", "--role", "read-write")
+    assert res.returncode == 0, res.stderr
+    token = res.stdout.strip()
+    assert len(token) >= 40 and "shown" in res.stderr
+    assert call(port, "GET", f"{LB}/all", token=token).status == 200
+    # A new token replaces the old one at once.
+    assert d.cli("passwd", "tok", "--token").returncode == 0
+    assert call(port, "GET", f"{LB}/all", token=token).status == 401

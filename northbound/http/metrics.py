@@ -23,6 +23,11 @@ from prometheus_client.registry import Collector
 
 UP = ("up",)
 DOWN = ("down", "degraded")
+# Per-endpoint series only up to this many endpoints: 10,000 services × 32 endpoints would
+# be millions of samples per scrape (minutes to build, more than a Prometheus wants from
+# one target). Above it the per-service series and the totals stay, and
+# sluice_metrics_endpoint_series_omitted says the endpoint ones were left out.
+ENDPOINT_SERIES_LIMIT = 10_000
 
 
 def _num(value: Any) -> float:
@@ -59,7 +64,6 @@ class SnapshotCollector(Collector):
         s_eup = GaugeMetricFamily("sluice_service_endpoints_up", "Endpoints up", labels=sl)
         e_pk = CounterMetricFamily("sluice_endpoint_packets", "Packets forwarded", labels=el)
         e_by = CounterMetricFamily("sluice_endpoint_bytes", "Bytes forwarded", labels=el)
-        e_new = CounterMetricFamily("sluice_endpoint_sessions", "Sessions created", labels=el)
         e_act = GaugeMetricFamily("sluice_endpoint_active_sessions", "Sessions in conntrack",
                                   labels=el)
         e_up = GaugeMetricFamily("sluice_endpoint_up",
@@ -75,6 +79,8 @@ class SnapshotCollector(Collector):
         flows = {"tcp": 0.0, "udp": 0.0, "sctp": 0.0}
         total_pk = total_by = new_flows = 0.0
         healthy = unhealthy = 0
+        per_endpoint = sum(len(s.get("endpoint", ())) for s in services) <= (
+            ENDPOINT_SERIES_LIMIT)
         for svc in services:
             name = svc["name"]
             lx_name = (svc.get("loxilb-rule") or {}).get("name") or name
@@ -95,23 +101,27 @@ class SnapshotCollector(Collector):
             lx_sp.add_metric([lx_name], pk)
             for ep in svc.get("endpoint", []):
                 e = st.endpoint(name, ep["address"], ep["port"])
+                health = e.get("health")
+                healthy += health in UP
+                unhealthy += health in DOWN
+                if not per_endpoint:
+                    continue
                 label = [name, f"{ep['address']}:{ep['port']}"]
                 e_pk.add_metric(label, _num(e.get("packets")))
                 e_by.add_metric(label, _num(e.get("bytes")))
-                e_new.add_metric(label, _num(e.get("total-sessions")))
                 e_act.add_metric(label, _num(e.get("active-sessions")))
-                health = e.get("health")
-                if health in UP:
-                    healthy += 1
-                    e_up.add_metric(label, 1.0)
-                elif health in DOWN:
-                    unhealthy += 1
-                    e_up.add_metric(label, 0.0)
+                if health in UP or health in DOWN:
+                    e_up.add_metric(label, 1.0 if health in UP else 0.0)
                 if e.get("rtt-us") is not None:
                     e_rtt.add_metric(label, _num(e.get("rtt-us")) / 1e6)
                 lx_eb.add_metric([lx_name, str(ep["address"])], _num(e.get("bytes")))
-        yield from (s_pk, s_by, s_new, s_act, s_up, s_eup,
-                    e_pk, e_by, e_new, e_act, e_up, e_rtt, lx_sb, lx_sp, lx_eb)  # fmt: skip
+        yield from (s_pk, s_by, s_new, s_act, s_up, s_eup, lx_sb, lx_sp)
+        if per_endpoint:
+            yield from (e_pk, e_by, e_act, e_up, e_rtt, lx_eb)
+        yield GaugeMetricFamily("sluice_metrics_endpoint_series_omitted",
+                                f"1 when there are more than {ENDPOINT_SERIES_LIMIT} endpoints "
+                                "and their own series are left out", value=0 if per_endpoint
+                                else 1)
         yield GaugeMetricFamily("loxilb_lb_rules", "Load-balancer rules", value=len(services))
         yield GaugeMetricFamily("loxilb_healthy_endpoints", "Endpoints up", value=healthy)
         yield GaugeMetricFamily("loxilb_unhealthy_endpoints", "Endpoints down",
