@@ -562,12 +562,14 @@ def _log(msg: str) -> None:
 
 
 @contextlib.contextmanager
-def bed(ct_capacity: int = 262144) -> Iterator[tuple[Any, Any]]:
+def bed(ct_capacity: int = 262144, code: str | None = None) -> Iterator[tuple[Any, Any]]:
     """(net, prog): a dpkit topology (client, lb, one backend namespace), the real program
     loaded into its own pin directory (/sys/fs/bpf/sluice-test-<id>/pktcost), the real
     reconciler started on it, ``prepare``d. Everything is removed on exit."""
     sys.path.insert(0, str(ROOT))
     sys.path.insert(0, str(ROOT / "tests"))
+    if code:  # another commit's appliance/ (A/B): in front of ours
+        sys.path.insert(0, code)
     import dpkit
     import netkit
 
@@ -590,6 +592,110 @@ def bed(ct_capacity: int = 262144) -> Iterator[tuple[Any, Any]]:
             prog.close()
 
 
+# --------------------------------------------------------------------------------------
+# A/B against another commit, in the same run
+# --------------------------------------------------------------------------------------
+
+
+def export_ref(ref: str, into: Path) -> Path:
+    """``ref``'s appliance/ and bpf/ (git archive) under ``into``: code for ``--code``."""
+    into.mkdir(parents=True, exist_ok=True)
+    arch = subprocess.run(["git", "-C", str(ROOT), "archive", ref, "appliance", "bpf"],
+                          capture_output=True, timeout=60)  # fmt: skip
+    if arch.returncode:
+        raise RuntimeError(f"git archive {ref}: {arch.stderr.decode()[-300:]}")
+    subprocess.run(["tar", "-x", "-C", str(into)], input=arch.stdout, check=True, timeout=60)
+    return into
+
+
+def run_child(extra: list[str], code: Path | None, out: Path) -> dict[str, Any]:
+    """This script in a child process (its own namespaces and pins) -> its results."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), *extra, "--json", str(out)]
+    if code is not None:
+        cmd += ["--code", str(code)]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    if res.returncode:
+        raise RuntimeError(f"{' '.join(cmd)}: {res.stderr[-1500:]}")
+    return json.loads(out.read_text())  # type: ignore[no-any-return]
+
+
+def _figures(res: dict[str, Any]) -> dict[tuple[Any, ...], dict[str, Any]]:
+    """Every figure by a key: ('est', mode, version, direction, meter) / ('new', ...)."""
+    out = {}
+    for e in res.get("established", []):
+        for d in ("orig", "reply"):
+            for m in ("cold", "warm"):
+                if d in e:
+                    out[("est", e["mode"], e["version"], d, m)] = e[d][m]
+    for n in res.get("new", []):
+        for m in ("cold", "warm"):
+            out[("new", n["algorithm"], n["endpoints"], n["version"], m)] = n[m]
+    return out
+
+
+def merge(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """One result from several rounds: each figure's net is the median of the rounds'."""
+    merged = json.loads(json.dumps(results[0]))
+    figs = [_figures(r) for r in results]
+    for key, fig in _figures(merged).items():
+        vals = [f[key]["net"] for f in figs if key in f]
+        fig["net"] = float(statistics.median(vals))
+        fig["rounds"] = vals
+    for k in ("floor_ns",):
+        merged[k] = float(statistics.median(r[k] for r in results))
+    merged["harness_ns"] = {h: float(statistics.median(r["harness_ns"][h] for r in results))
+                            for h in merged["harness_ns"]}  # fmt: skip
+    merged["rounds"] = len(results)
+    return merged
+
+
+def compare(base: dict[str, Any], cur: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per figure: the baseline's net, this code's net, and their ratio."""
+    b, c = _figures(base), _figures(cur)
+    return [{"key": list(k), "base": b[k]["net"], "cur": c[k]["net"],
+             "ratio": round(c[k]["net"] / b[k]["net"], 3) if b[k]["net"] else None}
+            for k in c if k in b]  # fmt: skip
+
+
+NO_WORSE = 1.10  # "no mode worse than today": the noise allowance of one run on this machine
+
+
+def no_worse_aim(rows: list[dict[str, Any]], ref: str) -> dict[str, Any]:
+    """The issue's "no mode worse than today" over the established figures (warm)."""
+    est = [r for r in rows if r["key"][0] == "est" and r["key"][4] == "warm" and r["ratio"]]
+    worst = max(est, key=lambda r: r["ratio"], default=None)
+    value = worst["ratio"] if worst else None
+    where = _figure_name(worst["key"]) if worst else ""
+    return {"aim": f"no established mode worse than {ref} (warm; worst ratio, {where}; "
+                   f"≤ {NO_WORSE} allows for noise)", "goal": NO_WORSE, "higher": False,
+            "value": value, "met": None if value is None else value <= NO_WORSE}  # fmt: skip
+
+
+def _figure_name(k: list[Any]) -> str:
+    if k[0] == "est":
+        return f"established {k[1]} IPv{k[2]} {'client→backend' if k[3] == 'orig' else 'reply'}"
+    return f"new flow {k[1]}, {k[2]} endpoints"
+
+
+def compare_table(rows: list[dict[str, Any]], ref: str) -> str:
+    """One line per figure: cold and warm, ``ref``'s, this tree's, the ratio."""
+    by: dict[str, dict[str, dict[str, Any]]] = {}
+    for r in rows:
+        by.setdefault(_figure_name(r["key"]), {})[r["key"][-1]] = r
+    lines = [f"| ns/packet (net) | cold {ref} | cold now | ratio | warm {ref} | warm now "
+             "| ratio |", "|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+
+    def cells(r: dict[str, Any] | None) -> str:
+        if r is None:
+            return "n/a | n/a | n/a"
+        ratio = f"{r['ratio']:.2f}×" if r["ratio"] else "n/a"
+        return f"{r['base']:.0f} | {r['cur']:.0f} | {ratio}"
+
+    for name, m in by.items():
+        lines.append(f"| {name} | {cells(m.get('cold'))} | {cells(m.get('warm'))} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer samples (~20 s)")
@@ -597,31 +703,101 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--modes", help="comma-separated: " + ",".join(MODES))
     ap.add_argument("--algorithms", help="comma-separated: " + ",".join(ALGORITHMS))
     ap.add_argument("--sizes", default=",".join(map(str, SIZES)), help="endpoint counts")
+    ap.add_argument("--baseline", metavar="REF",
+                    help="also measure git REF's appliance/ and bpf/, alternating with this "
+                         "tree in child processes, and print the ratios")  # fmt: skip
+    ap.add_argument("--rounds", type=int, default=2, help="with --baseline: rounds of each")
+    ap.add_argument("--code", help=argparse.SUPPRESS)  # appliance/ + bpf/ from here (A/B)
     ap.add_argument("--json", help="also write the raw results here")
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
         print("run as root (namespaces, eBPF)", file=sys.stderr)
         return 2
-    settings = SETTINGS["quick" if args.quick else "full"]
+    if args.code:
+        # Before ROOT (bed() puts ROOT first, then this goes in front of it): the other
+        # commit's driver and, through SLUICE_DATA_DIR, its bpf/.
+        os.environ["SLUICE_DATA_DIR"] = args.code
     head = subprocess.run(["git", "-C", str(ROOT), "log", "-1", "--format=%h %s"],
                           capture_output=True, text=True).stdout.strip()  # fmt: skip
+    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "bpf", "appliance"],
+                           capture_output=True, text=True).stdout.strip()  # fmt: skip
+    head += " + uncommitted changes" if dirty else ""
+    if args.baseline:
+        return ab(args, head)
+    settings = SETTINGS["quick" if args.quick else "full"]
     load0 = os.getloadavg()[0]
-    with bed() as (net, prog):
+    with bed(code=args.code) as (net, prog):
         _log(f"program loaded in {prog.compile_seconds:.1f}s; measuring")
         res = measure(net, prog, settings, only=args.only,
                       modes=args.modes.split(",") if args.modes else None,
                       algorithms=args.algorithms.split(",") if args.algorithms else None,
                       sizes=tuple(int(x) for x in args.sizes.split(",")), log=_log)  # fmt: skip
     res["commit"], res["load"] = head, [load0, os.getloadavg()[0]]
+    res["bpf_stats_enabled"] = _bpf_stats_enabled()
     res["aims"] = aims(res)
     print(f"## Per-packet cost of the balancer (bpf/lb.c at {head})\n")
     print(f"Load average {load0:.2f} at start, {os.getloadavg()[0]:.2f} at end; "
-          f"{res['seconds']} s.\n")
+          f"{res['seconds']} s; kernel.bpf_stats_enabled {res['bpf_stats_enabled']}.\n")
     print(tables(res))
     print()
     print(aims_table(res["aims"]))
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1) + "\n")
+    return 0
+
+
+def _bpf_stats_enabled() -> str:
+    """Whether BPF run-time statistics are on (machine-wide; they add two clock reads to
+    every program run): another benchmark on the machine may have them on."""
+    try:
+        return Path("/proc/sys/kernel/bpf_stats_enabled").read_text().strip()
+    except OSError:
+        return "?"
+
+
+def baseline(ref: str, quick: bool, rounds: int = 1,
+             log: Callable[[str], None] = _log) -> dict[str, Any]:  # fmt: skip
+    """``ref``'s figures (its appliance/ and bpf/ in child processes), merged over rounds."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="pktcost-ref-") as tmp:
+        code = export_ref(ref, Path(tmp) / "code")
+        out = []
+        for r in range(rounds):
+            log(f"per-packet cost of {ref}, round {r + 1}/{rounds}")
+            out.append(run_child(["--quick"] if quick else [], code, Path(tmp) / f"{r}.json"))
+    return merge(out)
+
+
+def ab(args: argparse.Namespace, head: str) -> int:
+    """--baseline: REF and this tree alternately, ``--rounds`` times each."""
+    import tempfile
+
+    extra = [a for a in (["--quick"] if args.quick else [])]
+    for opt in ("only", "modes", "algorithms", "sizes"):
+        if getattr(args, opt):
+            extra += [f"--{opt}", str(getattr(args, opt))]
+    with tempfile.TemporaryDirectory(prefix="pktcost-ab-") as tmp:
+        code = export_ref(args.baseline, Path(tmp) / "base")
+        base, cur = [], []
+        for r in range(args.rounds):
+            _log(f"round {r + 1}/{args.rounds}: {args.baseline}")
+            base.append(run_child(extra, code, Path(tmp) / f"b{r}.json"))
+            _log(f"round {r + 1}/{args.rounds}: this tree ({head})")
+            cur.append(run_child(extra, None, Path(tmp) / f"c{r}.json"))
+    b, c = merge(base), merge(cur)
+    rows = compare(b, c)
+    c["aims"] = [*aims(c), no_worse_aim(rows, args.baseline)]
+    print(f"## Per-packet cost: {head} against {args.baseline} ({args.rounds} rounds each, "
+          "alternating; medians)\n")
+    print(compare_table(rows, args.baseline))
+    print()
+    print(tables(c))
+    print()
+    print(aims_table(c["aims"]))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"baseline": b, "current": c, "compare": rows},
+                                              indent=1) + "\n")  # fmt: skip
     return 0
 
 

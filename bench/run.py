@@ -584,6 +584,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--paths", default=",".join(PATHS), help="comma-separated subset")
     ap.add_argument("--no-pin", action="store_true", help="no taskset pinning")
     ap.add_argument("--no-synrate", action="store_true", help="skip the SYN-rate benchmark")
+    ap.add_argument("--baseline", metavar="REF",
+                    help="also measure the per-packet cost of git REF (e.g. the datapath before "
+                         "issue 15's work): the 'no mode worse than today' aim")  # fmt: skip
     ap.add_argument("--out", default=str(RESULTS / "latest"), help="output path without suffix")
     args = ap.parse_args(argv)
     s = (
@@ -627,6 +630,7 @@ def main(argv: list[str] | None = None) -> int:
             bench.setup()
             log("per-packet cost (bench/pktcost.py: cold and warm meters)")
             cost = bench.cost(args.quick)
+            base = pktcost.baseline(args.baseline, args.quick, log=log) if args.baseline else None
             syn = None if args.no_synrate else bench.synrate(args.quick, args.runs)
             for run in range(1, s["runs"] + 1):
                 # Rotate the order every run so no path always follows the same one.
@@ -648,8 +652,12 @@ def main(argv: list[str] | None = None) -> int:
     info["load_end"] = os.getloadavg()[0]
     summary = summarise(raw)
     aim_rows = aims(summary, cost, syn)
+    compared = pktcost.compare(base, cost) if base else None
+    if compared:
+        aim_rows.insert(len(pktcost.aims(cost)), pktcost.no_worse_aim(compared, args.baseline))
     cp = control_plane() if args.control_plane else None
-    md = render(info, s, command, summary, cost, syn, aim_rows, cp, time.time() - started, args)
+    md = render(info, s, command, summary, cost, syn, aim_rows, cp, time.time() - started, args,
+                compared)
     print(md)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -657,7 +665,8 @@ def main(argv: list[str] | None = None) -> int:
     out.with_suffix(".json").write_text(json.dumps({
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)), "command": command,
         "machine": info, "settings": {**s, "backends": args.backends, "pinned": not args.no_pin},
-        "paths": summary, "cost": cost, "synrate": syn, "aims": aim_rows, "control_plane": cp,
+        "paths": summary, "cost": cost, "baseline": base, "compared": compared, "synrate": syn,
+        "aims": aim_rows, "control_plane": cp,
     }, indent=1) + "\n")  # fmt: skip
     log(f"wrote {out.with_suffix('.md')} and {out.with_suffix('.json')}")
     return 0
@@ -665,8 +674,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def render(info: dict[str, Any], s: dict[str, Any], command: str, summary: dict[str, Any],
            cost: dict[str, Any], syn: dict[str, Any] | None, aim_rows: list[dict[str, Any]],
-           cp: dict[str, Any] | None,
-           took: float, args: argparse.Namespace) -> str:  # fmt: skip
+           cp: dict[str, Any] | None, took: float, args: argparse.Namespace,
+           compared: list[dict[str, Any]] | None = None) -> str:  # fmt: skip
     pin = ("client tools (wrk, iperf3 -c, UDP client) pinned to CPU 0, backend servers to "
            "CPU 1 (taskset); HAProxy/nginx in the lb namespace and softirq unpinned"
            if not args.no_pin and (info["cores"] or 1) >= 2 else "no pinning")  # fmt: skip
@@ -696,6 +705,8 @@ def render(info: dict[str, Any], s: dict[str, Any], command: str, summary: dict[
         "",
         pktcost.tables(cost),
         "",
+        *([f"Against {args.baseline} (measured in a child process in the same run):", "",
+           pktcost.compare_table(compared, args.baseline), ""] if compared else []),
         "### New flows per second: SYN rate (`bench/synrate.py`)",
         "",
         synrate.table(syn) if syn else "(not run: --no-synrate)",

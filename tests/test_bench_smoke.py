@@ -47,3 +47,7 @@ def test_pktcost_meter(lbnet: LbNet, lb_program: Any) -> None:
     assert lbnet.rec.conntrack() == [] and not any(s.startswith("pktcost") for s in lbnet.services)
     text = pktcost.tables(res) + pktcost.aims_table(pktcost.aims(res))
     assert "| DNAT | client→backend |" in text and "| round-robin |" in text
+    # the A/B helpers (--baseline): a result against itself is no worse
+    rows = pktcost.compare(pktcost.merge([res, res]), res)
+    assert rows and all(r["ratio"] in (1.0, None) for r in rows), rows
+    assert pktcost.no_worse_aim(rows, "itself")["met"] is True
