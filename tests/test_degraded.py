@@ -40,7 +40,7 @@ def test_a_datapath_that_cannot_load_leaves_every_door_up(tmp_path: Path) -> Non
         alarms = {a["name"]: a for a in st["alarms"]}
         assert "datapath" in alarms and alarms["datapath"]["severity"] == "critical"
         assert st["datapath"]["enabled"] is False
-        assert set(st["doors"]) == {"netconf", "snmp", "console-ssh", "http", "bgp"}
+        assert set(st["doors"]) == {"netconf", "snmp", "console-ssh", "http", "bgp", "ha"}
         assert "ALARM" in d.cli("status").stdout
         # The config can still be changed through the daemon.
         add = d.cli("lb", "add", "web", "--vip", "198.18.0.10", "--port", "80",
