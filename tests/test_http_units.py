@@ -12,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from appliance.config.schema import get_schema
 from appliance.snapshot import State
+from northbound.http import loxilb_settings as settings
 from northbound.http import metrics
 from northbound.http.loxilb_model import to_rule, to_service
 from northbound.http.restconf_codec import BodyProblem, parse_fields
@@ -112,3 +113,27 @@ def test_metrics_from_a_snapshot(monkeypatch: pytest.MonkeyPatch) -> None:
     assert got[("sluice_metrics_endpoint_series_omitted", ())] == 1
     assert not any(name.startswith("sluice_endpoint_") for name, _ in got)
     assert got[("loxilb_healthy_endpoints", ())] == 3
+
+
+HA = {"enabled": True, "instances": [
+    {"name": "llb-inst0", "role": "backup", "vips": ["198.19.0.10"]},
+    {"name": "other", "role": "master", "vips": []}]}  # fmt: skip
+
+
+def test_cistate_maps_onto_the_appliances_ha() -> None:
+    """The HA state here is the shape the HA door's `ha` provider returns (a dict, no
+    keepalived): which request becomes a takeover, which is refused, which is stored."""
+    assert settings.cistate_action(HA, "llb-inst0", "MASTER") == "takeover"
+    assert settings.cistate_action(HA, "other", "MASTER") == "none"
+    assert settings.cistate_action(HA, "llb-inst0", "BACKUP") == "none"
+    with pytest.raises(ApiError) as exc:
+        settings.cistate_action(HA, "other", "BACKUP")
+    assert exc.value.code == 400 and "release" in exc.value.message
+    assert settings.cistate_action(HA, "not-ha", "MASTER") is None
+    assert settings.cistate_action({"enabled": False}, "llb-inst0", "MASTER") is None
+    stored = {"cistate": [{"instance": "not-ha", "state": "BACKUP"},
+                          {"instance": "other", "state": "BACKUP"}]}
+    assert settings.cistate_list(stored, HA) == {"Attr": [
+        {"instance": "llb-inst0", "state": "BACKUP", "vip": "198.19.0.10", "sync": 0},
+        {"instance": "other", "state": "MASTER", "vip": "0.0.0.0", "sync": 0},
+        {"instance": "not-ha", "state": "BACKUP", "vip": "0.0.0.0", "sync": 0}]}

@@ -227,13 +227,30 @@ class LoxilbApi:
     def _set(self, caller: Caller, path: str, value: dict[str, Any], comment: str) -> None:
         self._commit(caller, [{"op": "merge", "path": path, "value": value}], comment)
 
+    async def _ha(self) -> dict[str, Any] | None:
+        provider = self.state.get("ha")
+        return await asyncio.to_thread(provider) if provider is not None else None
+
     async def cistate_set(self, request: web.Request) -> web.Response:
         path, entry = settings.cistate_change(await read_body(request))
-        return await self._write(request, self._set, path, entry,
-                                 f"loxilb API: cistate {entry['instance']} {entry['state']}")
+        action = settings.cistate_action(await self._ha(), entry["instance"], entry["state"])
+        if action is None:  # not an instance the appliance's HA runs: stored
+            return await self._write(request, self._set, path, entry,
+                                     f"loxilb API: cistate {entry['instance']} {entry['state']}")
+        if action == "takeover":
+            command = self.state["ha-command"]
+            caller = request["caller"]
+            log.warning("loxilb API: HA takeover", extra={"instance": entry["instance"],
+                                                          "user": caller.user})
+            try:
+                await asyncio.to_thread(command, "takeover", entry["instance"])
+            except (ValueError, LookupError) as exc:
+                raise ApiError(503, f"HA takeover of {entry['instance']}: {exc}",
+                               "not ready") from None
+        return respond(SUCCESS)
 
     async def cistate_get(self, request: web.Request) -> web.Response:
-        return respond(settings.cistate_list(self._section()))
+        return respond(settings.cistate_list(self._section(), await self._ha()))
 
     async def bgp_global_set(self, request: web.Request) -> web.Response:
         path, entry = settings.bgp_global_change(await read_body(request))

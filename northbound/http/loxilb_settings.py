@@ -1,9 +1,12 @@
-"""loxilb's cistate (HA instance roles) and BGP calls ↔ the config.
+"""loxilb's cistate (HA instance roles) and BGP calls ↔ the appliance.
 
-cistate is stored in /sluice:loxilb and reported, not acted on (Sluice has no HA roles
-yet). BGP global settings and neighbours are the appliance's own speaker's (/sluice:bgp).
-This is the one module that knows where they live: when the model gains HA roles, the
-cistate mapping changes here and nowhere else.
+cistate: for an instance of the appliance's own HA (/sluice:ha, VRRP), the role reported
+is the one VRRP elected, and a MASTER request is a takeover of that instance; Sluice's HA
+cannot step one instance down to BACKUP (only the whole node: `sluice ha release`), so
+such a request is refused unless the instance is backup already. For an instance Sluice's
+HA does not run, the state is stored in /sluice:loxilb and reported as set. BGP global
+settings and neighbours are the appliance's own speaker's (/sluice:bgp). This is the one
+module that knows where these calls go.
 """
 
 from __future__ import annotations
@@ -34,10 +37,44 @@ def cistate_change(body: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     return f"{SECTION}/cistate[instance='{instance}']", entry
 
 
-def cistate_list(section: Mapping[str, Any] | None) -> dict[str, Any]:
-    attrs = [{"instance": e["instance"], "state": e["state"], "vip": e.get("vip", "0.0.0.0"),
-              "sync": 0} for e in (section or {}).get("cistate", [])]  # fmt: skip
+def _ha_instances(ha: Mapping[str, Any] | None) -> dict[str, Mapping[str, Any]]:
+    if not ha or not ha.get("enabled"):
+        return {}
+    return {str(i["name"]): i for i in ha.get("instances", [])}
+
+
+def _ha_state(role: str) -> str:
+    return {"master": "MASTER", "backup": "BACKUP", "fault": "FAULT",
+            "stopped": "STOP"}.get(role, "NOT_DEFINED")  # fmt: skip
+
+
+def cistate_list(section: Mapping[str, Any] | None,
+                 ha: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The HA instances' roles as VRRP elected them, then the stored states of the others."""
+    running = _ha_instances(ha)
+    attrs = [{"instance": name, "state": _ha_state(str(i.get("role", ""))),
+              "vip": (list(i.get("vips") or []) or ["0.0.0.0"])[0], "sync": 0}
+             for name, i in running.items()]  # fmt: skip
+    attrs += [{"instance": e["instance"], "state": e["state"], "vip": e.get("vip", "0.0.0.0"),
+               "sync": 0} for e in (section or {}).get("cistate", [])
+              if e["instance"] not in running]  # fmt: skip
     return {"Attr": attrs}
+
+
+def cistate_action(ha: Mapping[str, Any] | None, instance: str, state: str) -> str | None:
+    """What a cistate request asks of the appliance's HA: "takeover", "none" (already so),
+    or None when HA does not run that instance (the state is then stored)."""
+    running = _ha_instances(ha).get(instance)
+    if running is None:
+        return None
+    role = _ha_state(str(running.get("role", "")))
+    if state == "MASTER":
+        return "none" if role == "MASTER" else "takeover"
+    if state == role or (state == "BACKUP" and role != "MASTER"):
+        return "none"
+    raise ApiError(400, f"state: {instance} is {role} by VRRP; Sluice's HA cannot set one "
+                   f"instance to {state} (`sluice ha release` steps the whole node down)",
+                   "unsupported")
 
 
 # -- BGP: mapped onto the appliance's own speaker (/sluice:bgp) ------------------------------
