@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from appliance.config.paths import MODULE
+from appliance.config.paths import MODULE, module_of
 
 LB = "load-balancer"
 SERVICE_KIND = "service"
@@ -23,7 +23,9 @@ def build_doc(
     sections: dict[str, dict[str, Any]], services: Iterable[dict[str, Any]]
 ) -> dict[str, Any]:
     """Join sections and services into one document (items are shared, not copied)."""
-    doc: dict[str, Any] = {f"{MODULE}:{name}": content for name, content in sections.items()}
+    doc: dict[str, Any] = {
+        f"{module_of(name)}:{name}": content for name, content in sections.items()
+    }
     svcs = list(services)
     if svcs:
         lb = dict(doc.get(f"{MODULE}:{LB}", {}))

@@ -18,6 +18,16 @@ LOAD_BALANCER = f"{MODULE}:load-balancer"
 DATAPATH = f"{MODULE}:datapath"
 SYSTEM = f"{MODULE}:system"
 BGP = f"{MODULE}:bgp"
+# Top-level containers of other modules kept in the same datastore (documents and paths
+# name them with their own module): NACM (RFC 8341) stays the IETF module it is.
+NACM_MODULE = "ietf-netconf-acm"
+SECTION_MODULES = {"nacm": NACM_MODULE}
+MODULES = (MODULE, *SECTION_MODULES.values())
+
+
+def module_of(top: str) -> str:
+    """The module of a top-level container (by its name)."""
+    return SECTION_MODULES.get(top, MODULE)
 
 
 class PathError(ConfigError):
@@ -53,7 +63,7 @@ def parse_path(path: str) -> list[Step]:
         name = path[i:j]
         if ":" in name:
             prefix, name = name.split(":", 1)
-            if prefix != MODULE:
+            if prefix not in MODULES:
                 raise PathError(path, f"unknown module prefix {prefix!r}")
         if not name:
             raise PathError(path, "empty step")
@@ -95,7 +105,7 @@ def format_path(steps: list[Step]) -> str:
     if not steps:
         return "/"
     first, *rest = steps
-    return "/" + "/".join([f"{MODULE}:{first}", *(str(s) for s in rest)])
+    return "/" + "/".join([f"{module_of(first.name)}:{first}", *(str(s) for s in rest)])
 
 
 def service_path(name: str) -> str:

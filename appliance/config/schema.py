@@ -22,7 +22,7 @@ from libyang.util import c2str, ly_array_iter
 
 from appliance import resources
 from appliance.config.errors import FieldError, ValidationError
-from appliance.config.paths import MODULE
+from appliance.config.paths import MODULE, MODULES
 
 YANG_DIR = resources.yang_dir()
 
@@ -47,6 +47,8 @@ class Schema:
         self.yang_dir = yang_dir
         self.ctx = libyang.Context(str(yang_dir))
         self.module = self.ctx.load_module(MODULE)
+        # Implemented, not only imported: /nacm is configuration of its own module.
+        self.modules = [self.module, *(self.ctx.load_module(m) for m in MODULES[1:])]
         self._lock = threading.Lock()
         self.lists: dict[str, ListInfo] = {}
         self.leaf_lists: set[str] = set()
@@ -54,7 +56,7 @@ class Schema:
         self.secret_leaves: set[str] = set()
         # JSON encodes these as numbers; path predicates carry them as text.
         self.integer_leaves: set[str] = set()
-        for node in self.module.children():
+        for node in (n for m in self.modules for n in m.children()):
             if node.config_false():
                 continue
             self.top_level.append(node.name())
@@ -65,7 +67,7 @@ class Schema:
         # libyang names some errors (a duplicate list entry) from the list's parent down,
         # without the top-level container: child name → its top-level node.
         self.top_of: dict[str, str] = {}
-        for node in self.module.children():
+        for node in (n for m in self.modules for n in m.children()):
             self._collect_musts(node)
             if hasattr(node, "children"):
                 for child in node.children():
@@ -82,7 +84,9 @@ class Schema:
         elif isinstance(node, libyang.SLeafList):
             self.leaf_lists.add(path)
         elif isinstance(node, libyang.SLeaf):
-            if _is_secret(node):
+            # /nacm is nacm:default-deny-all as a whole (libyang hands the extension down to
+            # its leaves): NACM's own rules govern who reads it; no value in it is a secret.
+            if _is_secret(node) and not path.startswith("nacm/"):
                 self.secret_leaves.add(path)
             if node.type().base() in JSON_NUMBER_TYPES:
                 self.integer_leaves.add(path)

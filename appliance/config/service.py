@@ -46,7 +46,14 @@ from appliance.config.errors import (
     NotFoundError,
     ValidationError,
 )
-from appliance.config.paths import PathError, Step, format_path, parse_path, service_path
+from appliance.config.paths import (
+    PathError,
+    Step,
+    format_path,
+    module_of,
+    parse_path,
+    service_path,
+)
 from appliance.config.revert import ABSENT, revert
 from appliance.config.schema import Schema, get_schema
 from appliance.config.store import Store
@@ -915,7 +922,7 @@ class Session:
             ]
             if stale:
                 paths = [
-                    service_path(key) if kind == SERVICE_KIND else f"/sluice:{key}"
+                    service_path(key) if kind == SERVICE_KIND else f"/{module_of(key)}:{key}"
                     for kind, key in stale
                 ]
                 raise ConflictError(
@@ -1059,7 +1066,7 @@ def select(doc: Doc, steps: list[Step], schema: Schema) -> Any:
         f"{target} does not exist", [FieldError(target, "does not exist", "data-missing")]
     )
     for i, step in enumerate(steps):
-        key = f"sluice:{step.name}" if i == 0 else step.name
+        key = f"{module_of(step.name)}:{step.name}" if i == 0 else step.name
         spath = step.name if i == 0 else f"{spath}/{step.name}"
         if not isinstance(node, dict) or key not in node:
             raise missing
@@ -1091,4 +1098,4 @@ def _item_of(path: str) -> tuple[str, str] | None:
 
 
 def _item_path(kind: str, key: str) -> str:
-    return service_path(key) if kind == SERVICE_KIND else f"/sluice:{key}"
+    return service_path(key) if kind == SERVICE_KIND else f"/{module_of(key)}:{key}"

@@ -12,7 +12,7 @@ import copy
 from typing import Any
 
 from appliance.config.errors import ExistsError, FieldError, NotFoundError
-from appliance.config.paths import MODULE, PathError, Step, format_path
+from appliance.config.paths import PathError, Step, format_path, module_of
 from appliance.config.schema import Schema
 
 OPERATIONS = ("merge", "replace", "create", "delete", "remove")
@@ -29,7 +29,7 @@ def apply_edit(doc: dict[str, Any], steps: list[Step], op: str, value: Any, sche
     spath = ""
     for i, step in enumerate(steps):
         last = i == len(steps) - 1
-        key = f"{MODULE}:{step.name}" if i == 0 else step.name
+        key = f"{module_of(step.name)}:{step.name}" if i == 0 else step.name
         spath = step.name if i == 0 else f"{spath}/{step.name}"
         here = format_path(steps[: i + 1])
         info = schema.lists.get(spath)
@@ -102,7 +102,8 @@ def _edit_root(doc: dict[str, Any], op: str, value: Any, schema: Schema) -> None
         return
     for key, sub in value.items():
         name = key.split(":", 1)[1] if ":" in key else key
-        _edit_slot(doc, f"{MODULE}:{name}", "merge", sub, name, f"/{MODULE}:{name}", schema)
+        mod = module_of(name)
+        _edit_slot(doc, f"{mod}:{name}", "merge", sub, name, f"/{mod}:{name}", schema)
 
 
 def _find_entry(entries: list[dict[str, Any]], keys: dict[str, str]) -> int | None:

@@ -20,6 +20,7 @@ from typing import Any
 from lxml import etree
 
 from appliance.config.tree import OPERATIONS
+from northbound.netconf import xpathns
 from northbound.netconf.errors import RpcError
 from northbound.netconf.schema_index import BOOL, CONTAINER, INT, LEAF, LEAF_LIST, LIST, Node
 from northbound.netconf.xmlutil import BASE_NS, elements, local, ns_of
@@ -37,10 +38,16 @@ Change = dict[str, Any]
 
 
 class EditTranslator:
-    def __init__(self, top: dict[str, Node], namespace: str, module: str) -> None:
+    def __init__(self, top: dict[str, Node], namespace: str, module: str,
+                 top_ns: dict[str, str] | None = None,
+                 modules: dict[str, str] | None = None) -> None:
+        """`top_ns`: namespace of each top-level node (default: all `namespace`);
+        `modules`: module name → namespace of every module with configuration."""
         self.top = top
         self.namespace = namespace
         self.module = module
+        self.top_ns = top_ns or dict.fromkeys(top, namespace)
+        self.module_of_ns = {ns: m for m, ns in (modules or {module: namespace}).items()}
 
     def changes(self, config: etree._Element, default_operation: str = "merge") -> list[Change]:
         if default_operation not in DEFAULT_OPERATIONS:
@@ -52,7 +59,8 @@ class EditTranslator:
         out: list[Change] = []
         for el in elements(config):
             node = self._schema_child(None, el, "/")
-            self._walk(el, node, f"/{self.module}:{node.name}", default_operation, "none", out, 1)
+            module = self.module_of_ns[self.top_ns[node.name]]
+            self._walk(el, node, f"/{module}:{node.name}", default_operation, "none", out, 1)
         return out
 
     # -- the walk ----------------------------------------------------------------------------
@@ -116,6 +124,8 @@ class EditTranslator:
             if elements(el):
                 raise RpcError("bad-element", f"{node.name} is a leaf; it has no children",
                                path=path, info={"bad-element": node.name})
+            if node.xpath:
+                return self._xpath_value(el)
             return self._leaf_value(el.text or "", node, path)
         value: dict[str, Any] = {}
         seen: set[str] = set()
@@ -188,7 +198,11 @@ class EditTranslator:
 
     def _schema_child(self, node: Node | None, el: etree._Element, path: str) -> Node:
         name, ns = local(el), ns_of(el)
-        if ns != self.namespace:
+        if node is None:
+            known = ns == self.top_ns.get(name, self.namespace)
+        else:
+            known = ns in self.module_of_ns
+        if not known:
             raise RpcError(
                 "unknown-namespace",
                 f"{name}: namespace {ns or '(none)'} is not served here",
@@ -210,7 +224,7 @@ class EditTranslator:
     def _predicates(self, el: etree._Element, node: Node, path: str) -> str:
         found: dict[str, str] = {}
         for ch in elements(el):
-            if ns_of(ch) == self.namespace and local(ch) in node.keys:
+            if ns_of(ch) in self.module_of_ns and local(ch) in node.keys:
                 if local(ch) in found:
                     raise RpcError("bad-element", f"key {local(ch)} appears twice",
                                    path=path, info={"bad-element": local(ch)})
@@ -224,6 +238,13 @@ class EditTranslator:
                     info={"bad-element": key},
                 )
         return "".join(f"[{k}={_quote(found[k])}]" for k in node.keys)
+
+    def _xpath_value(self, el: etree._Element) -> str:
+        """An XPath's XML prefixes (bound in the request) → module names, as the JSON
+        encoding (and the config service) name them."""
+        modules = {p: self.module_of_ns[ns] for p, ns in el.nsmap.items()
+                   if p and ns in self.module_of_ns}
+        return xpathns.xml_to_json(el.text or "", modules)
 
     @staticmethod
     def _leaf_value(text: str, node: Node, path: str) -> Any:

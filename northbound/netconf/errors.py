@@ -38,6 +38,9 @@ _TYPE_OF_TAG = {
 # error-path is an XPath in the reply's namespace context: the config service's data paths
 # use the module name as prefix, bound here to the module namespace.
 SLUICE_NS = "urn:sluice:yang:sluice"
+NACM_NS = "urn:ietf:params:xml:ns:yang:ietf-netconf-acm"
+# Module name in a data path → (prefix in error-path, namespace).
+_PREFIXES = {"sluice": ("sluice", SLUICE_NS), "ietf-netconf-acm": ("nacm", NACM_NS)}
 _STEP = re.compile(r"(?<=/)([A-Za-z_][\w.-]*)(?=[/\[]|$)")
 _PRED = re.compile(r"\[([A-Za-z_][\w.-]*)=")
 
@@ -66,7 +69,8 @@ class RpcError(Exception):
         if self.app_tag:
             sub(err, BASE_NS, "error-app-tag", self.app_tag)
         if self.path:
-            path_el = etree.SubElement(err, qn(BASE_NS, "error-path"), nsmap={"sluice": SLUICE_NS})
+            path_el = etree.SubElement(err, qn(BASE_NS, "error-path"),
+                                       nsmap=dict(_PREFIXES.values()))
             path_el.text = xpath_of(self.path) if self.path.startswith("/") else self.path
         if self.message:
             msg = sub(err, BASE_NS, "error-message", _short(self.message))
@@ -90,12 +94,16 @@ def _short(message: str) -> str:
 
 
 def xpath_of(path: str) -> str:
-    """'/sluice:load-balancer/service[name='web']' → every step and key prefixed 'sluice:'."""
-    if not path.startswith("/sluice:") and not path.startswith("/"):
+    """'/sluice:load-balancer/service[name='web']' → every step and key prefixed 'sluice:'
+    (the prefix of the path's module: 'nacm:' for /ietf-netconf-acm:nacm)."""
+    if not path.startswith("/"):
         return path
-    out = _STEP.sub(lambda m: m.group(1) if ":" in m.group(1) else f"sluice:{m.group(1)}", path)
-    out = out.replace("sluice:sluice:", "sluice:")
-    return _PRED.sub(lambda m: f"[sluice:{m.group(1)}=" if m.group(1) != "." else "[.=", out)
+    module = path[1:].split(":", 1)[0] if ":" in path.split("/")[1] else "sluice"
+    prefix = _PREFIXES.get(module, ("sluice", SLUICE_NS))[0]
+    path = path.replace(f"/{module}:", "/", 1) if module in _PREFIXES else path
+    out = _STEP.sub(lambda m: m.group(1) if ":" in m.group(1) else f"{prefix}:{m.group(1)}",
+                    path)
+    return _PRED.sub(lambda m: f"[{prefix}:{m.group(1)}=" if m.group(1) != "." else "[.=", out)
 
 
 def from_field(err: FieldError, fallback_tag: str = "operation-failed") -> RpcError:

@@ -26,6 +26,7 @@ from appliance.config.schema import YANG_DIR
 MAIN = "sluice"
 # Loaded (implemented) on top of the configuration module.
 SERVED = (
+    "ietf-netconf-acm",
     "sluice-events",
     "ietf-netconf-monitoring",
     "ietf-netconf-notifications",

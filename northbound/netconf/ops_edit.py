@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from lxml import etree
 
 from appliance.config import DATASTORES, ConfigError, Session
-from appliance.config.paths import service_path
+from appliance.config.paths import module_of, service_path
 from northbound.netconf.errors import RpcError, RpcErrors, from_config_error
 from northbound.netconf.rpc import Dispatcher, call, check_unlocked, datastore, text_of
 from northbound.netconf.xmlutil import BASE_NS, child, elements, local
@@ -133,6 +133,7 @@ async def edit_config(s: NetconfSession, op: etree._Element) -> None:
                        info={"bad-element": "config"})
     changes = await s.server.offload(s.server.translator.changes, config, default_op)
     _check_lock(s, target)
+    await check_access(s, changes, target)
     if target == "candidate":
         failed = await call(s, edit_candidate, s.candidate, changes, test, error_option)
     else:
@@ -144,6 +145,21 @@ async def edit_config(s: NetconfSession, op: etree._Element) -> None:
         raise RpcErrors(errors)
 
 
+async def check_access(s: NetconfSession, changes: list[dict[str, Any]], target: str) -> None:
+    """NACM write access for every node the changes write (on the config worker: telling
+    a create from an update reads the target)."""
+    reader = s.candidate if target == "candidate" else s.config
+
+    def exists(path: str) -> bool:
+        try:
+            reader.get(path, target)
+        except ConfigError:
+            return False
+        return True
+
+    await s.server.call(s.server.nacm.check_write, s.user, changes, exists)
+
+
 def _replace_all(s: NetconfSession, config: etree._Element) -> list[dict[str, Any]]:
     """Changes that make a datastore exactly the inline <config>.
 
@@ -152,7 +168,7 @@ def _replace_all(s: NetconfSession, config: etree._Element) -> list[dict[str, An
     get-config backup (which never carries secrets) would restore users without passwords.
     """
     present = {local(el) for el in elements(config)}
-    removed = [{"op": "remove", "path": f"/{s.server.index.module_name}:{name}"}
+    removed = [{"op": "remove", "path": f"/{module_of(name)}:{name}"}
                for name in s.server.config_service.schema.top_level if name not in present]
     return [*removed, *s.server.translator.changes(config, "replace")]
 
@@ -190,6 +206,7 @@ async def copy_config(s: NetconfSession, op: etree._Element) -> None:
     assert not isinstance(source, str)
     changes = await s.server.offload(_replace_all, s, source)
     _check_lock(s, target)
+    await check_access(s, changes, target)
     if target == "candidate":
         await call(s, _replace_candidate, s.candidate, changes)
     else:

@@ -65,7 +65,8 @@ async def get_config(s: NetconfSession, op: etree._Element) -> list[etree._Eleme
 
     def build() -> etree._Element:
         data = etree.Element(qn(BASE_NS, "data"), nsmap={None: BASE_NS})
-        json_to_xml(data, doc, idx.top, idx.namespace, defaults=defaults)
+        json_to_xml(data, doc, idx.top, idx.top_ns, defaults=defaults)
+        s.server.nacm.filter_read(s.user, data)
         _filter(s, flt, data)
         return data
 
@@ -84,11 +85,13 @@ async def get(s: NetconfSession, op: etree._Element) -> list[etree._Element]:
     def build() -> etree._Element:
         # Operational state (counters, health) from the snapshot, never from the datapath:
         # config false nodes in the same JSON encoding, merged by list keys while writing.
-        state = (source() or {}) if source is not None else {}
+        state = dict(source() or {}) if source is not None else {}
+        state.update(s.server.nacm.state())
         data = etree.Element(qn(BASE_NS, "data"), nsmap={None: BASE_NS})
-        json_to_xml(data, doc, idx.top, idx.namespace, overlay=state, defaults=defaults)
+        json_to_xml(data, doc, idx.top, idx.top_ns, overlay=state, defaults=defaults)
         for el in extra:
             data.append(el)
+        s.server.nacm.filter_read(s.user, data)
         _filter(s, flt, data)
         return data
 

@@ -14,7 +14,7 @@ from typing import Any
 from lxml import etree
 
 from appliance.config.secrets import MASK
-from northbound.netconf import xpathrun
+from northbound.netconf import xpathns, xpathrun
 from northbound.netconf.errors import RpcError
 from northbound.netconf.schema_index import LIST, Node
 from northbound.netconf.xmlutil import elements, local, ns_of
@@ -24,13 +24,14 @@ TRIM, TAG = "trim", "tag"
 
 
 def json_to_xml(parent: etree._Element, doc: dict[str, Any], top: dict[str, Node],
-                namespace: str, overlay: dict[str, Any] | None = None,
+                namespace: str | dict[str, str], overlay: dict[str, Any] | None = None,
                 defaults: str | None = None) -> None:
     """Append the XML of a whole document (top-level keys 'module:name') to `parent`.
 
     `overlay` (e.g. operational state, same encoding) is merged in while writing, list
     entries matched by key: what `merge_json` does, without building the merged document.
     Written as text and parsed once, rather than one SubElement call per node.
+    `namespace`: of every top-level node, or by top-level node name.
     `defaults` (RFC 6243): TRIM leaves out leaves whose value is the schema default, TAG
     marks them wd:default="true" (report-all-tagged).
     """
@@ -41,7 +42,8 @@ def json_to_xml(parent: etree._Element, doc: dict[str, Any], top: dict[str, Node
         name = key.split(":", 1)[-1]
         if value is None and (extra is None or name not in top):
             continue
-        out = [f'<{name} xmlns="{namespace.translate(_ESCAPE)}"{wd}>']
+        ns = namespace if isinstance(namespace, str) else namespace.get(name, "")
+        out = [f'<{name} xmlns="{ns.translate(_ESCAPE)}"{wd}>']
         if value is None:
             _emit(out, extra, top.get(name), None, defaults)
         else:
@@ -59,7 +61,10 @@ _ESCAPE = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"})
 def _emit(out: list[str], value: Any, node: Node | None, extra: Any,
           defaults: str | None = None) -> None:
     if not isinstance(value, dict):
-        out.append(_text(value).translate(_ESCAPE))
+        text = _text(value)
+        if node is not None and node.xpath_xmlns:
+            text = xpathns.json_to_xml(text)
+        out.append(text.translate(_ESCAPE))
         return
     children = node.children if node is not None else {}
     names: Any = value
@@ -97,6 +102,8 @@ def _element(out: list[str], name: str, item: Any, node: Node | None, extra: Any
         if defaults == TRIM:
             return
         out.append(f'<{name} wd:default="true">')
+    elif node is not None and node.xpath_xmlns:
+        out.append(f"<{name}{node.xpath_xmlns}>")
     else:
         out.append(f"<{name}>")
     _emit(out, item, node, extra, defaults)

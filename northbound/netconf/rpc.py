@@ -45,6 +45,7 @@ class Dispatcher:
             raise RpcError("operation-not-supported", f"operation {local(op)} is not supported",
                            type="protocol", info={"bad-element": local(op)})
         handler, writes = entry
+        session.server.nacm.check_rpc(session.user, op)
         if writes and session.read_only:
             raise RpcError("access-denied",
                            f"user {session.user} is read-only: {local(op)} is not permitted",

@@ -16,6 +16,8 @@ from libyang.util import c2str
 from appliance.config.schema import JSON_NUMBER_TYPES, Schema
 
 CONTAINER, LIST, LEAF, LEAF_LIST = "container", "list", "leaf", "leaf-list"
+# Types whose values are XPath expressions with prefixes (NACM's rule path).
+XPATH_TYPES = {"xpath1.0", "node-instance-identifier"}
 INT, BOOL, STR = "int", "bool", "str"
 
 _INTS = JSON_NUMBER_TYPES  # the integer types JSON encodes as numbers
@@ -29,6 +31,13 @@ class Node:
     keys: tuple[str, ...] = ()
     value_type: str = STR  # leaves: how the JSON encoding carries the value
     default: str | None = None  # leaves: the schema default, as the XML text says it
+    # Leaves holding an XPath: its prefixes are module names in JSON; in XML they need
+    # binding, so such a leaf is written with these xmlns declarations.
+    xpath_xmlns: str = ""
+
+    @property
+    def xpath(self) -> bool:
+        return bool(self.xpath_xmlns)
     children: dict[str, Node] = field(default_factory=dict)
 
 
@@ -38,10 +47,18 @@ class SchemaIndex:
         self.namespace = c2str(schema.module.cdata.ns)  # the binding has no accessor
         self.prefix = schema.module.prefix()
         self.top: dict[str, Node] = {}
-        for snode in schema.module.children():
-            node = self._build(snode, True)
-            if node is not None:
-                self.top[node.name] = node
+        # Every module with configuration in the datastore (sluice, ietf-netconf-acm):
+        # module name → namespace, and the namespace of each top-level node.
+        self.namespaces = {m.name(): c2str(m.cdata.ns) for m in schema.modules}
+        self._xmlns = "".join(f' xmlns:{m}="{ns}"' for m, ns in self.namespaces.items())
+        self.top_ns: dict[str, str] = {}
+        for module in schema.modules:
+            ns = self.namespaces[module.name()]
+            for snode in module.children():
+                node = self._build(snode, True)
+                if node is not None:
+                    self.top[node.name] = node
+                    self.top_ns[node.name] = ns
 
     def _build(self, snode: Any, parent_config: bool) -> Node | None:
         config = parent_config and not snode.config_false()
@@ -53,7 +70,8 @@ class SchemaIndex:
         elif isinstance(snode, libyang.SLeaf):
             dflt = snode.default()
             node = Node(snode.name(), LEAF, config, value_type=_value_type(snode.type()),
-                        default=None if dflt is None else _xml_text(dflt))
+                        default=None if dflt is None else _xml_text(dflt),
+                        xpath_xmlns=self._xmlns if snode.type().name() in XPATH_TYPES else "")
         elif isinstance(snode, libyang.SContainer):
             node = Node(snode.name(), CONTAINER, config)
         else:

@@ -36,6 +36,7 @@ from northbound.netconf import (
 from northbound.netconf.edit import EditTranslator
 from northbound.netconf.framing import DEFAULT_MAX_MESSAGE
 from northbound.netconf.modules import SchemaFile, ServedModules
+from northbound.netconf.nacm import Nacm
 from northbound.netconf.rpc import Dispatcher
 from northbound.netconf.schema_index import LIST, SchemaIndex
 from northbound.netconf.session import BASE_10, BASE_11, NetconfSession
@@ -119,10 +120,12 @@ class NetconfServer:
         schema = config_service.schema
         self.index = SchemaIndex(schema)
         self.translator = EditTranslator(self.index.top, self.index.namespace,
-                                         self.index.module_name)
+                                         self.index.module_name, self.index.top_ns,
+                                         self.index.namespaces)
         self.modules: ServedModules | None = None  # from start(): loading takes a while
         self.schemas: dict[str, SchemaFile] = {}
         self._yanglib = ""
+        self.nacm = Nacm(config_service, self.index.namespaces)
         self.dispatcher = Dispatcher()
         for group in (ops_read, ops_edit, ops_commit, ops_session, monitoring, notifications):
             group.register(self.dispatcher)
@@ -246,7 +249,7 @@ class NetconfServer:
         """List keys of a data element of the sluice module (for filters), else ()."""
         names = []
         node: Any = el
-        while node is not None and ns_of(node) == self.index.namespace:
+        while node is not None and ns_of(node) in self.index.top_ns.values():
             names.append(local(node))
             node = node.getparent()
         if not names:
@@ -334,7 +337,7 @@ class NetconfServer:
             if s.subscription is None or s is exclude or s.closed:
                 continue
             selected = notifications.passes(s.subscription, content)
-            if selected is not None:
+            if selected is not None and self.nacm.allows_notification(s.user, selected):
                 s.send_notification(notifications.wrap(selected))
 
     def _from_thread(self, build: Callable[[], etree._Element]) -> None:
