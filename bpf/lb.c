@@ -139,8 +139,8 @@ static __always_inline int new_flow(struct __sk_buff *skb, struct pkt *p, __u64 
             return TC_ACT_SHOT;                // not an allowed source
     }
     __u32 ep_id = select_endpoint(&svc, p, now);
-    struct ep_info *ep = ep_id ? ep_map.lookup(&ep_id) : 0;
-    if (!ep)
+    struct ep_info *ep = ep_id ? ep_arr.lookup(&ep_id) : 0;
+    if (!ep || !ep->family)
         return TC_ACT_SHOT;                    // a service without endpoints drops
 
     struct ct_entry e = {};

@@ -69,7 +69,7 @@ class Driver:
         self.t = {name: program.table(name) for name in (
             "svc_map", "range_map", "ep_map", "sel_map", "rr_map", "persist_map", "ifaddr_map",
             "allow_map", "ct_map", "svc_stats", "ep_stats", "svc_active", "ep_active",
-            "nh_gen_map")}  # fmt: skip
+            "nh_gen_map", "ep_arr", "sel_small_map")}  # fmt: skip
         self._gen_lock = threading.Lock()
         self.ct = Conntrack(self.t)
         self.services: dict[str, ServiceState] = {}
@@ -400,6 +400,11 @@ class Driver:
     def _write_slots(self, sid: int, gen: int, table: list[int]) -> None:
         if not table:
             return
+        if len(table) <= L.SEL_SMALL:  # what the datapath reads for a small table
+            small = self.t["sel_small_map"]
+            value = small.Leaf()
+            value.ep[: len(table)] = table
+            small[small.Key(sid * 2 + gen)] = value
         t = self.t["sel_map"]
         keys = self._sel_keys(sid, gen, len(table))
         n = len(keys)
@@ -435,6 +440,8 @@ class Driver:
         v.family = family
         v.svc_id = sid
         t[t.Key(ep_id)] = v
+        arr = self.t["ep_arr"]  # the datapath's copy (an array: ids are dense)
+        arr[arr.Key(ep_id)] = v
         # Counters exist before the first packet (the datapath only updates in place).
         st, act = self.t["ep_stats"], self.t["ep_active"]
         if st.get(st.Key(ep_id)) is None:
@@ -444,6 +451,8 @@ class Driver:
 
     def _delete_endpoint(self, ep_id: int) -> None:
         self._ep_ids.discard(ep_id)
+        arr = self.t["ep_arr"]
+        arr[arr.Key(ep_id)] = arr.Leaf()  # an array entry cannot go: zero is "no endpoint"
         for name in ("ep_map", "ep_stats", "ep_active"):
             t = self.t[name]
             t.pop(t.Key(ep_id), None)

@@ -13,6 +13,9 @@
 // slot per entry cost ~64-96 bytes a slot and filled the map after ~255 Maglev services.
 #define SEL_PAGE          1008
 #define MAX_SEL_PAGES     131072     // pages over all services: at most 512 MiB if all used
+// Tables of up to SEL_SMALL slots are also kept in an array slot per (service,
+// generation), which the datapath reads instead of a page: no hash lookup on a new flow.
+#define SEL_SMALL         32
 #define MAX_RANGES        8          // port-range services per (vip, protocol)
 #define MAX_PERSIST       262144     // persistence bindings (LRU)
 #define MAX_IFADDR        1024       // (ifindex, family) -> own address, for one-arm

@@ -18,6 +18,12 @@ BPF_TABLE_PINNED("hash", __u32, struct ep_info, ep_map, MAX_ENDPOINTS, PIN("ep")
 // Pinned as "selp" (pages): the older one-slot-per-entry "sel" map is another layout.
 BPF_TABLE_PINNED("hash", struct sel_key, struct sel_page, sel_map, MAX_SEL_PAGES, PIN("selp"),
                  NO_PREALLOC);
+// Endpoint and service ids are dense: what a new flow reads is in arrays, which the
+// verifier inlines (no hashing). ep_map (hash) stays the control plane's record, the one
+// a restarted daemon reads back; ep_arr holds the same entries (zeroed when removed).
+BPF_TABLE_PINNED("array", __u32, struct ep_info, ep_arr, MAX_ENDPOINTS, PIN("eparr"));
+// Small selection tables (SEL_SMALL): index svc_id * 2 + generation.
+BPF_TABLE_PINNED("array", __u32, struct sel_small, sel_small_map, MAX_SERVICES * 2, PIN("selsm"));
 BPF_TABLE_PINNED("array", __u32, __u32, rr_map, MAX_SERVICES, PIN("rr"));
 BPF_TABLE_PINNED("lru_hash", struct persist_key, struct persist_val, persist_map, MAX_PERSIST,
                  PIN("persist"));

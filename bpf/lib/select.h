@@ -12,6 +12,14 @@
 
 static __always_inline __u32 sel_slot(struct svc_info *s, __u32 slot)
 {
+    if (s->n_slots <= SEL_SMALL) {
+        __u32 i = s->id * 2 + (s->gen ? 1 : 0);
+        struct sel_small *sm = sel_small_map.lookup(&i);
+        asm volatile("" : "+r"(slot));         // see below
+        if (!sm || slot >= SEL_SMALL)
+            return 0;
+        return sm->ep[slot];
+    }
     struct sel_key k = {.svc_id = s->id, .page = slot / SEL_PAGE | (s->gen ? SEL_GEN_BIT : 0)};
     struct sel_page *pg = sel_map.lookup(&k);
     __u32 off = slot % SEL_PAGE;
@@ -50,27 +58,23 @@ static __always_inline __u32 hash_flow(struct pkt *p)
 
 static __always_inline int ep_eligible(__u32 ep_id, __u32 svc_id)
 {
-    struct ep_info *e = ep_map.lookup(&ep_id);
+    struct ep_info *e = ep_arr.lookup(&ep_id);
     return e && e->svc_id == svc_id && (e->flags & EP_F_ELIGIBLE);
 }
 
-// Exact for services with up to LC_SCAN slots. A bigger service is cut into windows of
-// LC_SCAN consecutive slots; each new flow scans the window of a random slot (so a window is
-// chosen in proportion to its size and every endpoint gets its share) and takes its least
-// loaded endpoint. The per-flow cost stays bounded (two lookups a slot; the verifier will
-// not take a longer or differently shaped loop here).
-static __always_inline __u32 select_leastconn(struct svc_info *s)
+// The least loaded endpoint among ids[start..end) (end - start <= LC_SCAN, end <= cap).
+static __always_inline __u32 lc_scan(__u32 *ids, __u32 start, __u32 end, const __u32 cap)
 {
-    __u32 n = s->n_slots;
-    __u32 base = 0;
-    if (n > LC_SCAN)
-        base = (bpf_get_prandom_u32() % n) / LC_SCAN * LC_SCAN;
     __u32 best = 0;
     __s64 best_n = 0x7fffffffffffffffLL;
     for (__u32 i = 0; i < LC_SCAN; i++) {
-        if (base + i >= n)
+        __u32 o = start + i;
+        if (o >= end)
             break;
-        __u32 id = sel_slot(s, base + i);
+        asm volatile("" : "+r"(o));            // see sel_slot: keep the check below
+        if (o >= cap)
+            break;
+        __u32 id = ids[o];
         if (!id)
             continue;
         __s64 *c = ep_active.lookup(&id);
@@ -81,6 +85,31 @@ static __always_inline __u32 select_leastconn(struct svc_info *s)
         }
     }
     return best;
+}
+
+// Exact for services with up to LC_SCAN slots. A bigger service is cut into windows of up
+// to LC_SCAN consecutive slots within one selection page (a page holds 31 whole windows and
+// a shorter last one); each new flow scans the window of a random slot (so a window is
+// chosen in proportion to its size and every endpoint gets its share) and takes its least
+// loaded endpoint. The per-flow cost stays bounded: one page lookup, then one gauge lookup
+// a slot (the verifier will not take a longer or differently shaped loop here).
+static __always_inline __u32 select_leastconn(struct svc_info *s)
+{
+    __u32 n = s->n_slots;
+    __u32 slot = n > LC_SCAN ? bpf_get_prandom_u32() % n : 0;
+    __u32 page = slot / SEL_PAGE;
+    __u32 start = slot % SEL_PAGE / LC_SCAN * LC_SCAN;
+    __u32 end = n - page * SEL_PAGE;           // slots in this page
+    if (end > SEL_PAGE)
+        end = SEL_PAGE;
+    if (n <= SEL_SMALL) {
+        __u32 i = s->id * 2 + (s->gen ? 1 : 0);
+        struct sel_small *sm = sel_small_map.lookup(&i);
+        return sm ? lc_scan(sm->ep, 0, n, SEL_SMALL) : 0;
+    }
+    struct sel_key k = {.svc_id = s->id, .page = page | (s->gen ? SEL_GEN_BIT : 0)};
+    struct sel_page *pg = sel_map.lookup(&k);
+    return pg ? lc_scan(pg->ep, start, end, SEL_PAGE) : 0;
 }
 
 static __always_inline __u32 select_persist(struct svc_info *s, struct pkt *p, __u64 now)

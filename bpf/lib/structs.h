@@ -60,6 +60,10 @@ struct sel_page {
     __u32 ep[SEL_PAGE];     // endpoint ids of slots page*SEL_PAGE.. (0: none)
 };
 
+struct sel_small {
+    __u32 ep[SEL_SMALL];    // endpoint ids of slots 0..SEL_SMALL-1 (0: none)
+};
+
 struct persist_key {
     __u32 svc_id;
     __u32 pad;
