@@ -40,8 +40,11 @@ from appliance.datapath.program import Program
 SERVICES, ENDPOINTS = 10_000, 32
 KEY = struct.Struct("=16s16s2s2sBBH")  # struct ct_key (bpf/lib/structs.h)
 # struct ct_entry: nat_tuple (client, vip, snat, ep, 4 ports), created/last/packets/bytes,
-# svc_id, ep_id, timeout_s, dir, state, flags, proto, family, fin_seen, pad, tail padding.
-LEAF = struct.Struct("=16s16s16s16s2s2s2s2sQQQQIIIBBBBBBH4x")
+# svc_id, ep_id, timeout_s, dir, state, flags, proto, family, fin_seen, pad, the next-hop
+# cache (ifindex, gen, mtu, dmac, smac, pad; left empty), tail padding. (appliance/datapath/
+# layout.py CtEntry is the reference.)
+LEAF = struct.Struct("=16s16s16s16s2s2s2s2sQQQQIIIBBBBBBHIIH6s6sH4x")
+NO_NEXTHOP = (0, 0, 0, bytes(6), bytes(6), 0)  # an empty next-hop cache
 CHUNK = 65536
 OLDEST_S = 3000  # fill() dates flows up to 2000 s back
 
@@ -78,10 +81,10 @@ def fill(t: Any, n: int, now: int) -> None:
             common = (now - 2000 * 10**9, last, 10, 1000, sid, ep_id, 240)
             KEY.pack_into(kb, 2 * j * KEY.size, client, vips[sid], cport, vport, 6, 4, 0)
             LEAF.pack_into(vb, 2 * j * LEAF.size, *tup, *common,
-                           L.CT_DIR_ORIG, 1, L.CT_F_COUNTED, 6, 4, 0, 0)  # fmt: skip
+                           L.CT_DIR_ORIG, 1, L.CT_F_COUNTED, 6, 4, 0, 0, *NO_NEXTHOP)  # fmt: skip
             KEY.pack_into(kb, (2 * j + 1) * KEY.size, ep, client, eport, cport, 6, 4, 0)
             LEAF.pack_into(vb, (2 * j + 1) * LEAF.size, *tup, *common,
-                           L.CT_DIR_REPLY, 1, L.CT_F_COUNTED, 6, 4, 0, 0)  # fmt: skip
+                           L.CT_DIR_REPLY, 1, L.CT_F_COUNTED, 6, 4, 0, 0, *NO_NEXTHOP)  # fmt: skip
         keys = (t.Key * (2 * m)).from_buffer(kb)
         values = (t.Leaf * (2 * m)).from_buffer(vb)
         t.items_update_batch(keys, values)
