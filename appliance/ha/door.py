@@ -30,7 +30,8 @@ from appliance.doors import DoorContext, Section
 from appliance.ha.keepalived import KeepalivedProcess
 from appliance.ha.keepalived_conf import Paths, render
 from appliance.ha.notify_fifo import NotifyFifo
-from appliance.ha.settings import HaSettings
+from appliance.ha.settings import HaSettings, SyncSettings
+from appliance.ha.sync import SyncService
 from appliance.ha.vipcheck import Target, VipCheck
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,8 @@ class HaDoor:
         self.fifo: NotifyFifo | None = None
         self.error: str | None = None
         self._witness_task: asyncio.Task[None] | None = None
+        self.sync: SyncService | None = None
+        self.sync_error: str | None = None
         self._lock = threading.RLock()
         ctx.state["ha"] = self.state
         ctx.state["ha-command"] = self.command
@@ -80,6 +83,7 @@ class HaDoor:
 
     # -- Door -----------------------------------------------------------------------------
     async def start(self) -> None:
+        await self._set_sync(self.settings.sync)
         if self.settings.enabled:
             await asyncio.get_running_loop().run_in_executor(None, self._enable)
             self._start_checks()
@@ -90,6 +94,7 @@ class HaDoor:
     async def reconfigure(self, section: Section) -> None:
         new = HaSettings.from_section(section)
         loop = asyncio.get_running_loop()
+        await self._set_sync(new.sync)
         await self._stop_checks()
         if not new.enabled:
             await loop.run_in_executor(None, self._disable)
@@ -116,6 +121,7 @@ class HaDoor:
         self._start_checks()
 
     async def close(self) -> None:
+        await self._set_sync(SyncSettings())
         await self._stop_checks()
         await asyncio.get_running_loop().run_in_executor(None, self._disable)
         # The pinned datapath forwards on after the daemon: it must not answer for VIPs
@@ -125,7 +131,29 @@ class HaDoor:
                 None, self.gate.set_held, self._all_vips()
             )
 
+    async def _set_sync(self, new: SyncSettings) -> None:
+        """(Re)start the sync channel when its settings changed; None: no channel."""
+        old = self.sync.settings if self.sync is not None else SyncSettings()
+        if new == old and (self.sync is not None or not new.address):
+            return
+        if self.sync is not None:
+            await self.sync.close()
+            self.sync = None
+        self.sync_error = None
+        if new.address and new.key:
+            sync = SyncService(new)
+            try:
+                await sync.start()
+            except OSError as exc:  # the address is not (yet) ours: say so, serve on
+                self.sync_error = f"sync channel cannot listen: {exc}"
+                log.error("ha sync: cannot listen", extra={"error": str(exc)})
+                await sync.close()
+                return
+            self.sync = sync
+
     def status(self) -> dict[str, Any]:
+        if not self.settings.enabled and self.sync is not None:
+            return {"state": "sync-only"}
         if not self.settings.enabled:
             return {"state": "disabled"}
         kp = self.keepalived
@@ -350,6 +378,8 @@ class HaDoor:
                 "released": self.released,
                 "synced": self.synced,
                 "last-failover": self.last_failover,
+                "sync": (self.sync.status() if self.sync is not None
+                         else {"error": self.sync_error} if self.sync_error else None),
                 "keepalived": {"pid": kp.pid if kp else None,
                                "restarts": kp.restarts if kp else 0,
                                "error": kp.error if kp else None},
