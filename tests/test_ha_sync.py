@@ -208,3 +208,23 @@ def test_the_daemon_refuses_bad_sync_peers_and_serves_on(netkit: kit.Topology,
             "198.18.0.2:7788"
     finally:
         d.stop()
+
+
+def test_a_conntrack_entry_becomes_a_flow_record() -> None:
+    from appliance.datapath import layout as L
+    from appliance.ha.sync_codec import from_entry
+
+    e = L.CtEntry()
+    for name, address in (("client", "198.18.0.1"), ("vip", "198.19.0.10"),
+                          ("snat", "198.19.0.100"), ("ep", "198.18.11.1")):  # fmt: skip
+        getattr(e.t, name).w[:] = L.addr_words(address)[1]
+    e.t.client_port, e.t.vip_port = L.htons(40000), L.htons(80)
+    e.t.snat_port, e.t.ep_port = L.htons(1025), L.htons(8080)
+    e.family, e.proto, e.state, e.timeout_s, e.last_ns = 4, 6, 3, 240, 1_000_000_000
+    e.svc_id, e.ep_id, e.nh.ifindex = 7, 9, 3  # this node's own: not sent
+    record = from_entry(e, now_ns=1_250_000_000)
+    assert record == FlowRecord(4, 6, "198.18.0.1", 40000, "198.19.0.10", 80, "198.18.11.1",
+                                8080, snat="198.19.0.100", snat_port=1025, state=3,
+                                timeout_s=240, idle_ms=250)  # fmt: skip
+    e.t.snat.w[:] = (0, 0, 0, 0)
+    assert from_entry(e, now_ns=1_000_000_000).snat is None
