@@ -533,6 +533,12 @@ def test_notifications_reach_snmptrapd(tmp_path: Path) -> None:
         Alarms(harness.bus).raise_("datapath", "datapath failed to start: no bpffs")
         text = receiver.wait_for(f".{ENT}.0.4", count=2)
         assert "datapath failed to start: no bpffs" in text, text
+
+        # An HA role change reaches the NMS as sluiceHaRoleChange.
+        harness.bus.publish({"type": "ha-role", "role": "master", "instance": "front",
+                             "instance-role": "master", "previous": "backup"})  # fmt: skip
+        text = receiver.wait_for(f".{ENT}.0.5", count=2)
+        assert "front" in text and f".{ENT}.1.4.8.0 = INTEGER: master(3)" in text, text
     finally:
         harness.close()
         receiver.close()

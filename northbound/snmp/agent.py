@@ -85,6 +85,11 @@ ALARM = (*model.NOTIFICATIONS, 4)
 NOTIFY_ALARM_NAME = (*model.NOTIFY_OBJECTS, 4, 0)
 NOTIFY_ALARM_STATE = (*model.NOTIFY_OBJECTS, 5, 0)
 NOTIFY_ALARM_TEXT = (*model.NOTIFY_OBJECTS, 6, 0)
+HA_ROLE_CHANGE = (*model.NOTIFICATIONS, 5)
+NOTIFY_HA_INSTANCE = (*model.NOTIFY_OBJECTS, 7, 0)
+NOTIFY_HA_ROLE = (*model.NOTIFY_OBJECTS, 8, 0)
+NOTIFY_HA_PREVIOUS = (*model.NOTIFY_OBJECTS, 9, 0)
+HA_ROLES = {"init": 1, "backup": 2, "master": 3, "fault": 4, "stopped": 5}
 INFORM_TIMEOUT_S = 1.5
 INFORM_RETRIES = 3
 
@@ -606,6 +611,18 @@ class SnmpAgent:
             self._loop.call_soon_threadsafe(self._endpoint_event, dict(event))
         elif kind == "alarm":
             self._loop.call_soon_threadsafe(self._alarm_event, dict(event))
+        elif kind == "ha-role":
+            self._loop.call_soon_threadsafe(self._ha_role_event, dict(event))
+
+    def _ha_role_event(self, event: dict[str, Any]) -> None:
+        self.notify(
+            HA_ROLE_CHANGE,
+            [
+                (NOTIFY_HA_INSTANCE, OctetString(str(event.get("instance", ""))[:255])),
+                (NOTIFY_HA_ROLE, Integer32(HA_ROLES.get(str(event.get("instance-role")), 1))),
+                (NOTIFY_HA_PREVIOUS, Integer32(HA_ROLES.get(str(event.get("previous")), 1))),
+            ],
+        )
 
     def _alarm_event(self, event: dict[str, Any]) -> None:
         self.notify(
