@@ -35,9 +35,7 @@ def test_bad_ha_config_is_refused_naming_the_field(daemon: Daemon, tmp_path: Pat
         # Nothing changed, and the daemon serves on.
         assert daemon.cli("config", "export").stdout == before
     assert daemon.cli_json("status")["doors"]["ha"] == {"state": "disabled"}
-
-
-def test_ha_verbs_without_ha(daemon: Daemon) -> None:
+    # The HA verbs without HA (same daemon: a start costs seconds).
     assert daemon.cli_json("ha", "status")["enabled"] is False
     assert "HA is not configured" in daemon.cli("ha", "status").stdout
     res = daemon.cli("ha", "takeover")
