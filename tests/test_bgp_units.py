@@ -15,7 +15,7 @@ import pytest
 from appliance.alarms import Alarms
 from appliance.bgp import policy
 from appliance.bgp.door import BgpDoor
-from appliance.bgp.exabgp import announce_line, diff_lines, render_config, withdraw_line
+from appliance.bgp.exabgp import announce_lines, diff_lines, render_config, withdraw_lines
 from appliance.bgp.model import Route, SpeakerConfig, parse_section
 from appliance.bgp.validate import check as bgp_check
 from appliance.config import ConfigError, ConfigService
@@ -105,27 +105,31 @@ def test_exabgp_config_has_every_session_setting() -> None:
     assert "local-address auto;" in block4 and "md5-password" not in block4
 
 
-def test_messages_and_their_difference() -> None:
+def test_messages_group_prefixes_by_attributes() -> None:
     plain = Route("198.19.0.10/32")
     rich = Route("198.19.0.10/32", med=10, local_pref=5000, communities=("65001:7",),
                   as_path=(65001, 65001))  # fmt: skip
-    assert announce_line("198.18.7.1", plain) == \
-        "neighbor 198.18.7.1 announce route 198.19.0.10/32 next-hop self"
-    assert announce_line("198.18.7.1", rich) == (
-        "neighbor 198.18.7.1 announce route 198.19.0.10/32 next-hop self med 10 "
-        "local-preference 5000 community [ 65001:7 ] as-path [ 65001 65001 ]")
-    assert withdraw_line("198.18.7.1", plain) == \
-        "neighbor 198.18.7.1 withdraw route 198.19.0.10/32 next-hop self"
+    n = "198.18.7.1"
+    assert announce_lines(n, [plain, Route("198.19.0.11/32")]) == [
+        f"neighbor {n} announce attributes next-hop self nlri 198.19.0.10/32 198.19.0.11/32"]
+    assert announce_lines(n, [rich]) == [
+        f"neighbor {n} announce attributes next-hop self med 10 local-preference 5000 "
+        "community [ 65001:7 ] as-path [ 65001 65001 ] nlri 198.19.0.10/32"]
     other = Route("198.19.0.11/32", next_hop="198.18.7.9")
-    sent = {"198.18.7.1": {plain.prefix: plain, other.prefix: other}}
+    assert withdraw_lines(n, [plain, other]) == [
+        f"neighbor {n} withdraw attributes next-hop self nlri 198.19.0.10/32",
+        f"neighbor {n} withdraw attributes next-hop 198.18.7.9 nlri 198.19.0.11/32"]
+    sent = {n: {plain.prefix: plain, other.prefix: other}}
     assert diff_lines(sent, sent) == []
-    wanted = {"198.18.7.1": {plain.prefix: rich}}
-    assert diff_lines(sent, wanted) == [
-        withdraw_line("198.18.7.1", other), announce_line("198.18.7.1", rich)]
+    wanted = {n: {plain.prefix: rich}}
+    assert diff_lines(sent, wanted) == withdraw_lines(n, [other]) + announce_lines(n, [rich])
     # A session that came back up gets everything again.
-    assert diff_lines(sent, sent, frozenset({"198.18.7.1"})) == [
-        announce_line("198.18.7.1", plain), announce_line("198.18.7.1", other)]
-    assert "next-hop 198.18.7.9" in withdraw_line("198.18.7.1", other)
+    assert diff_lines(sent, sent, frozenset({n})) == announce_lines(n, [plain, other])
+    # Many vips: a few long lines, each under ExaBGP's 1 MB command limit.
+    many = [Route(f"2001:db8:ff::{i:x}/128") for i in range(2500)]
+    lines = announce_lines("2001:db8:7::1", many)
+    assert len(lines) == 3 and all(len(line) < 1 << 20 for line in lines)
+    assert sum(line.count("/128") for line in lines) == 2500
 
 
 # -- refusals at commit --------------------------------------------------------------------

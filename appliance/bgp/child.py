@@ -20,7 +20,9 @@ import sys
 import threading
 
 PARENT_ENV = "SLUICE_BGP_PARENT"
+SPEAKER_ENV = "SLUICE_BGP_SPEAKER"  # the speaker's pid, for the bridge it starts
 PR_SET_PDEATHSIG = 1
+ASYNC_LIMIT = 100_000  # route changes ExaBGP applies per turn of its loop (its default: 50)
 
 # ExaBGP's own settings (its environment variables): run as root without dropping
 # privileges (it is already confined to the daemon's namespace), no named-pipe CLI (the
@@ -52,7 +54,13 @@ def _die_with_parent() -> None:
 def speaker_main(conf: str) -> int:
     _die_with_parent()
     os.environ.update(EXABGP_ENV)
+    os.environ[SPEAKER_ENV] = str(os.getpid())
     from exabgp.application.main import main as exabgp_main
+    from exabgp.reactor.asynchronous import ASYNC
+
+    # ExaBGP applies a command's routes 50 per turn of its loop, and each turn also walks
+    # what it has to send: 10,000 vips took it minutes. One turn per command instead.
+    ASYNC.LIMIT = ASYNC_LIMIT
 
     # Its settings come from EXABGP_ENV; an empty env file (beside the config) keeps it
     # from looking for, and advising about, /etc/exabgp/exabgp.env.
@@ -97,8 +105,8 @@ def bridge_main(path: str) -> int:
 
 
 def _stop_speaker(speaker: int) -> None:
-    # Only the process that started this bridge: once it is gone, the bridge's parent is
-    # some reaper (pid 1), never to be signalled.
-    if os.getppid() == speaker and speaker > 1:
+    # Only the speaker that started this bridge: never a shell that ran it by hand, nor,
+    # once the speaker is gone, the reaper that adopted the bridge.
+    if os.getppid() == speaker == int(os.environ.get(SPEAKER_ENV) or 0) and speaker > 1:
         with contextlib.suppress(OSError):
             os.kill(speaker, signal.SIGTERM)
