@@ -31,7 +31,8 @@ bundle: setup
 image: setup
 	image/build-image
 
-# Side-by-side benchmarks (direct path, Sluice, nftables, HAProxy, nginx): ~7 minutes.
+# Side-by-side benchmarks (direct path, Sluice, nftables, HAProxy, nginx), the per-packet
+# meters (bench/pktcost.py) and the SYN rate (bench/synrate.py): ~20 minutes.
 bench: setup
 	scripts/setup --bench
 	$(VENV)/bin/python bench/run.py
