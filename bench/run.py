@@ -521,11 +521,11 @@ def aims(summary: dict[str, dict[str, Any]], cost: dict[str, Any] | None,
     out += synrate.aims(syn) if syn else []
     for path in ("sluice-dnat", "sluice-fnat"):
         tag = LABEL[path]
-        for key, n in (("tcp1_gbps", 1), ("tcp8_gbps", 8)):
+        for key, n in (("tcp1_gbps", "1 stream"), ("tcp8_gbps", "8 streams")):
             out += [
-                {"aim": f"{tag}: TCP throughput, {n} stream(s) ≥ 0.95 × direct", "goal": 0.95,
+                {"aim": f"{tag}: TCP throughput, {n} ≥ 0.95 × direct", "goal": 0.95,
                  "value": ratio(med(path, key), med("direct", key)), "higher": True},
-                {"aim": f"{tag}: TCP throughput, {n} stream(s) ≥ nftables DNAT", "goal": 1.0,
+                {"aim": f"{tag}: TCP throughput, {n} ≥ nftables DNAT", "goal": 1.0,
                  "value": ratio(med(path, key), med("nft-dnat", key)), "higher": True},
             ]  # fmt: skip
         out.append({"aim": f"{tag}: p50 latency of a new connection ≤ 1.10 × direct",
