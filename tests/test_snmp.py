@@ -258,6 +258,7 @@ def test_v2c_getnext_walk_over_ipv6_matches_bulk(h: Harness) -> None:
     plain = h.walk(*h.v2c, root=ENT, v6=True, bulk=False)
     # Counters of lo move between walks; the LB subtree does not.
     assert plain == bulk
+    assert h.walk(*h.v2c, root=ENT, v6=True) == bulk  # the v2c fast path over IPv6 too
 
 
 def test_v3_authpriv_walk_whole_tree(h: Harness) -> None:
