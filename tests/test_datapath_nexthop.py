@@ -187,3 +187,33 @@ def test_a_route_narrowed_under_a_cached_flow_gets_fragmentation_needed(lbnet: L
         assert flow.send(1300) == "ok"
     finally:
         flow.close()
+
+
+class _Msg(dict):
+    """A stand-in for a pyroute2 rtnetlink message (unit test: no kernel involved)."""
+
+    def __init__(self, event: str, attrs: dict[str, Any] | None = None, **fields: Any) -> None:
+        super().__init__(event=event, **fields)
+        self.attrs = attrs or {}
+
+    def get_attr(self, name: str) -> Any:
+        return self.attrs.get(name)
+
+
+def test_routing_watch_counts_moves_not_neighbour_churn() -> None:
+    from appliance.netlink import RoutingWatch
+
+    w = RoutingWatch(lambda: None)
+
+    def neigh(lladdr: str | None, state: int = 0x02, event: str = "RTM_NEWNEIGH") -> _Msg:
+        return _Msg(event, {"NDA_DST": "198.18.11.1", "NDA_LLADDR": lladdr}, ifindex=3,
+                    state=state)  # fmt: skip
+
+    assert w._counts(_Msg("RTM_NEWROUTE")) and w._counts(_Msg("RTM_DELROUTE"))
+    assert w._counts(_Msg("RTM_NEWLINK"))
+    assert w._counts(neigh("02:00:00:00:00:01"))  # first seen
+    assert not w._counts(neigh("02:00:00:00:00:01", state=0x04))  # reachable -> stale
+    assert not w._counts(neigh(None, state=0x01))  # incomplete: nothing cached from it
+    assert w._counts(neigh("02:00:00:00:00:02"))  # a new MAC
+    assert w._counts(neigh("02:00:00:00:00:02", state=0x20))  # failed
+    assert w._counts(neigh("02:00:00:00:00:02", event="RTM_DELNEIGH"))
