@@ -306,9 +306,10 @@ def test_sctp_probe(net: Net, prober_loop: NsLoop) -> None:
         server = backend.call(lambda: FakeSctpServer({3868}))
         try:
             for addr in (V4, V6):
-                res = probe(prober_loop, "sctp", addr, 3868)
+                # A generous budget: the peer is Python on a raw socket, slow on a loaded box.
+                res = probe(prober_loop, "sctp", addr, 3868, timeout=5.0)
                 assert res.ok and res.rtt_us is not None, res
-                closed = probe(prober_loop, "sctp", addr, 3869)
+                closed = probe(prober_loop, "sctp", addr, 3869, timeout=5.0)
                 assert not closed.ok and closed.error == "abort (port closed)", closed
             assert backend.call(lambda: server.inits) == 4
         finally:
