@@ -542,8 +542,7 @@ def aims_table(rows: list[dict[str, Any]]) -> str:
     lines = ["| aim | measured | met |", "|---|---:|:---:|"]
     for a in rows:
         met = "n/a" if a["met"] is None else ("met" if a["met"] else "**not met**")
-        value = "n/a" if a["value"] is None else a["value"]
-        lines.append(f"| {a['aim']} | {value} | {met} |")
+        lines.append(f"| {a['aim']} | {pktcost.measured(a)} | {met} |")
     return "\n".join(lines)
 
 
