@@ -1,7 +1,8 @@
 """One appliance (a real `sluice run`, datapath off: only BGP and health matter here) peering
 with a BIRD 2 router over IPv4 and IPv6, through ExaBGP as the daemon's supervised child:
 
-- both sessions Established; the vips arrive with the export attributes configured;
+- both sessions Established (TCP MD5 signed); the vips arrive with the export attributes
+  configured; the password is never shown;
 - the only healthy endpoint dies → the vip is withdrawn within the probe bound + 1 s; it
   returns → announced again; the service deleted → withdrawn;
 - a "peer" that answers with garbage disturbs neither the daemon nor the other sessions;
@@ -41,6 +42,7 @@ BACKEND4, BACKEND6 = "198.18.11.1", "2001:db8:11::1"
 PORT = 8080
 INTERVAL, TIMEOUT, RETRIES = 1, 1, 2
 GARBAGE_PEER, GARBAGE_PORT = "198.18.7.3", 1790
+MD5_KEY = "md5-s3cret!"
 
 # A "router" that answers every connection with bytes that are no BGP message, for as long
 # as the test needs (bounded: it exits after 60 s or 50 connections).
@@ -90,7 +92,8 @@ def test_one_appliance_announces_by_health_and_withdraws_when_it_dies(
                 [f"{lb_addr(1)}/24", f"{lb_addr(1, 6)}/64"])  # fmt: skip
     netkit.link(lb, backend, ["198.18.11.254/24", "2001:db8:11::fe/64"],
                 [f"{BACKEND4}/24", f"{BACKEND6}/64"])  # fmt: skip
-    bird = Bird(router, appliance_peers(1))
+    # Both sessions signed with TCP MD5 (RFC 2385): they come up only if ExaBGP signs.
+    bird = Bird(router, appliance_peers(1), password=MD5_KEY)
     garbage = router.popen([sys.executable, "-c", GARBAGE_SERVER, GARBAGE_PEER,
                             str(GARBAGE_PORT)], stdout=-1)  # fmt: skip
     assert garbage.stdout is not None and garbage.stdout.readline().strip() == b"ready"
@@ -99,7 +102,7 @@ def test_one_appliance_announces_by_health_and_withdraws_when_it_dies(
     d = Daemon(tmp_path, datapath="off", netns=lb.ns)
     d.start(timeout=60)
     try:
-        section = bgp_section(1)
+        section = bgp_section(1, password=MD5_KEY)
         section["neighbor"][1]["export"] = {"community": ["65001:7"], "med": 50,
                                             "as-path-prepend": 1}  # fmt: skip
         d.apply({"bgp": section, "load-balancer": {"service": [
@@ -114,6 +117,9 @@ def test_one_appliance_announces_by_health_and_withdraws_when_it_dies(
         assert bird.next_hops(VIP6) == [lb_addr(1, 6)]
         status = _bgp_status(d)
         assert status["speaker"] == "running"
+        shown = d.cli("config", "export")
+        assert shown.returncode == 0 and "password" in shown.stdout, shown.stderr
+        assert MD5_KEY not in shown.stdout
         assert sorted(status["announced"]) == sorted([f"{VIP4}/32", f"{VIP6}/128"])
         assert {n["address"]: n["prefixes-sent"] for n in status["neighbor"]} == {
             router_addr(1): 1, router_addr(1, 6): 1}
