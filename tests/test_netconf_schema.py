@@ -139,3 +139,15 @@ def test_with_defaults_modes_on_every_datastore(h: kit.Harness, ds: str) -> None
         assert p.get(f"{{{WD}}}default") == "true"
         vip = tagged.xpath("//sl:service/sl:vip", namespaces=NS)[0]
         assert vip.get(f"{{{WD}}}default") is None
+
+
+def test_netconf_state_lists_startup_only_when_advertised(h: kit.Harness) -> None:
+    def datastores(m) -> list[str]:  # type: ignore[no-untyped-def]
+        return m.get().data.xpath("//*[local-name()='datastore']/*[local-name()='name']"
+                                  "/text()")
+
+    with h.connect() as m:
+        assert datastores(m) == ["running", "candidate"]
+        m.edit_config(f'<config><system xmlns="{kit.SLUICE_NS}"><boot-from-startup>true'
+                      "</boot-from-startup></system></config>", target="running")
+        assert datastores(m) == ["running", "candidate", "startup"]

@@ -31,7 +31,10 @@ def netconf_state(server: NetconfServer) -> etree._Element:
     for cap in server.capabilities():
         sub(caps, MONITORING_NS, "capability", cap)
     stores = sub(root, MONITORING_NS, "datastores")
-    for name in DATASTORES:
+    # RFC 6022: startup is listed when :startup is advertised (boot-from-startup).
+    names = [d for d in DATASTORES if d != "startup"
+             or server.config_service.boots_from_startup()]
+    for name in names:
         ds = sub(stores, MONITORING_NS, "datastore")
         sub(ds, MONITORING_NS, "name", name)
         owner = server.config_service.lock_owner(name)
