@@ -34,6 +34,9 @@ RULES = nacm(f"""
  <rule><name>deny-locked</name><module-name>sluice</module-name>
   <path xmlns:s="{kit.SLUICE_NS}">/s:load-balancer/s:service[s:name='locked']</path>
   <access-operations>create update delete</access-operations><action>deny</action></rule>
+ <rule><name>hide-locked-vip</name><module-name>sluice</module-name>
+  <path xmlns:s="{kit.SLUICE_NS}">/s:load-balancer/s:service[s:name='locked']/s:vip</path>
+  <access-operations>read</access-operations><action>deny</action></rule>
  <rule><name>hide-datapath</name><module-name>sluice</module-name>
   <path xmlns:s="{kit.SLUICE_NS}">/s:datapath</path>
   <access-operations>read</access-operations><action>deny</action></rule>
@@ -97,8 +100,12 @@ def test_rules_for_data_operations_and_notifications(h: kit.Harness) -> None:
                              '<service xc:operation="delete"><name>locked</name></service>'
                              "</load-balancer></config>", target="running")
         assert {"free", "locked"} <= set(h.service.services)
-        # data reads: datapath is left out for ops2 only
+        # data reads: datapath is left out for ops2 only, and one node deep in a list
         assert has(admin, "//sl:datapath") and not has(ops2, "//sl:datapath")
+        locked_vip = "//sl:service[sl:name='locked']/sl:vip"
+        assert has(admin, locked_vip) and not has(ops2, locked_vip)
+        assert has(ops2, "//sl:service[sl:name='locked']/sl:port")
+        assert has(ops2, "//sl:service[sl:name='free']/sl:vip")
         assert not ops2.get().data.xpath("//sl:datapath", namespaces=NS)
         # protocol operations
         with pytest.raises(RPCError) as info:
