@@ -46,7 +46,7 @@ def test_openapi_document_is_served(api: tuple[Daemon, str]) -> None:
 
 
 @schema.parametrize()
-@settings(max_examples=10, deadline=None, derandomize=True,
+@settings(max_examples=6, deadline=None, derandomize=True,
           suppress_health_check=list(HealthCheck))  # fmt: skip
 def test_fuzz(case: schemathesis.Case, api: tuple[Daemon, str]) -> None:
     d, base = api

@@ -69,6 +69,9 @@ def test_discovery(rc: tuple[Daemon, int]) -> None:
     assert req(port, "GET", "/restconf/yang-library-version").json() == {
         "ietf-restconf:yang-library-version": "2019-01-04"}
     assert req(port, "GET", "/restconf/operations").json() == {"ietf-restconf:operations": {}}
+    opts = req(port, "OPTIONS", LB)
+    assert opts.status == 200 and "PATCH" in opts.headers["allow"]
+    assert "yang-patch" in opts.headers["accept-patch"]
     lib = req(port, "GET", f"{DATA}/ietf-yang-library:yang-library")
     assert lib.status == 200 and b"sluice" in lib.body
     streams = req(port, "GET", f"{DATA}/ietf-restconf-monitoring:restconf-state").json()

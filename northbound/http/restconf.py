@@ -247,12 +247,12 @@ class Restconf:
             except PathProblem as exc:
                 raise RestconfError(exc.status, exc.tag, str(exc), request.path) from None
             handler = {"GET": self._get, "HEAD": self._get, "POST": self._post,
-                       "PUT": self._put, "PATCH": self._patch,
-                       "DELETE": self._delete}.get(request.method)  # fmt: skip
+                       "PUT": self._put, "PATCH": self._patch, "DELETE": self._delete,
+                       "OPTIONS": self._options}.get(request.method)  # fmt: skip
             if handler is None:
                 raise RestconfError(405, "operation-not-supported",
                                     f"{request.method} is not supported on a data resource")
-            if request.method not in ("GET", "HEAD"):
+            if request.method not in ("GET", "HEAD", "OPTIONS"):
                 unknown = set(request.query)
                 if unknown:
                     raise RestconfError(400, "invalid-value", "query parameters "
@@ -263,6 +263,15 @@ class Restconf:
             return error_response(request, exc.status, exc.errors)
         except codec.BodyProblem as exc:
             return error_response(request, 400, [_error(exc.tag, str(exc), request.path)])
+
+    async def _options(self, request: web.Request, target: Target) -> web.Response:
+        node = target.node
+        methods = "GET, HEAD, OPTIONS"
+        if node is None or node.config:
+            methods += ", POST, PUT, PATCH, DELETE"
+        return web.Response(status=200, headers={
+            "Allow": methods,
+            "Accept-Patch": f"{codec.JSON_TYPE}, {codec.XML_TYPE}, {YANG_PATCH_TYPE}"})
 
     async def _special(self, request: web.Request, doc: dict[str, Any]) -> web.Response:
         if request.method not in ("GET", "HEAD"):
