@@ -81,7 +81,8 @@ def test_failover_no_preemption_maintenance_and_partition(pair: Pair) -> None:
              timeout=5)  # fmt: skip
     wait_for(lambda: serves(p), timeout=5)
     # The takeover is over once master: back to the configured priority and nopreempt.
-    assert "priority 150" in (master.daemon.workdir / "ha" / "keepalived.conf").read_text()
+    conf = master.daemon.workdir / "ha" / "keepalived.conf"
+    wait_for(lambda: "priority 150" in conf.read_text(), timeout=5)
     assert master.daemon.cli("ha", "release").returncode == 0
     wait_for(lambda: backup.role() == "master" and p.holders() == [backup.name], timeout=10)
     assert master.role() == "fault" and master.ha()["released"] is True
