@@ -9,8 +9,13 @@ import json
 import socket
 import ssl
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+from daemonkit import Daemon
 
 from appliance.config.passwords import hash_password, token_hash
 
@@ -123,6 +128,21 @@ def wait_listening(host: str, port: int, timeout: float = 15.0) -> None:
         except OSError:
             time.sleep(0.05)
     raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s")
+
+
+@contextmanager
+def http_daemon(state_dir: Path, host: str = "127.0.0.1") -> Iterator[tuple[Daemon, int]]:
+    """A daemon with the test users and its HTTP door on a free port of ``host`` (plain HTTP);
+    stopped on exit."""
+    d = Daemon(state_dir)
+    d.start()
+    port = free_port(host)
+    try:
+        d.apply({"management": {"user": users(), "http": http_section(port, host)}})
+        wait_listening(host, port)
+        yield d, port
+    finally:
+        d.stop()
 
 
 def wait_closed(host: str, port: int, timeout: float = 15.0) -> None:

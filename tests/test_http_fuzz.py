@@ -22,15 +22,8 @@ schema = schemathesis.openapi.from_dict(document())
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Daemon, str]]:
-    d = Daemon(tmp_path_factory.mktemp("fuzz"))
-    d.start()
-    port = hk.free_port()
-    try:
-        d.apply({"management": {"user": hk.users(), "http": hk.http_section(port)}})
-        hk.wait_listening(HOST, port)
+    with hk.http_daemon(tmp_path_factory.mktemp("fuzz"), HOST) as (d, port):
         yield d, f"http://{HOST}:{port}"
-    finally:
-        d.stop()
 
 
 def last_commit(d: Daemon) -> int:

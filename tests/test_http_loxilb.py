@@ -21,15 +21,8 @@ NAME = "default_web:llb-inst0"
 
 @pytest.fixture(scope="module")
 def door(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Daemon, int]]:
-    d = Daemon(tmp_path_factory.mktemp("http"))
-    d.start()
-    port = hk.free_port()
-    try:
-        d.apply({"management": {"user": hk.users(), "http": hk.http_section(port)}})
-        hk.wait_listening(HOST, port)
+    with hk.http_daemon(tmp_path_factory.mktemp("http"), HOST) as (d, port):
         yield d, port
-    finally:
-        d.stop()
 
 
 def call(port: int, method: str, path: str, body: bytes | None = None,

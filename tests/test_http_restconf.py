@@ -26,15 +26,8 @@ NS = "urn:sluice:yang:sluice"
 
 @pytest.fixture(scope="module")
 def rc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Daemon, int]]:
-    d = Daemon(tmp_path_factory.mktemp("restconf"))
-    d.start()
-    port = hk.free_port()
-    try:
-        d.apply({"management": {"user": hk.users(), "http": hk.http_section(port)}})
-        hk.wait_listening(HOST, port)
+    with hk.http_daemon(tmp_path_factory.mktemp("restconf"), HOST) as (d, port):
         yield d, port
-    finally:
-        d.stop()
 
 
 def req(port: int, method: str, path: str, body: object = None, ctype: str = JSON,

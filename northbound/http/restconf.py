@@ -467,20 +467,12 @@ class Restconf:
         node = target.node
         if node is not None and node.kind in (LIST, LEAF_LIST) and not target.is_entry:
             raise RestconfError(400, "invalid-value", f"name one {node.name} entry to PUT")
-        parent = Target(target.steps[:-1], target.module)
         if node is None:
             value = await self._datastore_body(request)
             changes = [{"op": "replace", "path": "/", "value": value}]
             probe = None
         else:
-            name, value = await self._body(request, parent)
-            if name != node.name:
-                raise RestconfError(400, "invalid-value", f"the body holds {name}, the URI "
-                                    f"names {node.name}", request.path)
-            if node.kind in (LIST, LEAF_LIST) and isinstance(value, list):
-                if len(value) != 1:
-                    raise RestconfError(400, "invalid-value", f"PUT replaces one {name}")
-                value = value[0]
+            value = await self._resource_body(request, target, "PUT replaces")
             if node.kind == LIST:
                 keys = target.steps[-1][1]
                 if not isinstance(value, dict) or [str(value.get(k)) for k in node.keys] != \
@@ -493,6 +485,23 @@ class Restconf:
                                         f"restconf PUT {target.uri() or '/'}",
                                         self._precondition(request), probe)
         return self._respond(request, 204 if existed or probe is None else 201)
+
+    async def _resource_body(self, request: web.Request, target: Target, verb: str) -> Any:
+        """The body's value for the one resource the URI names (PUT and PATCH).
+
+        RFC 8040 4.5/4.6: the body holds exactly the target resource, so its top name must be
+        the target's and a list or leaf-list body carries exactly one entry."""
+        node = target.node
+        assert node is not None
+        name, value = await self._body(request, Target(target.steps[:-1], target.module))
+        if name != node.name:
+            raise RestconfError(400, "invalid-value", f"the body holds {name}, the URI "
+                                f"names {node.name}", request.path)
+        if node.kind in (LIST, LEAF_LIST) and isinstance(value, list):
+            if len(value) != 1:
+                raise RestconfError(400, "invalid-value", f"{verb} one {name}")
+            value = value[0]
+        return value
 
     async def _datastore_body(self, request: web.Request) -> dict[str, Any]:
         ctype = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
@@ -519,15 +528,7 @@ class Restconf:
             changes = [{"op": "merge", "path": f"/{target.module}:{k.rpartition(':')[2]}",
                         "value": v} for k, v in value.items()]
         else:
-            parent = Target(target.steps[:-1], target.module)
-            name, value = await self._body(request, parent)
-            if name != node.name:
-                raise RestconfError(400, "invalid-value", f"the body holds {name}, the URI "
-                                    f"names {node.name}", request.path)
-            if node.kind in (LIST, LEAF_LIST) and isinstance(value, list):
-                if len(value) != 1:
-                    raise RestconfError(400, "invalid-value", f"PATCH merges one {name}")
-                value = value[0]
+            value = await self._resource_body(request, target, "PATCH merges")
             changes = [{"op": "merge", "path": target.data_path(), "value": value}]
             # RFC 8040 4.6.1: PATCH must not create the target resource.
             existed = await self._on_worker(self._exists, target.data_path())
