@@ -345,9 +345,10 @@ async def test_hold_down_is_honoured_by_the_scheduler() -> None:
     finally:
         await prober.stop()
     # Probes succeeded all along (every 20 ms); hold-down kept it down for 10 x 20 ms. The
-    # hold-down runs from the probe result, and the down event is stamped a moment after it:
-    # 1 ms of slack for that.
-    assert when[UP] - when[DOWN] >= 10 * SCALE - 0.001
+    # hold-down runs from the probe result, and the down event is stamped a moment after it
+    # (on a loaded machine, milliseconds after): one probe interval of slack for that, which
+    # still fails without a hold-down (up would follow the first success, 1-2 intervals on).
+    assert when[UP] - when[DOWN] >= 10 * SCALE - SCALE
     assert probes_while_held >= 5
     assert [(e["old"], e["new"]) for e in events] == [(UP, DOWN), (DOWN, UP)]
 
