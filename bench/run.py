@@ -338,14 +338,7 @@ table ip sluicebench {{
 
     def prog_stats(self) -> tuple[int, int]:
         """(run_time_ns, run_cnt) of the attached program (kernel.bpf_stats_enabled)."""
-        pid = None
-        for line in Path(f"/proc/self/fdinfo/{self.prog.fn.fd}").read_text().splitlines():
-            if line.startswith("prog_id:"):
-                pid = line.split()[1]
-        res = subprocess.run(["bpftool", "-j", "prog", "show", "id", str(pid)],
-                             capture_output=True, text=True, timeout=10)  # fmt: skip
-        doc = json.loads(res.stdout or "{}")
-        return int(doc.get("run_time_ns", 0)), int(doc.get("run_cnt", 0))
+        return synrate.prog_stats(self.prog.fn.fd)
 
     def phase(self, path: str, on: bool) -> dict[str, Any]:
         """Switch ``path``'s middle on or off; off returns what the phase measured."""

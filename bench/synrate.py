@@ -196,7 +196,8 @@ def _cpu(cpu: int) -> tuple[int, int]:
     return 0, 0
 
 
-def _prog_stats(fd: int | None) -> tuple[int, int]:
+def prog_stats(fd: int | None) -> tuple[int, int]:
+    """(run_time_ns, run_cnt) of the program behind ``fd`` (kernel.bpf_stats_enabled)."""
     if fd is None:
         return 0, 0
     pid = None
@@ -230,7 +231,7 @@ def step(sn: SynNet, path: str, rate: int, seconds: float) -> dict[str, Any]:
     """Send rate × seconds SYNs to ``path``'s target; what came back and what it cost."""
     n = max(1, int(rate * seconds))
     sn.clear(path)
-    a0, c0, p0 = _answered(sn), _cpu(LB_CPU), _prog_stats(sn.prog_fd)
+    a0, c0, p0 = _answered(sn), _cpu(LB_CPU), prog_stats(sn.prog_fd)
     t0 = time.monotonic()
     pin = ["taskset", "-c", str(GEN_CPU)] if (os.cpu_count() or 1) > 1 else []
     res = sn.client.run([*pin, "trafgen", "-P", "1", "--no-sock-mem", "--notouch-irq",
@@ -247,7 +248,7 @@ def step(sn: SynNet, path: str, rate: int, seconds: float) -> dict[str, Any]:
         now = _answered(sn)
         still = still + 1 if now == answered else 0
         answered = now
-    c1, p1 = _cpu(LB_CPU), _prog_stats(sn.prog_fd)
+    c1, p1 = _cpu(LB_CPU), prog_stats(sn.prog_fd)
     got = answered - a0
     out = {"rate": rate, "sent": n, "answered": got, "loss": round(1 - got / n, 5),
            "achieved": round(n / took), "seconds": round(took, 2),
