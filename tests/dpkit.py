@@ -48,6 +48,16 @@ def backend_addr(n: int, version: int = 4) -> str:
     return f"198.18.{10 + n}.1" if version == 4 else f"2001:db8:{10 + n}::1"
 
 
+def probed_web(probe_type: str, backends: tuple[int, ...], interval: int, timeout: int,
+               retries: int) -> dict[str, Any]:
+    """Service "web" on VIP4:80 whose endpoints (backend n, HTTP_PORT) are health-probed
+    with ``probe_type``; one success brings an endpoint up."""
+    probe = {"type": probe_type, "interval": interval, "timeout": timeout, "retries": retries,
+             "successes-before-up": 1}  # fmt: skip
+    endpoints = [{"address": backend_addr(n), "port": HTTP_PORT} for n in backends]
+    return {"name": "web", "vip": VIP4, "port": 80, "health-probe": probe, "endpoint": endpoints}
+
+
 def service(name: str, vip: str = VIP4, port: int | None = 80, proto: str = "tcp",
             backends: tuple[int, ...] = (1, 2, 3), ep_port: int = HTTP_PORT,
             **extra: Any) -> dict[str, Any]:  # fmt: skip

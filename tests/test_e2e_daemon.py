@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from daemonkit import Daemon
-from dpkit import HTTP_PORT, VIP4, LbNet, backend_addr, wait_for
+from dpkit import HTTP_PORT, VIP4, LbNet, backend_addr, probed_web, wait_for
 from lxml import etree
 
 from appliance.config.passwords import hash_password
@@ -38,10 +38,7 @@ def test_dead_endpoint_leaves_traffic_and_comes_back(
     net, d = lb_daemon
     d.apply({"datapath": {"interface": [{"name": i} for i in net.interfaces]}})
     servers = [b.start_http_server(HTTP_PORT) for b in net.backends]
-    probe = {"type": "tcp", "interval": INTERVAL, "timeout": TIMEOUT, "retries": RETRIES,
-             "successes-before-up": 1}  # fmt: skip
-    endpoints = [{"address": backend_addr(n), "port": HTTP_PORT} for n in (1, 2)]
-    web = {"name": "web", "vip": VIP4, "port": 80, "health-probe": probe, "endpoint": endpoints}
+    web = probed_web("tcp", (1, 2), INTERVAL, TIMEOUT, RETRIES)
     d.apply({"load-balancer": {"service": [web]}})
     assert sorted(net.get(VIP4) for _ in range(4)) == ["b1", "b1", "b2", "b2"]
 

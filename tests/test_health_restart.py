@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from daemonkit import Daemon
-from dpkit import HTTP_PORT, VIP4, LbNet, backend_addr, wait_for
+from dpkit import HTTP_PORT, VIP4, LbNet, backend_addr, probed_web, wait_for
 
 pytestmark = [pytest.mark.datapath, pytest.mark.usefixtures("prober_mode")]
 
@@ -40,10 +40,7 @@ def test_an_endpoint_known_dead_gets_no_new_flow_after_a_restart(
     net, d = lb_daemon
     d.apply({"datapath": {"interface": [{"name": i} for i in net.interfaces]}})
     net.backends[0].start_http_server(HTTP_PORT)  # b2 runs nothing: dead from the start
-    probe = {"type": "tcp", "interval": INTERVAL, "timeout": TIMEOUT, "retries": RETRIES,
-             "successes-before-up": 1}  # fmt: skip
-    endpoints = [{"address": backend_addr(n), "port": HTTP_PORT} for n in (1, 2)]
-    web = {"name": "web", "vip": VIP4, "port": 80, "health-probe": probe, "endpoint": endpoints}
+    web = probed_web("tcp", (1, 2), INTERVAL, TIMEOUT, RETRIES)
     d.apply({"load-balancer": {"service": [web]}})
     wait_for(lambda: d.health("web", backend_addr(2)) == "down", timeout=INTERVAL * 4, step=0.2)
     assert [net.get(VIP4) for _ in range(4)] == ["b1"] * 4

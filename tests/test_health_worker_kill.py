@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from daemonkit import Daemon
-from dpkit import HTTP_PORT, VIP4, LbNet, backend_addr, wait_for
+from dpkit import HTTP_PORT, VIP4, LbNet, backend_addr, probed_web, wait_for
 
 INTERVAL, TIMEOUT, RETRIES = 1, 1, 2
 
@@ -67,10 +67,7 @@ def test_a_killed_worker_is_restarted_and_probing_resumes(
     assert d.proc is not None
     d.apply({"datapath": {"interface": [{"name": i} for i in net.interfaces]}})
     servers = [b.start_http_server(HTTP_PORT) for b in net.backends]
-    probe = {"type": "tcp", "interval": INTERVAL, "timeout": TIMEOUT, "retries": RETRIES,
-             "successes-before-up": 1}  # fmt: skip
-    endpoints = [{"address": backend_addr(n), "port": HTTP_PORT} for n in (1, 2)]
-    web = {"name": "web", "vip": VIP4, "port": 80, "health-probe": probe, "endpoint": endpoints}
+    web = probed_web("tcp", (1, 2), INTERVAL, TIMEOUT, RETRIES)
     d.apply({"load-balancer": {"service": [web]}})
     wait_for(lambda: d.health("web", backend_addr(2)) == "up", timeout=10, step=0.1)
     (first,) = wait_for(lambda: workers(d.proc.pid), timeout=10, step=0.1)
@@ -141,10 +138,7 @@ def test_the_worker_pings_from_the_daemons_namespace(
     """ICMP probes need a raw socket (root) in the daemon's network namespace: the worker
     inherits both. b1 answers pings; 198.18.13.1 (no such backend) does not."""
     _net, d = lb_daemon
-    probe = {"type": "ping", "interval": INTERVAL, "timeout": TIMEOUT, "retries": RETRIES,
-             "successes-before-up": 1}  # fmt: skip
-    endpoints = [{"address": backend_addr(n), "port": HTTP_PORT} for n in (1, 3)]
-    web = {"name": "web", "vip": VIP4, "port": 80, "health-probe": probe, "endpoint": endpoints}
+    web = probed_web("ping", (1, 3), INTERVAL, TIMEOUT, RETRIES)
     d.apply({"load-balancer": {"service": [web]}})
     wait_for(lambda: d.health("web", backend_addr(3)) == "down", timeout=10, step=0.1)
 
