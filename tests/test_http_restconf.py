@@ -199,7 +199,11 @@ def test_yang_patch_is_one_commit(rc: tuple[Daemon, int]) -> None:
         {"edit-id": "2", "operation": "merge", "target": "/service=rc-p2/port",
          "value": {"sluice:port": 0}}]  # fmt: skip
     r = req(port, "PATCH", LB, patch, ctype="application/yang-patch+json")
-    assert r.status == 400 and "errors" in r.json()["ietf-yang-patch:yang-patch-status"]
+    assert r.status == 400, r.body
+    # The error is edit 2's (RFC 8072 edit-status), its path the port.
+    (failed,) = r.json()["ietf-yang-patch:yang-patch-status"]["edit-status"]["edit"]
+    assert failed["edit-id"] == "2"
+    assert failed["errors"]["error"][0]["error-path"].endswith("service[name='rc-p2']/port")
     assert req(port, "GET", f"{LB}/service=rc-p1").status == 200
     for name in ("rc-p1", "rc-p2"):
         assert req(port, "DELETE", f"{LB}/service={name}").status == 204
@@ -244,3 +248,88 @@ def test_event_stream_gets_the_commit(rc: tuple[Daemon, int]) -> None:
             conn.sock.shutdown(socket.SHUT_RDWR)
         conn.close()
         req(port, "DELETE", f"{LB}/service=rc-sse")
+
+
+def test_insert_point_and_yang_patch_insert_move(rc: tuple[Daemon, int]) -> None:
+    """endpoint is the model's ordered-by-user list: POST/PUT place entries with insert/
+    point (RFC 8040 4.8.5/4.8.6), YANG Patch insert/move (RFC 8072); refusals 400 naming
+    the field, nothing committed."""
+    d, port = rc
+    svc_uri = f"{LB}/service=rc-ord"
+    assert req(port, "POST", LB, {"sluice:service": [svc("rc-ord")]}).status == 201
+
+    def ep(n: int) -> dict:
+        return {"sluice:endpoint": [{"address": f"198.18.11.{n}", "port": 8080}]}
+
+    def order() -> list[int]:
+        got = req(port, "GET", f"{svc_uri}?content=config&fields=endpoint(address)").json()
+        return [int(e["address"].rsplit(".", 1)[1])
+                for e in got["sluice:service"][0]["endpoint"]]
+
+    assert req(port, "POST", f"{svc_uri}?insert=first", ep(2)).status == 201
+    assert order() == [2, 1]
+    point = "/sluice:load-balancer/service=rc-ord/endpoint=198.18.11.2,8080"
+    r = req(port, "POST", f"{svc_uri}?insert=after&point={point}", ep(3))
+    assert r.status == 201, r.body
+    assert order() == [2, 3, 1]
+    r = req(port, "PUT", f"{svc_uri}/endpoint=198.18.11.1,8080?insert=before&point={point}",
+            ep(1))
+    assert r.status == 204, r.body
+    assert order() == [1, 2, 3]
+    patch = {"ietf-yang-patch:yang-patch": {"patch-id": "order", "edit": [
+        {"edit-id": "a", "operation": "insert", "target": "/endpoint=198.18.11.4,8080",
+         "where": "before", "point": "/endpoint=198.18.11.2,8080", "value": ep(4)},
+        {"edit-id": "b", "operation": "move", "target": "/endpoint=198.18.11.3,8080",
+         "where": "first"},
+    ]}}  # fmt: skip
+    r = req(port, "PATCH", svc_uri, patch, ctype="application/yang-patch+json")
+    assert r.status == 200, r.body
+    assert order() == [3, 1, 4, 2]
+    with d.client() as client:
+        before = client.call("status")["last-commit"]
+    # Refusals: each 400 with the field named, nothing committed.
+    bad = [
+        ("POST", f"{LB}?insert=first", {"sluice:service": [svc("rc-ord2")]}, "ordered-by-user"),
+        ("POST", f"{svc_uri}?insert=sideways", ep(5), "insert"),
+        ("POST", f"{svc_uri}?insert=before", ep(5), "needs point"),
+        ("POST", f"{svc_uri}?point={point}", ep(5), "point is only used"),
+        ("POST", f"{svc_uri}?insert=after&point=/sluice:load-balancer/service=rc-ord/"
+         "endpoint=198.18.11.9,8080", ep(5), "point entry"),
+        ("POST", f"{svc_uri}?insert=after&point=/sluice:load-balancer/service=rc-web/"
+         "endpoint=198.18.11.1,8080", ep(5), "same endpoint list"),
+        ("POST", f"{svc_uri}?insert=after&point=/sluice:nothing", ep(5), "point"),
+        ("PATCH", f"{svc_uri}?insert=first", ep(1), "insert"),
+    ]
+    for method, uri, body, words in bad:
+        r = req(port, method, uri, body)
+        assert r.status == 400, (uri, r.body)
+        (err,) = r.json()["ietf-restconf:errors"]["error"]
+        assert words in err["error-message"], (uri, err)
+        if method != "PATCH":
+            assert err["error-path"], err
+    missing = req(port, "POST", f"{svc_uri}?insert=after&point=/sluice:load-balancer/service="
+                  "rc-ord/endpoint=198.18.11.9,8080", ep(5)).json()
+    (err,) = missing["ietf-restconf:errors"]["error"]
+    assert (err["error-tag"], err["error-app-tag"]) == ("bad-attribute", "missing-instance")
+    assert "endpoint[address='198.18.11.5'][port='8080']" in err["error-path"]
+    # YANG Patch: a bad edit is reported under its edit-id (RFC 8072 edit-status).
+    for edit, words in [
+        ({"edit-id": "x", "operation": "move", "target": "/endpoint=198.18.11.9,8080",
+          "where": "last"}, "does not exist"),
+        ({"edit-id": "x", "operation": "move", "target": "/port", "where": "first"},
+         "ordered-by-user"),
+        ({"edit-id": "x", "operation": "insert", "target": "/endpoint=198.18.11.6,8080",
+          "where": "after", "value": ep(6)}, "point"),
+        ({"edit-id": "x", "operation": "merge", "target": "/endpoint=198.18.11.1,8080",
+          "where": "first", "value": ep(1)}, "only go with insert and move"),
+    ]:  # fmt: skip
+        patch["ietf-yang-patch:yang-patch"]["edit"] = [edit]
+        r = req(port, "PATCH", svc_uri, patch, ctype="application/yang-patch+json")
+        assert r.status in (400, 404), r.body
+        (status,) = r.json()["ietf-yang-patch:yang-patch-status"]["edit-status"]["edit"]
+        assert status["edit-id"] == "x"
+        assert words in status["errors"]["error"][0]["error-message"], status
+    assert order() == [3, 1, 4, 2]
+    with d.client() as client:
+        assert client.call("status")["last-commit"] == before
+    assert req(port, "DELETE", svc_uri).status == 204

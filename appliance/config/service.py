@@ -57,7 +57,7 @@ from appliance.config.paths import (
 from appliance.config.revert import ABSENT, revert
 from appliance.config.schema import Schema, get_schema
 from appliance.config.store import Store
-from appliance.config.tree import apply_edit
+from appliance.config.tree import apply_edit, placement
 
 log = logging.getLogger(__name__)
 
@@ -761,7 +761,9 @@ class Session:
     # -- edit --------------------------------------------------------------------------------
     def edit(self, changes: list[dict[str, Any]]) -> None:
         """Apply edits to the candidate, all or nothing. Each change is
-        {"op": merge|replace|create|delete|remove, "path": data path, "value": JSON}.
+        {"op": merge|replace|create|delete|remove|move, "path": data path, "value": JSON},
+        and for an entry of an ordered-by-user list "insert": first|last|before|after and
+        "point": the data path of the sibling entry (before/after); see `tree.placement`.
 
         Secrets a change leaves out (or hands back masked) keep their stored value; only a
         delete/remove drops them (see `secrets`): front doors never show secrets, so a
@@ -789,7 +791,8 @@ class Session:
                     {s: copy.deepcopy(v) for s in scope_sections if (v := view.section(s))},
                     [copy.deepcopy(v) for n in scope_services if (v := view.svc(n)) is not None],
                 )
-                apply_edit(mini, steps, op, value, schema)
+                place = placement(change.get("insert"), change.get("point"), steps)
+                apply_edit(mini, steps, op, value, schema, place)
                 new_sections, new_services = split_doc(mini)
                 keep = keep_secrets and op not in ("delete", "remove")
                 for name in scope_sections | set(new_sections):

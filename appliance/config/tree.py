@@ -1,27 +1,84 @@
 """Edit operations on a config document (libyang JSON encoding), NETCONF semantics.
 
-Operations are those of RFC 6241 edit-config: merge, replace, create, delete, remove. The
-document is plain dicts and lists; the schema only says which nodes are lists (with their
-keys) and leaf-lists. libyang validates the result afterwards — this module never judges
-values, it only places them.
+Operations are those of RFC 6241 edit-config: merge, replace, create, delete, remove; and
+`move` (RFC 8072's YANG Patch move: an existing entry of an ordered-by-user list changes
+place). A `Placement` (RFC 7950 7.8.6 insert/key, RFC 8040 insert/point) puts the entry a
+create, replace or merge makes, or a move moves, first, last, or before/after a sibling.
+The document is plain dicts and lists; the schema only says which nodes are lists (with
+their keys, and whether the user orders them) and leaf-lists. libyang validates the result
+afterwards — this module never judges values, it only places them.
 """
 
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from typing import Any
 
-from appliance.config.errors import ExistsError, FieldError, NotFoundError
-from appliance.config.paths import PathError, Step, format_path, module_of
+from appliance.config.errors import ConfigError, ExistsError, FieldError, NotFoundError
+from appliance.config.paths import PathError, Step, format_path, module_of, parse_path
 from appliance.config.schema import Schema
 
 OPERATIONS = ("merge", "replace", "create", "delete", "remove")
+MOVE = "move"
+WHERE = ("first", "last", "before", "after")
 
 
-def apply_edit(doc: dict[str, Any], steps: list[Step], op: str, value: Any, schema: Schema) -> None:
+@dataclass(frozen=True)
+class Placement:
+    """Where an entry of an ordered-by-user list goes: `where` is first, last, before or
+    after; `point` the keys of the sibling entry it goes before/after."""
+
+    where: str
+    point: tuple[tuple[str, str], ...] = ()
+
+
+def placement(insert: Any, point: Any, steps: list[Step]) -> Placement | None:
+    """The Placement a change's "insert"/"point" ask for (point: the data path of a sibling
+    entry of the target), or None when it asks for none. Errors name the target."""
+    here = format_path(steps)
+    if insert is None:
+        if point is not None:
+            raise PathError(here, "point is given without insert before/after")
+        return None
+    if insert not in WHERE:
+        raise PathError(here, f"insert {insert!r} must be one of {', '.join(WHERE)}")
+    if insert in ("first", "last"):
+        if point is not None:
+            raise PathError(here, f"point is only used with insert before/after, not {insert}")
+        return Placement(insert)
+    if point is None:
+        raise PathError(here, f"insert {insert} needs a point (the sibling entry)")
+    if not steps or not steps[-1].keys:
+        raise PathError(here, "insert places an entry of a list; name the entry")
+    try:
+        psteps = parse_path(str(point))
+    except PathError as exc:
+        raise PathError(here, f"point: {exc.errors[0].message}") from None
+    same_parent = [(s.name, s.keys) for s in psteps[:-1]] == \
+        [(s.name, s.keys) for s in steps[:-1]]
+    if not psteps or not same_parent or psteps[-1].name != steps[-1].name \
+            or not psteps[-1].keys:
+        raise PathError(here, f"point {point} is not an entry of the same "
+                        f"{steps[-1].name} list as the target")
+    if set(psteps[-1].key_dict().items()) == set(steps[-1].key_dict().items()):
+        raise PathError(here, "an entry cannot be placed before or after itself")
+    return Placement(insert, psteps[-1].keys)
+
+
+def apply_edit(doc: dict[str, Any], steps: list[Step], op: str, value: Any, schema: Schema,
+               place: Placement | None = None) -> None:
     """Apply one operation at the node named by `steps` (empty = the whole document)."""
-    if op not in OPERATIONS:
-        raise PathError(format_path(steps), f"unknown operation {op!r}; use one of {OPERATIONS}")
+    if op not in OPERATIONS and op != MOVE:
+        raise PathError(format_path(steps), f"unknown operation {op!r}; use one of "
+                        f"{', '.join((*OPERATIONS, MOVE))}")
+    if (place is not None or op == MOVE) and op in ("delete", "remove"):
+        raise PathError(format_path(steps), f"insert does not apply to {op}")
+    if (place is not None or op == MOVE) and not _ordered_entry(steps, schema):
+        raise PathError(format_path(steps), "insert and move place an entry of an "
+                        "ordered-by-user list (here: endpoint); this is not one")
+    if op == MOVE and place is None:
+        raise PathError(format_path(steps), "move needs where (first, last, before, after)")
     if not steps:
         _edit_root(doc, op, value, schema)
         return
@@ -45,9 +102,11 @@ def apply_edit(doc: dict[str, Any], steps: list[Step], op: str, value: Any, sche
             idx = _find_entry(entries, keys)
             if last:
                 _edit_entry(parent, key, entries, idx, keys, op, value, spath, here, schema)
+                if place is not None:
+                    _place(entries, keys, place, here)
                 return
             if idx is None:
-                if op == "delete":
+                if op in ("delete", MOVE):
                     target = format_path(steps)
                     raise NotFoundError(f"{target} does not exist", [_missing(target)])
                 if op == "remove":
@@ -65,7 +124,7 @@ def apply_edit(doc: dict[str, Any], steps: list[Step], op: str, value: Any, sche
             _edit_slot(parent, key, op, value, spath, here, schema)
             return
         if key not in parent:
-            if op == "delete":
+            if op in ("delete", MOVE):
                 target = format_path(steps)
                 raise NotFoundError(f"{target} does not exist", [_missing(target)])
             if op == "remove":
@@ -74,6 +133,36 @@ def apply_edit(doc: dict[str, Any], steps: list[Step], op: str, value: Any, sche
         parent = parent[key]
         if not isinstance(parent, dict):
             raise PathError(here, "is a leaf; it has no children")
+
+
+def _ordered_entry(steps: list[Step], schema: Schema) -> bool:
+    """Whether `steps` names an entry (keys given) of an ordered-by-user list."""
+    if not steps or not steps[-1].keys:
+        return False
+    info = schema.lists.get("/".join(s.name for s in steps))
+    return info is not None and info.ordered_by_user
+
+
+def _place(entries: list[dict[str, Any]], keys: dict[str, str], place: Placement,
+           here: str) -> None:
+    """Move the entry `keys` (present) to where `place` says."""
+    idx = _find_entry(entries, keys)
+    assert idx is not None
+    entry = entries.pop(idx)
+    if place.where == "first":
+        entries.insert(0, entry)
+        return
+    if place.where == "last":
+        entries.append(entry)
+        return
+    at = _find_entry(entries, dict(place.point))
+    if at is None:
+        point = ", ".join(f"{k}={v}" for k, v in place.point)
+        # RFC 7950 15.7: the point of an insert that does not exist.
+        raise ConfigError(f"{here}: the point entry ({point}) does not exist",
+                          [FieldError(here, f"the point entry ({point}) does not exist",
+                                      "bad-attribute", "missing-instance")])
+    entries.insert(at if place.where == "before" else at + 1, entry)
 
 
 def _typed(text: str, spath: str, schema: Schema) -> Any:
@@ -125,6 +214,10 @@ def _edit_entry(
     here: str,
     schema: Schema,
 ) -> None:
+    if op == MOVE:
+        if idx is None:
+            raise NotFoundError(f"{here} does not exist", [_missing(here)])
+        return  # the caller places it
     if op in ("delete", "remove"):
         if idx is None:
             if op == "delete":

@@ -1,9 +1,11 @@
 """RESTCONF (RFC 8040) on the Sluice YANG model: {+restconf} is /restconf.
 
 - `/restconf/data[/<resource>]`: GET/HEAD (query `content`, `depth`, `fields`,
-  `with-defaults`), POST (create a child), PUT (create or replace), PATCH (plain merge, or
-  YANG Patch, RFC 8072), DELETE; JSON (RFC 7951) and XML both ways; `ETag` (the running
-  datastore's commit id) and `Last-Modified` on every answer, `If-Match` /
+  `with-defaults`), POST (create a child), PUT (create or replace) — both with `insert` and
+  `point` for an entry of an ordered-by-user list (the endpoint list) —, PATCH (plain
+  merge, or YANG Patch, RFC 8072, with `insert` and `move`; a refused patch reports each
+  error under the edit it belongs to), DELETE; JSON (RFC 7951) and XML both ways; `ETag`
+  (the running datastore's commit id) and `Last-Modified` on every answer, `If-Match` /
   `If-None-Match` honoured (a write whose If-Match no longer matches is refused with 412,
   checked on the config worker right before the commit, so no commit slips in between);
 - `/restconf/operations` (the module defines no RPCs: empty), `/restconf/yang-library-
@@ -55,6 +57,8 @@ YANG_LIBRARY_VERSION = "2019-01-04"
 YANG_PATCH_TYPE = "application/yang-patch+json"
 PATCH_STATUS = "ietf-yang-patch:yang-patch-status"
 QUERY = ("content", "depth", "fields", "with-defaults")
+WRITE_QUERY = {"POST": ("insert", "point"), "PUT": ("insert", "point")}
+WHERE = ("first", "last", "before", "after")
 STATUS_OF_TAG = {
     "invalid-value": 400, "too-big": 413, "missing-attribute": 400, "bad-attribute": 400,
     "unknown-attribute": 400, "bad-element": 400, "unknown-element": 400,
@@ -253,7 +257,7 @@ class Restconf:
                 raise RestconfError(405, "operation-not-supported",
                                     f"{request.method} is not supported on a data resource")
             if request.method not in ("GET", "HEAD", "OPTIONS"):
-                unknown = set(request.query)
+                unknown = set(request.query) - set(WRITE_QUERY.get(request.method, ()))
                 if unknown:
                     raise RestconfError(400, "invalid-value", "query parameters "
                                         f"{', '.join(sorted(unknown))} are not supported on "
@@ -456,7 +460,8 @@ class Restconf:
                                 "supported: PUT or PATCH the list instead")
         else:
             child = target.child(node, ())
-        change = {"op": "create", "path": child.data_path(), "value": value}
+        change = {"op": "create", "path": child.data_path(), "value": value,
+                  **self._placement(request, child)}
         await self._on_worker(self._commit, request["caller"], [change],
                               f"restconf POST {child.uri()}", self._precondition(request))
         location = f"{request.scheme}://{request.host}{ROOT}/data/{child.uri()}"
@@ -468,6 +473,7 @@ class Restconf:
         if node is not None and node.kind in (LIST, LEAF_LIST) and not target.is_entry:
             raise RestconfError(400, "invalid-value", f"name one {node.name} entry to PUT")
         if node is None:
+            self._placement(request, target)  # refuses insert/point on the datastore
             value = await self._datastore_body(request)
             changes = [{"op": "replace", "path": "/", "value": value}]
             probe = None
@@ -479,12 +485,61 @@ class Restconf:
                         list(keys):
                     raise RestconfError(400, "invalid-value", "the body's key values differ "
                                         "from the URI's", request.path)
-            changes = [{"op": "replace", "path": target.data_path(), "value": value}]
+            changes = [{"op": "replace", "path": target.data_path(), "value": value,
+                        **self._placement(request, target)}]
             probe = target.data_path()
         existed = await self._on_worker(self._commit, request["caller"], changes,
                                         f"restconf PUT {target.uri() or '/'}",
                                         self._precondition(request), probe)
         return self._respond(request, 204 if existed or probe is None else 201)
+
+    def _placement(self, request: web.Request, entry: Target) -> dict[str, str]:
+        """RFC 8040 4.8.5/4.8.6: the `insert` and `point` query parameters of a POST or PUT
+        that makes `entry`, as the config service's change members ({} when not given).
+        `point` is a resource identifier (like the URI's path after {+restconf}/data) of a
+        sibling entry; that it is one, and exists, the config service checks."""
+        q = request.query
+        for name in ("insert", "point"):
+            if len(q.getall(name, [])) > 1:
+                raise RestconfError(400, "invalid-value", f"{name} given more than once")
+        insert = q.get("insert")
+        point = self._raw_query_value(request, "point")
+        if insert is None and point is None:
+            return {}
+        node = entry.node
+        if insert is not None and insert not in WHERE:
+            raise RestconfError(400, "invalid-value", f"insert={insert!r} must be one of "
+                                f"{', '.join(WHERE)}", entry.data_path())
+        if node is None or node.kind not in (LIST, LEAF_LIST) or not node.ordered:
+            what = node.name if node is not None else "the datastore"
+            raise RestconfError(400, "invalid-value", "insert and point apply to an entry of "
+                                f"an ordered-by-user list (in this model: endpoint), not "
+                                f"{what}", entry.data_path())
+        if point is not None and insert not in ("before", "after"):
+            raise RestconfError(400, "invalid-value", "point is only used with insert=before "
+                                "or insert=after", entry.data_path())
+        if point is None and insert in ("before", "after"):
+            raise RestconfError(400, "invalid-value", f"insert={insert} needs point (the "
+                                "sibling entry's resource identifier)", entry.data_path())
+        out = {"insert": str(insert)}
+        if point is not None:
+            raw = point.removeprefix(ROOT + "/data")
+            try:
+                out["point"] = parse(raw, self.top).data_path()
+            except PathProblem as exc:
+                raise RestconfError(400, "invalid-value", f"point: {exc}",
+                                    entry.data_path()) from None
+        return out
+
+    @staticmethod
+    def _raw_query_value(request: web.Request, name: str) -> str | None:
+        """A query parameter still percent-encoded (a resource identifier is decoded per
+        segment, so an encoded '/' or ',' inside a key stays data)."""
+        for pair in request.rel_url.raw_query_string.split("&"):
+            key, eq, value = pair.partition("=")
+            if key == name:
+                return value if eq else ""
+        return None
 
     async def _resource_body(self, request: web.Request, target: Target, verb: str) -> Any:
         """The body's value for the one resource the URI names (PUT and PATCH).
@@ -571,46 +626,120 @@ class Restconf:
         except (ValueError, KeyError, TypeError) as exc:
             raise RestconfError(400, "malformed-message",
                                 f"not a yang-patch document: {exc}") from None
-        ops = {"create": "create", "delete": "delete", "merge": "merge", "remove": "remove",
-               "replace": "replace"}
         changes = []
+        edit_paths: list[tuple[str, str]] = []  # (edit-id, data path), for error reports
         base = target.uri()
         for i, edit in enumerate(edits):
             if not isinstance(edit, dict):
                 raise RestconfError(400, "malformed-message", f"edit {i + 1} is not an object")
             eid = str(edit.get("edit-id", i + 1))
-            op = edit.get("operation")
-            if op not in ops:
-                raise RestconfError(400, "invalid-value", f"edit {eid}: operation {op!r} is "
-                                    "not supported (create, delete, merge, remove, replace)")
-            rel = str(edit.get("target", "")).strip("/")
             try:
-                sub = parse("/".join(p for p in (base, rel) if p), self.top)
-            except PathProblem as exc:
-                raise RestconfError(400, exc.tag, f"edit {eid}: {exc}") from None
-            change: dict[str, Any] = {"op": ops[op], "path": sub.data_path()}
-            if op in ("create", "merge", "replace"):
-                value = edit.get("value")
-                if not isinstance(value, dict) or len(value) != 1:
-                    raise RestconfError(400, "invalid-value",
-                                        f"edit {eid}: value must hold one member")
-                (_, inner), = value.items()
-                if sub.is_entry and isinstance(inner, list):
-                    if len(inner) != 1:
-                        raise RestconfError(400, "invalid-value",
-                                            f"edit {eid}: one entry per edit")
-                    inner = inner[0]
-                change["value"] = inner
+                change = self._patch_edit(edit, eid, base)
+            except RestconfError as exc:
+                return _patch_status(patch_id, exc.status, [], {eid: exc.errors})
             changes.append(change)
+            edit_paths.append((eid, change["path"]))
         try:
             await self._on_worker(self._commit, request["caller"], changes,
                                   f"restconf YANG Patch {patch_id}", self._precondition(request))
         except RestconfError as exc:
-            status = {PATCH_STATUS: {"patch-id": patch_id, "errors": {"error": exc.errors}}}
-            return web.Response(status=exc.status, body=json.dumps(status).encode(),
-                                headers={"Content-Type": codec.JSON_TYPE})
+            return _patch_status(patch_id, exc.status, *_blame(exc.errors, edit_paths))
         status = {PATCH_STATUS: {"patch-id": patch_id, "ok": [None]}}
         return self._respond(request, 200, json.dumps(status).encode())
+
+    def _patch_edit(self, edit: dict[str, Any], eid: str, base: str) -> dict[str, Any]:
+        """One YANG Patch edit as a config service change. `insert` creates an entry of an
+        ordered-by-user list where `where`/`point` say; `move` moves an existing one (RFC
+        8072 2.5); `point` is relative to the patch's target resource, like `target`."""
+        op = edit.get("operation")
+        if op not in PATCH_OPS:
+            raise RestconfError(400, "invalid-value", f"edit {eid}: operation {op!r} is not "
+                                f"supported ({', '.join(PATCH_OPS)})")
+        rel = str(edit.get("target", "")).strip("/")
+        try:
+            sub = parse("/".join(p for p in (base, rel) if p), self.top)
+        except PathProblem as exc:
+            raise RestconfError(400, exc.tag, f"edit {eid}: target: {exc}") from None
+        here = sub.data_path()
+        change: dict[str, Any] = {"op": PATCH_OPS[op], "path": here}
+        if op in ("create", "merge", "replace", "insert"):
+            value = edit.get("value")
+            if not isinstance(value, dict) or len(value) != 1:
+                raise RestconfError(400, "invalid-value",
+                                    f"edit {eid}: value must hold one member", here)
+            (_, inner), = value.items()
+            if sub.is_entry and isinstance(inner, list):
+                if len(inner) != 1:
+                    raise RestconfError(400, "invalid-value",
+                                        f"edit {eid}: one entry per edit", here)
+                inner = inner[0]
+            change["value"] = inner
+        if op not in ("insert", "move"):
+            extra = [k for k in ("where", "point") if k in edit]
+            if extra:
+                raise RestconfError(400, "invalid-value", f"edit {eid}: {' and '.join(extra)} "
+                                    f"only go with insert and move, not {op}", here)
+            return change
+        node = sub.node
+        if node is None or node.kind != LIST or not node.ordered or not sub.is_entry:
+            raise RestconfError(400, "invalid-value", f"edit {eid}: {op} places an entry of "
+                                "an ordered-by-user list (in this model: endpoint)", here)
+        where = edit.get("where", "last")
+        if where not in WHERE:
+            raise RestconfError(400, "invalid-value", f"edit {eid}: where={where!r} must be "
+                                f"one of {', '.join(WHERE)}", here)
+        change["insert"] = where
+        point = edit.get("point")
+        if (point is None) != (where in ("first", "last")):
+            raise RestconfError(400, "invalid-value", f"edit {eid}: point goes with where="
+                                "before or after, and only with them", here)
+        if point is not None:
+            try:
+                change["point"] = parse("/".join(
+                    p for p in (base, str(point).strip("/")) if p), self.top).data_path()
+            except PathProblem as exc:
+                raise RestconfError(400, exc.tag, f"edit {eid}: point: {exc}", here) from None
+        return change
+
+
+PATCH_OPS = {"create": "create", "delete": "delete", "insert": "create", "merge": "merge",
+             "move": "move", "remove": "remove", "replace": "replace"}
+
+
+def _blame(errors: list[dict[str, Any]], edit_paths: list[tuple[str, str]]
+           ) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:  # fmt: skip
+    """Split a refused patch's errors into (global errors, {edit-id: errors}): an error
+    belongs to the edit whose target holds its error-path (the deepest such target)."""
+    global_errors: list[dict[str, Any]] = []
+    per_edit: dict[str, list[dict[str, Any]]] = {}
+    for err in errors:
+        path = _normal_path(str(err.get("error-path", "")))
+        owners = [(len(p), eid) for eid, p in edit_paths
+                  if path and (path == _normal_path(p) or path.startswith(_normal_path(p) + "/")
+                               or path.startswith(_normal_path(p) + "["))]
+        if owners:
+            per_edit.setdefault(max(owners)[1], []).append(err)
+        else:
+            global_errors.append(err)
+    return global_errors, per_edit
+
+
+def _normal_path(path: str) -> str:
+    return path.replace('"', "'")
+
+
+def _patch_status(patch_id: str, status: int, global_errors: list[dict[str, Any]],
+                  per_edit: dict[str, list[dict[str, Any]]]) -> web.Response:
+    """RFC 8072 2.3: the yang-patch-status of a refused patch: global errors and/or each
+    failed edit's errors under edit-status."""
+    body: dict[str, Any] = {"patch-id": patch_id}
+    if global_errors:
+        body["errors"] = {"error": global_errors}
+    if per_edit:
+        body["edit-status"] = {"edit": [{"edit-id": eid, "errors": {"error": errs}}
+                                        for eid, errs in per_edit.items()]}
+    return web.Response(status=status, body=json.dumps({PATCH_STATUS: body}).encode(),
+                        headers={"Content-Type": codec.JSON_TYPE})
 
 
 def _select_entries(doc: dict[str, Any], target: Target) -> dict[str, Any]:

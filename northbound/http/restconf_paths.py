@@ -30,6 +30,7 @@ class SchemaNode:
     keys: tuple[str, ...] = ()
     children: dict[str, SchemaNode] = field(default_factory=dict)
     json_number: bool = False  # a leaf JSON encodes as a number (uint16...)
+    ordered: bool = False  # an ordered-by-user list or leaf-list (insert/point apply)
 
 
 def schema_tree(module: Any) -> dict[str, SchemaNode]:
@@ -47,6 +48,8 @@ def schema_tree(module: Any) -> dict[str, SchemaNode]:
             out.json_number = node.type().base() in JSON_NUMBER_TYPES
         if kind == LIST:
             out.keys = tuple(k.name() for k in node.keys())  # noqa: SIM118 - a method
+        if kind in (LIST, LEAF_LIST):
+            out.ordered = bool(node.ordered())
         if hasattr(node, "children"):
             for child in _data_children(node):
                 sub = walk(child, is_config)
