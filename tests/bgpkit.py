@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
-from collections.abc import Callable
 from typing import Any
 
 import netkit as kit
 import pytest
+from waiting import wait_for as wait  # re-exported: the bgp tests import it from here
 
 ROUTER_AS, LB_AS = 65000, 65001
 
@@ -122,12 +121,3 @@ class Bird:
         return sorted(hops)
 
 
-def wait(check: Callable[[], Any], timeout: float, what: str, step: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(step)
-    raise AssertionError(f"{what}: not within {timeout}s (last: {last!r})")

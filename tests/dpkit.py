@@ -12,13 +12,13 @@ Every backend runs an HTTP server on 8080 answering its own name and a UDP echo 
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import netkit as kit
 import pytest
+from waiting import wait_for as wait_for  # re-exported: the datapath tests import it from here
 
 from appliance.config import Diff
 
@@ -204,18 +204,6 @@ def lbnet(netkit: kit.Topology, lb_program: Any) -> Iterator[LbNet]:
     finally:
         net.rec.close()
         clear_maps(lb_program)
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 5.0, step: float = 0.05) -> Any:
-    """Poll ``check`` until it returns something truthy; fail at the deadline."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(step)
-    raise AssertionError(f"condition not met within {timeout}s (last: {last!r})")
 
 
 @pytest.fixture

@@ -9,74 +9,14 @@ Each flow here is one UDP socket (a fixed 5-tuple) in the client, driven line by
 from __future__ import annotations
 
 import ctypes as ct
-import subprocess
 from typing import Any
 
 import pytest
 from dpkit import UDP_PORT, VIP4, VIP6, LbNet, service, wait_for
 from test_datapath_pmtu import NARROW, narrow_route
+from udpflow import UdpFlow
 
 pytestmark = pytest.mark.datapath
-
-# One connected UDP socket; commands on stdin: "send N" (N bytes, DF set; prints "ok",
-# "timeout" or "error <errno>"), "mtu" (prints the socket's path MTU).
-FLOW = """
-import socket, sys
-vip, port = sys.argv[1], int(sys.argv[2])
-v6 = ":" in vip
-s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM)
-if v6:
-    s.setsockopt(socket.IPPROTO_IPV6, 23, 2)   # IPV6_MTU_DISCOVER = IPV6_PMTUDISC_DO
-else:
-    s.setsockopt(socket.IPPROTO_IP, 10, 2)     # IP_MTU_DISCOVER = IP_PMTUDISC_DO (DF)
-s.connect((vip, port))
-s.settimeout(1.0)
-mtu_opt = (socket.IPPROTO_IPV6, 24) if v6 else (socket.IPPROTO_IP, 14)
-print("ready", flush=True)
-for line in sys.stdin:
-    cmd = line.split()
-    if cmd[0] == "send":
-        data = b"z" * int(cmd[1])
-        try:
-            s.send(data)
-            print("ok" if s.recv(70000) == data else "wrong", flush=True)
-        except TimeoutError:
-            print("timeout", flush=True)
-        except OSError as exc:
-            print("error", exc.errno, flush=True)
-    elif cmd[0] == "mtu":
-        print(s.getsockopt(*mtu_opt), flush=True)
-"""
-
-
-class Flow:
-    """One UDP flow from the client through the VIP, driven from the test."""
-
-    def __init__(self, lbnet: LbNet, vip: str, port: int = 53) -> None:
-        self.proc = lbnet.client.popen(["python3", "-c", FLOW, vip, str(port)],
-                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                       text=True)  # fmt: skip
-        assert self._line() == "ready"
-
-    def _line(self) -> str:
-        import select
-
-        ready, _, _ = select.select([self.proc.stdout], [], [], 10)
-        assert ready, "the flow script did not answer within 10 s"
-        return self.proc.stdout.readline().strip()
-
-    def ask(self, cmd: str) -> str:
-        self.proc.stdin.write(cmd + "\n")
-        self.proc.stdin.flush()
-        return self._line()
-
-    def send(self, size: int) -> str:
-        return self.ask(f"send {size}")
-
-    def close(self) -> None:
-        self.proc.stdin.close()
-        self.proc.wait(timeout=5)
-
 
 def bumped_since(lbnet: LbNet, gen: int) -> Any:
     return wait_for(lambda: lbnet.rec.driver.route_generation() > gen, timeout=5)
@@ -108,7 +48,7 @@ def test_conntrack_layout_mirror_matches_the_compiled_struct(lb_program: Any) ->
 @pytest.mark.parametrize("vip", [VIP4, VIP6])
 def test_a_new_backend_mac_is_followed_after_the_generation_bump(lbnet: LbNet, vip: str) -> None:
     lbnet.set(service("u", vip=vip, port=53, proto="udp", ep_port=UDP_PORT, backends=(1,)))
-    flow = Flow(lbnet, vip)
+    flow = UdpFlow(lbnet.client, vip)
     try:
         assert flow.send(100) == "ok" and flow.send(100) == "ok"
         lb_if, b1 = lbnet.interfaces[1], lbnet.backends[0]
@@ -136,7 +76,7 @@ def test_a_backend_moved_to_another_interface_is_followed_after_the_bump(
     second = lbnet.topo.link(lbnet.lb, b1, ["198.18.21.254/24", "2001:db8:21::fe/64"],
                              ["198.18.21.1/24", "2001:db8:21::1/64"])  # fmt: skip
     lbnet.set(service("u", vip=vip, port=53, proto="udp", ep_port=UDP_PORT, backends=(1,)))
-    flow = Flow(lbnet, vip)
+    flow = UdpFlow(lbnet.client, vip)
     try:
         assert flow.send(100) == "ok" and flow.send(100) == "ok"
         assert lbnet.lb.ifindex(lbnet.interfaces[1]) in cached_next_hops(lbnet)
@@ -164,7 +104,7 @@ def test_a_too_big_packet_still_gets_fragmentation_needed(lbnet: LbNet, vip: str
     # 1. Narrow from the start: the cache holds a short packet's next hop, a long one of the
     #    same flow must not use it.
     narrow_route(lbnet, "backends")
-    flow = Flow(lbnet, vip)
+    flow = UdpFlow(lbnet.client, vip)
     try:
         assert flow.send(100) == "ok" and flow.send(100) == "ok"
         assert any(cached_next_hops(lbnet))
@@ -177,7 +117,7 @@ def test_a_route_narrowed_under_a_cached_flow_gets_fragmentation_needed(lbnet: L
     lbnet.set(service("u", port=53, proto="udp", ep_port=UDP_PORT, backends=(1,)))
     # 2. Full-size packets went through the cache; then the route narrows (a route change:
     #    the generation is bumped) and the next full-size one is answered.
-    flow = Flow(lbnet, VIP4)
+    flow = UdpFlow(lbnet.client, VIP4)
     try:
         assert flow.send(1450) == "ok" and flow.send(1450) == "ok"
         gen = lbnet.rec.driver.route_generation()

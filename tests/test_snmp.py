@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from snmpkit import (
     string_index,
     v3_args,
 )
+from waiting import wait_for
 
 from appliance import netlink
 from appliance.config import ConfigService
@@ -301,7 +301,7 @@ def test_counters_follow_the_state_provider(h: Harness) -> None:
         "last-change": "2026-11-23T19:00:00Z",
     }
     # Live values come from the state snapshot, refreshed in the background.
-    assert poll(lambda: h.get(f"{SVC}.13.{web}") == "10")
+    wait_for(lambda: h.get(f"{SVC}.13.{web}") == "10", what="the 10-endpoint count")
     assert h.get(f"{EP}.6.{e1}") == "1"  # up
     assert h.get(f"{EP}.9.{e1}") == "250"
     # DateAndTime: rendered with its display hint when the MIB loads, in hex otherwise.
@@ -311,7 +311,7 @@ def test_counters_follow_the_state_provider(h: Harness) -> None:
     ), changed
     h.state.services["web"]["packets"] = 2**40  # past 32 bits: Counter64
     h.state.services["web"]["bytes"] = 123456789012
-    assert poll(lambda: h.get(f"{SVC}.13.{web}") == str(2**40))
+    wait_for(lambda: h.get(f"{SVC}.13.{web}") == str(2**40), what="the 2**40 counter")
     assert h.get(f"{SVC}.14.{web}") == "123456789012"
     # One endpoint up, one unknown: degraded; endpoints-up counted from endpoint health.
     assert h.get(f"{SVC}.10.{web}") == "3"
@@ -374,16 +374,6 @@ def test_set_is_refused(h: Harness) -> None:
     assert h.get("1.3.6.1.2.1.1.5.0") == "lb1"
 
 
-def poll(fn: Any, timeout: float = 5.0) -> Any:
-    """fn() until it returns something true, within `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.1)
-
-
 def quick_get(community: str, target: str, oid: str) -> subprocess.CompletedProcess[str]:
     return snmp("snmpget", "-v2c", "-c", community, "-t", "0.3", "-r", "0", OUT, target, oid)
 
@@ -412,7 +402,7 @@ def test_commit_reconfigures(h: Harness) -> None:
         value = parse_walk(quick_get(COMMUNITY, h.target(), oid).stdout).get(oid)
         return value if value == "443" else None
 
-    assert poll(port_value) == "443"
+    wait_for(port_value, what="the new service's port")
     assert h.get(f"{ENT}.1.1.4.0") == "3"
     try:
         # A changed community secret replaces the old one once the commit is applied.
@@ -426,8 +416,8 @@ def test_commit_reconfigures(h: Harness) -> None:
                 }
             ],
         )
-        res = poll(lambda: quick_get("rotated", h.target(), "1.3.6.1.2.1.1.5.0").returncode == 0)
-        assert res, "the new community is not accepted"
+        wait_for(lambda: quick_get("rotated", h.target(), "1.3.6.1.2.1.1.5.0").returncode == 0,
+                 what="the new community accepted")
         assert quick_get(COMMUNITY, h.target(), "1.3.6.1.2.1.1.5.0").returncode != 0
     finally:
         # Leave the module's agent as the other tests expect it.
@@ -442,7 +432,8 @@ def test_commit_reconfigures(h: Harness) -> None:
                 {"op": "delete", "path": service_path(name)},
             ],
         )
-        poll(lambda: quick_get(COMMUNITY, h.target(), "1.3.6.1.2.1.1.5.0").returncode == 0)
+        wait_for(lambda: quick_get(COMMUNITY, h.target(), "1.3.6.1.2.1.1.5.0").returncode == 0,
+                 what="the old community back")
 
 
 # -- notifications ---------------------------------------------------------------------------
@@ -487,7 +478,7 @@ def test_notifications_reach_snmptrapd(tmp_path: Path) -> None:
             h_state.endpoints[("web", addr, 8080)] = {"health": "up"}
         # The agent reads health from the state snapshot: wait until it has both.
         current = harness.agent.state.snapshot.current
-        assert poll(lambda: all(current().endpoint("web", a, 8080).get("health") == "up"
+        wait_for(lambda: all(current().endpoint("web", a, 8080).get("health") == "up"
                                 for a in ("198.18.1.1", "198.18.1.2")))  # fmt: skip
 
         def event(addr: str, old: str, new: str) -> None:

@@ -22,6 +22,7 @@ from snmpkit import (
     parse_walk,
     snmp,
 )
+from waiting import wait_for
 
 from appliance.config import ConfigService
 from appliance.config.store import Store
@@ -90,17 +91,6 @@ def section(port: int, **extra: Any) -> dict[str, Any]:
             "engine-id": ENGINE_ID, "community": [{"name": "ro", "secret": COMMUNITY}]} | extra
 
 
-def wait(fn: Any, timeout: float = 8.0) -> Any:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.1)
-
-
 @pytest.fixture
 def trapd(tmp_path: Path) -> Iterator[TrapReceiver]:
     (tmp_path / "trapd").mkdir()
@@ -130,13 +120,13 @@ def test_boots_persist_and_count_starts_and_reconfigures(
         assert agent.boots() is None
         # A commit switches SNMP on: the engine starts (boots 1) and says coldStart.
         agent.commit(section(port, manager=managers))
-        assert wait(agent.boots) == 1
+        assert wait_for(agent.boots, 8, "snmpEngineBoots") == 1
         trapd.wait_for(COLD_START, count=1)
         # A commit changing the snmp section rebuilds the engine: boots 2, coldStart again.
         second = {"name": "x", "secret": "other"}
         agent.commit(section(port, manager=managers,
                              community=[{"name": "ro", "secret": COMMUNITY}, second]))  # fmt: skip
-        assert wait(lambda: agent.boots() == 2), agent.boots()
+        wait_for(lambda: agent.boots() == 2, 8, "snmpEngineBoots 2")
         trapd.wait_for(COLD_START, count=2)
         # A commit elsewhere in the config does not restart the engine.
         with agent.config.open_session("tester", "test") as s:
@@ -151,7 +141,7 @@ def test_boots_persist_and_count_starts_and_reconfigures(
     # needs (an engine back at boots 1 would accept old recorded messages).
     agent = Agent(tmp_path / "lb", port)
     try:
-        assert wait(agent.boots) == 3
+        assert wait_for(agent.boots, 8, "snmpEngineBoots") == 3
         trapd.wait_for(COLD_START, count=3)
         # v3 discovery (what USM uses) reports the same boots: net-snmp's report-driven
         # time sync then succeeds with an authPriv user.
@@ -184,7 +174,7 @@ def test_v3_inform_reaches_snmptrapd_after_discovery(tmp_path: Path, trapd: Trap
         # The agent itself still answers the same user (keys localized to its engine ID).
         auth = ["-v3", "-l", "authPriv", "-u", "ops", "-a", "SHA-256", "-A", AUTH_PASS,
                 "-x", "AES", "-X", PRIV_PASS]  # fmt: skip
-        assert wait(lambda: agent.get(SYS_NAME, auth=auth))
+        wait_for(lambda: agent.get(SYS_NAME, auth=auth), 8, "sysName over v3")
     finally:
         agent.close()
 
@@ -194,7 +184,7 @@ def test_getbulk_with_zero_repetitions_answers_an_empty_list(tmp_path: Path) -> 
     agent = Agent(tmp_path, port)
     try:
         agent.commit(section(port))
-        assert wait(agent.boots)
+        wait_for(agent.boots, 8, "snmpEngineBoots")
         target = f"127.0.0.1:{port}"
         common = ["-v2c", "-c", COMMUNITY, "-t", "1", "-r", "0", "-OnqeU"]
         # max-repetitions 0, no non-repeaters: an empty varbind list, no error.
