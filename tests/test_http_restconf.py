@@ -333,3 +333,44 @@ def test_insert_point_and_yang_patch_insert_move(rc: tuple[Daemon, int]) -> None
     with d.client() as client:
         assert client.call("status")["last-commit"] == before
     assert req(port, "DELETE", svc_uri).status == 204
+
+
+def test_with_defaults_report_all_tagged(rc: tuple[Daemon, int]) -> None:
+    """RFC 8040 4.8.9: leaves at their schema default are tagged — the
+    ietf-netconf-with-defaults:default annotation in JSON, wd:default="true" in XML —
+    and a value set by the user (even to the default) is not tagged unless it equals it."""
+    _, port = rc
+    uri = f"{LB}/service=rc-wd"
+    assert req(port, "POST", LB, {"sluice:service": [{**svc("rc-wd"),
+                                                      "admin-state": "disabled"}]}).status == 201
+    try:
+        q = "?content=config&with-defaults=report-all-tagged"
+        (entry,) = req(port, "GET", uri + q).json()["sluice:service"]
+        tagged = {"ietf-netconf-with-defaults:default": True}
+        assert entry["advertise"] is True and entry["@advertise"] == tagged
+        assert entry["admin-state"] == "disabled" and "@admin-state" not in entry
+        assert "@port" not in entry and "@name" not in entry
+        ep = entry["endpoint"][0]
+        assert ep["@weight"] == tagged, ep
+        leaf = req(port, "GET", f"{uri}/advertise{q}").json()
+        assert leaf == {"sluice:advertise": True, "@sluice:advertise": tagged}
+        xml = req(port, "GET", uri + q, accept=XML)
+        assert xml.status == 200, xml.body
+        root = etree.fromstring(xml.body)
+        wd = "{urn:ietf:params:xml:ns:netconf:default:1.0}default"
+        assert root.find(f"{{{NS}}}advertise").get(wd) == "true"
+        assert root.find(f"{{{NS}}}admin-state").get(wd) is None
+        assert root.find(f"{{{NS}}}port").get(wd) is None
+        whole = req(port, "GET", DATA + q, accept=XML)
+        assert whole.status == 200 and b'wd:default="true"' in whole.body
+        data = req(port, "GET", DATA + q).json()["ietf-restconf:data"]
+        (mine,) = [s for s in data["sluice:load-balancer"]["service"] if s["name"] == "rc-wd"]
+        assert mine["@advertise"] == tagged
+        # The other modes are unchanged, and a bad mode names the parameter.
+        assert "@advertise" not in req(port, "GET", uri + "?with-defaults=report-all"
+                                       ).json()["sluice:service"][0]
+        bad = req(port, "GET", uri + "?with-defaults=everything")
+        assert bad.status == 400
+        assert "with-defaults" in bad.json()["ietf-restconf:errors"]["error"][0]["error-message"]
+    finally:
+        assert req(port, "DELETE", uri).status == 204

@@ -127,6 +127,11 @@ def test_service_lifecycle_on_candidate(h: kit.Harness) -> None:
         # read back through get-config with defaults reported
         data = m.get_config("running", with_defaults="report-all").data
         assert data.xpath("//sl:service/sl:algorithm/text()", namespaces=NS) == ["round-robin"]
+        tagged = m.get_config("running", with_defaults="report-all-tagged").data
+        (algo,) = tagged.xpath("//sl:service/sl:algorithm", namespaces=NS)
+        assert algo.get("{urn:ietf:params:xml:ns:netconf:default:1.0}default") == "true"
+        (port,) = tagged.xpath("//sl:service/sl:port", namespaces=NS)
+        assert port.get("{urn:ietf:params:xml:ns:netconf:default:1.0}default") is None
 
         # delete it
         m.edit_config(

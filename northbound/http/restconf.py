@@ -48,6 +48,9 @@ from northbound.http.restconf_paths import (
     parse,
     schema_tree,
 )
+from northbound.netconf.ops_read import WITH_DEFAULTS
+from northbound.netconf.output import TAG, TRIM, element_xml, json_to_xml, tag_defaults_json
+from northbound.netconf.schema_index import SchemaIndex
 from northbound.netconf.state import state_source
 
 log = logging.getLogger(__name__)
@@ -125,6 +128,7 @@ class Restconf:
         self.worker = ctx.worker
         self.top = schema_tree(ctx.service.schema.module)
         self.printer = codec.Printer(ctx.service.schema)
+        self.index = SchemaIndex(ctx.service.schema)  # NETCONF's: defaults, namespaces
         self.state = state_source(ctx.service, ctx.state)
         self.events = EventStreams(ctx)
         self._modified: tuple[int | None, str] = (None, "")
@@ -304,10 +308,11 @@ class Restconf:
             out["depth"] = int(depth)
         if "fields" in q:
             out["fields"] = codec.parse_fields(q["fields"])
-        wd = out["with-defaults"]
-        if wd not in ("", "explicit", "report-all", "trim"):
+        wd = out["with-defaults"] or "explicit"
+        if wd not in WITH_DEFAULTS:
             raise RestconfError(400, "invalid-value", f"with-defaults {wd!r} is not supported "
-                                "(explicit, report-all, trim)")
+                                f"({', '.join(WITH_DEFAULTS)})")
+        out["with-defaults"] = wd
         return out
 
     def _read_config(self, target: Target, effective: bool) -> Any:
@@ -333,8 +338,9 @@ class Restconf:
                                                                inm.split(",")]):
             await self._on_worker(self._last_modified)
             return web.Response(status=304, headers=self._headers())
-        wd = q["with-defaults"]
-        effective = wd in ("report-all", "trim")
+        # RFC 6243 modes as NETCONF reads them: defaults filled in or not, and how a
+        # leaf at its default is shown (trim: left out, report-all-tagged: annotated).
+        effective, marker = WITH_DEFAULTS[q["with-defaults"]]
         value: Any = None
         found = False
         if q["content"] in ("config", "all") and (node is None or node.config):
@@ -370,10 +376,34 @@ class Restconf:
             if q["depth"] is not None:
                 v = (codec.prune_datastore_depth(v, self.top, q["depth"]) if node is None
                      else codec.prune_depth(v, node, q["depth"]))
-            return self.printer.render(target, v, fmt, trim=(wd == "trim"))
+            if marker == TAG:
+                return self._tagged(target, v, fmt)
+            return self.printer.render(target, v, fmt, trim=(marker == TRIM))
 
         body = await asyncio.to_thread(render)
         return self._respond(request, 200, body, fmt)
+
+    def _tagged(self, target: Target, value: Any, fmt: str) -> bytes:
+        """with-defaults=report-all-tagged (RFC 8040 4.8.9): leaves at their schema default
+        carry wd:default="true" in XML and the ietf-netconf-with-defaults:default
+        annotation in JSON — NETCONF's rule and XML writer (northbound.netconf.output)."""
+        idx = self.index
+        if not target.steps:
+            if fmt == "json":
+                return json.dumps({"ietf-restconf:data": tag_defaults_json(value, idx.top)}
+                                  ).encode()  # fmt: skip
+            data = etree.Element(f"{{{codec.RESTCONF_NS}}}data",
+                                 nsmap={None: codec.RESTCONF_NS})
+            json_to_xml(data, value, idx.top, idx.top_ns, defaults=TAG)
+            return etree.tostring(data)
+        node = idx.top[target.steps[0][0].name]
+        for step, _ in target.steps[1:]:
+            node = node.children[step.name]
+        if fmt == "json":
+            return json.dumps(tag_defaults_json(codec.member(target, value),
+                                                {node.name: node})).encode()
+        return element_xml(node.name, value, node, idx.top_ns[target.steps[0][0].name],
+                           TAG).encode()
 
     def _state_at(self, target: Target) -> Any:
         # Providers may report more than the model has (programming status...): only

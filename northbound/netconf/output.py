@@ -20,7 +20,50 @@ from northbound.netconf.schema_index import LIST, Node
 from northbound.netconf.xmlutil import elements, local, ns_of
 
 WD_NS = "urn:ietf:params:xml:ns:netconf:default:1.0"
+# RFC 8040 4.8.9 (RFC 7952 metadata): a default leaf's JSON annotation.
+WD_ANNOTATION = "ietf-netconf-with-defaults:default"
 TRIM, TAG = "trim", "tag"
+
+
+def is_default(node: Node | None, item: Any) -> bool:
+    """RFC 6243: whether `item` (JSON encoding) is the value the schema gives `node` by
+    default — the leaves report-all-tagged marks and trim leaves out."""
+    return (node is not None and node.default is not None
+            and not isinstance(item, dict | list) and _text(item) == node.default)
+
+
+def element_xml(name: str, value: Any, node: Node | None, namespace: str,
+                defaults: str | None = None) -> str:
+    """One data node as XML text in `namespace` (each entry, for a list's entries): what a
+    RESTCONF reply for one resource holds. `defaults` as in `json_to_xml`."""
+    out: list[str] = []
+    declare = f' xmlns="{namespace.translate(_ESCAPE)}"'
+    if defaults == TAG:
+        declare += f' xmlns:wd="{WD_NS}"'
+    for item in value if isinstance(value, list) else [value]:
+        first = len(out)
+        _element(out, name, item, node, None, defaults)
+        if len(out) > first:
+            out[first] = out[first].replace(f"<{name}", f"<{name}{declare}", 1)
+    return "".join(out)
+
+
+def tag_defaults_json(members: dict[str, Any], children: dict[str, Node]) -> dict[str, Any]:
+    """`members` (JSON encoding; `children` their schema nodes by local name) with every leaf
+    at its schema default annotated `"@leaf": {"ietf-netconf-with-defaults:default": true}`
+    (RFC 8040 4.8.9 report-all-tagged, the JSON twin of wd:default="true")."""
+    out: dict[str, Any] = {}
+    for key, sub in members.items():
+        cnode = children.get(key.rpartition(":")[2])
+        if cnode is not None and isinstance(sub, dict):
+            sub = tag_defaults_json(sub, cnode.children)
+        elif cnode is not None and isinstance(sub, list) and cnode.kind == LIST:
+            sub = [tag_defaults_json(e, cnode.children) if isinstance(e, dict) else e
+                   for e in sub]
+        out[key] = sub
+        if is_default(cnode, sub):
+            out["@" + key] = {WD_ANNOTATION: True}
+    return out
 
 
 def json_to_xml(parent: etree._Element, doc: dict[str, Any], top: dict[str, Node],
@@ -97,8 +140,7 @@ def _element(out: list[str], name: str, item: Any, node: Node | None, extra: Any
              defaults: str | None = None) -> None:
     if item is None or item == MASK:
         return
-    if defaults and node is not None and node.default is not None \
-            and not isinstance(item, dict | list) and _text(item) == node.default:
+    if defaults and is_default(node, item):
         if defaults == TRIM:
             return
         out.append(f'<{name} wd:default="true">')
