@@ -31,6 +31,7 @@ from appliance.doors import DoorContext, DoorSpec, DoorSupervisor
 from appliance.events import EventBus
 from appliance.ha.settings import check as ha_rules
 from appliance.health import HealthWiring, prober_mode
+from appliance.notification_log import NotificationLog
 from appliance.reconciler import LoggingReconciler, Reconciler
 from appliance.snapshot import Snapshot
 from appliance.watchdog import Watchdog, sd_notify
@@ -131,8 +132,11 @@ async def run_daemon(
         service.subscribe(collect_after_bulk_commit)
         server = ControlServer(service, socket, worker, state)
         await server.start()
+        # From here on every commit and event is kept for the streams' replay.
+        notices = NotificationLog()
+        notices.attach(service, bus)
         supervisor = DoorSupervisor(
-            DoorContext(service, worker, state, bus, db.parent, socket, alarms), doors
+            DoorContext(service, worker, state, bus, db.parent, socket, alarms, notices), doors
         )
         state["doors"] = supervisor.status
         await supervisor.start()
@@ -154,6 +158,7 @@ async def run_daemon(
         log.info("sluice daemon stopping")
         await watchdog.stop()
         await supervisor.close()
+        notices.detach()
         await server.close()
         await loop.run_in_executor(None, snapshot.stop)  # before the providers go away
         await health.stop()

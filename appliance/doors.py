@@ -42,6 +42,8 @@ class DoorContext:
     state_dir: Path  # per-appliance files (SSH host key) beside the database
     socket: Path  # the control socket (the SSH console's children connect to it)
     alarms: Any = None  # appliance.alarms.Alarms: conditions a door raises (BGP sessions lost)
+    # appliance.notification_log.NotificationLog: the event stream's notices, for replay
+    notices: Any = None
 
 
 class Door(Protocol):

@@ -209,45 +209,171 @@ def test_yang_patch_is_one_commit(rc: tuple[Daemon, int]) -> None:
         assert req(port, "DELETE", f"{LB}/service={name}").status == 204
 
 
-def test_event_stream_gets_the_commit(rc: tuple[Daemon, int]) -> None:
-    _, port = rc
-    lines: queue.Queue[str] = queue.Queue()
-    conn = http.client.HTTPConnection(HOST, port, timeout=15)
-    conn.request("GET", "/restconf/streams/NETCONF/json",
-                 headers={"Authorization": f"Bearer {hk.RO_TOKEN}"})
-    resp = conn.getresponse()
-    assert resp.status == 200 and resp.getheader("Content-Type") == "text/event-stream"
+class Sse:
+    """An SSE client on a thread: each event's data (its 'data: ' lines joined) queued."""
 
-    def reader() -> None:
+    def __init__(self, port: int, path: str) -> None:
+        self.events: queue.Queue[str | None] = queue.Queue()
+        self.conn = http.client.HTTPConnection(HOST, port, timeout=15)
+        self.conn.request("GET", path, headers={"Authorization": f"Bearer {hk.RO_TOKEN}"})
+        self.resp = self.conn.getresponse()
+        self.status = self.resp.status
+        self.comment: queue.Queue[str] = queue.Queue()
+        if self.status == 200:
+            threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        data: list[str] = []
         try:
             while True:
-                line = resp.readline()
+                line = self.resp.readline().decode()
                 if not line:
-                    return
-                lines.put(line.decode())
-        except (OSError, ValueError, AttributeError):  # the test closed the connection
-            return
-
-    threading.Thread(target=reader, daemon=True).start()
-    assert lines.get(timeout=10).startswith(":")  # the stream's opening comment
-    assert req(port, "POST", LB, {"sluice:service": [svc("rc-sse")]}).status == 201
-    try:
-        while True:
-            line = lines.get(timeout=10)
-            if line.startswith("data: "):
-                event = json.loads(line[6:])
-                change = event["ietf-restconf:notification"][
-                    "ietf-netconf-notifications:netconf-config-change"]
-                if any("rc-sse" in e["target"] for e in change["edit"]):
                     break
+                if line.startswith(":"):
+                    self.comment.put(line)
+                elif line.startswith("data: "):
+                    data.append(line[6:].rstrip("\n"))
+                elif line == "\n" and data:
+                    self.events.put("\n".join(data))
+                    data = []
+        except (OSError, ValueError, AttributeError):  # the test closed the connection
+            pass
+        self.events.put(None)  # the stream ended
+
+    def next(self, timeout: float = 10) -> str | None:
+        return self.events.get(timeout=timeout)
+
+    def close(self) -> None:
+        if self.conn.sock is not None:  # wake the reader now, not at its timeout
+            self.conn.sock.shutdown(socket.SHUT_RDWR)
+        self.conn.close()
+
+
+def json_change(text: str) -> dict | None:
+    event = json.loads(text)["ietf-restconf:notification"]
+    return event.get("ietf-netconf-notifications:netconf-config-change")
+
+
+def test_event_stream_gets_the_commit(rc: tuple[Daemon, int]) -> None:
+    _, port = rc
+    sse = Sse(port, "/restconf/streams/NETCONF/json")
+    assert sse.status == 200 and sse.resp.getheader("Content-Type") == "text/event-stream"
+    try:
+        assert sse.comment.get(timeout=10).startswith(":")  # the stream's opening comment
+        assert req(port, "POST", LB, {"sluice:service": [svc("rc-sse")]}).status == 201
+        while True:
+            text = sse.next()
+            assert text is not None
+            change = json_change(text)
+            if change and any("rc-sse" in e["target"] for e in change["edit"]):
+                break
         assert change["changed-by"]["username"] == "kube"
         assert {"target": "/sluice:load-balancer/service[name='rc-sse']",
                 "operation": "create"} in change["edit"]
+        validate_json_notification(text)
     finally:
-        if conn.sock is not None:  # wake the reader now, not at its timeout
-            conn.sock.shutdown(socket.SHUT_RDWR)
-        conn.close()
+        sse.close()
         req(port, "DELETE", f"{LB}/service=rc-sse")
+
+
+def validate_json_notification(text: str) -> None:
+    """The notification's content is a notification the served modules define (libyang)."""
+    import libyang
+
+    from northbound.netconf.modules import ServedModules
+
+    inner = {k: v for k, v in json.loads(text)["ietf-restconf:notification"].items()
+             if k != "eventTime"}
+    ServedModules().ctx.parse_op_mem("json", json.dumps(inner), libyang.DataType.NOTIF_YANG)
+
+
+def test_xml_event_stream(rc: tuple[Daemon, int]) -> None:
+    """RFC 8040 6.4 XML encoding: an RFC 5277 <notification> per event, valid against the
+    served modules (NETCONF's own builders)."""
+    from northbound.netconf.modules import ServedModules
+
+    _, port = rc
+    sse = Sse(port, "/restconf/streams/NETCONF/xml")
+    assert sse.status == 200
+    try:
+        assert sse.comment.get(timeout=10).startswith(":")
+        assert req(port, "POST", LB, {"sluice:service": [svc("rc-xsse")]}).status == 201
+        nc = "urn:ietf:params:xml:ns:netconf:notification:1.0"
+        ncn = "urn:ietf:params:xml:ns:yang:ietf-netconf-notifications"
+        while True:
+            text = sse.next()
+            assert text is not None
+            root = etree.fromstring(text.encode())
+            assert root.tag == f"{{{nc}}}notification" and root.findtext(f"{{{nc}}}eventTime")
+            targets = root.xpath("//n:edit/n:target/text()", namespaces={"n": ncn})
+            if any("rc-xsse" in t for t in targets):
+                break
+        assert root.findtext(f".//{{{ncn}}}username") == "kube"
+        ServedModules().validate_notification(text)
+    finally:
+        sse.close()
+        req(port, "DELETE", f"{LB}/service=rc-xsse")
+
+
+def test_replay_from_the_log(rc: tuple[Daemon, int]) -> None:
+    """start-time replays the notification log (then replayComplete); with stop-time the
+    stream ends after notificationComplete; bad intervals are 400 naming the parameter."""
+    from datetime import UTC, datetime, timedelta
+
+    _, port = rc
+    t0 = (datetime.now(UTC) - timedelta(milliseconds=5)).isoformat().replace("+00:00", "Z")
+    for i, name in enumerate(("rc-r1", "rc-r2")):
+        assert req(port, "POST", LB, {"sluice:service": [svc(name, 180 + i)]}).status == 201
+    t1 = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    assert req(port, "DELETE", f"{LB}/service=rc-r1").status == 204  # after stop-time
+    states = req(port, "GET", f"{DATA}/ietf-restconf-monitoring:restconf-state").json()
+    (stream,) = states["ietf-restconf-monitoring:restconf-state"]["streams"]["stream"]
+    assert stream["replay-support"] is True and stream["replay-log-creation-time"] < t0
+    assert [a["encoding"] for a in stream["access"]] == ["json", "xml"]
+    for enc in ("json", "xml"):
+        sse = Sse(port, f"/restconf/streams/NETCONF/{enc}?start-time={t0}&stop-time={t1}")
+        assert sse.status == 200
+        try:
+            got = []
+            while (text := sse.next()) is not None:
+                got.append(text)
+        finally:
+            sse.close()
+        if enc == "json":
+            changes = [c for c in map(json_change, got) if c]
+            assert [e["target"].split("'")[1] for c in changes for e in c["edit"]] == \
+                ["rc-r1", "rc-r2"]
+            tail = [next(k for k in json.loads(t)["ietf-restconf:notification"]
+                         if k != "eventTime") for t in got[-2:]]
+            assert tail == ["nc-notifications:replayComplete",
+                            "nc-notifications:notificationComplete"]
+        else:
+            assert sum(b"rc-r1" in t.encode() for t in got) == 1
+            assert sum(b"rc-r2" in t.encode() for t in got) == 1
+            assert "replayComplete" in got[-2] and "notificationComplete" in got[-1]
+    # Replay without stop-time goes on live after replayComplete.
+    sse = Sse(port, f"/restconf/streams/NETCONF/json?start-time={t1}")
+    try:
+        first = sse.next()
+        assert first is not None and "rc-r1" in first  # the delete, replayed
+        assert "replayComplete" in (sse.next() or "")
+        assert req(port, "DELETE", f"{LB}/service=rc-r2").status == 204
+        live = sse.next()
+        assert live is not None and "rc-r2" in live and "delete" in live
+    finally:
+        sse.close()
+    future = (datetime.now(UTC) + timedelta(hours=1)).isoformat().replace("+00:00", "Z")
+    for query, words in [(f"start-time={future}", "future"),
+                         (f"stop-time={t1}", "needs start-time"),
+                         (f"start-time={t1}&stop-time={t0}", "before start-time"),
+                         ("start-time=yesterday", "start-time"),
+                         ("start-time=2026-11-30T01:00:00", "time zone"),
+                         ("filter=/x", "filter")]:  # fmt: skip
+        r = req(port, "GET", f"/restconf/streams/NETCONF/json?{query}")
+        assert r.status == 400, (query, r.body)
+        assert words in r.json()["ietf-restconf:errors"]["error"][0]["error-message"], query
+    assert req(port, "GET", "/restconf/streams/NETCONF/yaml").status == 404
+    assert req(port, "GET", "/restconf/streams/OTHER/json").status == 404
 
 
 def test_insert_point_and_yang_patch_insert_move(rc: tuple[Daemon, int]) -> None:

@@ -98,17 +98,6 @@ def from_config_error(exc: ConfigError) -> RestconfError:
     return RestconfError(status, "", "", errors=errors)
 
 
-def error_body(errors: list[dict[str, Any]], fmt: str) -> bytes:
-    if fmt == "xml":
-        root = etree.Element(f"{{{codec.RESTCONF_NS}}}errors", nsmap={None: codec.RESTCONF_NS})
-        for err in errors:
-            el = etree.SubElement(root, f"{{{codec.RESTCONF_NS}}}error")
-            for k, v in err.items():
-                etree.SubElement(el, f"{{{codec.RESTCONF_NS}}}{k}").text = str(v)
-        return etree.tostring(root)
-    return json.dumps({"ietf-restconf:errors": {"error": errors}}).encode()
-
-
 def wants_xml(request: web.Request) -> bool:
     accept = request.headers.get("Accept", "")
     return ("xml" in accept) and "json" not in accept.split("xml")[0]
@@ -118,7 +107,7 @@ def error_response(request: web.Request, status: int, errors: list[dict[str, Any
                    ) -> web.Response:  # fmt: skip
     fmt = "xml" if wants_xml(request) else "json"
     ctype = codec.XML_TYPE if fmt == "xml" else codec.JSON_TYPE
-    return web.Response(status=status, body=error_body(errors, fmt), headers={
+    return web.Response(status=status, body=codec.error_body(errors, fmt), headers={
         "Content-Type": ctype})
 
 
@@ -141,7 +130,7 @@ class Restconf:
             web.get(ROOT + "/operations", self.operations),
             web.route("*", ROOT + "/data{tail:(/.*)?}", self.data),
             web.get(ROOT + "/streams/{name}", self.events.stream),
-            web.get(ROOT + "/streams/{name}/json", self.events.stream),
+            web.get(ROOT + "/streams/{name}/{encoding}", self.events.stream),
         ]  # fmt: skip
 
     async def start(self) -> None:
@@ -218,18 +207,16 @@ class Restconf:
 
     def _monitoring(self, request: web.Request) -> dict[str, Any]:
         scheme = "https" if request.secure else "http"
-        location = f"{scheme}://{request.host}{ROOT}/streams/NETCONF/json"
         caps = ["urn:ietf:params:restconf:capability:defaults:1.0?basic-mode=explicit",
                 "urn:ietf:params:restconf:capability:depth:1.0",
                 "urn:ietf:params:restconf:capability:fields:1.0",
+                "urn:ietf:params:restconf:capability:replay:1.0",
                 "urn:ietf:params:restconf:capability:with-defaults:1.0",
                 "urn:ietf:params:restconf:capability:yang-patch:1.0"]
         return {"ietf-restconf-monitoring:restconf-state": {
             "capabilities": {"capability": caps},
-            "streams": {"stream": [{
-                "name": "NETCONF", "description": "config changes (netconf-config-change) "
-                "and Sluice events, as NETCONF sends them", "replay-support": False,
-                "access": [{"encoding": "json", "location": location}]}]}}}  # fmt: skip
+            "streams": {"stream": [
+                self.events.describe(f"{scheme}://{request.host}{ROOT}")]}}}  # fmt: skip
 
     def _yang_library(self) -> bytes:
         with self.printer._lock:

@@ -34,6 +34,18 @@ class BodyProblem(Exception):
         self.tag = tag
 
 
+def error_body(errors: list[dict[str, Any]], fmt: str) -> bytes:
+    """ietf-restconf:errors in JSON or XML (RFC 8040 7.1)."""
+    if fmt == "xml":
+        root = etree.Element(f"{{{RESTCONF_NS}}}errors", nsmap={None: RESTCONF_NS})
+        for err in errors:
+            el = etree.SubElement(root, f"{{{RESTCONF_NS}}}error")
+            for k, v in err.items():
+                etree.SubElement(el, f"{{{RESTCONF_NS}}}{k}").text = str(v)
+        return etree.tostring(root)
+    return json.dumps({"ietf-restconf:errors": {"error": errors}}).encode()
+
+
 def drop_secrets(value: Any) -> Any:
     """Masked secrets are left out (as NETCONF does: nacm:default-deny-all)."""
     if isinstance(value, dict):

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 from lxml import etree
 
-from appliance.config import Diff
 from northbound.netconf.errors import RpcError
 from northbound.netconf.output import subtree_filter
 from northbound.netconf.rpc import Dispatcher, text_of
@@ -46,12 +45,17 @@ class Subscription:
 
 
 def now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return event_time(datetime.now(UTC))
 
 
-def wrap(content: etree._Element) -> etree._Element:
+def event_time(when: datetime) -> str:
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def wrap(content: etree._Element, when: datetime | None = None) -> etree._Element:
+    """<notification> around `content`, its eventTime `when` (default: now)."""
     notif = etree.Element(qn(NOTIF_NS, "notification"), nsmap={None: NOTIF_NS})
-    sub(notif, NOTIF_NS, "eventTime", now())
+    sub(notif, NOTIF_NS, "eventTime", now() if when is None else event_time(when))
     notif.append(content)
     return notif
 
@@ -83,24 +87,18 @@ def _session_params(parent: etree._Element, user: str, session_id: int,
         sub(parent, NC_NOTIFICATIONS_NS, "source-host", host)
 
 
-def config_change(diff: Diff, namespace: str, user: str | None, session_id: int,
-                  host: str | None) -> etree._Element:
+def config_change(edits: list[tuple[str, str, str]], namespace: str, user: str | None,
+                  session_id: int, host: str | None) -> etree._Element:
+    """`edits`: (kind, name, operation) as `appliance.notification_log.diff_edits` makes
+    them from a commit's Diff."""
     root = etree.Element(qn(NC_NOTIFICATIONS_NS, "netconf-config-change"),
                          nsmap={None: NC_NOTIFICATIONS_NS, SLUICE_PREFIX: namespace})
     _changed_by(root, user, session_id, host)
     sub(root, NC_NOTIFICATIONS_NS, "datastore", "running")
-    edits: list[tuple[str, str]] = []
     svc = f"/{SLUICE_PREFIX}:load-balancer/{SLUICE_PREFIX}:service"
-    for name in sorted(diff.services_added):
-        edits.append((f"{svc}[{SLUICE_PREFIX}:name={_lit(name)}]", "create"))
-    for name in sorted(diff.services_changed):
-        edits.append((f"{svc}[{SLUICE_PREFIX}:name={_lit(name)}]", "replace"))
-    for name in sorted(diff.services_removed):
-        edits.append((f"{svc}[{SLUICE_PREFIX}:name={_lit(name)}]", "delete"))
-    for name, (old, new) in sorted(diff.sections_changed.items()):
-        op = "create" if old is None else "delete" if new is None else "replace"
-        edits.append((f"/{SLUICE_PREFIX}:{name}", op))
-    for target, op in edits[:MAX_EDITS]:
+    for kind, name, op in edits[:MAX_EDITS]:
+        target = (f"{svc}[{SLUICE_PREFIX}:name={_lit(name)}]" if kind == "service"
+                  else f"/{SLUICE_PREFIX}:{name}")
         edit = sub(root, NC_NOTIFICATIONS_NS, "edit")
         sub(edit, NC_NOTIFICATIONS_NS, "target", target)
         sub(edit, NC_NOTIFICATIONS_NS, "operation", op)

@@ -25,6 +25,7 @@ from lxml import etree
 
 from appliance.config import ConfigService, Diff
 from appliance.doors import Binding, DoorContext, Section
+from appliance.notification_log import diff_edits
 from northbound.netconf import (
     monitoring,
     notifications,
@@ -358,7 +359,8 @@ class NetconfServer:
             user = last[0]["user"] if last else None
             sid, host = 0, None  # RFC 6470: 0 for a change not made over NETCONF
         ns = self.index.namespace
-        self._from_thread(lambda: notifications.config_change(diff, ns, user, sid, host))
+        edits = diff_edits(diff)
+        self._from_thread(lambda: notifications.config_change(edits, ns, user, sid, host))
 
     def _on_bus_event(self, event: Any) -> None:
         if not isinstance(event, dict) or self.modules is None:
