@@ -52,6 +52,8 @@ def test_kube_loxilb_contract(door: tuple[Daemon, int]) -> None:
     again = call(port, "POST", LB, create)
     assert again.status != 200 and "exist" in again.json()["message"]
     assert set(again.json()) == {"code", "message", "result"} and again.json()["code"] == 409
+    # kube-loxilb's client makes its error from "result": the whole message, with "exist".
+    assert again.json()["result"] == again.json()["message"]
 
     listing = call(port, "GET", f"{LB}/all", b"")
     assert listing.status == 200 and listing.headers["content-type"] == "application/json"
@@ -162,6 +164,7 @@ def test_bad_requests_name_the_field_and_change_nothing(
     assert r.status == 400 and r.headers["content-type"] == "application/json", r.body
     err = r.json()
     assert err["code"] == 400 and field in err["message"], err
+    assert field in err["result"], err  # what kube-loxilb logs
     assert running(d) == before
     assert call(port, "GET", "/netlox/v1").status == 200  # still serving
 

@@ -4,7 +4,10 @@ Its reads are decoded only when Content-Type is exactly ``application/json`` (ai
 ``json_response`` appends ``; charset=utf-8``, which it refuses); its JSON keys match
 case-insensitively (Go's decoder), so a body is read with its keys lower-cased; its writes
 count as done only on 200 with ``{"result":"Success"}``; errors come in loxilb's envelope
-``{"code":N,"message":"...","result":"..."}`` with the HTTP status N.
+``{"code":N,"message":"...","result":"..."}`` with the HTTP status N. kube-loxilb reports a
+refused write by the envelope's ``result`` (its client makes the error from that field, and
+takes a create whose error contains "exist" as done), so ``result`` carries the whole
+message naming the field, as loxilb's own errors do, not a short reason.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ MAX_BODY = 1024 * 1024
 
 
 class ApiError(Exception):
-    """A refused request: HTTP status ``code``, a message naming the field, a short reason."""
+    """A refused request: HTTP status ``code``, a message naming the field, a short reason
+    (for logs and tests; the wire carries the message)."""
 
     def __init__(self, code: int, message: str, reason: str = "") -> None:
         super().__init__(message)
@@ -30,7 +34,7 @@ class ApiError(Exception):
         self.reason = reason or message
 
     def envelope(self) -> dict[str, Any]:
-        return {"code": self.code, "message": self.message, "result": self.reason}
+        return {"code": self.code, "message": self.message, "result": self.message}
 
 
 def respond(data: Any, status: int = 200) -> web.Response:
