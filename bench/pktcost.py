@@ -99,10 +99,12 @@ class _Opts(ct.Structure):
 _lib: Any = None
 
 
-def test_run(fd: int, frame: bytes, ifindex: int, repeat: int = 1) -> tuple[int, int]:
+def test_run(fd: int, frame: bytes, ifindex: int, repeat: int = 1,
+             flags: int = 0) -> tuple[int, int]:  # fmt: skip
     """(verdict, ns per run) of program ``fd`` on ``frame`` arriving on ``ifindex``.
 
-    Runs in the calling thread's network namespace (see ``in_netns``)."""
+    Runs in the calling thread's network namespace (see ``in_netns``). ``flags``: the
+    kernel's BPF_F_TEST_* (e.g. SKB_CHECKSUM_COMPLETE)."""
     global _lib
     if _lib is None:
         _lib = ct.CDLL("libbpf.so.1", use_errno=True)
@@ -114,7 +116,7 @@ def test_run(fd: int, frame: bytes, ifindex: int, repeat: int = 1) -> tuple[int,
     struct.pack_into("<II", ctx, 36, ifindex, ifindex)
     o = _Opts(sz=ct.sizeof(_Opts), data_in=ct.addressof(buf), data_size_in=len(frame),
               data_out=ct.addressof(out), data_size_out=len(out), ctx_in=ct.addressof(ctx),
-              ctx_size_in=len(ctx), repeat=repeat)  # fmt: skip
+              ctx_size_in=len(ctx), repeat=repeat, flags=flags)  # fmt: skip
     if _lib.bpf_prog_test_run_opts(fd, ct.byref(o)) != 0:
         err = ct.get_errno()
         raise OSError(err, f"bpf_prog_test_run_opts: {os.strerror(err)}")
@@ -145,6 +147,9 @@ def in_netns(name: str) -> Iterator[None]:
 # --------------------------------------------------------------------------------------
 
 SYN, ACK, SYNACK = 0x02, 0x10, 0x12
+# BPF_PROG_TEST_RUN flag (Linux 6.16): the skb arrives CHECKSUM_COMPLETE, and the run fails
+# with EBADMSG if the program left skb->csum disagreeing with the packet.
+BPF_F_TEST_SKB_CHECKSUM_COMPLETE = 1 << 2
 MAC_DST, MAC_SRC = b"\x02\0\0\0\0\x01", b"\x02\0\0\0\0\x02"
 
 

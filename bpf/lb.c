@@ -77,15 +77,22 @@ static __always_inline struct svc_info *lookup_service(struct pkt *p)
     return 0;
 }
 
-// Source NAT: claim the reply key with BPF_NOEXIST, so two flows can never share a
-// (snat address, port) towards the same endpoint, not even across CPUs.
-static __always_inline int claim_reply(struct ct_entry *e, struct pkt *p)
+// The reply key is the flow's too: inserted with BPF_NOEXIST, so no flow ever overwrites
+// another's. Source NAT: try source ports until one is free (not even across CPUs can two
+// flows share a (snat address, port) towards an endpoint). DNAT: the key is the client's
+// own tuple; another live flow holding it (two VIPs sharing an endpoint, one client port)
+// keeps it, and this one is refused: the endpoint could not tell the two apart either.
+static __always_inline int claim_reply(struct ct_entry *e, struct pkt *p, __u64 now)
 {
     struct ct_key rk = {};
     if (!(e->t.snat.w[0] != e->t.client.w[0] || e->t.snat.w[1] != e->t.client.w[1] ||
           e->t.snat.w[2] != e->t.client.w[2] || e->t.snat.w[3] != e->t.client.w[3])) {
         ct_reply_key(&e->t, p->k.proto, p->k.family, &rk);
-        return ct_map.update(&rk, e);          // DNAT: the client's own tuple
+        if (ct_map.insert(&rk, e) == 0)
+            return 0;
+        if (!ct_reply_reclaim(&rk, now))
+            return -1;
+        return ct_map.insert(&rk, e);
     }
     __u32 start = bpf_get_prandom_u32();
     for (int i = 0; i < FNAT_TRIES; i++) {
@@ -117,6 +124,9 @@ static __always_inline int translate_and_send(struct __sk_buff *skb, struct pkt 
         return bpf_redirect(nh->ifindex, 0);
     return fwd_finish(skb, p, rc, f);
 }
+
+// new_flow's answer when another CPU created the same flow first (not a TC verdict).
+#define NEW_FLOW_LOST_RACE 0x10000
 
 static __always_inline int new_flow(struct __sk_buff *skb, struct pkt *p, __u64 now)
 {
@@ -179,8 +189,8 @@ static __always_inline int new_flow(struct __sk_buff *skb, struct pkt *p, __u64 
     e.dir = CT_DIR_REPLY;
     if (svc.mode == MODE_DSR)
         e.flags |= CT_F_DSR;                   // the endpoint answers the client directly
-    else if (claim_reply(&e, p))
-        return TC_ACT_SHOT;                    // no free source port: drop, client retries
+    else if (claim_reply(&e, p, now))
+        return TC_ACT_SHOT;                    // no free reply tuple: drop, client retries
     e.dir = CT_DIR_ORIG;
     e.packets = 1;
     e.bytes = p->len;
@@ -195,8 +205,13 @@ static __always_inline int new_flow(struct __sk_buff *skb, struct pkt *p, __u64 
         nh_store(&e, p, &f, gen, l3_len(skb, p), &nh);
         fast = 1;
     }
-    if (ct_map.update(&p->k, &e))
-        return TC_ACT_SHOT;
+    if (ct_map.insert(&p->k, &e)) {
+        // Another CPU made this flow meanwhile (its first packets arrived together): ours
+        // must not replace it, and our reply entry must not stay behind as an orphan.
+        if (!(e.flags & CT_F_DSR))
+            ct_drop_reply(&e);
+        return NEW_FLOW_LOST_RACE;
+    }
 
     __u32 sid = svc.id;
     __s64 *a = svc_active.lookup(&sid);
@@ -222,8 +237,14 @@ int sluice_lb(struct __sk_buff *skb)
     __u64 now = bpf_ktime_get_coarse_ns();     // timestamps need no finer than a tick
 
     struct ct_entry *e = ct_map.lookup(&p.k);
-    if (!e)
-        return new_flow(skb, &p, now);
+    if (!e) {
+        int rc = new_flow(skb, &p, now);
+        if (rc != NEW_FLOW_LOST_RACE)
+            return rc;
+        e = ct_map.lookup(&p.k);               // the winner's flow: carry on with it
+        if (!e)
+            return TC_ACT_SHOT;
+    }
 
     if (e->dir == CT_DIR_ORIG) {
         // Expired, or a new TCP connection reusing a closed flow's tuple: start afresh.
@@ -231,7 +252,8 @@ int sluice_lb(struct __sk_buff *skb)
                       (p.tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN;
         if (ct_expired(e, now) || restart) {
             ct_delete_flow(e);
-            return new_flow(skb, &p, now);
+            int rc = new_flow(skb, &p, now);
+            return rc == NEW_FLOW_LOST_RACE ? TC_ACT_SHOT : rc;
         }
         if (p.ttl <= 1)
             return TC_ACT_OK;

@@ -36,6 +36,7 @@ class Conntrack:
 
     def __init__(self, tables: dict[str, Any]) -> None:
         self.t = {name: tables[name] for name in ("ct_map", "svc_active", "ep_active")}
+        self.orphans_removed = 0  # REPLY entries without their flow, removed by gc()
 
     def rows(
         self,
@@ -166,6 +167,7 @@ class Conntrack:
         svc_live: Counter[int] = Counter()
         ep_live: Counter[int] = Counter()
         gone = 0
+        stale: list[bytes] = []  # REPLY keys to check for orphans
         for keys, values, _ in ctwalk.walk(t):
             doomed: list[bytes] = []
             sids: list[int] = []
@@ -173,9 +175,14 @@ class Conntrack:
             for i, (last, sid, eid, timeout_s, d, state, flags, proto) in enumerate(
                 ctf.gc.iter_unpack(values)
             ):
-                if d != orig:
-                    continue  # state and idle time live in the ORIG entry
                 idle_limit = _timeout_for(state, proto, timeout_s) * 1_000_000_000
+                if d != orig:
+                    # State and idle time live in the ORIG entry. A REPLY entry that has
+                    # not synced it for longer than the flow's idle limit may be an orphan
+                    # (its ORIG entry evicted or lost): checked after the walk.
+                    if now > last and now - last > idle_limit and len(stale) < ORPHAN_CHECKS:
+                        stale.append(keys[i * ks : (i + 1) * ks])
+                    continue
                 if now > last and now - last > idle_limit:
                     doomed.append(keys[i * ks : (i + 1) * ks])
                     if not flags & dsr:  # DSR flows have no reply entry
@@ -191,6 +198,31 @@ class Conntrack:
             ctwalk.delete(t, b"".join(doomed))
         self._set_gauges("svc_active", svc_live)
         self._set_gauges("ep_active", ep_live)
+        self.orphans_removed += self._drop_orphans(stale, now)
+        return gone
+
+    def _drop_orphans(self, reply_keys: list[bytes], now: int) -> int:
+        """Delete the REPLY entries among ``reply_keys`` whose flow has no ORIG entry (or
+        one translating another way): the LRU evicted it, or a flow was lost half made.
+        The datapath never meets such an entry again (its flow's packets look up the ORIG
+        key), so without this only table pressure would ever remove it. Each is read
+        again first: a new flow may have taken the key since the walk."""
+        t = self.t["ct_map"]
+        ctf = _ct_formats(t)
+        gone = 0
+        for rk in reply_keys:
+            reply = t.get(t.Key.from_buffer_copy(rk))
+            if reply is None or reply.dir != L.CT_DIR_REPLY:
+                continue
+            raw = bytes(reply)
+            last = ctf.last.unpack_from(raw)[0]
+            limit = _timeout_for(reply.state, reply.proto, reply.timeout_s) * 1_000_000_000
+            if not (now > last and now - last > limit):
+                continue  # alive again, or a new flow's
+            orig = t.get(t.Key.from_buffer_copy(_orig_key(raw)))
+            if orig is not None and _flow_id(bytes(orig), 0) == _flow_id(raw, 0):
+                continue  # its flow is there (an idle one-way flow)
+            gone += ctwalk.delete(t, rk)
         return gone
 
     def _set_gauges(self, name: str, live: Counter[int]) -> None:
@@ -228,6 +260,9 @@ _CT_ENTRY = {"t.client": (0, 16), "t.vip": (16, 16), "t.snat": (32, 16), "t.ep":
              "family": (120, 1)}  # fmt: skip
 _TUPLE = 72  # sizeof(struct nat_tuple): the translation, identical in a flow's two entries
 _DIR, _PROTO, _FAMILY = 116, 119, 120
+# REPLY entries checked for orphans per sweep (one or two lookups each): bounds a sweep's
+# cost when many flows are one-way; the rest wait for the next sweep.
+ORPHAN_CHECKS = 4096
 
 
 @dataclass(frozen=True)
@@ -239,6 +274,7 @@ class _CtFormats:
     row: struct.Struct  # what a conntrack() row shows
     counters: struct.Struct  # packets, bytes (what a REPLY entry adds to its flow's row)
     svc: struct.Struct  # svc_id only: the cheap service filter
+    last: struct.Struct  # last_ns only
     ids: struct.Struct  # svc_id, ep_id
     gc: struct.Struct  # what expiry and the gauges need
 
@@ -265,6 +301,7 @@ def _ct_formats(t: Any) -> _CtFormats:
             ("state", "B"), ("proto", "B"), ("family", "B")]),
         counters=ctwalk.unpacker(t.Leaf, [("packets", "Q"), ("bytes", "Q")]),
         svc=ctwalk.unpacker(t.Leaf, [("svc_id", "I")]),
+        last=ctwalk.unpacker(t.Leaf, [("last_ns", "Q")]),
         ids=ctwalk.unpacker(t.Leaf, [("svc_id", "I"), ("ep_id", "I")]),
         gc=ctwalk.unpacker(t.Leaf, [
             ("last_ns", "Q"), ("svc_id", "I"), ("ep_id", "I"), ("timeout_s", "I"),
@@ -281,6 +318,15 @@ def _reply_key(values: bytes, off: int) -> bytes:
     proto = values[off + _PROTO]
     ports = t[70:72] + t[68:70] if proto in (6, 17) else t[68:70] + b"\0\0"
     return t[48:64] + t[32:48] + ports + bytes((proto, values[off + _FAMILY], 0, 0))
+
+
+def _orig_key(values: bytes, off: int = 0) -> bytes:
+    """The ORIG entry's struct ct_key from either entry at ``off`` (ct_orig_key):
+    client -> VIP; ICMP: the echo identifier (client_port) and 0."""
+    t = values[off : off + _TUPLE]
+    proto = values[off + _PROTO]
+    ports = t[64:68] if proto in (6, 17) else t[64:66] + b"\0\0"
+    return t[0:16] + t[16:32] + ports + bytes((proto, values[off + _FAMILY], 0, 0))
 
 
 def _flow_id(values: bytes, off: int) -> bytes:

@@ -33,15 +33,16 @@ OLD_LAYOUTS = ("_v1",)
 # Map name in C -> pin file name (without LAYOUT_SUFFIX); bpf/lib/maps.h.
 MAPS = {
     "svc_map": "svc", "range_map": "range", "ep_map": "ep", "sel_map": "selp",
-    "rr_map": "rr", "persist_map": "persist", "ifaddr_map": "ifaddr", "ct_map": "ct",
+    "rr_map": "rr64", "persist_map": "persist", "ifaddr_map": "ifaddr", "ct_map": "ct",
     "allow_map": "allow", "svc_stats": "svcst", "ep_stats": "epst", "svc_active": "svcact",
     "ep_active": "epact", "jmp_map": "jmp", "nh_gen_map": "nhgen",
     "ep_arr": "eparr", "sel_small_map": "selsm",
 }  # fmt: skip
 # Pins of maps an older program used and this one does not ("sel": one selection slot per
-# entry, before pages). Unlinked at load: an attached older program keeps its own map
-# reference until its filter is replaced, and nothing else reads them.
-LEGACY_PINS = ("sel",)
+# entry, before pages; "rr": 32-bit round-robin counters). Unlinked at load: an attached
+# older program keeps its own map reference until its filter is replaced, and nothing else
+# reads them.
+LEGACY_PINS = ("sel", "rr")
 # Tail-call targets: bpf/lib/consts.h JMP_* -> the function in bpf/lb.c.
 TAIL_CALLS = {0: "sluice_icmp_err", 1: "sluice_too_big"}
 
@@ -69,6 +70,14 @@ def inline_source(path: Path, seen: set[Path] | None = None) -> str:
         if line.strip() != "#pragma once":
             out.append(line)
     return "\n".join(out)
+
+
+def kernel_has_csum_ipv6(release: str | None = None) -> bool:
+    """Whether bpf_l4_csum_replace takes BPF_F_IPV6 (Linux 6.16): without it an IPv6
+    pseudo-header fix corrupts a CHECKSUM_COMPLETE skb->csum (bpf/lib/csum.h), but an older
+    kernel refuses the flag, which would fail every IPv6 NAT."""
+    m = re.match(r"(\d+)\.(\d+)", release or os.uname().release)
+    return bool(m) and (int(m.group(1)), int(m.group(2))) >= (6, 16)
 
 
 class _MapInfo(ct.Structure):
@@ -128,7 +137,9 @@ class Program:
                 pin.unlink(missing_ok=True)
         text = (
             f'#define PIN_ROOT "{self.pin_root}"\n'
-            f"#define CT_CAPACITY {self.ct_capacity}\n" + inline_source(BPF_DIR / "lb.c")
+            f"#define CT_CAPACITY {self.ct_capacity}\n"
+            + ("" if kernel_has_csum_ipv6() else "#define L4_CSUM_IPV6 0\n")
+            + inline_source(BPF_DIR / "lb.c")
         )
         started = time.monotonic()
         try:

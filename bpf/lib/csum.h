@@ -1,11 +1,24 @@
 // csum.h - header rewrites with incremental checksum fixes (RFC 1624 via the kernel's
 // csum helpers). IPv4: L3 checksum + L4 pseudo-header; IPv6: L4 pseudo-header only.
 // BPF_F_MARK_MANGLED_0 keeps a UDP/IPv4 zero ("no checksum") at zero.
+//
+// A packet may arrive CHECKSUM_COMPLETE (skb->csum = the sum of the whole packet, from a
+// NIC or a validated tunnel): every change must keep that sum true. IPv4: an address
+// change is cancelled by the header checksum change, so the kernel adjusts skb->csum by
+// the L4 checksum change. IPv6 has no header checksum: address change and L4 checksum
+// change cancel out, so a pseudo-header fix must NOT touch skb->csum (BPF_F_IPV6, kernel
+// >= 6.16; the driver defines L4_CSUM_IPV6 to 0 on older kernels, which reject the flag),
+// and a hop limit written directly is reported with bpf_csum_update.
 #pragma once
+
+#ifndef L4_CSUM_IPV6
+#define L4_CSUM_IPV6 (1ULL << 7)               // BPF_F_IPV6 (not in the 6.1 uapi headers)
+#endif
 
 static __always_inline __u64 l4_csum_flags(struct pkt *p)
 {
-    return p->k.proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
+    return (p->k.proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0) |
+           (p->k.family == 6 ? L4_CSUM_IPV6 : 0);
 }
 
 // Replace the 4/16-byte address at byte offset `off` (the IP source or destination).
@@ -55,5 +68,7 @@ static __always_inline int dec_ttl(struct __sk_buff *skb, struct pkt *p)
             return -1;
         return bpf_skb_store_bytes(skb, p->l3_off + offsetof(struct iphdr, ttl), &ttl, 1, 0);
     }
-    return bpf_skb_store_bytes(skb, p->l3_off + offsetof(struct ipv6hdr, hop_limit), &ttl, 1, 0);
+    // BPF_F_RECOMPUTE_CSUM: the byte is covered by a CHECKSUM_COMPLETE skb->csum.
+    return bpf_skb_store_bytes(skb, p->l3_off + offsetof(struct ipv6hdr, hop_limit), &ttl, 1,
+                               BPF_F_RECOMPUTE_CSUM);
 }

@@ -24,7 +24,9 @@ BPF_TABLE_PINNED("hash", struct sel_key, struct sel_page, sel_map, MAX_SEL_PAGES
 BPF_TABLE_PINNED("array", __u32, struct ep_info, ep_arr, MAX_ENDPOINTS, PIN("eparr"));
 // Small selection tables (SEL_SMALL): index svc_id * 2 + generation.
 BPF_TABLE_PINNED("array", __u32, struct sel_small, sel_small_map, MAX_SERVICES * 2, PIN("selsm"));
-BPF_TABLE_PINNED("array", __u32, __u32, rr_map, MAX_SERVICES, PIN("rr"));
+// Round-robin counters: 64-bit, the one width whose atomic fetch-add bcc's LLVM emits with
+// its result used (pinned as "rr64": "rr" held 32-bit counters).
+BPF_TABLE_PINNED("array", __u32, __u64, rr_map, MAX_SERVICES, PIN("rr64"));
 BPF_TABLE_PINNED("lru_hash", struct persist_key, struct persist_val, persist_map, MAX_PERSIST,
                  PIN("persist"));
 BPF_TABLE_PINNED("lpm_trie", struct allow_key, __u8, allow_map, MAX_ALLOW, PIN("allow"),

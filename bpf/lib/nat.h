@@ -50,6 +50,7 @@ static __always_inline int nat_rewrite(struct __sk_buff *skb, struct pkt *p, str
         return -1;                             // bounds for the verifier (parse.h)
     __u64 pd = 0;                              // pseudo-header (addresses)
     __u64 ld = 0;                              // ports / identifier
+    __u64 hl = 0;                              // IPv6 hop limit word (see csum.h)
     if (p->k.family == 4) {
         struct iphdr *ip = data + l3;
         if ((void *)(ip + 1) > data_end)
@@ -95,8 +96,12 @@ static __always_inline int nat_rewrite(struct __sk_buff *skb, struct pkt *p, str
                 ip6->daddr.in6_u.u6_addr32[i] = n;
             }
         }
-        if (nh)
+        if (nh) {
+            __u16 *hlw = (void *)ip6 + 6;      // next header and hop limit: one word
+            __u16 ow = *hlw;
             ip6->hop_limit--;
+            hl = (__u16)~ow + (__u64)*hlw;     // for a CHECKSUM_COMPLETE skb->csum
+        }
     }
     if (p->k.proto == IPPROTO_TCP || p->k.proto == IPPROTO_UDP) {
         __be16 *ports = data + l4;
@@ -132,6 +137,8 @@ static __always_inline int nat_rewrite(struct __sk_buff *skb, struct pkt *p, str
         return -1;
     if (ld && bpf_l4_csum_replace(skb, p->csum_off, 0, fold32(ld), l4_csum_flags(p)))
         return -1;
+    if (hl)
+        bpf_csum_update(skb, fold32(hl));      // no-op unless CHECKSUM_COMPLETE
     return 0;
 }
 

@@ -138,15 +138,13 @@ static __always_inline __u32 select_endpoint(struct svc_info *s, struct pkt *p, 
     case ALG_RR:
     case ALG_WEIGHTED: {
         __u32 sid = s->id;
-        __u32 *ctr = rr_map.lookup(&sid);
+        __u64 *ctr = rr_map.lookup(&sid);
         if (!ctr)
             return 0;
-        // bcc 0.26's LLVM cannot use an atomic fetch-add's result (no BPF_FETCH), so read
-        // then add atomically: exact order for flows that arrive one after another; two
-        // CPUs racing on the same instant may pick the same slot.
-        __u32 c = *ctr;
-        __sync_fetch_and_add(ctr, 1);
-        return sel_slot(s, c % n);
+        // One atomic fetch-add (BPF_ATOMIC | BPF_FETCH, 64-bit): two CPUs taking new flows
+        // at the same instant get consecutive slots, never the same one.
+        __u64 c = __sync_fetch_and_add(ctr, 1);
+        return sel_slot(s, (__u32)(c % n));
     }
     case ALG_HASH:
     case ALG_MAGLEV:
