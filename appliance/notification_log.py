@@ -57,6 +57,29 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+def parse_time(text: str) -> datetime:
+    """A YANG date-and-time / XML dateTime (RFC 3339, with its offset or Z), for replay's
+    start and stop times; ValueError with what is wrong."""
+    try:
+        when = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{text!r} is not a date-and-time (e.g. 2026-11-30T01:00:00Z)"
+                         ) from None  # fmt: skip
+    if when.tzinfo is None:
+        raise ValueError(f"{text!r} needs its time zone offset (Z or +hh:mm)")
+    return when
+
+
+def check_interval(start: datetime | None, stop: datetime | None) -> None:
+    """RFC 5277 / RFC 8040 rules for a replay interval; ValueError naming the bad bound."""
+    if start is not None and start > now():
+        raise ValueError("start-time is in the future")
+    if stop is not None and start is None:
+        raise ValueError("stop-time needs start-time (replay)")
+    if stop is not None and start is not None and stop < start:
+        raise ValueError("stop-time is before start-time")
+
+
 class NotificationLog:
     def __init__(self, size: int = LOG_SIZE) -> None:
         self.created = now()

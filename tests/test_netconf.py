@@ -306,6 +306,64 @@ def test_notification_on_commit(h: kit.Harness) -> None:
         assert "<operation>delete</operation>" in n.notification_xml
 
 
+def test_replay_from_the_notification_log(h: kit.Harness) -> None:
+    """RFC 5277 replay from the notification log RESTCONF's streams read too: startTime
+    replays the logged commits, then replayComplete, then live ones; stopTime ends the
+    subscription with notificationComplete; bad times are refused naming the element."""
+    from datetime import UTC, datetime, timedelta
+
+    from ncclient.operations import RPCError
+
+    def stamp() -> str:
+        return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+    def commit(op: str, name: str) -> None:
+        path = f"/sluice:load-balancer/service[name='{name}']"
+        value = {"name": name, "vip": "198.18.0.10", "port": 80,
+                 "endpoint": [{"address": "198.18.1.1", "port": 8080}]}
+        with h.service.open_session("cli-user", "cli") as s:
+            s.edit([{"op": op, "path": path, **({"value": value} if op == "create" else {})}])
+            s.commit()
+
+    def kinds(m: object, count: int) -> list[str]:
+        out = []
+        for _ in range(count):
+            n = m.take_notification(timeout=10)
+            assert n is not None, out
+            root = etree.fromstring(n.notification_xml.encode())
+            content = root[1]
+            name = etree.QName(content).localname
+            ops = content.xpath("//n:operation/text()", namespaces={
+                "n": "urn:ietf:params:xml:ns:yang:ietf-netconf-notifications"})
+            out.append(f"{name}:{ops[0]}" if ops else name)
+        return out
+
+    t0 = stamp()
+    commit("create", "rp")
+    commit("delete", "rp")
+    t1 = stamp()
+    with h.connect() as m:
+        m.create_subscription(start_time=t0, stop_time=t1)
+        assert kinds(m, 4) == ["netconf-config-change:create", "netconf-config-change:delete",
+                               "replayComplete", "notificationComplete"]
+        commit("create", "rp")  # after stopTime: the subscription has ended
+        assert m.take_notification(timeout=0.5) is None
+        m.create_subscription()  # ended, so a new one is allowed
+    with h.connect() as m:
+        m.create_subscription(start_time=t1)
+        assert kinds(m, 2) == ["netconf-config-change:create", "replayComplete"]
+        commit("delete", "rp")
+        assert kinds(m, 1) == ["netconf-config-change:delete"]  # live
+    future = (datetime.now(UTC) + timedelta(hours=1)).isoformat().replace("+00:00", "Z")
+    with h.connect() as m:
+        for start, stop, words in [(future, None, "startTime is in the future"),
+                                   (t1, t0, "stopTime is before startTime"),
+                                   ("yesterday", None, "startTime")]:
+            with pytest.raises(RPCError) as err:
+                m.create_subscription(start_time=start, stop_time=stop)
+            assert words in str(err.value), err.value
+
+
 def test_operational_state_in_get(tmp_path: Path) -> None:
     def state() -> dict:
         return {"sluice:load-balancer": {"service": [

@@ -27,6 +27,7 @@ from typing import Any
 from aiohttp import web
 from lxml import etree
 
+from appliance import notification_log
 from appliance.config.paths import module_of, service_path
 from appliance.doors import DoorContext
 from appliance.notification_log import CONFIG_CHANGE, Notice, NotificationLog
@@ -42,8 +43,6 @@ QUEUE = 256
 MAX_CLIENTS = 32
 KEEPALIVE = 15.0
 _END = object()
-# RFC 5277's replayComplete and notificationComplete.
-NC_NOTIFICATIONS_NS = "urn:ietf:params:xml:ns:netmod:notification"
 
 
 def event_time(when: datetime) -> str:
@@ -89,23 +88,15 @@ class Encoder:
         return {f"sluice-events:{notice.data['type']}": fields}
 
     def _xml(self, notice: Notice) -> etree._Element | None:
-        if notice.kind == CONFIG_CHANGE:
-            # RFC 6470: session-id 0 for a change not made over NETCONF.
-            return notifications.config_change(notice.data["edits"], self.namespace,
-                                               notice.data.get("user"), 0, None)
-        fields = self._fields(notice)
-        if fields is None:
-            return None
-        return notifications.bus_event({"type": notice.data["type"], **fields})
+        return notifications.notice_content(notice, self.namespace, self.event_leaves)
 
     @staticmethod
     def control(name: str, fmt: str) -> str:
         """RFC 5277's replayComplete / notificationComplete, now."""
         now = datetime.now(UTC)
         if fmt == "xml":
-            content = etree.Element(f"{{{NC_NOTIFICATIONS_NS}}}{name}",
-                                    nsmap={None: NC_NOTIFICATIONS_NS})
-            return etree.tostring(notifications.wrap(content, now)).decode()
+            return etree.tostring(notifications.wrap(notifications.control(name), now)
+                                  ).decode()  # fmt: skip
         return json.dumps({"ietf-restconf:notification": {
             "eventTime": event_time(now), f"nc-notifications:{name}": {}}})
 
@@ -125,14 +116,9 @@ class StreamProblem(Exception):
 def parse_time(name: str, text: str) -> datetime:
     """A YANG date-and-time query value (RFC 3339, with its offset or Z)."""
     try:
-        when = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        raise StreamProblem(400, "invalid-value", f"{name}={text!r} is not a date-and-time "
-                            "(e.g. 2026-11-30T01:00:00Z)") from None
-    if when.tzinfo is None:
-        raise StreamProblem(400, "invalid-value", f"{name}={text!r} needs its time zone "
-                            "offset (Z or +hh:mm)")
-    return when
+        return notification_log.parse_time(text)
+    except ValueError as exc:
+        raise StreamProblem(400, "invalid-value", f"{name}={exc}") from None
 
 
 class EventStreams:
@@ -222,12 +208,10 @@ class EventStreams:
                 raise StreamProblem(400, "invalid-value", f"{name} given more than once")
         start = parse_time("start-time", q["start-time"]) if "start-time" in q else None
         stop = parse_time("stop-time", q["stop-time"]) if "stop-time" in q else None
-        if start is not None and start > datetime.now(UTC):
-            raise StreamProblem(400, "invalid-value", "start-time is in the future")
-        if stop is not None and start is None:
-            raise StreamProblem(400, "invalid-value", "stop-time needs start-time (replay)")
-        if stop is not None and start is not None and stop < start:
-            raise StreamProblem(400, "invalid-value", "stop-time is before start-time")
+        try:
+            notification_log.check_interval(start, stop)
+        except ValueError as exc:
+            raise StreamProblem(400, "invalid-value", str(exc)) from None
         return start, stop
 
     async def stream(self, request: web.Request) -> web.StreamResponse:

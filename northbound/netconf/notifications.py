@@ -1,9 +1,12 @@
 """RFC 5277 notifications: create-subscription on the NETCONF stream, and the events sent.
 
 Events: ietf-netconf-notifications (RFC 6470) netconf-config-change on every commit (from
-any front door: the config service tells every subscriber), netconf-confirmed-commit,
-netconf-session-start/-end; and the event bus's endpoint-state, service-state and alarm
-events, as the notifications of the sluice-events module. No replay: startTime is refused.
+any front door), netconf-confirmed-commit, netconf-session-start/-end; and the event bus's
+endpoint-state, service-state and alarm events, as the notifications of the sluice-events
+module. Config changes and events come from the daemon's notification log
+(appliance.notification_log), which RESTCONF's streams read too: `startTime` replays it
+(then replayComplete), `stopTime` ends the subscription (notificationComplete). Session
+and confirmed-commit notifications are sent live only (they are NETCONF's own, not logged).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from lxml import etree
 
+from appliance.notification_log import CONFIG_CHANGE, Notice, check_interval, parse_time
 from northbound.netconf.errors import RpcError
 from northbound.netconf.output import subtree_filter
 from northbound.netconf.rpc import Dispatcher, text_of
@@ -33,6 +37,8 @@ if TYPE_CHECKING:
     from northbound.netconf.session import NetconfSession
 
 STREAM = "NETCONF"
+# RFC 5277's own module (replayComplete, notificationComplete).
+NC_NOTIFICATION_NS = "urn:ietf:params:xml:ns:netmod:notification"
 SLUICE_PREFIX = "sl"
 # A commit of 10,000 services is one notification, not a megabyte: list this many edits.
 MAX_EDITS = 1000
@@ -42,6 +48,11 @@ _XML_NAME = re.compile(r"[^A-Za-z0-9_.-]")
 @dataclass
 class Subscription:
     filter: etree._Element | None
+    stop: datetime | None = None  # stopTime: nothing later is sent; then it ends
+    # While a replay is still to be sent (after the rpc-reply), live notifications wait
+    # here, (notice or None, content), so they follow it.
+    held: list[tuple[Notice | None, etree._Element]] | None = None
+    replayed: int = 0  # the last replayed notice's seq: live ones up to it were sent
 
 
 def now() -> str:
@@ -132,6 +143,28 @@ def session_event(kind: str, user: str, session_id: int, host: str | None,
     return root
 
 
+def notice_content(notice: Notice, namespace: str, event_leaves: dict[str, set[str]],
+                   by: tuple[str | None, int, str | None] | None = None
+                   ) -> etree._Element | None:  # fmt: skip
+    """A notification log notice as the content of a <notification>: netconf-config-change
+    (by the notice's user, session-id 0 — RFC 6470's "not over NETCONF" — unless `by`
+    gives (user, session-id, host)), or the sluice-events notification of a bus event (None
+    for an event type sluice-events defines no notification for: not sent)."""
+    if notice.kind == CONFIG_CHANGE:
+        user, sid, host = by if by is not None else (notice.data.get("user"), 0, None)
+        return config_change(notice.data["edits"], namespace, user, sid, host)
+    leaves = event_leaves.get(str(notice.data.get("type")))
+    if leaves is None:
+        return None
+    fields = {k: v for k, v in notice.data.items() if k in leaves and v is not None}
+    return bus_event({"type": notice.data["type"], **fields})
+
+
+def control(name: str) -> etree._Element:
+    """RFC 5277's replayComplete or notificationComplete."""
+    return etree.Element(qn(NC_NOTIFICATION_NS, name), nsmap={None: NC_NOTIFICATION_NS})
+
+
 def bus_event(event: dict[str, Any]) -> etree._Element:
     """An event-bus dict → <type-name xmlns=sluice-events>key/value children</type-name>."""
     name = _xml_name(str(event.get("type") or "event"))
@@ -162,12 +195,15 @@ async def create_subscription(s: NetconfSession, op: etree._Element) -> None:
     if stream != STREAM:
         raise RpcError("invalid-value", f"no stream {stream} (only {STREAM})", type="protocol",
                        info={"bad-element": "stream"})
-    if child(op, "startTime", NOTIF_NS) is not None:
-        raise RpcError("operation-not-supported", "replay is not supported (no startTime)",
-                       type="protocol", info={"bad-element": "startTime"})
-    if child(op, "stopTime", NOTIF_NS) is not None:
-        raise RpcError("bad-element", "stopTime needs startTime (replay)", type="protocol",
-                       info={"bad-element": "stopTime"})
+    start = _time(op, "startTime")
+    stop = _time(op, "stopTime")
+    try:
+        check_interval(start, stop)
+    except ValueError as exc:
+        bad = "startTime" if str(exc).startswith("start") else "stopTime"
+        raise RpcError("bad-element", str(exc).replace("start-time", "startTime")
+                       .replace("stop-time", "stopTime"), type="protocol",
+                       info={"bad-element": bad}) from None
     if s.subscription is not None:
         raise RpcError("in-use", "this session already has a subscription", type="protocol")
     flt = child(op, "filter", NOTIF_NS)
@@ -176,7 +212,23 @@ async def create_subscription(s: NetconfSession, op: etree._Element) -> None:
     if flt is not None and flt.get("type", "subtree") != "subtree":
         raise RpcError("bad-attribute", "only subtree filters are supported here",
                        type="protocol", info={"bad-attribute": "type", "bad-element": "filter"})
-    s.subscription = Subscription(copy.deepcopy(flt) if flt is not None else None)
+    s.subscription = Subscription(copy.deepcopy(flt) if flt is not None else None, stop,
+                                  held=[] if start is not None else None)
+    if start is not None:  # sent after the rpc-reply (RFC 5277 2.1.1)
+        s.after_reply.append(lambda: s.server.replay(s, start, stop))
+    elif stop is not None:
+        s.server.end_at(s, stop)
+
+
+def _time(op: etree._Element, name: str) -> datetime | None:
+    text = text_of(op, name, None, NOTIF_NS)
+    if text is None:
+        return None
+    try:
+        return parse_time(text)
+    except ValueError as exc:
+        raise RpcError("bad-element", f"{name}: {exc}", type="protocol",
+                       info={"bad-element": name}) from None
 
 
 def register(d: Dispatcher) -> None:

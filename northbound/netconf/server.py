@@ -17,15 +17,16 @@ import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import asyncssh
 from lxml import etree
 
-from appliance.config import ConfigService, Diff
+from appliance.config import ConfigService
 from appliance.doors import Binding, DoorContext, Section
-from appliance.notification_log import diff_edits
+from appliance.notification_log import CONFIG_CHANGE, Notice, NotificationLog
 from northbound.netconf import (
     monitoring,
     notifications,
@@ -95,6 +96,7 @@ class NetconfServer:
         limits: dict[str, int] | None = None,
         state: dict[str, Callable[..., Any]] | None = None,
         listen: bool = True,
+        notices: NotificationLog | None = None,
     ) -> None:
         """`host`: an address, a list of addresses, or "::"/""/None for every address of both
         families (asyncio sets IPV6_V6ONLY, so a literal "::" would leave out IPv4).
@@ -110,6 +112,10 @@ class NetconfServer:
         self._key: asyncssh.SSHKey | None = None
         self.port = port
         self.event_bus = event_bus
+        # The daemon's notification log (commits and events, for replay); without one the
+        # server keeps its own from start().
+        self.notices = notices
+        self._own_notices = notices is None
         self.max_message = max_message
         if state_source is None and state:
             state_source = make_state_source(config_service, state)
@@ -137,7 +143,6 @@ class NetconfServer:
         self._acceptor: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
-        self._bus_callback: Callable[[Any], None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._background: set[asyncio.Future[Any]] = set()
 
@@ -154,10 +159,10 @@ class NetconfServer:
                                          "netconf-candidate")
         if self.listen_at_start:
             self._acceptor = await self.listen(self.host, self.port)
-        self.config_service.subscribe(self._on_commit)
-        if self.event_bus is not None:
-            self._bus_callback = self._on_bus_event
-            self.event_bus.subscribe(self._bus_callback)
+        if self.notices is None:
+            self.notices = NotificationLog()
+            self.notices.attach(self.config_service, self.event_bus)
+        self.notices.listen(self._on_notice)
 
     @property
     def throttle(self) -> Throttle:
@@ -192,8 +197,10 @@ class NetconfServer:
 
     async def close(self) -> None:
         self._closing = True
-        if self._bus_callback is not None and hasattr(self.event_bus, "unsubscribe"):
-            self.event_bus.unsubscribe(self._bus_callback)
+        if self.notices is not None:
+            self.notices.unlisten(self._on_notice)
+            if self._own_notices:
+                self.notices.detach()
         await self._stop_listening()
         # A pending confirmed commit is not confirmed by a shutdown: undo it now, while the
         # config service is still there (the next start would otherwise keep it).
@@ -332,48 +339,92 @@ class NetconfServer:
         await self.session_ended(target)
 
     # -- notifications -----------------------------------------------------------------------
-    def broadcast(self, content: etree._Element, exclude: NetconfSession | None = None) -> None:
-        """Send to every subscribed session whose filter lets it through (loop thread)."""
+    def broadcast(self, content: etree._Element, exclude: NetconfSession | None = None,
+                  notice: Notice | None = None) -> None:
+        """Send to every subscribed session whose filter lets it through (loop thread).
+        `notice`: the log's notice this is (its time is the eventTime; a replay that sent it
+        already, or a stopTime before it, keeps it from a session)."""
         for s in list(self.sessions.values()):
-            if s.subscription is None or s is exclude or s.closed:
+            sub = s.subscription
+            if sub is None or s is exclude or s.closed:
                 continue
-            selected = notifications.passes(s.subscription, content)
-            if selected is not None and self.nacm.allows_notification(s.user, selected):
-                s.send_notification(notifications.wrap(selected))
+            if sub.held is not None:  # its replay is not sent yet: this follows it
+                sub.held.append((notice, content))
+                continue
+            if notice is not None and (notice.seq <= sub.replayed or (
+                    sub.stop is not None and notice.time > sub.stop)):
+                continue
+            self._deliver(s, content, notice)
 
-    def _from_thread(self, build: Callable[[], etree._Element]) -> None:
+    def _deliver(self, s: NetconfSession, content: etree._Element,
+                 notice: Notice | None = None) -> None:
+        selected = notifications.passes(s.subscription, content)
+        if selected is not None and self.nacm.allows_notification(s.user, selected):
+            s.send_notification(notifications.wrap(selected,
+                                                   notice.time if notice else None))
+
+    def replay(self, s: NetconfSession, start: datetime, stop: datetime | None) -> None:
+        """RFC 5277 replay, on the loop right after the create-subscription reply: the
+        logged notices of [start, stop], replayComplete, then what arrived meanwhile."""
+        sub = s.subscription
+        if sub is None or s.closed or self.notices is None or self.modules is None:
+            return
+        notices = self.notices.since(start, stop)
+        ns, leaves = self.index.namespace, self.modules.event_leaves
+        for notice in notices:
+            content = notifications.notice_content(notice, ns, leaves)
+            if content is not None:
+                self._deliver(s, content, notice)
+        sub.replayed = notices[-1].seq if notices else 0
+        s.send_notification(notifications.wrap(notifications.control("replayComplete")))
+        held, sub.held = sub.held or [], None
+        for notice, content in held:
+            if notice is None or (notice.seq > sub.replayed
+                                  and (stop is None or notice.time <= stop)):
+                self._deliver(s, content, notice)
+        if stop is not None:
+            self.end_at(s, stop)
+
+    def end_at(self, s: NetconfSession, stop: datetime) -> None:
+        """At stopTime: notificationComplete, and the subscription ends (RFC 5277 2.1.1)."""
+        sub = s.subscription
+
+        def end() -> None:
+            if s.subscription is sub and not s.closed:
+                s.send_notification(
+                    notifications.wrap(notifications.control("notificationComplete")))
+                s.subscription = None
+
+        delay = (stop - datetime.now(UTC)).total_seconds()
+        if delay <= 0:
+            end()
+        else:
+            asyncio.get_running_loop().call_later(delay, end)
+
+    def _from_thread(self, build: Callable[[], etree._Element | None],
+                     notice: Notice | None = None) -> None:
         if self._closing or self._loop is None or self._loop.is_closed():
             return
+
+        def publish() -> None:
+            content = build()
+            if content is not None:
+                self.broadcast(content, notice=notice)
+
         with contextlib.suppress(RuntimeError):  # the loop closed between check and call
-            self._loop.call_soon_threadsafe(lambda: self.broadcast(build()))
+            self._loop.call_soon_threadsafe(publish)
 
-    def _on_commit(self, diff: Diff) -> None:
-        """ConfigService subscriber (runs in the committing thread)."""
-        if self._closing or diff.empty():
+    def _on_notice(self, notice: Notice) -> None:
+        """The notification log's listener, in the publishing thread: a commit's (with
+        `committing` still set when a NETCONF session commits) or the event bus's."""
+        if self._closing or self.modules is None:
             return
+        by = None
         s = self.committing
-        if s is not None:
-            user, sid, host = s.user, s.id, s.peer
-        else:
-            last = self.config_service.history(1)
-            user = last[0]["user"] if last else None
-            sid, host = 0, None  # RFC 6470: 0 for a change not made over NETCONF
-        ns = self.index.namespace
-        edits = diff_edits(diff)
-        self._from_thread(lambda: notifications.config_change(edits, ns, user, sid, host))
-
-    def _on_bus_event(self, event: Any) -> None:
-        if not isinstance(event, dict) or self.modules is None:
-            return
-        leaves = self.modules.event_leaves.get(str(event.get("type")))
-        if leaves is None:
-            # Sent only as the notification sluice-events defines for it: an event type
-            # without one gets a `notification` statement there before NETCONF sends it.
-            log.debug("event not sent over netconf: no notification defined",
-                      extra={"type": event.get("type")})
-            return
-        fields = {k: v for k, v in event.items() if k in leaves and v is not None}
-        self._from_thread(lambda: notifications.bus_event({"type": event["type"], **fields}))
+        if notice.kind == CONFIG_CHANGE and s is not None:
+            by = (s.user, s.id, s.peer)
+        ns, leaves = self.index.namespace, self.modules.event_leaves
+        self._from_thread(lambda: notifications.notice_content(notice, ns, leaves, by), notice)
 
     def notify_confirmed_commit(self, session_id: int, event: str,
                                 timeout: int | None = None) -> None:
@@ -390,7 +441,7 @@ class NetconfDoor:
         self.section = section
         self.server = NetconfServer(
             ctx.service, ctx.state_dir, worker=ctx.worker, state=ctx.state,
-            event_bus=ctx.bus, listen=False,
+            event_bus=ctx.bus, listen=False, notices=ctx.notices,
         )
         self.binding = Binding("netconf", self._open, describe=describe)
 

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -73,6 +74,8 @@ class NetconfSession:
         self.closed = False
         self.locked_at: dict[str, datetime] = {}
         self.subscription: Any = None  # notifications.Subscription while one is active
+        # Run on the loop once the current rpc's reply is written (a replay follows it).
+        self.after_reply: list[Callable[[], None]] = []
         self.stats = {"in-rpcs": 0, "in-bad-rpcs": 0, "out-rpc-errors": 0, "out-notifications": 0}
         self._task: asyncio.Task[None] | None = None
         self._inbox: Any = None
@@ -213,6 +216,9 @@ class NetconfSession:
             self._reply_error(attrs, [RpcError("operation-failed", f"internal error: {exc}")])
             return
         await self._reply_async(attrs, result)
+        hooks, self.after_reply = self.after_reply, []
+        for hook in hooks:
+            hook()
         log.debug("netconf rpc done", extra={"session": self.id,
                                               "ms": round((time.monotonic() - started) * 1000)})
 
