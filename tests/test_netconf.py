@@ -306,6 +306,54 @@ def test_notification_on_commit(h: kit.Harness) -> None:
         assert "<operation>delete</operation>" in n.notification_xml
 
 
+def test_yang_insert_places_endpoints(h: kit.Harness) -> None:
+    """RFC 7950 7.8.6 on the endpoint list (ordered-by user): yang:insert first/last/
+    before/after with yang:key, in a merge and in a service's create; refusals name the
+    attribute and change nothing."""
+    y = "urn:ietf:params:xml:ns:yang:1"
+
+    def ep(n: int, insert: str | None = None, key: int | None = None) -> str:
+        attrs = f' yang:insert="{insert}"' if insert else ""
+        if key is not None:
+            attrs += f" yang:key=\"[sl:address='198.18.1.{key}'][sl:port='8080']\""
+        return (f"<endpoint{attrs}><address>198.18.1.{n}</address><port>8080</port>"
+                "</endpoint>")
+
+    def edit(*endpoints: str, op: str = "") -> None:
+        attr = f' xmlns:xc="{XC}" xc:operation="{op}"' if op else ""
+        m.edit_config(f'<config><load-balancer xmlns="{kit.SLUICE_NS}" xmlns:sl='
+                      f'"{kit.SLUICE_NS}" xmlns:yang="{y}"><service{attr}><name>web</name>'
+                      f"<vip>198.18.0.10</vip><port>80</port>{''.join(endpoints)}"
+                      "</service></load-balancer></config>", target="running")
+
+    def order() -> list[int]:
+        return [int(e["address"].rsplit(".", 1)[1])
+                for e in h.service.services["web"]["endpoint"]]
+
+    with h.connect() as m:
+        edit(ep(1), ep(2), ep(3, "first"), op="create")
+        assert order() == [3, 1, 2]
+        edit(ep(4, "after", 3))
+        assert order() == [3, 4, 1, 2]
+        edit(ep(2, "before", 4))  # an existing entry moves
+        assert order() == [3, 2, 4, 1]
+        edit(ep(3, "last"))
+        assert order() == [2, 4, 1, 3]
+        for bad, words in [(ep(5, "before"), "needs yang:key"),
+                           (ep(5, "sideways"), "yang:insert must be"),
+                           (ep(5, None, 1), "yang:key goes with"),
+                           (ep(5, "after", 9), "does not exist")]:
+            with pytest.raises(RPCError) as err:
+                edit(bad)
+            assert words in str(err.value), err.value
+        with pytest.raises(RPCError) as err:
+            m.edit_config(f'<config><load-balancer xmlns="{kit.SLUICE_NS}" xmlns:yang="{y}">'
+                          '<service yang:insert="first"><name>web</name></service>'
+                          "</load-balancer></config>", target="running")
+        assert "ordered-by-user" in str(err.value)
+        assert order() == [2, 4, 1, 3]
+
+
 def test_replay_from_the_notification_log(h: kit.Harness) -> None:
     """RFC 5277 replay from the notification log RESTCONF's streams read too: startTime
     replays the logged commits, then replayComplete, then live ones; stopTime ends the

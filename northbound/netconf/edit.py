@@ -26,10 +26,12 @@ from northbound.netconf.schema_index import BOOL, CONTAINER, INT, LEAF, LEAF_LIS
 from northbound.netconf.xmlutil import BASE_NS, elements, local, ns_of
 
 OPERATION_ATTR = f"{{{BASE_NS}}}operation"
-# RFC 7950 7.8.6: insert/key/value place entries of an ordered-by-user list. Not supported
-# (see _operation): refused rather than ignored, since endpoint order drives selection.
+# RFC 7950 7.8.6: insert/key place an entry of an ordered-by-user list (endpoint: its order
+# is the priority algorithm's); value is a leaf-list's, and the model has no ordered one.
 YANG_NS = "urn:ietf:params:xml:ns:yang:1"
-ORDER_ATTRS = tuple(f"{{{YANG_NS}}}{name}" for name in ("insert", "key", "value"))
+INSERT_ATTR, KEY_ATTR, VALUE_ATTR = (f"{{{YANG_NS}}}{n}" for n in ("insert", "key", "value"))
+ORDER_ATTRS = (INSERT_ATTR, KEY_ATTR, VALUE_ATTR)
+WHERE = ("first", "last", "before", "after")
 DEFAULT_OPERATIONS = ("merge", "replace", "none")
 # Deeper than any path in the model: a guard against pathological nesting, not a limit.
 MAX_DEPTH = 32
@@ -78,8 +80,16 @@ class EditTranslator:
         if depth > MAX_DEPTH:
             raise RpcError("bad-element", "nesting too deep", path=path)
         op = self._operation(el, path) or inherited
+        place: dict[str, str] = {}
         if node.kind == LIST:
+            place = self._placement(el, path)
             path = path + self._predicates(el, node, path)
+        elif any(el.get(a) is not None for a in ORDER_ATTRS):
+            name = next(a for a in ORDER_ATTRS if el.get(a) is not None).rsplit("}", 1)[1]
+            raise RpcError("bad-attribute", f"yang:{name} places an entry of an "
+                           "ordered-by-user list (in this model: endpoint), not "
+                           f"{node.name}", type="application", path=path,
+                           info={"bad-attribute": name, "bad-element": local(el)})
         elif node.kind == LEAF_LIST:
             path = f"{path}[.={_quote(el.text or '')}]"
         if not node.config:
@@ -88,7 +98,7 @@ class EditTranslator:
             )
         if op in ("delete", "remove"):
             if op != covering:
-                out.append({"op": op, "path": path})
+                out.append({"op": op, "path": path, **place})
             return
         if op == "none" or (op == "merge" and node.kind == CONTAINER):
             # Navigation only: the children carry the changes.
@@ -103,7 +113,7 @@ class EditTranslator:
             return  # included in the ancestor's value by _value
         later: list[Change] = []
         value = self._value(el, node, path, op, later, depth)
-        change: Change = {"op": op, "path": path}
+        change: Change = {"op": op, "path": path, **place}
         if node.kind != LEAF_LIST:
             change["value"] = value
         out.append(change)
@@ -134,8 +144,10 @@ class EditTranslator:
             cpath = f"{path}/{cnode.name}"
             self._once(seen, ch, cnode, cpath)
             cop = self._operation(ch, cpath) or op
-            if cop != op:
-                self._walk(ch, cnode, cpath, cop, op, later, depth + 1)
+            placed = any(ch.get(a) is not None for a in ORDER_ATTRS)
+            if cop != op or placed:
+                # Its own change: another operation, or an entry placed (insert/key).
+                self._walk(ch, cnode, cpath, cop, "" if placed else op, later, depth + 1)
                 continue
             if not cnode.config:
                 raise RpcError(
@@ -173,16 +185,40 @@ class EditTranslator:
                            info={"bad-element": node.name})
         seen.add(entry)
 
+    def _placement(self, el: etree._Element, list_path: str) -> dict[str, str]:
+        """yang:insert / yang:key of a list entry (RFC 7950 7.8.6) as the config service's
+        change members: "insert", and "point", the sibling entry's data path. That the list
+        is ordered-by user and the point exists, the config service checks."""
+        insert, key = el.get(INSERT_ATTR), el.get(KEY_ATTR)
+        info = {"bad-element": local(el)}
+        if el.get(VALUE_ATTR) is not None:
+            raise RpcError("bad-attribute", "yang:value places a leaf-list value; a list "
+                           "entry is placed with yang:key", type="application",
+                           path=list_path, info={**info, "bad-attribute": "value"})
+        if insert is None and key is None:
+            return {}
+        if insert is None:
+            raise RpcError("bad-attribute", "yang:key goes with yang:insert before or after",
+                           type="application", path=list_path,
+                           info={**info, "bad-attribute": "key"})
+        if insert not in WHERE:
+            raise RpcError("bad-attribute", f"yang:insert must be one of {', '.join(WHERE)}",
+                           type="application", path=list_path,
+                           info={**info, "bad-attribute": "insert"})
+        if insert in ("before", "after") and key is None:
+            raise RpcError("missing-attribute", f"yang:insert={insert} needs yang:key (the "
+                           "sibling entry's keys)", type="application", path=list_path,
+                           info={**info, "bad-attribute": "key"})
+        if key is not None and insert not in ("before", "after"):
+            raise RpcError("bad-attribute", "yang:key goes with yang:insert before or after",
+                           type="application", path=list_path,
+                           info={**info, "bad-attribute": "key"})
+        out = {"insert": insert}
+        if key is not None:
+            out["point"] = list_path + key.strip()
+        return out
+
     def _operation(self, el: etree._Element, path: str) -> str | None:
-        for attr in ORDER_ATTRS:
-            if el.get(attr) is not None:
-                name = attr.rsplit("}", 1)[1]
-                raise RpcError(
-                    "bad-attribute",
-                    f"yang:{name} is not supported: an ordered-by-user list keeps the order "
-                    "its entries are created in; replace the list to reorder it",
-                    type="application", path=path,
-                    info={"bad-attribute": name, "bad-element": local(el)})
         op = el.get(OPERATION_ATTR)
         if op is None:
             return None
