@@ -321,3 +321,22 @@ def test_netconf_get_shows_sessions_and_announced_vips() -> None:
         assert piece in text, text  # fmt: skip
     assert "password" not in text
     assert bgp_state_doc({"speaker": "disabled", "neighbor": []}) == {}
+
+
+# -- the cluster default algorithm ---------------------------------------------------------
+
+
+def test_services_without_an_algorithm_run_maglev_when_bgp_has_a_neighbour() -> None:
+    from appliance.algorithm import default_algorithm, default_for_doc, service_algorithm
+    from appliance.datapath.validate import max_slots
+
+    assert default_algorithm(None) == "round-robin"
+    assert default_algorithm({"local-as": 65001, "router-id": "198.18.7.2"}) == "round-robin"
+    assert default_algorithm(SECTION) == "maglev"
+    assert default_for_doc({"sluice:bgp": SECTION}) == "maglev"
+    plain, rr = svc("a", "198.19.0.10"), svc("b", "198.19.0.11", algorithm="round-robin")
+    assert service_algorithm(plain, "maglev") == "maglev"
+    assert service_algorithm(rr, "maglev") == "round-robin"  # an explicit one is kept
+    assert service_algorithm(plain) == "round-robin"
+    # The datapath's capacity check counts the table the service will really get.
+    assert (max_slots(plain), max_slots(plain, "maglev")) == (1, 4027)

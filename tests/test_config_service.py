@@ -62,7 +62,7 @@ def test_create_commit_returns_diff_with_effective_values(service: ConfigService
     diff = commit(service, [create("web")], "first")
     assert diff.commit_id == 1
     added = diff.services_added["web"]
-    assert added["algorithm"] == "round-robin"  # default filled in by libyang
+    assert added["mode"] == "default"  # default filled in by libyang
     assert added["endpoint"][0]["weight"] == 1
     assert service.services["web"] == web("web")  # running keeps what the user said
     assert service.history()[0]["comment"] == "first"
@@ -225,7 +225,7 @@ def test_get_paths_and_datastores(service: ConfigService) -> None:
     commit(service, [create("web")])
     with service.open_session("t", "test") as s:
         assert s.get(f"{service_path('web')}/port") == 80
-        assert s.get(f"{service_path('web')}/algorithm", effective=True) == "round-robin"
+        assert s.get(f"{service_path('web')}/mode", effective=True) == "default"
         ep = s.get(f"{service_path('web')}/endpoint[address='198.18.1.2'][port='8080']")
         assert ep["weight"] == 3
         with pytest.raises(NotFoundError):

@@ -131,3 +131,20 @@ def test_maglev_with_one_heavy_endpoint_among_many_light_ones_is_fast() -> None:
     assert time.process_time() - started < 0.45
     assert 0.30 <= table.count(0) / MAGLEV_MAX <= 0.36  # 255 / (255 + 511) = 0.333
     assert len(set(table)) == 512
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_maglev_table_is_the_same_whatever_the_order_of_the_endpoints(seed: int) -> None:
+    """Two appliances that list the same endpoints in another order (added in another
+    order) build the same table: slot -> endpoint name, not slot -> local index."""
+    rng = random.Random(seed)
+    names = _names(32)
+    weights = [rng.choice([0, 1, 1, 2, 5]) for _ in names]  # 0: down or weight 0
+    size = maglev_size(len(names))
+    first = [names[i] for i in maglev_table(names, weights, size)]
+    order = list(range(len(names)))
+    rng.shuffle(order)
+    shuffled = [names[i] for i in order]
+    again = maglev_table(shuffled, [weights[i] for i in order], size)
+    assert [shuffled[i] for i in again] == first
+    assert len(set(first)) == sum(1 for w in weights if w > 0)

@@ -126,10 +126,10 @@ def test_service_lifecycle_on_candidate(h: kit.Harness) -> None:
 
         # read back through get-config with defaults reported
         data = m.get_config("running", with_defaults="report-all").data
-        assert data.xpath("//sl:service/sl:algorithm/text()", namespaces=NS) == ["round-robin"]
+        assert data.xpath("//sl:service/sl:mode/text()", namespaces=NS) == ["default"]
         tagged = m.get_config("running", with_defaults="report-all-tagged").data
-        (algo,) = tagged.xpath("//sl:service/sl:algorithm", namespaces=NS)
-        assert algo.get("{urn:ietf:params:xml:ns:netconf:default:1.0}default") == "true"
+        (mode,) = tagged.xpath("//sl:service/sl:mode", namespaces=NS)
+        assert mode.get("{urn:ietf:params:xml:ns:netconf:default:1.0}default") == "true"
         (port,) = tagged.xpath("//sl:service/sl:port", namespaces=NS)
         assert port.get("{urn:ietf:params:xml:ns:netconf:default:1.0}default") is None
 

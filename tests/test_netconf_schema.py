@@ -19,7 +19,7 @@ from northbound.netconf.modules import ServedModules
 NS = {"sl": kit.SLUICE_NS}
 WD = "urn:ietf:params:xml:ns:netconf:default:1.0"
 SERVICE = (f'<config><load-balancer xmlns="{kit.SLUICE_NS}"><service><name>web</name>'
-           "<vip>198.18.0.10</vip><port>80</port><algorithm>round-robin</algorithm>"
+           "<vip>198.18.0.10</vip><port>80</port><mode>default</mode>"
            "<endpoint><address>198.18.1.1</address><port>8080</port></endpoint>"
            "</service></load-balancer></config>")
 
@@ -122,17 +122,17 @@ def test_with_defaults_modes_on_every_datastore(h: kit.Harness, ds: str) -> None
         def read(mode: str | None) -> etree._Element:
             return m.get_config(ds, with_defaults=mode).data if mode else m.get_config(ds).data
 
-        def alg(data: etree._Element) -> list[str]:
-            return data.xpath("//sl:service/sl:algorithm/text()", namespaces=NS)
+        def alg(data: etree._Element) -> list[str]:  # mode: set to its default value
+            return data.xpath("//sl:service/sl:mode/text()", namespaces=NS)
 
         def proto(data: etree._Element) -> list[etree._Element]:
             return data.xpath("//sl:service/sl:protocol", namespaces=NS)
 
         explicit, trim = read(None), read("trim")
-        assert alg(explicit) == ["round-robin"] and not proto(explicit)  # as set
-        assert alg(trim) == [] and not proto(trim)  # round-robin is the default
+        assert alg(explicit) == ["default"] and not proto(explicit)  # as set
+        assert alg(trim) == [] and not proto(trim)  # "default" is the default
         full = read("report-all")
-        assert alg(full) == ["round-robin"] and [p.text for p in proto(full)] == ["tcp"]
+        assert alg(full) == ["default"] and [p.text for p in proto(full)] == ["tcp"]
         assert not full.xpath("//*[@wd:default]", namespaces={"wd": WD})
         tagged = read("report-all-tagged")
         (p,) = proto(tagged)

@@ -146,7 +146,7 @@ REQUIRED_NODES: list[tuple[str, Any]] = [
     (f"{LB}/sluice:port", None),
     (f"{LB}/sluice:port-range-end", None),
     (f"{LB}/sluice:mode", "default"),
-    (f"{LB}/sluice:algorithm", "round-robin"),
+    (f"{LB}/sluice:algorithm", None),  # no default: appliance/algorithm.py decides
     (f"{LB}/sluice:persistence-timeout", 10800),
     (f"{LB}/sluice:inactivity-timeout", None),
     (f"{LB}/sluice:snat-address", None),
@@ -292,7 +292,7 @@ def test_defaults_are_filled_in(ctx: Any) -> None:
     service = data["load-balancer"]["service"]["s"]
     assert service["protocol"] == "tcp"
     assert service["mode"] == "default"
-    assert service["algorithm"] == "round-robin"
+    assert "algorithm" not in service  # the cluster default applies (appliance/algorithm.py)
     assert service["persistence-timeout"] == 10800
     assert "inactivity-timeout" not in service
     assert service["health-probe"]["interval"] == 10

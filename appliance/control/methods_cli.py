@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from appliance.algorithm import default_algorithm, service_algorithm
 from appliance.config import ConfigError, FieldError
 from appliance.config.paths import service_path
 from appliance.control.api import CallContext, method, one_shot
@@ -31,6 +32,7 @@ def _lb_list(ctx: CallContext, params: dict[str, Any]) -> list[dict[str, Any]]:
     svc = ctx.session.service
     with svc._mutex:
         services = list(svc.services_effective.values())
+        default = default_algorithm(svc.sections_effective.get("bgp"))
     out = []
     for s in services:
         if brief:
@@ -38,6 +40,7 @@ def _lb_list(ctx: CallContext, params: dict[str, Any]) -> list[dict[str, Any]]:
             item["endpoint-count"] = len(s.get("endpoint", []))
         else:
             item = dict(s)
+        item["algorithm"] = service_algorithm(s, default)  # what it runs (the YANG has no default)
         # The consoles poll the brief list every 2 s: 10,000 datapath reads (each taking
         # the datapath lock) per poll and per console, unless read from the snapshot.
         state = _service_state(ctx, s["name"], cached=brief)
@@ -51,6 +54,10 @@ def _lb_list(ctx: CallContext, params: dict[str, Any]) -> list[dict[str, Any]]:
 def _lb_show(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
     name = str(params.get("name", ""))
     item = dict(ctx.session.get(service_path(name), effective=True))
+    svc = ctx.session.service
+    with svc._mutex:
+        default = default_algorithm(svc.sections_effective.get("bgp"))
+    item["algorithm"] = service_algorithm(item, default)
     state = _service_state(ctx, name)
     if state is not None:
         item["state"] = state

@@ -94,6 +94,18 @@ def _dp_stats(ctx: CallContext, params: dict[str, Any]) -> list[dict[str, Any]]:
     return _provider(ctx, "stats")()
 
 
+@method("dp.selection")
+def _dp_selection(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
+    """A service's live selection table read back from the maps: algorithm, slots, each
+    endpoint's share and a digest to compare between appliances (`sluice dp selection`)."""
+    name = str(params.get("service") or "")
+    found = _provider(ctx, "selection")(name)
+    if found is None:
+        raise ConfigError(f"no service {name!r} in the datapath",
+                          [FieldError("service", "not in the datapath")])  # fmt: skip
+    return found
+
+
 @method("dp.status")
 def _dp_status(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
     """Read now (`sluice dp status`); ``cached``: the snapshot's reading, for pollers."""

@@ -8,6 +8,7 @@ endpoints go. Deletion runs the other way round: service entry first.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import logging
 import struct
@@ -16,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from appliance.algorithm import STANDALONE_DEFAULT, service_algorithm
 from appliance.datapath import ctwalk
 from appliance.datapath import layout as L
 from appliance.datapath.conntrack import Conntrack
@@ -88,6 +90,8 @@ class Driver:
         self._svc_ids: set[int] = set()
         self._ep_ids: set[int] = set()
         self._ranges: dict[tuple[int, Any, int], dict[str, tuple[int, int]]] = {}
+        # For services that set no algorithm; the reconciler sets it from /bgp.
+        self.default_algorithm = STANDALONE_DEFAULT
 
     # -- ids -----------------------------------------------------------------------------
     def recover(self) -> None:
@@ -147,6 +151,10 @@ class Driver:
         raise RuntimeError("no free endpoint id (MAX_ENDPOINTS reached)")
 
     # -- programming ---------------------------------------------------------------------
+    def algorithm(self, doc: Doc) -> str:
+        """The service's own algorithm or the cluster default (appliance/algorithm.py)."""
+        return service_algorithm(doc, self.default_algorithm)
+
     def eligible(self, name: str, ep: Doc) -> bool:
         if ep.get("admin-state", "enabled") != "enabled":
             return False  # disabled and drain: no new flows
@@ -155,12 +163,14 @@ class Driver:
     def _selection(self, name: str, doc: Doc, ep_ids: list[int]) -> list[int]:
         """The slot table: endpoint ids (see bpf/lib/select.h)."""
         eps = doc.get("endpoint", [])
-        algo = doc.get("algorithm", "round-robin")
+        algo = self.algorithm(doc)
         ok = [self.eligible(name, ep) for ep in eps]
         if algo == "maglev":
             # Size from all configured endpoints, so health changes never resize the table
-            # (a resize would move nearly every flow).
-            names = [f"{ep['address']}:{ep['port']}" for ep in eps]
+            # (a resize would move nearly every flow). Named by canonical address and port,
+            # never by local ids, so every appliance builds the same table.
+            names = [f"{ipaddress.ip_address(ep['address']).compressed}:{int(ep['port'])}"
+                     for ep in eps]  # fmt: skip
             weights = [int(e.get("weight", 1)) if g else 0 for e, g in zip(eps, ok, strict=True)]
             return [ep_ids[i] for i in maglev_table(names, weights, maglev_size(len(eps)))]
         if algo in ("weighted", "hash", "persistence"):
@@ -229,7 +239,7 @@ class Driver:
         info = self.t["svc_map"].Leaf()
         info.id = sid
         info.mode = L.MODES[doc.get("mode", "default")]
-        info.algo = L.ALGORITHMS[doc.get("algorithm", "round-robin")]
+        info.algo = L.ALGORITHMS[self.algorithm(doc)]
         info.flags = (L.SVC_F_RANGE if range_ else 0) | (L.SVC_F_ALLOW if allow else 0)
         info.gen = new_gen
         info.n_slots = len(table)
@@ -494,6 +504,44 @@ class Driver:
             "active-sessions": self._gauge("svc_active", state.id),
             "total-sessions": sessions,
         }
+
+    def selection(self, name: str) -> Doc | None:
+        """The live selection table read back from the maps, as endpoint addresses: what
+        the datapath picks from, not what we meant to write. Its digest is the same on
+        every appliance that would send each flow to the same endpoint (maglev and hash;
+        `sluice dp selection`). Reads the table's pages (8 for 32 endpoints): on demand,
+        never polled."""
+        state = self.services.get(name)
+        if state is None:
+            return None
+        ids = self._read_slots(state.id, state.gen, state.n_slots)
+        by_id = {i: f"{ipaddress.ip_address(a).compressed}:{p}" for (a, p), i in state.eps.items()}
+        slots = [by_id.get(i, "") for i in ids]
+        share: dict[str, int] = {}
+        for ep in slots:
+            share[ep] = share.get(ep, 0) + 1
+        return {
+            "service": name,
+            "algorithm": self.algorithm(state.doc),
+            "slots": len(slots),
+            "digest": hashlib.sha256("\n".join(slots).encode()).hexdigest()[:16],
+            "share": dict(sorted(share.items())),
+        }
+
+    def _read_slots(self, sid: int, gen: int, n_slots: int) -> list[int]:
+        """Endpoint ids of the table the datapath reads (see bpf/lib/select.h sel_slot)."""
+        if n_slots == 0:
+            return []
+        if n_slots <= L.SEL_SMALL:
+            small = self.t["sel_small_map"]
+            value = small.get(small.Key(sid * 2 + gen))
+            return [int(v) for v in value.ep[:n_slots]] if value is not None else [0] * n_slots
+        t = self.t["sel_map"]
+        out: list[int] = []
+        for key in self._sel_keys(sid, gen, n_slots):
+            page = t.get(key)
+            out += [int(v) for v in page.ep] if page is not None else [0] * L.SEL_PAGE
+        return out[:n_slots]
 
     def endpoint_state(self, name: str, address: str, port: int) -> Doc | None:
         state = self.services.get(name)

@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from appliance import netlink
+from appliance.algorithm import default_algorithm
 from appliance.config import Diff
 from appliance.config.errors import FieldError
-from appliance.config.paths import DATAPATH, LOAD_BALANCER
+from appliance.config.paths import BGP, DATAPATH, LOAD_BALANCER
 from appliance.datapath.driver import Driver
 from appliance.datapath.layout import DEFAULT_CT_CAPACITY
 from appliance.datapath.program import DEFAULT_PIN_ROOT, Program
@@ -74,6 +75,7 @@ class DatapathReconciler:
                 )
                 self.program.load()
             self.driver = Driver(self.program, self.netns)
+            self.driver.default_algorithm = default_algorithm(effective.get(BGP))
             self.driver.recover()
             self._refresh_addresses()
             for svc in effective.get(LB, {}).get("service", []):
@@ -98,11 +100,27 @@ class DatapathReconciler:
                 self.pending[name] = doc
             for name, (_old, new) in diff.services_changed.items():
                 self.pending[name] = new
+            for section, (_old, new) in diff.sections_changed.items():
+                if section.split(":")[-1] == "bgp":
+                    self._set_default_algorithm(default_algorithm(new))
             self._refresh_addresses()
             self._retry()
             for section, (_old, new) in diff.sections_changed.items():
                 if section.split(":")[-1] == "datapath":
                     self._set_interfaces(_interfaces(new))
+
+    def _set_default_algorithm(self, algorithm: str) -> None:
+        """/bgp gained or lost its neighbours: services that set no algorithm change to
+        the new cluster default (appliance/algorithm.py); established flows keep their
+        endpoint (conntrack), new ones follow the new table."""
+        assert self.driver is not None
+        if algorithm == self.driver.default_algorithm:
+            return
+        log.info("default algorithm now %s", algorithm)
+        self.driver.default_algorithm = algorithm
+        for name, state in self.driver.services.items():
+            if "algorithm" not in state.doc:
+                self.pending.setdefault(name, state.doc)  # a newer doc or removal wins
 
     def close(self) -> None:
         """Stop housekeeping, drop our fds; filters and pins stay so traffic keeps flowing."""
@@ -163,6 +181,11 @@ class DatapathReconciler:
                 return None
             return self.driver.endpoint_state(service, address, port)
 
+    def selection(self, name: str) -> dict[str, Any] | None:
+        """The service's live selection table, read back from the maps (driver.selection)."""
+        with self.lock:
+            return self.driver.selection(name) if self.driver is not None else None
+
     def status(self) -> dict[str, Any]:
         with self.lock:
             if self.driver is None or self.program is None:
@@ -217,6 +240,7 @@ class DatapathReconciler:
             "datapath": self.status,
             "conntrack": self.conntrack,
             "stats": self.stats,
+            "selection": self.selection,
         }
 
     # -- clean-up (sluice run --cleanup) --------------------------------------------------

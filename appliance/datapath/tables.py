@@ -60,7 +60,21 @@ def maglev_table(names: Sequence[str], weights: Sequence[int], size: int) -> lis
     its name) and claims the next free slot on its turn. Weights: an endpoint takes turns in
     proportion to its weight (credit scheme), so a weight-2 endpoint fills ~2x the slots.
     Zero-weight endpoints get nothing. ``size`` must be prime.
+
+    The table depends only on the set of (name, weight) pairs, not on their order: turns
+    are taken in the order of the names, so appliances that list the same endpoints in a
+    different order (added one by one in another order) build the same table, and a flow
+    that a router's ECMP moves between them reaches the same endpoint.
     """
+    rank = sorted(range(len(names)), key=names.__getitem__)
+    if rank != list(range(len(names))):
+        by_rank = _maglev_in_order([names[i] for i in rank], [weights[i] for i in rank], size)
+        return [rank[r] for r in by_rank]
+    return _maglev_in_order(names, weights, size)
+
+
+def _maglev_in_order(names: Sequence[str], weights: Sequence[int], size: int) -> list[int]:
+    """maglev_table with turns in the order given (names sorted by the caller)."""
     live = [i for i, w in enumerate(weights) if w > 0]
     if not live:
         return []

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
+from appliance.algorithm import STANDALONE_DEFAULT, default_for_doc, service_algorithm
 from appliance.config.errors import FieldError
 from appliance.config.paths import DATAPATH, LOAD_BALANCER, service_path
 from appliance.datapath import layout as L
@@ -23,10 +24,11 @@ UNSUPPORTED = "operation-not-supported"
 LB_PATH = "/sluice:load-balancer/service"
 
 
-def max_slots(svc: Doc) -> int:
-    """The biggest selection table ``svc`` can need, whatever the endpoints' health."""
+def max_slots(svc: Doc, default: str = STANDALONE_DEFAULT) -> int:
+    """The biggest selection table ``svc`` can need, whatever the endpoints' health
+    (``default``: the algorithm of services that set none, see appliance/algorithm.py)."""
     eps = svc.get("endpoint", [])
-    algo = svc.get("algorithm", "round-robin")
+    algo = service_algorithm(svc, default)
     if algo == "maglev":
         return maglev_size(len(eps)) if eps else 0  # sized from every configured endpoint
     if algo in ("weighted", "hash", "persistence"):
@@ -61,6 +63,7 @@ def check(doc: Doc) -> list[FieldError]:
     if len(services) > L.LIMIT_SERVICES:
         errors.append(FieldError(LB_PATH, f"{len(services)} enabled services; the datapath "
                                  f"holds at most {L.LIMIT_SERVICES}", RESOURCE))  # fmt: skip
+    default = default_for_doc(doc)
     endpoints = allow = pages = 0
     longest_allow = biggest_pages = 0
     ranges: dict[tuple[str, str], int] = {}
@@ -81,7 +84,7 @@ def check(doc: Doc) -> list[FieldError]:
         longest_allow = max(longest_allow, prefixes)
         if allow + longest_allow > L.LIMIT_ALLOW:
             over.setdefault("allowed-source", name)
-        p = L.sel_pages(max_slots(svc))
+        p = L.sel_pages(max_slots(svc, default))
         pages += p
         biggest_pages = max(biggest_pages, p)
         if pages + biggest_pages > L.LIMIT_SEL_PAGES:

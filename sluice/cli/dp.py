@@ -28,6 +28,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     status = dp_verbs.add_parser("status", help="attached programs and map fill levels")
     status.add_argument("-o", "--output", choices=["table", "json"], default="table")
     status.set_defaults(func=cmd_dp_status)
+    sel = dp_verbs.add_parser(
+        "selection", help="a service's selection table as the datapath holds it (compare the "
+        "digest between appliances: equal digests pick the same endpoint for every flow)")
+    sel.add_argument("service")
+    sel.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    sel.set_defaults(func=cmd_dp_selection)
 
 
 def positive_int(text: str) -> int:
@@ -39,6 +45,17 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}")
     return value
+
+
+def cmd_dp_selection(client: ControlClient, args: argparse.Namespace) -> int:
+    found: dict[str, Any] = client.call("dp.selection", service=args.service)
+    if args.output == "json":
+        print_json(found)
+        return 0
+    print(f"{found['service']}: {found['algorithm']}, {found['slots']} slots, "
+          f"digest {found['digest']}")
+    print_table(["endpoint", "slots"], [[ep or "(none)", n] for ep, n in found["share"].items()])
+    return 0
 
 
 def cmd_ct_list(client: ControlClient, args: argparse.Namespace) -> int:
