@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -531,6 +532,46 @@ def test_notifications_reach_snmptrapd(tmp_path: Path) -> None:
                              "instance-role": "master", "previous": "backup"})  # fmt: skip
         text = receiver.wait_for(f".{ENT}.0.5", count=2)
         assert "front" in text and f".{ENT}.1.4.8.0 = INTEGER: master(3)" in text, text
+
+        # BGP: the peer table (after BGP4-MIB's bgpPeerTable) from /bgp and the BGP door's
+        # provider, and the established / backward-transition traps.
+        commit(harness.config, [{"op": "merge", "path": "/sluice:bgp", "value": {
+            "local-as": 65001, "router-id": "198.18.7.2",
+            "neighbor": [{"address": "198.18.7.1", "remote-as": 65000},
+                         {"address": "2001:db8:7::1", "remote-as": 4200000000}]}}])  # fmt: skip
+        since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 30))
+        sessions = [{"address": "198.18.7.1", "session-state": "established", "since": since,
+                     "prefixes-sent": 3},
+                    {"address": "2001:db8:7::1", "session-state": "connected", "since": since}]
+        harness.agent.state.providers["bgp"] = lambda: {"speaker": "running",
+                                                        "neighbor": sessions}  # fmt: skip
+        wait_for(lambda: len(harness.agent.snapshot.bgp_peers) == 2, what="the two peer rows")
+        peers = harness.walk(*harness.v2c, root=f"{ENT}.1.5")
+        v4, v6 = "1.4.198.18.7.1", "2.16.32.1.13.184.0.7" + ".0" * 9 + ".1"
+        row = f"{ENT}.1.5.1"
+        assert peers[f"{row}.3.{v4}"] == "65000" and peers[f"{row}.3.{v6}"] == "4200000000"
+        assert peers[f"{row}.4.{v4}"] == "6" and peers[f"{row}.4.{v6}"] == "4"  # opensent
+        assert 29 <= int(peers[f"{row}.5.{v4}"]) < 300 and peers[f"{row}.5.{v6}"] == "0"
+        assert peers[f"{row}.7.{v4}"] == "3" and peers[f"{row}.7.{v6}"] == "0"
+        assert peers[f"{row}.6.{v4}"].startswith(since[:10])  # DateAndTime, as net-snmp shows it
+
+        def session(neighbor: str, old: str, new: str) -> None:
+            harness.bus.publish({"type": "bgp-neighbor", "neighbor": neighbor, "old": old,
+                                 "new": new, "time": since})  # fmt: skip
+
+        established, backward = f".{ENT}.0.6", f".{ENT}.0.7"
+        session("198.18.7.1", "connected", "established")
+        text = receiver.wait_for(established, count=2)
+        assert f".{row}.4.{v4} = INTEGER: established(6)" in text, text
+        remote_as = text.split(f".{row}.3.{v4} = ", 1)[1][:20]  # the peer's AS in the trap
+        assert "65000" in remote_as, text
+        session("198.18.7.1", "established", "down")
+        text = receiver.wait_for(backward, count=2)
+        assert f".{ENT}.1.4.10.0 = INTEGER: established(6)" in text, text
+        session("2001:db8:7::1", "idle", "connected")  # up, short of established: no trap
+        session("2001:db8:7::1", "connected", "established")
+        text = receiver.wait_for(established, count=4)
+        assert text.count(backward) == 2, text
     finally:
         harness.close()
         receiver.close()

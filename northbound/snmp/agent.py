@@ -90,6 +90,11 @@ NOTIFY_HA_INSTANCE = (*model.NOTIFY_OBJECTS, 7, 0)
 NOTIFY_HA_ROLE = (*model.NOTIFY_OBJECTS, 8, 0)
 NOTIFY_HA_PREVIOUS = (*model.NOTIFY_OBJECTS, 9, 0)
 HA_ROLES = {"init": 1, "backup": 2, "master": 3, "fault": 4, "stopped": 5}
+# BGP4-MIB's bgpEstablishedNotification and bgpBackwardTransNotification as
+# sluiceBgpEstablished / sluiceBgpBackwardTransition (the peer row's index names the peer).
+BGP_ESTABLISHED = (*model.NOTIFICATIONS, 6)
+BGP_BACKWARD = (*model.NOTIFICATIONS, 7)
+NOTIFY_BGP_PREVIOUS = (*model.NOTIFY_OBJECTS, 10, 0)
 INFORM_TIMEOUT_S = 1.5
 INFORM_RETRIES = 3
 
@@ -613,6 +618,36 @@ class SnmpAgent:
             self._loop.call_soon_threadsafe(self._alarm_event, dict(event))
         elif kind == "ha-role":
             self._loop.call_soon_threadsafe(self._ha_role_event, dict(event))
+        elif kind == "bgp-neighbor":
+            self._loop.call_soon_threadsafe(self._bgp_event, dict(event))
+
+    def _bgp_event(self, event: dict[str, Any]) -> None:
+        """A BGP session changed: sluiceBgpEstablished when it reached established,
+        sluiceBgpBackwardTransition when it fell to a lower state (as BGP4-MIB defines
+        bgpBackwardTransNotification), nothing for a move up short of established."""
+        self.state.bgp_changed()
+        try:
+            address = str(event["neighbor"])
+            idx, _, _ = model.inet_index(address)
+        except (KeyError, ValueError, TypeError):
+            log.warning("snmp: malformed bgp event", extra={"event": repr(event)})
+            return
+        old, new = model.bgp_state(event.get("old")), model.bgp_state(event.get("new"))
+        if new == model.BGP_STATE["established"] and old != new:
+            trap = BGP_ESTABLISHED
+        elif new < old:
+            trap = BGP_BACKWARD
+        else:
+            return
+        binds: list[tuple[Any, Any]] = [
+            ((*model.BGP_PEER_ENTRY, model.BGP_STATE_COL, *idx), Integer32(new)),
+            (NOTIFY_BGP_PREVIOUS, Integer32(old)),
+        ]
+        row = next((r for r in self.snapshot.bgp_peers if r.address == address), None)
+        if row is not None:
+            binds.append(((*model.BGP_PEER_ENTRY, model.BGP_REMOTE_AS_COL, *idx),
+                          Unsigned32(row.remote_as)))  # fmt: skip
+        self.notify(trap, binds)
 
     def _ha_role_event(self, event: dict[str, Any]) -> None:
         self.notify(

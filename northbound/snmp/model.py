@@ -20,6 +20,7 @@ from typing import Any
 
 from appliance import __version__
 from appliance import snapshot as snapshots
+from appliance.algorithm import STANDALONE_DEFAULT, default_algorithm, service_algorithm
 from northbound.snmp import ber
 from northbound.snmp.tree import Table
 
@@ -31,6 +32,7 @@ GLOBAL = (*ENTERPRISE, 1, 1)
 SERVICE_ENTRY = (*ENTERPRISE, 1, 2, 1)
 ENDPOINT_ENTRY = (*ENTERPRISE, 1, 3, 1)
 NOTIFY_OBJECTS = (*ENTERPRISE, 1, 4)
+BGP_PEER_ENTRY = (*ENTERPRISE, 1, 5, 1)
 SYS_OBJECT_ID = (*ENTERPRISE, 3, 1)  # sluiceAppliance
 SYSTEM = (1, 3, 6, 1, 2, 1, 1)
 
@@ -51,6 +53,9 @@ SERVICE_STATIC = frozenset((2, 3, 4, 5, 6, 7, 8, 9, 11))
 ENDPOINT_STATIC = frozenset((4, 5))
 GLOBAL_COLUMNS = (1, 2, 3, 4, 5, 6)
 SYSTEM_COLUMNS = (1, 2, 3, 4, 5, 6, 7)
+BGP_PEER_COLUMNS = (3, 4, 5, 6, 7)
+BGP_PEER_STATIC = frozenset((3,))
+BGP_REMOTE_AS_COL, BGP_STATE_COL = 3, 4
 
 ADMIN = {"enabled": 1, "disabled": 2, "drain": 3}
 PROTOCOL = {"tcp": 1, "udp": 2, "sctp": 3, "icmp": 4}
@@ -65,6 +70,10 @@ ALGORITHM = {
     "persistence": 7,
 }
 OPER = {"up": 1, "down": 2, "degraded": 3, "disabled": 4, "unknown": 5}
+# BGP4-MIB's bgpPeerState numbers. The speaker (ExaBGP) reports idle/down, connected (the
+# TCP session is up: it sends its OPEN next, so opensent) and established.
+BGP_STATE = {"idle": 1, "down": 1, "connect": 2, "active": 3, "connected": 4, "opensent": 4,
+             "openconfirm": 5, "established": 6}  # fmt: skip
 HEALTH = {"up": 1, "degraded": 2, "down": 3, "admin-disabled": 4, "unknown": 5}
 U32 = 2**32 - 1
 EPOCH_DATE_AND_TIME = bytes([0x07, 0xB2, 1, 1, 0, 0, 0, 0, ord("+"), 0, 0])
@@ -139,6 +148,17 @@ class ServiceRow:
 
 
 @dataclass
+class BgpPeerRow:
+    address: str
+    remote_as: int
+
+
+def bgp_state(name: Any) -> int:
+    """A session state as BGP4-MIB numbers it (idle for anything unknown)."""
+    return BGP_STATE.get(str(name), 1)
+
+
+@dataclass
 class EndpointRow:
     # The service's name, not its row: no reference cycle, so a replaced snapshot is freed
     # by reference counting at once instead of waiting for a full GC pass.
@@ -167,6 +187,9 @@ class Snapshot:
     endpoint_index: list[tuple[int, ...]] = field(default_factory=list)
     endpoints: list[EndpointRow] = field(default_factory=list)
     by_name: dict[str, ServiceRow] = field(default_factory=dict)
+    default_algorithm: str = STANDALONE_DEFAULT  # of services that set none
+    bgp_index: list[tuple[int, ...]] = field(default_factory=list)
+    bgp_peers: list[BgpPeerRow] = field(default_factory=list)
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any], commit_id: int = 0) -> Snapshot:
@@ -179,6 +202,7 @@ class Snapshot:
             system=section("system"),
             datapath=section("datapath"),
             snmp=section("snmp"),
+            default_algorithm=default_algorithm(section("bgp")),
         )
         services = []
         endpoints = []
@@ -194,6 +218,16 @@ class Snapshot:
                 ep_row = EndpointRow(name, ep, ep["address"], port, kind)
                 row.endpoints.append(ep_row)
                 endpoints.append(((*name_idx, *addr_idx, port), ep_row))
+        peers = []
+        for n in section("bgp").get("neighbor", []):
+            try:
+                idx, _, _ = inet_index(n["address"])
+                peers.append((idx, BgpPeerRow(n["address"], int(n.get("remote-as", 0)))))
+            except (KeyError, ValueError, TypeError):
+                continue  # not in a valid config; the row is left out rather than the table
+        peers.sort(key=lambda item: item[0])
+        snap.bgp_index = [i for i, _ in peers]
+        snap.bgp_peers = [r for _, r in peers]
         services.sort(key=lambda item: item[0])
         endpoints.sort(key=lambda item: item[0])
         snap.service_index = [i for i, _ in services]
@@ -216,6 +250,28 @@ class StateReader:
     def __init__(self, providers: Any, ttl: float = 1.0) -> None:
         self.snapshot = snapshots.for_providers(providers, period=ttl)
         self.providers = self.snapshot.providers
+        self.ttl = ttl
+        self._bgp: tuple[float, dict[str, Mapping[str, Any]]] = (-1e9, {})
+
+    def bgp_peer(self, address: str) -> Mapping[str, Any]:
+        """A BGP session's state (the BGP door's ``bgp`` provider: in-memory, no I/O, so
+        read here rather than by the snapshot thread), at most once per ``ttl`` per walk."""
+        read_at, peers = self._bgp
+        now = time.monotonic()
+        if now - read_at > self.ttl:
+            peers = {}
+            provider = self.providers.get("bgp")
+            try:
+                rows = provider().get("neighbor", []) if provider else []
+                peers = {str(r.get("address")): r for r in rows if isinstance(r, Mapping)}
+            except Exception:  # a failing provider reads as idle, not as an SNMP error
+                log.debug("snmp: bgp provider failed", exc_info=True)
+            self._bgp = (now, peers)
+        return peers.get(address, {})
+
+    def bgp_changed(self) -> None:
+        """A session event: the next read asks the provider again."""
+        self._bgp = (-1e9, {})
 
     def service(self, name: str) -> Mapping[str, Any]:
         return self.snapshot.current().service(name)
@@ -338,7 +394,8 @@ class LbMib:
         if col == 8:
             return ber.integer(MODE.get(svc.get("mode", "default"), 1))
         if col == 9:
-            return ber.integer(ALGORITHM.get(svc.get("algorithm", "round-robin"), 1))
+            algorithm = service_algorithm(svc, self.snap.default_algorithm)
+            return ber.integer(ALGORITHM.get(algorithm, 1))
         if col == 10:
             return ber.integer(OPER[self.state.oper_state(row)])
         if col == 11:
@@ -378,6 +435,26 @@ class LbMib:
             return _gauge(_num(state, "active-sessions"))
         return ber.counter64(_num(state, "total-sessions"))
 
+    def bgp_cell(self, col: int, pos: int) -> Any:
+        row = self.snap.bgp_peers[pos]
+        if col == BGP_REMOTE_AS_COL:
+            return ber.unsigned32(row.remote_as & U32)
+        state = self.state.bgp_peer(row.address)
+        name = state.get("session-state", "idle")
+        if col == BGP_STATE_COL:
+            return ber.integer(bgp_state(name))
+        if col == 5:  # seconds in the established state (BGP4-MIB bgpPeerFsmEstablishedTime)
+            if name != "established":
+                return _gauge(0)
+            try:
+                since = dt.datetime.fromisoformat(str(state.get("since"))).timestamp()
+            except ValueError:
+                return _gauge(0)
+            return _gauge(min(max(int(time.time() - since), 0), U32))
+        if col == 6:
+            return ber.octets(date_and_time(state.get("since")))
+        return _gauge(min(_num(state, "prefixes-sent"), U32))
+
     def tables(self) -> list[Table]:
         snap = self.snap
         scalar_row = [(0,)]
@@ -397,6 +474,13 @@ class LbMib:
                 lambda: snap.endpoint_index,
                 self.endpoint_cell,
                 static=ENDPOINT_STATIC,
+            ),
+            Table(
+                BGP_PEER_ENTRY,
+                BGP_PEER_COLUMNS,
+                lambda: snap.bgp_index,
+                self.bgp_cell,
+                static=BGP_PEER_STATIC,
             ),
         ]
 
