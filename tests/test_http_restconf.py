@@ -500,3 +500,64 @@ def test_with_defaults_report_all_tagged(rc: tuple[Daemon, int]) -> None:
         assert "with-defaults" in bad.json()["ietf-restconf:errors"]["error"][0]["error-message"]
     finally:
         assert req(port, "DELETE", uri).status == 204
+
+
+def test_nacm_applies_to_restconf_and_the_loxilb_api(rc: tuple[Daemon, int]) -> None:
+    """NACM's rules (RFC 8341, the ones NETCONF enforces) bind RESTCONF and the loxilb API:
+    a denied write is 403 naming the node, nothing committed; a denied node is left out of a
+    read; a denied notification is not streamed."""
+    d, port = rc
+    body = {**svc("rc-nacm", 95), "description": "secret plan"}
+    assert req(port, "POST", LB, {"sluice:service": [body]}).status == 201
+    lx = "lx-tcp-198.19.0.99-80"
+    rules = {"rule-list": [
+        {"name": "rw", "group": ["read-write"], "rule": [
+            {"name": "keep", "module-name": "sluice", "access-operations": "create update delete",
+             "path": "/sluice:load-balancer/service[name='rc-nacm']",
+             "action": "deny"},
+            {"name": "no-lx", "module-name": "sluice", "access-operations": "create",
+             "path": f"/sluice:load-balancer/service[name='{lx}']",
+             "action": "deny"}]},
+        {"name": "ro", "group": ["read-only"], "rule": [
+            {"name": "hide", "module-name": "sluice", "access-operations": "read",
+             "path": "/sluice:load-balancer/service/description",
+             "action": "deny"},
+            {"name": "quiet", "module-name": "ietf-netconf-notifications",
+             "notification-name": "netconf-config-change", "access-operations": "read",
+             "action": "deny"}]},
+    ]}  # fmt: skip
+    with d.client() as client:
+        client.call("config.edit", changes=[{"op": "merge", "path": "/ietf-netconf-acm:nacm",
+                                             "value": rules}])
+        client.call("config.commit", comment="nacm for the test")
+        before = client.call("status")["last-commit"]
+    sse = Sse(port, "/restconf/streams/NETCONF/json")  # as the read-only user
+    try:
+        r = req(port, "PATCH", f"{LB}/service=rc-nacm", {"sluice:service": [
+            {"name": "rc-nacm", "description": "changed"}]})
+        assert r.status == 403, r.body
+        (err,) = r.json()["ietf-restconf:errors"]["error"]
+        assert err["error-tag"] == "access-denied" and "rc-nacm" in err["error-path"], err
+        lx_body = hk.kube_create_body("198.19.0.99", 80, [("198.18.11.1", 8080)], "ns_x:i0")
+        r = hk.go_request(HOST, port, "POST", "/netlox/v1/config/loadbalancer", lx_body)
+        assert r.status == 403 and "NACM" in r.json()["result"], r.body
+        with d.client() as client:
+            assert client.call("status")["last-commit"] == before
+        got = req(port, "GET", f"{LB}/service=rc-nacm?content=config", token=hk.RO_TOKEN)
+        assert got.status == 200, got.body
+        assert "description" not in got.json()["sluice:service"][0]
+        assert got.json()["sluice:service"][0]["port"] == 95
+        mine = req(port, "GET", f"{LB}/service=rc-nacm?content=config").json()
+        assert mine["sluice:service"][0]["description"] == "secret plan"
+        # A commit the read-only user may not hear of: nothing on its stream.
+        assert req(port, "POST", LB, {"sluice:service": [svc("rc-nacm2", 96)]}).status == 201
+        with pytest.raises(queue.Empty):
+            sse.next(timeout=1.5)
+    finally:
+        sse.close()
+        with d.client() as client:
+            client.call("config.edit", changes=[{"op": "delete",
+                                                 "path": "/ietf-netconf-acm:nacm"}])
+            client.call("config.commit", comment="no nacm")
+        for name in ("rc-nacm", "rc-nacm2"):
+            req(port, "DELETE", f"{LB}/service={name}")

@@ -43,6 +43,9 @@ from northbound.http.loxilb_model import (
     to_service,
 )
 from northbound.http.wire import JSON, SUCCESS, ApiError, read_body, respond
+from northbound.netconf.errors import RpcError
+from northbound.netconf.nacm import Nacm
+from northbound.netconf.schema_index import SchemaIndex
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +80,8 @@ class LoxilbApi:
         self.service = ctx.service
         self.worker = ctx.worker
         self.state = ctx.state
+        # NACM's write rules bind this API's users as they bind NETCONF's.
+        self.nacm = Nacm(ctx.service, SchemaIndex(ctx.service.schema).namespaces)
 
     def routes(self) -> list[web.RouteDef]:
         b = BASE
@@ -116,8 +121,11 @@ class LoxilbApi:
         session = self.service.open_session(caller.user, "http", read_only=caller.read_only,
                                             account=caller.user)
         try:
+            self.nacm.check_write(caller.user, changes)
             session.edit(changes)
             session.commit(comment=comment)
+        except RpcError as exc:  # NACM
+            raise ApiError(403, exc.message, "forbidden") from None
         except ConfigError as exc:
             raise config_error(exc) from None
         finally:

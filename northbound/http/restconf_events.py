@@ -90,6 +90,8 @@ class Encoder:
     def _xml(self, notice: Notice) -> etree._Element | None:
         return notifications.notice_content(notice, self.namespace, self.event_leaves)
 
+    xml_content = _xml
+
     @staticmethod
     def control(name: str, fmt: str) -> str:
         """RFC 5277's replayComplete / notificationComplete, now."""
@@ -102,8 +104,9 @@ class Encoder:
 
 
 class _Client:
-    def __init__(self, fmt: str) -> None:
+    def __init__(self, fmt: str, user: str) -> None:
         self.fmt = fmt
+        self.user = user  # NACM's notification rules apply per user
         self.queue: asyncio.Queue[Any] = asyncio.Queue(QUEUE)
 
 
@@ -127,6 +130,7 @@ class EventStreams:
         self.notices: NotificationLog = ctx.notices
         self._own_log = ctx.notices is None
         self.encoder: Encoder | None = None
+        self.nacm: Any = None  # the door's Nacm (Restconf sets it)
         self.clients: set[_Client] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
@@ -171,10 +175,22 @@ class EventStreams:
         with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
             loop.call_soon_threadsafe(self._fan_out, notice)
 
+    def allowed(self, notice: Notice, user: str) -> bool:
+        """NACM (RFC 8341 3.4.6) on the notification's XML content, as NETCONF checks it."""
+        if self.nacm is None or self.encoder is None:
+            return True
+        content = self.encoder.xml_content(notice)
+        return content is not None and self.nacm.allows_notification(user, content)
+
     def _fan_out(self, notice: Notice) -> None:
         assert self.encoder is not None
         texts: dict[str, str | None] = {}
+        allowed: dict[str, bool] = {}
         for client in list(self.clients):
+            if client.user not in allowed:
+                allowed[client.user] = self.allowed(notice, client.user)
+            if not allowed[client.user]:
+                continue
             if client.fmt not in texts:
                 texts[client.fmt] = self.encoder.encode(notice, client.fmt)
             text = texts[client.fmt]
@@ -233,7 +249,7 @@ class EventStreams:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                                "Cache-Control": "no-cache"})
         await response.prepare(request)
-        client = _Client(fmt)
+        client = _Client(fmt, request["caller"].user)
         self.clients.add(client)  # before the log is read: nothing falls in between
         try:
             await response.write(f": sluice {STREAM} stream ({fmt})\n\n".encode())
@@ -258,8 +274,9 @@ class EventStreams:
         assert encoder is not None
         notices = self.notices.since(start, stop)
         # Up to the whole log: encoded off the loop.
-        texts = await asyncio.to_thread(lambda: [encoder.encode(n, client.fmt)
-                                                 for n in notices])
+        texts = await asyncio.to_thread(lambda: [
+            encoder.encode(n, client.fmt) if self.allowed(n, client.user) else None
+            for n in notices])
         for text in texts:
             if text is not None:
                 await _send(response, text)

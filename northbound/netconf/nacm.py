@@ -1,4 +1,5 @@
-"""NACM, the NETCONF access control model (RFC 8341), enforced for NETCONF sessions.
+"""NACM, the NETCONF access control model (RFC 8341), enforced for NETCONF sessions and,
+through the same checks, for RESTCONF and the loxilb API (northbound/http).
 
 The rules are configuration like any other: /ietf-netconf-acm:nacm in the datastore (the
 IETF module itself, validated by libyang; edited over NETCONF, the CLI or the console),
@@ -212,6 +213,17 @@ class Nacm:
         return allowed
 
     # -- reads ----------------------------------------------------------------------------------
+    def reads_unrestricted(self, user: str) -> bool:
+        """Whether `user` may read every data node outside /nacm (no read rule denies
+        anything to them and the read default permits): a reply then needs no filtering."""
+        found = self._rules(user)
+        if found is None:
+            return True
+        policy, rules = found
+        return policy.read_default and not any(
+            "read" in r.ops and not r.permit and r.rpc is None and r.notification is None
+            for r in rules)
+
     def filter_read(self, user: str, data: etree._Element) -> None:
         """Remove from `data` (a <data> element) every node `user` may not read. Blocking
         on large replies: call it where the reply is built (a worker thread)."""
