@@ -149,6 +149,17 @@ def test_xml_create_read_replace_delete(rc: tuple[Daemon, int]) -> None:
     assert whole.status == 200 and b"rc-xml" in whole.body
     assert etree.QName(etree.fromstring(whole.body)).localname == "data"
     assert req(port, "DELETE", f"{LB}/service=rc-xml").status == 204
+    # The datastore PATCHed (merge) in XML: <data> of RESTCONF's namespace.
+    data = (f'<data xmlns="urn:ietf:params:xml:ns:yang:ietf-restconf"><load-balancer '
+            f'xmlns="{NS}">{body.decode()}</load-balancer></data>').encode()
+    assert req(port, "PATCH", DATA, data, ctype=XML).status == 204
+    assert req(port, "GET", f"{LB}/service=rc-xml/port").json() == {"sluice:port": 443}
+    bad = req(port, "PATCH", DATA, data.replace(b"<port>443</port>", b"<port>x</port>"),
+              ctype=XML)
+    assert bad.status == 400 and "port" in bad.json()["ietf-restconf:errors"]["error"][0][
+        "error-message"]
+    assert req(port, "PATCH", DATA, b"<data/>", ctype=XML).status == 400
+    assert req(port, "DELETE", f"{LB}/service=rc-xml").status == 204
 
 
 def test_errors_name_the_path_and_change_nothing(rc: tuple[Daemon, int]) -> None:

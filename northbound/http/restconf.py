@@ -634,8 +634,12 @@ class Restconf:
 
     async def _datastore_body(self, request: web.Request) -> dict[str, Any]:
         ctype = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if ctype in (codec.XML_TYPE, "application/xml", "text/xml"):
+            body = await request.read()
+            return await asyncio.to_thread(self.printer.xml_datastore, body)
         if ctype not in (codec.JSON_TYPE, "application/json"):
-            raise RestconfError(415, "invalid-value", "the datastore is replaced with JSON")
+            raise RestconfError(415, "invalid-value", "the datastore takes "
+                                f"{codec.JSON_TYPE} or {codec.XML_TYPE}")
         try:
             doc = json.loads(await request.read())
         except ValueError as exc:
