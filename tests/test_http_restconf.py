@@ -558,6 +558,11 @@ def test_nacm_applies_to_restconf_and_the_loxilb_api(rc: tuple[Daemon, int]) -> 
         assert got.status == 200, got.body
         assert "description" not in got.json()["sluice:service"][0]
         assert got.json()["sluice:service"][0]["port"] == 95
+        full = req(port, "GET", f"{LB}/service=rc-nacm", token=hk.RO_TOKEN)  # with state
+        assert full.status == 200 and "description" not in full.json()["sluice:service"][0]
+        whole = req(port, "GET", DATA, token=hk.RO_TOKEN)
+        assert whole.status == 200 and b"secret plan" not in whole.body and b"rc-nacm" in \
+            whole.body
         mine = req(port, "GET", f"{LB}/service=rc-nacm?content=config").json()
         assert mine["sluice:service"][0]["description"] == "secret plan"
         # A commit the read-only user may not hear of: nothing on its stream.

@@ -419,6 +419,8 @@ class NetconfServer:
         `committing` still set when a NETCONF session commits) or the event bus's."""
         if self._closing or self.modules is None:
             return
+        if not any(s.subscription is not None for s in list(self.sessions.values())):
+            return  # nobody listens live (a replay reads the log itself)
         by = None
         s = self.committing
         if notice.kind == CONFIG_CHANGE and s is not None:
