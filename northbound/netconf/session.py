@@ -258,6 +258,10 @@ class NetconfSession:
         self.process.stdout.write(data)
         await self._drain()
 
+    async def drain(self) -> None:
+        """Wait while the client has more than a reply's worth unread."""
+        await self._drain()
+
     async def _drain(self) -> None:
         try:
             backlog = self.process.channel.get_write_buffer_size()
