@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 from typing import Any
 
 import netkit as kit
@@ -121,3 +122,66 @@ class Bird:
         return sorted(hops)
 
 
+
+
+def require_frr() -> None:
+    if not (shutil.which("vtysh") and Path(FRR_BGPD).exists()):
+        pytest.skip("needs FRR (Debian frr; scripts/setup installs it, not started)")
+
+
+FRR_BGPD = "/usr/lib/frr/bgpd"
+
+
+class Frr:
+    """FRR's bgpd in `host` (foreground, no zebra: it keeps routes in its BGP table, which
+    vtysh reads), peering with appliances (name -> (address, AS)) as the README's example
+    configures it: no policy required for eBGP, up to 4 equal paths (ECMP)."""
+
+    def __init__(self, host: kit.Host, peers: dict[str, tuple[str, int]],
+                 router_id: str = "198.18.7.1") -> None:  # fmt: skip
+        self.host = host
+        self.dir = host.topo.new_log("frr").with_suffix("")
+        self.dir.mkdir()
+        self.dir.chmod(0o755)
+        v6 = [a for a, _ in peers.values() if ":" in a]
+        lines = [f"router bgp {ROUTER_AS}", f" bgp router-id {router_id}",
+                 " no bgp ebgp-requires-policy", " timers bgp 3 9"]  # fmt: skip
+        lines += [f" neighbor {a} remote-as {asn}" for a, asn in peers.values()]
+        lines += [" address-family ipv4 unicast", "  maximum-paths 4"]
+        lines += [f"  no neighbor {a} activate" for a in v6]
+        lines += [" exit-address-family", " address-family ipv6 unicast", "  maximum-paths 4"]
+        lines += [f"  neighbor {a} activate" for a in v6]
+        lines += [" exit-address-family"]
+        conf = self.dir / "bgpd.conf"
+        conf.write_text("\n".join(lines) + "\n")
+        (self.dir / "vtysh.conf").write_text("username root nopassword\n")
+        self.proc = host.popen([FRR_BGPD, "-S", "-Z", "-f", str(conf), "-i",
+                                str(self.dir / "bgpd.pid"), "--vty_socket", str(self.dir),
+                                "-A", "127.0.0.1"])  # fmt: skip
+        wait(lambda: (self.dir / "bgpd.vty").exists(), 20, "bgpd's vty socket")
+
+    def vtysh(self, command: str) -> Any:
+        res = self.host.run(["vtysh", "--config_dir", str(self.dir), "--vty_socket",
+                             str(self.dir), "-d", "bgpd", "-c", command])  # fmt: skip
+        assert res.returncode == 0, res.stderr + res.stdout
+        return json.loads(res.stdout or "{}")
+
+    def sessions(self) -> dict[str, str]:
+        """neighbour address -> state (Established, Active, Connect, ...)."""
+        out: dict[str, str] = {}
+        for family in self.vtysh("show bgp summary json").values():
+            for address, peer in (family.get("peers") or {}).items():
+                out[address] = peer.get("state", "?")
+        return out
+
+    def paths(self, prefix: str) -> list[dict[str, Any]]:
+        """The BGP table's paths for prefix: [{"next-hop", "med", "best", "multipath"}]."""
+        family = "ipv6" if ":" in prefix else "ipv4"
+        data = self.vtysh(f"show bgp {family} unicast {prefix} json")
+        out = []
+        for p in data.get("paths", []):
+            hops = [h.get("ip") for h in p.get("nexthops", [])]
+            out.append({"next-hop": hops[0] if hops else None, "med": p.get("metric"),
+                        "best": bool((p.get("bestpath") or {}).get("overall")),
+                        "multipath": bool(p.get("multipath"))})  # fmt: skip
+        return sorted(out, key=lambda p: str(p["next-hop"]))
