@@ -6,9 +6,10 @@ The appliance side is `appliance.bgp.exabgp.ExaBGPAdvertiser`, run in the applia
 namespace (this script re-runs itself there with --inner); the router is BIRD 2
 (tests/bgpkit.py), counted with `birdc show route count` every 20 ms. Each --lines value
 is how many prefixes one `announce attributes ... nlri ...` command carries (1: one command
-per prefix, as a naive speaker would send them).
+per prefix, as a naive speaker would send them); --compare runs each also with ExaBGP as
+shipped (without appliance/bgp/speedups.py's remove_self), before the patched one.
 
-    .venv/bin/python bench/bgp_speaker.py [--vips 10000] [--lines 1 1000 10000]
+    .venv/bin/python bench/bgp_speaker.py [--vips 10000] [--lines 1 1000] [--compare]
 
 Prints a Markdown table and writes bench/results/bgp_speaker.json. Every wait is bounded.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
@@ -67,7 +69,15 @@ def inner(args: argparse.Namespace) -> dict[str, Any]:
     neighbor = Neighbor(address=args.router, remote_as=65000)
     config = SpeakerConfig(local_as=65001, router_id=args.me, neighbors=(neighbor,))
     out: dict[str, Any] = {"vips": n, "rows": []}
-    for per_line in args.lines:
+    from appliance.bgp.speedups import PLAIN_ENV
+
+    runs = [(per_line, plain) for per_line in args.lines
+            for plain in ((True, False) if args.compare else (False,))]  # fmt: skip
+    for per_line, plain in runs:
+        if plain:
+            os.environ[PLAIN_ENV] = "1"  # the speaker inherits it
+        else:
+            os.environ.pop(PLAIN_ENV, None)
         exabgp.NLRI_PER_LINE = per_line
         adv = exabgp.ExaBGPAdvertiser(Path(tempfile.mkdtemp(prefix="bgp-bench-")))
         adv.start(config)
@@ -77,7 +87,8 @@ def inner(args: argparse.Namespace) -> dict[str, Any]:
                   120, "session up")  # fmt: skip
             routes = {neighbor.address: {f"{vip(i)}/32": Route(f"{vip(i)}/32", med=10)
                                          for i in range(n)}}  # fmt: skip
-            row: dict[str, Any] = {"prefixes_per_command": per_line}
+            row: dict[str, Any] = {"prefixes_per_command": per_line,
+                                   "exabgp": "as shipped" if plain else "patched"}
             adv.set_routes(routes)
             row["announce_s"] = until(lambda: count() == n, 900, "all announced")
             changed = {neighbor.address: {p: Route(p, med=20) for p in routes[neighbor.address]}}
@@ -104,7 +115,8 @@ def outer(args: argparse.Namespace) -> dict[str, Any]:
         bird = Bird(router, peers)
         cmd = [*lb.exec_prefix(), sys.executable, __file__, "--inner", "--vips", str(args.vips),
                "--router-ns", router.ns, "--ctl", str(bird.ctl), "--router", router_addr(1),
-               "--me", lb_addr(1), "--lines", *map(str, args.lines)]  # fmt: skip
+               "--me", lb_addr(1), "--lines", *map(str, args.lines),
+               *(["--compare"] if args.compare else [])]  # fmt: skip
         res = subprocess.run(cmd, stdout=subprocess.PIPE, timeout=3600)
         if res.returncode != 0:
             raise SystemExit(f"inner run failed ({res.returncode})")
@@ -112,10 +124,10 @@ def outer(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def table(res: dict[str, Any]) -> str:
-    lines = [f"| {res['vips']} vips: prefixes per command | announce all | change the MED of all "
-             "| withdraw all |", "|---|---|---|---|"]
+    lines = [f"| {res['vips']} vips: prefixes per command | ExaBGP | announce all "
+             "| change the MED of all | withdraw all |", "|---|---|---|---|---|"]
     for r in res["rows"]:
-        lines.append(f"| {r['prefixes_per_command']} | {r['announce_s']} s "
+        lines.append(f"| {r['prefixes_per_command']} | {r['exabgp']} | {r['announce_s']} s "
                      f"| {r['change_med_s']} s | {r['withdraw_s']} s |")
     return "\n".join(lines) + "\n"
 
@@ -124,6 +136,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--vips", type=int, default=10000)
     parser.add_argument("--lines", type=int, nargs="+", default=[1000])
+    parser.add_argument("--compare", action="store_true",
+                        help="also run ExaBGP as shipped (without appliance/bgp/speedups.py)")
     parser.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
     for hidden in ("--router-ns", "--ctl", "--router", "--me"):
         parser.add_argument(hidden, help=argparse.SUPPRESS)

@@ -340,3 +340,57 @@ def test_services_without_an_algorithm_run_maglev_when_bgp_has_a_neighbour() -> 
     assert service_algorithm(plain) == "round-robin"
     # The datapath's capacity check counts the table the service will really get.
     assert (max_slots(plain), max_slots(plain, "maglev")) == (1, 4027)
+
+
+# -- the speaker's ExaBGP speed-up (appliance/bgp/speedups.py) ------------------------------
+
+SPEEDUP_CHECK = """
+import sys
+from exabgp.environment import getenv
+from exabgp.logger import log
+log.init(getenv())
+from exabgp.configuration.configuration import Configuration
+from appliance.bgp import speedups
+
+c = Configuration([sys.argv[1]])
+assert c.reload(), c.error
+neighbor = next(iter(c.neighbors.values()))
+
+def parse(line):
+    c.static.clear()
+    assert c.partial("static", line), line
+    c.scope.to_context()
+    return c.scope.pop_routes()
+
+for line in ("attributes next-hop self med 10 community [ 65001:7 ] nlri 198.19.0.1/32 "
+             "198.19.0.2/32 198.19.0.3/32",
+             "attributes next-hop 198.18.7.9 local-preference 5000 as-path [ 65001 65001 ] "
+             "nlri 198.19.1.1/32 198.19.1.2/32"):
+    changes = parse(line)
+    before = [ch.extensive() for ch in changes]
+    theirs = [neighbor.remove_self(ch) for ch in changes]
+    ours = [speedups.remove_self(neighbor, ch) for ch in changes]
+    assert [ch.extensive() for ch in changes] == before, "the caller's routes changed"
+    for a, b in zip(theirs, ours, strict=True):
+        assert a == b and a.index() == b.index(), (a, b)
+        assert a.extensive() == b.extensive() and str(a.nlri.nexthop) == str(b.nlri.nexthop)
+        assert a.attributes.index() == b.attributes.index(), (a.attributes, b.attributes)
+    assert len({id(b.attributes) for b in ours}) == 1  # resolved once per attribute set
+print("same")
+"""
+
+
+def test_the_speakers_remove_self_does_what_exabgps_does(tmp_path: Path) -> None:
+    """The patched Neighbor.remove_self gives the routes ExaBGP's own gives (next-hop self
+    resolved, explicit next hop kept, attributes equal), leaves the caller's routes alone,
+    and resolves one attribute set once. In a child process: ExaBGP's logger and config
+    parser are process-wide."""
+    import subprocess
+    import sys
+
+    conf = tmp_path / "exabgp.conf"
+    conf.write_text("neighbor 198.18.7.1 {\n router-id 198.18.7.2;\n local-address 198.18.7.2;\n"
+                    " local-as 65001;\n peer-as 65000;\n family { ipv4 unicast; }\n}\n")
+    res = subprocess.run([sys.executable, "-c", SPEEDUP_CHECK, str(conf)], capture_output=True,
+                         text=True, timeout=60, cwd=Path(__file__).resolve().parent.parent)
+    assert res.returncode == 0 and res.stdout.strip() == "same", res.stdout + res.stderr
