@@ -7,8 +7,8 @@
 // Forwarding: through the next hop cached in the conntrack entry (MACs written, then
 // bpf_redirect) while it is valid (lib/nexthop.h), else bpf_fib_lookup +
 // bpf_redirect_neigh (lib/fwd.h), which refills the cache.
-// Anything that is not ours (no service, fragment, unknown protocol, ICMP other than
-// echo) returns TC_ACT_OK untouched. The control plane never sees a data packet.
+// Anything that is not ours (no service, unknown protocol, ICMP other than echo, a later
+// fragment whose first was not translated: lib/frag.h) returns TC_ACT_OK untouched. The control plane never sees a data packet.
 //
 // Built by appliance/datapath (bcc), which inlines the lib/ headers and defines PIN_ROOT
 // and CT_CAPACITY. Only uapi headers: the build tree may be older than the kernel.
@@ -34,6 +34,7 @@
 #include "lib/fwd.h"
 #include "lib/icmp_err.h"
 #include "lib/pmtu.h"
+#include "lib/frag.h"
 
 static __always_inline void count(struct pkt *p, __u32 svc_id, __u32 ep_id, int new_flow)
 {
@@ -120,6 +121,8 @@ static __always_inline int translate_and_send(struct __sk_buff *skb, struct pkt 
         err = nat_reply(skb, p, t, nh);
     if (err)
         return TC_ACT_SHOT;
+    if (p->frag == FRAG_FIRST)
+        frag_record(p);                        // the later fragments follow it (frag.h)
     if (nh)
         return bpf_redirect(nh->ifindex, 0);
     return fwd_finish(skb, p, rc, f);
@@ -130,6 +133,8 @@ static __always_inline int translate_and_send(struct __sk_buff *skb, struct pkt 
 
 static __always_inline int new_flow(struct __sk_buff *skb, struct pkt *p, __u64 now)
 {
+    if (p->frag == FRAG_LATER)
+        return TC_ACT_OK;                      // only a first fragment starts a flow
     if (p->k.proto == IPPROTO_ICMP && p->icmp_type != ICMP_ECHO_REQ)
         return TC_ACT_OK;
     if (p->k.proto == IPPROTO_ICMPV6 && p->icmp_type != ICMP6_ECHO_REQ)
@@ -235,6 +240,8 @@ int sluice_lb(struct __sk_buff *skb)
         return TC_ACT_OK;                      // no tail-call target: leave it alone
     }
     __u64 now = bpf_ktime_get_coarse_ns();     // timestamps need no finer than a tick
+    if (p.frag == FRAG_LATER && frag_ports(&p, now))
+        return TC_ACT_OK;                      // its first fragment was not ours (frag.h)
 
     struct ct_entry *e = ct_map.lookup(&p.k);
     if (!e) {

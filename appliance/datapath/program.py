@@ -36,7 +36,7 @@ MAPS = {
     "rr_map": "rr64", "persist_map": "persist", "ifaddr_map": "ifaddr", "ct_map": "ct",
     "allow_map": "allow", "svc_stats": "svcst", "ep_stats": "epst", "svc_active": "svcact",
     "ep_active": "epact", "jmp_map": "jmp", "nh_gen_map": "nhgen",
-    "ep_arr": "eparr", "sel_small_map": "selsm",
+    "ep_arr": "eparr", "sel_small_map": "selsm", "frag_map": "frag",
 }  # fmt: skip
 # Pins of maps an older program used and this one does not ("sel": one selection slot per
 # entry, before pages; "rr": 32-bit round-robin counters). Unlinked at load: an attached

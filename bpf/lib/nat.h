@@ -46,7 +46,7 @@ static __always_inline int nat_rewrite(struct __sk_buff *skb, struct pkt *p, str
     void *data = (void *)(long)skb->data;
     void *data_end = (void *)(long)skb->data_end;
     __u32 l3 = p->l3_off, l4 = p->l4_off;
-    if (l3 > 18 || l4 > 18 + sizeof(struct ipv6hdr))
+    if (l3 > 18 || l4 > 18 + sizeof(struct ipv6hdr) + 8)
         return -1;                             // bounds for the verifier (parse.h)
     __u64 pd = 0;                              // pseudo-header (addresses)
     __u64 ld = 0;                              // ports / identifier
@@ -103,7 +103,9 @@ static __always_inline int nat_rewrite(struct __sk_buff *skb, struct pkt *p, str
             hl = (__u16)~ow + (__u64)*hlw;     // for a CHECKSUM_COMPLETE skb->csum
         }
     }
-    if (p->k.proto == IPPROTO_TCP || p->k.proto == IPPROTO_UDP) {
+    if (p->frag == FRAG_LATER) {
+        pd = 0;                                // no L4 header: addresses only (frag.h)
+    } else if (p->k.proto == IPPROTO_TCP || p->k.proto == IPPROTO_UDP) {
         __be16 *ports = data + l4;
         if ((void *)(ports + 2) > data_end)
             return -1;

@@ -19,7 +19,15 @@ struct pkt {
     __u8 icmp_type;
     __u8 ttl;
     __u8 icmp_err;          // an ICMP error: see icmp_err.h
+    __u8 frag;              // FRAG_NONE / FRAG_FIRST / FRAG_LATER (lib/frag.h)
+    __u8 pad_[3];
+    __be32 frag_id;         // IPv4 identification (16 bits) / IPv6 fragment header's id
 };
+
+#define FRAG_NONE  0
+#define FRAG_FIRST 1        // offset 0, more to come: carries the L4 header
+#define FRAG_LATER 2        // offset > 0: no L4 header; lib/frag.h supplies its ports
+#define IPV6_FRAGHDR_ 44
 
 // PARSE_OK: a packet we may translate; PARSE_PASS: leave it to the stack untouched.
 #define PARSE_OK   0
@@ -101,8 +109,11 @@ static __always_inline int parse_packet(struct __sk_buff *skb, struct pkt *p)
             return PARSE_PASS;
         if (ip->ihl != 5)                       // options: rare, leave to the stack
             return PARSE_PASS;
-        if (ip->frag_off & bpf_htons(IP_MF_OFFSET))
-            return PARSE_PASS;                  // fragments pass untouched
+        if (ip->frag_off & bpf_htons(IP_MF_OFFSET)) {
+            // A fragment (lib/frag.h): the first carries the L4 header, later ones do not.
+            p->frag = ip->frag_off & bpf_htons(0x1FFF) ? FRAG_LATER : FRAG_FIRST;
+            p->frag_id = ip->id;
+        }
         p->k.family = 4;
         p->k.proto = ip->protocol;
         p->k.src.w[0] = ip->saddr;
@@ -113,15 +124,35 @@ static __always_inline int parse_packet(struct __sk_buff *skb, struct pkt *p)
         struct ipv6hdr *ip6 = data + off;
         if ((void *)(ip6 + 1) > data_end)
             return PARSE_PASS;
-        // Extension headers (fragments included) are not followed: they pass untouched.
+        // Extension headers are not followed (they pass untouched), except a fragment
+        // header right after the fixed header (lib/frag.h).
         p->k.family = 6;
         p->k.proto = ip6->nexthdr;
         __builtin_memcpy(&p->k.src, &ip6->saddr, 16);
         __builtin_memcpy(&p->k.dst, &ip6->daddr, 16);
         p->ttl = ip6->hop_limit;
         p->l4_off = off + sizeof(*ip6);
+        if (ip6->nexthdr == IPV6_FRAGHDR_) {
+            __u8 *fh = (void *)(ip6 + 1);      // next header, reserved, offset|M, id
+            if ((void *)(fh + 8) > data_end)
+                return PARSE_PASS;
+            __be16 fo = *(__be16 *)(fh + 2);
+            p->k.proto = fh[0];
+            p->l4_off += 8;
+            if (fo & bpf_htons(0xFFF9)) {       // not an atomic fragment (RFC 6946)
+                p->frag = fo & bpf_htons(0xFFF8) ? FRAG_LATER : FRAG_FIRST;
+                p->frag_id = *(__be32 *)(fh + 4);
+            }
+        }
     } else {
         return PARSE_PASS;
+    }
+    if (p->frag == FRAG_LATER) {
+        // No L4 header here: the protocol must be one we balance; frag.h fills the ports.
+        if (p->k.proto != IPPROTO_TCP && p->k.proto != IPPROTO_UDP &&
+            p->k.proto != IPPROTO_ICMP && p->k.proto != IPPROTO_ICMPV6)
+            return PARSE_PASS;
+        return PARSE_OK;
     }
     return parse_l4(skb, p, data, data_end);
 }
