@@ -32,8 +32,9 @@
 #include "lib/nexthop.h"
 #include "lib/select.h"
 #include "lib/fwd.h"
-#include "lib/icmp_err.h"
 #include "lib/pmtu.h"
+#include "lib/nat64.h"
+#include "lib/icmp_err.h"
 #include "lib/frag.h"
 
 static __always_inline void count(struct pkt *p, __u32 svc_id, __u32 ep_id, int new_flow)
@@ -95,10 +96,11 @@ static __always_inline int claim_reply(struct ct_entry *e, struct pkt *p, __u64 
             return -1;
         return ct_map.insert(&rk, e);
     }
+    __u8 family = ct_reply_family(e);          // NAT64/46: the endpoint's
     __u32 start = bpf_get_prandom_u32();
     for (int i = 0; i < FNAT_TRIES; i++) {
         e->t.snat_port = bpf_htons(FNAT_PORT_MIN + (start + i * 7919) % FNAT_PORT_SPAN);
-        ct_reply_key(&e->t, p->k.proto, p->k.family, &rk);
+        ct_reply_key(&e->t, p->k.proto, family, &rk);
         if (ct_map.insert(&rk, e) == 0)
             return 0;
     }
@@ -172,11 +174,15 @@ static __always_inline int new_flow(struct __sk_buff *skb, struct pkt *p, __u64 
     if (svc.mode == MODE_FULLNAT) {
         e.t.snat = svc.snat;
     } else if (svc.mode == MODE_ONEARM) {
-        // Our own address on the link towards the endpoint (filled by the control plane).
+        // Our own address on the link towards the endpoint (filled by the control plane),
+        // in the endpoint's family (NAT64/46: not the client's).
+        __u8 family = p->k.family;
+        p->k.family = ep->family;
         rc = fib(skb, p, &p->k.src, &e.t.ep, &f);
+        p->k.family = family;
         if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
             return TC_ACT_SHOT;
-        struct ifaddr_key ik = {.ifindex = f.ifindex, .family = p->k.family};
+        struct ifaddr_key ik = {.ifindex = f.ifindex, .family = ep->family};
         struct addr *own = ifaddr_map.lookup(&ik);
         if (!own)
             return TC_ACT_SHOT;
@@ -191,6 +197,12 @@ static __always_inline int new_flow(struct __sk_buff *skb, struct pkt *p, __u64 
     e.family = p->k.family;
     e.state = CT_NEW;
     e.flags = CT_F_COUNTED;
+    if (ep->family != p->k.family) {
+        if (p->k.proto != IPPROTO_TCP && p->k.proto != IPPROTO_UDP)
+            return TC_ACT_SHOT;                // NAT64/46 translates TCP and UDP flows
+        e.flags |= CT_F_XLAT;
+        rc = -1;                               // the FIB is asked after translation
+    }
     e.dir = CT_DIR_REPLY;
     if (svc.mode == MODE_DSR)
         e.flags |= CT_F_DSR;                   // the endpoint answers the client directly
@@ -201,7 +213,7 @@ static __always_inline int new_flow(struct __sk_buff *skb, struct pkt *p, __u64 
     e.bytes = p->len;
     // One FIB lookup per new flow (one-arm's, above, already had the answer): its next hop
     // goes into the entry before the entry goes into the table.
-    if (svc.mode != MODE_ONEARM)
+    if (svc.mode != MODE_ONEARM && !(e.flags & CT_F_XLAT))
         rc = fib(skb, p, svc.mode == MODE_DSR ? &p->k.src : &e.t.snat, &e.t.ep, &f);
     __u32 gen = nh_generation();
     struct nexthop nh = {};
@@ -226,6 +238,8 @@ static __always_inline int new_flow(struct __sk_buff *skb, struct pkt *p, __u64 
     if (a)
         __sync_fetch_and_add(a, 1);
     count(p, sid, ep_id, 1);
+    if (e.flags & CT_F_XLAT)
+        return xlat_call(skb);
     return translate_and_send(skb, p, &e.t, CT_DIR_ORIG, svc.mode == MODE_DSR,
                               fast ? &nh : 0, rc, &f);
 }
@@ -288,6 +302,8 @@ int sluice_lb(struct __sk_buff *skb)
     e->packets++;
     e->bytes += p.len;
     count(&p, e->svc_id, e->ep_id, 0);
+    if (e->flags & CT_F_XLAT)
+        return xlat_call(skb);                 // NAT64/46: lib/nat64.h
 
     struct nat_tuple *t = &e->t;
     int dsr = e->flags & CT_F_DSR;
@@ -318,6 +334,17 @@ int sluice_icmp_err(struct __sk_buff *skb)
     if (parse_packet(skb, &p) != PARSE_OK || !p.icmp_err)
         return TC_ACT_OK;
     return handle_icmp_error(skb, &p);
+}
+
+// Tail-call target for packets of NAT64/NAT46 flows (lib/nat64.h).
+int sluice_xlat(struct __sk_buff *skb)
+{
+    struct pkt p = {};
+    if (parse_packet(skb, &p) != PARSE_OK)
+        return TC_ACT_SHOT;
+    if (p.icmp_err)
+        return handle_xlat_error(skb, &p);
+    return handle_xlat(skb, &p);
 }
 
 // Tail-call target for packets too big for their egress link (lib/pmtu.h).

@@ -64,7 +64,11 @@ def test_sctp_and_nat64_services_are_refused_naming_the_field(config: ConfigServ
         f"{service_path('s')}/protocol"]  # fmt: skip
     nat64 = svc("n", vip="2001:db8:ff::10", nat64=True, mode="full-nat",
                 **{"snat-address": "198.19.0.100"})  # fmt: skip
-    assert refused(config, [create(nat64)]) == [f"{service_path('n')}/nat64"]
+    commit(config, [create(nat64)])  # tcp and udp are translated
+    ping64 = {**nat64, "name": "p", "vip": "2001:db8:ff::11", "protocol": "icmp"}
+    del ping64["port"]
+    ping64["endpoint"] = [{**e, "port": 0} for e in ping64["endpoint"]]
+    assert refused(config, [create(ping64)]) == [f"{service_path('p')}/nat64"]
     commit(config, [create(svc("t", port=82))])  # still open to what the datapath does
 
 

@@ -396,8 +396,16 @@ def copy_service(name: str, /, **changes: Any) -> Callable[[Doc], None]:
     return lambda d: services(d).append(dict(svc(d, name), **changes))
 
 
+def nat46(doc: Doc) -> None:
+    s = svc(doc, "dns-fullnat")
+    s.update({"nat46": True, "snat-address": "2001:db8::99"})
+    for i, ep in enumerate(s["endpoint"]):
+        ep["address"] = f"2001:db8:1::{i + 1}"
+
+
 VALID_VARIANTS: dict[str, Callable[[Doc], None]] = {
     "nat64 one-arm": on_svc("app-nat64", mode="one-arm", snat_address=DELETE),
+    "nat46 full-nat": nat46,
     "full-nat v6": on_svc("web-v6", mode="full-nat", snat_address="2001:db8::99"),
     "icmp tcp probe with port": on_probe("ping-v4", type="tcp", port=22),
     "icmp tcp probe, port on every endpoint": icmp_probe_port_on_every_endpoint,
@@ -522,6 +530,13 @@ INVALID: list[tuple[str, Callable[[Doc], None], str]] = [
     ("v4 endpoint on v6 vip", on_ep("web-v6", 0, address="198.18.1.5"), "endpoint address"),
     ("v6 endpoint with nat64", on_ep("app-nat64", 0, address="2001:db8::5"), "endpoint address"),
     ("nat64 on v4 vip", on_svc("web-v4", nat64=True), "nat64 requires an IPv6 vip"),
+    ("nat46 on v6 vip", on_svc("web-v6", nat46=True), "nat46 requires an IPv4 vip"),
+    ("nat46 in default mode", on_svc("web-v4", nat46=True), "nat46 requires mode"),
+    (
+        "v4 endpoint with nat46",
+        on_svc("dns-fullnat", nat46=True, snat_address="2001:db8::99"),
+        "endpoint address",
+    ),
     (
         "nat64 in default mode",
         on_svc("app-nat64", mode="default", snat_address=DELETE),

@@ -256,13 +256,18 @@ _CT_KEY = {"src": (0, 16), "dst": (16, 16), "sport": (32, 2), "dport": (34, 2),
            "proto": (36, 1), "family": (37, 1), "pad": (38, 2)}  # fmt: skip
 _CT_ENTRY = {"t.client": (0, 16), "t.vip": (16, 16), "t.snat": (32, 16), "t.ep": (48, 16),
              "t.client_port": (64, 2), "t.vip_port": (66, 2), "t.snat_port": (68, 2),
-             "t.ep_port": (70, 2), "dir": (116, 1), "proto": (119, 1),
+             "t.ep_port": (70, 2), "dir": (116, 1), "flags": (118, 1), "proto": (119, 1),
              "family": (120, 1)}  # fmt: skip
 _TUPLE = 72  # sizeof(struct nat_tuple): the translation, identical in a flow's two entries
-_DIR, _PROTO, _FAMILY = 116, 119, 120
+_DIR, _FLAGS, _PROTO, _FAMILY = 116, 118, 119, 120
 # REPLY entries checked for orphans per sweep (one or two lookups each): bounds a sweep's
 # cost when many flows are one-way; the rest wait for the next sweep.
 ORPHAN_CHECKS = 4096
+
+
+def _ep_family(family: int, flags: int) -> int:
+    """The family of a flow's endpoint side (ct_reply_family): NAT64/46 flows translate."""
+    return 10 - family if flags & L.CT_F_XLAT else family
 
 
 @dataclass(frozen=True)
@@ -298,7 +303,7 @@ def _ct_formats(t: Any) -> _CtFormats:
             ("t.client_port", "H"), ("t.vip_port", "H"), ("t.snat_port", "H"),
             ("t.ep_port", "H"), ("created_ns", "Q"), ("last_ns", "Q"), ("packets", "Q"),
             ("bytes", "Q"), ("svc_id", "I"), ("timeout_s", "I"), ("dir", "B"),
-            ("state", "B"), ("proto", "B"), ("family", "B")]),
+            ("state", "B"), ("flags", "B"), ("proto", "B"), ("family", "B")]),
         counters=ctwalk.unpacker(t.Leaf, [("packets", "Q"), ("bytes", "Q")]),
         svc=ctwalk.unpacker(t.Leaf, [("svc_id", "I")]),
         last=ctwalk.unpacker(t.Leaf, [("last_ns", "Q")]),
@@ -317,7 +322,8 @@ def _reply_key(values: bytes, off: int) -> bytes:
     t = values[off : off + _TUPLE]  # client, vip, snat, ep (16 B each), 4 x __be16
     proto = values[off + _PROTO]
     ports = t[70:72] + t[68:70] if proto in (6, 17) else t[68:70] + b"\0\0"
-    return t[48:64] + t[32:48] + ports + bytes((proto, values[off + _FAMILY], 0, 0))
+    family = _ep_family(values[off + _FAMILY], values[off + _FLAGS])
+    return t[48:64] + t[32:48] + ports + bytes((proto, family, 0, 0))
 
 
 def _orig_key(values: bytes, off: int = 0) -> bytes:
@@ -373,7 +379,8 @@ def _rows(origs: list[tuple[Any, ...]], replies: dict[bytes, tuple[int, int]],
     rows = []
     for e, fid in origs:
         (client, vip, snat, epa, cport, vport, sport, eport, created, last, packets, nbytes,
-         sid, timeout_s, _, state, proto, fam) = e  # fmt: skip
+         sid, timeout_s, _, state, flags, proto, fam) = e  # fmt: skip
+        efam = _ep_family(fam, flags)
         rp, rb = replies.get(fid, (0, 0))
         l4 = proto in (6, 17)
         to = _timeout_for(state, proto, timeout_s)
@@ -383,9 +390,9 @@ def _rows(origs: list[tuple[Any, ...]], replies: dict[bytes, tuple[int, int]],
             "protocol": L.PROTOCOL_NAMES.get(proto, str(proto)),
             "client": client_text,
             "vip": ep_shared(vip, vport if l4 else 0, fam),
-            "endpoint": ep_shared(epa, eport if l4 else 0, fam),
+            "endpoint": ep_shared(epa, eport if l4 else 0, efam),
             # No source NAT (the usual case): the same text as the client's.
-            "snat": client_text if snat == client and sport == cport else ep(snat, sport, fam),
+            "snat": client_text if snat == client and sport == cport else ep(snat, sport, efam),
             "state": L.CT_STATES.get(state, str(state)),
             "age-s": round((now - created) / 1e9, 1),
             "idle-s": round(max(now - last, 0) / 1e9, 1),

@@ -183,9 +183,9 @@ class Driver:
         if doc.get("admin-state", "enabled") != "enabled":
             self.remove_service(name)
             return
-        if doc.get("nat64") or doc.get("protocol") == "sctp":
+        if doc.get("protocol") == "sctp":
             # Refused loudly (dp status shows the error) rather than half-translated.
-            raise ValueError("nat64 and sctp services are not supported by the datapath yet")
+            raise ValueError("sctp services are not supported by the datapath yet")
         key = service_key(doc)
         old = self.services.get(name)
         if old is not None and old.key != key:

@@ -60,6 +60,7 @@ CT_STATES = {0: "new", 1: "established", 2: "fin-wait", 3: "closed"}
 CT_DIR_ORIG, CT_DIR_REPLY = 0, 1
 CT_F_COUNTED = 1
 CT_F_DSR = 2
+CT_F_XLAT = 4  # NAT64/NAT46: the endpoint side is the other family
 # Per-state timeouts (s); established uses the service's inactivity timeout.
 TO_TCP_SYN, TO_TCP_FIN, TO_TCP_CLOSED, TO_UNREPLIED = 30, 10, 2, 30
 

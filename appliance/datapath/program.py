@@ -44,7 +44,7 @@ MAPS = {
 # reads them.
 LEGACY_PINS = ("sel", "rr")
 # Tail-call targets: bpf/lib/consts.h JMP_* -> the function in bpf/lb.c.
-TAIL_CALLS = {0: "sluice_icmp_err", 1: "sluice_too_big"}
+TAIL_CALLS = {0: "sluice_icmp_err", 1: "sluice_too_big", 2: "sluice_xlat"}
 
 
 class DatapathUnavailable(Exception):

@@ -43,9 +43,11 @@ def _features(name: str, svc: Doc) -> list[FieldError]:
         errors.append(FieldError(f"{path}/protocol",
                                  f"protocol {svc['protocol']} is not supported by the datapath yet",
                                  UNSUPPORTED))  # fmt: skip
-    if svc.get("nat64") in (True, "true"):
-        errors.append(FieldError(f"{path}/nat64", "nat64 is not supported by the datapath yet",
-                                 UNSUPPORTED))  # fmt: skip
+    for leaf in ("nat64", "nat46"):
+        if svc.get(leaf) in (True, "true") and svc.get("protocol", "tcp") not in ("tcp", "udp"):
+            errors.append(FieldError(f"{path}/{leaf}", f"{leaf} translates tcp and udp "
+                                     "services only (RFC 7915 header translation)",
+                                     UNSUPPORTED))  # fmt: skip
     return errors
 
 

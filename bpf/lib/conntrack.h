@@ -69,11 +69,17 @@ static __always_inline void ct_uncount(struct ct_entry *o)
         __sync_fetch_and_add(a, -1);
 }
 
+// The family of the REPLY entry's key: the endpoint's (NAT64/46: the other one).
+static __always_inline __u8 ct_reply_family(struct ct_entry *e)
+{
+    return e->flags & CT_F_XLAT ? 10 - e->family : e->family;
+}
+
 static __always_inline void ct_delete_flow(struct ct_entry *o)
 {
     struct ct_key k = {};
     ct_uncount(o);
-    ct_reply_key(&o->t, o->proto, o->family, &k);
+    ct_reply_key(&o->t, o->proto, ct_reply_family(o), &k);
     ct_map.delete(&k);
     ct_orig_key(&o->t, o->proto, o->family, &k);
     ct_map.delete(&k);

@@ -30,7 +30,8 @@
 // Tail calls (jmp_map): a second program keeps the main one under the 512-byte stack.
 #define JMP_ICMP_ERR      0          // lib/icmp_err.h
 #define JMP_TOO_BIG       1          // lib/pmtu.h
-#define JMP_MAX           2
+#define JMP_XLAT          2          // lib/nat64.h
+#define JMP_MAX           3
 
 // Algorithms (svc_info.algo)
 #define ALG_RR            0
@@ -68,6 +69,7 @@
 // ct_entry.flags
 #define CT_F_COUNTED      1          // still counted in the active-session gauges
 #define CT_F_DSR          2          // direct server return: no rewrite, no reply entry
+#define CT_F_XLAT         4          // NAT64/NAT46: the endpoint side is the other family
 
 // Timeouts (seconds). Established uses the service's inactivity timeout.
 #define TO_TCP_SYN        30

@@ -86,6 +86,8 @@ static __always_inline int handle_icmp_error(struct __sk_buff *skb, struct pkt *
     __u8 dir = e->dir;
     if (p->ttl <= 1)
         return TC_ACT_OK;
+    if (e->flags & CT_F_XLAT)                  // NAT64/46: rebuilt in the other family
+        return xlat_call(skb);
 
     struct addr osrc = p->k.src, odst, nisrc, nidst;
     __be16 nisport, nidport;
