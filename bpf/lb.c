@@ -8,7 +8,8 @@
 // bpf_redirect) while it is valid (lib/nexthop.h), else bpf_fib_lookup +
 // bpf_redirect_neigh (lib/fwd.h), which refills the cache.
 // Anything that is not ours (no service, unknown protocol, ICMP other than echo, a later
-// fragment whose first was not translated: lib/frag.h) returns TC_ACT_OK untouched. The control plane never sees a data packet.
+// fragment whose first was not translated: lib/frag.h) returns TC_ACT_OK untouched. The
+// control plane never sees a data packet.
 //
 // Built by appliance/datapath (bcc), which inlines the lib/ headers and defines PIN_ROOT
 // and CT_CAPACITY. Only uapi headers: the build tree may be older than the kernel.

@@ -104,7 +104,11 @@ static __always_inline int nat_rewrite(struct __sk_buff *skb, struct pkt *p, str
         }
     }
     if (p->frag == FRAG_LATER) {
-        pd = 0;                                // no L4 header: addresses only (frag.h)
+        // No L4 header (frag.h): addresses only. IPv6: no checksum cancels their change
+        // in a CHECKSUM_COMPLETE skb->csum, so it is reported (as the hop limit is).
+        if (p->k.family == 6)
+            hl += pd;
+        pd = 0;
     } else if (p->k.proto == IPPROTO_TCP || p->k.proto == IPPROTO_UDP) {
         __be16 *ports = data + l4;
         if ((void *)(ports + 2) > data_end)
