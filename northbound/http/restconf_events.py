@@ -58,19 +58,13 @@ class Encoder:
         self.namespace = namespace  # the sluice module's, for NETCONF's XML edit targets
 
     def encode(self, notice: Notice, fmt: str) -> str | None:
-        content = self._json(notice) if fmt == "json" else self._xml(notice)
+        content = self._json(notice) if fmt == "json" else self.xml_content(notice)
         if content is None:
             return None
         if fmt == "xml":
             return etree.tostring(notifications.wrap(content, notice.time)).decode()
         return json.dumps({"ietf-restconf:notification": {
             "eventTime": event_time(notice.time), **content}})
-
-    def _fields(self, notice: Notice) -> dict[str, Any] | None:
-        leaves = self.event_leaves.get(str(notice.data.get("type")))
-        if leaves is None:
-            return None
-        return {k: v for k, v in notice.data.items() if k in leaves and v is not None}
 
     def _json(self, notice: Notice) -> dict[str, Any] | None:
         if notice.kind == CONFIG_CHANGE:
@@ -82,15 +76,15 @@ class Encoder:
                      for kind, name, op in notice.data["edits"]]  # fmt: skip
             return {"ietf-netconf-notifications:netconf-config-change": {
                 "changed-by": by, "datastore": "running", "edit": edits}}
-        fields = self._fields(notice)
+        fields = notifications.event_fields(notice, self.event_leaves)
         if fields is None:
             return None
         return {f"sluice-events:{notice.data['type']}": fields}
 
-    def _xml(self, notice: Notice) -> etree._Element | None:
+    def xml_content(self, notice: Notice) -> etree._Element | None:
+        """The notification's XML content (NETCONF's builders): the XML stream's, and what
+        NACM's notification rules are checked on for either encoding."""
         return notifications.notice_content(notice, self.namespace, self.event_leaves)
-
-    xml_content = _xml
 
     @staticmethod
     def control(name: str, fmt: str) -> str:

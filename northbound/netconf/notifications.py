@@ -153,11 +153,17 @@ def notice_content(notice: Notice, namespace: str, event_leaves: dict[str, set[s
     if notice.kind == CONFIG_CHANGE:
         user, sid, host = by if by is not None else (notice.data.get("user"), 0, None)
         return config_change(notice.data["edits"], namespace, user, sid, host)
+    fields = event_fields(notice, event_leaves)
+    return None if fields is None else bus_event({"type": notice.data["type"], **fields})
+
+
+def event_fields(notice: Notice, event_leaves: dict[str, set[str]]) -> dict[str, Any] | None:
+    """A bus event's fields its sluice-events notification defines (None: it defines none
+    for this event type, which is then not sent)."""
     leaves = event_leaves.get(str(notice.data.get("type")))
     if leaves is None:
         return None
-    fields = {k: v for k, v in notice.data.items() if k in leaves and v is not None}
-    return bus_event({"type": notice.data["type"], **fields})
+    return {k: v for k, v in notice.data.items() if k in leaves and v is not None}
 
 
 def control(name: str) -> etree._Element:
