@@ -17,11 +17,14 @@ log, misses nothing and, comparing `seq`, sees nothing twice.
 from __future__ import annotations
 
 import collections
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 CONFIG_CHANGE, EVENT = "config-change", "event"
 LOG_SIZE = 1000
@@ -129,7 +132,10 @@ class NotificationLog:
             self._log.append(notice)
             listeners = list(self._listeners)
         for listener in listeners:
-            listener(notice)
+            try:
+                listener(notice)
+            except Exception:  # one door's fault must not cost the others their notice
+                log.exception("notification listener failed")
         return notice
 
     def since(self, start: datetime, stop: datetime | None = None) -> list[Notice]:

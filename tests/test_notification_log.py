@@ -68,3 +68,16 @@ def test_commits_and_bus_events_are_recorded() -> None:
                                                   "old": "up", "new": "down"}
     log.detach()
     assert service.subscribers == []
+
+
+def test_a_failing_listener_costs_the_others_nothing() -> None:
+    log = NotificationLog()
+    seen: list[int] = []
+
+    def broken(notice: object) -> None:
+        raise RuntimeError("door bug")
+
+    log.listen(broken)
+    log.listen(lambda n: seen.append(n.seq))
+    assert log.record(EVENT, {"type": "a"}).seq == 1
+    assert seen == [1] and len(log.since(log.created)) == 1
