@@ -58,6 +58,8 @@ SCHEMAS: dict[str, Any] = {
     "Success": {"type": "object", "properties": {"result": {"type": "string"}},
                 "required": ["result"]},
     "Error": {"type": "object", "required": ["code", "message", "result"],
+              "description": "A refusal: code is the HTTP status; result (what kube-loxilb "
+                             "reports) and message say what is wrong and name the field.",
               "properties": {"code": INT, "message": STR, "result": STR}},
     "ServiceArguments": {
         "type": "object", "required": ["externalIP"],
