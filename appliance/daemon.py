@@ -29,6 +29,7 @@ from appliance.control.server import ControlServer
 from appliance.datapath.validate import check as datapath_limits
 from appliance.doors import DoorContext, DoorSpec, DoorSupervisor
 from appliance.events import EventBus
+from appliance.firewall.compile import check as firewall_rules
 from appliance.ha.settings import check as ha_rules
 from appliance.health import HealthWiring, prober_mode
 from appliance.notification_log import NotificationLog
@@ -106,6 +107,7 @@ async def run_daemon(
         service.add_validator(datapath_limits)
         service.add_validator(bgp_check)
         service.add_validator(ha_rules)
+        service.add_validator(firewall_rules)
         startup_error = await loop.run_in_executor(worker, service.boot_from_startup)
         if startup_error:
             alarms.raise_("startup-not-loaded", startup_error, "major")

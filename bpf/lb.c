@@ -37,6 +37,7 @@
 #include "lib/nat64.h"
 #include "lib/icmp_err.h"
 #include "lib/frag.h"
+#include "lib/firewall.h"
 
 static __always_inline void count(struct pkt *p, __u32 svc_id, __u32 ep_id, int new_flow)
 {
@@ -245,6 +246,16 @@ static __always_inline int new_flow(struct __sk_buff *skb, struct pkt *p, __u64 
                               fast ? &nh : 0, rc, &f);
 }
 
+#include "lib/fw_flow.h"
+
+// A flow the conntrack does not know: through the firewall first while it has rules.
+static __always_inline int start_flow(struct __sk_buff *skb, struct pkt *p, __u64 now)
+{
+    if (fw_live_bits() & (FW_LIVE_FW | FW_LIVE_SNAT))
+        jmp_map.call(skb, JMP_FW);
+    return new_flow(skb, p, now);
+}
+
 int sluice_lb(struct __sk_buff *skb)
 {
     struct pkt p = {};
@@ -260,7 +271,7 @@ int sluice_lb(struct __sk_buff *skb)
 
     struct ct_entry *e = ct_map.lookup(&p.k);
     if (!e) {
-        int rc = new_flow(skb, &p, now);
+        int rc = start_flow(skb, &p, now);
         if (rc != NEW_FLOW_LOST_RACE)
             return rc;
         e = ct_map.lookup(&p.k);               // the winner's flow: carry on with it
@@ -274,7 +285,7 @@ int sluice_lb(struct __sk_buff *skb)
                       (p.tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN;
         if (ct_expired(e, now) || restart) {
             ct_delete_flow(e);
-            int rc = new_flow(skb, &p, now);
+            int rc = start_flow(skb, &p, now);
             return rc == NEW_FLOW_LOST_RACE ? TC_ACT_SHOT : rc;
         }
         if (p.ttl <= 1)
@@ -300,6 +311,8 @@ int sluice_lb(struct __sk_buff *skb)
     } else if (p.ttl <= 1) {
         return TC_ACT_OK;
     }
+    if (e->flags & CT_F_PASS)
+        return TC_ACT_OK;                      // let in by the firewall: the stack forwards
     e->packets++;
     e->bytes += p.len;
     count(&p, e->svc_id, e->ep_id, 0);
@@ -355,4 +368,41 @@ int sluice_too_big(struct __sk_buff *skb)
     if (parse_packet(skb, &p) != PARSE_OK)
         return TC_ACT_OK;
     return handle_too_big(skb, &p);
+}
+
+// Tail-call target for new flows while the firewall or SNAT has rules (lib/firewall.h).
+int sluice_fw(struct __sk_buff *skb)
+{
+    struct pkt p = {};
+    if (parse_packet(skb, &p) != PARSE_OK || p.icmp_err)
+        return TC_ACT_OK;
+    __u64 now = bpf_ktime_get_coarse_ns();
+    if (p.frag == FRAG_LATER && frag_ports(&p, now))
+        return TC_ACT_OK;
+    __u32 live = fw_live_bits();
+    __s64 snat = -1;
+    __u8 stateful = 1;
+    int rc = fw_filter(skb, &p, live, &snat, &stateful);
+    if (rc != FW_CONTINUE)
+        return rc;
+    if (lookup_service(&p)) {
+        // The balancer's own new-flow path, in a program of its own (the verifier would
+        // not take both in one).
+        jmp_map.call(skb, JMP_FW_LB);
+        return TC_ACT_SHOT;
+    }
+    return fw_unbalanced(skb, &p, now, live, snat, stateful);
+}
+
+// Tail-call target: a new flow the firewall let in and a service owns.
+int sluice_fw_lb(struct __sk_buff *skb)
+{
+    struct pkt p = {};
+    if (parse_packet(skb, &p) != PARSE_OK || p.icmp_err)
+        return TC_ACT_OK;
+    __u64 now = bpf_ktime_get_coarse_ns();
+    if (p.frag == FRAG_LATER && frag_ports(&p, now))
+        return TC_ACT_OK;
+    int rc = new_flow(skb, &p, now);
+    return rc == NEW_FLOW_LOST_RACE ? TC_ACT_SHOT : rc;   // the other CPU's flow: retried
 }

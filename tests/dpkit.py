@@ -175,8 +175,11 @@ def build_lbnet(
 
 def clear_maps(prog: Any) -> None:
     """Leave the shared program's maps as a fresh start would find them."""
+    live = prog.table("fw_live")  # the firewall off (bpf/lib/firewall.h)
+    live[live.Key(0)] = live.Leaf(0)
     for name in ("svc_map", "range_map", "ep_map", "sel_map", "persist_map", "ifaddr_map",
-                 "allow_map", "ct_map", "ep_stats", "ep_active", "frag_map"):  # fmt: skip
+                 "allow_map", "ct_map", "ep_stats", "ep_active", "frag_map", "fw_keys",
+                 "fw_ifpol"):  # fmt: skip
         table = prog.table(name)
         if not any(True for _ in table):
             continue

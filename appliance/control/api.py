@@ -78,6 +78,7 @@ def commit_result(ctx: CallContext, diff: Any) -> dict[str, Any]:
 from appliance.control import (  # noqa: E402, F401
     methods_cli,
     methods_config,
+    methods_fw,
     methods_ha,
     methods_oper,
 )

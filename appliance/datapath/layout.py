@@ -61,6 +61,7 @@ CT_DIR_ORIG, CT_DIR_REPLY = 0, 1
 CT_F_COUNTED = 1
 CT_F_DSR = 2
 CT_F_XLAT = 4  # NAT64/NAT46: the endpoint side is the other family
+CT_F_PASS = 8  # let in by the firewall, not translated (bpf/lib/fw_flow.h)
 # Per-state timeouts (s); established uses the service's inactivity timeout.
 TO_TCP_SYN, TO_TCP_FIN, TO_TCP_CLOSED, TO_UNREPLIED = 30, 10, 2, 30
 

@@ -37,6 +37,8 @@ MAPS = {
     "allow_map": "allow", "svc_stats": "svcst", "ep_stats": "epst", "svc_active": "svcact",
     "ep_active": "epact", "jmp_map": "jmp", "nh_gen_map": "nhgen",
     "ep_arr": "eparr", "sel_small_map": "selsm", "frag_map": "frag",
+    "fw_live": "fwlive", "fw_gens": "fwgen", "fw_tuples": "fwtup", "fw_keys": "fwkeys",
+    "fw_ifpol": "fwifpol", "fw_snat": "fwsnat", "fw_stats": "fwst",
 }  # fmt: skip
 # Pins of maps an older program used and this one does not ("sel": one selection slot per
 # entry, before pages; "rr": 32-bit round-robin counters). Unlinked at load: an attached
@@ -44,7 +46,8 @@ MAPS = {
 # reads them.
 LEGACY_PINS = ("sel", "rr")
 # Tail-call targets: bpf/lib/consts.h JMP_* -> the function in bpf/lb.c.
-TAIL_CALLS = {0: "sluice_icmp_err", 1: "sluice_too_big", 2: "sluice_xlat"}
+TAIL_CALLS = {0: "sluice_icmp_err", 1: "sluice_too_big", 2: "sluice_xlat", 3: "sluice_fw",
+              4: "sluice_fw_lb"}
 
 
 class DatapathUnavailable(Exception):

@@ -23,6 +23,7 @@ from appliance.config import Diff
 from appliance.config.errors import FieldError
 from appliance.config.paths import BGP, DATAPATH, LOAD_BALANCER
 from appliance.datapath.driver import Driver
+from appliance.datapath.fwreconcile import FirewallReconciler
 from appliance.datapath.layout import DEFAULT_CT_CAPACITY
 from appliance.datapath.program import DEFAULT_PIN_ROOT, Program
 from appliance.datapath.validate import check
@@ -64,6 +65,7 @@ class DatapathReconciler:
         self._thread: threading.Thread | None = None
         self._routing: netlink.RoutingWatch | None = None
         self._follow_routes = follow_routes
+        self.firewall: FirewallReconciler | None = None
 
     # -- Reconciler protocol -------------------------------------------------------------
     def start(self, effective: dict[str, Any]) -> None:
@@ -81,6 +83,8 @@ class DatapathReconciler:
             for svc in effective.get(LB, {}).get("service", []):
                 self._program(svc["name"], svc)
             self.driver.remove_stale()
+            self.firewall = FirewallReconciler(self.program, self.netns)
+            self.firewall.start(effective, self._service_docs())
             self._set_interfaces(_interfaces(dp))
         if self._follow_routes:
             # Next hops cached in conntrack follow route, neighbour and link changes; the
@@ -108,6 +112,8 @@ class DatapathReconciler:
             for section, (_old, new) in diff.sections_changed.items():
                 if section.split(":")[-1] == "datapath":
                     self._set_interfaces(_interfaces(new))
+            if self.firewall is not None:
+                self.firewall.apply(diff, self._service_docs())
 
     def _set_default_algorithm(self, algorithm: str) -> None:
         """/bgp gained or lost its neighbours: services that set no algorithm change to
@@ -139,6 +145,21 @@ class DatapathReconciler:
         with ``ConfigService.add_validator``. Also ``appliance.datapath.validate.check``,
         which needs no reconciler (the daemon must register it with the datapath off too)."""
         return check(doc)
+
+    def _service_docs(self) -> dict[str, dict[str, Any]]:
+        assert self.driver is not None
+        return {name: s.doc for name, s in self.driver.services.items()}
+
+    # -- firewall and SNAT ---------------------------------------------------------------
+    def set_snat_active(self, active: bool) -> None:
+        """HA hook: SNAT rules apply only on the node that carries the traffic."""
+        with self.lock:
+            if self.firewall is not None:
+                self.firewall.set_snat_active(active)
+
+    def firewall_state(self) -> dict[str, Any]:
+        with self.lock:
+            return self.firewall.state() if self.firewall is not None else {}
 
     # -- the health prober calls this -----------------------------------------------------
     def set_endpoint_health(self, service: str, address: str, port: int, up: bool) -> None:
@@ -209,6 +230,7 @@ class DatapathReconciler:
                 "pending": sorted(self.pending),
                 "errors": dict(self.errors),
                 "service-errors": {name: dict(f) for name, f in self.failures.items()},
+                "firewall": self.firewall.state() if self.firewall is not None else {},
             }
 
     def conntrack(
@@ -241,6 +263,7 @@ class DatapathReconciler:
             "conntrack": self.conntrack,
             "stats": self.stats,
             "selection": self.selection,
+            "firewall": self.firewall_state,
         }
 
     # -- clean-up (sluice run --cleanup) --------------------------------------------------

@@ -31,7 +31,9 @@
 #define JMP_ICMP_ERR      0          // lib/icmp_err.h
 #define JMP_TOO_BIG       1          // lib/pmtu.h
 #define JMP_XLAT          2          // lib/nat64.h
-#define JMP_MAX           3
+#define JMP_FW            3          // lib/firewall.h: a new flow while rules are on
+#define JMP_FW_LB         4          // lb.c: new_flow for a flow the firewall let in
+#define JMP_MAX           5
 
 // Algorithms (svc_info.algo)
 #define ALG_RR            0
@@ -70,6 +72,7 @@
 #define CT_F_COUNTED      1          // still counted in the active-session gauges
 #define CT_F_DSR          2          // direct server return: no rewrite, no reply entry
 #define CT_F_XLAT         4          // NAT64/NAT46: the endpoint side is the other family
+#define CT_F_PASS         8          // let in by the firewall, not translated (lib/fw_flow.h)
 
 // Timeouts (seconds). Established uses the service's inactivity timeout.
 #define TO_TCP_SYN        30

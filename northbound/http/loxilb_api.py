@@ -30,6 +30,7 @@ from appliance.config.errors import (
 from appliance.config.paths import service_path
 from appliance.doors import DoorContext
 from appliance.snapshot import for_providers
+from northbound.http import loxilb_fw
 from northbound.http import loxilb_settings as settings
 from northbound.http.auth import Caller
 from northbound.http.loxilb_model import (
@@ -103,8 +104,8 @@ class LoxilbApi:
             web.post(f"{b}/config/bgp/neigh", self.bgp_neigh_add),
             web.delete(b + "/config/bgp/neigh/{ip}", self.bgp_neigh_delete),
             web.get(f"{b}/config/bgp/neigh/all", self.bgp_neigh_list),
-            web.post(f"{b}/config/firewall", self.unsupported_firewall),
-            web.delete(f"{b}/config/firewall", self.unsupported_firewall),
+            web.post(f"{b}/config/firewall", self.firewall_add),
+            web.delete(f"{b}/config/firewall", self.firewall_delete),
             web.get(f"{b}/config/firewall/all", self.firewall_list),
             web.get(f"{b}/config/conntrack/all", self.conntrack),
             web.get(f"{b}/config/endpoint/all", self.endpoints),
@@ -299,12 +300,38 @@ class LoxilbApi:
                 log.exception("bgp state unreadable")
         return respond(settings.bgp_neighbor_list(self._section("bgp"), sessions))
 
-    async def unsupported_firewall(self, request: web.Request) -> web.Response:
-        raise ApiError(400, "firewall rules (egress SNAT) are not supported by Sluice yet",
-                       "unsupported")
+    # -- firewall and egress SNAT (northbound/http/loxilb_fw.py maps the JSON) ---------------
+    async def firewall_add(self, request: web.Request) -> web.Response:
+        table, rule = loxilb_fw.to_rule(await read_body(request))
+        path = f"/sluice:{table}/rule[name='{rule['name']}']"
+        return await self._write(request, self._commit_fw, path, rule, "add")
+
+    async def firewall_delete(self, request: web.Request) -> web.Response:
+        name = loxilb_fw.rule_name(loxilb_fw.normalise(dict(request.query)))
+        return await self._write(request, self._commit_fw, name, None, "delete")
+
+    def _commit_fw(self, caller: Caller, what: str, rule: dict[str, Any] | None, op: str
+                   ) -> None:  # fmt: skip
+        if rule is None:  # delete: `what` is the rule name, in whichever table has it
+            paths = [f"/sluice:{t}/rule[name='{what}']" for t in ("firewall", "snat")
+                     if any(r["name"] == what for r in (self._section(t) or {}).get("rule", []))]
+            if not paths:
+                raise ApiError(404, "firewall rule not found", "not found")
+            self._commit(caller, [{"op": "delete", "path": paths[0]}],
+                         f"loxilb API: delete firewall rule {what}")
+            return
+        self._commit(caller, [{"op": "replace", "path": what, "value": rule}],
+                     f"loxilb API: {op} firewall rule {rule['name']}")
 
     async def firewall_list(self, request: web.Request) -> web.Response:
-        return respond({"fwAttr": []})
+        provider = self.state.get("firewall")
+        state = (await asyncio.to_thread(provider)) if provider is not None else {}
+        hits = {(r["table"], r["name"]): f"{r['packets']}:{r['bytes']}"
+                for r in (state or {}).get("rules", [])}  # fmt: skip
+        out = [loxilb_fw.from_rule(t, r, hits.get((t, r["name"]), ""))
+               for t in ("firewall", "snat") for r in (self._section(t) or {}).get("rule", [])
+               if r["name"].startswith(loxilb_fw.PREFIX)]  # fmt: skip
+        return respond({"fwAttr": out})
 
     # -- operational reads -----------------------------------------------------------------
     async def conntrack(self, request: web.Request) -> web.Response:

@@ -33,6 +33,7 @@ SERVICE_ENTRY = (*ENTERPRISE, 1, 2, 1)
 ENDPOINT_ENTRY = (*ENTERPRISE, 1, 3, 1)
 NOTIFY_OBJECTS = (*ENTERPRISE, 1, 4)
 BGP_PEER_ENTRY = (*ENTERPRISE, 1, 5, 1)
+FW_RULE_ENTRY = (*ENTERPRISE, 1, 19, 1)  # sluiceFwRuleEntry
 SYS_OBJECT_ID = (*ENTERPRISE, 3, 1)  # sluiceAppliance
 SYSTEM = (1, 3, 6, 1, 2, 1, 1)
 
@@ -52,6 +53,10 @@ ENDPOINT_COLUMNS = tuple(range(4, 14))
 SERVICE_STATIC = frozenset((2, 3, 4, 5, 6, 7, 8, 9, 11))
 ENDPOINT_STATIC = frozenset((4, 5))
 GLOBAL_COLUMNS = (1, 2, 3, 4, 5, 6)
+FW_COLUMNS = (3, 4, 5, 6, 7)
+FW_LISTS = {"firewall": 1, "snat": 2}
+FW_ACTIONS = {"allow": 1, "drop": 2, "reject": 3, "count": 4, "mark": 5, "redirect": 6,
+              "snat": 7, "trap": 8}  # fmt: skip
 SYSTEM_COLUMNS = (1, 2, 3, 4, 5, 6, 7)
 BGP_PEER_COLUMNS = (3, 4, 5, 6, 7)
 BGP_PEER_STATIC = frozenset((3,))
@@ -190,6 +195,8 @@ class Snapshot:
     default_algorithm: str = STANDALONE_DEFAULT  # of services that set none
     bgp_index: list[tuple[int, ...]] = field(default_factory=list)
     bgp_peers: list[BgpPeerRow] = field(default_factory=list)
+    fw_index: list[tuple[int, ...]] = field(default_factory=list)
+    fw_rules: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (list, rule)
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any], commit_id: int = 0) -> Snapshot:
@@ -235,6 +242,11 @@ class Snapshot:
         snap.endpoint_index = [i for i, _ in endpoints]
         snap.endpoints = [r for _, r in endpoints]
         snap.by_name = {r.name: r for r in snap.services}
+        rules = [((FW_LISTS[t], *string_index(r["name"])), (t, r))
+                 for t in FW_LISTS for r in section(t).get("rule", [])]  # fmt: skip
+        rules.sort(key=lambda item: item[0])
+        snap.fw_index = [i for i, _ in rules]
+        snap.fw_rules = [r for _, r in rules]
         return snap
 
 
@@ -335,6 +347,7 @@ class LbMib:
         commit_id: Callable[[], int],
     ) -> None:
         self.snap, self.state, self.started, self.commit_id = snap, state, started, commit_id
+        self._fw_hits: tuple[Any, dict[tuple[str, str], Any]] = (None, {})
         state.track(snap)
         self.descr = (
             f"Sluice L4 load balancer {__version__} "
@@ -454,6 +467,17 @@ class LbMib:
         if col == 6:
             return ber.octets(date_and_time(state.get("since")))
         return _gauge(min(_num(state, "prefixes-sent"), U32))
+    def fw_cell(self, col: int, pos: int) -> Any:
+        table, rule = self.snap.fw_rules[pos]
+        if col == 3:
+            return ber.unsigned32(min(int(rule.get("preference", 0)), U32))
+        if col == 4:
+            return ber.integer(FW_ACTIONS.get(rule.get("action", table), 1))
+        fw = self.state.datapath().get("firewall") or {}
+        if self._fw_hits[0] is not fw:  # one index per datapath reading, not per cell
+            self._fw_hits = (fw, {(r["table"], r["name"]): r for r in fw.get("rules", ())})
+        hits = self._fw_hits[1].get((table, rule["name"]), {})
+        return ber.counter64(_num(hits, {5: "packets", 6: "bytes"}.get(col, "sessions")))
 
     def tables(self) -> list[Table]:
         snap = self.snap
@@ -481,6 +505,13 @@ class LbMib:
                 lambda: snap.bgp_index,
                 self.bgp_cell,
                 static=BGP_PEER_STATIC,
+            ),
+            Table(
+                FW_RULE_ENTRY,
+                FW_COLUMNS,
+                lambda: snap.fw_index,
+                self.fw_cell,
+                static=frozenset((3, 4)),
             ),
         ]
 

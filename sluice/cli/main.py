@@ -8,7 +8,7 @@ import sys
 from appliance import __version__
 from appliance.control.client import ControlClient, DaemonUnreachable, RemoteError
 from appliance.control.protocol import socket_path
-from sluice.cli import bgp, config_cmds, dp, ha, lb, passwd, run
+from sluice.cli import bgp, config_cmds, dp, fw, ha, lb, passwd, run
 from sluice.cli.output import EXIT_USAGE, fail, report_remote_error
 
 
@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_parsers(sub)
     bgp.add_parsers(sub)
     ha.add_parsers(sub)
+    fw.add_parsers(sub)
     passwd.add_parser(sub)
     return parser
 
@@ -114,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     except DaemonUnreachable as exc:
         return fail(str(exc), 1)
     except RemoteError as exc:
-        return report_remote_error(exc, lb.FLAG_OF if args.command == "lb" else None)
+        flags = {"lb": lb.FLAG_OF, "fw": fw.FLAG_OF, "snat": fw.FLAG_OF}.get(args.command)
+        return report_remote_error(exc, flags)
     except BrokenPipeError:
         return EXIT_USAGE
 

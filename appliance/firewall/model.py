@@ -1,0 +1,171 @@
+"""The firewall and SNAT rules of a config, as objects: /sluice:firewall and /sluice:snat.
+
+A rule that names a service matches that service's VIP, protocol and port (range). Rules
+without an address prefix (and without a service) match both families. Everything the
+model cannot say (families that disagree, ports without TCP/UDP, a range that ends before
+it starts, an action without its argument) is a FieldError naming the leaf.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Any
+
+from appliance.config.errors import FieldError
+
+Doc = dict[str, Any]
+Net = ipaddress.IPv4Network | ipaddress.IPv6Network
+FIREWALL = "sluice:firewall"
+SNAT = "sluice:snat"
+LOAD_BALANCER = "sluice:load-balancer"
+
+# bpf/lib/firewall.h FW_* actions
+ACTIONS = {"allow": 0, "drop": 1, "reject": 2, "count": 3, "mark": 4, "redirect": 5,
+           "snat": 6, "trap": 7}  # fmt: skip
+POLICIES = ("allow", "drop", "reject")
+PROTOCOLS = {"tcp": (6, 6), "udp": (17, 17), "icmp": (1, 58)}  # name -> (v4, v6)
+ANY_PORTS = (0, 65535)
+
+
+def rule_path(table: str, name: str) -> str:
+    return f"/sluice:{table}/rule[name='{name}']"
+
+
+@dataclass(frozen=True)
+class Rule:
+    table: str  # "firewall" or "snat"
+    name: str
+    preference: int
+    action: str
+    src: Net | None = None
+    dst: Net | None = None
+    protocol: str | None = None
+    sport: tuple[int, int] = ANY_PORTS
+    dport: tuple[int, int] = ANY_PORTS
+    interface: str | None = None  # ingress interface
+    service: str | None = None
+    mark: int = 0
+    out_interface: str | None = None  # redirect / trap
+    snat_address: str | None = None  # None with action snat: masquerade
+
+    @property
+    def path(self) -> str:
+        return rule_path(self.table, self.name)
+
+    def families(self) -> tuple[int, ...]:
+        for net in (self.src, self.dst):
+            if net is not None:
+                return (net.version,)
+        if self.snat_address:
+            return (ipaddress.ip_address(self.snat_address).version,)
+        return (4, 6)
+
+    def order(self) -> tuple[int, str, str]:
+        return self.preference, self.table, self.name
+
+
+def _net(value: str | None) -> Net | None:
+    return ipaddress.ip_network(value, strict=False) if value else None
+
+
+def _ports(doc: Doc, leaf: str) -> tuple[int, int] | None:
+    if doc.get(leaf) is None:
+        return None
+    lo = int(doc[leaf])
+    end = doc.get(f"{leaf}-end")
+    return lo, int(end) if end is not None else lo
+
+
+def _service_fields(svc: Doc) -> tuple[Net, str, tuple[int, int] | None]:
+    vip = ipaddress.ip_address(svc["vip"])
+    net = ipaddress.ip_network(f"{vip}/{vip.max_prefixlen}")
+    proto = svc.get("protocol", "tcp")
+    port = svc.get("port")
+    if proto in ("tcp", "udp") and port:
+        end = svc.get("port-range-end")
+        return net, proto, (int(port), int(end) if end else int(port))
+    return net, proto, None
+
+
+def parse(doc: Doc) -> tuple[list[Rule], dict[str, str], list[FieldError]]:
+    """(rules of both tables by preference, interface -> default policy, errors)."""
+    errors: list[FieldError] = []
+    services = {s["name"]: s for s in (doc.get(LOAD_BALANCER) or {}).get("service", [])}
+    rules: list[Rule] = []
+    fw = doc.get(FIREWALL) or {}
+    for r in fw.get("rule", []):
+        rule = _rule("firewall", r, services, errors)
+        if rule is not None:
+            rules.append(rule)
+    for r in (doc.get(SNAT) or {}).get("rule", []):
+        rule = _rule("snat", {**r, "action": "snat", "snat-address": r.get("address")},
+                     services, errors)  # fmt: skip
+        if rule is not None:
+            rules.append(rule)
+    policies = {i["name"]: i.get("default-policy", "allow") for i in fw.get("interface", [])}
+    rules.sort(key=Rule.order)
+    return rules, policies, errors
+
+
+def _rule(table: str, r: Doc, services: dict[str, Doc], errors: list[FieldError]) -> Rule | None:
+    name = r["name"]
+    path = rule_path(table, name)
+    before = len(errors)
+    src, dst = _net(r.get("source-prefix")), _net(r.get("destination-prefix"))
+    proto = r.get("protocol")
+    if proto == "any":
+        proto = None
+    sport, dport = _ports(r, "source-port"), _ports(r, "destination-port")
+    service = r.get("service")
+    if service is not None:
+        svc = services.get(service)
+        if svc is None:
+            errors.append(FieldError(f"{path}/service", f"no service named {service!r}"))
+        else:
+            vnet, vproto, vports = _service_fields(svc)
+            if dst is not None and not vnet.subnet_of(dst):  # type: ignore[arg-type]
+                errors.append(FieldError(f"{path}/destination-prefix",
+                                         f"service {service} has vip "
+                                         f"{vnet.network_address}, outside {dst}"))  # fmt: skip
+            if proto is not None and proto != vproto:
+                errors.append(FieldError(f"{path}/protocol", f"service {service} is {vproto}"))
+            dst, proto = vnet, vproto
+            if vports is not None:
+                if dport is not None and (dport[0] < vports[0] or dport[1] > vports[1]):
+                    errors.append(FieldError(f"{path}/destination-port", f"service {service} "
+                                             f"listens on {vports[0]}-{vports[1]}"))  # fmt: skip
+                dport = dport or vports
+    for leaf, rng in (("source-port", sport), ("destination-port", dport)):
+        if rng is None:
+            continue
+        if rng[1] < rng[0]:
+            errors.append(FieldError(f"{path}/{leaf}-end", f"{leaf}-end {rng[1]} is below "
+                                     f"{leaf} {rng[0]}"))  # fmt: skip
+        if proto not in ("tcp", "udp") and (service is None or leaf == "source-port"):
+            errors.append(FieldError(f"{path}/{leaf}", "ports need protocol tcp or udp"))
+    if src is not None and dst is not None and src.version != dst.version:
+        errors.append(FieldError(f"{path}/destination-prefix", f"{dst} is IPv{dst.version} "
+                                 f"and source-prefix {src} IPv{src.version}"))  # fmt: skip
+    action = r.get("action", "allow")
+    if action == "mark" and r.get("mark") is None:
+        errors.append(FieldError(f"{path}/mark", "action mark needs a mark value"))
+    if action in ("redirect", "trap") and not r.get("interface"):
+        errors.append(FieldError(f"{path}/interface", f"action {action} needs an interface"))
+    snat = r.get("snat-address")
+    if snat:
+        fam = ipaddress.ip_address(snat).version
+        for net, leaf in ((src, "source-prefix"), (dst, "destination-prefix")):
+            if net is not None and net.version != fam:
+                leaf_name = "address" if table == "snat" else "snat-address"
+                errors.append(FieldError(f"{path}/{leaf_name}",
+                                         f"{snat} is IPv{fam} and {leaf} {net} "
+                                         f"IPv{net.version}"))  # fmt: skip
+                break
+    if len(errors) > before:
+        return None
+    return Rule(table=table, name=name, preference=int(r.get("preference", 0)), action=action,
+                src=src, dst=dst, protocol=proto, sport=sport or ANY_PORTS,
+                dport=dport or ANY_PORTS, interface=r.get("ingress-interface"),
+                service=service, mark=int(r.get("mark") or 0),
+                out_interface=r.get("interface"), snat_address=snat)  # fmt: skip

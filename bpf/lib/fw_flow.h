@@ -1,0 +1,106 @@
+// fw_flow.h - an allowed new flow the balancer does not own (no service): egress SNAT
+// (a conntrack flow like full-NAT's, its reply port claimed with BPF_NOEXIST by
+// claim_reply, so two flows never share one) or a "pass" entry pair (CT_F_PASS: both
+// directions go to the stack untouched, and the replies of an allowed flow pass an
+// interface whose default policy drops). Included by lb.c after new_flow: it uses
+// claim_reply and translate_and_send.
+#pragma once
+
+static __always_inline void fw_flow_entry(struct ct_entry *e, struct pkt *p, __u64 now)
+{
+    e->t.client = p->k.src;
+    e->t.vip = p->k.dst;
+    e->t.ep = p->k.dst;
+    e->t.snat = p->k.src;
+    e->t.client_port = p->k.sport;
+    e->t.vip_port = p->k.dport;
+    e->t.ep_port = p->k.dport;
+    e->t.snat_port = p->k.sport;
+    e->created_ns = now;
+    e->last_ns = now;
+    e->timeout_s = p->k.proto == IPPROTO_TCP ? FW_TIMEOUT_TCP : FW_TIMEOUT_OTHER;
+    e->proto = p->k.proto;
+    e->family = p->k.family;
+    e->state = CT_NEW;
+}
+
+static __always_inline int fw_pass_flow(struct pkt *p, __u64 now)
+{
+    struct ct_entry e = {};
+    struct ct_key rk = {};
+    fw_flow_entry(&e, p, now);
+    e.flags = CT_F_PASS;
+    e.dir = CT_DIR_REPLY;
+    ct_reply_key(&e.t, p->k.proto, p->k.family, &rk);
+    ct_map.update(&rk, &e);
+    e.dir = CT_DIR_ORIG;
+    ct_map.update(&p->k, &e);
+    return TC_ACT_OK;
+}
+
+static __always_inline int fw_snat_flow(struct __sk_buff *skb, struct pkt *p, __u64 now,
+                                        __u32 gen, __u32 arg)
+{
+    if (p->ttl <= 1)
+        return TC_ACT_OK;                      // the stack answers "time exceeded"
+    if ((p->k.proto == IPPROTO_ICMP && p->icmp_type != ICMP_ECHO_REQ) ||
+        (p->k.proto == IPPROTO_ICMPV6 && p->icmp_type != ICMP6_ECHO_REQ) ||
+        (p->k.proto == IPPROTO_TCP && (p->tcp_flags & TCP_RST)))
+        return TC_ACT_OK;
+    struct ct_entry e = {};
+    struct bpf_fib_lookup f = {};
+    fw_flow_entry(&e, p, now);
+    int rc = fib(skb, p, &p->k.src, &p->k.dst, &f);
+    if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
+        return TC_ACT_OK;                      // local or unroutable: not ours to NAT
+    struct addr *own;
+    if (arg) {
+        __u32 i = gen * FW_MAX_SNAT + ((arg - 1) & (FW_MAX_SNAT - 1));
+        own = fw_snat.lookup(&i);
+    } else {                                   // masquerade: the egress interface's address
+        struct ifaddr_key ik = {.ifindex = f.ifindex, .family = p->k.family};
+        own = ifaddr_map.lookup(&ik);
+    }
+    if (!own)
+        return TC_ACT_SHOT;
+    e.t.snat = *own;
+    e.dir = CT_DIR_REPLY;
+    if (claim_reply(&e, p, now))
+        return TC_ACT_SHOT;                    // no free source port: drop, the sender retries
+    e.dir = CT_DIR_ORIG;
+    e.packets = 1;
+    e.bytes = p->len;
+    __u32 g = nh_generation();
+    struct nexthop nh = {};
+    int fast = 0;
+    if (rc == BPF_FIB_LKUP_RET_SUCCESS && p->l3_off == sizeof(struct ethhdr)) {
+        nh_store(&e, p, &f, g, l3_len(skb, p), &nh);
+        fast = 1;
+    }
+    if (ct_map.insert(&p->k, &e)) {
+        ct_drop_reply(&e);                     // another CPU made this flow meanwhile
+        return TC_ACT_SHOT;
+    }
+    return translate_and_send(skb, p, &e.t, CT_DIR_ORIG, 0, fast ? &nh : 0, rc, &f);
+}
+
+// After fw_filter let a flow in and no service owns it.
+static __always_inline int fw_unbalanced(struct __sk_buff *skb, struct pkt *p, __u64 now,
+                                         __u32 live, __s64 snat, __u8 stateful)
+{
+    __u32 gen = live & FW_LIVE_GEN;
+    if (!(live & FW_LIVE_SNAT))
+        snat = -1;                             // no SNAT rules, or HA: not the active node
+    else if (snat < 0) {
+        struct fw_rule *m = fw_match(p, skb->ingress_ifindex, gen, FW_TABLE_SNAT);
+        if (m && m->action == FW_SNAT) {
+            fw_count(m->id, p, 1);
+            snat = m->arg;
+        }
+    }
+    if (snat >= 0)
+        return fw_snat_flow(skb, p, now, gen, (__u32)snat);
+    if (!(live & FW_LIVE_FW) || !stateful)
+        return TC_ACT_OK;
+    return fw_pass_flow(p, now);
+}

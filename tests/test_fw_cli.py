@@ -1,0 +1,41 @@
+"""`sluice fw` / `sluice snat` against a running daemon (datapath off: config, refusals,
+warnings; tests/test_datapath_firewall.py has the packets)."""
+
+from __future__ import annotations
+
+from daemonkit import Daemon
+
+
+def test_fw_and_snat_verbs(daemon: Daemon) -> None:
+    ok = daemon.cli("fw", "add", "ssh", "--pref", "10", "--src", "198.18.0.0/24",
+                    "--proto", "tcp", "--dport", "22", "--action", "allow")  # fmt: skip
+    assert ok.returncode == 0 and "commit" in ok.stdout, ok.stderr
+    hidden = daemon.cli("fw", "add", "ssh2", "--pref", "20", "--src", "198.18.0.0/25",
+                        "--proto", "tcp", "--dport", "22", "--action", "drop")  # fmt: skip
+    assert hidden.returncode == 0, hidden.stderr
+    assert "rule[name='ssh2']: never matches: shadowed by ssh" in hidden.stderr
+    bad = daemon.cli("fw", "add", "bad", "--pref", "5", "--proto", "icmp", "--dport", "80")
+    assert bad.returncode == 2
+    assert "--dport (/sluice:firewall/rule[name='bad']/destination-port)" in bad.stderr
+    bad_range = daemon.cli("fw", "add", "bad", "--pref", "5", "--dport", "x-y")
+    assert bad_range.returncode == 2 and "--dport" in bad_range.stderr
+    bad_prefix = daemon.cli("fw", "add", "bad", "--pref", "5", "--src", "198.18.0.300/24")
+    assert bad_prefix.returncode == 2 and "--src" in bad_prefix.stderr
+    pol = daemon.cli("fw", "policy", "eth0", "drop")
+    assert pol.returncode == 0, pol.stderr
+    assert daemon.cli("fw", "policy", "eth0", "maybe").returncode == 2
+    listed = daemon.cli_json("fw", "list")
+    assert [r["name"] for r in listed["rules"]] == ["ssh", "ssh2"]
+    assert listed["interfaces"] == [{"name": "eth0", "default-policy": "drop"}]
+    assert any("ssh2" in w for w in listed["warnings"])
+    table = daemon.cli("fw", "list").stdout
+    assert "ssh" in table and "198.18.0.0/24" in table and "eth0" in table
+    snat = daemon.cli("snat", "add", "pods", "--pref", "1", "--src", "198.18.64.0/18",
+                      "--address", "198.18.0.250")  # fmt: skip
+    assert snat.returncode == 0, snat.stderr
+    mixed = daemon.cli("snat", "add", "v6", "--pref", "2", "--src", "2001:db8::/64",
+                       "--address", "198.18.0.251")  # fmt: skip
+    assert mixed.returncode == 2 and "--address" in mixed.stderr
+    assert [r["name"] for r in daemon.cli_json("snat", "list")["rules"]] == ["pods"]
+    assert daemon.cli("fw", "del", "ssh2").returncode == 0
+    assert [r["name"] for r in daemon.cli_json("fw", "list")["rules"]] == ["ssh"]
