@@ -533,10 +533,16 @@ def test_nacm_applies_to_restconf_and_the_loxilb_api(rc: tuple[Daemon, int]) -> 
             {"name": "hide", "module-name": "sluice", "access-operations": "read",
              "path": "/sluice:load-balancer/service/description",
              "action": "deny"},
+            {"name": "hide-lx", "module-name": "sluice", "access-operations": "read",
+             "path": "/sluice:load-balancer/service[name='lx-tcp-198.19.0.98-80']",
+             "action": "deny"},
             {"name": "quiet", "module-name": "ietf-netconf-notifications",
              "notification-name": "netconf-config-change", "access-operations": "read",
              "action": "deny"}]},
     ]}  # fmt: skip
+    seen = hk.kube_create_body("198.19.0.98", 80, [("198.18.11.1", 8080)], "ns_y:i0")
+    assert hk.go_request(HOST, port, "POST", "/netlox/v1/config/loadbalancer", seen
+                         ).status == 200  # fmt: skip
     with d.client() as client:
         client.call("config.edit", changes=[{"op": "merge", "path": "/ietf-netconf-acm:nacm",
                                              "value": rules}])
@@ -554,6 +560,12 @@ def test_nacm_applies_to_restconf_and_the_loxilb_api(rc: tuple[Daemon, int]) -> 
         assert r.status == 403 and "NACM" in r.json()["result"], r.body
         with d.client() as client:
             assert client.call("status")["last-commit"] == before
+        # The loxilb API's lists leave out the services a read rule hides.
+        for token, listed in ((hk.RO_TOKEN, []), (hk.RW_TOKEN, ["198.19.0.98"])):
+            r = hk.go_request(HOST, port, "GET", "/netlox/v1/config/loadbalancer/all",
+                              token=token)
+            assert [a["serviceArguments"]["externalIP"] for a in r.json()["lbAttr"]] == \
+                listed, r.body
         got = req(port, "GET", f"{LB}/service=rc-nacm?content=config", token=hk.RO_TOKEN)
         assert got.status == 200, got.body
         assert "description" not in got.json()["sluice:service"][0]
@@ -575,5 +587,5 @@ def test_nacm_applies_to_restconf_and_the_loxilb_api(rc: tuple[Daemon, int]) -> 
             client.call("config.edit", changes=[{"op": "delete",
                                                  "path": "/ietf-netconf-acm:nacm"}])
             client.call("config.commit", comment="no nacm")
-        for name in ("rc-nacm", "rc-nacm2"):
+        for name in ("rc-nacm", "rc-nacm2", "lx-tcp-198.19.0.98-80"):
             req(port, "DELETE", f"{LB}/service={name}")

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
+from lxml import etree
 
 from appliance import __version__
 from appliance.config import ConfigError
@@ -47,6 +48,7 @@ from northbound.http.wire import JSON, SUCCESS, ApiError, read_body, respond
 from northbound.netconf.errors import RpcError
 from northbound.netconf.nacm import Nacm
 from northbound.netconf.schema_index import SchemaIndex
+from northbound.netconf.xmlutil import BASE_NS
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +147,27 @@ class LoxilbApi:
     def _section(self, name: str = "loxilb") -> dict[str, Any] | None:
         return (self.service.sections or {}).get(name)
 
+    def _visible(self, request: web.Request) -> Callable[[list[dict[str, Any]]],
+                                                        list[dict[str, Any]]]:
+        """NACM for this API's reads, per service: a service whose entry a read rule hides
+        from the caller is left out of lists (a filter to run off the loop)."""
+        user = request["caller"].user
+        if self.nacm.reads_unrestricted(user):
+            return lambda services: services
+
+        def visible(services: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            ns = self.nacm.namespace_of.get("sluice", "")
+            data = etree.Element(f"{{{BASE_NS}}}data")
+            lb = etree.SubElement(data, f"{{{ns}}}load-balancer")
+            for svc in services:
+                etree.SubElement(etree.SubElement(lb, f"{{{ns}}}service"),
+                                 f"{{{ns}}}name").text = str(svc["name"])
+            self.nacm.filter_read(user, data)
+            kept = set(data.xpath("//s:service/s:name/text()", namespaces={"s": ns}))
+            return [s for s in services if s["name"] in kept]
+
+        return visible
+
     # -- liveness, version -----------------------------------------------------------------
     async def alive(self, request: web.Request) -> web.Response:
         return respond(SUCCESS)
@@ -189,9 +212,12 @@ class LoxilbApi:
         snap = self._snapshot()
         services = self.service.services_effective
 
+        visible = self._visible(request)
+
         def build() -> bytes:
             ep_state = snap.endpoint if snap is not None else None
-            rules = [to_rule(s, ep_state) for s in list(services.values()) if _is_api_rule(s)]
+            rules = [to_rule(s, ep_state) for s in visible(list(services.values()))
+                     if _is_api_rule(s)]
             return json.dumps({"lbAttr": rules}).encode()
 
         body = await asyncio.to_thread(build)
@@ -339,8 +365,12 @@ class LoxilbApi:
         if provider is None:
             return respond({"ctAttr": []})
 
+        visible = self._visible(request)
+
         def build() -> bytes:
             rows = provider(None, limit=CONNTRACK_LIMIT)
+            names = {s["name"] for s in visible(list(self.service.services.values()))}
+            rows = [r for r in rows if r.get("service") in names]
             return json.dumps({"ctAttr": [_ct_row(r) for r in rows]}).encode()
 
         body = await asyncio.to_thread(build)
@@ -350,9 +380,11 @@ class LoxilbApi:
         snap = self._snapshot()
         services = self.service.services_effective
 
+        visible = self._visible(request)
+
         def build() -> bytes:
             out = []
-            for svc in list(services.values()):
+            for svc in visible(list(services.values())):
                 probe = svc.get("health-probe") or {}
                 for ep in svc.get("endpoint", []):
                     st = snap.endpoint(svc["name"], ep["address"], ep["port"]) if snap else {}
