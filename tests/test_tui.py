@@ -88,10 +88,12 @@ async def test_dashboard_shows_health_services_and_events(daemon: Daemon) -> Non
     app = console(daemon)
     async with app.run_test(size=SIZE) as pilot:
         await shows(pilot, "198.18.0.10:80")
+        await shows(pilot, "commit #1 by")  # the events arrive by their own poll
         text = screen_text(pilot.app)
         assert "connected" in text
         assert "services 1" in text and "endpoints 2" in text and "last commit #1" in text
         assert "commit #1 by" in text and "+web" in text  # recent events: the commit
+        assert "Firewall: off (no rules)" in text
         # Rates are "-" while the daemon reports no state (datapath off).
         assert "- 2 ep" in text
         await pilot.press("?")

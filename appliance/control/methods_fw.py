@@ -84,3 +84,22 @@ def _fw_list(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
         "error": state.get("error"),
         "live": {k: state.get(k) for k in ("generation", "firewall", "snat", "snat-active")},
     }
+
+
+@method("fw.summary")
+def _fw_summary(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
+    """One line's worth for the console (polled): from the state snapshot, no map reads."""
+    snap = ctx.state.get("snapshot")
+    fw = dict((snap.current().datapath if snap is not None else {}).get("firewall") or {})
+    rules = fw.get("rules") or []
+    sections = ctx.session.service.sections or {}  # the config's count, datapath or not
+    counts = {t: len((sections.get(t) or {}).get("rule", [])) for t in TABLES}
+    return {
+        "firewall": bool(fw.get("firewall")),
+        "snat": bool(fw.get("snat")),
+        "rules": counts["firewall"],
+        "snat-rules": counts["snat"],
+        "hits": sum(int(r.get("packets") or 0) for r in rules),
+        "warnings": len(fw.get("warnings") or []),
+        "error": fw.get("error"),
+    }

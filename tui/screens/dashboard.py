@@ -26,6 +26,7 @@ class DashboardScreen(ConsoleScreen):
 
     def compose_body(self) -> ComposeResult:
         yield HealthPanel(id="health")
+        yield Label("", id="dash-firewall")
         yield Label("Services", classes="section-title")
         services = DataTable(id="dash-services", cursor_type="row", zebra_stripes=False)
         for label, key in (
@@ -46,6 +47,24 @@ class DashboardScreen(ConsoleScreen):
         except DaemonUnreachable:
             return
         self.show_services(services, time.monotonic())
+        try:
+            self.show_firewall(await self.console.call("fw.summary"))
+        except DaemonUnreachable:
+            return
+
+    def show_firewall(self, fw: dict[str, Any]) -> None:
+        """One line: the firewall's and SNAT's rules, hits, warnings (`sluice fw list`)."""
+        if not fw.get("rules") and not fw.get("snat-rules"):
+            text = "Firewall: off (no rules)"
+        else:
+            text = (f"Firewall: {fw['rules']} rules ({'on' if fw['firewall'] else 'off'}), "
+                    f"SNAT: {fw['snat-rules']} rules ({'on' if fw['snat'] else 'off'}), "
+                    f"{human(fw['hits'])} hits")
+            if fw.get("warnings"):
+                text += f", {fw['warnings']} warnings (sluice fw list)"
+            if fw.get("error"):
+                text += f", NOT PROGRAMMED: {fw['error']}"
+        self.query_one("#dash-firewall", Label).update(text)
 
     def show_services(self, services: list[dict[str, Any]], now: float) -> None:
         rows = []
