@@ -215,3 +215,25 @@ def test_netconf_get_shows_the_roles() -> None:
                   "<last-failover>2026-11-29T21:00:00Z</last-failover>"):  # fmt: skip
         assert piece in text, text
     assert ha_state_doc({"enabled": False}) == {}
+
+
+def test_gate_applies_egress_snat_only_while_master_of_everything() -> None:
+    class SnatRecorder(RecordingReconciler):
+        def __init__(self) -> None:
+            super().__init__()
+            self.snat: list[bool] = []
+
+        def set_snat_active(self, active: bool) -> None:
+            self.snat.append(active)
+
+    inner = SnatRecorder()
+    gate = VipGate(inner)
+    gate.start({HA: {"instance": [inst(vip=["198.18.0.10"])]}, LOAD_BALANCER: {"service": []}})
+    assert inner.snat == [False]  # roles unknown: not active
+    gate.set_held([])
+    assert inner.snat[-1] is True  # master
+    gate.set_held(["198.18.0.10"])
+    assert inner.snat[-1] is False  # backup
+    alone = SnatRecorder()
+    VipGate(alone).start({LOAD_BALANCER: {"service": []}})
+    assert alone.snat == [True]  # no HA: this node applies it

@@ -70,6 +70,7 @@ class VipGate:
             lb["service"] = passed
             self.inner.start({**effective, LOAD_BALANCER: lb})
             self._started = True
+            self._snat_hook()
         if self._held:
             log.info("ha: vips held until master", extra={"vips": ",".join(sorted(self._held))})
 
@@ -91,6 +92,13 @@ class VipGate:
 
     def close(self) -> None:
         self.inner.close()
+
+    def _snat_hook(self) -> None:
+        """Egress SNAT (appliance/datapath/fwreconcile.py) only on the node that is master
+        of every instance: a backup would translate flows the master also translates."""
+        hook = getattr(self.inner, "set_snat_active", None)
+        if hook is not None:
+            hook(not self._held)
 
     def _route(self, name: str, old: Doc | None, new: Doc, out: Diff) -> None:
         if self._is_held(new):
@@ -120,4 +128,6 @@ class VipGate:
                     out.services_added[name] = doc
             if self._started and not out.empty():
                 self.inner.apply(out)
+            if self._started:
+                self._snat_hook()
             return {"withdrawn": len(out.services_removed), "released": len(out.services_added)}
