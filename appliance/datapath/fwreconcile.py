@@ -78,8 +78,9 @@ class FirewallReconciler:
                                          "once it exists")  # fmt: skip
         self.maps.program(compiled, by_index, any(r.action == "snat" for r in rules))
         self.rules, self.warnings, self.error = rules, compiled.warnings, None
-        for w in compiled.warnings:
-            log.warning("firewall rule", extra={"warning": w})
+        if compiled.warnings:  # one line: 10,000 overlapping rules must not flood the log
+            log.warning("firewall rules: %d warnings (sluice fw list)", len(compiled.warnings),
+                        extra={"first": compiled.warnings[:3]})  # fmt: skip
 
     def set_snat_active(self, active: bool) -> None:
         self.maps.set_snat_active(active)
