@@ -220,3 +220,24 @@ def test_egress_snat_backend_host_reaches_client_side_server(lbnet: Any) -> None
     finally:
         server.kill()
         server.wait(timeout=5)
+
+
+def test_cli_on_a_running_daemon_filters_traffic(lb_daemon: Any) -> None:
+    """`sluice fw` on a real `sluice run --datapath on`: a commit reaches the datapath."""
+    from dpkit import wait_for
+
+    net, d = lb_daemon
+    d.apply({"datapath": {"interface": [{"name": i} for i in net.interfaces]}})
+    for b in net.backends:
+        b.start_http_server(HTTP_PORT)
+    up, b1, b2 = net.interfaces[0], backend_addr(1), backend_addr(2)
+    assert http_ok(net, b2)  # no rule, no policy: the firewall is off
+    assert d.cli("fw", "policy", up, "drop").returncode == 0
+    added = d.cli("fw", "add", "web-b1", "--pref", "10", "--dst", f"{b1}/32", "--proto", "tcp",
+                  "--dport", str(HTTP_PORT))  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    assert not http_ok(net, b2, timeout=1)
+    assert http_ok(net, b1)
+    wait_for(lambda: (d.cli_json("fw", "list")["rules"][0]["packets"] or 0) >= 1, timeout=10)
+    assert d.cli("fw", "policy", up, "allow").returncode == 0
+    assert http_ok(net, b2)

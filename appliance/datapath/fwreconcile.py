@@ -36,8 +36,9 @@ class FirewallReconciler:
     def apply(self, diff: Diff, services: dict[str, dict[str, Any]]) -> None:
         changed = False
         for section, (_old, new) in diff.sections_changed.items():
-            if section in SECTIONS:
-                self.sections[section] = new
+            key = "sluice:" + section.split(":")[-1]  # a commit's Diff names it "firewall"
+            if key in SECTIONS:
+                self.sections[key] = new
                 changed = True
             elif section.split(":")[-1] == "datapath":
                 changed = True  # interfaces (their indexes) may have changed
