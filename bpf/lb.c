@@ -34,10 +34,11 @@
 #include "lib/select.h"
 #include "lib/fwd.h"
 #include "lib/pmtu.h"
+#include "lib/frag.h"
 #include "lib/nat64.h"
 #include "lib/icmp_err.h"
-#include "lib/frag.h"
 #include "lib/firewall.h"
+#include "lib/l3dsr.h"
 
 static __always_inline void count(struct pkt *p, __u32 svc_id, __u32 ep_id, int new_flow)
 {
@@ -205,6 +206,10 @@ static __always_inline int new_flow(struct __sk_buff *skb, struct pkt *p, __u64 
         e.flags |= CT_F_XLAT;
         rc = -1;                               // the FIB is asked after translation
     }
+    if (svc.flags & SVC_F_IPIP) {
+        e.flags |= CT_F_IPIP;                  // lib/l3dsr.h
+        rc = -1;                               // the FIB is asked with the tunnel's length
+    }
     e.dir = CT_DIR_REPLY;
     if (svc.mode == MODE_DSR)
         e.flags |= CT_F_DSR;                   // the endpoint answers the client directly
@@ -215,7 +220,7 @@ static __always_inline int new_flow(struct __sk_buff *skb, struct pkt *p, __u64 
     e.bytes = p->len;
     // One FIB lookup per new flow (one-arm's, above, already had the answer): its next hop
     // goes into the entry before the entry goes into the table.
-    if (svc.mode != MODE_ONEARM && !(e.flags & CT_F_XLAT))
+    if (svc.mode != MODE_ONEARM && !(e.flags & CT_F_TAIL))
         rc = fib(skb, p, svc.mode == MODE_DSR ? &p->k.src : &e.t.snat, &e.t.ep, &f);
     __u32 gen = nh_generation();
     struct nexthop nh = {};
@@ -240,8 +245,8 @@ static __always_inline int new_flow(struct __sk_buff *skb, struct pkt *p, __u64 
     if (a)
         __sync_fetch_and_add(a, 1);
     count(p, sid, ep_id, 1);
-    if (e.flags & CT_F_XLAT)
-        return xlat_call(skb);
+    if (e.flags & CT_F_TAIL)
+        return tail_call_flow(skb, e.flags);
     return translate_and_send(skb, p, &e.t, CT_DIR_ORIG, svc.mode == MODE_DSR,
                               fast ? &nh : 0, rc, &f);
 }
@@ -316,8 +321,8 @@ int sluice_lb(struct __sk_buff *skb)
     e->packets++;
     e->bytes += p.len;
     count(&p, e->svc_id, e->ep_id, 0);
-    if (e->flags & CT_F_XLAT)
-        return xlat_call(skb);                 // NAT64/46: lib/nat64.h
+    if (e->flags & CT_F_TAIL)                  // NAT64/46, L3-DSR: lib/nat64.h, l3dsr.h
+        return tail_call_flow(skb, e->flags);
 
     struct nat_tuple *t = &e->t;
     int dsr = e->flags & CT_F_DSR;
@@ -359,6 +364,15 @@ int sluice_xlat(struct __sk_buff *skb)
     if (p.icmp_err)
         return handle_xlat_error(skb, &p);
     return handle_xlat(skb, &p);
+}
+
+// Tail-call target for client packets of L3-DSR flows (lib/l3dsr.h).
+int sluice_l3dsr(struct __sk_buff *skb)
+{
+    struct pkt p = {};
+    if (parse_packet(skb, &p) != PARSE_OK || p.icmp_err)
+        return TC_ACT_SHOT;
+    return handle_l3dsr(skb, &p);
 }
 
 // Tail-call target for packets too big for their egress link (lib/pmtu.h).

@@ -121,3 +121,23 @@ def test_fast_path_parser_never_raises_on_mutated_requests() -> None:
     # An empty tree answers endOfMibView, in a well-formed response.
     response = fast.answer(good)
     assert response is not None and response[0] == 0x30 and b"\x82\x00" in response
+
+
+def test_translation_and_dsr_tunnel_columns() -> None:
+    from northbound.snmp.model import LbMib
+
+    doc = {"sluice:load-balancer": {"service": [
+        {"name": "a64", "vip": "2001:db8::1", "nat64": True, "endpoint": []},
+        {"name": "b46", "vip": "198.18.0.1", "nat46": True, "endpoint": []},
+        {"name": "c", "vip": "198.18.0.2", "mode": "dsr", "dsr-tunnel": "ip-in-ip",
+         "endpoint": []},
+    ]}}  # fmt: skip
+
+    class NoState:
+        def track(self, snap: Snapshot) -> None:
+            pass
+
+    mib = LbMib(Snapshot.from_doc(doc), NoState(), 0.0, lambda: 0)  # type: ignore[arg-type]
+    # Rows in index order (length first): c, a64, b46.
+    assert [mib.service_cell(17, i) for i in range(3)] == [ber.integer(v) for v in (1, 2, 3)]
+    assert [mib.service_cell(18, i) for i in range(3)] == [ber.integer(v) for v in (2, 1, 1)]

@@ -241,6 +241,8 @@ class Driver:
         info.mode = L.MODES[doc.get("mode", "default")]
         info.algo = L.ALGORITHMS[self.algorithm(doc)]
         info.flags = (L.SVC_F_RANGE if range_ else 0) | (L.SVC_F_ALLOW if allow else 0)
+        if doc.get("mode") == "dsr" and doc.get("dsr-tunnel") == "ip-in-ip":
+            info.flags |= L.SVC_F_IPIP  # L3-DSR (bpf/lib/l3dsr.h)
         info.gen = new_gen
         info.n_slots = len(table)
         info.timeout_s = inactivity_timeout(doc)

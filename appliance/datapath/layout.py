@@ -53,6 +53,7 @@ ALGORITHMS = {
 MODES = {"default": 0, "one-arm": 1, "full-nat": 2, "dsr": 3}
 SVC_F_RANGE = 1
 SVC_F_ALLOW = 2
+SVC_F_IPIP = 4  # DSR through IP-in-IP / IPv6-in-IPv6
 EP_F_ELIGIBLE = 1
 EP_F_DOWN = 2  # not read by the datapath: the health a restarted daemon finds in the pins
 SEL_GEN_BIT = 0x80000000
@@ -62,6 +63,7 @@ CT_F_COUNTED = 1
 CT_F_DSR = 2
 CT_F_XLAT = 4  # NAT64/NAT46: the endpoint side is the other family
 CT_F_PASS = 8  # let in by the firewall, not translated (bpf/lib/fw_flow.h)
+CT_F_IPIP = 16  # L3-DSR
 # Per-state timeouts (s); established uses the service's inactivity timeout.
 TO_TCP_SYN, TO_TCP_FIN, TO_TCP_CLOSED, TO_UNREPLIED = 30, 10, 2, 30
 

@@ -47,7 +47,7 @@ MAPS = {
 LEGACY_PINS = ("sel", "rr")
 # Tail-call targets: bpf/lib/consts.h JMP_* -> the function in bpf/lb.c.
 TAIL_CALLS = {0: "sluice_icmp_err", 1: "sluice_too_big", 2: "sluice_xlat", 3: "sluice_fw",
-              4: "sluice_fw_lb"}
+              4: "sluice_fw_lb", 5: "sluice_l3dsr"}
 
 
 class DatapathUnavailable(Exception):

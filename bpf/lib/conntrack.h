@@ -79,8 +79,10 @@ static __always_inline void ct_delete_flow(struct ct_entry *o)
 {
     struct ct_key k = {};
     ct_uncount(o);
-    ct_reply_key(&o->t, o->proto, ct_reply_family(o), &k);
-    ct_map.delete(&k);
+    if (!(o->flags & CT_F_DSR)) {              // DSR flows have no reply entry
+        ct_reply_key(&o->t, o->proto, ct_reply_family(o), &k);
+        ct_map.delete(&k);
+    }
     ct_orig_key(&o->t, o->proto, o->family, &k);
     ct_map.delete(&k);
 }

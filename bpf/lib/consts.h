@@ -33,7 +33,8 @@
 #define JMP_XLAT          2          // lib/nat64.h
 #define JMP_FW            3          // lib/firewall.h: a new flow while rules are on
 #define JMP_FW_LB         4          // lb.c: new_flow for a flow the firewall let in
-#define JMP_MAX           5
+#define JMP_L3DSR         5          // lib/l3dsr.h
+#define JMP_MAX           6
 
 // Algorithms (svc_info.algo)
 #define ALG_RR            0
@@ -53,6 +54,7 @@
 // svc_info.flags
 #define SVC_F_RANGE       1          // port range: the destination port is kept
 #define SVC_F_ALLOW       2          // only sources in allow_map may open flows
+#define SVC_F_IPIP        4          // DSR through IP-in-IP / IPv6-in-IPv6 (lib/l3dsr.h)
 
 // ep_info.flags
 #define EP_F_ELIGIBLE     1          // enabled and healthy: may get new flows
@@ -73,6 +75,8 @@
 #define CT_F_DSR          2          // direct server return: no rewrite, no reply entry
 #define CT_F_XLAT         4          // NAT64/NAT46: the endpoint side is the other family
 #define CT_F_PASS         8          // let in by the firewall, not translated (lib/fw_flow.h)
+#define CT_F_IPIP         16         // L3-DSR: encapsulated towards the endpoint
+#define CT_F_TAIL         (CT_F_XLAT | CT_F_IPIP)   // handled by a program of their own
 
 // Timeouts (seconds). Established uses the service's inactivity timeout.
 #define TO_TCP_SYN        30

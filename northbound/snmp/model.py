@@ -47,10 +47,10 @@ NOTIFY_PREVIOUS_HEALTH = (*NOTIFY_OBJECTS, 1, 0)
 NOTIFY_COMMIT_ID = (*NOTIFY_OBJECTS, 2, 0)
 NOTIFY_COMMIT_SUMMARY = (*NOTIFY_OBJECTS, 3, 0)
 
-SERVICE_COLUMNS = tuple(range(2, 17))
+SERVICE_COLUMNS = tuple(range(2, 19))
 ENDPOINT_COLUMNS = tuple(range(4, 14))
 # Columns read from the config only (everything else comes from the state providers).
-SERVICE_STATIC = frozenset((2, 3, 4, 5, 6, 7, 8, 9, 11))
+SERVICE_STATIC = frozenset((2, 3, 4, 5, 6, 7, 8, 9, 11, 17, 18))
 ENDPOINT_STATIC = frozenset((4, 5))
 GLOBAL_COLUMNS = (1, 2, 3, 4, 5, 6)
 FW_COLUMNS = (3, 4, 5, 6, 7)
@@ -65,6 +65,7 @@ BGP_REMOTE_AS_COL, BGP_STATE_COL = 3, 4
 ADMIN = {"enabled": 1, "disabled": 2, "drain": 3}
 PROTOCOL = {"tcp": 1, "udp": 2, "sctp": 3, "icmp": 4}
 MODE = {"default": 1, "one-arm": 2, "full-nat": 3, "dsr": 4}
+DSR_TUNNEL = {"none": 1, "ip-in-ip": 2}
 ALGORITHM = {
     "round-robin": 1,
     "weighted": 2,
@@ -413,6 +414,10 @@ class LbMib:
             return ber.integer(OPER[self.state.oper_state(row)])
         if col == 11:
             return _gauge(len(row.endpoints))
+        if col == 17:
+            return ber.integer(2 if svc.get("nat64") else 3 if svc.get("nat46") else 1)
+        if col == 18:
+            return ber.integer(DSR_TUNNEL.get(svc.get("dsr-tunnel", "none"), 1))
         if col == 12:
             return _gauge(self.state.endpoints_up(row))
         state = self.state.service(row.name)

@@ -20,6 +20,8 @@ FLAG_OF = {
     "mode": "--mode",
     "snat-address": "--snat",
     "nat64": "--nat64",
+    "nat46": "--nat46",
+    "dsr-tunnel": "--dsr-tunnel",
     "allowed-source": "--allow",
     "persistence-timeout": "--persist-timeout",
     "inactivity-timeout": "--inactivity-timeout",
@@ -53,6 +55,7 @@ def service_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "algo": "algorithm",
         "mode": "mode",
         "snat": "snat-address",
+        "dsr_tunnel": "dsr-tunnel",
         "persist_timeout": "persistence-timeout",
         "inactivity_timeout": "inactivity-timeout",
         "description": "description",
@@ -62,6 +65,8 @@ def service_from_args(args: argparse.Namespace) -> dict[str, Any]:
             svc[leaf] = getattr(args, attr)
     if args.nat64:
         svc["nat64"] = True
+    if args.nat46:
+        svc["nat46"] = True
     if args.allow:
         svc["allowed-source"] = args.allow
     if args.endpoints:
@@ -104,6 +109,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     add.add_argument("--mode", help="default (DNAT), one-arm, full-nat, dsr")
     add.add_argument("--snat", help="source address for full-nat")
     add.add_argument("--nat64", action="store_true", help="IPv6 VIP to IPv4 endpoints")
+    add.add_argument("--nat46", action="store_true", help="IPv4 VIP to IPv6 endpoints")
+    add.add_argument("--dsr-tunnel", help="none (L2-DSR, default) or ip-in-ip (L3-DSR)")
     add.add_argument("--allow", action="append", help="allowed source prefix (repeat)")
     add.add_argument("--persist-timeout", type=int, help="seconds (persistence algorithm)")
     add.add_argument("--inactivity-timeout", type=int, help="seconds idle before a flow ends")

@@ -31,6 +31,8 @@ from tui.format import (
 ENUMS = {
     "protocol": ["tcp", "udp", "sctp", "icmp"],
     "mode": ["default", "one-arm", "full-nat", "dsr"],
+    "translation": ["none", "nat64", "nat46"],
+    "dsr-tunnel": ["none", "ip-in-ip"],
     "algorithm": [
         "round-robin", "weighted", "hash", "maglev", "least-connections", "priority",
         "persistence",
@@ -52,10 +54,12 @@ FIELDS = [
     ("health-probe", "Probe", ""),
     ("admin-state", "Admin state", ""),
     ("description", "Description", ""),
+    ("translation", "NAT64/46", ""),
+    ("dsr-tunnel", "DSR tunnel", ""),
 ]
-FIELD_IDS = {f for f, _, _ in FIELDS} | {"port-range-end"}
+FIELD_IDS = {f for f, _, _ in FIELDS} | {"port-range-end", "nat64", "nat46"}
 # Leaves that map onto another field of the form.
-ALIAS = {"port-range-end": "port"}
+ALIAS = {"port-range-end": "port", "nat64": "translation", "nat46": "translation"}
 
 
 class ServiceForm(Screen[bool]):
@@ -93,6 +97,8 @@ class ServiceForm(Screen[bool]):
         if field in ENUMS:
             if field == "health-probe":
                 value = (svc.get("health-probe") or {}).get("type", "none")
+            elif field == "translation":  # two boolean leaves, at most one true
+                value = "nat64" if svc.get("nat64") else "nat46" if svc.get("nat46") else "none"
             else:
                 value = svc.get(field, ENUMS[field][0])
             return Select(
@@ -148,6 +154,16 @@ class ServiceForm(Screen[bool]):
                 svc.pop(field, None)
         for field in ("protocol", "mode", "algorithm", "admin-state"):
             svc[field] = self._value(field)
+        translation = self._value("translation")
+        for leaf in ("nat64", "nat46"):
+            if leaf == translation:
+                svc[leaf] = True
+            else:
+                svc.pop(leaf, None)
+        if self._value("dsr-tunnel") == "none":
+            svc.pop("dsr-tunnel", None)  # the default
+        else:
+            svc["dsr-tunnel"] = self._value("dsr-tunnel")
         try:
             low, high = parse_port(self._value("port"))
             svc.pop("port", None)

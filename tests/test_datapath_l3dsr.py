@@ -1,0 +1,174 @@
+"""L3-DSR (bpf/lib/l3dsr.h): the client's packet, untouched, inside an IPv4-in-IPv4 or
+IPv6-in-IPv6 header from the balancer to the endpoint, which holds the VIP on lo and answers
+the client directly.
+
+This kernel has no ipip/ip6tnl devices, so each backend decapsulates with a small TC
+program of the test's own (below) that also records the last outer header it removed: the
+test checks that header, and that curl through the VIP gets the endpoint's answer.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from dpkit import VIP4, VIP6, LbNet, service, wait_for
+from test_datapath_pmtu import narrow_route
+from udpflow import UdpFlow
+
+pytestmark = pytest.mark.datapath
+
+DECAP = r"""
+#include <uapi/linux/bpf.h>
+#include <uapi/linux/pkt_cls.h>
+#include <uapi/linux/if_ether.h>
+#include <uapi/linux/ip.h>
+#include <uapi/linux/ipv6.h>
+
+struct outer {
+    u64 count;
+    u32 proto;
+    u32 pad;
+    u8 src[16];
+    u8 dst[16];
+};
+BPF_ARRAY(seen, struct outer, 2);      // [0]: IPv4 in IPv4, [1]: IPv6 in IPv6
+
+int decap(struct __sk_buff *skb)
+{
+    void *data = (void *)(long)skb->data;
+    void *end = (void *)(long)skb->data_end;
+    struct ethhdr *eth = data;
+    if ((void *)(eth + 1) > end)
+        return TC_ACT_OK;
+    int i;
+    struct outer *o;
+    if (eth->h_proto == htons(ETH_P_IP)) {
+        struct iphdr *ip = (void *)(eth + 1);
+        if ((void *)(ip + 1) > end || ip->protocol != 4)
+            return TC_ACT_OK;
+        i = 0;
+        o = seen.lookup(&i);
+        if (!o)
+            return TC_ACT_SHOT;
+        o->count++;
+        o->proto = ip->protocol;
+        __builtin_memcpy(o->src, &ip->saddr, 4);
+        __builtin_memcpy(o->dst, &ip->daddr, 4);
+        return bpf_skb_adjust_room(skb, -20, BPF_ADJ_ROOM_MAC, 0) ? TC_ACT_SHOT : TC_ACT_OK;
+    }
+    if (eth->h_proto == htons(ETH_P_IPV6)) {
+        struct ipv6hdr *ip6 = (void *)(eth + 1);
+        if ((void *)(ip6 + 1) > end || ip6->nexthdr != 41)
+            return TC_ACT_OK;
+        i = 1;
+        o = seen.lookup(&i);
+        if (!o)
+            return TC_ACT_SHOT;
+        o->count++;
+        o->proto = ip6->nexthdr;
+        __builtin_memcpy(o->src, &ip6->saddr, 16);
+        __builtin_memcpy(o->dst, &ip6->daddr, 16);
+        return bpf_skb_adjust_room(skb, -40, BPF_ADJ_ROOM_MAC, 0) ? TC_ACT_SHOT : TC_ACT_OK;
+    }
+    return TC_ACT_OK;
+}
+"""
+
+
+def attach_decap(backends: list[Any]) -> Any:
+    """The decapsulating program on each backend's link (TC ingress), and the VIPs on each
+    backend's lo. Returns the loaded BPF object (its `seen` map; `cleanup()` when done)."""
+    from bcc import BPF
+    from pyroute2 import NetNS
+
+    bpf = BPF(text=DECAP.encode())
+    fn = bpf.load_func(b"decap", BPF.SCHED_CLS)
+    for b in backends:
+        link = next(i for i in b.run(["ls", "/sys/class/net"]).stdout.split() if i != "lo")
+        with NetNS(b.ns, flags=0) as ipr:
+            idx = ipr.link_lookup(ifname=link)[0]
+            ipr.tc("add", "clsact", idx)
+            ipr.tc("add-filter", "bpf", idx, ":1", fd=fn.fd, name=fn.name, parent="ffff:fff2",
+                   classid=1, direct_action=True)  # fmt: skip
+        for vip in (f"{VIP4}/32", f"{VIP6}/128"):
+            b.run(["ip", "addr", "add", vip, "dev", "lo"], check=True)
+    return bpf
+
+
+@pytest.fixture
+def decap(lbnet: LbNet) -> Iterator[Any]:
+    bpf = attach_decap(lbnet.backends)
+    try:
+        yield bpf[b"seen"]
+    finally:
+        bpf.cleanup()  # the namespaces (and their filters) go with the topology
+
+
+def outer(seen: Any, i: int) -> tuple[int, str, str, int]:
+    o = seen[seen.Key(i)]
+    n = 4 if i == 0 else 16
+    src, dst = bytes(o.src)[:n], bytes(o.dst)[:n]
+    return (int(o.count), str(ipaddress.ip_address(src)), str(ipaddress.ip_address(dst)),
+            int(o.proto))  # fmt: skip
+
+
+def l3dsr(name: str, vip: str, port: int = 80, proto: str = "tcp",
+          backends: tuple[int, ...] = (1, 2)) -> dict[str, Any]:  # fmt: skip
+    return service(name, vip=vip, port=port, proto=proto, ep_port=port, backends=backends,
+                   mode="dsr", **{"dsr-tunnel": "ip-in-ip"})  # fmt: skip
+
+
+def test_curl_through_ipip_and_ip6ip6_answered_straight_by_the_endpoint(
+    lbnet: LbNet, decap: Any
+) -> None:
+    for b in lbnet.backends[:2]:
+        b.start_http_server(80)
+    lbnet.set(l3dsr("web4", VIP4), l3dsr("web6", VIP6))
+    assert [lbnet.curl(VIP4, 80) for _ in range(4)] == ["b1", "b2", "b1", "b2"]
+    assert [lbnet.curl(VIP6, 80) for _ in range(2)] == ["b1", "b2"]
+    # What backend 2 last took off: the balancer's own address on its link -> its own.
+    count, src, dst, proto = outer(decap, 0)
+    assert count > 0 and (src, dst, proto) == ("198.18.12.254", "198.18.12.1", 4)
+    count, src, dst, proto = outer(decap, 1)
+    assert count > 0 and (src, dst, proto) == ("2001:db8:12::fe", "2001:db8:12::1", 41)
+    rows = lbnet.rec.conntrack("web4")
+    assert len(rows) == 4 and {r["endpoint"] for r in rows} == {"198.18.11.1:80", "198.18.12.1:80"}
+
+
+@pytest.mark.parametrize("vip,expected", [(VIP4, 1400 - 20), (VIP6, 1400 - 40)])
+def test_too_big_for_the_tunnel_tells_the_client_the_mtu_less_the_overhead(
+    lbnet: LbNet, decap: Any, vip: str, expected: int
+) -> None:
+    narrow_route(lbnet, "backends")
+    lbnet.backends[0].start_udp_echo(53, addr=vip)  # answers from the VIP (its lo address)
+    lbnet.set(l3dsr("dns", vip, 53, "udp", backends=(1,)))
+    flow = UdpFlow(lbnet.client, vip, 53, timeout=0.2)
+    try:
+        # 1450 bytes of payload: too big for the tunnel on the narrow route.
+        mtu = wait_for(lambda: flow.send(1450) and int(flow.ask("mtu")) < 1500 and
+                       int(flow.ask("mtu")), timeout=5, what=f"path MTU learnt via {vip}")
+    finally:
+        flow.close()
+    assert mtu == expected
+    # Datagrams that fit the tunnel go through it and are echoed.
+    assert lbnet.client.udp_request(vip, 53, b"z" * (expected - 100)) == b"z" * (expected - 100)
+
+
+def test_a_fragmented_datagram_follows_its_first_fragment_through_the_tunnel(
+    lbnet: LbNet, decap: Any
+) -> None:
+    # The tunnel's links carry 1600 bytes, so each 1500-byte fragment fits with its outer
+    # header; the endpoint reassembles and answers the client straight (VIP as source).
+    for b, ifname in zip(lbnet.backends, lbnet.interfaces[1:], strict=True):
+        lbnet.lb.run(["ip", "link", "set", ifname, "mtu", "1600"], check=True)
+        link = next(i for i in b.run(["ls", "/sys/class/net"]).stdout.split() if i != "lo")
+        b.run(["ip", "link", "set", link, "mtu", "1600"], check=True)
+    lbnet.backends[0].start_udp_echo(53, addr=VIP4)
+    lbnet.set(l3dsr("dns", VIP4, 53, "udp", backends=(1,)))
+    big = bytes(range(256)) * 125  # 32,000 bytes: 22 fragments
+    assert lbnet.client.udp_request(VIP4, 53, big, timeout=3) == big
+    count, _, _, _ = outer(decap, 0)
+    assert count >= 22
