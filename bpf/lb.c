@@ -35,6 +35,7 @@
 #include "lib/fwd.h"
 #include "lib/pmtu.h"
 #include "lib/frag.h"
+#include "lib/snatpool.h"
 #include "lib/nat64.h"
 #include "lib/icmp_err.h"
 #include "lib/firewall.h"
@@ -176,6 +177,8 @@ static __always_inline int new_flow(struct __sk_buff *skb, struct pkt *p, __u64 
     e.t.snat_port = p->k.sport;
     if (svc.mode == MODE_FULLNAT) {
         e.t.snat = svc.snat;
+        if (svc.flags & SVC_F_POOL)
+            snat_from_pool(svc.id, &p->k.src, &e.t.snat);
     } else if (svc.mode == MODE_ONEARM) {
         // Our own address on the link towards the endpoint (filled by the control plane),
         // in the endpoint's family (NAT64/46: not the client's).

@@ -85,3 +85,27 @@ def test_an_icmp_error_is_translated_to_the_clients_family(lbnet: LbNet) -> None
     for vip in (VIP6, VIP4):
         res = lbnet.client.run(["python3", "-c", REFUSED, vip, "54"], timeout=6)
         assert res.stdout.strip() == "refused", (vip, res.stdout, res.stderr)
+
+
+def test_a_full_nat_pool_spreads_clients_each_on_one_address(lbnet: LbNet) -> None:
+    pool = [SNAT4, "198.19.0.101", "198.19.0.102"]  # snat-address first, then snat-pool
+    doc = xlat("web64", VIP6, "full-nat")
+    doc["snat-pool"] = pool[1:]
+    lbnet.set(doc)
+    link = next(i for i in lbnet.client.run(["ls", "/sys/class/net"]).stdout.split() if i != "lo")
+    clients = [f"2001:db8::{i:x}" for i in range(0x11, 0x19)]
+    for a in clients:
+        lbnet.client.run(["ip", "addr", "add", f"{a}/64", "dev", link, "nodad"], check=True)
+    for a in clients:
+        for _ in range(2):
+            res = lbnet.client.run(["curl", "-sS", "--fail", "-g", "--noproxy", "*", "--max-time",
+                                    "3", "--interface", a, f"http://[{VIP6}]:80/"], timeout=6)
+            assert res.returncode == 0, (a, res.stderr)  # fmt: skip
+    used: dict[str, set[str]] = {}
+    for r in lbnet.rec.conntrack("web64"):
+        client = r["client"].rsplit(":", 1)[0].strip("[]")
+        used.setdefault(client, set()).add(r["snat"].rsplit(":", 1)[0])
+    assert set(used) == set(clients)
+    assert all(len(s) == 1 for s in used.values()), used  # one source per client
+    sources = set().union(*used.values())
+    assert sources <= set(pool) and len(sources) >= 2, used

@@ -406,6 +406,7 @@ def nat46(doc: Doc) -> None:
 VALID_VARIANTS: dict[str, Callable[[Doc], None]] = {
     "nat64 one-arm": on_svc("app-nat64", mode="one-arm", snat_address=DELETE),
     "nat46 full-nat": nat46,
+    "nat64 pool": on_svc("app-nat64", snat_pool=["198.18.0.102", "198.18.0.103"]),
     "full-nat v6": on_svc("web-v6", mode="full-nat", snat_address="2001:db8::99"),
     "icmp tcp probe with port": on_probe("ping-v4", type="tcp", port=22),
     "icmp tcp probe, port on every endpoint": icmp_probe_port_on_every_endpoint,
@@ -531,6 +532,9 @@ INVALID: list[tuple[str, Callable[[Doc], None], str]] = [
     ("v6 endpoint with nat64", on_ep("app-nat64", 0, address="2001:db8::5"), "endpoint address"),
     ("nat64 on v4 vip", on_svc("web-v4", nat64=True), "nat64 requires an IPv6 vip"),
     ("nat46 on v6 vip", on_svc("web-v6", nat46=True), "nat46 requires an IPv4 vip"),
+    ("pool without full-nat", on_svc("web-v4", snat_pool=["198.18.0.101"]), "snat-pool is only"),
+    ("pool of another family", on_svc("app-nat64", snat_pool=["2001:db8::5"]), "snat-pool addr"),
+    ("pool repeats snat-address", on_svc("dns-fullnat", snat_pool=["198.18.0.100"]), "repeats"),
     ("nat46 in default mode", on_svc("web-v4", nat46=True), "nat46 requires mode"),
     (
         "v4 endpoint with nat46",

@@ -71,7 +71,7 @@ class Driver:
         self.t = {name: program.table(name) for name in (
             "svc_map", "range_map", "ep_map", "sel_map", "rr_map", "persist_map", "ifaddr_map",
             "allow_map", "ct_map", "svc_stats", "ep_stats", "svc_active", "ep_active",
-            "nh_gen_map", "ep_arr", "sel_small_map")}  # fmt: skip
+            "nh_gen_map", "ep_arr", "sel_small_map", "snat_pool_map")}  # fmt: skip
         self._gen_lock = threading.Lock()
         self.ct = Conntrack(self.t)
         self.services: dict[str, ServiceState] = {}
@@ -251,6 +251,8 @@ class Driver:
             info.range_lo, info.range_hi = range_
         if doc.get("snat-address"):
             info.snat.w[:] = L.addr_words(doc["snat-address"])[1]
+        if self._write_snat_pool(sid, doc):
+            info.flags |= L.SVC_F_POOL
         self.t["svc_map"][self._svc_key(key)] = info
         if range_ or name in self._ranges.get(self._range_id(key), {}):
             self._set_range(state, range_)
@@ -270,11 +272,27 @@ class Driver:
             gone = set(stale.values())
             self._flush_ids(ep_ids=gone)
 
+    def _write_snat_pool(self, sid: int, doc: Doc) -> bool:
+        """Full-NAT's source addresses when there are more than one (snat-address first,
+        then snat-pool): written before the service entry that points at them."""
+        t = self.t["snat_pool_map"]
+        pool = [doc["snat-address"], *doc.get("snat-pool", [])] if doc.get("snat-address") else []
+        if doc.get("mode") != "full-nat" or len(pool) < 2:
+            t.pop(t.Key(sid), None)
+            return False
+        v = t.Leaf()
+        v.n = len(pool[: L.SNAT_POOL_MAX])
+        for i, address in enumerate(pool[: L.SNAT_POOL_MAX]):
+            v.a[i].w[:] = L.addr_words(address)[1]
+        t[t.Key(sid)] = v
+        return True
+
     def remove_service(self, name: str) -> None:
         state = self.services.get(name)
         if state is None:
             return
         self.t["svc_map"].pop(self._svc_key(state.key), None)  # invisible from here on
+        self.t["snat_pool_map"].pop(self.t["snat_pool_map"].Key(state.id), None)
         if name in self._ranges.get(self._range_id(state.key), {}):
             self._set_range(state, None)
         self._delete_slots(state.id, state.gen, state.n_slots)
@@ -291,6 +309,7 @@ class Driver:
         """After start-up: drop what the maps hold that the config no longer has."""
         for key, (sid, gen, n_slots) in list(self._found_svc.items()):
             self.t["svc_map"].pop(self._svc_key(key), None)
+            self.t["snat_pool_map"].pop(self.t["snat_pool_map"].Key(sid), None)
             self._delete_slots(sid, gen, n_slots)
             self._flush_ids(svc_ids={sid})
             self._reset_service_counters(sid)

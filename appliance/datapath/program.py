@@ -37,6 +37,7 @@ MAPS = {
     "allow_map": "allow", "svc_stats": "svcst", "ep_stats": "epst", "svc_active": "svcact",
     "ep_active": "epact", "jmp_map": "jmp", "nh_gen_map": "nhgen",
     "ep_arr": "eparr", "sel_small_map": "selsm", "frag_map": "frag",
+    "snat_pool_map": "snatpool",
     "fw_live": "fwlive", "fw_gens": "fwgen", "fw_tuples": "fwtup", "fw_keys": "fwkeys",
     "fw_ifpol": "fwifpol", "fw_snat": "fwsnat", "fw_stats": "fwst",
 }  # fmt: skip

@@ -55,6 +55,7 @@
 #define SVC_F_RANGE       1          // port range: the destination port is kept
 #define SVC_F_ALLOW       2          // only sources in allow_map may open flows
 #define SVC_F_IPIP        4          // DSR through IP-in-IP / IPv6-in-IPv6 (lib/l3dsr.h)
+#define SVC_F_POOL        8          // full-NAT source from a pool (lib/snatpool.h)
 
 // ep_info.flags
 #define EP_F_ELIGIBLE     1          // enabled and healthy: may get new flows

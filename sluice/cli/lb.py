@@ -19,6 +19,7 @@ FLAG_OF = {
     "algorithm": "--algo",
     "mode": "--mode",
     "snat-address": "--snat",
+    "snat-pool": "--snat-pool",
     "nat64": "--nat64",
     "nat46": "--nat46",
     "dsr-tunnel": "--dsr-tunnel",
@@ -67,6 +68,8 @@ def service_from_args(args: argparse.Namespace) -> dict[str, Any]:
         svc["nat64"] = True
     if args.nat46:
         svc["nat46"] = True
+    if args.snat_pool:
+        svc["snat-pool"] = args.snat_pool
     if args.allow:
         svc["allowed-source"] = args.allow
     if args.endpoints:
@@ -108,6 +111,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     add.add_argument("--mode", help="default (DNAT), one-arm, full-nat, dsr")
     add.add_argument("--snat", help="source address for full-nat")
+    add.add_argument("--snat-pool", action="append",
+                     help="another full-nat source address (repeat; up to 7): NAT64/46 pools")
     add.add_argument("--nat64", action="store_true", help="IPv6 VIP to IPv4 endpoints")
     add.add_argument("--nat46", action="store_true", help="IPv4 VIP to IPv6 endpoints")
     add.add_argument("--dsr-tunnel", help="none (L2-DSR, default) or ip-in-ip (L3-DSR)")
