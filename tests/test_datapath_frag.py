@@ -89,3 +89,50 @@ def test_later_fragments_without_their_first_go_to_the_stack(lbnet: LbNet) -> No
     assert sum(1 for _ in lbnet.rec.program.table("frag_map")) == 1
     # The whole datagram in order (the sender's retry) is balanced and echoed.
     assert lbnet.client.udp_request(VIP4, 53, BIG, timeout=3) == BIG
+
+
+# A TCP SYN carrying 2,000 bytes, sent as two IPv4 fragments from a raw socket; prints the
+# flags of the first TCP segment from VIP:80 back to our port (the backend's SYN-ACK, which
+# it sends only once it has reassembled both fragments with a valid checksum).
+TCP_FRAGMENTS = r"""
+import socket, struct, sys, time
+src, dst, sport = sys.argv[1], sys.argv[2], int(sys.argv[3])
+payload = bytes(range(250)) * 8
+def csum(b):
+    if len(b) % 2: b += b"\0"
+    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    while s >> 16: s = (s & 0xffff) + (s >> 16)
+    return ~s & 0xffff
+tcp = struct.pack("!HHIIBBHHH", sport, 80, 1000, 0, 5 << 4, 0x02, 64240, 0, 0) + payload
+ph = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!BBH", 0, 6, len(tcp))
+tcp = tcp[:16] + struct.pack("!H", csum(ph + tcp)) + tcp[18:]
+rx = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
+rx.settimeout(0.5)
+tx = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+for i, chunk in enumerate((tcp[:1480], tcp[1480:])):
+    hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(chunk), 0x5151,
+                      (0x2000 if i == 0 else 0) | (i * 1480 // 8), 64, 6, 0,
+                      socket.inet_aton(src), socket.inet_aton(dst))
+    tx.sendto(hdr + chunk, (dst, 0))
+deadline = time.monotonic() + 3
+while time.monotonic() < deadline:
+    try:
+        pkt = rx.recv(4096)
+    except TimeoutError:
+        continue
+    ihl = (pkt[0] & 15) * 4
+    s, d = struct.unpack("!HH", pkt[ihl:ihl + 4])
+    if socket.inet_ntoa(pkt[12:16]) == dst and s == 80 and d == sport:
+        print(hex(pkt[ihl + 13]))
+        break
+"""
+
+
+def test_a_fragmented_tcp_syn_reaches_the_endpoint_whole(lbnet: LbNet) -> None:
+    lbnet.set(service("web4"))
+    res = lbnet.client.run(["python3", "-c", TCP_FRAGMENTS, "198.18.0.1", VIP4, "40123"],
+                           timeout=8)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "0x12", res.stdout  # SYN-ACK from the VIP
+    rows = lbnet.rec.conntrack("web4")
+    assert len(rows) == 1 and rows[0]["packets"][0] >= 2, rows  # both fragments counted
