@@ -241,3 +241,44 @@ def test_cli_on_a_running_daemon_filters_traffic(lb_daemon: Any) -> None:
     wait_for(lambda: (d.cli_json("fw", "list")["rules"][0]["packets"] or 0) >= 1, timeout=10)
     assert d.cli("fw", "policy", up, "allow").returncode == 0
     assert http_ok(net, b2)
+
+
+def test_trap_count_and_mark_actions(lbnet: Any) -> None:
+    """trap: a copy of each packet out of a capture interface (tcpdump there sees it) and
+    the flow still works; count: counted, then the default policy; mark: the stack sees
+    the packet mark (an nft counter in the LB's namespace matches it)."""
+    net = lbnet
+    cap = net.topo.host("cap")
+    link = net.topo.link(net.lb, cap)
+    lb_if, cap_if = link.ifname(net.lb), link.ifname(cap)
+    b1, b2, b3 = (backend_addr(n) for n in (1, 2, 3))
+    dump = cap.popen(["timeout", "15", "tcpdump", "-c", "1", "-nn", "-i", cap_if,
+                      f"tcp and dst host {b1} and dst port {HTTP_PORT}"],
+                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    nft = [
+        ["nft", "add", "table", "inet", "fwt"],
+        ["nft", "add", "chain", "inet", "fwt", "fc", "{ type filter hook forward priority 0; }"],
+        ["nft", "add", "rule", "inet", "fwt", "fc", "meta", "mark", "0x2a", "counter"],
+    ]
+    for cmd in nft:
+        res = net.lb.run(cmd)
+        assert res.returncode == 0, res.stderr
+    rules = [
+        {"name": "trap-b1", "preference": 10, "destination-prefix": f"{b1}/32",
+         "action": "trap", "interface": lb_if},
+        {"name": "count-b2", "preference": 20, "destination-prefix": f"{b2}/32",
+         "action": "count"},
+        {"name": "mark-b3", "preference": 30, "destination-prefix": f"{b3}/32",
+         "action": "mark", "mark": 42},
+    ]  # fmt: skip
+    set_fw(net, rules)
+    deadline = time.monotonic() + 10
+    while dump.poll() is None and time.monotonic() < deadline:
+        assert http_ok(net, b1)  # the trapped flow itself goes on
+        time.sleep(0.2)
+    assert dump.wait(timeout=10) == 0, dump.stdout.read() if dump.stdout else ""
+    assert http_ok(net, b2) and hits(net, "count-b2") >= 1  # counted, then allowed
+    assert http_ok(net, b3) and hits(net, "mark-b3") >= 1
+    listed = net.lb.run(["nft", "list", "chain", "inet", "fwt", "fc"]).stdout
+    packets = int(listed.split("counter packets ")[1].split()[0])
+    assert packets >= 1, listed
