@@ -40,6 +40,7 @@
 #include "lib/icmp_err.h"
 #include "lib/firewall.h"
 #include "lib/l3dsr.h"
+#include "lib/ha.h"
 
 static __always_inline void count(struct pkt *p, __u32 svc_id, __u32 ep_id, int new_flow)
 {
@@ -101,9 +102,10 @@ static __always_inline int claim_reply(struct ct_entry *e, struct pkt *p, __u64 
         return ct_map.insert(&rk, e);
     }
     __u8 family = ct_reply_family(e);          // NAT64/46: the endpoint's
-    __u32 start = bpf_get_prandom_u32();
+    __u32 start = bpf_get_prandom_u32(), lo, span;
+    ha_snat_range(&lo, &span);                 // this node's own range (HA pairs)
     for (int i = 0; i < FNAT_TRIES; i++) {
-        e->t.snat_port = bpf_htons(FNAT_PORT_MIN + (start + i * 7919) % FNAT_PORT_SPAN);
+        e->t.snat_port = bpf_htons(lo + (start + i * 7919) % span);
         ct_reply_key(&e->t, p->k.proto, family, &rk);
         if (ct_map.insert(&rk, e) == 0)
             return 0;
@@ -148,7 +150,7 @@ static __always_inline int new_flow(struct __sk_buff *skb, struct pkt *p, __u64 
     if (p->k.proto == IPPROTO_TCP && (p->tcp_flags & TCP_RST))
         return TC_ACT_OK;
     struct svc_info *s = lookup_service(p);
-    if (!s)
+    if (!s || ha_paused(&p->k.dst, p->k.family))
         return TC_ACT_OK;
     if (p->ttl <= 1)
         return TC_ACT_OK;                      // the stack answers "time exceeded"
@@ -239,6 +241,7 @@ static __always_inline int new_flow(struct __sk_buff *skb, struct pkt *p, __u64 
             ct_drop_reply(&e);
         return NEW_FLOW_LOST_RACE;
     }
+    flow_event(&e, FE_CREATED);
 
     __u32 sid = svc.id;
     __s64 *a = svc_active.lookup(&sid);
@@ -286,19 +289,24 @@ int sluice_lb(struct __sk_buff *skb)
         if (!e)
             return TC_ACT_SHOT;
     }
+    if (ha_paused(&e->t.vip, e->family))
+        return TC_ACT_OK;                      // a backup's VIP: its flows wait here
 
     if (e->dir == CT_DIR_ORIG) {
         // Expired, or a new TCP connection reusing a closed flow's tuple: start afresh.
         int restart = p.k.proto == IPPROTO_TCP && e->state == CT_CLOSED &&
                       (p.tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN;
         if (ct_expired(e, now) || restart) {
+            flow_event(e, FE_GONE);
             ct_delete_flow(e);
             int rc = start_flow(skb, &p, now);
             return rc == NEW_FLOW_LOST_RACE ? TC_ACT_SHOT : rc;
         }
         if (p.ttl <= 1)
             return TC_ACT_OK;
+        __u8 before = e->state;
         ct_track(e, &p, CT_DIR_ORIG, now);
+        ha_track(e, before);
     } else if (p.tcp_flags & (TCP_SYN | TCP_FIN | TCP_RST) || e->state != CT_EST ||
                now - e->last_ns >= CT_SYNC_NS) {
         // A reply that changes the flow's state, or the first in CT_SYNC_NS: the ORIG
@@ -308,12 +316,15 @@ int sluice_lb(struct __sk_buff *skb)
         ct_orig_key(&e->t, e->proto, e->family, &ok);
         struct ct_entry *o = ct_map.lookup(&ok);
         if (!o || ct_expired(o, now)) {
+            flow_event(o ? o : e, FE_GONE);
             ct_delete_flow(o ? o : e);
             return TC_ACT_OK;
         }
         if (p.ttl <= 1)
             return TC_ACT_OK;
+        __u8 before = o->state;
         ct_track(o, &p, CT_DIR_REPLY, now);
+        ha_track(o, before);
         e->state = o->state;
         e->last_ns = now;
     } else if (p.ttl <= 1) {

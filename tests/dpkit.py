@@ -179,7 +179,7 @@ def clear_maps(prog: Any) -> None:
     live[live.Key(0)] = live.Leaf(0)
     for name in ("svc_map", "range_map", "ep_map", "sel_map", "persist_map", "ifaddr_map",
                  "allow_map", "ct_map", "ep_stats", "ep_active", "frag_map", "fw_keys",
-                 "fw_ifpol"):  # fmt: skip
+                 "fw_ifpol", "ha_pause_map"):  # fmt: skip
         table = prog.table(name)
         if not any(True for _ in table):
             continue
@@ -188,6 +188,8 @@ def clear_maps(prog: Any) -> None:
             table.items_delete_batch()
         except Exception:  # LPM tries have no batch operations (ENOTSUPP)
             table.clear()
+    cfg = prog.table("ha_cfg_map")  # HA hooks off (bpf/lib/ha.h)
+    cfg[cfg.Key(0)] = cfg.Leaf()
 
 
 @pytest.fixture

@@ -132,6 +132,35 @@ class CtEntry(ct.Structure):
     ]  # fmt: skip
 
 
+# -- HA (bpf/lib/ha.h) ----------------------------------------------------------------------
+HA_F_EVENTS, HA_F_PAUSED = 1, 2
+CT_F_SYNCED = 0x80  # installed from a peer, not yet met by a packet here
+FE_CREATED, FE_STATE, FE_GONE = 1, 2, 3
+MAX_HA_VIPS = 4096
+FNAT_PORT_MIN, FNAT_PORT_SPAN = 1024, 64512
+
+
+class HaCfg(ct.Structure):
+    """struct ha_cfg: the one slot that switches the HA hooks (flags, full-NAT ports)."""
+
+    _fields_ = [
+        ("flags", ct.c_uint32), ("port_min", ct.c_uint16), ("pad", ct.c_uint16),
+        ("port_span", ct.c_uint32), ("pad2", ct.c_uint32),
+    ]  # fmt: skip
+
+
+class VipKey(ct.Structure):
+    """struct vip_key: a paused VIP."""
+
+    _fields_ = [("vip", Addr), ("family", ct.c_uint32)]
+
+
+class FlowEvent(ct.Structure):
+    """struct flow_event: one ring-buffer record (type, then the ORIG entry)."""
+
+    _fields_ = [("type", ct.c_uint32), ("pad", ct.c_uint32), ("e", CtEntry)]
+
+
 def sel_pages(n_slots: int) -> int:
     """sel_map entries a selection table of ``n_slots`` slots takes (bpf/lib/select.h)."""
     return -(-n_slots // SEL_PAGE)

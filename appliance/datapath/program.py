@@ -40,6 +40,7 @@ MAPS = {
     "snat_pool_map": "snatpool",
     "fw_live": "fwlive", "fw_gens": "fwgen", "fw_tuples": "fwtup", "fw_keys": "fwkeys",
     "fw_ifpol": "fwifpol", "fw_snat": "fwsnat", "fw_stats": "fwst",
+    "ha_cfg_map": "hacfg", "ha_pause_map": "hapause", "fe_drops": "fedrop",
 }  # fmt: skip
 # Pins of maps an older program used and this one does not ("sel": one selection slot per
 # entry, before pages; "rr": 32-bit round-robin counters). Unlinked at load: an attached

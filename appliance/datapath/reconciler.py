@@ -24,6 +24,7 @@ from appliance.config.errors import FieldError
 from appliance.config.paths import BGP, DATAPATH, LOAD_BALANCER
 from appliance.datapath.driver import Driver
 from appliance.datapath.fwreconcile import FirewallReconciler
+from appliance.datapath.flows import FlowHooks
 from appliance.datapath.layout import DEFAULT_CT_CAPACITY
 from appliance.datapath.program import DEFAULT_PIN_ROOT, Program
 from appliance.datapath.validate import check
@@ -66,6 +67,9 @@ class DatapathReconciler:
         self._routing: netlink.RoutingWatch | None = None
         self._follow_routes = follow_routes
         self.firewall: FirewallReconciler | None = None
+        # HA (bpf/lib/ha.h): VIPs paused on this node, written before any service is.
+        self.flows: FlowHooks | None = None
+        self._paused: list[str] = []
 
     # -- Reconciler protocol -------------------------------------------------------------
     def start(self, effective: dict[str, Any]) -> None:
@@ -79,6 +83,8 @@ class DatapathReconciler:
             self.driver = Driver(self.program, self.netns)
             self.driver.default_algorithm = default_algorithm(effective.get(BGP))
             self.driver.recover()
+            self.flows = FlowHooks(self.program)
+            self.flows.set_paused(self._paused)
             self._refresh_addresses()
             for svc in effective.get(LB, {}).get("service", []):
                 self._program(svc["name"], svc)
@@ -131,6 +137,8 @@ class DatapathReconciler:
     def close(self) -> None:
         """Stop housekeeping, drop our fds; filters and pins stay so traffic keeps flowing."""
         self._stop.set()
+        if self.flows is not None:
+            self.flows.stop_events()
         if self._routing is not None:
             self._routing.close()
         if self._thread is not None:
@@ -177,6 +185,40 @@ class DatapathReconciler:
         Empty before start() and for services the maps did not hold."""
         with self.lock:
             return dict(self.driver.pinned_health) if self.driver is not None else {}
+
+    # -- HA (the VipGate and the sync call these; bpf/lib/ha.h) ----------------------------
+    def set_paused(self, vips: list[str]) -> None:
+        """Answer for none of ``vips``' packets (services, endpoints and flows stay)."""
+        with self.lock:
+            self._paused = list(vips)
+            if self.flows is not None:
+                self.flows.set_paused(self._paused)
+
+    def flow_bindings(self) -> dict[str, Any]:
+        """This node's ids for a flow of another node, by what both configs share:
+        ``exact``: (family, vip bytes, proto, port) -> (service id, {(endpoint bytes,
+        port): endpoint id}); ``ranges``: (family, vip bytes, proto) -> [(lo, hi, same)]."""
+        import struct
+
+        from appliance.datapath import layout as L
+
+        exact: dict[tuple[int, bytes, int, int], tuple[int, dict[tuple[bytes, int], int]]] = {}
+        ranges: dict[tuple[int, bytes, int], list[tuple[int, int, int, Any]]] = {}
+        with self.lock:
+            if self.driver is None:
+                return {"exact": exact, "ranges": ranges}
+            for state in self.driver.services.values():
+                family, words, port, proto = state.key
+                vip = struct.pack("=4I", *words)
+                eps = {}
+                for (address, ep_port), ep_id in state.eps.items():
+                    eps[(struct.pack("=4I", *L.addr_words(address)[1]), ep_port)] = ep_id
+                exact[(family, vip, proto, port)] = (state.id, eps)
+                end = state.doc.get("port-range-end")
+                if end and int(end) != port:
+                    ranges.setdefault((family, vip, proto), []).append(
+                        (port, int(end), state.id, eps))
+        return {"exact": exact, "ranges": ranges}
 
     # -- operational state (control socket providers) ------------------------------------
     def service_state(self, name: str) -> dict[str, Any] | None:

@@ -83,6 +83,7 @@ class HaDoor:
 
     # -- Door -----------------------------------------------------------------------------
     async def start(self) -> None:
+        self._set_snat_ports(self.settings.sync.snat_ports)
         await self._set_sync(self.settings.sync)
         if self.settings.enabled:
             await asyncio.get_running_loop().run_in_executor(None, self._enable)
@@ -94,6 +95,7 @@ class HaDoor:
     async def reconfigure(self, section: Section) -> None:
         new = HaSettings.from_section(section)
         loop = asyncio.get_running_loop()
+        self._set_snat_ports(new.sync.snat_ports)
         await self._set_sync(new.sync)
         await self._stop_checks()
         if not new.enabled:
@@ -141,7 +143,7 @@ class HaDoor:
             self.sync = None
         self.sync_error = None
         if new.address and new.key:
-            sync = SyncService(new)
+            sync = SyncService(new, self.gate)
             try:
                 await sync.start()
             except OSError as exc:  # the address is not (yet) ours: say so, serve on
@@ -150,6 +152,16 @@ class HaDoor:
                 await sync.close()
                 return
             self.sync = sync
+
+    def _set_snat_ports(self, ports: tuple[int, int] | None) -> None:
+        """This node's full-NAT source ports (one map write). Kept when the daemon stops:
+        the pinned program forwards on."""
+        hooks = getattr(self.gate, "flows", None) if self.gate is not None else None
+        if hooks is not None:
+            try:
+                hooks.set_snat_ports(*(ports or (None, None)))
+            except (OSError, ValueError) as exc:
+                log.error("ha: snat ports not set", extra={"error": str(exc)})
 
     def status(self) -> dict[str, Any]:
         if not self.settings.enabled and self.sync is not None:
@@ -229,7 +241,7 @@ class HaDoor:
     def _apply_held(self) -> None:
         if self.gate is not None:
             counts = self.gate.set_held(self._held_vips())
-            if counts["withdrawn"] or counts["released"]:
+            if counts["paused"] or counts["released"]:
                 log.info("ha: datapath follows the roles", extra=counts)
 
     def _on_role(self, instance: str, role: str) -> None:

@@ -43,6 +43,7 @@ class SyncSettings:
     port: int = 7788
     peers: tuple[str, ...] = ()
     key: str | None = None  # hex
+    snat_ports: tuple[int, int] | None = None  # this node's full-NAT source ports
 
 
 @dataclass(frozen=True)
@@ -87,11 +88,19 @@ class HaSettings:
                 port=int(sync.get("port", 7788)),
                 peers=tuple(sync.get("peer", ())),
                 key=sync.get("key"),
+                snat_ports=_snat_ports(sync.get("snat-ports")),
             ),
         )
 
     def vips_of(self, instance: str) -> tuple[str, ...]:
         return next((i.vips for i in self.instances if i.name == instance), ())
+
+
+def _snat_ports(section: dict[str, Any] | None) -> tuple[int, int] | None:
+    section = section or {}
+    if "first" not in section and "last" not in section:
+        return None
+    return int(section.get("first", 1024)), int(section.get("last", 65535))
 
 
 def _norm(address: str) -> str:
@@ -149,6 +158,10 @@ def check(doc: dict[str, Any]) -> list[FieldError]:
     if sync.get("address") and not sync.get("key"):
         errors.append(FieldError(f"{HA_PATH}/sync/key",
                                  "a sync key is required when the sync address is set"))
+    ports = _snat_ports(sync.get("snat-ports"))
+    if ports is not None and ports[0] > ports[1]:
+        errors.append(FieldError(f"{HA_PATH}/sync/snat-ports/last",
+                                 "snat-ports last must not be below first"))
     if sync.get("key") and len(sync["key"]) % 2:
         errors.append(FieldError(f"{HA_PATH}/sync/key",
                                  "the sync key must be an even number of hex digits"))

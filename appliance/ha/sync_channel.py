@@ -1,4 +1,4 @@
-"""The conntrack sync channel between HA peers: transport only (not wired to the datapath).
+"""The conntrack sync channel between HA peers (the datapath side: appliance/ha/flowsync.py).
 
 Each node opens one TCP channel to each peer and streams its flows over it (`SyncSender`);
 it receives the peer's flows on the channel the peer opened (`SyncServer`). On every
@@ -28,7 +28,7 @@ import ipaddress
 import logging
 import os
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -103,16 +103,20 @@ class PeerStats:
 
 
 OnFlows = Callable[[str, list[FlowRecord], bool], None]  # (peer, records, part of a dump)
+# (peer, wire records undecoded, part of a dump): the receiver checks each record itself,
+# off the loop; awaiting it is the channel's back-pressure.
+OnPayload = Callable[[str, bytes, bool], Awaitable[None]]
 
 
 class SyncServer:
     """Accepts the peers' channels and hands their decoded flows to `on_flows`."""
 
     def __init__(self, address: str, port: int, key: bytes, peers: Iterable[str],
-                 on_flows: OnFlows) -> None:  # fmt: skip
+                 on_flows: OnFlows, on_payload: OnPayload | None = None) -> None:  # fmt: skip
         self.address, self.port, self.key = address, port, key
         self.peers = {str(ipaddress.ip_address(p)) for p in peers}
         self.on_flows = on_flows
+        self.on_payload = on_payload
         self.stats: dict[str, PeerStats] = {}
         self.refused: dict[str, int] = {}  # reason -> connections refused
         self._server: asyncio.AbstractServer | None = None
@@ -197,6 +201,11 @@ class SyncServer:
             elif kind == DUMP_END:
                 in_dump = False
                 stats.dumps += 1
+            elif kind == FLOWS and self.on_payload is not None:
+                if len(payload) % RECORD.size:
+                    raise CodecError(f"{len(payload)} bytes is not a whole number of records")
+                stats.flows += len(payload) // RECORD.size
+                await self.on_payload(peer, payload, in_dump)
             elif kind == FLOWS:
                 records = decode(payload)
                 stats.flows += len(records)
@@ -214,10 +223,12 @@ class SyncSender:
     peer: str
     port: int
     key: bytes
-    dump: Callable[[], Iterable[FlowRecord]]  # this node's flows now (full resync)
+    # This node's flows now (full resync): records, or runs of encoded records (bytes).
+    # Pulled on a worker thread, a chunk at a time: a million flows never stall the loop.
+    dump: Callable[[], Iterable[FlowRecord | bytes]]
     source: str | None = None
     stats: PeerStats = field(default_factory=PeerStats)
-    _queue: asyncio.Queue[FlowRecord] = field(default_factory=lambda: asyncio.Queue(QUEUE))
+    _queue: asyncio.Queue[bytes] = field(default_factory=lambda: asyncio.Queue(QUEUE))
     _task: asyncio.Task[None] | None = None
     _resync: bool = False
 
@@ -232,8 +243,12 @@ class SyncSender:
 
     def send(self, record: FlowRecord) -> None:
         """A flow changed (on the loop). A peer too slow to keep up is dumped to again."""
+        self.send_encoded(encode([record]))
+
+    def send_encoded(self, records: bytes) -> None:
+        """Encoded records (on the loop); see send."""
         try:
-            self._queue.put_nowait(record)
+            self._queue.put_nowait(records)
         except asyncio.QueueFull:
             self._resync = True
 
@@ -272,17 +287,17 @@ class SyncSender:
                 self._queue.get_nowait()
             self._resync = False
             put(DUMP_BEGIN)
-            batch: list[FlowRecord] = []
-            for record in self.dump():
-                batch.append(record)
-                if len(batch) >= BATCH:
-                    put(FLOWS, encode(batch))
-                    self.stats.flows += len(batch)
-                    batch = []
+            loop = asyncio.get_running_loop()
+            chunks = iter(self.dump())
+            while True:
+                chunk = await loop.run_in_executor(None, _next_chunk, chunks)
+                if chunk is None:
+                    break
+                for i in range(0, len(chunk), BATCH * RECORD.size):
+                    part = chunk[i : i + BATCH * RECORD.size]
+                    put(FLOWS, part)
+                    self.stats.flows += len(part) // RECORD.size
                     await writer.drain()
-            if batch:
-                put(FLOWS, encode(batch))
-                self.stats.flows += len(batch)
             put(DUMP_END)
             self.stats.dumps += 1
             await writer.drain()
@@ -292,14 +307,34 @@ class SyncSender:
                 except TimeoutError:
                     put(KEEPALIVE)
                 else:
-                    batch = [first]
-                    while len(batch) < BATCH and not self._queue.empty():
-                        batch.append(self._queue.get_nowait())
-                    put(FLOWS, encode(batch))
-                    self.stats.flows += len(batch)
+                    parts = [first]
+                    size = len(first)
+                    while size < BATCH * RECORD.size and not self._queue.empty():
+                        parts.append(self._queue.get_nowait())
+                        size += len(parts[-1])
+                    blob = b"".join(parts)
+                    for i in range(0, len(blob), BATCH * RECORD.size):
+                        put(FLOWS, blob[i : i + BATCH * RECORD.size])
+                    self.stats.flows += len(blob) // RECORD.size
                 await writer.drain()
             raise ChannelError("peer fell behind: resyncing")
         finally:
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
+
+
+def _next_chunk(chunks: Iterable[FlowRecord | bytes]) -> bytes | None:
+    """The next run of encoded records from a dump (on a worker thread); None at its end.
+    Records are gathered BATCH at a time; bytes pass through as they are."""
+    it = iter(chunks)
+    batch: list[FlowRecord] = []
+    for item in it:
+        if isinstance(item, bytes):
+            if batch:  # never mixed in practice; keep the order if it is
+                return encode(batch) + item
+            return item
+        batch.append(item)
+        if len(batch) >= BATCH:
+            break
+    return encode(batch) if batch else None

@@ -1,0 +1,199 @@
+"""The datapath's HA hooks (bpf/lib/ha.h): per-VIP pause, flow events, raw flow install.
+
+- ``set_paused(vips)``: the program answers for none of these VIPs' packets (TC_ACT_OK),
+  while their services, endpoints and conntrack entries stay (a backup keeps the flows its
+  peer synced to it, ready for the takeover).
+- ``set_snat_ports(lo, hi)``: this node's full-NAT source ports (each node of a pair its
+  own range, so synced translations never collide).
+- ``start_events(callback)``: the program emits an event when a flow is created, changes
+  state or is deleted by the datapath (the ORIG entry's bytes); a thread ("flow-events")
+  polls the ring buffer and hands the callback one batch (a list of (type, entry bytes))
+  per wake-up. The established path pays one cached array load for all of it.
+- ``walk_orig()``: the ORIG entries of the table in chunks of raw bytes (dumps, refresh).
+- ``install(keys, values)`` / ``delete(keys)``: batched map writes of raw entries.
+
+Raw bytes, not objects: a million flows must be cheap to dump and to install. What the
+bytes mean to a peer is the HA sync codec's business (appliance/ha/), which decodes them
+with the named-field formats of ``entry_format``.
+"""
+
+from __future__ import annotations
+
+import ctypes as ct
+import logging
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from appliance.datapath import ctwalk
+from appliance.datapath import layout as L
+
+log = logging.getLogger(__name__)
+
+POLL_MS = 50  # the reader wakes at least this often (to notice close)
+Batch = list[tuple[int, bytes]]  # (FE_* type, struct ct_entry bytes)
+
+
+class FlowHooks:
+    def __init__(self, program: Any) -> None:
+        self.prog = program
+        self.cfg = program.table("ha_cfg_map")
+        self.pause = program.table("ha_pause_map")
+        self.ct = program.table("ct_map")
+        self._lock = threading.Lock()
+        self._paused: set[tuple[int, tuple[int, int, int, int]]] = set()
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._callbacks: list[Callable[[Batch], None]] = []
+        self._batch: Batch = []
+        self.events = 0
+        self._ring_open = False
+        # Read back what a previous daemon left (pins): set_paused writes only differences.
+        for k in self.pause:
+            self._paused.add((int(k.family), tuple(k.vip.w)))  # type: ignore[arg-type]
+
+    # -- ha_cfg ----------------------------------------------------------------------------
+    def _cfg(self) -> Any:
+        return self.cfg[self.cfg.Key(0)]
+
+    def _set_flag(self, flag: int, on: bool) -> None:
+        with self._lock:
+            c = self._cfg()
+            c.flags = (c.flags | flag) if on else (c.flags & ~flag)
+            self.cfg[self.cfg.Key(0)] = c
+
+    def set_snat_ports(self, lo: int | None, hi: int | None) -> None:
+        """Full-NAT source ports lo..hi (inclusive); None: the default 1024..65535."""
+        with self._lock:
+            c = self._cfg()
+            if lo is None or hi is None:
+                c.port_min, c.port_span = 0, 0
+            else:
+                if not L.FNAT_PORT_MIN <= lo <= hi <= 65535:
+                    raise ValueError(f"source-port range {lo}-{hi} is not within 1024-65535")
+                c.port_min, c.port_span = lo, hi - lo + 1
+            self.cfg[self.cfg.Key(0)] = c
+
+    def snat_ports(self) -> tuple[int, int]:
+        c = self._cfg()
+        if not c.port_span:
+            return L.FNAT_PORT_MIN, 65535
+        return int(c.port_min), int(c.port_min) + int(c.port_span) - 1
+
+    # -- pause -----------------------------------------------------------------------------
+    def set_paused(self, vips: Iterable[str]) -> None:
+        """Pause exactly ``vips`` (their packets pass untouched); the rest answer again."""
+        wanted = {L.addr_words(v) for v in vips}
+        with self._lock:
+            # Added before the flag goes up, the flag down before the last one goes.
+            for family, words in wanted - self._paused:
+                self.pause[self._vip_key(family, words)] = self.pause.Leaf(1)
+            c = self._cfg()
+            c.flags = (c.flags | L.HA_F_PAUSED) if wanted else (c.flags & ~L.HA_F_PAUSED)
+            self.cfg[self.cfg.Key(0)] = c
+            for family, words in self._paused - wanted:
+                self.pause.pop(self._vip_key(family, words), None)
+            self._paused = wanted
+
+    def paused(self) -> list[str]:
+        with self._lock:
+            return sorted(L.words_addr(w, f) for f, w in self._paused)
+
+    def _vip_key(self, family: int, words: tuple[int, int, int, int]) -> Any:
+        k = self.pause.Key()
+        k.vip.w[:] = words
+        k.family = family
+        return k
+
+    # -- flow events -----------------------------------------------------------------------
+    def start_events(self, callback: Callable[[Batch], None]) -> None:
+        """Add a consumer of event batches; the first one turns the events on."""
+        with self._lock:
+            self._callbacks.append(callback)
+            if self._thread is not None:
+                return
+            if not self._ring_open:
+                self.prog.table("flow_events").open_ring_buffer(self._on_event)
+                self._ring_open = True
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="flow-events", daemon=True)
+            self._thread.start()
+        self._set_flag(L.HA_F_EVENTS, True)
+
+    def stop_events(self, callback: Callable[[Batch], None] | None = None) -> None:
+        """Remove a consumer (all: None); the last one turns the events off."""
+        with self._lock:
+            if callback is None:
+                self._callbacks.clear()
+            elif callback in self._callbacks:
+                self._callbacks.remove(callback)
+            if self._callbacks:
+                return
+            thread, self._thread = self._thread, None
+        self._set_flag(L.HA_F_EVENTS, False)
+        self._stop.set()
+        if thread is not None:
+            thread.join(timeout=5)
+
+    def drops(self) -> int:
+        t = self.prog.table("fe_drops")
+        v = t.get(t.Key(0))
+        return sum(int(x.value) if hasattr(x, "value") else int(x) for x in v) if v else 0
+
+    def _on_event(self, _ctx: Any, data: Any, size: int) -> int:
+        raw = ct.string_at(data, size)
+        self._batch.append((int.from_bytes(raw[:4], "little"), raw[8:]))
+        return 0
+
+    def _run(self) -> None:
+        bpf = self.prog.bpf
+        while not self._stop.is_set():
+            try:
+                bpf.ring_buffer_poll(POLL_MS)  # the callbacks fill self._batch
+            except Exception:
+                log.exception("flow events: poll failed")
+                self._stop.wait(1.0)
+                continue
+            if not self._batch:
+                continue
+            batch, self._batch = self._batch, []
+            self.events += len(batch)
+            for cb in list(self._callbacks):
+                try:
+                    cb(batch)
+                except Exception:
+                    log.exception("flow events: consumer failed")
+
+    # -- the table, raw -------------------------------------------------------------------
+    def entry_format(self, fields: list[tuple[str, str]]) -> Any:
+        """A struct.Struct over these named fields of struct ct_entry (checked layout)."""
+        return ctwalk.unpacker(self.ct.Leaf, fields)
+
+    @property
+    def entry_size(self) -> int:
+        return ct.sizeof(self.ct.Leaf)
+
+    def walk(self) -> Iterator[tuple[bytes, bytes, int]]:
+        """(keys, values, n) chunks of the whole conntrack table."""
+        return ctwalk.walk(self.ct)
+
+    def install(self, keys: bytes, values: bytes) -> int:
+        """Write packed entries (create or replace), one batch syscall per 8,192."""
+        ks, vs = ct.sizeof(self.ct.Key), ct.sizeof(self.ct.Leaf)
+        n = len(keys) // ks
+        done = 0
+        step = ctwalk.BATCH
+        while done < n:
+            m = min(step, n - done)
+            karr = (self.ct.Key * m).from_buffer_copy(keys, done * ks)
+            varr = (self.ct.Leaf * m).from_buffer_copy(values, done * vs)
+            try:
+                self.ct.items_update_batch(karr, varr)
+            except Exception:
+                for i in range(m):
+                    self.ct[karr[i]] = varr[i]
+            done += m
+        return n
+
+    def delete(self, keys: bytes) -> int:
+        return ctwalk.delete(self.ct, keys)

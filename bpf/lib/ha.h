@@ -1,0 +1,110 @@
+// ha.h - what the HA pair needs from the datapath (issue #16), kept out of the hot path:
+//   * a per-VIP pause: a backup keeps its services, endpoints and conntrack entries (the
+//     flows its peer synced to it) but answers for none of a paused VIP's packets
+//     (TC_ACT_OK: the stack sees them as if no balancer were there);
+//   * flow events: created / state changed / gone, with the conntrack entry's whole
+//     translation, into a ring buffer the daemon reads (and streams to its peers);
+//   * this node's own source-port range for full-NAT, so translations synced between
+//     nodes never collide.
+// All three are switched by one array slot (ha_cfg), which every packet already finds in
+// the cache: with HA off nothing here costs more than that load and a branch.
+#pragma once
+
+#define HA_F_EVENTS   1              // emit flow events (a sync channel reads them)
+#define HA_F_PAUSED   2              // some VIP is paused: look it up in ha_pause_map
+
+// Flow event types (struct flow_event.type)
+#define FE_CREATED    1
+#define FE_STATE      2              // the ORIG entry's state changed
+#define FE_GONE       3              // deleted by the datapath (expired, or a reused tuple)
+
+// ct_entry.flags: installed from a peer's sync, not yet met by a packet here (a node never
+// sends such entries back; the first packet makes the flow this node's own).
+#define CT_F_SYNCED   0x80
+
+#define FE_RING_PAGES 2048           // 8 MiB: ~50,000 events between two reads
+#define MAX_HA_VIPS   4096           // paused VIPs
+
+struct ha_cfg {
+    __u32 flags;                     // HA_F_*
+    __u16 port_min;                  // full-NAT source ports: port_min .. port_min+span-1
+    __u16 pad;
+    __u32 port_span;                 // 0: the whole FNAT_PORT_MIN.. range (consts.h)
+    __u32 pad2;
+};
+
+struct vip_key {
+    struct addr vip;
+    __u32 family;
+};
+
+// One event: the ORIG entry as it is now (its translation, ids, state, timeout).
+struct flow_event {
+    __u32 type;                      // FE_*
+    __u32 pad;
+    struct ct_entry e;
+};
+
+BPF_TABLE_PINNED("array", __u32, struct ha_cfg, ha_cfg_map, 1, PIN("hacfg"));
+BPF_TABLE_PINNED("hash", struct vip_key, __u8, ha_pause_map, MAX_HA_VIPS, PIN("hapause"));
+// Events lost because the ring was full (the reader catches up through its refresh walk).
+BPF_TABLE_PINNED("percpu_array", __u32, __u64, fe_drops, 1, PIN("fedrop"));
+BPF_RINGBUF_OUTPUT(flow_events, FE_RING_PAGES);
+
+static __always_inline struct ha_cfg *ha_cfg(void)
+{
+    __u32 zero = 0;
+    return ha_cfg_map.lookup(&zero);
+}
+
+// 1 if packets to `vip` are not ours now (a backup's VIP).
+static __always_inline int ha_paused(struct addr *vip, __u8 family)
+{
+    struct ha_cfg *c = ha_cfg();
+    if (!c || !(c->flags & HA_F_PAUSED))
+        return 0;
+    struct vip_key k = {.vip = *vip, .family = family};
+    return ha_pause_map.lookup(&k) != 0;
+}
+
+static __always_inline void flow_event(struct ct_entry *e, __u32 type)
+{
+    struct ha_cfg *c = ha_cfg();
+    if (!c || !(c->flags & HA_F_EVENTS))
+        return;
+    struct flow_event *ev = flow_events.ringbuf_reserve(sizeof(struct flow_event));
+    if (!ev) {
+        __u32 zero = 0;
+        __u64 *d = fe_drops.lookup(&zero);
+        if (d)
+            *d += 1;
+        return;
+    }
+    ev->type = type;
+    ev->pad = 0;
+    __builtin_memcpy(&ev->e, e, sizeof(struct ct_entry));
+    flow_events.ringbuf_submit(ev, 0);
+}
+
+// After ct_track on the ORIG entry `o` (call sites in lb.c): a synced flow is this node's
+// from its first packet here; emit FE_STATE if its state moved from `before`.
+static __always_inline void ha_track(struct ct_entry *o, __u8 before)
+{
+    if (o->flags & CT_F_SYNCED)
+        o->flags &= ~CT_F_SYNCED;
+    if (o->state != before)
+        flow_event(o, FE_STATE);
+}
+
+// This node's full-NAT source ports: *lo .. *lo + *span - 1 (new flows only).
+static __always_inline void ha_snat_range(__u32 *lo, __u32 *span)
+{
+    struct ha_cfg *c = ha_cfg();
+    if (c && c->port_span) {
+        *lo = c->port_min;
+        *span = c->port_span;
+    } else {
+        *lo = FNAT_PORT_MIN;
+        *span = FNAT_PORT_SPAN;
+    }
+}
