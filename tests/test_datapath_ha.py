@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from dpkit import HTTP_PORT, SNAT4, UDP_PORT, VIP4, VIP6, LbNet, backend_addr, service, wait_for
-from test_datapath_nexthop import Flow
+from udpflow import UdpFlow
 
 pytestmark = pytest.mark.datapath
 
@@ -52,7 +52,7 @@ class Events:
 
 def test_paused_vip_is_not_answered_and_keeps_its_flows(lbnet: LbNet) -> None:
     lbnet.set(service("u", port=53, proto="udp", ep_port=UDP_PORT), service("web"))
-    flow = Flow(lbnet, VIP4)
+    flow = UdpFlow(lbnet.client, VIP4)
     try:
         assert flow.send(100) == "ok"
         before = lbnet.rec.conntrack("u")
