@@ -150,7 +150,7 @@ static __always_inline int new_flow(struct __sk_buff *skb, struct pkt *p, __u64 
     if (p->k.proto == IPPROTO_TCP && (p->tcp_flags & TCP_RST))
         return TC_ACT_OK;
     struct svc_info *s = lookup_service(p);
-    if (!s || ha_paused(&p->k.dst, p->k.family))
+    if (!s)
         return TC_ACT_OK;
     if (p->ttl <= 1)
         return TC_ACT_OK;                      // the stack answers "time exceeded"
@@ -280,6 +280,8 @@ int sluice_lb(struct __sk_buff *skb)
     if (p.frag == FRAG_LATER && frag_ports(&p, now))
         return TC_ACT_OK;                      // its first fragment was not ours (frag.h)
 
+    if (ha_paused(&p.k.dst, p.k.family))
+        return TC_ACT_OK;                      // a backup's VIP: its flows wait here
     struct ct_entry *e = ct_map.lookup(&p.k);
     if (!e) {
         int rc = start_flow(skb, &p, now);
@@ -289,8 +291,6 @@ int sluice_lb(struct __sk_buff *skb)
         if (!e)
             return TC_ACT_SHOT;
     }
-    if (ha_paused(&e->t.vip, e->family))
-        return TC_ACT_OK;                      // a backup's VIP: its flows wait here
 
     if (e->dir == CT_DIR_ORIG) {
         // Expired, or a new TCP connection reusing a closed flow's tuple: start afresh.

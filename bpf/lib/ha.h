@@ -1,7 +1,11 @@
 // ha.h - what the HA pair needs from the datapath (issue #16), kept out of the hot path:
 //   * a per-VIP pause: a backup keeps its services, endpoints and conntrack entries (the
-//     flows its peer synced to it) but answers for none of a paused VIP's packets
-//     (TC_ACT_OK: the stack sees them as if no balancer were there);
+//     flows its peer synced to it) but answers for no packet sent to a paused VIP, new
+//     flow or established (TC_ACT_OK: the stack sees it as if no balancer were there).
+//     Checked on the packet's destination before the conntrack lookup (checking the
+//     entry's VIP after it made the verifier give up: too many states). Replies
+//     (endpoint -> client or SNAT address) are not checked: they reach the node that holds
+//     the floating return / SNAT address, the master;
 //   * flow events: created / state changed / gone, with the conntrack entry's whole
 //     translation, into a ring buffer the daemon reads (and streams to its peers);
 //   * this node's own source-port range for full-NAT, so translations synced between
