@@ -60,7 +60,9 @@ class HaDoor:
         self.witness_ok: bool | None = None
         self.released = False
         self.takeover: set[str] = set()
-        self.synced = True  # nothing to sync until the sync channel carries conntrack
+        # False from the start of a sync channel with peers until a peer's full dump has
+        # arrived: meanwhile the `hold` track file keeps this node's priority at 1.
+        self.synced = True
         # Instances whose VIPs another node answers for (vipcheck.py): held in FAULT here.
         self.peer_holds: dict[str, str] = {}  # instance -> the other node's MAC
         self.standby: set[str] = set()  # of those, the ones this node stands back for
@@ -142,8 +144,9 @@ class HaDoor:
             await self.sync.close()
             self.sync = None
         self.sync_error = None
+        self._set_synced(not (new.address and new.key and new.peers))
         if new.address and new.key:
-            sync = SyncService(new, self.gate)
+            sync = SyncService(new, self.gate, self._on_synced)
             try:
                 await sync.start()
             except OSError as exc:  # the address is not (yet) ours: say so, serve on
@@ -152,6 +155,20 @@ class HaDoor:
                 await sync.close()
                 return
             self.sync = sync
+
+    def _on_synced(self, peer: str) -> None:
+        """On the loop: a peer's full dump is in (its flows are installed or queued)."""
+        if not self.synced:
+            log.info("ha sync: synced", extra={"peer": peer})
+            self._set_synced(True)
+
+    def _set_synced(self, synced: bool) -> None:
+        with self._lock:
+            if synced == self.synced:
+                return
+            self.synced = synced
+            if self.settings.enabled and self.paths.root.exists():
+                self._write_track_files()  # keepalived watches it: no reload
 
     def _set_snat_ports(self, ports: tuple[int, int] | None) -> None:
         """This node's full-NAT source ports (one map write). Kept when the daemon stops:

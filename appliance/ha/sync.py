@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from appliance.ha.flowsync import FlowSync
@@ -20,7 +20,8 @@ log = logging.getLogger(__name__)
 
 
 class SyncService:
-    def __init__(self, settings: SyncSettings, datapath: Any = None) -> None:
+    def __init__(self, settings: SyncSettings, datapath: Any = None,
+                 on_synced: Callable[[str], None] | None = None) -> None:
         assert settings.address and settings.key
         self.settings = settings
         key = bytes.fromhex(settings.key)
@@ -32,7 +33,8 @@ class SyncService:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.server = SyncServer(settings.address, settings.port, key, settings.peers,
                                  self._on_flows,
-                                 self.flows.receive if self.flows else None)  # fmt: skip
+                                 self.flows.receive if self.flows else None,
+                                 on_synced)  # fmt: skip
         self.senders = [SyncSender(peer, settings.port, key, self._dump,
                                    source=settings.address) for peer in settings.peers]  # fmt: skip
 

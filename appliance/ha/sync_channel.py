@@ -112,11 +112,13 @@ class SyncServer:
     """Accepts the peers' channels and hands their decoded flows to `on_flows`."""
 
     def __init__(self, address: str, port: int, key: bytes, peers: Iterable[str],
-                 on_flows: OnFlows, on_payload: OnPayload | None = None) -> None:  # fmt: skip
+                 on_flows: OnFlows, on_payload: OnPayload | None = None,
+                 on_dump_end: Callable[[str], None] | None = None) -> None:  # fmt: skip
         self.address, self.port, self.key = address, port, key
         self.peers = {str(ipaddress.ip_address(p)) for p in peers}
         self.on_flows = on_flows
         self.on_payload = on_payload
+        self.on_dump_end = on_dump_end
         self.stats: dict[str, PeerStats] = {}
         self.refused: dict[str, int] = {}  # reason -> connections refused
         self._server: asyncio.AbstractServer | None = None
@@ -201,6 +203,8 @@ class SyncServer:
             elif kind == DUMP_END:
                 in_dump = False
                 stats.dumps += 1
+                if self.on_dump_end is not None:
+                    self.on_dump_end(peer)
             elif kind == FLOWS and self.on_payload is not None:
                 if len(payload) % RECORD.size:
                     raise CodecError(f"{len(payload)} bytes is not a whole number of records")
