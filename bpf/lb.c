@@ -102,10 +102,9 @@ static __always_inline int claim_reply(struct ct_entry *e, struct pkt *p, __u64 
         return ct_map.insert(&rk, e);
     }
     __u8 family = ct_reply_family(e);          // NAT64/46: the endpoint's
-    __u32 start = bpf_get_prandom_u32(), lo, span;
-    ha_snat_range(&lo, &span);                 // this node's own range (HA pairs)
+    __u32 start = bpf_get_prandom_u32();
     for (int i = 0; i < FNAT_TRIES; i++) {
-        e->t.snat_port = bpf_htons(lo + (start + i * 7919) % span);
+        e->t.snat_port = ha_snat_port(start + i * 7919);   // this node's range (HA pairs)
         ct_reply_key(&e->t, p->k.proto, family, &rk);
         if (ct_map.insert(&rk, e) == 0)
             return 0;
@@ -280,7 +279,7 @@ int sluice_lb(struct __sk_buff *skb)
     if (p.frag == FRAG_LATER && frag_ports(&p, now))
         return TC_ACT_OK;                      // its first fragment was not ours (frag.h)
 
-    if (ha_paused(&p.k.dst, p.k.family))
+    if (ha_paused(&p.k.dst))
         return TC_ACT_OK;                      // a backup's VIP: its flows wait here
     struct ct_entry *e = ct_map.lookup(&p.k);
     if (!e) {

@@ -49,8 +49,9 @@ class FlowHooks:
         self.events = 0
         self._ring_open = False
         # Read back what a previous daemon left (pins): set_paused writes only differences.
-        for k in self.pause:
-            self._paused.add((int(k.family), tuple(k.vip.w)))  # type: ignore[arg-type]
+        for k in self.pause:  # struct addr: the family is 6 when words 1..3 are used
+            words = tuple(int(w) for w in k.w)
+            self._paused.add((6 if any(words[1:]) else 4, words))  # type: ignore[arg-type]
 
     # -- ha_cfg ----------------------------------------------------------------------------
     def _cfg(self) -> Any:
@@ -100,9 +101,8 @@ class FlowHooks:
             return sorted(L.words_addr(w, f) for f, w in self._paused)
 
     def _vip_key(self, family: int, words: tuple[int, int, int, int]) -> Any:
-        k = self.pause.Key()
-        k.vip.w[:] = words
-        k.family = family
+        k = self.pause.Key()  # struct addr (bpf/lib/ha.h: the packet's destination is the key)
+        k.w[:] = words
         return k
 
     # -- flow events -----------------------------------------------------------------------

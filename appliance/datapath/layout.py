@@ -149,12 +149,6 @@ class HaCfg(ct.Structure):
     ]  # fmt: skip
 
 
-class VipKey(ct.Structure):
-    """struct vip_key: a paused VIP."""
-
-    _fields_ = [("vip", Addr), ("family", ct.c_uint32)]
-
-
 class FlowEvent(ct.Structure):
     """struct flow_event: one ring-buffer record (type, then the ORIG entry)."""
 

@@ -10,7 +10,8 @@ conntrack entry's bytes: the record's tail *is* the entry's NAT tuple):
   flow never idles out while it is alive here, and an event lost to a full ring is
   repaired.
 Entries installed from a peer (CT_F_SYNCED, until a packet meets them here) are never
-sent back: each flow is sent by the node that carries it.
+sent back: each flow is sent by the node that carries it. NAT64/NAT46 flows (CT_F_XLAT:
+their two entries have different families, which a record does not carry) are not sent.
 
 Receiving ("ha-install" thread, fed from the sync server with back-pressure): each record
 is checked field by field (a bad one is refused, counted by field and logged; the rest of
@@ -48,6 +49,8 @@ PROTOCOLS = {6, 17, 1, 58}
 MAX_STATE = 15
 MAX_TIMEOUT_S = 7 * 86400
 REFRESH_S = 5.0
+SKIP = L.CT_F_SYNCED | L.CT_F_XLAT  # entries a node does not send
+_FLAGS = 118  # struct ct_entry.flags (checked in FlowSync.__init__)
 INSTALL_QUEUE = 64  # payloads waiting for the installer before the channel waits
 MAX_PAYLOAD = 256 * 1024  # bytes of records per payload handed to the channel
 
@@ -71,6 +74,7 @@ class FlowSync:
                          ("state", "B"), ("flags", "B"), ("proto", "B"), ("family", "B"),
                          ("fin_seen", "B")])  # fmt: skip
         self._vsize = self.hooks.entry_size
+        assert f([("flags", "B")]).size == self._vsize and _offset(f, "flags") == _FLAGS
         self.stats: Counter[str] = Counter()
         self.refused: Counter[str] = Counter()
         self.last_refresh_s = 0.0
@@ -110,7 +114,8 @@ class FlowSync:
     def _on_events(self, batch: list[tuple[int, bytes]]) -> None:
         """On the datapath's "flow-events" thread: one batch of events."""
         now = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
-        out = b"".join(self._record(e, now, kind == L.FE_GONE) for kind, e in batch)
+        out = b"".join(self._record(e, now, kind == L.FE_GONE) for kind, e in batch
+                       if not e[_FLAGS] & L.CT_F_XLAT)  # fmt: skip
         self.stats["events"] += len(batch)
         for i in range(0, len(out), MAX_PAYLOAD - MAX_PAYLOAD % RECORD.size):
             self.broadcast(out[i : i + MAX_PAYLOAD - MAX_PAYLOAD % RECORD.size])
@@ -127,7 +132,7 @@ class FlowSync:
                 off = i * vs
                 t, last, timeout_s, d, state, flags, proto, family, fin = read.unpack_from(
                     values, off)
-                if d != L.CT_DIR_ORIG or flags & L.CT_F_SYNCED or last <= since_ns:
+                if d != L.CT_DIR_ORIG or flags & SKIP or last <= since_ns:
                     continue
                 idle = max(0, now - last)
                 if idle > _timeout_s(state, proto, timeout_s) * 1_000_000_000:
@@ -297,3 +302,11 @@ def _check(family: int, proto: int, state: int, rflags: int, timeout_s: int,
         return "address"
     return None
 
+
+
+def _offset(fmt: Any, name: str) -> int:
+    """Offset of field `name` in struct ct_entry, from its checked format."""
+    import re
+
+    m = re.match(r"=(\d+)x", fmt([(name, "B")]).format)
+    return int(m.group(1)) if m else 0

@@ -37,11 +37,6 @@ struct ha_cfg {
     __u32 pad2;
 };
 
-struct vip_key {
-    struct addr vip;
-    __u32 family;
-};
-
 // One event: the ORIG entry as it is now (its translation, ids, state, timeout).
 struct flow_event {
     __u32 type;                      // FE_*
@@ -50,7 +45,10 @@ struct flow_event {
 };
 
 BPF_TABLE_PINNED("array", __u32, struct ha_cfg, ha_cfg_map, 1, PIN("hacfg"));
-BPF_TABLE_PINNED("hash", struct vip_key, __u8, ha_pause_map, MAX_HA_VIPS, PIN("hapause"));
+// Keyed by the address alone (IPv4 in word 0), so the packet's own destination is the key
+// (no copy on the stack, which is full): an IPv6 VIP whose last 12 bytes are zero would
+// share its key with an IPv4 one (the control plane refuses to pause such a pair).
+BPF_TABLE_PINNED("hash", struct addr, __u8, ha_pause_map, MAX_HA_VIPS, PIN("hapause"));
 // Events lost because the ring was full (the reader catches up through its refresh walk).
 BPF_TABLE_PINNED("percpu_array", __u32, __u64, fe_drops, 1, PIN("fedrop"));
 BPF_RINGBUF_OUTPUT(flow_events, FE_RING_PAGES);
@@ -62,13 +60,12 @@ static __always_inline struct ha_cfg *ha_cfg(void)
 }
 
 // 1 if packets to `vip` are not ours now (a backup's VIP).
-static __always_inline int ha_paused(struct addr *vip, __u8 family)
+static __always_inline int ha_paused(struct addr *vip)
 {
     struct ha_cfg *c = ha_cfg();
     if (!c || !(c->flags & HA_F_PAUSED))
         return 0;
-    struct vip_key k = {.vip = *vip, .family = family};
-    return ha_pause_map.lookup(&k) != 0;
+    return ha_pause_map.lookup(vip) != 0;
 }
 
 static __always_inline void flow_event(struct ct_entry *e, __u32 type)
@@ -100,15 +97,13 @@ static __always_inline void ha_track(struct ct_entry *o, __u8 before)
         flow_event(o, FE_STATE);
 }
 
-// This node's full-NAT source ports: *lo .. *lo + *span - 1 (new flows only).
-static __always_inline void ha_snat_range(__u32 *lo, __u32 *span)
+// Full-NAT source port number `x` of this node's range (new flows only). The range is read
+// again for each candidate (an array slot: a pointer computation), so nothing more stays
+// live across claim_reply's loop: keeping it pushed the program past its 512-byte stack.
+static __always_inline __be16 ha_snat_port(__u32 x)
 {
     struct ha_cfg *c = ha_cfg();
-    if (c && c->port_span) {
-        *lo = c->port_min;
-        *span = c->port_span;
-    } else {
-        *lo = FNAT_PORT_MIN;
-        *span = FNAT_PORT_SPAN;
-    }
+    if (c && c->port_span)
+        return bpf_htons(c->port_min + x % c->port_span);
+    return bpf_htons(FNAT_PORT_MIN + x % FNAT_PORT_SPAN);
 }
