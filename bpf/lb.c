@@ -279,9 +279,10 @@ int sluice_lb(struct __sk_buff *skb)
     if (p.frag == FRAG_LATER && frag_ports(&p, now))
         return TC_ACT_OK;                      // its first fragment was not ours (frag.h)
 
-    if (ha_paused(&p.k.dst))
-        return TC_ACT_OK;                      // a backup's VIP: its flows wait here
+    int paused = ha_paused(&p.k.dst);          // a backup's VIP (lib/ha.h)
     struct ct_entry *e = ct_map.lookup(&p.k);
+    if (paused)
+        return e ? TC_ACT_SHOT : TC_ACT_OK;    // a synced flow waits: no stack may reset it
     if (!e) {
         int rc = start_flow(skb, &p, now);
         if (rc != NEW_FLOW_LOST_RACE)

@@ -1,7 +1,9 @@
 // ha.h - what the HA pair needs from the datapath (issue #16), kept out of the hot path:
 //   * a per-VIP pause: a backup keeps its services, endpoints and conntrack entries (the
-//     flows its peer synced to it) but answers for no packet sent to a paused VIP, new
-//     flow or established (TC_ACT_OK: the stack sees it as if no balancer were there).
+//     flows its peer synced to it) but answers for no packet sent to a paused VIP: a new
+//     flow's passes (TC_ACT_OK: the stack sees it as if no balancer were there); a known
+//     flow's is dropped (during a takeover the VIP is on the interface a moment before the
+//     pause is lifted, and the stack would reset the connection: TCP retransmits instead).
 //     Checked on the packet's destination before the conntrack lookup (checking the
 //     entry's VIP after it made the verifier give up: too many states). Replies
 //     (endpoint -> client or SNAT address) are not checked: they reach the node that holds

@@ -1,0 +1,119 @@
+"""Hitless failover of an HA pair with conntrack sync (issue #16), in namespaces
+(tests/hakit.py, `synced_pair`): the master streams its flows to the backup, which installs
+them bound to its own ids while its VIPs are paused; the master's links go down; every
+connection carries on through the new master with its translation and endpoint.
+
+Load (tests/haload.py, in the client): long-lived TCP connections to a DNAT and a full-NAT
+service, each sending a numbered line every 20 ms; UDP flows every 20 ms; 20 new
+connections a second; on the IPv4 and the IPv6 VIP at once.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hakit import VIP, VIP6, Node, Pair, wait_for
+
+pytestmark = [pytest.mark.datapath, pytest.mark.slow]
+
+LOAD = Path(__file__).with_name("haload.py")
+CONNS = 10  # per TCP port and VIP: 2 ports x 2 VIPs = 40 long-lived connections
+UDP_FLOWS = 5  # per VIP
+MAX_GAP_S = 1.0
+
+
+def settled(p: Pair) -> tuple[Node, Node]:
+    def check() -> tuple[Node, Node] | None:
+        st = {n.name: n.ha() for n in p.nodes}
+        roles = {n: {i["name"]: i["role"] for i in s["instances"]} for n, s in st.items()}
+        masters = [n for n in p.nodes if set(roles[n.name].values()) == {"master"}]
+        if len(masters) != 1:
+            return None
+        other = p.b if masters[0] is p.a else p.a
+        if set(roles[other.name].values()) != {"backup"}:
+            return None
+        return masters[0], other
+
+    return wait_for(check, timeout=30)
+
+
+def flows(node: Node, vip: str, min_age: float = 0.0) -> dict[tuple[str, str], str]:
+    """(service, client) -> endpoint of the node's established flows to `vip` at least
+    `min_age` s old (the load's long-lived ones; its new connections last milliseconds)."""
+    rows = node.daemon.cli_json("ct", "list")
+    return {(r["service"], r["client"]): r["endpoint"] for r in rows
+            if r["vip"].startswith(f"[{vip}]" if ":" in vip else vip) and not r["expired"]
+            and r["state"] == "established" and r["age-s"] >= min_age}  # fmt: skip
+
+
+def start_load(p: Pair, vip: str) -> subprocess.Popen[str]:
+    return p.client.popen(["python3", str(LOAD), vip, "--tcp", "7,8", "--conns", str(CONNS),
+                           "--udp", "53", "--udp-flows", str(UDP_FLOWS), "--new-port", "7",
+                           "--duration", "60"], stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def ready(proc: subprocess.Popen[str]) -> None:
+    import select
+
+    assert proc.stdout is not None
+    r, _, _ = select.select([proc.stdout], [], [], 30)
+    assert r, "the load did not start"
+    line = proc.stdout.readline().strip()
+    assert line == "READY", (line, proc.stderr.read() if proc.stderr else "")
+
+
+def result(proc: subprocess.Popen[str]) -> dict[str, Any]:
+    """Stop the load (stdin closed) and read its summary."""
+    out, err = proc.communicate(input="", timeout=60)
+    assert proc.returncode == 0, err
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_failover_keeps_every_connection(synced_pair: Pair) -> None:
+    p = synced_pair
+    master, backup = settled(p)
+    wait_for(lambda: p.get(80) in ("b1", "b2"), timeout=15)
+    loads = {vip: start_load(p, vip) for vip in (VIP, VIP6)}
+    try:
+        for proc in loads.values():
+            ready(proc)
+        # Every established flow of the master is on the backup, bound to the same endpoint.
+        for vip in (VIP, VIP6):
+            mine = flows(master, vip, min_age=1.0)
+            assert len(mine) >= 2 * CONNS + UDP_FLOWS, mine
+            try:
+                wait_for(lambda vip=vip, mine=mine: flows(backup, vip).items() >= mine.items(),
+                         timeout=5)  # fmt: skip
+            except AssertionError:
+                theirs = flows(backup, vip)
+                missing = {k: v for k, v in mine.items() if theirs.get(k) != v}
+                rows = [r for r in backup.daemon.cli_json("ct", "list")
+                        if r["service"].startswith("echo")]
+                raise AssertionError(f"not synced: {missing}; backup rows {rows[:6]}; sync: "
+                                     f"{master.ha()['sync']} / {backup.ha()['sync']}") from None
+        before = {vip: flows(master, vip, min_age=1.0) for vip in (VIP, VIP6)}
+        master.links(False)
+        started = time.monotonic()
+        wait_for(lambda: backup.holds(VIP) and backup.holds(VIP6), timeout=5, step=0.02)
+        print(f"failover: the VIPs on the backup after {time.monotonic() - started:.2f} s")
+        # Flows live through the new master now; every flow kept its endpoint there.
+        time.sleep(2.0)
+        after = {vip: flows(backup, vip) for vip in (VIP, VIP6)}
+        results = {vip: result(proc) for vip, proc in loads.items()}
+    finally:
+        for proc in loads.values():
+            if proc.poll() is None:
+                proc.kill()
+    print("failover:", json.dumps(results))
+    for vip, res in results.items():
+        assert res["tcp"]["errors"] == [], (vip, res)
+        assert res["tcp"]["max_gap"] < MAX_GAP_S, (vip, res)
+        assert res["udp"]["silent"] == [] and res["udp"]["max_gap"] < MAX_GAP_S, (vip, res)
+        assert {k: after[vip].get(k) for k in before[vip]} == before[vip]
+    assert {i["role"] for i in backup.ha()["instances"]} == {"master"}
