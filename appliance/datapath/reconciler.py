@@ -23,8 +23,8 @@ from appliance.config import Diff
 from appliance.config.errors import FieldError
 from appliance.config.paths import BGP, DATAPATH, LOAD_BALANCER
 from appliance.datapath.driver import Driver
-from appliance.datapath.fwreconcile import FirewallReconciler
 from appliance.datapath.flows import FlowHooks
+from appliance.datapath.fwreconcile import FirewallReconciler
 from appliance.datapath.layout import DEFAULT_CT_CAPACITY
 from appliance.datapath.program import DEFAULT_PIN_ROOT, Program
 from appliance.datapath.validate import check
