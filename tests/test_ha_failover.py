@@ -85,8 +85,8 @@ def test_failover_keeps_every_connection(synced_pair: Pair) -> None:
             ready(proc)
         # Every established flow of the master is on the backup, bound to the same endpoint.
         for vip in (VIP, VIP6):
-            mine = flows(master, vip, min_age=1.0)
-            assert len(mine) >= 2 * CONNS + UDP_FLOWS, mine
+            mine = wait_for(lambda vip=vip: (m := flows(master, vip, min_age=1.0))
+                            and len(m) >= 2 * CONNS + UDP_FLOWS and m, timeout=10)  # fmt: skip
             try:
                 wait_for(lambda vip=vip, mine=mine: flows(backup, vip).items() >= mine.items(),
                          timeout=5)  # fmt: skip
