@@ -10,8 +10,8 @@ conntrack entry's bytes: the record's tail *is* the entry's NAT tuple):
   flow never idles out while it is alive here, and an event lost to a full ring is
   repaired.
 Entries installed from a peer (CT_F_SYNCED, until a packet meets them here) are never
-sent back: each flow is sent by the node that carries it. NAT64/NAT46 flows (CT_F_XLAT:
-their two entries have different families, which a record does not carry) are not sent.
+sent back: each flow is sent by the node that carries it. NAT64/NAT46, L3-DSR and firewall
+pass entries are not sent (see SKIP).
 
 Receiving ("ha-install" thread, fed from the sync server with back-pressure): each record
 is checked field by field (a bad one is refused, counted by field and logged; the rest of
@@ -49,7 +49,10 @@ PROTOCOLS = {6, 17, 1, 58}
 MAX_STATE = 15
 MAX_TIMEOUT_S = 7 * 86400
 REFRESH_S = 5.0
-SKIP = L.CT_F_SYNCED | L.CT_F_XLAT  # entries a node does not send
+# Entries a node does not send: a peer's (SYNCED), and those the record cannot describe yet:
+# NAT64/46 (XLAT: two families), firewall pass entries (PASS: no service to bind to),
+# L3-DSR (IPIP: the tunnel is not in the record).
+SKIP = L.CT_F_SYNCED | L.CT_F_XLAT | L.CT_F_PASS | L.CT_F_IPIP
 _FLAGS = 118  # struct ct_entry.flags (checked in FlowSync.__init__)
 INSTALL_QUEUE = 64  # payloads waiting for the installer before the channel waits
 MAX_PAYLOAD = 256 * 1024  # bytes of records per payload handed to the channel
@@ -115,7 +118,7 @@ class FlowSync:
         """On the datapath's "flow-events" thread: one batch of events."""
         now = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
         out = b"".join(self._record(e, now, kind == L.FE_GONE) for kind, e in batch
-                       if not e[_FLAGS] & L.CT_F_XLAT)  # fmt: skip
+                       if not e[_FLAGS] & SKIP & ~L.CT_F_SYNCED)  # fmt: skip
         self.stats["events"] += len(batch)
         for i in range(0, len(out), MAX_PAYLOAD - MAX_PAYLOAD % RECORD.size):
             self.broadcast(out[i : i + MAX_PAYLOAD - MAX_PAYLOAD % RECORD.size])
