@@ -410,3 +410,41 @@ async def test_hung_daemon_does_not_block_the_console(tmp_path: Path) -> None:
             writer.close()
         server.close()
         await server.wait_closed()
+
+
+@sync
+async def test_the_form_takes_nat64_its_pool_and_the_dsr_tunnel(daemon: Daemon) -> None:
+    from textual.widgets import Input, Select
+
+    app = console(daemon)
+    async with app.run_test(size=SIZE) as pilot:
+        await shows(pilot, "connected")
+        await pilot.press("2", "a")
+        await until(pilot, lambda: isinstance(app.screen, ServiceForm))
+        form = app.screen
+        values = {"name": "app64", "vip": "2001:db8::64", "port": "80",
+                  "snat-address": "198.19.0.100, 198.19.0.101",
+                  "endpoint": "198.18.1.5:8080"}  # fmt: skip
+        for field, value in values.items():
+            form.query_one(f"#f-{field}", Input).value = value
+        form.query_one("#f-mode", Select).value = "full-nat"
+        form.query_one("#f-translation", Select).value = "nat64"
+        await pilot.press("ctrl+g")
+        await until(pilot, lambda: not isinstance(app.screen, ServiceForm))
+        await pilot.press("C")
+        await until(pilot, lambda: isinstance(app.screen, CommitScreen))
+        await pilot.press("enter")
+        await until(pilot, lambda: "app64" in services(daemon))
+        svc = services(daemon)["app64"]
+        assert svc["nat64"] is True and svc["snat-address"] == "198.19.0.100"
+        assert svc["snat-pool"] == ["198.19.0.101"]
+        # Shown again as entered; a DSR tunnel on a full-nat service is refused inline.
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, ServiceForm))
+        form = app.screen
+        assert form.query_one("#f-translation", Select).value == "nat64"
+        assert form.query_one("#f-snat-address", Input).value == "198.19.0.100, 198.19.0.101"
+        form.query_one("#f-dsr-tunnel", Select).value = "ip-in-ip"
+        await pilot.press("ctrl+g")
+        await until(pilot, lambda: "dsr-tunnel" in screen_text(app))
+        assert isinstance(app.screen, ServiceForm)

@@ -49,7 +49,7 @@ FIELDS = [
     ("port", "Port", "80 or 8000-8100"),
     ("mode", "Mode", ""),
     ("algorithm", "Algorithm", ""),
-    ("snat-address", "SNAT address", "full-nat only"),
+    ("snat-address", "SNAT address", "full-nat only; more: a pool (ADDR, ADDR…)"),
     ("endpoint", "Endpoints", "198.18.1.1:80[:weight], [2001:db8::1]:80"),
     ("health-probe", "Probe", ""),
     ("admin-state", "Admin state", ""),
@@ -57,9 +57,10 @@ FIELDS = [
     ("translation", "NAT64/46", ""),
     ("dsr-tunnel", "DSR tunnel", ""),
 ]
-FIELD_IDS = {f for f, _, _ in FIELDS} | {"port-range-end", "nat64", "nat46"}
+FIELD_IDS = {f for f, _, _ in FIELDS} | {"port-range-end", "nat64", "nat46", "snat-pool"}
 # Leaves that map onto another field of the form.
-ALIAS = {"port-range-end": "port", "nat64": "translation", "nat46": "translation"}
+ALIAS = {"port-range-end": "port", "nat64": "translation", "nat46": "translation",
+         "snat-pool": "snat-address"}
 
 
 class ServiceForm(Screen[bool]):
@@ -111,6 +112,8 @@ class ServiceForm(Screen[bool]):
                 text += f"-{svc['port-range-end']}"
         elif field == "endpoint":
             text = endpoints_text(svc.get("endpoint", []))
+        elif field == "snat-address":  # snat-address, then the rest of the pool
+            text = ", ".join([a for a in [svc.get("snat-address")] if a] + svc.get("snat-pool", []))
         else:
             text = str(svc.get(field, ""))
         return Input(text, placeholder=placeholder, id=wid)
@@ -146,12 +149,19 @@ class ServiceForm(Screen[bool]):
         """
         svc = copy.deepcopy(self.original) if self.original else {}
         errors: dict[str, str] = {}
-        for field in ("name", "vip", "snat-address", "description"):
+        for field in ("name", "vip", "description"):
             value = self._value(field)
             if value:
                 svc[field] = value
             else:
                 svc.pop(field, None)
+        pool = [a.strip() for a in self._value("snat-address").split(",") if a.strip()]
+        svc.pop("snat-address", None)
+        svc.pop("snat-pool", None)
+        if pool:
+            svc["snat-address"] = pool[0]
+        if pool[1:]:
+            svc["snat-pool"] = pool[1:]
         for field in ("protocol", "mode", "algorithm", "admin-state"):
             svc[field] = self._value(field)
         translation = self._value("translation")
