@@ -11,6 +11,17 @@ from appliance.config import ConfigError, FieldError
 from appliance.control.api import CallContext, method
 
 
+def _without_rule_rows(datapath: Any) -> dict[str, Any]:
+    """The datapath status without the firewall's per-rule rows (10,000 rules: ~1 MB that
+    every console poll would carry); `sluice fw list` and SNMP read those."""
+    out = dict(datapath)
+    fw = out.get("firewall")
+    if isinstance(fw, dict) and "rules" in fw:
+        out["firewall"] = {k: v for k, v in fw.items() if k not in ("rules", "warnings")} | {
+            "rule-count": len(fw["rules"]), "warning-count": len(fw.get("warnings") or [])}
+    return out
+
+
 @method("status")
 def _status(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
     svc = ctx.session.service
@@ -27,11 +38,11 @@ def _status(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
         # The snapshot's reading (at most its datapath period old), not a walk of every map
         # and a netlink call per interface each time a console polls (every 2 s).
         current = snap.current()
-        status["datapath"] = dict(current.datapath)
+        status["datapath"] = _without_rule_rows(current.datapath)
         if current.conntrack_entries is not None:
             status["conntrack-entries"] = current.conntrack_entries
     elif "datapath" in ctx.state:
-        status["datapath"] = ctx.state["datapath"]()
+        status["datapath"] = _without_rule_rows(ctx.state["datapath"]())
     # The daemon's own health: doors, alarms, the event loop's heartbeat.
     for name in ("doors", "alarms", "heartbeat"):
         if name in ctx.state:
