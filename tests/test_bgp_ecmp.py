@@ -11,8 +11,8 @@ them to the same two backends.
 - kill -9 of one daemon: its speaker dies with it, the router drops that next hop and new
   connections all go through the other.
 
-Not here (needs the conntrack sync between appliances, another issue): that connections
-open through a dying appliance survive on the other.
+That connections open through a dying appliance survive on the other (the conntrack sync):
+`test_bgp_failover.py`.
 """
 
 from __future__ import annotations
