@@ -149,8 +149,8 @@ static __always_inline int new_flow(struct __sk_buff *skb, struct pkt *p, __u64 
     if (p->k.proto == IPPROTO_TCP && (p->tcp_flags & TCP_RST))
         return TC_ACT_OK;
     struct svc_info *s = lookup_service(p);
-    if (!s)
-        return TC_ACT_OK;
+    if (!s || ha_paused(&p->k.dst))
+        return TC_ACT_OK;                      // not ours, or a backup's VIP (lib/ha.h)
     if (p->ttl <= 1)
         return TC_ACT_OK;                      // the stack answers "time exceeded"
     struct svc_info svc = *s;                  // one consistent snapshot of the service
@@ -279,10 +279,7 @@ int sluice_lb(struct __sk_buff *skb)
     if (p.frag == FRAG_LATER && frag_ports(&p, now))
         return TC_ACT_OK;                      // its first fragment was not ours (frag.h)
 
-    int paused = ha_paused(&p.k.dst);          // a backup's VIP (lib/ha.h)
     struct ct_entry *e = ct_map.lookup(&p.k);
-    if (paused)
-        return e ? TC_ACT_SHOT : TC_ACT_OK;    // a synced flow waits: no stack may reset it
     if (!e) {
         int rc = start_flow(skb, &p, now);
         if (rc != NEW_FLOW_LOST_RACE)
@@ -291,6 +288,8 @@ int sluice_lb(struct __sk_buff *skb)
         if (!e)
             return TC_ACT_SHOT;
     }
+    if ((e->flags & CT_F_SYNCED) && ha_paused(&p.k.dst))
+        return TC_ACT_SHOT;                    // a peer's flow on a backup waits (lib/ha.h)
 
     if (e->dir == CT_DIR_ORIG) {
         // Expired, or a new TCP connection reusing a closed flow's tuple: start afresh.

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ctypes as ct
 import logging
+import struct
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -94,7 +95,35 @@ class FlowHooks:
             self.cfg[self.cfg.Key(0)] = c
             for family, words in self._paused - wanted:
                 self.pause.pop(self._vip_key(family, words), None)
+            newly = wanted - self._paused
             self._paused = wanted
+        if newly:
+            self._mark_synced({struct.pack("=4I", *w) for _, w in newly})
+
+    def _mark_synced(self, vips: set[bytes]) -> int:
+        """Mark this node's flows to newly paused VIPs as a peer's (CT_F_SYNCED): the
+        datapath checks the pause only for such flows (the established path of its own
+        flows pays nothing for HA), and the node that is master now carries them."""
+        vs = ct.sizeof(self.ct.Leaf)
+        ks = ct.sizeof(self.ct.Key)
+        f = self.entry_format([("t.vip", "16s"), ("dir", "B"), ("flags", "B")])
+        flags_off = ctwalk.offsets(self.ct.Leaf)["flags"][0]
+        marked = 0
+        for keys, values, n in self.walk():
+            pick_k, pick_v = [], []
+            for i in range(n):
+                vip, d, flags = f.unpack_from(values, i * vs)
+                if d == L.CT_DIR_ORIG and vip in vips and not flags & L.CT_F_SYNCED:
+                    v = bytearray(values[i * vs : (i + 1) * vs])
+                    v[flags_off] = flags | L.CT_F_SYNCED
+                    pick_k.append(keys[i * ks : (i + 1) * ks])
+                    pick_v.append(bytes(v))
+            if pick_k:
+                m = len(pick_k)
+                marked += ctwalk.update_existing(
+                    self.ct, (self.ct.Key * m).from_buffer_copy(b"".join(pick_k)),
+                    (self.ct.Leaf * m).from_buffer_copy(b"".join(pick_v)))
+        return marked
 
     def paused(self) -> list[str]:
         with self._lock:

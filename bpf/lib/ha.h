@@ -4,10 +4,10 @@
 //     flow's passes (TC_ACT_OK: the stack sees it as if no balancer were there); a known
 //     flow's is dropped (during a takeover the VIP is on the interface a moment before the
 //     pause is lifted, and the stack would reset the connection: TCP retransmits instead).
-//     Checked on the packet's destination before the conntrack lookup (checking the
-//     entry's VIP after it made the verifier give up: too many states). Replies
-//     (endpoint -> client or SNAT address) are not checked: they reach the node that holds
-//     the floating return / SNAT address, the master;
+//     Known flows are only checked when they carry CT_F_SYNCED (a peer's, or this node's
+//     own marked so by the control plane when it paused their VIP), so the established
+//     path of a master pays one bit test. Replies (endpoint -> client or SNAT address) are
+//     not checked: they reach the node holding the floating return / SNAT address;
 //   * flow events: created / state changed / gone, with the conntrack entry's whole
 //     translation, into a ring buffer the daemon reads (and streams to its peers);
 //   * this node's own source-port range for full-NAT, so translations synced between
