@@ -26,6 +26,7 @@ from appliance.bgp.validate import check as bgp_check
 from appliance.config import ConfigService, Diff
 from appliance.config.store import Store
 from appliance.control.server import ControlServer
+from appliance.datapath.qos_plan import check as qos_check
 from appliance.datapath.validate import check as datapath_limits
 from appliance.doors import DoorContext, DoorSpec, DoorSupervisor
 from appliance.events import EventBus
@@ -108,6 +109,7 @@ async def run_daemon(
         service.add_validator(bgp_check)
         service.add_validator(ha_rules)
         service.add_validator(firewall_rules)
+        service.add_validator(qos_check)
         startup_error = await loop.run_in_executor(worker, service.boot_from_startup)
         if startup_error:
             alarms.raise_("startup-not-loaded", startup_error, "major")

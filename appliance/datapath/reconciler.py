@@ -27,6 +27,7 @@ from appliance.datapath.flows import FlowHooks
 from appliance.datapath.fwreconcile import FirewallReconciler
 from appliance.datapath.layout import DEFAULT_CT_CAPACITY
 from appliance.datapath.program import DEFAULT_PIN_ROOT, Program
+from appliance.datapath.qos import QOS_SECTIONS, QosDatapath
 from appliance.datapath.validate import check
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,9 @@ class DatapathReconciler:
         # HA (bpf/lib/ha.h): VIPs paused on this node, written before any service is.
         self.flows: FlowHooks | None = None
         self._paused: list[str] = []
+        # Policers and mirrors (bpf/qos.c): compiled and attached only when configured.
+        self.qos = QosDatapath(self.pin_root, netns)
+        self.qos_sections: dict[str, dict[str, Any] | None] = {}
 
     # -- Reconciler protocol -------------------------------------------------------------
     def start(self, effective: dict[str, Any]) -> None:
@@ -92,6 +96,8 @@ class DatapathReconciler:
             self.firewall = FirewallReconciler(self.program, self.netns)
             self.firewall.start(effective, self._service_docs())
             self._set_interfaces(_interfaces(dp))
+            self.qos_sections = {k: effective.get(k) for k in QOS_SECTIONS}
+            self._sync_qos()
         if self._follow_routes:
             # Next hops cached in conntrack follow route, neighbour and link changes; the
             # ones cached before we listened (a previous daemon, or nobody) are dropped.
@@ -120,6 +126,13 @@ class DatapathReconciler:
                     self._set_interfaces(_interfaces(new))
             if self.firewall is not None:
                 self.firewall.apply(diff, self._service_docs())
+            # Sections are named without the module prefix here, with it in documents.
+            changed = {f"sluice:{k.split(':')[-1]}": new
+                       for k, (_o, new) in diff.sections_changed.items()}  # fmt: skip
+            qos = {k: new for k, new in changed.items() if k in QOS_SECTIONS}
+            self.qos_sections.update(qos)
+            if qos or diff.services_added or diff.services_removed or diff.services_changed:
+                self._sync_qos()
 
     def _set_default_algorithm(self, algorithm: str) -> None:
         """/bgp gained or lost its neighbours: services that set no algorithm change to
@@ -144,6 +157,7 @@ class DatapathReconciler:
         if self._thread is not None:
             self._thread.join(timeout=10)
         with self.lock:
+            self.qos.close()
             if self.program is not None and self._own_program:
                 self.program.close()
 
@@ -273,6 +287,7 @@ class DatapathReconciler:
                 "errors": dict(self.errors),
                 "service-errors": {name: dict(f) for name, f in self.failures.items()},
                 "firewall": self.firewall.state() if self.firewall is not None else {},
+                "qos": self.qos.status(),
             }
 
     def conntrack(
@@ -306,7 +321,14 @@ class DatapathReconciler:
             "stats": self.stats,
             "selection": self.selection,
             "firewall": self.firewall_state,
+            "qos": self.qos_state,
         }
+
+    def qos_state(self) -> dict[str, Any]:
+        """Policer colors and mirror counters by name, and the QoS program's status."""
+        with self.lock:
+            return {"policer": self.qos.policer_state(), "mirror": self.qos.mirror_state(),
+                    "status": self.qos.status()}  # fmt: skip
 
     # -- clean-up (sluice run --cleanup) --------------------------------------------------
     @staticmethod
@@ -318,6 +340,7 @@ class DatapathReconciler:
             except (OSError, LookupError) as exc:
                 log.warning("detach failed", extra={"interface": ifname, "error": str(exc)})
         Program(pin_root).remove_pins()
+        QosDatapath(pin_root, netns).remove()
 
     # -- internals -----------------------------------------------------------------------
     def _program(self, name: str, doc: dict[str, Any] | None) -> None:
@@ -357,6 +380,15 @@ class DatapathReconciler:
             self.driver.refresh_interface_addresses(netlink.interface_addresses(self.netns))
         except OSError as exc:
             log.warning("reading interface addresses failed", extra={"error": str(exc)})
+
+    def _sync_qos(self) -> None:
+        assert self.driver is not None
+        try:
+            self.qos.sync(dict(self.qos_sections), self.driver.services)
+            self.errors.pop("qos", None)
+        except Exception as exc:  # the balancer runs on; the error is in status and alarms
+            self.errors["qos"] = str(exc)
+            log.error("qos programming failed", extra={"error": str(exc)})
 
     def _set_interfaces(self, wanted: list[str]) -> None:
         assert self.program is not None

@@ -1,0 +1,329 @@
+"""The QoS program (bpf/qos.c): policers and mirror sessions, written from /qos and /mirror.
+
+``QosDatapath.sync(sections, services)`` computes the plan (qos_plan.py), compiles the
+program the first time something is configured (nothing is compiled or attached while
+/qos and /mirror are empty, so the balancer's path is untouched), writes the maps, and
+attaches the program with tcx (tcx.py) ahead of the balancer: on the interfaces named by
+interface policers and mirror sources, and on every datapath interface when a service,
+endpoint or client-prefix policer or a service mirror exists. Policer buckets start full
+when a policer is (re)programmed; counters start at zero.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from appliance import resources
+from appliance.config.paths import DATAPATH
+from appliance.datapath import layout as L
+from appliance.datapath import qos_plan as Q
+from appliance.datapath import tcx
+from appliance.datapath.program import LAYOUT_SUFFIX, DatapathUnavailable, inline_source
+
+log = logging.getLogger(__name__)
+
+SOURCE = resources.bpf_dir() / "qos.c"
+PROGRAMS = {"ingress": "sluice_qos_in", "egress": "sluice_qos_out"}
+QOS_SECTIONS = (Q.QOS, Q.MIRROR, DATAPATH)
+PINS = ("qcfg", "qpol", "qpolst", "qmir", "qmirst", "qmirseq", "qif", "qsvc", "qep", "qsrc")
+Doc = dict[str, Any]
+
+
+def _route(dst: str, netns: str | None) -> tuple[str, str]:
+    """(egress interface, preferred source) of the route to ``dst``."""
+    from appliance.netlink import _rtnl  # one netlink opener for the core
+
+    with _rtnl(netns) as ipr:
+        msgs = ipr.route("get", dst=dst)
+        if not msgs:
+            raise LookupError(f"no route to {dst}")
+        oif = msgs[0].get_attr("RTA_OIF")
+        src = msgs[0].get_attr("RTA_PREFSRC") or ""
+        links = ipr.get_links(oif)
+        return links[0].get_attr("IFLA_IFNAME"), src
+
+
+def _nudge_neighbour(dst: str, netns: str | None) -> None:
+    """One UDP datagram to the collector's discard port: the kernel resolves its neighbour
+    entry, which the program's FIB lookup needs (it cannot resolve one itself)."""
+
+    def send() -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s, contextlib.suppress(OSError):
+            s.sendto(b"", (dst, 9))
+
+    tcx._in_netns(netns, send)
+
+
+class QosDatapath:
+    def __init__(self, pin_root: Path, netns: str | None = None) -> None:
+        self.pin_root = Path(pin_root)
+        self.netns = netns
+        self.bpf: Any = None
+        self.fds: dict[str, int] = {}
+        self.pol_ids = Q.Ids(Q.MAX_POLICERS)
+        self.mir_ids = Q.Ids(Q.MAX_MIRRORS)
+        self.plan = Q.Plan()
+        self.attached: set[tuple[str, str]] = set()  # (ifname, ingress|egress)
+        self.errors: dict[str, str] = {}
+        self.names: dict[str, dict[str, int]] = {"policer": {}, "mirror": {}}
+        self._written: dict[str, set[Any]] = {}
+        self._swept = False
+        self.owns_program = True
+
+    def sharing(self, netns: str | None) -> QosDatapath:
+        """A QosDatapath for ``netns`` on this one's loaded program (tests compile once);
+        its maps start empty, and closing it leaves the program loaded."""
+        other = QosDatapath(self.pin_root, netns)
+        other.bpf, other.fds, other.owns_program = self.bpf, dict(self.fds), False
+        if other.bpf is not None:
+            other._clear_attachments()
+        return other
+
+    # -- program -------------------------------------------------------------------------
+    def load(self) -> None:
+        if self.bpf is not None:
+            return
+        from bcc import BPF
+
+        text = f'#define PIN_ROOT "{self.pin_root}"\n' + inline_source(SOURCE)
+        started = time.monotonic()
+        try:
+            self.bpf = BPF(text=text.encode())
+            for direction, name in PROGRAMS.items():
+                self.fds[direction] = self.bpf.load_func(name.encode(), BPF.SCHED_CLS).fd
+        except Exception as exc:
+            self.bpf = None
+            raise DatapathUnavailable(f"loading {SOURCE.name}: {exc}") from exc
+        log.info("qos program loaded", extra={"seconds": round(time.monotonic() - started, 2)})
+        # What a previous daemon attached stays in the pinned maps; this one starts from its
+        # own config (buckets full, counters zero), so nothing it did not write may remain.
+        self._clear_attachments()
+
+    def _clear_attachments(self) -> None:
+        for name in ("qos_if", "qos_svc", "qos_ep", "qos_src"):
+            t = self.table(name)
+            for key in [k for k, _v in t.items()]:
+                t.pop(key, None)
+        cfg = self.table("qos_cfg")
+        cfg[cfg.Key(0)] = cfg.Leaf()
+
+    def table(self, name: str) -> Any:
+        return self.bpf[name.encode()]
+
+    # -- sync ----------------------------------------------------------------------------
+    def sync(self, sections: dict[str, Doc | None], services: dict[str, Any]) -> None:
+        """Bring maps and attachments to what ``sections`` (qos, mirror, datapath) say.
+
+        ``services``: the driver's ServiceState by name (ids of services, endpoints)."""
+        plan = Q.plan(sections.get(Q.QOS), sections.get(Q.MIRROR), self.pol_ids, self.mir_ids)
+        self.names = {"policer": dict(self.pol_ids.ids), "mirror": dict(self.mir_ids.ids)}
+        dp = sections.get(DATAPATH) or {}
+        lb_ifaces = [i["name"] for i in dp.get("interface", []) if i.get("hook", "tc") == "tc"]
+        self.errors = {}
+        if plan.empty() and self.bpf is None:
+            self._detach_all(set())
+            self.plan = plan
+            return
+        self.load()
+        self._write(plan, services)
+        wanted: set[tuple[str, str]] = set()
+        for (ifname, d) in plan.interfaces:
+            wanted.add((ifname, "ingress" if d == Q.DIR_IN else "egress"))
+        if plan.flags():
+            wanted |= {(i, "ingress") for i in lb_ifaces}
+        self._detach_all(wanted)
+        for ifname, direction in sorted(wanted - self.attached):
+            try:
+                tcx.attach(ifname, self.fds[direction], direction, self.netns)
+                self.attached.add((ifname, direction))
+            except (OSError, LookupError) as exc:
+                self.errors[f"interface {ifname} {direction}"] = str(exc)
+                log.error("qos attach failed", extra={"interface": ifname, "error": str(exc)})
+        self.plan = plan
+
+    def _detach_all(self, keep: set[tuple[str, str]]) -> None:
+        targets = set(self.attached)
+        if not self._swept:
+            # A previous daemon may have left ours on interfaces this config no longer has.
+            self._swept = True
+            for _i, ifname in tcx._in_netns(self.netns, socket.if_nameindex):
+                targets |= {(ifname, "ingress"), (ifname, "egress")}
+        for ifname, direction in targets - keep:
+            try:
+                tcx.detach(ifname, direction, self.netns)
+            except OSError as exc:
+                log.warning("qos detach failed", extra={"interface": ifname, "error": str(exc)})
+            self.attached.discard((ifname, direction))
+
+    def _ifindex(self, ifname: str) -> int:
+        return tcx._in_netns(self.netns, lambda: socket.if_nametoindex(ifname))
+
+    def _write(self, plan: Q.Plan, services: dict[str, Any]) -> None:
+        pol_t, mir_t = self.table("qos_pol"), self.table("qos_mir")
+        # Policers: rewritten (buckets full) only when their configuration changed.
+        for pid, p in plan.policers.items():
+            if self.plan.policers.get(pid) == p and pid in self._written.get("pol", set()):
+                continue
+            v = pol_t.Leaf()
+            v.flags, v.cir, v.pir = p.flags, p.cir, p.pir
+            v.c_max, v.e_max, v.c_max_ns, v.e_max_ns = p.c_max, p.e_max, p.c_max_ns, p.e_max_ns
+            v.tc, v.te, v.last_ns = p.c_max, p.e_max, 0
+            v.yellow_dscp, v.red_dscp = p.yellow_dscp, p.red_dscp
+            for c in range(3):
+                v.action[c], v.dscp[c] = p.action[c], p.dscp[c]
+            pol_t[pol_t.Key(pid)] = v
+            self._zero("qos_pol_st", pid)
+        for pid in self._written.get("pol", set()) - set(plan.policers):
+            pol_t[pol_t.Key(pid)] = pol_t.Leaf()
+        self._written["pol"] = set(plan.policers)
+        for mid, m in plan.mirrors.items():
+            v = mir_t.Leaf()
+            v.type, v.sample, v.vlan, v.session = m.type, m.sample, m.vlan, m.session
+            v.ttl, v.dscp = m.ttl, m.dscp
+            try:
+                if m.collector:
+                    oif, src = _route(m.collector, self.netns)
+                    v.ifindex = self._ifindex(oif)
+                    v.dst = int.from_bytes(ipaddress.IPv4Address(m.collector).packed, "little")
+                    source = m.source or src
+                    if not source:
+                        raise LookupError(f"no source address towards {m.collector}")
+                    v.src = int.from_bytes(ipaddress.IPv4Address(source).packed, "little")
+                    _nudge_neighbour(m.collector, self.netns)
+                else:
+                    v.ifindex = self._ifindex(m.ifname)
+            except (OSError, LookupError) as exc:
+                name = next((n for n, i in self.mir_ids.ids.items() if i == mid), str(mid))
+                self.errors[f"mirror {name}"] = str(exc)
+                v.type = 0  # programmed off until a commit finds the interface or route
+            if self.plan.mirrors.get(mid) != m:
+                self._zero("qos_mir_st", mid)
+            mir_t[mir_t.Key(mid)] = v
+        for mid in self._written.get("mir", set()) - set(plan.mirrors):
+            mir_t[mir_t.Key(mid)] = mir_t.Leaf()
+        self._written["mir"] = set(plan.mirrors)
+        self._write_attachments(plan, services)
+        cfg = self.table("qos_cfg")
+        v = cfg.Leaf()
+        v.flags = plan.flags()
+        cfg[cfg.Key(0)] = v
+
+    def _zero(self, table: str, ident: int) -> None:
+        t = self.table(table)
+        for k in range(4):
+            t[t.Key(ident * 4 + k)] = t.Leaf()  # per-CPU: bcc zeroes every CPU's copy
+
+    def _write_attachments(self, plan: Q.Plan, services: dict[str, Any]) -> None:
+        qif, qsvc, qep, qsrc = (self.table(n) for n in ("qos_if", "qos_svc", "qos_ep", "qos_src"))
+        ifs: dict[Any, tuple[int, int]] = {}
+        for (ifname, d), (pol, mir) in plan.interfaces.items():
+            try:
+                ifs[(self._ifindex(ifname), d)] = (pol, mir)
+            except OSError as exc:
+                self.errors[f"interface {ifname}"] = str(exc)
+        svcs: dict[int, tuple[int, int]] = {}
+        for name, (pol, mir) in plan.services.items():
+            st = services.get(name)
+            if st is not None:
+                svcs[int(st.id)] = (pol, mir)
+        eps: dict[int, int] = {}
+        for (name, addr, port), pol in plan.endpoints.items():
+            st = services.get(name)
+            if st is None:
+                continue
+            for (a, p), ep_id in st.eps.items():
+                if ipaddress.ip_address(a).compressed == addr and int(p) == port:
+                    eps[int(ep_id)] = pol
+        srcs: dict[str, int] = dict(plan.prefixes)
+
+        def put(t: Any, key: Any, pol: int, mir: int) -> None:
+            v = t.Leaf()
+            v.policer, v.mirror = pol, mir
+            t[key] = v
+
+        def if_key(k: tuple[int, int]) -> Any:
+            key = qif.Key()
+            key.ifindex, key.dir = k
+            return key
+
+        def src_key(prefix: str) -> Any:
+            net = ipaddress.ip_network(prefix)
+            family, words = L.addr_words(str(net.network_address))
+            key = qsrc.Key()
+            key.prefixlen, key.family = 32 + net.prefixlen, family
+            for i, w in enumerate(words):
+                key.a.w[i] = w
+            return key
+
+        for k, (pol, mir) in ifs.items():
+            put(qif, if_key(k), pol, mir)
+        for k in self._written.get("if", set()) - set(ifs):
+            qif.pop(if_key(k), None)
+        for sid, (pol, mir) in svcs.items():
+            put(qsvc, qsvc.Key(sid), pol, mir)
+        for sid in self._written.get("svc", set()) - set(svcs):
+            qsvc.pop(qsvc.Key(sid), None)
+        for eid, pol in eps.items():
+            put(qep, qep.Key(eid), pol, 0)
+        for eid in self._written.get("ep", set()) - set(eps):
+            qep.pop(qep.Key(eid), None)
+        for prefix, pol in srcs.items():
+            put(qsrc, src_key(prefix), pol, 0)
+        for prefix in self._written.get("src", set()) - set(srcs):
+            qsrc.pop(src_key(prefix), None)
+        self._written.update({"if": set(ifs), "svc": set(svcs), "ep": set(eps), "src": set(srcs)})
+
+    # -- state ---------------------------------------------------------------------------
+    def _sum(self, table: str, ident: int, k: int) -> tuple[int, int]:
+        t = self.table(table)
+        values = t.get(t.Key(ident * 4 + k)) or []
+        return sum(int(v.packets) for v in values), sum(int(v.bytes) for v in values)
+
+    def policer_state(self) -> dict[str, Doc]:
+        """Per policer name: {green|yellow|red: {packets, bytes}}."""
+        if self.bpf is None:
+            return {}
+        out = {}
+        for name, pid in self.names["policer"].items():
+            out[name] = {c: dict(zip(("packets", "bytes"), self._sum("qos_pol_st", pid, i),
+                                     strict=True))
+                         for i, c in enumerate(Q.COLORS)}  # fmt: skip
+        return out
+
+    def mirror_state(self) -> dict[str, Doc]:
+        """Per session name: packets, bytes (copied), sampled-out, failed."""
+        if self.bpf is None:
+            return {}
+        out = {}
+        for name, mid in self.names["mirror"].items():
+            sent = self._sum("qos_mir_st", mid, 0)
+            out[name] = {"packets": sent[0], "bytes": sent[1],
+                         "sampled-out": self._sum("qos_mir_st", mid, 1)[0],
+                         "failed": self._sum("qos_mir_st", mid, 2)[0]}  # fmt: skip
+        return out
+
+    def status(self) -> Doc:
+        return {
+            "loaded": self.bpf is not None,
+            "attached": sorted(f"{i} {d}" for i, d in self.attached),
+            "errors": dict(self.errors),
+        }
+
+    def close(self) -> None:
+        """Drop our fds; attachments and pins stay (traffic keeps being policed)."""
+        if self.bpf is not None and self.owns_program:
+            self.bpf.cleanup()
+        self.bpf = None
+
+    def remove(self) -> None:
+        """Detach everywhere and remove our pins (``sluice run --cleanup``)."""
+        self._swept = False
+        self._detach_all(set())
+        for short in PINS:
+            (self.pin_root / f"{short}{LAYOUT_SUFFIX}").unlink(missing_ok=True)

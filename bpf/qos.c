@@ -1,0 +1,113 @@
+// qos.c - Sluice's QoS program: mirror sessions and policers (lib/mirror.h,
+// lib/policer.h), run before the balancer.
+//
+// Attached with tcx (BPF_TCX_INGRESS / BPF_TCX_EGRESS), which the kernel runs ahead of
+// the clsact filters, where the balancer (bpf/lb.c, clsact prio 1) is: it returns
+// TCX_NEXT (TC_ACT_UNSPEC) for every packet it does not drop, so the balancer and any
+// other filter see the packet next. It is attached only to interfaces where something is
+// configured (appliance/datapath/qos.py): without policers or mirrors the balancer's
+// path is exactly what it was. Built from this file alone, sharing the balancer's pinned
+// maps (service and conntrack lookups: which service and endpoint a packet belongs to).
+
+#include <uapi/linux/bpf.h>
+#include <uapi/linux/pkt_cls.h>
+#include <uapi/linux/if_ether.h>
+#include <uapi/linux/in.h>
+#include <uapi/linux/ip.h>
+#include <uapi/linux/ipv6.h>
+#include <uapi/linux/tcp.h>
+#include <uapi/linux/udp.h>
+
+#include "lib/consts.h"
+#include "lib/structs.h"
+#include "lib/maps.h"
+#include "lib/parse.h"
+#include "lib/qos_maps.h"
+#include "lib/policer.h"
+#include "lib/mirror.h"
+
+static __always_inline int qos_run(struct __sk_buff *skb, __u32 dir)
+{
+    struct qos_if_key ik = {.ifindex = skb->ifindex, .dir = dir};
+    struct qos_attach *ap = qos_if.lookup(&ik);
+    struct qos_attach ifa = {};
+    if (ap)
+        ifa = *ap;
+    // The interface's mirror sees every frame as it came (ARP too), before any policer.
+    if (ifa.mirror && mirror_packet(skb, ifa.mirror, dir))
+        return TC_ACT_SHOT;
+    struct pkt p = {};
+    if (parse_packet(skb, &p) != PARSE_OK)
+        return TC_ACT_UNSPEC;
+    __u64 now = 0;
+    if (ifa.policer) {
+        now = bpf_ktime_get_ns();
+        if (police(skb, &p, ifa.policer, now) == TC_ACT_SHOT)
+            return TC_ACT_SHOT;
+    }
+    if (dir != QOS_DIR_IN || p.icmp_err)
+        return TC_ACT_UNSPEC;
+    __u32 zero = 0;
+    struct qos_cfg *cfg = qos_cfg.lookup(&zero);
+    __u32 flags = cfg ? cfg->flags : 0;
+    if (!flags)
+        return TC_ACT_UNSPEC;
+    if (!now)
+        now = bpf_ktime_get_ns();
+    if (flags & QOS_HAVE_SRC) {
+        struct qos_src_key sk = {.prefixlen = 32 + (p.k.family == 4 ? 32 : 128),
+                                 .family = p.k.family, .a = p.k.src};
+        struct qos_attach *sa = qos_src.lookup(&sk);
+        if (sa && sa->policer && police(skb, &p, sa->policer, now) == TC_ACT_SHOT)
+            return TC_ACT_SHOT;
+    }
+    if (!(flags & (QOS_HAVE_SVC | QOS_HAVE_EP)))
+        return TC_ACT_UNSPEC;
+    // Which service (and endpoint) the packet belongs to: its conntrack entry, or for the
+    // first packet of a flow the service key (exact port; not port ranges).
+    __u32 svc_id = 0, ep_id = 0;
+    int reply = 0;
+    struct ct_entry *e = ct_map.lookup(&p.k);
+    if (e) {
+        svc_id = e->svc_id;
+        if (e->dir == CT_DIR_ORIG)
+            ep_id = e->ep_id;
+        else
+            reply = 1;
+    } else {
+        int l4 = p.k.proto == IPPROTO_TCP || p.k.proto == IPPROTO_UDP;
+        struct svc_key k = {.vip = p.k.dst, .port = l4 ? p.k.dport : 0,
+                            .proto = p.k.proto == IPPROTO_ICMPV6 ? IPPROTO_ICMP : p.k.proto,
+                            .family = p.k.family};
+        struct svc_info *s = svc_map.lookup(&k);
+        if (s)
+            svc_id = s->id;
+    }
+    if (svc_id && (flags & QOS_HAVE_SVC)) {
+        struct qos_attach *sa = qos_svc.lookup(&svc_id);
+        if (sa) {
+            struct qos_attach a = *sa;
+            // A service's mirror copies both directions; its policer the client's side.
+            if (a.mirror && mirror_packet(skb, a.mirror, reply))
+                return TC_ACT_SHOT;
+            if (a.policer && !reply && police(skb, &p, a.policer, now) == TC_ACT_SHOT)
+                return TC_ACT_SHOT;
+        }
+    }
+    if (ep_id && (flags & QOS_HAVE_EP)) {
+        struct qos_attach *ea = qos_ep.lookup(&ep_id);
+        if (ea && ea->policer && police(skb, &p, ea->policer, now) == TC_ACT_SHOT)
+            return TC_ACT_SHOT;
+    }
+    return TC_ACT_UNSPEC;
+}
+
+int sluice_qos_in(struct __sk_buff *skb)
+{
+    return qos_run(skb, QOS_DIR_IN);
+}
+
+int sluice_qos_out(struct __sk_buff *skb)
+{
+    return qos_run(skb, QOS_DIR_OUT);
+}

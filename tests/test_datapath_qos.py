@@ -1,0 +1,133 @@
+"""Policers (bpf/qos.c, lib/policer.h) with real packets through the LB namespace.
+
+A paced UDP sender on the client sends through a service (VIP -> backend 1) at a multiple
+of the policer's rate for a short window; a receiver on the backend counts what arrives
+per DSCP. The full accuracy run (10 s, iperf3 UDP and TCP) is bench/qos_accuracy.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from dpkit import VIP4, VIP6, LbNet, backend_addr, service
+from qoskit import udp_blast
+
+from appliance.config import Diff
+
+pytestmark = pytest.mark.datapath
+
+
+@pytest.fixture(scope="session")
+def qos_program(lb_program: Any) -> Iterator[Any]:
+    """bpf/qos.c compiled once per session, on the balancer's test pin dir."""
+    from appliance.datapath.qos import QosDatapath
+
+    q = QosDatapath(lb_program.pin_root)
+    q.load()
+    yield q
+    q.close()
+
+
+@pytest.fixture
+def qnet(lbnet: LbNet, qos_program: Any) -> LbNet:
+    """The client/LB/backends net whose reconciler uses the session's QoS program."""
+    lbnet.rec.qos = qos_program.sharing(lbnet.lb.ns)
+    return lbnet
+
+PORT = 6000
+RATE = 4_000_000  # bit/s
+SECS = 2.0
+
+
+def set_qos(net: Any, qos: dict[str, Any] | None, mirror: dict[str, Any] | None = None) -> None:
+    diff = Diff(sections_changed={"qos": (None, qos), "mirror": (None, mirror)})
+    net.rec.apply(diff)
+    assert not net.rec.errors, net.rec.errors
+    assert not net.rec.qos.errors, net.rec.qos.errors
+
+
+def udp_service(net: Any, vip: str = VIP4, name: str = "u") -> None:
+    net.set(service(name, vip=vip, port=PORT, proto="udp", backends=(1,), ep_port=PORT))
+
+
+def policer(name: str = "p", **kw: Any) -> dict[str, Any]:
+    return {"name": name, "cir": RATE, "cbs": 8000, **kw}
+
+
+def blast(net: Any, rate: float, vip: str = VIP4, dscp: int = 0) -> dict[int, list[int]]:
+    listen = backend_addr(1, 6 if ":" in vip else 4)
+    return udp_blast(net.client, net.backends[0], vip, listen, PORT, rate, SECS, dscp=dscp)
+
+
+def rate_of(got: dict[int, list[int]], dscp: int | None = None) -> float:
+    rows = got.values() if dscp is None else [got.get(dscp, [0, 0])]
+    return sum(r[1] for r in rows) * 8 / SECS
+
+
+def test_service_policer_drops_above_cir(qnet: Any) -> None:
+    udp_service(qnet)
+    # Without a policer everything arrives (the sender can do 2x the rate).
+    free = rate_of(blast(qnet, 2 * RATE))
+    assert free > 1.8 * RATE, free
+    set_qos(qnet, {"policer": [policer()], "service": [{"name": "u", "policer": "p"}]})
+    got = rate_of(blast(qnet, 2 * RATE))
+    assert abs(got - RATE) < 0.12 * RATE, f"passed {got:.0f} bit/s, policer {RATE}"
+    st = qnet.rec.qos_state()["policer"]["p"]
+    assert st["green"]["packets"] > 0 and st["red"]["packets"] > 0, st
+    # Removing the policer detaches the program.
+    set_qos(qnet, None)
+    assert qnet.rec.qos.attached == set()
+
+
+def test_two_rate_marks_yellow_drops_red(qnet: Any) -> None:
+    udp_service(qnet)
+    pol = policer(type="two-rate", pir=2 * RATE, pbs=8000,
+                  yellow={"action": "set-dscp", "dscp": 12})  # fmt: skip
+    set_qos(qnet, {"policer": [pol], "service": [{"name": "u", "policer": "p"}]})
+    got = blast(qnet, 3 * RATE)
+    green, yellow = rate_of(got, 0), rate_of(got, 12)
+    assert abs(green - RATE) < 0.15 * RATE, got
+    assert abs(yellow - RATE) < 0.15 * RATE, got  # PIR - CIR, re-marked AF12
+    assert set(got) <= {0, 12}, got
+    st = qnet.rec.qos_state()["policer"]["p"]
+    assert all(st[c]["packets"] > 0 for c in ("green", "yellow", "red")), st
+
+
+def test_color_aware_keeps_precolor_ipv6(qnet: Any) -> None:
+    udp_service(qnet, vip=VIP6, name="u6")
+    pol = policer(type="two-rate", pir=2 * RATE, pbs=8000, **{"color-mode": "color-aware"},
+                  **{"yellow-dscp": [12], "red-dscp": [14]},
+                  yellow={"action": "set-dscp", "dscp": 12})  # fmt: skip
+    set_qos(qnet, {"policer": [pol], "service": [{"name": "u6", "policer": "p"}]})
+    # Arriving yellow at the CIR (well under PIR): never green, passed yellow.
+    got = blast(qnet, RATE / 2, vip=VIP6, dscp=12)
+    assert 0 not in got and rate_of(got, 12) > 0.4 * RATE, got
+    # Arriving red: dropped whatever the buckets hold.
+    got = blast(qnet, RATE / 4, vip=VIP6, dscp=14)
+    assert not got, got
+
+
+def test_interface_and_prefix_policers(qnet: Any) -> None:
+    udp_service(qnet)
+    ifname = qnet.interfaces[0]  # the LB's client-facing interface
+    pol = policer(red={"action": "set-dscp", "dscp": 8})
+    set_qos(qnet, {"policer": [pol],
+                    "interface": [{"name": ifname, "direction": "ingress", "policer": "p"}]})
+    got = blast(qnet, 2 * RATE)
+    assert abs(rate_of(got, 0) - RATE) < 0.15 * RATE, got
+    assert rate_of(got, 8) > 0.6 * RATE, got  # red, re-marked CS1, not dropped
+    # The client's prefix instead: the same rate, red dropped.
+    set_qos(qnet, {"policer": [policer()],
+                    "client-prefix": [{"prefix": "198.18.0.0/24", "policer": "p"}]})
+    got = rate_of(blast(qnet, 2 * RATE))
+    assert abs(got - RATE) < 0.15 * RATE, got
+
+
+def test_endpoint_policer(qnet: Any) -> None:
+    udp_service(qnet)
+    set_qos(qnet, {"policer": [policer()], "endpoint": [
+        {"service": "u", "address": backend_addr(1), "port": PORT, "policer": "p"}]})
+    got = rate_of(blast(qnet, 2 * RATE))
+    assert abs(got - RATE) < 0.15 * RATE, got
