@@ -215,7 +215,7 @@ class DatapathStart:
             log.exception("datapath failed to start; running degraded")
             self.alarms.raise_("datapath", f"datapath failed to start: {exc}", "critical")
             # Its providers would read a datapath that is not there.
-            for name in ("service", "endpoint", "conntrack", "stats", "interfaces"):
+            for name in ("service", "endpoint", "conntrack", "stats", "interfaces", "qos"):
                 self.state.pop(name, None)
             why = str(exc)
             self.state["datapath"] = lambda: {"enabled": False, "degraded": why}

@@ -79,6 +79,9 @@ class State:
     # The config service's commit id the keys were read at (None: no config service), so a
     # reader can tell that a commit since has added services this state knows nothing of.
     commit_id: int | None = None
+    # Policer colors and mirror counters by name (the ``qos`` provider): {"policer": {name:
+    # {green|yellow|red: {packets, bytes}}}, "mirror": {name: {packets, ...}}}.
+    qos: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
 
     def service(self, name: str) -> Mapping[str, Any]:
         return self.services.get(name, EMPTY)
@@ -219,8 +222,10 @@ class Snapshot:
         elif "datapath" in old.errors:
             errors["datapath"] = old.errors["datapath"]  # still the latest word on it
         interfaces = self._interfaces(old.interfaces, errors)
+        qos_fn = self.providers.get("qos")  # a few reads per policer: every refresh
+        qos = _frozen(self._call("qos", qos_fn, errors)) if qos_fn else EMPTY
         state = State(time.monotonic(), MappingProxyType(services), MappingProxyType(endpoints),
-                      datapath, interfaces, MappingProxyType(errors), commit_id)
+                      datapath, interfaces, MappingProxyType(errors), commit_id, qos)
         self._state = state  # one assignment: a reader sees the old state or the new one
         self._key_objects = keys
         self.refreshes += 1

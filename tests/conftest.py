@@ -14,5 +14,6 @@ if _TESTS_DIR not in sys.path:
 # dpkit: the eBPF datapath (`lb_program` once per session, `lbnet` client/LB/backends);
 # datapathgate: with SLUICE_REQUIRE_DATAPATH=1 (`make test`), a datapath test skipped on a
 # machine that can run it (root, bcc, bpffs) fails the session;
-# hakit: two appliances with keepalived between two bridges (`pair`).
-pytest_plugins = ["netkit", "daemonkit", "dpkit", "datapathgate", "hakit"]
+# hakit: two appliances with keepalived between two bridges (`pair`);
+# qoskit: the QoS program once per session (`qos_program`) and `qnet` on it.
+pytest_plugins = ["netkit", "daemonkit", "dpkit", "datapathgate", "hakit", "qoskit"]

@@ -1,4 +1,5 @@
-"""QoS test kit: a paced UDP sender and a receiver that counts bytes per DSCP, and
+"""QoS test kit: the QoS program once per session (``qos_program``) and the datapath net
+using it (``qnet``), a paced UDP sender and a receiver that counts bytes per DSCP, and
 captures (tcpdump into a pcap read back here) for the mirror tests.
 
 The sender and the receiver run as `python3 -c` children in the test's namespaces, each
@@ -11,10 +12,41 @@ import json
 import struct
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import netkit as kit
+import pytest
+from dpkit import LbNet
+
+from appliance.config import Diff
+
+
+@pytest.fixture(scope="session")
+def qos_program(lb_program: Any) -> Iterator[Any]:
+    """bpf/qos.c compiled once per session, on the balancer's test pin dir."""
+    from appliance.datapath.qos import QosDatapath
+
+    q = QosDatapath(lb_program.pin_root)
+    q.load()
+    yield q
+    q.close()
+
+
+@pytest.fixture
+def qnet(lbnet: LbNet, qos_program: Any) -> LbNet:
+    """The client/LB/backends net whose reconciler uses the session's QoS program."""
+    lbnet.rec.qos = qos_program.sharing(lbnet.lb.ns)
+    return lbnet
+
+
+def set_qos(net: Any, qos: dict[str, Any] | None, mirror: dict[str, Any] | None = None) -> None:
+    """A commit of /qos and /mirror through the net's reconciler."""
+    diff = Diff(sections_changed={"qos": (None, qos), "mirror": (None, mirror)})
+    net.rec.apply(diff)
+    assert not net.rec.errors, net.rec.errors
+    assert not net.rec.qos.errors, net.rec.qos.errors
 
 RECEIVER = r"""
 import json, socket, sys, time

@@ -7,45 +7,17 @@ per DSCP. The full accuracy run (10 s, iperf3 UDP and TCP) is bench/qos_accuracy
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from dpkit import VIP4, VIP6, LbNet, backend_addr, service
-from qoskit import udp_blast
-
-from appliance.config import Diff
+from dpkit import VIP4, VIP6, backend_addr, service
+from qoskit import set_qos, udp_blast
 
 pytestmark = pytest.mark.datapath
-
-
-@pytest.fixture(scope="session")
-def qos_program(lb_program: Any) -> Iterator[Any]:
-    """bpf/qos.c compiled once per session, on the balancer's test pin dir."""
-    from appliance.datapath.qos import QosDatapath
-
-    q = QosDatapath(lb_program.pin_root)
-    q.load()
-    yield q
-    q.close()
-
-
-@pytest.fixture
-def qnet(lbnet: LbNet, qos_program: Any) -> LbNet:
-    """The client/LB/backends net whose reconciler uses the session's QoS program."""
-    lbnet.rec.qos = qos_program.sharing(lbnet.lb.ns)
-    return lbnet
 
 PORT = 6000
 RATE = 4_000_000  # bit/s
 SECS = 2.0
-
-
-def set_qos(net: Any, qos: dict[str, Any] | None, mirror: dict[str, Any] | None = None) -> None:
-    diff = Diff(sections_changed={"qos": (None, qos), "mirror": (None, mirror)})
-    net.rec.apply(diff)
-    assert not net.rec.errors, net.rec.errors
-    assert not net.rec.qos.errors, net.rec.qos.errors
 
 
 def udp_service(net: Any, vip: str = VIP4, name: str = "u") -> None:

@@ -116,3 +116,38 @@ def test_plan_ids_stay_and_rates_become_bit_nanoseconds() -> None:
     qos["client-prefix"] = []
     Q.plan(qos, None, pol_ids, mir_ids)
     assert pol_ids.ids == {"b": 2, "c": 1}
+
+
+def test_snmp_policer_table_and_netconf_state_from_the_snapshot() -> None:
+    import time
+
+    from northbound.netconf.state import state_doc
+    from northbound.snmp import ber
+    from northbound.snmp.model import POLICER_ENTRY, LbMib, Snapshot, StateReader
+
+    colors = {"green": {"packets": 7, "bytes": 7000}, "yellow": {"packets": 0, "bytes": 0},
+              "red": {"packets": 3, "bytes": 4500}}  # fmt: skip
+    calls: list[int] = []
+
+    def qos() -> dict[str, Any]:
+        calls.append(1)
+        return {"policer": {"p": colors}, "mirror": {"m": {"packets": 2, "bytes": 100}}}
+
+    doc = {"sluice:qos": {"policer": [{**POL, "type": "two-rate", "cir": "4000000"}]}}
+    reader = StateReader({"qos": qos}, ttl=0.05)
+    try:
+        deadline = time.monotonic() + 5
+        while not reader.snapshot.current().qos and time.monotonic() < deadline:
+            time.sleep(0.01)
+        mib = LbMib(Snapshot.from_doc(doc), reader, time.monotonic(), lambda: 0)
+        table = next(t for t in mib.tables() if t.prefix == POLICER_ENTRY)
+        assert list(table.rows()) == [(1, ord("p"))]
+        assert mib.policer_cell(2, 0) == ber.integer(2)
+        assert mib.policer_cell(3, 0) == ber.unsigned32(4000)
+        assert mib.policer_cell(4, 0) == ber.counter64(7)
+        assert mib.policer_cell(9, 0) == ber.counter64(4500)
+        state = state_doc(reader.snapshot.current())
+    finally:
+        reader.snapshot.stop()
+    assert state["sluice:qos"] == {"policer": [{"name": "p", "state": colors}]}
+    assert state["sluice:mirror"]["session"][0]["state"]["packets"] == 2

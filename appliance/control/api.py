@@ -81,4 +81,5 @@ from appliance.control import (  # noqa: E402, F401
     methods_fw,
     methods_ha,
     methods_oper,
+    methods_qos,
 )

@@ -297,7 +297,7 @@ class QosDatapath:
         return out
 
     def mirror_state(self) -> dict[str, Doc]:
-        """Per session name: packets, bytes (copied), sampled-out, failed."""
+        """Per session name: packets, bytes (copied), sampled-out, failed, not-carried."""
         if self.bpf is None:
             return {}
         out = {}
@@ -305,7 +305,8 @@ class QosDatapath:
             sent = self._sum("qos_mir_st", mid, 0)
             out[name] = {"packets": sent[0], "bytes": sent[1],
                          "sampled-out": self._sum("qos_mir_st", mid, 1)[0],
-                         "failed": self._sum("qos_mir_st", mid, 2)[0]}  # fmt: skip
+                         "failed": self._sum("qos_mir_st", mid, 2)[0],
+                         "not-carried": self._sum("qos_mir_st", mid, 3)[0]}  # fmt: skip
         return out
 
     def status(self) -> Doc:

@@ -42,14 +42,18 @@ static __always_inline __u16 csum_fold_(__u64 s)
     return ~s;
 }
 
-// Type II (v3 = 0) or III (v3 = 1). 0: sent, -1: no copy, -2: the original is damaged.
+// Type II (v3 = 0) or III (v3 = 1). 0: sent, -1: no copy, -2: the original is damaged,
+// -3: a frame ERSPAN does not carry here.
 static __always_inline int erspan_copy(struct __sk_buff *skb, struct mirror *m, __u32 id,
                                        __u32 dir, const int v3)
 {
     const __u32 elen = v3 ? 12 : 8;            // ERSPAN header
     const __u32 n = 20 + 8 + elen + 14;        // inserted after the frame's MAC header
-    if (skb->gso_segs > 1)
-        return -1;                             // an aggregate: its copy could not be segmented
+    // Not carried: an aggregate (its copy could not be segmented), or a frame that is not
+    // IP (the room for the headers is made behind the MAC header, which needs an IP one).
+    if (skb->gso_segs > 1 ||
+        (skb->protocol != bpf_htons(ETH_P_IP) && skb->protocol != bpf_htons(ETH_P_IPV6)))
+        return -3;
     struct bpf_fib_lookup f = {};
     f.family = AF_INET_;
     f.l4_protocol = 47;
@@ -142,6 +146,6 @@ static __always_inline int mirror_packet(struct __sk_buff *skb, __u32 id, __u32 
         rc = erspan_copy(skb, &m, id, dir, 1);
     else
         rc = erspan_copy(skb, &m, id, dir, 0);
-    mir_count(id, rc == 0 ? MIR_ST_SENT : MIR_ST_FAILED, len);
+    mir_count(id, rc == 0 ? MIR_ST_SENT : rc == -3 ? MIR_ST_NOT_IP : MIR_ST_FAILED, len);
     return rc == -2;
 }

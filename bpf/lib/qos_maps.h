@@ -96,6 +96,7 @@ struct mirror {
 #define MIR_ST_SENT       0
 #define MIR_ST_SKIPPED    1          // sampled out
 #define MIR_ST_FAILED     2          // no route/neighbour to the collector, or a helper failed
+#define MIR_ST_NOT_IP     3          // ERSPAN: not IP (ARP) or a GSO aggregate: not carried
 
 BPF_TABLE_PINNED("array", __u32, struct qos_cfg, qos_cfg, 1, PIN("qcfg"));
 BPF_TABLE_PINNED("array", __u32, struct policer, qos_pol, MAX_POLICERS, PIN("qpol"));

@@ -143,6 +143,21 @@ def state_doc(state: snapshots.State, configured: set[str] | None = None) -> Doc
         dp["conntrack-entries"] = state.conntrack_entries
     if dp:
         doc[DATAPATH] = {"state": dp}
+    doc.update(qos_state_doc(state.qos))
+    return doc
+
+
+def qos_state_doc(qos: Mapping[str, Any]) -> Doc:
+    """/qos/policer/state (colors) and /mirror/session/state from the ``qos`` provider."""
+    doc: Doc = {}
+    policers = [{"name": name, "state": {c: dict(v) for c, v in colors.items()}}
+                for name, colors in sorted((qos.get("policer") or {}).items())]  # fmt: skip
+    if policers:
+        doc["sluice:qos"] = {"policer": policers}
+    sessions = [{"name": name, "state": dict(counters)}
+                for name, counters in sorted((qos.get("mirror") or {}).items())]  # fmt: skip
+    if sessions:
+        doc["sluice:mirror"] = {"session": sessions}
     return doc
 
 

@@ -31,6 +31,7 @@ NOTIFICATIONS = (*ENTERPRISE, 0)
 GLOBAL = (*ENTERPRISE, 1, 1)
 SERVICE_ENTRY = (*ENTERPRISE, 1, 2, 1)
 ENDPOINT_ENTRY = (*ENTERPRISE, 1, 3, 1)
+POLICER_ENTRY = (*ENTERPRISE, 1, 6, 1)
 NOTIFY_OBJECTS = (*ENTERPRISE, 1, 4)
 BGP_PEER_ENTRY = (*ENTERPRISE, 1, 5, 1)
 FW_RULE_ENTRY = (*ENTERPRISE, 1, 19, 1)  # sluiceFwRuleEntry
@@ -57,6 +58,9 @@ FW_COLUMNS = (3, 4, 5, 6, 7)
 FW_LISTS = {"firewall": 1, "snat": 2}
 FW_ACTIONS = {"allow": 1, "drop": 2, "reject": 3, "count": 4, "mark": 5, "redirect": 6,
               "snat": 7, "trap": 8}  # fmt: skip
+POLICER_COLUMNS = tuple(range(2, 10))
+POLICER_STATIC = frozenset((2, 3))
+COLORS = ("green", "yellow", "red")
 SYSTEM_COLUMNS = (1, 2, 3, 4, 5, 6, 7)
 BGP_PEER_COLUMNS = (3, 4, 5, 6, 7)
 BGP_PEER_STATIC = frozenset((3,))
@@ -198,6 +202,8 @@ class Snapshot:
     bgp_peers: list[BgpPeerRow] = field(default_factory=list)
     fw_index: list[tuple[int, ...]] = field(default_factory=list)
     fw_rules: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (list, rule)
+    policer_index: list[tuple[int, ...]] = field(default_factory=list)
+    policers: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any], commit_id: int = 0) -> Snapshot:
@@ -248,6 +254,9 @@ class Snapshot:
         rules.sort(key=lambda item: item[0])
         snap.fw_index = [i for i, _ in rules]
         snap.fw_rules = [r for _, r in rules]
+        policers = sorted((string_index(p["name"]), p) for p in section("qos").get("policer", []))
+        snap.policer_index = [i for i, _ in policers]
+        snap.policers = [p for _, p in policers]
         return snap
 
 
@@ -297,6 +306,9 @@ class StateReader:
 
     def conntrack_entries(self) -> int:
         return self.snapshot.current().conntrack_entries or 0
+
+    def policer(self, name: str) -> Mapping[str, Any]:
+        return (self.snapshot.current().qos.get("policer") or {}).get(name) or {}
 
     def clear(self) -> None:
         """An event says the last reading is stale: refresh now rather than at the period."""
@@ -484,6 +496,15 @@ class LbMib:
         hits = self._fw_hits[1].get((table, rule["name"]), {})
         return ber.counter64(_num(hits, {5: "packets", 6: "bytes"}.get(col, "sessions")))
 
+    def policer_cell(self, col: int, pos: int) -> Any:
+        pol = self.snap.policers[pos]
+        if col == 2:
+            return ber.integer(2 if pol.get("type") == "two-rate" else 1)
+        if col == 3:
+            return ber.unsigned32(min(int(pol.get("cir", 0)) // 1000, U32))
+        color = self.state.policer(pol["name"]).get(COLORS[(col - 4) // 2]) or {}
+        return ber.counter64(_num(color, "packets" if col % 2 == 0 else "bytes"))
+
     def tables(self) -> list[Table]:
         snap = self.snap
         scalar_row = [(0,)]
@@ -510,6 +531,13 @@ class LbMib:
                 lambda: snap.bgp_index,
                 self.bgp_cell,
                 static=BGP_PEER_STATIC,
+            ),
+            Table(
+                POLICER_ENTRY,
+                POLICER_COLUMNS,
+                lambda: snap.policer_index,
+                self.policer_cell,
+                static=POLICER_STATIC,
             ),
             Table(
                 FW_RULE_ENTRY,

@@ -8,7 +8,7 @@ import sys
 from appliance import __version__
 from appliance.control.client import ControlClient, DaemonUnreachable, RemoteError
 from appliance.control.protocol import socket_path
-from sluice.cli import bgp, config_cmds, dp, fw, ha, lb, passwd, run
+from sluice.cli import bgp, config_cmds, dp, fw, ha, lb, passwd, qos, run
 from sluice.cli.output import EXIT_USAGE, fail, report_remote_error
 
 
@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     bgp.add_parsers(sub)
     ha.add_parsers(sub)
     fw.add_parsers(sub)
+    qos.add_parsers(sub)
     passwd.add_parser(sub)
     return parser
 
@@ -115,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     except DaemonUnreachable as exc:
         return fail(str(exc), 1)
     except RemoteError as exc:
-        flags = {"lb": lb.FLAG_OF, "fw": fw.FLAG_OF, "snat": fw.FLAG_OF}.get(args.command)
+        flags = {"lb": lb.FLAG_OF, "fw": fw.FLAG_OF, "snat": fw.FLAG_OF, "qos": qos.FLAG_OF,
+                 "mirror": qos.FLAG_OF}.get(args.command)
         return report_remote_error(exc, flags)
     except BrokenPipeError:
         return EXIT_USAGE

@@ -1,0 +1,127 @@
+"""Mirror sessions (bpf/qos.c, lib/mirror.h) with real packets.
+
+Beside the client/LB/backends net, a monitor host hangs off the LB (SPAN/RSPAN copies leave
+the LB towards it) and a collector host behind a routed link (ERSPAN copies are sent to
+its address). What the client sent is captured on the client's interface; the copies on
+the monitor's / collector's; the original flow must work as before (UDP echo through the
+VIP answers).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dpkit import UDP_PORT, VIP4, service, wait_for
+from qoskit import Capture, set_qos
+
+pytestmark = pytest.mark.datapath
+
+N = 5
+
+
+def echo_service(net: Any) -> None:
+    net.set(service("u", port=UDP_PORT, proto="udp", backends=(1,), ep_port=UDP_PORT))
+
+
+def send_echoes(net: Any, n: int = N) -> None:
+    for i in range(n):
+        assert net.client.udp_request(VIP4, UDP_PORT, b"mirror-%d" % i) == b"mirror-%d" % i
+
+
+def csum16(data: bytes) -> int:
+    total = sum(int.from_bytes(data[i:i + 2], "big") for i in range(0, len(data), 2))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return 0xFFFF - total
+
+
+def client_frames(frames: list[bytes]) -> list[bytes]:
+    """UDP frames to the service port (IPv4, no VLAN) among ``frames``."""
+    port = UDP_PORT.to_bytes(2, "big")
+    return [f for f in frames if f[12:14] == b"\x08\x00" and f[23] == 17 and f[36:38] == port]
+
+
+def test_span_copies_are_byte_identical(qnet: Any, tmp_path: Path) -> None:
+    echo_service(qnet)
+    mon = qnet.topo.host("mon")
+    link = qnet.topo.link(qnet.lb, mon)
+    client_if = qnet.interfaces[0]
+    set_qos(qnet, None, {"session": [{
+        "name": "s", "type": "span", "destination-interface": link.ifname(qnet.lb),
+        "source-interface": [{"name": client_if, "direction": "ingress"}]}]})  # fmt: skip
+    sent = Capture(qnet.client, qnet.topo.links[0].ifname(qnet.client), tmp_path / "c.pcap",
+                   f"udp port {UDP_PORT}", direction="out")  # fmt: skip
+    copy = Capture(mon, link.ifname(mon), tmp_path / "m.pcap", f"udp port {UDP_PORT}")
+    send_echoes(qnet)  # the original flow works with the mirror on
+    originals, copies = client_frames(sent.stop()), client_frames(copy.stop())
+    assert len(originals) >= N - 1, originals  # a loaded machine's capture may miss one
+    assert all(o in copies for o in originals), (copies[:2], originals[:2])  # byte for byte
+    st = qnet.rec.qos_state()["mirror"]["s"]
+    assert st["packets"] >= N and st["failed"] == 0, st
+
+
+def test_rspan_copies_carry_the_vlan_and_sampling_skips(qnet: Any, tmp_path: Path) -> None:
+    echo_service(qnet)
+    mon = qnet.topo.host("mon")
+    link = qnet.topo.link(qnet.lb, mon)
+    set_qos(qnet, None, {"session": [{
+        "name": "r", "type": "rspan", "vlan": 100, "destination-interface": link.ifname(qnet.lb),
+        "source-service": ["u"]}]})  # fmt: skip
+    sent = Capture(qnet.client, qnet.topo.links[0].ifname(qnet.client), tmp_path / "c.pcap",
+                   f"udp port {UDP_PORT}", direction="out")  # fmt: skip
+    copy = Capture(mon, link.ifname(mon), tmp_path / "m.pcap", "vlan 100")
+    send_echoes(qnet)
+    originals, frames = client_frames(sent.stop()), copy.stop()
+    assert len(originals) >= N - 1
+    # The service's copies: both directions (requests, and the echoes from the backend).
+    tagged = [f for f in frames if f[12:16] == b"\x81\x00\x00\x64"]
+    untagged = [f[:12] + f[16:] for f in tagged]
+    requests = [f for f in untagged if f[6:12] == originals[0][6:12]]  # the client's MAC
+    assert all(o in requests for o in originals), (tagged[:2], originals[:2])
+    assert len(tagged) >= 2 * N - 1, len(tagged)  # requests and echoes
+    # One in 1,000 sampled: (almost) nothing copied, the rest counted as sampled out.
+    set_qos(qnet, None, {"session": [{
+        "name": "r", "type": "rspan", "vlan": 100, "destination-interface": link.ifname(qnet.lb),
+        "source-service": ["u"], "sample": 1000}]})  # fmt: skip
+    send_echoes(qnet)
+    st = qnet.rec.qos_state()["mirror"]["r"]
+    assert st["sampled-out"] >= 2 * N - 1 and st["packets"] <= 1, st
+
+
+@pytest.mark.parametrize("version", [2, 3])
+def test_erspan_copy_decodes_in_the_collector(qnet: Any, tmp_path: Path, version: int) -> None:
+    scapy_all = pytest.importorskip("scapy.all")
+    erspan = pytest.importorskip("scapy.contrib.erspan")
+    echo_service(qnet)
+    col = qnet.topo.host("col")
+    link = qnet.topo.link(qnet.lb, col, ["198.18.30.254/24"], ["198.18.30.1/24"])
+    set_qos(qnet, None, {"session": [{
+        "name": "e", "type": "erspan", "collector": "198.18.30.1", "erspan-version": version,
+        "session-id": 77, "source-interface": [{"name": qnet.interfaces[0]}]}]})  # fmt: skip
+    sent = Capture(qnet.client, qnet.topo.links[0].ifname(qnet.client), tmp_path / "c.pcap",
+                   f"udp port {UDP_PORT}", direction="out")  # fmt: skip
+    copy = Capture(col, link.ifname(col), tmp_path / "e.pcap", "proto gre")
+    # The session's set-up asked the kernel to resolve the collector's neighbour (the
+    # program's FIB lookup cannot): copies go out once it is there.
+    wait_for(lambda: "lladdr" in qnet.lb.run(["ip", "neigh", "show", "198.18.30.1"]).stdout)
+    send_echoes(qnet)
+    originals, frames = client_frames(sent.stop()), copy.stop()
+    assert len(originals) >= N - 1
+    layer = erspan.ERSPAN_II if version == 2 else erspan.ERSPAN_III
+    inner, seqs = [], []
+    for raw in frames:
+        pkt = scapy_all.Ether(raw)
+        ip = pkt[scapy_all.IP]
+        assert (ip.src, ip.dst, ip.proto) == ("198.18.30.254", "198.18.30.1", 47)
+        assert ip.len == len(raw) - 14
+        assert csum16(bytes(ip)[:20]) == 0  # the outer header's checksum is right
+        e = pkt[layer]
+        assert e.session_id == 77
+        seqs.append(pkt[scapy_all.GRE].sequence_number)
+        inner.append(bytes(e.payload))
+    assert all(o in inner for o in originals), (frames[:1], originals[:1])
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    st = qnet.rec.qos_state()["mirror"]["e"]
+    assert st["packets"] >= N and st["failed"] == 0, st
