@@ -12,7 +12,7 @@ import json
 import struct
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -167,7 +167,15 @@ class Capture:
             if b"listening on" in line or not line:
                 break
 
-    def stop(self) -> list[bytes]:
+    def stop(self, until: Callable[[list[bytes]], bool] | None = None,
+             timeout: float = 5.0) -> list[bytes]:  # fmt: skip
+        """Stop once the frames written so far satisfy ``until`` (or at ``timeout``; a
+        loaded machine may take a while to schedule tcpdump), and return them."""
+        deadline = time.monotonic() + timeout
+        while until is not None and time.monotonic() < deadline:
+            if until(read_pcap(self.path)):
+                break
+            time.sleep(0.05)
         time.sleep(0.3)  # let the last frames reach the file (-U: written per packet)
         self.proc.terminate()
         try:

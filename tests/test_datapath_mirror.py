@@ -37,6 +37,10 @@ def csum16(data: bytes) -> int:
     return 0xFFFF - total
 
 
+def has_n(n: int) -> Any:
+    return lambda frames: len(client_frames(frames)) >= n
+
+
 def client_frames(frames: list[bytes]) -> list[bytes]:
     """UDP frames to the service port (IPv4, no VLAN) among ``frames``."""
     port = UDP_PORT.to_bytes(2, "big")
@@ -55,7 +59,8 @@ def test_span_copies_are_byte_identical(qnet: Any, tmp_path: Path) -> None:
                    f"udp port {UDP_PORT}", direction="out")  # fmt: skip
     copy = Capture(mon, link.ifname(mon), tmp_path / "m.pcap", f"udp port {UDP_PORT}")
     send_echoes(qnet)  # the original flow works with the mirror on
-    originals, copies = client_frames(sent.stop()), client_frames(copy.stop())
+    originals = client_frames(sent.stop(has_n(N)))
+    copies = client_frames(copy.stop(has_n(N)))
     assert len(originals) >= N - 1, originals  # a loaded machine's capture may miss one
     assert all(o in copies for o in originals), (copies[:2], originals[:2])  # byte for byte
     st = qnet.rec.qos_state()["mirror"]["s"]
@@ -73,7 +78,8 @@ def test_rspan_copies_carry_the_vlan_and_sampling_skips(qnet: Any, tmp_path: Pat
                    f"udp port {UDP_PORT}", direction="out")  # fmt: skip
     copy = Capture(mon, link.ifname(mon), tmp_path / "m.pcap", "vlan 100")
     send_echoes(qnet)
-    originals, frames = client_frames(sent.stop()), copy.stop()
+    originals = client_frames(sent.stop(has_n(N)))
+    frames = copy.stop(lambda f: len(f) >= 2 * N)
     assert len(originals) >= N - 1
     # The service's copies: both directions (requests, and the echoes from the backend).
     tagged = [f for f in frames if f[12:16] == b"\x81\x00\x00\x64"]
@@ -107,7 +113,8 @@ def test_erspan_copy_decodes_in_the_collector(qnet: Any, tmp_path: Path, version
     # program's FIB lookup cannot): copies go out once it is there.
     wait_for(lambda: "lladdr" in qnet.lb.run(["ip", "neigh", "show", "198.18.30.1"]).stdout)
     send_echoes(qnet)
-    originals, frames = client_frames(sent.stop()), copy.stop()
+    originals = client_frames(sent.stop(has_n(N)))
+    frames = copy.stop(lambda f: len(f) >= N)
     assert len(originals) >= N - 1
     layer = erspan.ERSPAN_II if version == 2 else erspan.ERSPAN_III
     inner, seqs = [], []

@@ -68,6 +68,9 @@ def test_model_refusals_name_the_field(service: ConfigService) -> None:
     msg = refused(service, "/sluice:qos", {"policer": [POL],
                                            "service": [{"name": "web", "policer": "nope"}]})
     assert "policer" in msg
+    msg = refused(service, "/sluice:qos", {"policer": [POL], "interface": [
+        {"name": "eth/0", "direction": "ingress", "policer": "p"}]})
+    assert "interface name" in msg
     msg = refused(service, "/sluice:mirror", {"session": [{"name": "m", "type": "erspan"}]})
     assert "collector" in msg
     msg = refused(service, "/sluice:mirror", {"session": [{"name": "m", "type": "rspan",

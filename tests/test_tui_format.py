@@ -14,6 +14,7 @@ from tui.format import (
     parse_port,
     pending_count,
     pending_lines,
+    qos_line,
     vip_port,
 )
 
@@ -109,3 +110,12 @@ def test_bgp_line_only_when_bgp_runs() -> None:
             "ha-role": "master"}
     assert bgp_line({"doors": {"bgp": door}}) == (
         "bgp running · sessions established 1/2 · vips announced 3 · master")
+
+
+def test_qos_line_only_when_something_is_programmed() -> None:
+    assert qos_line(None) is None
+    assert qos_line({"qos": {}}) is None
+    line = qos_line({"qos": {"policers": 2, "mirrors": 1, "copies": 9, "green": 5,
+                             "yellow": 0, "red": 3}})  # fmt: skip
+    assert line == ("qos: 2 policer(s) · packets green 5 yellow 0 red 3"
+                    " · 1 mirror session(s), 9 copies")

@@ -299,3 +299,16 @@ def bgp_line(status: dict[str, Any] | None) -> str | None:
     if door.get("error"):
         text += f" · {door['error']}"
     return text
+
+
+def qos_line(status: dict[str, Any] | None) -> str | None:
+    """The console's QoS line from `status` ("qos": policers' colors, mirror copies), None
+    when no policer or mirror session is programmed."""
+    qos = (status or {}).get("qos")
+    if not isinstance(qos, dict) or not (qos.get("policers") or qos.get("mirrors")):
+        return None
+    text = (f"qos: {qos.get('policers', 0)} policer(s) · packets green {qos.get('green', 0)}"
+            f" yellow {qos.get('yellow', 0)} red {qos.get('red', 0)}")
+    if qos.get("mirrors"):
+        text += f" · {qos['mirrors']} mirror session(s), {qos.get('copies', 0)} copies"
+    return text

@@ -8,7 +8,7 @@ from typing import Any
 from rich.text import Text
 from textual.widgets import DataTable, Static
 
-from tui.format import DASH, bgp_line, duration, pending_count, pending_lines
+from tui.format import DASH, bgp_line, duration, pending_count, pending_lines, qos_line
 
 # (key, mode, label): the top bar shows every screen's key, so the footer keeps room for
 # the current screen's actions at 80 columns.
@@ -147,6 +147,7 @@ class HealthPanel(Static):
             f"  last commit #{status.get('last-commit', DASH)}"
             f"  sessions {status.get('sessions', DASH)}\n{dp_text}"
             + (f"\n{bgp}" if (bgp := bgp_line(status)) else "")
+            + (f"\n{qos}" if (qos := qos_line(status)) else "")
         )
 
 

@@ -41,6 +41,9 @@ def _status(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
         status["datapath"] = _without_rule_rows(current.datapath)
         if current.conntrack_entries is not None:
             status["conntrack-entries"] = current.conntrack_entries
+        qos = _qos_summary(current.qos)
+        if qos:
+            status["qos"] = qos
     elif "datapath" in ctx.state:
         status["datapath"] = _without_rule_rows(ctx.state["datapath"]())
     # The daemon's own health: doors, alarms, the event loop's heartbeat.
@@ -54,6 +57,19 @@ def _status(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
         if current.get("enabled"):
             status["ha"] = {i["name"]: i["role"] for i in current["instances"]}
     return status
+
+
+def _qos_summary(qos: Any) -> dict[str, int]:
+    """Policers and their packets per color, mirror sessions and copies (the console's
+    line); {} when none is programmed."""
+    policers, mirrors = qos.get("policer") or {}, qos.get("mirror") or {}
+    if not policers and not mirrors:
+        return {}
+    out = {"policers": len(policers), "mirrors": len(mirrors),
+           "copies": sum(int(m.get("packets", 0)) for m in mirrors.values())}  # fmt: skip
+    for color in ("green", "yellow", "red"):
+        out[color] = sum(int((p.get(color) or {}).get("packets", 0)) for p in policers.values())
+    return out
 
 
 def _provider(ctx: CallContext, name: str) -> Callable[..., Any]:
