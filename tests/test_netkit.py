@@ -271,7 +271,7 @@ def test_teardown_runs_when_the_test_fails(tmp_path: Path) -> None:
     pid, *namespaces = out.read_text().split()
     assert len(namespaces) == 2
     assert not set(namespaces) & set(kit.list_netns())
-    assert not _pid_alive(int(pid))
+    wait_for(lambda: not _pid_alive(int(pid)), timeout=5, what="the server gone")  # async kill
 
 
 @pytest.mark.datapath
@@ -294,7 +294,7 @@ def test_sigterm_cleans_up() -> None:
             child.wait(timeout=5)
         child.stdout.close()  # type: ignore[union-attr]
     assert not set(namespaces) & set(kit.list_netns())
-    assert not _pid_alive(int(pid))
+    wait_for(lambda: not _pid_alive(int(pid)), timeout=5, what="the server gone")  # async kill
 
 
 @pytest.mark.datapath
