@@ -30,6 +30,7 @@
 #include "lib/csum.h"
 #include "lib/nat.h"
 #include "lib/conntrack.h"
+#include "lib/sctp_mh.h"
 #include "lib/nexthop.h"
 #include "lib/select.h"
 #include "lib/fwd.h"
@@ -41,6 +42,7 @@
 #include "lib/firewall.h"
 #include "lib/l3dsr.h"
 #include "lib/ha.h"
+#include "lib/gtpu.h"
 
 static __always_inline void count(struct pkt *p, __u32 svc_id, __u32 ep_id, int new_flow)
 {
@@ -60,7 +62,7 @@ static __always_inline void count(struct pkt *p, __u32 svc_id, __u32 ep_id, int 
 
 static __always_inline struct svc_info *lookup_service(struct pkt *p)
 {
-    int l4 = p->k.proto == IPPROTO_TCP || p->k.proto == IPPROTO_UDP;
+    int l4 = l4_has_ports(p->k.proto);
     struct svc_key sk = {.vip = p->k.dst, .port = l4 ? p->k.dport : 0,
                          .proto = p->k.proto == IPPROTO_ICMPV6 ? IPPROTO_ICMP : p->k.proto,
                          .family = p->k.family};
@@ -135,10 +137,21 @@ static __always_inline int translate_and_send(struct __sk_buff *skb, struct pkt 
     return fwd_finish(skb, p, rc, f);
 }
 
+// translate_and_send, then for SCTP (`sctp`: a constant of each compiled copy of the
+// balancer) what follows NAT: the CRC32c, multihoming (lib/sctp.h sctp_finish).
+static __always_inline int lb_send(struct __sk_buff *skb, struct pkt *p, struct nat_tuple *t,
+                                   __u8 dir, int dsr, struct nexthop *nh, int rc,
+                                   struct bpf_fib_lookup *f, const int sctp)
+{
+    int verdict = translate_and_send(skb, p, t, dir, dsr, nh, rc, f);
+    return sctp ? sctp_finish(skb, p, verdict) : verdict;
+}
+
 // new_flow's answer when another CPU created the same flow first (not a TC verdict).
 #define NEW_FLOW_LOST_RACE 0x10000
 
-static __always_inline int new_flow(struct __sk_buff *skb, struct pkt *p, __u64 now)
+static __always_inline int new_flow(struct __sk_buff *skb, struct pkt *p, __u64 now,
+                                    const int sctp)
 {
     if (p->frag == FRAG_LATER)
         return TC_ACT_OK;                      // only a first fragment starts a flow
@@ -148,9 +161,15 @@ static __always_inline int new_flow(struct __sk_buff *skb, struct pkt *p, __u64 
         return TC_ACT_OK;
     if (p->k.proto == IPPROTO_TCP && (p->tcp_flags & TCP_RST))
         return TC_ACT_OK;
+    if (sctp && !sctp_may_create(p))
+        return TC_ACT_OK;                      // only an INIT opens an association
     struct svc_info *s = lookup_service(p);
     if (!s || ha_paused(&p->k.dst))
         return TC_ACT_OK;                      // not ours, or a backup's VIP (lib/ha.h)
+    if (s->algo == ALG_GTP_TEID) {             // per packet by TEID, no conntrack
+        jmp_map.call(skb, JMP_GTPU);           // lib/gtpu.h
+        return TC_ACT_SHOT;
+    }
     if (p->ttl <= 1)
         return TC_ACT_OK;                      // the stack answers "time exceeded"
     struct svc_info svc = *s;                  // one consistent snapshot of the service
@@ -252,24 +271,32 @@ static __always_inline int new_flow(struct __sk_buff *skb, struct pkt *p, __u64 
     count(p, sid, ep_id, 1);
     if (e.flags & CT_F_TAIL)
         return tail_call_flow(skb, e.flags);
-    return translate_and_send(skb, p, &e.t, CT_DIR_ORIG, svc.mode == MODE_DSR,
-                              fast ? &nh : 0, rc, &f);
+    return lb_send(skb, p, &e.t, CT_DIR_ORIG, svc.mode == MODE_DSR, fast ? &nh : 0, rc, &f,
+                   sctp);
 }
 
 #include "lib/fw_flow.h"
 
 // A flow the conntrack does not know: through the firewall first while it has rules.
-static __always_inline int start_flow(struct __sk_buff *skb, struct pkt *p, __u64 now)
+// SCTP does not go through it (lib/firewall.h parses no SCTP): new_flow at once.
+static __always_inline int start_flow(struct __sk_buff *skb, struct pkt *p, __u64 now,
+                                      const int sctp)
 {
-    if (fw_live_bits() & (FW_LIVE_FW | FW_LIVE_SNAT))
+    if (!sctp && (fw_live_bits() & (FW_LIVE_FW | FW_LIVE_SNAT)))
         jmp_map.call(skb, JMP_FW);
-    return new_flow(skb, p, now);
+    return new_flow(skb, p, now, sctp);
 }
 
-int sluice_lb(struct __sk_buff *skb)
+// The balancer, compiled twice: sluice_lb (everything but SCTP) and sluice_sctp (SCTP
+// only, a tail call from sluice_lb). The verifier explores each protocol's paths through
+// the whole program; SCTP's own, in the main program, put it over its budget.
+static __always_inline int lb_entry(struct __sk_buff *skb, const int sctp)
 {
     struct pkt p = {};
-    if (parse_packet(skb, &p) != PARSE_OK)
+    int parsed = parse_packet(skb, &p);
+    if (parsed == PARSE_SCTP && !sctp)
+        jmp_map.call(skb, JMP_SCTP);           // lib/sctp.h
+    if (parsed != (sctp ? PARSE_SCTP : PARSE_OK))
         return TC_ACT_OK;
     if (p.icmp_err) {
         jmp_map.call(skb, JMP_ICMP_ERR);
@@ -281,7 +308,7 @@ int sluice_lb(struct __sk_buff *skb)
 
     struct ct_entry *e = ct_map.lookup(&p.k);
     if (!e) {
-        int rc = start_flow(skb, &p, now);
+        int rc = start_flow(skb, &p, now, sctp);
         if (rc != NEW_FLOW_LOST_RACE)
             return rc;
         e = ct_map.lookup(&p.k);               // the winner's flow: carry on with it
@@ -293,21 +320,23 @@ int sluice_lb(struct __sk_buff *skb)
 
     if (e->dir == CT_DIR_ORIG) {
         // Expired, or a new TCP connection reusing a closed flow's tuple: start afresh.
-        int restart = p.k.proto == IPPROTO_TCP && e->state == CT_CLOSED &&
-                      (p.tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN;
+        int restart = (p.k.proto == IPPROTO_TCP && e->state == CT_CLOSED &&
+                       (p.tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN) ||
+                      (sctp && sctp_restarts(e, &p));
         if (ct_expired(e, now) || restart) {
             flow_event(e, FE_GONE);
             ct_delete_flow(e);
-            int rc = start_flow(skb, &p, now);
+            int rc = start_flow(skb, &p, now, sctp);
             return rc == NEW_FLOW_LOST_RACE ? TC_ACT_SHOT : rc;
         }
         if (p.ttl <= 1)
             return TC_ACT_OK;
         __u8 before = e->state;
-        ct_track(e, &p, CT_DIR_ORIG, now);
+        lb_track(e, &p, CT_DIR_ORIG, now, sctp);
         ha_track(e, before);
     } else if (p.tcp_flags & (TCP_SYN | TCP_FIN | TCP_RST) || e->state != CT_EST ||
-               now - e->last_ns >= CT_SYNC_NS) {
+               now - e->last_ns >= CT_SYNC_NS ||
+               (sctp && sctp_reply_changes_state(&p))) {
         // A reply that changes the flow's state, or the first in CT_SYNC_NS: the ORIG
         // entry holds state and idle time. Other replies of an established flow were seen
         // alive a moment ago and need neither its lookup nor a write to it.
@@ -322,7 +351,7 @@ int sluice_lb(struct __sk_buff *skb)
         if (p.ttl <= 1)
             return TC_ACT_OK;
         __u8 before = o->state;
-        ct_track(o, &p, CT_DIR_REPLY, now);
+        lb_track(o, &p, CT_DIR_REPLY, now, sctp);
         ha_track(o, before);
         e->state = o->state;
         e->last_ns = now;
@@ -343,7 +372,7 @@ int sluice_lb(struct __sk_buff *skb)
     __u32 len = l3_len(skb, &p);
     struct nexthop nh;
     if (nh_get(e, &p, gen, len, &nh))
-        return translate_and_send(skb, &p, t, e->dir, dsr, &nh, 0, 0);
+        return lb_send(skb, &p, t, e->dir, dsr, &nh, 0, 0, sctp);
     struct bpf_fib_lookup f = {};
     int rc;
     if (dsr)
@@ -354,9 +383,20 @@ int sluice_lb(struct __sk_buff *skb)
         rc = fib(skb, &p, &t->vip, &t->client, &f);
     if (rc == BPF_FIB_LKUP_RET_SUCCESS && p.l3_off == sizeof(struct ethhdr)) {
         nh_store(e, &p, &f, gen, len, &nh);
-        return translate_and_send(skb, &p, t, e->dir, dsr, &nh, rc, &f);
+        return lb_send(skb, &p, t, e->dir, dsr, &nh, rc, &f, sctp);
     }
-    return translate_and_send(skb, &p, t, e->dir, dsr, 0, rc, &f);
+    return lb_send(skb, &p, t, e->dir, dsr, 0, rc, &f, sctp);
+}
+
+int sluice_lb(struct __sk_buff *skb)
+{
+    return lb_entry(skb, 0);
+}
+
+// Tail-call target for SCTP packets.
+int sluice_sctp(struct __sk_buff *skb)
+{
+    return lb_entry(skb, 1);
 }
 
 // Tail-call target for ICMP errors (lib/icmp_err.h): parses the packet again.
@@ -388,11 +428,40 @@ int sluice_l3dsr(struct __sk_buff *skb)
     return handle_l3dsr(skb, &p);
 }
 
+// Tail-call target for translated SCTP packets: CRC32c, multihoming (lib/sctp_mh.h).
+int sluice_sctp_nat(struct __sk_buff *skb)
+{
+    struct pkt p = {};
+    if (parse_packet(skb, &p) != PARSE_SCTP)
+        return TC_ACT_SHOT;
+    return sctp_after_nat(skb, &p);
+}
+
+// Tail-call target after sluice_sctp_nat for a COOKIE ACK: multihoming's alternate paths.
+int sluice_sctp_paths(struct __sk_buff *skb)
+{
+    struct pkt p = {};
+    if (parse_packet(skb, &p) != PARSE_SCTP)
+        return skb->cb[SCTP_CB_VERDICT];
+    return sctp_mh_up(skb, &p);
+}
+
+// Tail-call target for gtp-teid services (lib/gtpu.h).
+int sluice_gtpu(struct __sk_buff *skb)
+{
+    struct pkt p = {};
+    if (parse_packet(skb, &p) != PARSE_OK)
+        return TC_ACT_OK;
+    struct svc_info *s = lookup_service(&p);
+    return s ? gtpu_forward(skb, &p, s) : TC_ACT_OK;
+}
+
 // Tail-call target for packets too big for their egress link (lib/pmtu.h).
 int sluice_too_big(struct __sk_buff *skb)
 {
     struct pkt p = {};
-    if (parse_packet(skb, &p) != PARSE_OK)
+    int parsed = parse_packet(skb, &p);
+    if (parsed != PARSE_OK && parsed != PARSE_SCTP)
         return TC_ACT_OK;
     return handle_too_big(skb, &p);
 }
@@ -430,6 +499,6 @@ int sluice_fw_lb(struct __sk_buff *skb)
     __u64 now = bpf_ktime_get_coarse_ns();
     if (p.frag == FRAG_LATER && frag_ports(&p, now))
         return TC_ACT_OK;
-    int rc = new_flow(skb, &p, now);
+    int rc = new_flow(skb, &p, now, 0);
     return rc == NEW_FLOW_LOST_RACE ? TC_ACT_SHOT : rc;   // the other CPU's flow: retried
 }

@@ -332,11 +332,14 @@ def test_a_bad_listing_limit_names_the_field(daemon: Daemon) -> None:
 
 
 def test_the_daemon_refuses_what_the_datapath_cannot_carry(daemon: Daemon) -> None:
-    """`lb add` of an SCTP service used to say "added" and leave the datapath retrying
-    forever; the daemon's config now refuses it, naming the field, and changes nothing."""
+    """`lb add` of a service the datapath cannot carry used to say "added" and leave the
+    datapath retrying forever; the daemon's config refuses it, naming the field (here the
+    flag), and changes nothing. (SCTP multihoming needs full-NAT: the datapath rewrites the
+    peers' addresses only where it owns the source.)"""
     before = daemon.cli_json("config", "history")
     res = daemon.cli("lb", "add", "s6a", "--vip", "198.18.0.30", "--proto", "sctp",
-                     "--port", "3868", "--endpoints", "198.18.1.1:3868")
-    assert res.returncode != 0 and "protocol" in res.stderr, res.stderr
+                     "--port", "3868", "--secondary-vip", "198.18.0.31", "--secondary-snat",
+                     "198.18.0.41", "--endpoints", "198.18.1.1:3868")
+    assert res.returncode != 0 and "--secondary-vip" in res.stderr, res.stderr
     assert daemon.cli_json("config", "history") == before
     assert daemon.cli_json("lb", "list") == []

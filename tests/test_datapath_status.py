@@ -11,15 +11,15 @@ pytestmark = pytest.mark.datapath
 
 
 def test_a_programming_failure_shows_in_service_state_and_status(lbnet: LbNet) -> None:
-    # The config refuses sctp (appliance/datapath/validate.py); a reconciler handed one
-    # anyway (no validator, or a config from an older release) fails to program it.
+    # The config refuses a VIP that is no address; a reconciler handed one anyway (no
+    # validator, or a config from an older release) fails to program it.
     lbnet.set(service("web"))
-    bad = service("s", port=81, proto="sctp")
+    bad = service("s", vip="198.19.0.300", port=81)
     lbnet.rec.apply(Diff(services_added={"s": bad}))
     state = lbnet.rec.service_state("s")
     assert state["oper-status"] == "down" and state["endpoints-up"] == 0
     prog = state["programming"]
-    assert prog["status"] == "failed" and "sctp" in prog["error"] and prog["attempts"] == 1
+    assert prog["status"] == "failed" and "198.19.0.300" in prog["error"] and prog["attempts"] == 1
     lbnet.rec.apply(Diff())  # a later commit retries: still failing, counted
     assert lbnet.rec.service_state("s")["programming"]["attempts"] == 2
     assert lbnet.rec.status()["service-errors"]["s"]["error"] == prog["error"]

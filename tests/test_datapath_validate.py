@@ -58,10 +58,9 @@ def refused(service: ConfigService, changes: list[dict[str, Any]]) -> list[str]:
     return [e.path for e in exc.value.errors]
 
 
-def test_sctp_and_nat64_services_are_refused_naming_the_field(config: ConfigService) -> None:
+def test_nat64_services_are_refused_naming_the_field(config: ConfigService) -> None:
     commit(config, [create(svc("web"))])
-    assert refused(config, [create(svc("s", port=81, protocol="sctp"))]) == [
-        f"{service_path('s')}/protocol"]  # fmt: skip
+    commit(config, [create(svc("s", port=81, protocol="sctp"))])  # SCTP is carried now
     nat64 = svc("n", vip="2001:db8:ff::10", nat64=True, mode="full-nat",
                 **{"snat-address": "198.19.0.100"})  # fmt: skip
     commit(config, [create(nat64)])  # tcp and udp are translated
@@ -144,3 +143,34 @@ def test_the_advertised_scale_fits_and_the_next_tier_does_not() -> None:
     errors = validate.check(_scale(10_000, 33))
     assert [e.path for e in errors] == [f"{service_path('s1984')}/algorithm"]
     assert validate.check(_scale(L.LIMIT_SERVICES + 1, 1))[0].path == validate.LB_PATH
+
+
+def leaves(service: ConfigService, changes: list[dict[str, Any]]) -> list[str]:
+    """refused(), with a leaf-list entry's path shortened to its leaf-list."""
+    return [p.split("[.=")[0] for p in refused(service, changes)]
+
+
+def test_multihoming_and_gtp_teid_are_refused_where_the_datapath_cannot_do_them(
+    config: ConfigService,
+) -> None:
+    """SCTP secondary addresses and the gtp-teid algorithm: the model's rules name the field
+    (and the good shapes commit)."""
+    mh = {"protocol": "sctp", "mode": "full-nat", "snat-address": "198.19.0.100",
+          "secondary-vip": ["198.19.0.11"], "secondary-snat-address": ["198.19.0.101"]}  # fmt: skip
+    commit(config, [create(svc("mh", port=36412, **mh))])
+    bad = {**mh, "protocol": "tcp"}
+    assert leaves(config, [create(svc("t", port=81, **bad))]) == [
+        f"{service_path('t')}/secondary-vip"]  # fmt: skip
+    bad = {**mh, "secondary-snat-address": []}
+    del bad["secondary-snat-address"]
+    assert leaves(config, [create(svc("c", port=82, **bad))]) == [
+        f"{service_path('c')}/secondary-vip"]  # fmt: skip
+    bad = {**mh, "secondary-vip": ["2001:db8:ff::11"]}
+    paths = leaves(config, [create(svc("f", port=83, **bad))])
+    assert f"{service_path('f')}/secondary-vip" in paths
+    commit(config, [create(svc("n3", port=2152, protocol="udp", algorithm="gtp-teid"))])
+    assert leaves(config, [create(svc("g", port=84, algorithm="gtp-teid"))]) == [
+        f"{service_path('g')}/algorithm"]  # fmt: skip
+    assert leaves(config, [create(svc("h", port=2153, protocol="udp", algorithm="gtp-teid",
+                                       mode="full-nat", **{"snat-address": "198.19.0.100"}))]) == [
+        f"{service_path('h')}/algorithm"]  # fmt: skip

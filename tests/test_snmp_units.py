@@ -141,3 +141,20 @@ def test_translation_and_dsr_tunnel_columns() -> None:
     # Rows in index order (length first): c, a64, b46.
     assert [mib.service_cell(17, i) for i in range(3)] == [ber.integer(v) for v in (1, 2, 3)]
     assert [mib.service_cell(18, i) for i in range(3)] == [ber.integer(v) for v in (2, 1, 1)]
+
+
+def test_secondary_address_table_rows_and_cells() -> None:
+    from northbound.snmp.model import ALGORITHM, LbMib
+
+    mh = {"name": "n2", "vip": "198.19.0.10", "protocol": "sctp", "mode": "full-nat",
+          "algorithm": "gtp-teid", "secondary-vip": ["198.19.0.11", "198.19.0.12"],
+          "secondary-snat-address": ["198.19.0.101", "198.19.0.102"]}  # fmt: skip
+    snap = Snapshot.from_doc({"sluice:load-balancer": {"service": [mh, {"name": "a",
+                                                                         "vip": "2001:db8::1"}]}})
+    assert snap.secondary_index == [(*string_index("n2"), 1), (*string_index("n2"), 2)]
+    mib = LbMib.__new__(LbMib)
+    mib.snap = snap
+    assert mib.secondary_cell(2, 1) == ber.integer(1)
+    assert mib.secondary_cell(3, 1) == ber.octets(bytes([198, 19, 0, 12]))
+    assert mib.secondary_cell(5, 0) == ber.octets(bytes([198, 19, 0, 101]))
+    assert ALGORITHM["gtp-teid"] == 8

@@ -321,7 +321,7 @@ def _reply_key(values: bytes, off: int) -> bytes:
     ICMP the echo identifier (snat_port) and 0."""
     t = values[off : off + _TUPLE]  # client, vip, snat, ep (16 B each), 4 x __be16
     proto = values[off + _PROTO]
-    ports = t[70:72] + t[68:70] if proto in (6, 17) else t[68:70] + b"\0\0"
+    ports = t[70:72] + t[68:70] if proto in L.PORT_PROTOCOLS else t[68:70] + b"\0\0"
     family = _ep_family(values[off + _FAMILY], values[off + _FLAGS])
     return t[48:64] + t[32:48] + ports + bytes((proto, family, 0, 0))
 
@@ -331,7 +331,7 @@ def _orig_key(values: bytes, off: int = 0) -> bytes:
     client -> VIP; ICMP: the echo identifier (client_port) and 0."""
     t = values[off : off + _TUPLE]
     proto = values[off + _PROTO]
-    ports = t[64:68] if proto in (6, 17) else t[64:66] + b"\0\0"
+    ports = t[64:68] if proto in L.PORT_PROTOCOLS else t[64:66] + b"\0\0"
     return t[0:16] + t[16:32] + ports + bytes((proto, values[off + _FAMILY], 0, 0))
 
 
@@ -382,7 +382,7 @@ def _rows(origs: list[tuple[Any, ...]], replies: dict[bytes, tuple[int, int]],
          sid, timeout_s, _, state, flags, proto, fam) = e  # fmt: skip
         efam = _ep_family(fam, flags)
         rp, rb = replies.get(fid, (0, 0))
-        l4 = proto in (6, 17)
+        l4 = proto in L.PORT_PROTOCOLS
         to = _timeout_for(state, proto, timeout_s)
         client_text = ep(client, cport, fam)
         rows.append({

@@ -71,7 +71,8 @@ class Driver:
         self.t = {name: program.table(name) for name in (
             "svc_map", "range_map", "ep_map", "sel_map", "rr_map", "persist_map", "ifaddr_map",
             "allow_map", "ct_map", "svc_stats", "ep_stats", "svc_active", "ep_active",
-            "nh_gen_map", "ep_arr", "sel_small_map", "snat_pool_map")}  # fmt: skip
+            "nh_gen_map", "ep_arr", "sel_small_map", "snat_pool_map",
+            "mh_map")}  # fmt: skip
         self._gen_lock = threading.Lock()
         self.ct = Conntrack(self.t)
         self.services: dict[str, ServiceState] = {}
@@ -165,7 +166,7 @@ class Driver:
         eps = doc.get("endpoint", [])
         algo = self.algorithm(doc)
         ok = [self.eligible(name, ep) for ep in eps]
-        if algo == "maglev":
+        if algo in L.MAGLEV_TABLES:
             # Size from all configured endpoints, so health changes never resize the table
             # (a resize would move nearly every flow). Named by canonical address and port,
             # never by local ids, so every appliance builds the same table.
@@ -183,9 +184,8 @@ class Driver:
         if doc.get("admin-state", "enabled") != "enabled":
             self.remove_service(name)
             return
-        if doc.get("protocol") == "sctp":
-            # Refused loudly (dp status shows the error) rather than half-translated.
-            raise ValueError("sctp services are not supported by the datapath yet")
+        if doc.get("protocol") == "sctp" and hasattr(self.prog, "need"):
+            self.prog.need("sctp")  # its programs load with the first SCTP service
         key = service_key(doc)
         old = self.services.get(name)
         if old is not None and old.key != key:
@@ -232,6 +232,8 @@ class Driver:
         allow = {str(ipaddress.ip_network(a, strict=False)) for a in doc.get("allowed-source", [])}
         for prefix in allow - state.allow:
             self.t["allow_map"][self._allow_key(sid, prefix)] = self.t["allow_map"].Leaf(1)
+
+        self._write_multihome(sid, doc)  # SCTP secondary addresses (bpf/lib/sctp_mh.h)
 
         # 3. the service entry: one update makes everything above live
         state.doc = doc
@@ -287,6 +289,21 @@ class Driver:
         t[t.Key(sid)] = v
         return True
 
+    def _write_multihome(self, sid: int, doc: Doc) -> None:
+        """The service's SCTP secondary VIPs and SNAT addresses, or none."""
+        table = self.t["mh_map"]
+        vips, snats = doc.get("secondary-vip", []), doc.get("secondary-snat-address", [])
+        n = min(len(vips), len(snats), L.MH_MAX)
+        if not n:
+            table.pop(table.Key(sid), None)
+            return
+        v = table.Leaf()
+        v.n = n
+        for i in range(n):
+            v.vip[i].w[:] = L.addr_words(vips[i])[1]
+            v.snat[i].w[:] = L.addr_words(snats[i])[1]
+        table[table.Key(sid)] = v
+
     def remove_service(self, name: str) -> None:
         state = self.services.get(name)
         if state is None:
@@ -300,6 +317,7 @@ class Driver:
             self.t["allow_map"].pop(self._allow_key(state.id, prefix), None)
         for ep_id in state.eps.values():
             self._delete_endpoint(ep_id)
+        self.t["mh_map"].pop(self.t["mh_map"].Key(state.id), None)
         self._flush_ids(svc_ids={state.id})
         self._reset_service_counters(state.id)
         self._svc_ids.discard(state.id)
@@ -310,6 +328,7 @@ class Driver:
         for key, (sid, gen, n_slots) in list(self._found_svc.items()):
             self.t["svc_map"].pop(self._svc_key(key), None)
             self.t["snat_pool_map"].pop(self.t["snat_pool_map"].Key(sid), None)
+            self.t["mh_map"].pop(self.t["mh_map"].Key(sid), None)
             self._delete_slots(sid, gen, n_slots)
             self._flush_ids(svc_ids={sid})
             self._reset_service_counters(sid)

@@ -19,6 +19,8 @@ MAX_SEL_PAGES = 131072
 MAX_RANGES = 8
 MAX_ALLOW = 65536
 LC_SCAN = 32
+SCTP_CRC_MAX_LEN = 16384  # bpf/lib/crc32c.h: crc_shift entries
+MH_MAX = 4  # bpf/lib/sctp_mh.h: SCTP secondary addresses per service (the model's max)
 DEFAULT_CT_CAPACITY = 1048576
 
 # What the config may ask of the datapath: appliance/datapath/validate.py refuses the rest
@@ -38,7 +40,7 @@ LIMIT_RANGES = MAX_RANGES  # port-range services per (VIP, protocol)
 # rebuild writes the new generation before it deletes the old one.
 LIMIT_SEL_PAGES = MAX_SEL_PAGES
 # Parts of the model the datapath does not implement yet: refused, not half done.
-UNSUPPORTED_PROTOCOLS = ("sctp",)
+UNSUPPORTED_PROTOCOLS: tuple[str, ...] = ()
 UNSUPPORTED_HOOKS = ("xdp",)
 
 ALGORITHMS = {
@@ -49,7 +51,9 @@ ALGORITHMS = {
     "least-connections": 4,
     "priority": 5,
     "persistence": 6,
+    "gtp-teid": 7,  # bpf/lib/gtpu.h
 }
+MAGLEV_TABLES = ("maglev", "gtp-teid")  # algorithms whose slot table is a Maglev table
 MODES = {"default": 0, "one-arm": 1, "full-nat": 2, "dsr": 3}
 SVC_F_RANGE = 1
 SVC_F_ALLOW = 2
@@ -71,7 +75,13 @@ TO_TCP_SYN, TO_TCP_FIN, TO_TCP_CLOSED, TO_UNREPLIED = 30, 10, 2, 30
 
 PROTOCOLS = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP, "icmp": 1, "sctp": 132}
 PROTOCOL_NAMES = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmp", 132: "sctp"}
-DEFAULT_TIMEOUT = {"tcp": 240}  # loxilb's defaults; every other protocol: 20 s
+IPPROTO_SCTP = 132
+PORT_PROTOCOLS = (6, 17, 132)  # bpf/lib/sctp.h l4_has_ports: the rest key on no ports
+# bpf/lib/sctp.h: SCTP's cookie phase is CT_NEW with this bit in fin_seen (TCP's timeouts).
+SCTP_COOKIE_SEEN = 4
+# loxilb's defaults; every other protocol: 20 s. SCTP as TCP: its heartbeats come every
+# 30 s by default, so an idle association must outlive that.
+DEFAULT_TIMEOUT = {"tcp": 240, "sctp": 240}
 DEFAULT_TIMEOUT_OTHER = 20
 
 

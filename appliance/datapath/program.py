@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance import netlink, resources
+from appliance.datapath import crc32c
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ MAPS = {
     "fw_live": "fwlive", "fw_gens": "fwgen", "fw_tuples": "fwtup", "fw_keys": "fwkeys",
     "fw_ifpol": "fwifpol", "fw_snat": "fwsnat", "fw_stats": "fwst",
     "ha_cfg_map": "hacfg", "ha_pause_map": "hapause", "fe_drops": "fedrop",
+    "crc_shift": "crcsh", "mh_map": "mh", "mh_peer_map": "mhpeer",
 }  # fmt: skip
 # Pins of maps an older program used and this one does not ("sel": one selection slot per
 # entry, before pages; "rr": 32-bit round-robin counters). Unlinked at load: an attached
@@ -49,7 +51,13 @@ MAPS = {
 LEGACY_PINS = ("sel", "rr")
 # Tail-call targets: bpf/lib/consts.h JMP_* -> the function in bpf/lb.c.
 TAIL_CALLS = {0: "sluice_icmp_err", 1: "sluice_too_big", 2: "sluice_xlat", 3: "sluice_fw",
-              4: "sluice_fw_lb", 5: "sluice_l3dsr"}
+              4: "sluice_fw_lb", 5: "sluice_l3dsr", 6: "sluice_sctp_nat", 7: "sluice_sctp_paths",
+              8: "sluice_gtpu", 9: "sluice_sctp"}
+# Targets loaded when the first service needs them (Program.need): verifying SCTP's copy of
+# the balancer costs about as much as the main program, and a daemon without SCTP services
+# should not start slower for it. A restarted daemon leaves the previous one's programs in
+# their slots (same pinned maps) until its own are loaded: SCTP flows keep going.
+LAZY_TAIL_CALLS = {"sctp": (6, 7, 9)}
 
 
 class DatapathUnavailable(Exception):
@@ -100,6 +108,7 @@ class Program:
     def __init__(self, pin_root: Path = DEFAULT_PIN_ROOT, ct_capacity: int = 1048576) -> None:
         self.pin_root = Path(pin_root)
         self.ct_capacity = int(ct_capacity)
+        self.loaded_features: set[str] = set()  # LAZY_TAIL_CALLS loaded (need)
         self.bpf: Any = None
         self.fn: Any = None
         self.compile_seconds = 0.0
@@ -152,13 +161,37 @@ class Program:
             self.fn = self.bpf.load_func(PROGRAM.encode(), BPF.SCHED_CLS)
             # Tail-call targets first, so the attached program never jumps into nothing.
             table = self.bpf[b"jmp_map"]
+            lazy = {i for indexes in LAZY_TAIL_CALLS.values() for i in indexes}
             for index, name in TAIL_CALLS.items():
+                if index in lazy:
+                    continue  # a previous daemon's stays until need() replaces it
                 target = self.bpf.load_func(name.encode(), BPF.SCHED_CLS)
                 table[table.Key(index)] = table.Leaf(target.fd)
+            self.loaded_features.clear()
+            crc32c.fill(self.bpf[b"crc_shift"])  # before any SCTP service exists
         except Exception as exc:
             raise DatapathUnavailable(f"loading {PROGRAM}: {exc}") from exc
         self.compile_seconds = time.monotonic() - started
         log.info("datapath loaded", extra={"seconds": round(self.compile_seconds, 2)})
+
+    def need(self, feature: str) -> None:
+        """Load (once) the tail-call targets a service of ``feature`` needs
+        (LAZY_TAIL_CALLS); raises DatapathUnavailable when they do not load."""
+        if feature in self.loaded_features:
+            return
+        from bcc import BPF
+
+        started = time.monotonic()
+        table = self.bpf[b"jmp_map"]
+        try:
+            for index in LAZY_TAIL_CALLS[feature]:
+                target = self.bpf.load_func(TAIL_CALLS[index].encode(), BPF.SCHED_CLS)
+                table[table.Key(index)] = table.Leaf(target.fd)
+        except Exception as exc:
+            raise DatapathUnavailable(f"loading the {feature} programs: {exc}") from exc
+        self.loaded_features.add(feature)
+        log.info("datapath programs loaded", extra={
+            "feature": feature, "seconds": round(time.monotonic() - started, 2)})  # fmt: skip
 
     def table(self, name: str) -> Any:
         return self.bpf[name.encode()]

@@ -29,7 +29,7 @@ def max_slots(svc: Doc, default: str = STANDALONE_DEFAULT) -> int:
     (``default``: the algorithm of services that set none, see appliance/algorithm.py)."""
     eps = svc.get("endpoint", [])
     algo = service_algorithm(svc, default)
-    if algo == "maglev":
+    if algo in L.MAGLEV_TABLES:
         return maglev_size(len(eps)) if eps else 0  # sized from every configured endpoint
     if algo in ("weighted", "hash", "persistence"):
         return sum(int(e.get("weight", 1)) for e in eps)  # gcd 1 at worst

@@ -14,7 +14,7 @@ static __always_inline void ct_orig_key(struct nat_tuple *t, __u8 proto, __u8 fa
     k->src = t->client;
     k->dst = t->vip;
     k->sport = t->client_port;
-    k->dport = (proto == IPPROTO_TCP || proto == IPPROTO_UDP) ? t->vip_port : 0;
+    k->dport = l4_has_ports(proto) ? t->vip_port : 0;
     k->proto = proto;
     k->family = family;
     k->pad = 0;
@@ -28,7 +28,7 @@ static __always_inline void ct_reply_key(struct nat_tuple *t, __u8 proto, __u8 f
     k->proto = proto;
     k->family = family;
     k->pad = 0;
-    if (proto == IPPROTO_TCP || proto == IPPROTO_UDP) {
+    if (l4_has_ports(proto)) {
         k->sport = t->ep_port;
         k->dport = t->snat_port;
     } else {                    // ICMP echo reply: identifier as sport

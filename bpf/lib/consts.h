@@ -34,7 +34,11 @@
 #define JMP_FW            3          // lib/firewall.h: a new flow while rules are on
 #define JMP_FW_LB         4          // lb.c: new_flow for a flow the firewall let in
 #define JMP_L3DSR         5          // lib/l3dsr.h
-#define JMP_MAX           6
+#define JMP_SCTP_NAT      6          // lib/sctp.h, lib/sctp_mh.h
+#define JMP_SCTP_PATHS    7          // lib/sctp_mh.h
+#define JMP_GTPU          8          // lib/gtpu.h
+#define JMP_SCTP          9          // lb.c sluice_sctp
+#define JMP_MAX           10
 
 // Algorithms (svc_info.algo)
 #define ALG_RR            0
@@ -44,6 +48,7 @@
 #define ALG_LEASTCONN     4
 #define ALG_PRIORITY      5
 #define ALG_PERSIST       6
+#define ALG_GTP_TEID      7          // lib/gtpu.h: per packet, by TEID, no conntrack
 
 // Modes (svc_info.mode)
 #define MODE_DNAT         0

@@ -70,7 +70,7 @@ static __always_inline int handle_icmp_error(struct __sk_buff *skb, struct pkt *
         __builtin_memcpy(&idst, &ih->daddr, 16);
         il4 = iph + sizeof(*ih);
     }
-    if (iproto != IPPROTO_TCP && iproto != IPPROTO_UDP)
+    if (!l4_has_ports(iproto))                 // TCP, UDP, SCTP (lib/sctp.h)
         return TC_ACT_OK;
     __be16 *ports = data + il4;
     if ((void *)(ports + 2) > data_end)

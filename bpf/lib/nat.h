@@ -109,7 +109,7 @@ static __always_inline int nat_rewrite(struct __sk_buff *skb, struct pkt *p, str
         if (p->k.family == 6)
             hl += pd;
         pd = 0;
-    } else if (p->k.proto == IPPROTO_TCP || p->k.proto == IPPROTO_UDP) {
+    } else if (l4_has_ports(p->k.proto)) {
         __be16 *ports = data + l4;
         if ((void *)(ports + 2) > data_end)
             return -1;
@@ -120,6 +120,10 @@ static __always_inline int nat_rewrite(struct __sk_buff *skb, struct pkt *p, str
         if (ports[1] != dport) {
             ld += (__u16)~ports[1] + (__u64)dport;
             ports[1] = dport;
+        }
+        if (p->k.proto == IPPROTO_SCTP) {      // CRC32c, no pseudo-header: lib/sctp.h
+            p->sctp_x = (__u16)(p->k.sport ^ sport) | (__u32)(__u16)(p->k.dport ^ dport) << 16;
+            pd = ld = 0;
         }
     } else {
         __be16 *id = data + l4 + 4;
@@ -159,7 +163,6 @@ static __always_inline int nat_orig(struct __sk_buff *skb, struct pkt *p, struct
 static __always_inline int nat_reply(struct __sk_buff *skb, struct pkt *p, struct nat_tuple *t,
                                      struct nexthop *nh)
 {
-    return nat_rewrite(skb, p, &t->vip, p->k.proto == IPPROTO_TCP || p->k.proto == IPPROTO_UDP
-                                            ? t->vip_port : t->client_port,
+    return nat_rewrite(skb, p, &t->vip, l4_has_ports(p->k.proto) ? t->vip_port : t->client_port,
                        &t->client, t->client_port, nh);
 }

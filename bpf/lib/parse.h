@@ -22,6 +22,10 @@ struct pkt {
     __u8 frag;              // FRAG_NONE / FRAG_FIRST / FRAG_LATER (lib/frag.h)
     __u8 pad_[3];
     __be32 frag_id;         // IPv4 identification (16 bits) / IPv6 fragment header's id
+    __u16 l4_len;           // SCTP: the IP payload length (its CRC32c covers all of it)
+    __u8 sctp_chunk;        // SCTP: the first chunk's type (lib/sctp.h)
+    __u8 sctp_init;         // SCTP: an INIT with verification tag 0
+    __u32 sctp_x;           // SCTP: what NAT changed the ports by (lib/sctp.h sctp_finish)
 };
 
 #define FRAG_NONE  0
@@ -29,9 +33,14 @@ struct pkt {
 #define FRAG_LATER 2        // offset > 0: no L4 header; lib/frag.h supplies its ports
 #define IPV6_FRAGHDR_ 44
 
-// PARSE_OK: a packet we may translate; PARSE_PASS: leave it to the stack untouched.
+// PARSE_OK: a packet we may translate; PARSE_PASS: leave it to the stack untouched;
+// PARSE_SCTP: an SCTP packet we may translate (a return value of its own, so the verifier
+// knows on every path whether it is SCTP: see lb.c lb_entry).
 #define PARSE_OK   0
 #define PARSE_PASS 1
+#define PARSE_SCTP 2
+
+#include "sctp.h"
 
 static __always_inline int parse_l4(struct __sk_buff *skb, struct pkt *p, void *data,
                                     void *data_end)
@@ -57,6 +66,8 @@ static __always_inline int parse_l4(struct __sk_buff *skb, struct pkt *p, void *
         p->csum_off = p->l4_off + offsetof(struct udphdr, check);
         return PARSE_OK;
     }
+    case IPPROTO_SCTP:
+        return sctp_parse(p, data, data_end);
     case IPPROTO_ICMP:
     case IPPROTO_ICMPV6: {
         // Only echo request/reply carry a flow; errors and ND pass untouched.

@@ -32,6 +32,7 @@ GLOBAL = (*ENTERPRISE, 1, 1)
 SERVICE_ENTRY = (*ENTERPRISE, 1, 2, 1)
 ENDPOINT_ENTRY = (*ENTERPRISE, 1, 3, 1)
 POLICER_ENTRY = (*ENTERPRISE, 1, 6, 1)
+SECONDARY_ENTRY = (*ENTERPRISE, 1, 7, 1)  # sluiceSecondaryAddressEntry (SCTP multihoming)
 NOTIFY_OBJECTS = (*ENTERPRISE, 1, 4)
 BGP_PEER_ENTRY = (*ENTERPRISE, 1, 5, 1)
 FW_RULE_ENTRY = (*ENTERPRISE, 1, 19, 1)  # sluiceFwRuleEntry
@@ -53,6 +54,7 @@ ENDPOINT_COLUMNS = tuple(range(4, 14))
 # Columns read from the config only (everything else comes from the state providers).
 SERVICE_STATIC = frozenset((2, 3, 4, 5, 6, 7, 8, 9, 11, 17, 18))
 ENDPOINT_STATIC = frozenset((4, 5))
+SECONDARY_COLUMNS = (2, 3, 4, 5)
 GLOBAL_COLUMNS = (1, 2, 3, 4, 5, 6)
 FW_COLUMNS = (3, 4, 5, 6, 7)
 FW_LISTS = {"firewall": 1, "snat": 2}
@@ -78,6 +80,7 @@ ALGORITHM = {
     "least-connections": 5,
     "priority": 6,
     "persistence": 7,
+    "gtp-teid": 8,
 }
 OPER = {"up": 1, "down": 2, "degraded": 3, "disabled": 4, "unknown": 5}
 # BGP4-MIB's bgpPeerState numbers. The speaker (ExaBGP) reports idle/down, connected (the
@@ -197,6 +200,9 @@ class Snapshot:
     endpoint_index: list[tuple[int, ...]] = field(default_factory=list)
     endpoints: list[EndpointRow] = field(default_factory=list)
     by_name: dict[str, ServiceRow] = field(default_factory=dict)
+    # SCTP multihoming: (service name index, position from 1) -> (vip, snat address).
+    secondary_index: list[tuple[int, ...]] = field(default_factory=list)
+    secondaries: list[tuple[str, str]] = field(default_factory=list)
     default_algorithm: str = STANDALONE_DEFAULT  # of services that set none
     bgp_index: list[tuple[int, ...]] = field(default_factory=list)
     bgp_peers: list[BgpPeerRow] = field(default_factory=list)
@@ -242,6 +248,14 @@ class Snapshot:
         peers.sort(key=lambda item: item[0])
         snap.bgp_index = [i for i, _ in peers]
         snap.bgp_peers = [r for _, r in peers]
+        secondaries = [((*name_idx, i + 1), pair)
+                       for name_idx, row in services
+                       for i, pair in enumerate(zip(row.svc.get("secondary-vip", []),
+                                                    row.svc.get("secondary-snat-address", []),
+                                                    strict=False))]  # fmt: skip
+        secondaries.sort(key=lambda item: item[0])
+        snap.secondary_index = [i for i, _ in secondaries]
+        snap.secondaries = [pair for _, pair in secondaries]
         services.sort(key=lambda item: item[0])
         endpoints.sort(key=lambda item: item[0])
         snap.service_index = [i for i, _ in services]
@@ -505,6 +519,11 @@ class LbMib:
         color = self.state.policer(pol["name"]).get(COLORS[(col - 4) // 2]) or {}
         return ber.counter64(_num(color, "packets" if col % 2 == 0 else "bytes"))
 
+    def secondary_cell(self, col: int, pos: int) -> Any:
+        vip, snat = self.snap.secondaries[pos]
+        _, kind, packed = inet_index(vip if col in (2, 3) else snat)
+        return ber.integer(kind) if col in (2, 4) else ber.octets(packed)
+
     def tables(self) -> list[Table]:
         snap = self.snap
         scalar_row = [(0,)]
@@ -524,6 +543,13 @@ class LbMib:
                 lambda: snap.endpoint_index,
                 self.endpoint_cell,
                 static=ENDPOINT_STATIC,
+            ),
+            Table(
+                SECONDARY_ENTRY,
+                SECONDARY_COLUMNS,
+                lambda: snap.secondary_index,
+                self.secondary_cell,
+                static=frozenset(SECONDARY_COLUMNS),
             ),
             Table(
                 BGP_PEER_ENTRY,

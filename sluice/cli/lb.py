@@ -23,6 +23,8 @@ FLAG_OF = {
     "nat64": "--nat64",
     "nat46": "--nat46",
     "dsr-tunnel": "--dsr-tunnel",
+    "secondary-vip": "--secondary-vip",
+    "secondary-snat-address": "--secondary-snat",
     "allowed-source": "--allow",
     "persistence-timeout": "--persist-timeout",
     "inactivity-timeout": "--inactivity-timeout",
@@ -72,6 +74,10 @@ def service_from_args(args: argparse.Namespace) -> dict[str, Any]:
         svc["snat-pool"] = args.snat_pool
     if args.allow:
         svc["allowed-source"] = args.allow
+    for attr, leaf in (("secondary_vip", "secondary-vip"),
+                       ("secondary_snat", "secondary-snat-address")):  # fmt: skip
+        if getattr(args, attr):  # repeated and/or comma-separated, in order
+            svc[leaf] = [a.strip() for v in getattr(args, attr) for a in v.split(",") if a.strip()]
     if args.endpoints:
         try:
             svc["endpoint"] = [parse_endpoint(s) for s in args.endpoints.split(",") if s.strip()]
@@ -106,7 +112,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     add.add_argument("--endpoints", help="ADDR:PORT[:WEIGHT],… ([v6]:PORT for IPv6)")
     add.add_argument(
         "--algo",
-        help="round-robin (default), weighted, hash, maglev, "
+        help="round-robin (default), weighted, hash, maglev, gtp-teid, "
         "least-connections, priority, persistence",
     )
     add.add_argument("--mode", help="default (DNAT), one-arm, full-nat, dsr")
@@ -116,6 +122,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     add.add_argument("--nat64", action="store_true", help="IPv6 VIP to IPv4 endpoints")
     add.add_argument("--nat46", action="store_true", help="IPv4 VIP to IPv6 endpoints")
     add.add_argument("--dsr-tunnel", help="none (L2-DSR, default) or ip-in-ip (L3-DSR)")
+    add.add_argument("--secondary-vip", action="append",
+                     help="SCTP multihoming (full-nat): further VIPs, in order (repeat or A,B)")
+    add.add_argument("--secondary-snat", action="append",
+                     help="SCTP multihoming: further SNAT addresses, one per secondary VIP")
     add.add_argument("--allow", action="append", help="allowed source prefix (repeat)")
     add.add_argument("--persist-timeout", type=int, help="seconds (persistence algorithm)")
     add.add_argument("--inactivity-timeout", type=int, help="seconds idle before a flow ends")
@@ -235,7 +245,8 @@ def cmd_lb_show(client: ControlClient, args: argparse.Namespace) -> int:
     width = max(len(k) for k in svc)
     for key, value in svc.items():
         if key not in skip:
-            print(f"{key.ljust(width)}  {value}")
+            text = ", ".join(map(str, value)) if isinstance(value, list) else value
+            print(f"{key.ljust(width)}  {text}")
     probe = svc.get("health-probe", {})
     print(f"{'health-probe'.ljust(width)}  " + " ".join(f"{k}={v}" for k, v in probe.items()))
     print()

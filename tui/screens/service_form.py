@@ -35,7 +35,7 @@ ENUMS = {
     "dsr-tunnel": ["none", "ip-in-ip"],
     "algorithm": [
         "round-robin", "weighted", "hash", "maglev", "least-connections", "priority",
-        "persistence",
+        "persistence", "gtp-teid",
     ],
     "admin-state": ["enabled", "disabled"],
     "health-probe": ["none", "ping", "tcp", "udp", "sctp", "http", "https"],
@@ -56,8 +56,12 @@ FIELDS = [
     ("description", "Description", ""),
     ("translation", "NAT64/46", ""),
     ("dsr-tunnel", "DSR tunnel", ""),
+    ("secondary-vip", "Secondary VIPs", "SCTP multihoming: 198.18.0.11, …"),
+    ("secondary-snat-address", "Secondary SNAT", "one per secondary VIP"),
 ]
 FIELD_IDS = {f for f, _, _ in FIELDS} | {"port-range-end", "nat64", "nat46", "snat-pool"}
+# Leaf-lists shown as comma-separated text.
+LISTS = ("secondary-vip", "secondary-snat-address")
 # Leaves that map onto another field of the form.
 ALIAS = {"port-range-end": "port", "nat64": "translation", "nat46": "translation",
          "snat-pool": "snat-address"}
@@ -110,6 +114,8 @@ class ServiceForm(Screen[bool]):
             text = str(svc.get("port", ""))
             if "port-range-end" in svc:
                 text += f"-{svc['port-range-end']}"
+        elif field in LISTS:
+            text = ", ".join(svc.get(field, []))
         elif field == "endpoint":
             text = endpoints_text(svc.get("endpoint", []))
         elif field == "snat-address":  # snat-address, then the rest of the pool
@@ -174,6 +180,12 @@ class ServiceForm(Screen[bool]):
             svc.pop("dsr-tunnel", None)  # the default
         else:
             svc["dsr-tunnel"] = self._value("dsr-tunnel")
+        for field in LISTS:
+            items = [a.strip() for a in self._value(field).split(",") if a.strip()]
+            if items:
+                svc[field] = items
+            else:
+                svc.pop(field, None)
         try:
             low, high = parse_port(self._value("port"))
             svc.pop("port", None)
