@@ -143,8 +143,14 @@ static __always_inline int lb_send(struct __sk_buff *skb, struct pkt *p, struct 
                                    __u8 dir, int dsr, struct nexthop *nh, int rc,
                                    struct bpf_fib_lookup *f, const int sctp)
 {
+    __u32 x = 0;                               // what NAT changes the ports by
+    if (sctp && !dsr) {
+        __be16 sport = dir == CT_DIR_ORIG ? t->snat_port : t->vip_port;
+        __be16 dport = dir == CT_DIR_ORIG ? t->ep_port : t->client_port;
+        x = (__u16)(p->k.sport ^ sport) | (__u32)(__u16)(p->k.dport ^ dport) << 16;
+    }
     int verdict = translate_and_send(skb, p, t, dir, dsr, nh, rc, f);
-    return sctp ? sctp_finish(skb, p, verdict) : verdict;
+    return sctp ? sctp_finish(skb, p, verdict, x) : verdict;
 }
 
 // new_flow's answer when another CPU created the same flow first (not a TC verdict).

@@ -121,10 +121,8 @@ static __always_inline int nat_rewrite(struct __sk_buff *skb, struct pkt *p, str
             ld += (__u16)~ports[1] + (__u64)dport;
             ports[1] = dport;
         }
-        if (p->k.proto == IPPROTO_SCTP) {      // CRC32c, no pseudo-header: lib/sctp.h
-            p->sctp_x = (__u16)(p->k.sport ^ sport) | (__u32)(__u16)(p->k.dport ^ dport) << 16;
+        if (p->k.proto == IPPROTO_SCTP)        // CRC32c, no pseudo-header: lib/sctp.h
             pd = ld = 0;
-        }
     } else {
         __be16 *id = data + l4 + 4;
         if ((void *)(id + 1) > data_end)

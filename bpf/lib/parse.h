@@ -20,12 +20,10 @@ struct pkt {
     __u8 ttl;
     __u8 icmp_err;          // an ICMP error: see icmp_err.h
     __u8 frag;              // FRAG_NONE / FRAG_FIRST / FRAG_LATER (lib/frag.h)
-    __u8 pad_[3];
-    __be32 frag_id;         // IPv4 identification (16 bits) / IPv6 fragment header's id
-    __u16 l4_len;           // SCTP: the IP payload length (its CRC32c covers all of it)
     __u8 sctp_chunk;        // SCTP: the first chunk's type (lib/sctp.h)
     __u8 sctp_init;         // SCTP: an INIT with verification tag 0
-    __u32 sctp_x;           // SCTP: what NAT changed the ports by (lib/sctp.h sctp_finish)
+    __u8 pad_;
+    __be32 frag_id;         // IPv4 identification (16 bits) / IPv6 fragment header's id
 };
 
 #define FRAG_NONE  0

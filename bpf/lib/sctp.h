@@ -58,34 +58,35 @@ static __always_inline int l4_has_ports(__u8 proto)
     return proto == IPPROTO_TCP || proto == IPPROTO_UDP || proto == IPPROTO_SCTP;
 }
 
-// parse.h: fill p from the SCTP common header and first chunk, and the IP payload length
-// (here, not in parse_packet: an unused field written on every path cost the main program
-// a fifth of its verifier budget).
+// parse.h: fill p from the SCTP common header and first chunk.
 static __always_inline int sctp_parse(struct pkt *p, void *data, void *data_end)
 {
-    __u32 l3 = p->l3_off, l4 = p->l4_off;
-    if (l3 > 18 || l4 > 18 + sizeof(struct ipv6hdr) || p->frag)
+    __u32 l4 = p->l4_off;
+    if (l4 > 18 + sizeof(struct ipv6hdr) || p->frag)
         return PARSE_PASS;                     // a fragment: its CRC32c covers the others
     struct sctp_common *sh = data + l4;
     if ((void *)(sh + 1) > data_end)
         return PARSE_PASS;
-    if (p->k.family == 4) {
-        struct iphdr *ip = data + l3;
-        if ((void *)(ip + 1) > data_end)
-            return PARSE_PASS;
-        p->l4_len = bpf_ntohs(ip->tot_len) - sizeof(*ip);
-    } else {
-        struct ipv6hdr *ip6 = data + l3;
-        if ((void *)(ip6 + 1) > data_end)
-            return PARSE_PASS;
-        p->l4_len = bpf_ntohs(ip6->payload_len);
-    }
     p->k.sport = sh->source;
     p->k.dport = sh->dest;
     p->csum_off = l4 + offsetof(struct sctp_common, checksum);
     p->sctp_chunk = sh->chunk_type;
     p->sctp_init = sh->chunk_type == SCTP_INIT && sh->vtag == 0;
     return PARSE_SCTP;
+}
+
+// The SCTP packet's length (the IP payload: its CRC32c covers all of it), 0 if unreadable.
+static __always_inline __u32 sctp_len(struct __sk_buff *skb, struct pkt *p)
+{
+    __be16 n;
+    __u32 off = p->l3_off + (p->k.family == 4 ? offsetof(struct iphdr, tot_len)
+                                              : offsetof(struct ipv6hdr, payload_len));
+    if (bpf_skb_load_bytes(skb, off, &n, 2))
+        return 0;
+    __u32 len = bpf_ntohs(n);
+    if (p->k.family == 4)
+        len = len > sizeof(struct iphdr) ? len - sizeof(struct iphdr) : 0;
+    return len;
 }
 
 // A packet that may open an association: an INIT with verification tag 0.
@@ -146,7 +147,7 @@ static __always_inline int sctp_handshake(struct pkt *p)
 // What follows NAT runs in a program of its own (JMP_SCTP_NAT, lib/sctp_mh.h): the CRC32c
 // fix's 64 steps per packet, inlined at every place lb.c translates, put the main program
 // over the verifier's budget, and multihoming's parameter rewrite is longer still.
-// nat.h records what the ports changed by (p->sctp_x); once the packet is translated and
+// lb.c lb_send computes what the ports change by (x); once the packet is translated and
 // its verdict known (a redirect stays pending across a tail call), sctp_finish hands both
 // over in skb->cb. Only packets whose ports changed and the handshake's INIT, INIT ACK and
 // COOKIE ACK go there. A packet whose checksum cannot be fixed is dropped, never sent with
@@ -154,12 +155,13 @@ static __always_inline int sctp_handshake(struct pkt *p)
 #define SCTP_CB_X       0
 #define SCTP_CB_VERDICT 1
 
-static __always_inline int sctp_finish(struct __sk_buff *skb, struct pkt *p, int verdict)
+static __always_inline int sctp_finish(struct __sk_buff *skb, struct pkt *p, int verdict,
+                                       __u32 x)
 {
-    if (p->k.proto != IPPROTO_SCTP || (!p->sctp_x && !sctp_handshake(p)))
+    if (!x && !sctp_handshake(p))
         return verdict;
-    skb->cb[SCTP_CB_X] = p->sctp_x;
+    skb->cb[SCTP_CB_X] = x;
     skb->cb[SCTP_CB_VERDICT] = verdict;
     jmp_map.call(skb, JMP_SCTP_NAT);
-    return p->sctp_x ? TC_ACT_SHOT : verdict;  // no target: never a wrong checksum
+    return x ? TC_ACT_SHOT : verdict;          // no target: never a wrong checksum
 }

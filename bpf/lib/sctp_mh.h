@@ -74,7 +74,7 @@ static __always_inline int mh_rewrite(struct __sk_buff *skb, struct pkt *p, stru
         return -1;
     struct mh_word *words = sc->words;
     __u32 nw = 0, n = 0;
-    __u32 l4 = p->l4_off, len = p->l4_len;
+    __u32 l4 = p->l4_off, len = sctp_len(skb, p);
     __u32 off = l4 + SCTP_COMMON_LEN + SCTP_INIT_FIXED;
     __u32 end = l4 + len;
     int v6 = p->k.family == 6;
@@ -263,7 +263,7 @@ static __always_inline int sctp_after_nat(struct __sk_buff *skb, struct pkt *p)
     __u32 d = 0;
     if (x) {
         int ok;
-        d = crc32c_delta(x, 0, p->l4_len, &ok);
+        d = crc32c_delta(x, 0, sctp_len(skb, p), &ok);
         if (!ok)
             return TC_ACT_SHOT;
     }
