@@ -41,10 +41,11 @@ SERVICES, ENDPOINTS = 10_000, 32
 KEY = struct.Struct("=16s16s2s2sBBH")  # struct ct_key (bpf/lib/structs.h)
 # struct ct_entry: nat_tuple (client, vip, snat, ep, 4 ports), created/last/packets/bytes,
 # svc_id, ep_id, timeout_s, dir, state, flags, proto, family, fin_seen, pad, the next-hop
-# cache (ifindex, gen, mtu, dmac, smac, pad; left empty), tail padding. (appliance/datapath/
-# layout.py CtEntry is the reference.)
-LEAF = struct.Struct("=16s16s16s16s2s2s2s2sQQQQIIIBBBBBBHIIH6s6sH4x")
-NO_NEXTHOP = (0, 0, 0, bytes(6), bytes(6), 0)  # an empty next-hop cache
+# cache (ifindex, gen, mtu, dmac, smac, pad; left empty), the TCP segment record (seq, ack,
+# win, seen, pad; left empty). (appliance/datapath/layout.py CtEntry is the reference.)
+LEAF = struct.Struct("=16s16s16s16s2s2s2s2sQQQQIIIBBBBBBHIIH6s6sHIIHBB")
+# An empty next-hop cache, and no TCP segment seen.
+NO_NEXTHOP = (0, 0, 0, bytes(6), bytes(6), 0, 0, 0, 0, 0, 0)
 CHUNK = 65536
 OLDEST_S = 3000  # fill() dates flows up to 2000 s back
 

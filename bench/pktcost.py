@@ -318,8 +318,9 @@ class Meter:
         self.harness.close()
 
     def clear_ct(self) -> None:
-        with contextlib.suppress(Exception):  # an empty map: nothing to delete
-            self.prog.table("ct_map").items_delete_batch()
+        for name in ("ct_map", "syn_map"):  # syn_map: TCP handshakes (older trees: none)
+            with contextlib.suppress(Exception):  # an empty map: nothing to delete
+                self.prog.table(name).items_delete_batch()
 
     def _service(self, version: int, mode: str, algorithm: str, endpoints: int) -> str:
         self.n += 1

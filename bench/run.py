@@ -291,8 +291,9 @@ stream {{
                 self.prog.detach(ifname, self.lb.ns)
 
     def clear_ct(self) -> None:
-        with contextlib.suppress(Exception):
-            self.prog.table("ct_map").items_delete_batch()
+        for name in ("ct_map", "syn_map"):  # syn_map: TCP handshakes (older trees: none)
+            with contextlib.suppress(Exception):
+                self.prog.table(name).items_delete_batch()
 
     def cost(self, quick: bool) -> dict[str, Any]:
         """The per-packet meters (bench/pktcost.py) on this run's program and reconciler."""

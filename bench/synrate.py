@@ -525,8 +525,9 @@ def synnet(net: Any, prog: Any, tmp: Path, vips: dict[str, str] | None = None,
 
     def clear(path: str) -> None:
         if path == "sluice":
-            with contextlib.suppress(Exception):  # empty: nothing to delete
-                prog.table("ct_map").items_delete_batch()
+            for name in ("ct_map", "syn_map"):  # syn_map: TCP handshakes (older: none)
+                with contextlib.suppress(Exception):  # empty: nothing to delete
+                    prog.table(name).items_delete_batch()
         elif path == "nft-dnat":
             net.lb.run(["conntrack", "-F"])
 

@@ -30,6 +30,7 @@
 #include "lib/csum.h"
 #include "lib/nat.h"
 #include "lib/conntrack.h"
+#include "lib/tcpstate.h"
 #include "lib/sctp_mh.h"
 #include "lib/nexthop.h"
 #include "lib/select.h"
@@ -91,24 +92,25 @@ static __always_inline struct svc_info *lookup_service(struct pkt *p)
 // flows share a (snat address, port) towards an endpoint). DNAT: the key is the client's
 // own tuple; another live flow holding it (two VIPs sharing an endpoint, one client port)
 // keeps it, and this one is refused: the endpoint could not tell the two apart either.
-static __always_inline int claim_reply(struct ct_entry *e, struct pkt *p, __u64 now)
+// `syn`: the flow goes into syn_map (lib/tcpstate.h); a key must be free in both tables.
+static __always_inline int claim_reply(struct ct_entry *e, struct pkt *p, __u64 now, int syn)
 {
     struct ct_key rk = {};
     if (!(e->t.snat.w[0] != e->t.client.w[0] || e->t.snat.w[1] != e->t.client.w[1] ||
           e->t.snat.w[2] != e->t.client.w[2] || e->t.snat.w[3] != e->t.client.w[3])) {
         ct_reply_key(&e->t, p->k.proto, p->k.family, &rk);
-        if (ct_map.insert(&rk, e) == 0)
+        if (ct_claim(&rk, e, syn) == 0)
             return 0;
         if (!ct_reply_reclaim(&rk, now))
             return -1;
-        return ct_map.insert(&rk, e);
+        return ct_claim(&rk, e, syn);
     }
     __u8 family = ct_reply_family(e);          // NAT64/46: the endpoint's
     __u32 start = bpf_get_prandom_u32();
     for (int i = 0; i < FNAT_TRIES; i++) {
         e->t.snat_port = ha_snat_port(start + i * 7919);   // this node's range (HA pairs)
         ct_reply_key(&e->t, p->k.proto, family, &rk);
-        if (ct_map.insert(&rk, e) == 0)
+        if (ct_claim(&rk, e, syn) == 0)
             return 0;
     }
     return -1;
@@ -179,6 +181,14 @@ static __always_inline int new_flow(struct __sk_buff *skb, struct pkt *p, __u64 
     if (p->ttl <= 1)
         return TC_ACT_OK;                      // the stack answers "time exceeded"
     struct svc_info svc = *s;                  // one consistent snapshot of the service
+    // TCP: only a SYN opens a flow (its handshake in syn_map), unless the service picks up
+    // flows mid-stream (asymmetric paths): then any segment does, straight into ct_map.
+    int syn = 0;
+    if (p->k.proto == IPPROTO_TCP) {
+        syn = (p->tcp_flags & (TCP_SYN | TCP_ACK | TCP_FIN)) == TCP_SYN;
+        if (!syn && !(svc.flags & SVC_F_MIDSTREAM))
+            return TC_ACT_SHOT;                // no flow of ours: nobody to deliver it to
+    }
     if (svc.flags & SVC_F_ALLOW) {
         struct allow_key ak = {.prefixlen = 32 + (p->k.family == 4 ? 32 : 128),
                                .svc_id = svc.id, .a = p->k.src};
@@ -190,27 +200,32 @@ static __always_inline int new_flow(struct __sk_buff *skb, struct pkt *p, __u64 
     if (!ep || !ep->family)
         return TC_ACT_SHOT;                    // a service without endpoints drops
 
-    struct ct_entry e = {};
+    // The new entry is built in a per-CPU scratch slot: the stack cannot hold it too.
+    __u32 zero = 0;
+    struct ct_entry *e = ct_scratch.lookup(&zero);
+    if (!e)
+        return TC_ACT_SHOT;
+    __builtin_memset(e, 0, sizeof(*e));
     struct bpf_fib_lookup f = {};
     int rc = 0;
-    e.t.client = p->k.src;
-    e.t.vip = p->k.dst;
-    e.t.ep = ep->addr;
-    e.t.client_port = p->k.sport;
-    e.t.vip_port = p->k.dport;
-    e.t.ep_port = ep->port ? ep->port : p->k.dport;
-    e.t.snat = p->k.src;
-    e.t.snat_port = p->k.sport;
+    e->t.client = p->k.src;
+    e->t.vip = p->k.dst;
+    e->t.ep = ep->addr;
+    e->t.client_port = p->k.sport;
+    e->t.vip_port = p->k.dport;
+    e->t.ep_port = ep->port ? ep->port : p->k.dport;
+    e->t.snat = p->k.src;
+    e->t.snat_port = p->k.sport;
     if (svc.mode == MODE_FULLNAT) {
-        e.t.snat = svc.snat;
+        e->t.snat = svc.snat;
         if (svc.flags & SVC_F_POOL)
-            snat_from_pool(svc.id, &p->k.src, &e.t.snat);
+            snat_from_pool(svc.id, &p->k.src, &e->t.snat);
     } else if (svc.mode == MODE_ONEARM) {
         // Our own address on the link towards the endpoint (filled by the control plane),
         // in the endpoint's family (NAT64/46: not the client's).
         __u8 family = p->k.family;
         p->k.family = ep->family;
-        rc = fib(skb, p, &p->k.src, &e.t.ep, &f);
+        rc = fib(skb, p, &p->k.src, &e->t.ep, &f);
         p->k.family = family;
         if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
             return TC_ACT_SHOT;
@@ -218,54 +233,56 @@ static __always_inline int new_flow(struct __sk_buff *skb, struct pkt *p, __u64 
         struct addr *own = ifaddr_map.lookup(&ik);
         if (!own)
             return TC_ACT_SHOT;
-        e.t.snat = *own;
+        e->t.snat = *own;
     }
-    e.created_ns = now;
-    e.last_ns = now;
-    e.svc_id = svc.id;
-    e.ep_id = ep_id;
-    e.timeout_s = svc.timeout_s;
-    e.proto = p->k.proto;
-    e.family = p->k.family;
-    e.state = CT_NEW;
-    e.flags = CT_F_COUNTED;
+    e->created_ns = now;
+    e->last_ns = now;
+    e->svc_id = svc.id;
+    e->ep_id = ep_id;
+    e->timeout_s = svc.timeout_s;
+    e->proto = p->k.proto;
+    e->family = p->k.family;
+    e->state = p->k.proto == IPPROTO_TCP && !syn ? CT_EST : CT_NEW;
+    e->flags = CT_F_COUNTED;
     if (ep->family != p->k.family) {
         if (p->k.proto != IPPROTO_TCP && p->k.proto != IPPROTO_UDP)
             return TC_ACT_SHOT;                // NAT64/46 translates TCP and UDP flows
-        e.flags |= CT_F_XLAT;
+        e->flags |= CT_F_XLAT;
         rc = -1;                               // the FIB is asked after translation
     }
     if (svc.flags & SVC_F_IPIP) {
-        e.flags |= CT_F_IPIP;                  // lib/l3dsr.h
+        e->flags |= CT_F_IPIP;                 // lib/l3dsr.h
         rc = -1;                               // the FIB is asked with the tunnel's length
     }
-    e.dir = CT_DIR_REPLY;
+    e->dir = CT_DIR_REPLY;
     if (svc.mode == MODE_DSR)
-        e.flags |= CT_F_DSR;                   // the endpoint answers the client directly
-    else if (claim_reply(&e, p, now))
+        e->flags |= CT_F_DSR;                   // the endpoint answers the client directly
+    else if (claim_reply(e, p, now, syn))
         return TC_ACT_SHOT;                    // no free reply tuple: drop, client retries
-    e.dir = CT_DIR_ORIG;
-    e.packets = 1;
-    e.bytes = p->len;
+    e->dir = CT_DIR_ORIG;
+    if (p->k.proto == IPPROTO_TCP)
+        tcp_note(skb, e, p);
+    e->packets = 1;
+    e->bytes = p->len;
     // One FIB lookup per new flow (one-arm's, above, already had the answer): its next hop
     // goes into the entry before the entry goes into the table.
-    if (svc.mode != MODE_ONEARM && !(e.flags & CT_F_TAIL))
-        rc = fib(skb, p, svc.mode == MODE_DSR ? &p->k.src : &e.t.snat, &e.t.ep, &f);
+    if (svc.mode != MODE_ONEARM && !(e->flags & CT_F_TAIL))
+        rc = fib(skb, p, svc.mode == MODE_DSR ? &p->k.src : &e->t.snat, &e->t.ep, &f);
     __u32 gen = nh_generation();
     struct nexthop nh = {};
     int fast = 0;
     if (rc == BPF_FIB_LKUP_RET_SUCCESS && p->l3_off == sizeof(struct ethhdr)) {
-        nh_store(&e, p, &f, gen, l3_len(skb, p), &nh);
+        nh_store(e, p, &f, gen, l3_len(skb, p), &nh);
         fast = 1;
     }
-    if (ct_map.insert(&p->k, &e)) {
+    if (ct_claim(&p->k, e, syn)) {
         // Another CPU made this flow meanwhile (its first packets arrived together): ours
         // must not replace it, and our reply entry must not stay behind as an orphan.
-        if (!(e.flags & CT_F_DSR))
-            ct_drop_reply(&e);
+        if (!(e->flags & CT_F_DSR))
+            ct_drop_reply(e, syn);
         return NEW_FLOW_LOST_RACE;
     }
-    flow_event(&e, FE_CREATED);
+    flow_event(e, FE_CREATED);
 
     __u32 sid = svc.id;
     __s64 *a = svc_active.lookup(&sid);
@@ -275,22 +292,30 @@ static __always_inline int new_flow(struct __sk_buff *skb, struct pkt *p, __u64 
     if (a)
         __sync_fetch_and_add(a, 1);
     count(p, sid, ep_id, 1);
-    if (e.flags & CT_F_TAIL)
-        return tail_call_flow(skb, e.flags);
-    return lb_send(skb, p, &e.t, CT_DIR_ORIG, svc.mode == MODE_DSR, fast ? &nh : 0, rc, &f,
+    if (e->flags & CT_F_TAIL)
+        return tail_call_flow(skb, e->flags);
+    return lb_send(skb, p, &e->t, CT_DIR_ORIG, svc.mode == MODE_DSR, fast ? &nh : 0, rc, &f,
                    sctp);
 }
 
 #include "lib/fw_flow.h"
 
-// A flow the conntrack does not know: through the firewall first while it has rules.
-// SCTP does not go through it (lib/firewall.h parses no SCTP): new_flow at once.
+// A flow the conntrack does not know: through the firewall first while it has rules, then
+// new_flow in a program of its own (sluice_fw_lb): verified there once, it keeps this
+// program within the verifier's budget. A flow another CPU made meanwhile (two first
+// packets at once) loses this packet: the sender retransmits. SCTP does not go through
+// the firewall (lib/firewall.h parses no SCTP) and is in a program of its own already.
 static __always_inline int start_flow(struct __sk_buff *skb, struct pkt *p, __u64 now,
                                       const int sctp)
 {
     if (!sctp && (fw_live_bits() & (FW_LIVE_FW | FW_LIVE_SNAT)))
         jmp_map.call(skb, JMP_FW);
-    return new_flow(skb, p, now, sctp);
+    if (sctp) {
+        int rc = new_flow(skb, p, now, sctp);
+        return rc == NEW_FLOW_LOST_RACE ? TC_ACT_SHOT : rc;
+    }
+    jmp_map.call(skb, JMP_FW_LB);
+    return TC_ACT_OK;                          // no tail-call target: leave it alone
 }
 
 // The balancer, compiled twice: sluice_lb (everything but SCTP) and sluice_sctp (SCTP
@@ -312,34 +337,45 @@ static __always_inline int lb_entry(struct __sk_buff *skb, const int sctp)
     if (p.frag == FRAG_LATER && frag_ports(&p, now))
         return TC_ACT_OK;                      // its first fragment was not ours (frag.h)
 
-    struct ct_entry *e = ct_map.lookup(&p.k);
-    if (!e) {
-        int rc = start_flow(skb, &p, now, sctp);
-        if (rc != NEW_FLOW_LOST_RACE)
-            return rc;
-        e = ct_map.lookup(&p.k);               // the winner's flow: carry on with it
-        if (!e)
-            return TC_ACT_SHOT;
-    }
-    if ((e->flags & CT_F_SYNCED) && ha_paused(&p.k.dst))
+    int syn;                                   // the flow is in syn_map (lib/tcpstate.h)
+    int tcp = p.k.proto == IPPROTO_TCP;
+    struct ct_entry *e = ct_find(&p.k, &syn);
+    if (e && (e->flags & CT_F_SYNCED) && ha_paused(&p.k.dst))
         return TC_ACT_SHOT;                    // a peer's flow on a backup waits (lib/ha.h)
+    if (e && e->dir == CT_DIR_ORIG && tcp && e->state == CT_EST && ct_expired(e, now) &&
+        !(p.tcp_flags & TCP_SYN))
+        return TC_ACT_SHOT;                    // timed out: the sweep resets both ends
+    if (e && e->dir == CT_DIR_ORIG &&
+        (ct_expired(e, now) ||
+         (tcp && (e->state == CT_CLOSED || e->state == CT_FIN) &&
+          (p.tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN) ||
+         (sctp && sctp_restarts(e, &p)))) {
+        // Expired, or a new TCP connection reusing the tuple of a flow that is closing or
+        // closed: start afresh.
+        flow_event(e, FE_GONE);
+        ct_delete_flow(e);
+        e = 0;
+    }
+    if (!e)
+        return start_flow(skb, &p, now, sctp);
 
     if (e->dir == CT_DIR_ORIG) {
-        // Expired, or a new TCP connection reusing a closed flow's tuple: start afresh.
-        int restart = (p.k.proto == IPPROTO_TCP && e->state == CT_CLOSED &&
-                       (p.tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN) ||
-                      (sctp && sctp_restarts(e, &p));
-        if (ct_expired(e, now) || restart) {
-            flow_event(e, FE_GONE);
-            ct_delete_flow(e);
-            int rc = start_flow(skb, &p, now, sctp);
-            return rc == NEW_FLOW_LOST_RACE ? TC_ACT_SHOT : rc;
-        }
         if (p.ttl <= 1)
             return TC_ACT_OK;
+        if (tcp && (p.tcp_flags & TCP_RST)) {
+            struct ct_key rk = {};
+            ct_reply_key(&e->t, e->proto, ct_reply_family(e), &rk);
+            if (!tcp_rst_ok(e, (e->flags & CT_F_DSR) ? 0 : ct_lookup_in(&rk, syn), &p))
+                return TC_ACT_SHOT;            // not in the window: not this flow's
+        }
         __u8 before = e->state;
         lb_track(e, &p, CT_DIR_ORIG, now, sctp);
         ha_track(e, before);
+        if (syn && e->state == CT_EST && !(p.tcp_flags & (TCP_SYN | TCP_RST))) {
+            e = tcp_promote(e, &p.k);          // the handshake is complete
+            if (!e)
+                return TC_ACT_SHOT;
+        }
     } else if (p.tcp_flags & (TCP_SYN | TCP_FIN | TCP_RST) || e->state != CT_EST ||
                now - e->last_ns >= CT_SYNC_NS ||
                (sctp && sctp_reply_changes_state(&p))) {
@@ -348,14 +384,18 @@ static __always_inline int lb_entry(struct __sk_buff *skb, const int sctp)
         // alive a moment ago and need neither its lookup nor a write to it.
         struct ct_key ok = {};
         ct_orig_key(&e->t, e->proto, e->family, &ok);
-        struct ct_entry *o = ct_map.lookup(&ok);
+        struct ct_entry *o = ct_lookup_in(&ok, syn);
         if (!o || ct_expired(o, now)) {
+            if (o && tcp && o->state == CT_EST)
+                return TC_ACT_SHOT;            // timed out: the sweep resets both ends
             flow_event(o ? o : e, FE_GONE);
             ct_delete_flow(o ? o : e);
             return TC_ACT_OK;
         }
         if (p.ttl <= 1)
             return TC_ACT_OK;
+        if (tcp && (p.tcp_flags & TCP_RST) && !tcp_rst_ok(e, o, &p))
+            return TC_ACT_SHOT;                // not in the window: not this flow's
         __u8 before = o->state;
         lb_track(o, &p, CT_DIR_REPLY, now, sctp);
         ha_track(o, before);
@@ -364,6 +404,8 @@ static __always_inline int lb_entry(struct __sk_buff *skb, const int sctp)
     } else if (p.ttl <= 1) {
         return TC_ACT_OK;
     }
+    if (tcp)
+        tcp_note(skb, e, &p);                  // one call site (the verifier's budget)
     if (e->flags & CT_F_PASS)
         return TC_ACT_OK;                      // let in by the firewall: the stack forwards
     e->packets++;

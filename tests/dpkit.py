@@ -178,8 +178,8 @@ def clear_maps(prog: Any) -> None:
     live = prog.table("fw_live")  # the firewall off (bpf/lib/firewall.h)
     live[live.Key(0)] = live.Leaf(0)
     for name in ("svc_map", "range_map", "ep_map", "sel_map", "persist_map", "ifaddr_map",
-                 "allow_map", "ct_map", "ep_stats", "ep_active", "frag_map", "fw_keys",
-                 "fw_ifpol", "ha_pause_map"):  # fmt: skip
+                 "allow_map", "ct_map", "syn_map", "ep_stats", "ep_active", "frag_map",
+                 "fw_keys", "fw_ifpol", "ha_pause_map"):  # fmt: skip
         table = prog.table(name)
         if not any(True for _ in table):
             continue

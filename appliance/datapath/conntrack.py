@@ -1,4 +1,5 @@
-"""Conntrack read back: listing, flushing and expiry of ct_map, and the session gauges.
+"""Conntrack read back: listing, flushing and expiry of ct_map (and syn_map, where TCP
+flows wait for their handshake to complete), and the session gauges.
 
 The datapath creates and refreshes flows; the control plane only reads the table (the
 ``ct list`` rows), deletes from it (service/endpoint removal, operator flushes, expiry of
@@ -23,6 +24,7 @@ from typing import Any
 
 from appliance.datapath import ctwalk
 from appliance.datapath import layout as L
+from appliance.datapath.tcpreset import IdleSession, Resetter
 
 Doc = dict[str, Any]
 
@@ -32,11 +34,19 @@ def monotonic_ns() -> int:
 
 
 class Conntrack:
-    """ct_map and the active-session gauges (svc_active, ep_active) of one program."""
+    """ct_map, syn_map and the active-session gauges (svc_active, ep_active) of one program.
 
-    def __init__(self, tables: dict[str, Any]) -> None:
+    A flow's two entries are always in the same table: syn_map during a TCP handshake
+    (bpf/lib/tcpstate.h), ct_map otherwise."""
+
+    def __init__(self, tables: dict[str, Any], resetter: Resetter | None = None) -> None:
         self.t = {name: tables[name] for name in ("ct_map", "svc_active", "ep_active")}
+        # Flow tables, established first (older programs, tests' stand-ins: ct_map only).
+        self.flow_tables = [tables["ct_map"]] + ([tables["syn_map"]] if "syn_map" in tables
+                                                 else [])  # fmt: skip
         self.orphans_removed = 0  # REPLY entries without their flow, removed by gc()
+        self.resetter = resetter  # idle TCP sessions: reset both ends (tcpreset.py)
+        self.idle_resets = 0  # sessions reset at their inactivity timeout
 
     def rows(
         self,
@@ -62,12 +72,11 @@ class Conntrack:
                          match: Callable[[Doc], bool] | None) -> list[Doc]:  # fmt: skip
         """The first ``limit`` rows that ``match``, chunk by chunk. A flow's reply entry may be
         anywhere in the table, so its counters come from one lookup per row kept."""
-        t = self.t["ct_map"]
         now = monotonic_ns()
-        ctf = _ct_formats(t)
-        vsize, row = ctf.size, ctf.row
         out: list[Doc] = []
-        for _, values, n in ctwalk.walk(t):
+        for t, _, values, n in self._walk_all():
+            ctf = _ct_formats(t)
+            vsize, row = ctf.size, ctf.row
             origs, reply_keys = [], []
             for i in range(n):
                 off = i * vsize
@@ -90,13 +99,19 @@ class Conntrack:
                     return out
         return out
 
+    def _walk_all(self) -> Iterator[tuple[Any, bytes, bytes, int]]:
+        """(table, keys, values, count) chunks of every flow table."""
+        for t in self.flow_tables:
+            for keys, values, n in ctwalk.walk(t):
+                yield t, keys, values, n
+
     def _conntrack(self, want: int | None, names: dict[int, str]) -> list[Doc]:
         now = monotonic_ns()
-        ctf = _ct_formats(self.t["ct_map"])
-        vsize, row = ctf.size, ctf.row
         replies: dict[bytes, tuple[int, int]] = {}
         origs: list[tuple[Any, ...]] = []
-        for _, values, n in ctwalk.walk(self.t["ct_map"]):
+        for t, _, values, n in self._walk_all():
+            ctf = _ct_formats(t)
+            vsize, row = ctf.size, ctf.row
             if want is None:
                 picked: Any = range(n)
             else:
@@ -116,9 +131,8 @@ class Conntrack:
         ``entry`` is a ctypes ``struct ct_entry`` (a copy: keeping it is safe). Callers that
         match on ids should use ``flush_ids``, which never builds a ctypes object.
         """
-        t = self.t["ct_map"]
         gone = 0
-        for keys, values, n in ctwalk.walk(t):
+        for t, keys, values, n in self._walk_all():
             entries = (t.Leaf * n).from_buffer_copy(values)
             ks = len(keys) // n
             doomed = b"".join(keys[i * ks : (i + 1) * ks] for i in range(n) if match(entries[i]))
@@ -128,11 +142,10 @@ class Conntrack:
 
     def flush_ids(self, svc_ids: set[int] | None = None, ep_ids: set[int] | None = None) -> int:
         """Delete the entries of these services or endpoints (both directions)."""
-        t = self.t["ct_map"]
-        ctf = _ct_formats(t)
         svc_ids, ep_ids = svc_ids or set(), ep_ids or set()
         gone = 0
-        for keys, values, _ in ctwalk.walk(t):
+        for t, keys, values, _ in self._walk_all():
+            ctf = _ct_formats(t)
             ks = ctf.key_size
             doomed = b"".join(keys[i * ks : (i + 1) * ks]
                               for i, (sid, eid) in enumerate(ctf.ids.iter_unpack(values))
@@ -159,16 +172,17 @@ class Conntrack:
         datapath to stop, which is not worth it. Gauges are only written where they differ
         from the count, so a steady table costs no writes and races less.
         """
-        t = self.t["ct_map"]
-        ctf = _ct_formats(t)
         now = monotonic_ns()
-        ks, vsize = ctf.key_size, ctf.size
         orig, counted, dsr = L.CT_DIR_ORIG, L.CT_F_COUNTED, L.CT_F_DSR
+        est, tcp = 1, 6
         svc_live: Counter[int] = Counter()
         ep_live: Counter[int] = Counter()
         gone = 0
-        stale: list[bytes] = []  # REPLY keys to check for orphans
-        for keys, values, _ in ctwalk.walk(t):
+        stale: list[tuple[Any, bytes]] = []  # (table, REPLY key) to check for orphans
+        idle: list[IdleSession] = []  # expired established TCP sessions: reset both ends
+        for t, keys, values, _ in self._walk_all():
+            ctf = _ct_formats(t)
+            ks, vsize = ctf.key_size, ctf.size
             doomed: list[bytes] = []
             sids: list[int] = []
             eids: list[int] = []
@@ -181,12 +195,16 @@ class Conntrack:
                     # not synced it for longer than the flow's idle limit may be an orphan
                     # (its ORIG entry evicted or lost): checked after the walk.
                     if now > last and now - last > idle_limit and len(stale) < ORPHAN_CHECKS:
-                        stale.append(keys[i * ks : (i + 1) * ks])
+                        stale.append((t, keys[i * ks : (i + 1) * ks]))
                     continue
                 if now > last and now - last > idle_limit:
                     doomed.append(keys[i * ks : (i + 1) * ks])
                     if not flags & dsr:  # DSR flows have no reply entry
                         doomed.append(_reply_key(values, i * vsize))
+                    if proto == tcp and state == est and self.resetter is not None:
+                        session = _idle_session(ctf, values, i * vsize, flags)
+                        if session is not None:
+                            idle.append(session)
                     gone += 1
                 elif flags & counted:
                     sids.append(sid)
@@ -196,21 +214,26 @@ class Conntrack:
             # Per chunk, right after reading it: the shorter the time between judging a flow
             # expired and deleting it, the smaller the chance a packet revived it meanwhile.
             ctwalk.delete(t, b"".join(doomed))
+            if idle:
+                # After the delete: a packet the RST provokes finds no flow (and, not being
+                # a SYN, opens none).
+                self.idle_resets += len(idle)
+                self.resetter.reset(idle)  # type: ignore[union-attr]
+                idle = []
         self._set_gauges("svc_active", svc_live)
         self._set_gauges("ep_active", ep_live)
         self.orphans_removed += self._drop_orphans(stale, now)
         return gone
 
-    def _drop_orphans(self, reply_keys: list[bytes], now: int) -> int:
+    def _drop_orphans(self, reply_keys: list[tuple[Any, bytes]], now: int) -> int:
         """Delete the REPLY entries among ``reply_keys`` whose flow has no ORIG entry (or
         one translating another way): the LRU evicted it, or a flow was lost half made.
         The datapath never meets such an entry again (its flow's packets look up the ORIG
         key), so without this only table pressure would ever remove it. Each is read
         again first: a new flow may have taken the key since the walk."""
-        t = self.t["ct_map"]
-        ctf = _ct_formats(t)
         gone = 0
-        for rk in reply_keys:
+        for t, rk in reply_keys:
+            ctf = _ct_formats(t)
             reply = t.get(t.Key.from_buffer_copy(rk))
             if reply is None or reply.dir != L.CT_DIR_REPLY:
                 continue
@@ -280,6 +303,7 @@ class _CtFormats:
     counters: struct.Struct  # packets, bytes (what a REPLY entry adds to its flow's row)
     svc: struct.Struct  # svc_id only: the cheap service filter
     last: struct.Struct  # last_ns only
+    reset: struct.Struct  # what the idle reset needs (tcpreset.IdleSession)
     ids: struct.Struct  # svc_id, ep_id
     gc: struct.Struct  # what expiry and the gauges need
 
@@ -307,6 +331,11 @@ def _ct_formats(t: Any) -> _CtFormats:
         counters=ctwalk.unpacker(t.Leaf, [("packets", "Q"), ("bytes", "Q")]),
         svc=ctwalk.unpacker(t.Leaf, [("svc_id", "I")]),
         last=ctwalk.unpacker(t.Leaf, [("last_ns", "Q")]),
+        reset=ctwalk.unpacker(t.Leaf, [
+            ("t.client", "16s"), ("t.vip", "16s"), ("t.snat", "16s"), ("t.ep", "16s"),
+            ("t.client_port", "H"), ("t.vip_port", "H"), ("t.snat_port", "H"),
+            ("t.ep_port", "H"), ("family", "B"), ("tcp_seq", "I"), ("tcp_ack", "I"),
+            ("tcp_seen", "B")]),
         ids=ctwalk.unpacker(t.Leaf, [("svc_id", "I"), ("ep_id", "I")]),
         gc=ctwalk.unpacker(t.Leaf, [
             ("last_ns", "Q"), ("svc_id", "I"), ("ep_id", "I"), ("timeout_s", "I"),
@@ -324,6 +353,20 @@ def _reply_key(values: bytes, off: int) -> bytes:
     ports = t[70:72] + t[68:70] if proto in L.PORT_PROTOCOLS else t[68:70] + b"\0\0"
     family = _ep_family(values[off + _FAMILY], values[off + _FLAGS])
     return t[48:64] + t[32:48] + ports + bytes((proto, family, 0, 0))
+
+
+def _idle_session(ctf: _CtFormats, values: bytes, off: int, flags: int) -> IdleSession | None:
+    """The idle reset's view of the ORIG entry at ``off``; None if the datapath has not seen
+    both the client's sequence number and its acknowledgement."""
+    (client, vip, snat, ep, cport, vport, sport, eport, family, seq, ack,
+     seen) = ctf.reset.unpack_from(values, off)  # fmt: skip
+    if seen & (L.TCP_SEEN_SEQ | L.TCP_SEEN_ACK) != L.TCP_SEEN_SEQ | L.TCP_SEEN_ACK:
+        return None
+    ntohs = socket.ntohs
+    xlat = bool(flags & L.CT_F_XLAT)  # NAT64/NAT46: the endpoint side is the other family
+    return IdleSession(family, client, ntohs(cport), vip, ntohs(vport), snat, ntohs(sport), ep,
+                       ntohs(eport), seq, ack, bool(flags & L.CT_F_DSR),
+                       10 - family if xlat else family)  # fmt: skip
 
 
 def _orig_key(values: bytes, off: int = 0) -> bytes:

@@ -32,7 +32,7 @@ import struct
 from collections.abc import Iterator
 from typing import Any
 
-BATCH = 8192  # entries per syscall: 1.6 MB of buffers for conntrack (40 B key, 152 B value)
+BATCH = 8192  # entries per syscall: 1.6 MB of buffers for conntrack (40 B key, 160 B value)
 ENOTSUPP = 524  # the kernel-internal "operation not supported" some map types return
 # Errors that mean "no batch commands here" (kernel < 5.6: EINVAL for an unknown command;
 # a map type without them: ENOTSUPP/EOPNOTSUPP): fall back to per-entry syscalls.

@@ -22,6 +22,7 @@ from appliance.datapath import ctwalk
 from appliance.datapath import layout as L
 from appliance.datapath.conntrack import Conntrack
 from appliance.datapath.tables import maglev_size, maglev_table, weighted_sequence
+from appliance.datapath.tcpreset import Resetter
 
 log = logging.getLogger(__name__)
 
@@ -70,11 +71,11 @@ class Driver:
         self.netns = netns
         self.t = {name: program.table(name) for name in (
             "svc_map", "range_map", "ep_map", "sel_map", "rr_map", "persist_map", "ifaddr_map",
-            "allow_map", "ct_map", "svc_stats", "ep_stats", "svc_active", "ep_active",
+            "allow_map", "ct_map", "syn_map", "svc_stats", "ep_stats", "svc_active", "ep_active",
             "nh_gen_map", "ep_arr", "sel_small_map", "snat_pool_map",
             "mh_map")}  # fmt: skip
         self._gen_lock = threading.Lock()
-        self.ct = Conntrack(self.t)
+        self.ct = Conntrack(self.t, Resetter(netns))
         self.services: dict[str, ServiceState] = {}
         self.health: dict[tuple[str, str, int], bool] = {}
         # What the maps held when we started: service key -> (id, gen, n_slots) and
@@ -242,7 +243,8 @@ class Driver:
         info.id = sid
         info.mode = L.MODES[doc.get("mode", "default")]
         info.algo = L.ALGORITHMS[self.algorithm(doc)]
-        info.flags = (L.SVC_F_RANGE if range_ else 0) | (L.SVC_F_ALLOW if allow else 0)
+        info.flags = ((L.SVC_F_RANGE if range_ else 0) | (L.SVC_F_ALLOW if allow else 0)
+                      | (L.SVC_F_MIDSTREAM if doc.get("tcp-midstream-pickup") else 0))
         if doc.get("mode") == "dsr" and doc.get("dsr-tunnel") == "ip-in-ip":
             info.flags |= L.SVC_F_IPIP  # L3-DSR (bpf/lib/l3dsr.h)
         info.gen = new_gen
@@ -635,7 +637,8 @@ class Driver:
     def fill(self) -> dict[str, dict[str, int]]:
         """Entries and capacity per map (hash maps are counted by walking them)."""
         out = {}
-        for name in ("svc_map", "range_map", "ep_map", "sel_map", "persist_map", "ct_map"):
+        for name in ("svc_map", "range_map", "ep_map", "sel_map", "persist_map", "ct_map",
+                     "syn_map"):
             n = ctwalk.count(self.t[name])
             out[name] = {"entries": n, "capacity": self.prog.map_capacity(name)}
         return out

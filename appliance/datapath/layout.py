@@ -70,6 +70,8 @@ CT_F_DSR = 2
 CT_F_XLAT = 4  # NAT64/NAT46: the endpoint side is the other family
 CT_F_PASS = 8  # let in by the firewall, not translated (bpf/lib/fw_flow.h)
 CT_F_IPIP = 16  # L3-DSR
+SVC_F_MIDSTREAM = 16  # TCP: any segment may open a flow (bpf/lib/tcpstate.h)
+TCP_SEEN_SEQ, TCP_SEEN_ACK = 1, 2  # ct_entry.tcp_seen
 # Per-state timeouts (s); established uses the service's inactivity timeout.
 TO_TCP_SYN, TO_TCP_FIN, TO_TCP_CLOSED, TO_UNREPLIED = 30, 10, 2, 30
 
@@ -130,7 +132,9 @@ class CtEntry(ct.Structure):
     """struct ct_entry: one direction of a flow (see the field comments in structs.h).
 
     ORIG (client -> VIP) holds the flow's state and idle time; REPLY holds its own
-    counters, its copy of the state and when it last synced the ORIG entry (last_ns)."""
+    counters, its copy of the state and when it last synced the ORIG entry (last_ns). TCP:
+    each holds its direction's last segment (tcp_seq next, tcp_ack, tcp_win unscaled,
+    tcp_seen: which of them are valid)."""
 
     _fields_ = [
         ("t", NatTuple), ("created_ns", ct.c_uint64), ("last_ns", ct.c_uint64),
@@ -138,7 +142,8 @@ class CtEntry(ct.Structure):
         ("ep_id", ct.c_uint32), ("timeout_s", ct.c_uint32), ("dir", ct.c_uint8),
         ("state", ct.c_uint8), ("flags", ct.c_uint8), ("proto", ct.c_uint8),
         ("family", ct.c_uint8), ("fin_seen", ct.c_uint8), ("pad", ct.c_uint16),
-        ("nh", NextHop),
+        ("nh", NextHop), ("tcp_seq", ct.c_uint32), ("tcp_ack", ct.c_uint32),
+        ("tcp_win", ct.c_uint16), ("tcp_seen", ct.c_uint8), ("tcp_pad", ct.c_uint8),
     ]  # fmt: skip
 
 

@@ -26,15 +26,17 @@ log = logging.getLogger(__name__)
 BPF_DIR = resources.bpf_dir()
 PROGRAM = "sluice_lb"
 DEFAULT_PIN_ROOT = Path("/sys/fs/bpf/sluice")
-LAYOUT_SUFFIX = "_v2"  # bpf/lib/maps.h LAYOUT
+LAYOUT_SUFFIX = "_v3"  # bpf/lib/maps.h LAYOUT
 # Pins of older layouts: their maps cannot be read as ours (v1: conntrack entries without a
-# next hop). Unlinked at load, like LEGACY_PINS: an upgrade across a layout starts with an
-# empty conntrack table (established flows are picked up again as new ones by rr/hash...).
-OLD_LAYOUTS = ("_v1",)
+# next hop; v2: without TCP sequence numbers, no SYN table). Unlinked at load, like
+# LEGACY_PINS: an upgrade across a layout starts with an empty conntrack table (TCP flows
+# then end, unless their service picks flows up mid-stream; UDP/ICMP flows start anew).
+OLD_LAYOUTS = ("_v1", "_v2")
 # Map name in C -> pin file name (without LAYOUT_SUFFIX); bpf/lib/maps.h.
 MAPS = {
     "svc_map": "svc", "range_map": "range", "ep_map": "ep", "sel_map": "selp",
     "rr_map": "rr64", "persist_map": "persist", "ifaddr_map": "ifaddr", "ct_map": "ct",
+    "syn_map": "syn",
     "allow_map": "allow", "svc_stats": "svcst", "ep_stats": "epst", "svc_active": "svcact",
     "ep_active": "epact", "jmp_map": "jmp", "nh_gen_map": "nhgen",
     "ep_arr": "eparr", "sel_small_map": "selsm", "frag_map": "frag",

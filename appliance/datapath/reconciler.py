@@ -35,7 +35,10 @@ log = logging.getLogger(__name__)
 LB = LOAD_BALANCER
 DP = DATAPATH
 HOUSEKEEPING_S = 5.0  # retry failed services
-GC_EVERY = 6  # housekeeping rounds between conntrack sweeps (a full walk of the table)
+# Between conntrack sweeps (a full walk of the table): expiry, the idle TCP reset (which
+# therefore comes up to this long after a session's inactivity timeout), the gauges. The
+# config's /datapath/conntrack-sweep-interval (same default) sets it.
+GC_INTERVAL_S = 30.0
 
 
 def _interfaces(section: dict[str, Any] | None) -> list[str]:
@@ -50,8 +53,12 @@ class DatapathReconciler:
         program: Program | None = None,
         housekeeping: bool = True,
         follow_routes: bool = True,
+        gc_interval_s: float | None = None,
     ) -> None:
         self.pin_root = Path(pin_root)
+        # Given here (tests), it wins over the config's conntrack-sweep-interval.
+        self._gc_fixed = gc_interval_s
+        self.gc_interval_s = gc_interval_s or GC_INTERVAL_S
         self.netns = netns
         self.program = program  # tests share one compiled program between topologies
         self._own_program = program is None
@@ -76,8 +83,13 @@ class DatapathReconciler:
         self.qos_sections: dict[str, dict[str, Any] | None] = {}
 
     # -- Reconciler protocol -------------------------------------------------------------
+    def _set_sweep(self, dp: dict[str, Any] | None) -> None:
+        if self._gc_fixed is None:
+            self.gc_interval_s = float((dp or {}).get("conntrack-sweep-interval", GC_INTERVAL_S))
+
     def start(self, effective: dict[str, Any]) -> None:
         dp = effective.get(DP, {}) or {}
+        self._set_sweep(dp)
         with self.lock:
             if self.program is None:
                 self.program = Program(
@@ -124,6 +136,7 @@ class DatapathReconciler:
             for section, (_old, new) in diff.sections_changed.items():
                 if section.split(":")[-1] == "datapath":
                     self._set_interfaces(_interfaces(new))
+                    self._set_sweep(new)
             if self.firewall is not None:
                 self.firewall.apply(diff, self._service_docs())
             # Sections are named without the module prefix here, with it in documents.
@@ -409,16 +422,16 @@ class DatapathReconciler:
         self.interfaces = wanted
 
     def _loop(self) -> None:
-        rounds = 0
-        while not self._stop.wait(HOUSEKEEPING_S):
-            rounds += 1
+        last_gc = time.monotonic()
+        while not self._stop.wait(min(HOUSEKEEPING_S, self.gc_interval_s)):
             try:
                 with self.lock:
                     if self.pending:
                         self._retry()
                 # The sweep touches only maps, not the driver's Python state, so it runs
                 # outside the lock: a commit never waits for a million-entry walk.
-                if self.driver is not None and rounds % GC_EVERY == 0:
+                if self.driver is not None and time.monotonic() - last_gc >= self.gc_interval_s:
+                    last_gc = time.monotonic()
                     self.driver.gc()
             except Exception:
                 log.exception("datapath housekeeping failed")

@@ -82,9 +82,13 @@ static __always_inline void ct_delete_flow(struct ct_entry *o)
     if (!(o->flags & CT_F_DSR)) {              // DSR flows have no reply entry
         ct_reply_key(&o->t, o->proto, ct_reply_family(o), &k);
         ct_map.delete(&k);
+        if (o->proto == IPPROTO_TCP)
+            syn_map.delete(&k);                // lib/tcpstate.h: still in its handshake
     }
     ct_orig_key(&o->t, o->proto, o->family, &k);
     ct_map.delete(&k);
+    if (o->proto == IPPROTO_TCP)
+        syn_map.delete(&k);
 }
 
 // Track the flow's state from a packet travelling in direction `dir`.
@@ -116,48 +120,4 @@ static __always_inline void ct_track(struct ct_entry *o, struct pkt *p, __u8 dir
     // DSR: replies bypass us; the client's first ACK is all we see of the handshake.
     if ((o->flags & CT_F_DSR) && o->state == CT_NEW && (fl & (TCP_SYN | TCP_ACK)) == TCP_ACK)
         o->state = CT_EST;
-}
-
-// Delete the REPLY entry a flow being created claimed (it lost the race for its ORIG key).
-static __always_inline void ct_drop_reply(struct ct_entry *e)
-{
-    struct ct_key k = {};
-    ct_reply_key(&e->t, e->proto, e->family, &k);
-    ct_map.delete(&k);
-}
-
-static __always_inline int ct_same_tuple(struct nat_tuple *a, struct nat_tuple *b)
-{
-    __u32 *x = (__u32 *)a, *y = (__u32 *)b;
-    __u32 diff = 0;
-#pragma unroll
-    for (int i = 0; i < sizeof(*a) / 4; i++)
-        diff |= x[i] ^ y[i];
-    return diff == 0;
-}
-
-// A REPLY entry holds the reply key `rk` a new flow wants. Free it (1) if it is stale: its
-// flow has expired or closed, or it is an orphan (its ORIG entry gone or translating
-// another way) older than a creation race could be (the ORIG entry follows its REPLY entry
-// within one packet); 0 if a live flow holds it.
-static __always_inline int ct_reply_reclaim(struct ct_key *rk, __u64 now)
-{
-    struct ct_entry *x = ct_map.lookup(rk);
-    if (!x)
-        return 1;                              // gone meanwhile
-    if (x->dir != CT_DIR_REPLY)
-        return 0;
-    struct ct_key ok = {};
-    ct_orig_key(&x->t, x->proto, x->family, &ok);
-    struct ct_entry *o = ct_map.lookup(&ok);
-    if (o && o->dir == CT_DIR_ORIG && ct_same_tuple(&o->t, &x->t)) {
-        if (!ct_expired(o, now) && o->state != CT_CLOSED)
-            return 0;                          // a live flow: it keeps its tuple
-        ct_uncount(o);                         // its flow is over: both entries go
-        ct_map.delete(&ok);
-    } else if (now < x->created_ns + NSEC) {
-        return 0;                              // its ORIG entry may be on its way
-    }
-    ct_map.delete(rk);
-    return 1;
 }

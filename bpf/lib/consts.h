@@ -26,13 +26,16 @@
 #ifndef CT_CAPACITY
 #define CT_CAPACITY       1048576
 #endif
+#ifndef SYN_CAPACITY
+#define SYN_CAPACITY      (CT_CAPACITY / 8)   // flows in their TCP handshake (syn_map)
+#endif
 
 // Tail calls (jmp_map): a second program keeps the main one under the 512-byte stack.
 #define JMP_ICMP_ERR      0          // lib/icmp_err.h
 #define JMP_TOO_BIG       1          // lib/pmtu.h
 #define JMP_XLAT          2          // lib/nat64.h
 #define JMP_FW            3          // lib/firewall.h: a new flow while rules are on
-#define JMP_FW_LB         4          // lb.c: new_flow for a flow the firewall let in
+#define JMP_FW_LB         4          // lb.c: new_flow (every new flow, after the firewall)
 #define JMP_L3DSR         5          // lib/l3dsr.h
 #define JMP_SCTP_NAT      6          // lib/sctp.h, lib/sctp_mh.h
 #define JMP_SCTP_PATHS    7          // lib/sctp_mh.h
@@ -61,6 +64,7 @@
 #define SVC_F_ALLOW       2          // only sources in allow_map may open flows
 #define SVC_F_IPIP        4          // DSR through IP-in-IP / IPv6-in-IPv6 (lib/l3dsr.h)
 #define SVC_F_POOL        8          // full-NAT source from a pool (lib/snatpool.h)
+#define SVC_F_MIDSTREAM   16         // TCP: any segment may open a flow, not only a SYN
 
 // ep_info.flags
 #define EP_F_ELIGIBLE     1          // enabled and healthy: may get new flows
@@ -83,6 +87,11 @@
 #define CT_F_PASS         8          // let in by the firewall, not translated (lib/fw_flow.h)
 #define CT_F_IPIP         16         // L3-DSR: encapsulated towards the endpoint
 #define CT_F_TAIL         (CT_F_XLAT | CT_F_IPIP)   // handled by a program of their own
+
+// ct_entry.tcp_seen
+#define TCP_SEEN_SEQ      1          // tcp_seq holds a segment's
+#define TCP_SEEN_ACK      2          // tcp_ack / tcp_win hold an ACK segment's
+
 
 // Timeouts (seconds). Established uses the service's inactivity timeout.
 #define TO_TCP_SYN        30

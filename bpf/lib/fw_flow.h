@@ -65,7 +65,7 @@ static __always_inline int fw_snat_flow(struct __sk_buff *skb, struct pkt *p, __
         return TC_ACT_SHOT;
     e.t.snat = *own;
     e.dir = CT_DIR_REPLY;
-    if (claim_reply(&e, p, now))
+    if (claim_reply(&e, p, now, 0))          // 0: into ct_map (lib/tcpstate.h)
         return TC_ACT_SHOT;                    // no free source port: drop, the sender retries
     e.dir = CT_DIR_ORIG;
     e.packets = 1;
@@ -78,7 +78,7 @@ static __always_inline int fw_snat_flow(struct __sk_buff *skb, struct pkt *p, __
         fast = 1;
     }
     if (ct_map.insert(&p->k, &e)) {
-        ct_drop_reply(&e);                     // another CPU made this flow meanwhile
+        ct_drop_reply(&e, 0);                  // another CPU made this flow meanwhile
         return TC_ACT_SHOT;
     }
     return translate_and_send(skb, p, &e.t, CT_DIR_ORIG, 0, fast ? &nh : 0, rc, &f);

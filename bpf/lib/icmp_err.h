@@ -79,7 +79,8 @@ static __always_inline int handle_icmp_error(struct __sk_buff *skb, struct pkt *
 
     struct ct_key k = {.src = idst, .dst = isrc, .sport = idport, .dport = isport,
                        .proto = iproto, .family = p->k.family};
-    struct ct_entry *e = ct_map.lookup(&k);
+    int syn;                                   // a handshake's flow is in syn_map
+    struct ct_entry *e = ct_find(&k, &syn);
     if (!e)
         return TC_ACT_OK;
     struct nat_tuple t = e->t;

@@ -88,7 +88,8 @@ static __always_inline int handle_l3dsr(struct __sk_buff *skb, struct pkt *p)
         return TC_ACT_SHOT;                    // VLAN-tagged: not encapsulated here
     if (p->frag == FRAG_LATER && frag_ports(p, bpf_ktime_get_coarse_ns()))
         return TC_ACT_OK;                      // as the main program did (frag.h)
-    struct ct_entry *e = ct_map.lookup(&p->k);
+    int syn;                                   // a TCP handshake's flow: syn_map (tcpstate.h)
+    struct ct_entry *e = ct_find(&p->k, &syn);
     if (!e || !(e->flags & CT_F_IPIP))
         return TC_ACT_OK;
     struct addr src = e->t.snat, dst = e->t.ep;

@@ -7,7 +7,7 @@
 #ifndef PIN_ROOT
 #define PIN_ROOT "/sys/fs/bpf/sluice"
 #endif
-#define LAYOUT "_v2"
+#define LAYOUT "_v3"
 #define PIN(name) PIN_ROOT "/" name LAYOUT
 #define NO_PREALLOC 1   // BPF_F_NO_PREALLOC: memory only for filled entries
 
@@ -33,12 +33,17 @@ BPF_TABLE_PINNED("lpm_trie", struct allow_key, __u8, allow_map, MAX_ALLOW, PIN("
                  NO_PREALLOC);  // LPM tries must be NO_PREALLOC
 BPF_TABLE_PINNED("hash", struct ifaddr_key, struct addr, ifaddr_map, MAX_IFADDR, PIN("ifaddr"));
 BPF_TABLE_PINNED("lru_hash", struct ct_key, struct ct_entry, ct_map, CT_CAPACITY, PIN("ct"));
+// TCP flows until their handshake completes (lib/tcpstate.h): a SYN flood fills and
+// recycles this smaller table, never ct_map's established flows.
+BPF_TABLE_PINNED("lru_hash", struct ct_key, struct ct_entry, syn_map, SYN_CAPACITY, PIN("syn"));
 // The route generation (one slot): the daemon adds one whenever netlink reports a route,
 // neighbour or link change; next hops cached in an older generation are looked up again.
 BPF_TABLE_PINNED("array", __u32, __u32, nh_gen_map, 1, PIN("nhgen"));
 // Tail-call targets (JMP_*). Pinned: a prog array loses its entries when the last user
 // reference goes, and the pin is what keeps ICMP errors translated while no daemon runs.
 BPF_TABLE_PINNED("prog", int, int, jmp_map, JMP_MAX, PIN("jmp"));
+// Where a new flow's entry is built (lb.c new_flow): not on the 512-byte stack.
+BPF_PERCPU_ARRAY(ct_scratch, struct ct_entry, 1);
 // Counters: per-CPU, so the hot path needs no atomics; the driver sums the CPUs.
 BPF_TABLE_PINNED("percpu_array", __u32, struct counters, svc_stats, MAX_SERVICES, PIN("svcst"));
 BPF_TABLE_PINNED("percpu_hash", __u32, struct counters, ep_stats, MAX_ENDPOINTS, PIN("epst"),

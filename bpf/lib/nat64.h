@@ -201,7 +201,8 @@ static __always_inline int handle_xlat(struct __sk_buff *skb, struct pkt *p)
     if (p->frag || (p->k.proto != IPPROTO_TCP && p->k.proto != IPPROTO_UDP) ||
         p->l3_off != sizeof(struct ethhdr))
         return TC_ACT_SHOT;
-    struct ct_entry *e = ct_map.lookup(&p->k);
+    int syn;                                   // a TCP handshake's flow: syn_map (tcpstate.h)
+    struct ct_entry *e = ct_find(&p->k, &syn);
     if (!e || !(e->flags & CT_F_XLAT))
         return TC_ACT_OK;
     struct nat_tuple t = e->t;
@@ -454,7 +455,8 @@ static __always_inline int handle_xlat_error(struct __sk_buff *skb, struct pkt *
     k.sport = ports[1];
     k.dport = ports[0];
     k.family = p->k.family;
-    struct ct_entry *e = ct_map.lookup(&k);
+    int syn;                                   // a TCP handshake's flow: syn_map (tcpstate.h)
+    struct ct_entry *e = ct_find(&k, &syn);
     if (!e || !(e->flags & CT_F_XLAT))
         return TC_ACT_OK;
     struct nat_tuple t = e->t;

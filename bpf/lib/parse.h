@@ -24,6 +24,10 @@ struct pkt {
     __u8 sctp_init;         // SCTP: an INIT with verification tag 0
     __u8 pad_;
     __be32 frag_id;         // IPv4 identification (16 bits) / IPv6 fragment header's id
+    __u32 tcp_next;         // TCP, host order: sequence number + payload (+1 for SYN, FIN)
+    __u32 tcp_ack;          // TCP, host order
+    __u16 tcp_win;          // TCP, host order, unscaled
+    __u16 pad;
 };
 
 #define FRAG_NONE  0
@@ -40,8 +44,9 @@ struct pkt {
 
 #include "sctp.h"
 
+// l4_len: the IP payload's length (L4 header + data).
 static __always_inline int parse_l4(struct __sk_buff *skb, struct pkt *p, void *data,
-                                    void *data_end)
+                                    void *data_end, __u32 l4_len)
 {
     void *l4 = data + p->l4_off;
     switch (p->k.proto) {
@@ -52,6 +57,11 @@ static __always_inline int parse_l4(struct __sk_buff *skb, struct pkt *p, void *
         p->k.sport = th->source;
         p->k.dport = th->dest;
         p->tcp_flags = ((__u8 *)th)[13];
+        // A GSO packet's IP length covers all its segments: tcp_next is after the last.
+        p->tcp_next = bpf_ntohl(th->seq) + l4_len - th->doff * 4 +
+                      !!(p->tcp_flags & 0x02) + !!(p->tcp_flags & 0x01);
+        p->tcp_ack = bpf_ntohl(th->ack_seq);
+        p->tcp_win = bpf_ntohs(th->window);
         p->csum_off = p->l4_off + offsetof(struct tcphdr, check);
         return PARSE_OK;
     }
@@ -112,6 +122,7 @@ static __always_inline int parse_packet(struct __sk_buff *skb, struct pkt *p)
     }
     p->l3_off = off;
     p->len = skb->len;
+    __u32 l4_len;
     if (proto == bpf_htons(ETH_P_IP)) {
         struct iphdr *ip = data + off;
         if ((void *)(ip + 1) > data_end)
@@ -129,6 +140,7 @@ static __always_inline int parse_packet(struct __sk_buff *skb, struct pkt *p)
         p->k.dst.w[0] = ip->daddr;
         p->ttl = ip->ttl;
         p->l4_off = off + sizeof(*ip);
+        l4_len = bpf_ntohs(ip->tot_len) - sizeof(*ip);
     } else if (proto == bpf_htons(ETH_P_IPV6)) {
         struct ipv6hdr *ip6 = data + off;
         if ((void *)(ip6 + 1) > data_end)
@@ -141,6 +153,7 @@ static __always_inline int parse_packet(struct __sk_buff *skb, struct pkt *p)
         __builtin_memcpy(&p->k.dst, &ip6->daddr, 16);
         p->ttl = ip6->hop_limit;
         p->l4_off = off + sizeof(*ip6);
+        l4_len = bpf_ntohs(ip6->payload_len);
         if (ip6->nexthdr == IPV6_FRAGHDR_) {
             __u8 *fh = (void *)(ip6 + 1);      // next header, reserved, offset|M, id
             if ((void *)(fh + 8) > data_end)
@@ -148,6 +161,7 @@ static __always_inline int parse_packet(struct __sk_buff *skb, struct pkt *p)
             __be16 fo = *(__be16 *)(fh + 2);
             p->k.proto = fh[0];
             p->l4_off += 8;
+            l4_len -= 8;
             if (fo & bpf_htons(0xFFF9)) {       // not an atomic fragment (RFC 6946)
                 p->frag = fo & bpf_htons(0xFFF8) ? FRAG_LATER : FRAG_FIRST;
                 p->frag_id = *(__be32 *)(fh + 4);
@@ -163,5 +177,5 @@ static __always_inline int parse_packet(struct __sk_buff *skb, struct pkt *p)
             return PARSE_PASS;
         return PARSE_OK;
     }
-    return parse_l4(skb, p, data, data_end);
+    return parse_l4(skb, p, data, data_end, l4_len);
 }

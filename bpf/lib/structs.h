@@ -151,4 +151,11 @@ struct ct_entry {
     __u8 fin_seen;          // bit 0: FIN from client, bit 1: FIN from endpoint
     __u16 pad;
     struct nexthop nh;      // where this direction's packets leave (a cache: not synced)
+    // TCP, this direction's last segment (lib/tcpstate.h): what an RST must match to close
+    // the flow, and the sequence numbers the idle reset sends with.
+    __u32 tcp_seq;          // its sequence number + length (+1 for SYN/FIN): the next one
+    __u32 tcp_ack;          // its acknowledgement number (valid with TCP_SEEN_ACK)
+    __u16 tcp_win;          // its window, unscaled
+    __u8 tcp_seen;          // TCP_SEEN_*
+    __u8 tcp_pad;
 };

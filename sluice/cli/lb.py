@@ -28,6 +28,7 @@ FLAG_OF = {
     "allowed-source": "--allow",
     "persistence-timeout": "--persist-timeout",
     "inactivity-timeout": "--inactivity-timeout",
+    "tcp-midstream-pickup": "--tcp-midstream-pickup",
     "endpoint": "--endpoints",
     "address": "--endpoints",
     "weight": "--endpoints",
@@ -72,6 +73,8 @@ def service_from_args(args: argparse.Namespace) -> dict[str, Any]:
         svc["nat46"] = True
     if args.snat_pool:
         svc["snat-pool"] = args.snat_pool
+    if args.tcp_midstream_pickup:
+        svc["tcp-midstream-pickup"] = True
     if args.allow:
         svc["allowed-source"] = args.allow
     for attr, leaf in (("secondary_vip", "secondary-vip"),
@@ -129,6 +132,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     add.add_argument("--allow", action="append", help="allowed source prefix (repeat)")
     add.add_argument("--persist-timeout", type=int, help="seconds (persistence algorithm)")
     add.add_argument("--inactivity-timeout", type=int, help="seconds idle before a flow ends")
+    add.add_argument("--tcp-midstream-pickup", action="store_true",
+                     help="TCP: any segment may start a session, not only a SYN "
+                     "(asymmetric paths)")  # fmt: skip
     add.add_argument("--description")
     add.add_argument("--probe", help="ping, tcp, udp, sctp, http, https or none")
     add.add_argument("--probe-port", type=int)

@@ -1,0 +1,163 @@
+// tcpstate.h - stricter TCP: the handshake's own table, sequence numbers, RSTs in window.
+//
+// - A TCP flow starts only with a SYN (a service with SVC_F_MIDSTREAM also takes any other
+//   segment, for asymmetric paths). Its two entries go into syn_map, a smaller LRU table of
+//   their own, and move to ct_map when the client's ACK completes the handshake (for DSR,
+//   whose replies bypass us: the client's first ACK). A SYN flood recycles syn_map and
+//   never evicts an established flow from ct_map.
+// - Each entry records its direction's last segment: the next sequence number, the
+//   acknowledgement, the window. An RST closes the flow only if its sequence number lies
+//   in the receiver's window: from what the receiver acknowledged, up to its advertised
+//   window (unscaled: a window scale would need the SYN's options walked, which costs the
+//   verifier more than the program may) or to what the sender has sent, whichever is
+//   further. A sender's own RST carries its next sequence number, always inside; a blind
+//   one must hit a 64 KiB window. Others are dropped. An RST answering the SYN must
+//   acknowledge it. The daemon's idle reset sends its RSTs
+//   with these numbers (appliance/datapath/tcpreset.py).
+#pragma once
+
+// The table a flow's entries are in: ct_map, or syn_map while its handshake runs.
+static __always_inline struct ct_entry *ct_lookup_in(struct ct_key *k, int syn)
+{
+    return syn ? syn_map.lookup(k) : ct_map.lookup(k);
+}
+
+// Either table; *syn says which one held it.
+static __always_inline struct ct_entry *ct_find(struct ct_key *k, int *syn)
+{
+    struct ct_entry *e = ct_map.lookup(k);
+    *syn = 0;
+    if (e || k->proto != IPPROTO_TCP)
+        return e;
+    e = syn_map.lookup(k);
+    *syn = e != 0;
+    return e;
+}
+
+// Insert a new flow's entry under `k` into its table, if `k` is free in both.
+static __always_inline int ct_claim(struct ct_key *k, struct ct_entry *e, int syn)
+{
+    if (k->proto == IPPROTO_TCP && (syn ? ct_map.lookup(k) : syn_map.lookup(k)))
+        return -1;
+    return syn ? syn_map.insert(k, e) : ct_map.insert(k, e);
+}
+
+// Delete the REPLY entry a flow being created claimed (it lost the race for its ORIG key).
+static __always_inline void ct_drop_reply(struct ct_entry *e, int syn)
+{
+    struct ct_key k = {};
+    ct_reply_key(&e->t, e->proto, ct_reply_family(e), &k);
+    if (syn)
+        syn_map.delete(&k);
+    else
+        ct_map.delete(&k);
+}
+
+static __always_inline int ct_same_tuple(struct nat_tuple *a, struct nat_tuple *b)
+{
+    __u32 *x = (__u32 *)a, *y = (__u32 *)b;
+    __u32 diff = 0;
+#pragma unroll
+    for (int i = 0; i < sizeof(*a) / 4; i++)
+        diff |= x[i] ^ y[i];
+    return diff == 0;
+}
+
+// A REPLY entry holds the reply key `rk` a new flow wants. Free it (1) if it is stale: its
+// flow has expired or closed, or it is an orphan (its ORIG entry gone or translating
+// another way) older than a creation race could be (the ORIG entry follows its REPLY entry
+// within one packet); 0 if a live flow holds it.
+static __always_inline int ct_reply_reclaim(struct ct_key *rk, __u64 now)
+{
+    int syn;
+    struct ct_entry *x = ct_find(rk, &syn);
+    if (!x)
+        return 1;                              // gone meanwhile
+    if (x->dir != CT_DIR_REPLY)
+        return 0;
+    struct ct_key ok = {};
+    ct_orig_key(&x->t, x->proto, x->family, &ok);
+    struct ct_entry *o = ct_lookup_in(&ok, syn);
+    if (o && o->dir == CT_DIR_ORIG && ct_same_tuple(&o->t, &x->t)) {
+        if (!ct_expired(o, now) && o->state != CT_CLOSED)
+            return 0;                          // a live flow: it keeps its tuple
+        ct_uncount(o);                         // its flow is over: both entries go
+        if (syn)
+            syn_map.delete(&ok);
+        else
+            ct_map.delete(&ok);
+    } else if (now < x->created_ns + NSEC) {
+        return 0;                              // its ORIG entry may be on its way
+    }
+    if (syn)
+        syn_map.delete(rk);
+    else
+        ct_map.delete(rk);
+    return 1;
+}
+
+// Record this direction's segment in its own entry `e`.
+static __always_inline void tcp_note(struct __sk_buff *skb, struct ct_entry *e, struct pkt *p)
+{
+    __u8 fl = p->tcp_flags;
+    if ((fl & TCP_RST) || p->frag == FRAG_LATER)
+        return;                                // a later fragment has no TCP header
+    // Later segments only: a retransmission does not take the numbers back.
+    if (!(e->tcp_seen & TCP_SEEN_SEQ) || (__s32)(p->tcp_next - e->tcp_seq) > 0) {
+        e->tcp_seq = p->tcp_next;
+        e->tcp_seen |= TCP_SEEN_SEQ;
+    }
+    if (fl & TCP_ACK) {
+        if (!(e->tcp_seen & TCP_SEEN_ACK) || (__s32)(p->tcp_ack - e->tcp_ack) >= 0) {
+            e->tcp_ack = p->tcp_ack;
+            e->tcp_win = p->tcp_win;
+            e->tcp_seen |= TCP_SEEN_ACK;
+        }
+    }
+}
+
+// May this RST, sent by the side whose entry is `self`, close the flow? `peer`: the other
+// direction's entry (0: none, as in DSR).
+static __always_inline int tcp_rst_ok(struct ct_entry *self, struct ct_entry *peer,
+                                      struct pkt *p)
+{
+    if (!peer)
+        return 1;                              // nothing to judge by
+    if (!(peer->tcp_seen & TCP_SEEN_ACK)) {
+        // The peer sent only its SYN: a refusal acknowledges exactly that SYN.
+        if (!(peer->tcp_seen & TCP_SEEN_SEQ))
+            return 1;
+        return (p->tcp_flags & TCP_ACK) && p->tcp_ack == peer->tcp_seq;
+    }
+    __u32 win = peer->tcp_win;
+    __u32 sent = (self && (self->tcp_seen & TCP_SEEN_SEQ)) ? self->tcp_seq - peer->tcp_ack : 0;
+    if (sent < 0x80000000u && sent > win)
+        win = sent;                            // what it sent that is not acknowledged yet
+    return p->tcp_next - peer->tcp_ack <= win;
+}
+
+// The client's ACK completed the handshake of the flow whose ORIG entry `o` (under key
+// `ok`) is in syn_map: move both entries to ct_map. Returns the ORIG entry there, 0 if
+// the move failed (the flow is then dropped from both tables).
+static __always_inline struct ct_entry *tcp_promote(struct ct_entry *o, struct ct_key *ok)
+{
+    struct ct_key rk = {};
+    int dsr = o->flags & CT_F_DSR;
+    int fail = 0;
+    ct_reply_key(&o->t, o->proto, ct_reply_family(o), &rk);
+    if (!dsr) {
+        struct ct_entry *r = syn_map.lookup(&rk);
+        fail = !r || ct_map.insert(&rk, r);
+    }
+    if (!fail && ct_map.insert(ok, o)) {
+        fail = 1;
+        if (!dsr)
+            ct_map.delete(&rk);
+    }
+    if (fail)
+        ct_uncount(o);
+    if (!dsr)
+        syn_map.delete(&rk);
+    syn_map.delete(ok);
+    return fail ? 0 : ct_map.lookup(ok);
+}
