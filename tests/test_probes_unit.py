@@ -17,11 +17,12 @@ from typing import Any
 import pytest
 from probekit import async_test, wait_until
 
+from appliance.checksum import internet_checksum
 from appliance.config import Diff
 from appliance.events import EventBus
 from appliance.probes import Prober, ProbeResult, ProbeRunner, ProbeSpec
 from appliance.probes.http import build_request, parse_status
-from appliance.probes.icmp import echo_request, internet_checksum
+from appliance.probes.icmp import echo_request
 from appliance.probes.sctp import (
     CHUNK_ABORT,
     CHUNK_INIT,

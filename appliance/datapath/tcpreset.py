@@ -29,6 +29,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from appliance.checksum import internet_checksum
+
 log = logging.getLogger(__name__)
 
 RST_ACK = 0x14  # TCP flags RST | ACK
@@ -55,15 +57,6 @@ class IdleSession:
     ep_family: int = 0  # the endpoint side's family if not the client's (NAT64/NAT46)
 
 
-def _csum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
-
-
 def rst_packet(family: int, src: bytes, sport: int, dst: bytes, dport: int, seq: int,
                ack: int) -> bytes:  # fmt: skip
     """An IPv4/IPv6 packet holding a TCP RST|ACK with valid checksums."""
@@ -75,11 +68,11 @@ def rst_packet(family: int, src: bytes, sport: int, dst: bytes, dport: int, seq:
     else:
         s, d = src, dst
         pseudo = s + d + struct.pack("!I3xB", len(tcp), socket.IPPROTO_TCP)
-    tcp = tcp[:16] + struct.pack("!H", _csum(pseudo + tcp)) + tcp[18:]
+    tcp = tcp[:16] + struct.pack("!H", internet_checksum(pseudo + tcp)) + tcp[18:]
     if family == 4:
         ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0, 0x4000, 64,
                          socket.IPPROTO_TCP, 0, s, d)  # fmt: skip
-        ip = ip[:10] + struct.pack("!H", _csum(ip)) + ip[12:]
+        ip = ip[:10] + struct.pack("!H", internet_checksum(ip)) + ip[12:]
         return ip + tcp
     return struct.pack("!IHBB16s16s", 6 << 28, len(tcp), socket.IPPROTO_TCP, 64, s, d) + tcp
 

@@ -13,6 +13,7 @@ import socket
 import struct
 import time
 
+from appliance.checksum import internet_checksum
 from appliance.probes.base import ProbeResult, ProbeSpec, describe, fail, ok
 from appliance.probes.rawsock import RawSocket
 
@@ -25,16 +26,6 @@ PAYLOAD = b"sluice-probe"
 
 _UNREACH_V4 = {0: "network unreachable", 1: "host unreachable", 3: "port unreachable"}
 _UNREACH_V6 = {0: "no route", 1: "administratively prohibited", 3: "address unreachable"}
-
-
-def internet_checksum(data: bytes) -> int:
-    """RFC 1071 ones'-complement sum (ICMPv4; the kernel does ICMPv6's)."""
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
 
 
 def echo_request(v6: bool, ident: int, seq: int) -> bytes:
