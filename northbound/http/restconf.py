@@ -391,14 +391,7 @@ class Restconf:
         inner = "".join(etree.tostring(c).decode() for c in data)
         if not inner:
             return {} if not target.steps else None
-        with self.printer._lock:
-            root = self.printer._parse(inner, "xml")
-            try:
-                text = root.print_mem("json", with_siblings=True, pretty=False) if root else "{}"
-            finally:
-                if root is not None:
-                    root.free()
-        filtered = json.loads(text)
+        filtered = self.printer.xml_to_json(inner)  # what NACM left is the model's own XML
         if not target.steps:
             return filtered
         try:

@@ -121,6 +121,21 @@ class Printer:
     def _parse(self, text: str, fmt: str) -> Any:
         return self.ctx.parse_data_mem(text, fmt, parse_only=True, strict=True)
 
+    def xml_to_json(self, xml: str) -> Any:
+        """Model-checked XML (top-level nodes, siblings) as the RFC 7951 JSON document."""
+        with self._lock:
+            try:
+                root = self._parse(xml, "xml")
+            except libyang.LibyangError as exc:
+                raise BodyProblem(f"body does not match the model: {exc}",
+                                  "invalid-value") from None
+            try:
+                text = root.print_mem("json", with_siblings=True, pretty=False) if root else "{}"
+            finally:
+                if root is not None:
+                    root.free()
+        return json.loads(text)
+
     def render(self, target: Target, value: Any, fmt: str, trim: bool = False) -> bytes:
         """The reply body for the target's value: "json" or "xml"."""
         if not target.steps:
@@ -177,18 +192,7 @@ class Printer:
                                                                     strict=False))  # fmt: skip
             ns = f' xmlns="{self.namespace}"' if i == 0 else ""
             xml = f"<{snode.name}{ns}>{keys}{xml}</{snode.name}>"
-        with self._lock:
-            try:
-                root = self._parse(xml, "xml")
-            except libyang.LibyangError as exc:
-                raise BodyProblem(f"body does not match the model: {exc}",
-                                  "invalid-value") from None
-            try:
-                text = root.print_mem("json", with_siblings=True, pretty=False) if root else "{}"
-            finally:
-                if root is not None:
-                    root.free()
-        doc = json.loads(text)
+        doc = self.xml_to_json(xml)
         inner = unwrap(target, doc) if target.steps else doc
         key = name if target.steps else f"{target.module}:{name}"
         if not isinstance(inner, dict) or key not in inner:
@@ -210,18 +214,7 @@ class Printer:
         inner = "".join(etree.tostring(child).decode() for child in el)
         if not inner:
             return {}
-        with self._lock:
-            try:
-                root = self._parse(inner, "xml")
-            except libyang.LibyangError as exc:
-                raise BodyProblem(f"body does not match the model: {exc}",
-                                  "invalid-value") from None
-            try:
-                text = root.print_mem("json", with_siblings=True, pretty=False) if root else "{}"
-            finally:
-                if root is not None:
-                    root.free()
-        return dict(json.loads(text))
+        return dict(self.xml_to_json(inner))
 
 
 def _esc(text: str) -> str:
