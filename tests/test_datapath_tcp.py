@@ -221,14 +221,42 @@ def test_a_syn_flood_does_not_evict_established_flows(echo_net: LbNet) -> None:
             h.close()
 
 
+# One HTTP/1.0 GET from a fixed local port, read to the server's FIN before closing: the
+# client then keeps no TIME_WAIT (curl may close first once it has the whole body, and its
+# TIME_WAIT then holds the port). Prints the body, or nothing when the port is still busy.
+GET_FROM_PORT = """
+import errno, socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+try:
+    s.bind(("", int(sys.argv[2])))
+except OSError as exc:
+    sys.exit(0 if exc.errno == errno.EADDRINUSE else 1)
+s.settimeout(3)
+s.connect((sys.argv[1], 80))
+s.sendall(b"GET / HTTP/1.0\\r\\n\\r\\n")
+data = b""
+while chunk := s.recv(4096):
+    data += chunk
+s.close()
+print(data.split(b"\\r\\n\\r\\n", 1)[1].decode().strip())
+"""
+
+
+def _get_from_port(lbnet: LbNet, port: int) -> str:
+    res = lbnet.client.run([sys.executable, "-c", GET_FROM_PORT, VIP4, str(port)], timeout=10)
+    assert res.returncode == 0, res.stderr
+    return res.stdout.strip()
+
+
 def test_a_syn_reusing_a_finished_flows_ports_starts_a_new_flow(lbnet: LbNet) -> None:
     """curl from one local port twice: the first flow ended with FINs both ways (the HTTP/1.0
     server closes first, so the client keeps no TIME_WAIT); the second SYN must be a new flow,
     balanced anew (round-robin: the next backend), not the old one's FIN state carried on."""
     lbnet.set(service("web"))
-    first = lbnet.curl(VIP4, 80, local_port=47100)
+    first = _get_from_port(lbnet, 47100)
     wait_for(lambda: _state(lbnet, "web", 47100) == "fin-wait")
-    second = lbnet.curl(VIP4, 80, local_port=47100)
+    second = wait_for(lambda: _get_from_port(lbnet, 47100), what="the second request")
     assert (first, second) == ("b1", "b2")
     assert lbnet.rec.service_state("web")["total-sessions"] == 2
 
