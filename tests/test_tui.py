@@ -431,6 +431,7 @@ async def test_the_form_takes_nat64_its_pool_and_the_dsr_tunnel(daemon: Daemon) 
         form.query_one("#f-translation", Select).value = "nat64"
         await pilot.press("ctrl+g")
         await until(pilot, lambda: not isinstance(app.screen, ServiceForm))
+        await shows(pilot, "+ service app64")  # staged and shown: the list has the keys again
         await pilot.press("C")
         await until(pilot, lambda: isinstance(app.screen, CommitScreen))
         await pilot.press("enter")
