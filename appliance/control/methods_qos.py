@@ -56,25 +56,37 @@ def _state(ctx: CallContext) -> dict[str, Any]:
     return provider() if provider is not None else {}
 
 
+def _entry_path(list_path: str, name: str) -> str:
+    return f"{list_path}[name={_quote('name', name)}]"
+
+
+def _set_entry(ctx: CallContext, params: dict[str, Any], key: str, list_path: str,
+               value_of: Any = dict) -> dict[str, Any]:  # fmt: skip
+    """Create or replace the named entry params[key] of list_path in one commit."""
+    entry = params.get(key)
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{key} must be an object", [FieldError(key, "not an object")])
+    change = {"op": "replace", "path": _entry_path(list_path, _name(entry)),
+              "value": value_of(entry)}  # fmt: skip
+    return one_shot(ctx, [change], str(params.get("comment", "")))
+
+
+def _delete_entry(ctx: CallContext, params: dict[str, Any], list_path: str) -> dict[str, Any]:
+    change = {"op": "delete", "path": _entry_path(list_path, _name(params))}
+    return one_shot(ctx, [change], str(params.get("comment", "")))
+
+
 @method("qos.set-policer")
 def _set_policer(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
     """Create or replace a policer (its buckets start full again)."""
-    policer = params.get("policer")
-    if not isinstance(policer, dict):
-        raise ConfigError("policer must be an object", [FieldError("policer", "not an object")])
-    name = _name(policer)
-    value = {k: (str(v) if k in UINT64_LEAVES and isinstance(v, int) else v)
-             for k, v in policer.items()}  # fmt: skip
-    change = {"op": "replace", "path": f"{QOS}/policer[name={_quote('name', name)}]",
-              "value": value}  # fmt: skip
-    return one_shot(ctx, [change], str(params.get("comment", "")))
+    return _set_entry(ctx, params, "policer", f"{QOS}/policer",
+                      lambda p: {k: (str(v) if k in UINT64_LEAVES and isinstance(v, int) else v)
+                                 for k, v in p.items()})  # fmt: skip
 
 
 @method("qos.delete-policer")
 def _delete_policer(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
-    name = _name(params)
-    change = {"op": "delete", "path": f"{QOS}/policer[name={_quote('name', name)}]"}
-    return one_shot(ctx, [change], str(params.get("comment", "")))
+    return _delete_entry(ctx, params, f"{QOS}/policer")
 
 
 @method("qos.attach")
@@ -108,20 +120,12 @@ def _qos_show(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
 @method("mirror.set")
 def _mirror_set(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
     """Create or replace a mirror session."""
-    session = params.get("session")
-    if not isinstance(session, dict):
-        raise ConfigError("session must be an object", [FieldError("session", "not an object")])
-    name = _name(session)
-    change = {"op": "replace", "path": f"{MIRROR}/session[name={_quote('name', name)}]",
-              "value": session}  # fmt: skip
-    return one_shot(ctx, [change], str(params.get("comment", "")))
+    return _set_entry(ctx, params, "session", f"{MIRROR}/session")
 
 
 @method("mirror.delete")
 def _mirror_delete(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
-    name = _name(params)
-    change = {"op": "delete", "path": f"{MIRROR}/session[name={_quote('name', name)}]"}
-    return one_shot(ctx, [change], str(params.get("comment", "")))
+    return _delete_entry(ctx, params, f"{MIRROR}/session")
 
 
 @method("mirror.show")
