@@ -268,3 +268,20 @@ def test_the_console_door_follows_commits_and_keeps_open_sessions(tmp_path: Path
 
     asyncio.run(body())
     service.store.close()
+
+
+def test_parallel_attempts_without_failures_wait_their_turn() -> None:
+    throttle = Throttle(Backoff(free_failures=3), clock=lambda: 1000.0)
+    for i in range(3):
+        assert throttle.begin("198.18.9.9", f"u{i}")
+    # Held back only by checks still running: it waits, it is not refused.
+    assert not throttle.begin("198.18.9.9", "u3")
+    assert throttle.waiting_on_checks("198.18.9.9", "u3")
+    for i in range(3):
+        throttle.end("198.18.9.9", f"u{i}", ok=True)
+    assert throttle.begin("198.18.9.9", "u3")
+    throttle.end("198.18.9.9", "u3", ok=False)
+    # Real failures refuse at once, whatever runs.
+    for _ in range(3):
+        throttle.failed("198.18.9.9", "x")
+    assert not throttle.waiting_on_checks("198.18.9.9", "u4")

@@ -93,7 +93,7 @@ async def test_dashboard_shows_health_services_and_events(daemon: Daemon) -> Non
         assert "connected" in text
         assert "services 1" in text and "endpoints 2" in text and "last commit #1" in text
         assert "commit #1 by" in text and "+web" in text  # recent events: the commit
-        assert "Firewall: off (no rules)" in text
+        await shows(pilot, "Firewall: off (no rules)")  # asked after the services
         # Rates are "-" while the daemon reports no state (datapath off).
         assert "- 2 ep" in text
         await pilot.press("?")

@@ -3,7 +3,9 @@ limits on connections not logged in and on sessions, and the throttle around it 
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +25,12 @@ log = logging.getLogger(__name__)
 
 
 UserLookup = Callable[[str], User | None]
+
+# How long a password attempt waits for the other attempts from its address (at most
+# `unauthenticated_per_address` of them) to be checked before it is refused, and how often
+# it looks.
+QUEUE_WAIT = 10.0
+QUEUE_POLL = 0.05
 
 
 @dataclass(frozen=True)
@@ -162,9 +170,14 @@ class LoginServer(asyncssh.SSHServer):
 
     async def validate_password(self, username: str, password: str) -> bool:
         throttle = self.logins.throttle
-        if not throttle.begin(self.peer, username):
-            self._refused(username)
-            return False
+        queued_until = time.monotonic() + QUEUE_WAIT
+        while not throttle.begin(self.peer, username):
+            # Parallel logins from one address take turns; failures still refuse at once.
+            if not throttle.waiting_on_checks(self.peer, username) or \
+                    time.monotonic() > queued_until:
+                self._refused(username)
+                return False
+            await asyncio.sleep(QUEUE_POLL)
         ok = False
         try:
             ok = await self.logins.checker.check(self.logins.lookup(username), password)

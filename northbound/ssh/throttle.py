@@ -6,7 +6,9 @@ counting alone is free to dodge) and the user name (one account guessed from man
 addresses). A success takes back only the failures of that user from that address, so
 logging in to one's own account does not wipe out what an attacker has spent on another
 one. An attempt counts against the keys while its check runs, so parallel attempts cannot
-outrun the throttle.
+outrun the throttle; an attempt held back only by others still being checked waits its
+turn (`waiting_on_checks`) rather than being refused, so an OSS that opens several
+sessions at once from one address gets them all.
 """
 
 from __future__ import annotations
@@ -63,12 +65,13 @@ class Throttle:
             keys.append(f"user {user}")
         return keys
 
-    def _wait(self, key: str, now: float) -> float:
+    def _wait(self, key: str, now: float, in_flight: bool = True) -> float:
         count, last = self._failures.get(key, (0, 0.0))
         if count and now - last > self.policy.window:
             self._failures.pop(key, None)
             count = 0
-        count += self._in_flight.get(key, 0)
+        if in_flight:
+            count += self._in_flight.get(key, 0)
         if count < self.policy.free_failures:
             return 0.0
         excess = count - self.policy.free_failures
@@ -83,6 +86,15 @@ class Throttle:
 
     def blocked(self, address: str, user: str | None = None) -> bool:
         return self.blocked_for(address, user) > 0
+
+    def waiting_on_checks(self, address: str, user: str | None = None) -> bool:
+        """Whether only attempts still being checked hold this one back: its failures so
+        far would let it in, so it should wait for them to settle, not be refused."""
+        with self._lock:
+            now = self._clock()
+            keys = self.keys(address, user)
+            return all(self._wait(k, now, in_flight=False) == 0 for k in keys) and any(
+                self._in_flight.get(k, 0) for k in keys)
 
     def begin(self, address: str, user: str | None = None) -> bool:
         """Reserve an attempt: False (and nothing reserved) if the keys are blocked."""
