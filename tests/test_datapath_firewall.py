@@ -285,3 +285,28 @@ def test_trap_count_and_mark_actions(lbnet: Any) -> None:
     listed = net.lb.run(["nft", "list", "chain", "inet", "fwt", "fc"]).stdout
     packets = int(listed.split("counter packets ")[1].split()[0])
     assert packets >= 1, listed
+
+
+def test_redirect_action_sends_packets_out_of_the_named_interface(lbnet: Any) -> None:
+    """redirect: a matching packet leaves by the rule's interface as it came (a capture host
+    there sees it) and is not forwarded (its destination gets nothing); other flows go on."""
+    net = lbnet
+    cap = net.topo.host("cap")
+    link = net.topo.link(net.lb, cap)
+    lb_if, cap_if = link.ifname(net.lb), link.ifname(cap)
+    b1, b2 = backend_addr(1), backend_addr(2)
+    assert net.client.udp_request(b1, UDP_PORT, b"before", timeout=2) == b"before"
+    dump = cap.popen(["timeout", "15", "tcpdump", "-c", "2", "-nn", "-i", cap_if,
+                      f"udp and dst host {b1} and dst port {UDP_PORT}"],
+                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    set_fw(net, [{"name": "redir-b1", "preference": 10, "destination-prefix": f"{b1}/32",
+                  "protocol": "udp", "action": "redirect", "interface": lb_if}])  # fmt: skip
+    deadline = time.monotonic() + 10
+    while dump.poll() is None and time.monotonic() < deadline:
+        with pytest.raises(TimeoutError):  # redirected away: b1 never answers
+            net.client.udp_request(b1, UDP_PORT, b"away", timeout=0.5)
+    assert dump.wait(timeout=10) == 0, dump.stdout.read() if dump.stdout else ""
+    assert hits(net, "redir-b1") >= 2  # per packet: no flow state
+    assert net.client.udp_request(b2, UDP_PORT, b"b2", timeout=2) == b"b2"
+    set_fw(net, [])
+    assert net.client.udp_request(b1, UDP_PORT, b"after", timeout=2) == b"after"

@@ -67,6 +67,30 @@ def test_span_copies_are_byte_identical(qnet: Any, tmp_path: Path) -> None:
     assert st["packets"] >= N and st["failed"] == 0, st
 
 
+def test_span_of_egress_copies_what_leaves(qnet: Any, tmp_path: Path) -> None:
+    """An egress source: the frames the LB sends out of the backend's interface (after
+    the balancer's rewrite, redirected there), copied as they leave."""
+    echo_service(qnet)
+    mon = qnet.topo.host("mon")
+    link = qnet.topo.link(qnet.lb, mon)
+    b1_link = qnet.topo.links[1]  # lb <-> b1
+    set_qos(qnet, None, {"session": [{
+        "name": "s", "type": "span", "destination-interface": link.ifname(qnet.lb),
+        "source-interface": [{"name": qnet.interfaces[1], "direction": "egress"}]}]})  # fmt: skip
+    got = Capture(qnet.backends[0], b1_link.ifname(qnet.backends[0]), tmp_path / "b.pcap",
+                  f"udp port {UDP_PORT}", direction="in")  # fmt: skip
+    copy = Capture(mon, link.ifname(mon), tmp_path / "m.pcap", f"udp port {UDP_PORT}")
+    send_echoes(qnet)
+    arrived = client_frames(got.stop(has_n(N)))
+    copies = client_frames(copy.stop(has_n(N)))
+    assert len(arrived) >= N - 1, arrived
+    assert all(a in copies for a in arrived), (copies[:2], arrived[:2])  # byte for byte
+    # Egress only: the echoes coming back in on that interface are not copied.
+    assert len(copies) <= len(arrived) + 1, (len(copies), len(arrived))
+    st = qnet.rec.qos_state()["mirror"]["s"]
+    assert st["packets"] >= N - 1 and st["failed"] == 0, st
+
+
 def test_rspan_copies_carry_the_vlan_and_sampling_skips(qnet: Any, tmp_path: Path) -> None:
     echo_service(qnet)
     mon = qnet.topo.host("mon")

@@ -97,6 +97,28 @@ def test_interface_and_prefix_policers(qnet: Any) -> None:
     assert abs(got - RATE) < 0.15 * RATE, got
 
 
+def test_egress_interface_policer(qnet: Any) -> None:
+    """A policer on the backend-facing interface's egress meters what the balancer sends
+    out there (redirected by bpf/lb.c), not what comes in."""
+    udp_service(qnet)
+    pol = policer(red={"action": "set-dscp", "dscp": 8})
+    set_qos(qnet, {"policer": [pol],
+                    "interface": [{"name": qnet.interfaces[1], "direction": "egress",
+                                   "policer": "p"}]})  # fmt: skip
+    assert (qnet.interfaces[1], "egress") in qnet.rec.qos.attached
+    got = blast(qnet, 2 * RATE)
+    assert abs(rate_of(got, 0) - RATE) < 0.15 * RATE, got
+    assert rate_of(got, 8) > 0.6 * RATE, got  # red, re-marked CS1 on the way out
+    st = qnet.rec.qos_state()["policer"]["p"]
+    assert st["green"]["packets"] > 0 and st["red"]["packets"] > 0, st
+    # The client-facing interface's egress: the requests never leave there, nothing metered.
+    set_qos(qnet, {"policer": [policer()],
+                    "interface": [{"name": qnet.interfaces[0], "direction": "egress",
+                                   "policer": "p"}]})  # fmt: skip
+    got = rate_of(blast(qnet, 2 * RATE))
+    assert got > 1.8 * RATE, got
+
+
 def test_endpoint_policer(qnet: Any) -> None:
     udp_service(qnet)
     set_qos(qnet, {"policer": [policer()], "endpoint": [
