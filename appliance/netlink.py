@@ -202,6 +202,82 @@ def tc_filters(
         return [name for parent in parents for name in _filters(ipr, index, parent)]
 
 
+# XDP attach flags (uapi/linux/if_link.h) and IFLA_XDP_ATTACHED's values.
+XDP_FLAGS_SKB_MODE, XDP_FLAGS_DRV_MODE = 1 << 1, 1 << 2
+_XDP_MODES = {"native": XDP_FLAGS_DRV_MODE, "generic": XDP_FLAGS_SKB_MODE}
+_XDP_ATTACHED = {1: "native", 2: "generic", 3: "offload", 4: "multi"}
+
+
+def _xdp_set(ipr: IPRoute, index: int, fd: int, flags: int) -> None:
+    ipr.link("set", index=index,
+             xdp={"attrs": [("IFLA_XDP_FD", fd), ("IFLA_XDP_FLAGS", flags)]})  # fmt: skip
+
+
+def _xdp_info(ipr: IPRoute, index: int) -> tuple[str | None, int]:
+    """(mode, program id) of the XDP program on link ``index``; (None, 0) if none."""
+    link = ipr.get_links(index)[0]
+    xdp = link.get_attr("IFLA_XDP")
+    if xdp is None:
+        return None, 0
+    attached = xdp.get_attr("IFLA_XDP_ATTACHED")
+    if not attached:
+        return None, 0
+    # pyroute2 decodes the mode to its own names; the number is what the kernel sent.
+    names = {"xdp": 1, "xdpgeneric": 2, "xdpoffload": 3, "xdpmulti": 4}
+    number = names.get(attached, attached) if isinstance(attached, str) else int(attached)
+    return _XDP_ATTACHED.get(int(number), str(attached)), int(xdp.get_attr("IFLA_XDP_PROG_ID") or 0)
+
+
+def attach_xdp(ifname: str, prog_fd: int, mode: str = "auto", netns: str | None = None) -> str:
+    """Attach the XDP program ``prog_fd`` to ``ifname`` (or replace ours there, atomically);
+    returns the mode in use. ``auto``: the driver's own (native) mode where the driver has
+    one, else generic (skb) mode; ``native`` / ``generic`` ask for one. A program already
+    attached in the other mode is replaced by detaching it first (the kernel does not let
+    both modes hold a program at once)."""
+    if mode not in ("auto", *_XDP_MODES):
+        raise ValueError(f"XDP mode must be auto, native or generic, not {mode!r}")
+    with _rtnl(netns) as ipr:
+        index = _index(ipr, ifname, netns)
+        current, _ = _xdp_info(ipr, index)
+        tries = ["native", "generic"] if mode == "auto" else [mode]
+        if current in tries:
+            tries.remove(current)
+            tries.insert(0, current)  # a replacement in place first: no gap
+        last: NetlinkError | None = None
+        for want in tries:
+            if current is not None and current != want:
+                _xdp_set(ipr, index, -1, _XDP_MODES[current])
+                current = None
+            try:
+                _xdp_set(ipr, index, prog_fd, _XDP_MODES[want])
+                return want
+            except NetlinkError as exc:
+                last = exc
+        assert last is not None
+        raise last
+
+
+def detach_xdp(ifname: str, netns: str | None = None) -> bool:
+    """Remove the XDP program from ``ifname``; True if there was one. Idempotent."""
+    with _rtnl(netns) as ipr:
+        found = ipr.link_lookup(ifname=ifname)
+        if not found:
+            return False
+        mode, _ = _xdp_info(ipr, int(found[0]))
+        if mode is None:
+            return False
+        _xdp_set(ipr, int(found[0]), -1, _XDP_MODES.get(mode, 0))
+        return True
+
+
+def xdp_state(ifname: str, netns: str | None = None) -> dict[str, Any]:
+    """``{"mode": "native" | "generic" | ..., "prog-id": N}`` of ``ifname``'s XDP program,
+    ``{}`` when it has none."""
+    with _rtnl(netns) as ipr:
+        mode, prog_id = _xdp_info(ipr, _index(ipr, ifname, netns))
+    return {} if mode is None else {"mode": mode, "prog-id": prog_id}
+
+
 def interface_addresses(netns: str | None = None) -> list[tuple[int, int, str]]:
     """(ifindex, IP version, address) of every global-scope address in ``netns``.
 

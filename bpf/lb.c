@@ -44,22 +44,7 @@
 #include "lib/l3dsr.h"
 #include "lib/ha.h"
 #include "lib/gtpu.h"
-
-static __always_inline void count(struct pkt *p, __u32 svc_id, __u32 ep_id, int new_flow)
-{
-    struct counters *c = svc_stats.lookup(&svc_id);
-    if (c) {
-        c->packets++;
-        c->bytes += p->len;
-        c->sessions += new_flow;
-    }
-    c = ep_stats.lookup(&ep_id);
-    if (c) {
-        c->packets++;
-        c->bytes += p->len;
-        c->sessions += new_flow;
-    }
-}
+#include "lib/stats.h"
 
 static __always_inline struct svc_info *lookup_service(struct pkt *p)
 {

@@ -71,11 +71,22 @@ def test_nat64_services_are_refused_naming_the_field(config: ConfigService) -> N
     commit(config, [create(svc("t", port=82))])  # still open to what the datapath does
 
 
-def test_an_xdp_hook_is_refused_naming_the_interface(config: ConfigService) -> None:
+def test_an_xdp_hook_is_refused_with_policers_naming_the_interface(
+    config: ConfigService,
+) -> None:
     change = {"op": "merge", "path": "/sluice:datapath",
               "value": {"interface": [{"name": "eth0", "hook": "tc"},
                                       {"name": "eth1", "hook": "xdp"}]}}  # fmt: skip
-    assert refused(config, [change]) == ["/sluice:datapath/interface[name='eth1']/hook"]
+    commit(config, [create(svc("web")), change])  # the XDP fast path (bpf/xdp.c)
+    # A policer defined but not attached is nothing XDP bypasses.
+    pol = {"name": "p", "cir": "1000000", "cbs": 10000}
+    commit(config, [{"op": "merge", "path": "/sluice:qos", "value": {"policer": [pol]}}])
+    attach = {"op": "merge", "path": "/sluice:qos",
+              "value": {"service": [{"name": "web", "policer": "p"}]}}  # fmt: skip
+    assert refused(config, [attach]) == ["/sluice:datapath/interface[name='eth1']/hook"]
+    back = {"op": "merge", "path": "/sluice:datapath",
+            "value": {"interface": [{"name": "eth1", "hook": "tc"}]}}  # fmt: skip
+    commit(config, [attach, back])  # with hook tc the policer sees every packet
 
 
 def test_too_many_endpoints_over_all_services_is_refused(

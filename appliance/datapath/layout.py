@@ -41,7 +41,7 @@ LIMIT_RANGES = MAX_RANGES  # port-range services per (VIP, protocol)
 LIMIT_SEL_PAGES = MAX_SEL_PAGES
 # Parts of the model the datapath does not implement yet: refused, not half done.
 UNSUPPORTED_PROTOCOLS: tuple[str, ...] = ()
-UNSUPPORTED_HOOKS = ("xdp",)
+UNSUPPORTED_HOOKS: tuple[str, ...] = ()  # xdp: bpf/xdp.c in front of TC
 
 ALGORITHMS = {
     "round-robin": 0,

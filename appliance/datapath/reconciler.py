@@ -29,6 +29,7 @@ from appliance.datapath.layout import DEFAULT_CT_CAPACITY
 from appliance.datapath.program import DEFAULT_PIN_ROOT, Program
 from appliance.datapath.qos import QOS_SECTIONS, QosDatapath
 from appliance.datapath.validate import check
+from appliance.datapath.xdp import XdpProgram
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,13 @@ GC_INTERVAL_S = 30.0
 
 
 def _interfaces(section: dict[str, Any] | None) -> list[str]:
-    return [i["name"] for i in (section or {}).get("interface", []) if i.get("hook", "tc") == "tc"]
+    """Every datapath interface: the TC program is on each (behind XDP where hook is xdp)."""
+    return [i["name"] for i in (section or {}).get("interface", [])]
+
+
+def _xdp_interfaces(section: dict[str, Any] | None) -> list[str]:
+    """The interfaces whose hook is xdp: the XDP fast path in front of TC (bpf/xdp.c)."""
+    return [i["name"] for i in (section or {}).get("interface", []) if i.get("hook") == "xdp"]
 
 
 class DatapathReconciler:
@@ -54,6 +61,7 @@ class DatapathReconciler:
         housekeeping: bool = True,
         follow_routes: bool = True,
         gc_interval_s: float | None = None,
+        xdp: XdpProgram | None = None,
     ) -> None:
         self.pin_root = Path(pin_root)
         # Given here (tests), it wins over the config's conntrack-sweep-interval.
@@ -62,6 +70,10 @@ class DatapathReconciler:
         self.netns = netns
         self.program = program  # tests share one compiled program between topologies
         self._own_program = program is None
+        # The XDP fast path: compiled on the first interface with hook xdp (tests share one).
+        self.xdp = xdp
+        self._own_xdp = xdp is None
+        self.xdp_interfaces: list[str] = []
         self.driver: Driver | None = None
         self.interfaces: list[str] = []
         self.pending: dict[str, dict[str, Any] | None] = {}  # name -> doc (None: remove)
@@ -108,6 +120,7 @@ class DatapathReconciler:
             self.firewall = FirewallReconciler(self.program, self.netns)
             self.firewall.start(effective, self._service_docs())
             self._set_interfaces(_interfaces(dp))
+            self._set_xdp(_xdp_interfaces(dp))
             self.qos_sections = {k: effective.get(k) for k in QOS_SECTIONS}
             self._sync_qos()
         if self._follow_routes:
@@ -136,6 +149,7 @@ class DatapathReconciler:
             for section, (_old, new) in diff.sections_changed.items():
                 if section.split(":")[-1] == "datapath":
                     self._set_interfaces(_interfaces(new))
+                    self._set_xdp(_xdp_interfaces(new))
                     self._set_sweep(new)
             if self.firewall is not None:
                 self.firewall.apply(diff, self._service_docs())
@@ -171,6 +185,8 @@ class DatapathReconciler:
             self._thread.join(timeout=10)
         with self.lock:
             self.qos.close()
+            if self.xdp is not None and self._own_xdp:
+                self.xdp.close()
             if self.program is not None and self._own_program:
                 self.program.close()
 
@@ -280,10 +296,15 @@ class DatapathReconciler:
         with self.lock:
             if self.driver is None or self.program is None:
                 return {"enabled": True, "loaded": False}
-            attached = {}
+            attached: dict[str, list[str]] = {}
+            xdp: dict[str, dict[str, Any]] = {}
             for ifname in self.interfaces:
                 try:
                     attached[ifname] = netlink.tc_filters(ifname, "ingress", netns=self.netns)
+                    if ifname in self.xdp_interfaces:
+                        xdp[ifname] = netlink.xdp_state(ifname, netns=self.netns)
+                        if xdp[ifname]:  # "xdp:native": the console and CLI show it as is
+                            attached[ifname].insert(0, f"xdp:{xdp[ifname]['mode']}")
                 except (OSError, LookupError) as exc:
                     attached[ifname] = [f"error: {exc}"]
             return {
@@ -293,6 +314,7 @@ class DatapathReconciler:
                 "pin-dir": str(self.pin_root),
                 "compile-seconds": round(self.program.compile_seconds, 2),
                 "interfaces": attached,
+                "xdp": xdp,
                 "services": len(self.driver.services),
                 "route-generation": self.driver.route_generation(),
                 "maps": self.driver.fill(),
@@ -352,6 +374,11 @@ class DatapathReconciler:
                 netlink.detach_tc(ifname, "ingress", netns=netns)
             except (OSError, LookupError) as exc:
                 log.warning("detach failed", extra={"interface": ifname, "error": str(exc)})
+        for ifname in _xdp_interfaces(effective.get(DP)):
+            try:
+                netlink.detach_xdp(ifname, netns=netns)
+            except (OSError, LookupError) as exc:
+                log.warning("XDP detach failed", extra={"interface": ifname, "error": str(exc)})
         Program(pin_root).remove_pins()
         QosDatapath(pin_root, netns).remove()
 
@@ -420,6 +447,31 @@ class DatapathReconciler:
                 self.errors[f"interface {ifname}"] = str(exc)
                 log.error("attach failed", extra={"interface": ifname, "error": str(exc)})
         self.interfaces = wanted
+
+    def _set_xdp(self, wanted: list[str]) -> None:
+        """The XDP fast path on exactly ``wanted`` (compiled on first need). The TC program
+        is attached first (_set_interfaces), so whatever XDP passes is balanced."""
+        assert self.program is not None
+        for ifname in self.xdp_interfaces:
+            if ifname not in wanted and self.xdp is not None:
+                self.errors.pop(f"xdp {ifname}", None)
+                try:
+                    self.xdp.detach(ifname, self.netns)
+                except (OSError, LookupError) as exc:
+                    log.warning("XDP detach failed", extra={"interface": ifname,
+                                                            "error": str(exc)})  # fmt: skip
+        if wanted and self.xdp is None:
+            self.xdp = XdpProgram(self.program.pin_root, self.program.ct_capacity)
+        for ifname in wanted:
+            try:
+                assert self.xdp is not None
+                mode = self.xdp.attach(ifname, self.netns)
+                self.errors.pop(f"xdp {ifname}", None)
+                log.info("XDP fast path attached", extra={"interface": ifname, "mode": mode})
+            except Exception as exc:  # TC carries the interface's traffic meanwhile
+                self.errors[f"xdp {ifname}"] = str(exc)
+                log.error("XDP attach failed", extra={"interface": ifname, "error": str(exc)})
+        self.xdp_interfaces = wanted
 
     def _loop(self) -> None:
         last_gc = time.monotonic()

@@ -51,6 +51,28 @@ def _features(name: str, svc: Doc) -> list[FieldError]:
     return errors
 
 
+def _xdp_conflicts(doc: Doc) -> list[FieldError]:
+    """``hook xdp`` with policers or mirrors: they run at TC (bpf/qos.c) and would never
+    see the packets the XDP fast path forwards, so the pair is refused, not half done."""
+    from appliance.datapath import qos_plan as Q
+
+    xdp = [i["name"] for i in (doc.get(DATAPATH) or {}).get("interface", [])
+           if i.get("hook") == "xdp"]  # fmt: skip
+    if not xdp:
+        return []
+    try:
+        plan = Q.plan(doc.get(Q.QOS), doc.get(Q.MIRROR), Q.Ids(Q.MAX_POLICERS),
+                      Q.Ids(Q.MAX_MIRRORS))  # fmt: skip
+    except Exception:  # QoS's own validator names what is wrong there
+        return []
+    if plan.empty():
+        return []
+    return [FieldError(f"/sluice:datapath/interface[name='{name}']/hook",
+                       "hook xdp cannot be combined with policers or mirrors (they run at "
+                       "TC and would not see what XDP forwards): use hook tc",
+                       UNSUPPORTED) for name in xdp]  # fmt: skip
+
+
 def check(doc: Doc) -> list[FieldError]:
     """Every way ``doc`` asks more of the datapath than it does or holds."""
     errors: list[FieldError] = []
@@ -60,6 +82,7 @@ def check(doc: Doc) -> list[FieldError]:
                 f"/sluice:datapath/interface[name='{iface['name']}']/hook",
                 f"hook {iface['hook']} is not supported by the datapath yet (use tc)",
                 UNSUPPORTED))  # fmt: skip
+    errors += _xdp_conflicts(doc)
     services = [s for s in (doc.get(LOAD_BALANCER) or {}).get("service", [])
                 if s.get("admin-state", "enabled") == "enabled"]  # fmt: skip
     if len(services) > L.LIMIT_SERVICES:

@@ -36,15 +36,19 @@ static __always_inline __u16 fold16(__u64 s)
     return (__u16)v;
 }
 
-// Rewrite to (src:sport -> dst:dport). ICMP echo: the identifier is the "source port"
-// in the client-facing direction and travels unchanged in the header's one id field.
-// nh: the cached next hop the packet leaves through (TTL - 1 and MACs written here), or 0.
-static __always_inline int nat_rewrite(struct __sk_buff *skb, struct pkt *p, struct addr *src,
-                                       __be16 sport, struct addr *dst, __be16 dport,
-                                       struct nexthop *nh)
+// The header writes of a translation to (src:sport -> dst:dport), shared by the TC path
+// (nat_rewrite) and the XDP fast path (lib/xdp_fast.h): addresses, ports or the ICMP echo
+// identifier, and with a cached next hop `nh` the TTL / hop limit and the MACs; the IPv4
+// header checksum is fixed here. What the L4 checksum must change by is left for the
+// caller: *pdp the pseudo-header (addresses), *ldp the ports / identifier, *hlp what a
+// CHECKSUM_COMPLETE skb->csum must follow (IPv6 hop limit, later fragments' addresses).
+// ICMP echo: the identifier is the "source port" in the client-facing direction and
+// travels unchanged in the header's one id field.
+static __always_inline int nat_write(void *data, void *data_end, struct pkt *p,
+                                     struct addr *src, __be16 sport, struct addr *dst,
+                                     __be16 dport, struct nexthop *nh, __u64 *pdp, __u64 *ldp,
+                                     __u64 *hlp)
 {
-    void *data = (void *)(long)skb->data;
-    void *data_end = (void *)(long)skb->data_end;
     __u32 l3 = p->l3_off, l4 = p->l4_off;
     if (l3 > 18 || l4 > 18 + sizeof(struct ipv6hdr) + 8)
         return -1;                             // bounds for the verifier (parse.h)
@@ -139,6 +143,22 @@ static __always_inline int nat_rewrite(struct __sk_buff *skb, struct pkt *p, str
         __builtin_memcpy(eth->h_dest, nh->dmac, 6);
         __builtin_memcpy(eth->h_source, nh->smac, 6);
     }
+    *pdp = pd;
+    *ldp = ld;
+    *hlp = hl;
+    return 0;
+}
+
+// Rewrite to (src:sport -> dst:dport) in an skb (nat_write), then the L4 checksum.
+// nh: the cached next hop the packet leaves through (TTL - 1 and MACs written here), or 0.
+static __always_inline int nat_rewrite(struct __sk_buff *skb, struct pkt *p, struct addr *src,
+                                       __be16 sport, struct addr *dst, __be16 dport,
+                                       struct nexthop *nh)
+{
+    __u64 pd, ld, hl;
+    if (nat_write((void *)(long)skb->data, (void *)(long)skb->data_end, p, src, sport, dst,
+                  dport, nh, &pd, &ld, &hl))
+        return -1;
     // Helpers last: they may move the packet (the pointers above are dead after them).
     if (pd && bpf_l4_csum_replace(skb, p->csum_off, 0, fold32(pd),
                                   BPF_F_PSEUDO_HDR | l4_csum_flags(p)))
