@@ -100,20 +100,24 @@ _lib: Any = None
 
 
 def test_run(fd: int, frame: bytes, ifindex: int, repeat: int = 1,
-             flags: int = 0) -> tuple[int, int]:  # fmt: skip
+             flags: int = 0, xdp: bool = False) -> tuple[int, int]:  # fmt: skip
     """(verdict, ns per run) of program ``fd`` on ``frame`` arriving on ``ifindex``.
 
     Runs in the calling thread's network namespace (see ``in_netns``). ``flags``: the
-    kernel's BPF_F_TEST_* (e.g. SKB_CHECKSUM_COMPLETE)."""
+    kernel's BPF_F_TEST_* (e.g. SKB_CHECKSUM_COMPLETE). ``xdp``: an XDP program (its
+    context is a struct xdp_md)."""
     global _lib
     if _lib is None:
         _lib = ct.CDLL("libbpf.so.1", use_errno=True)
         _lib.bpf_prog_test_run_opts.argtypes = [ct.c_int, ct.POINTER(_Opts)]
     buf = ct.create_string_buffer(frame, len(frame))
     out = ct.create_string_buffer(len(frame) + 256)
-    # struct __sk_buff up to cb[]: the kernel takes ingress_ifindex and ifindex from here.
-    ctx = ct.create_string_buffer(48)
-    struct.pack_into("<II", ctx, 36, ifindex, ifindex)
+    if xdp:  # struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index
+        ctx = ct.create_string_buffer(20)
+        struct.pack_into("<IIII", ctx, 0, 0, len(frame), 0, ifindex)
+    else:  # struct __sk_buff up to cb[]: the kernel takes ingress_ifindex and ifindex here.
+        ctx = ct.create_string_buffer(48)
+        struct.pack_into("<II", ctx, 36, ifindex, ifindex)
     o = _Opts(sz=ct.sizeof(_Opts), data_in=ct.addressof(buf), data_size_in=len(frame),
               data_out=ct.addressof(out), data_size_out=len(out), ctx_in=ct.addressof(ctx),
               ctx_size_in=len(ctx), repeat=repeat, flags=flags)  # fmt: skip
@@ -211,9 +215,19 @@ class Harness:
         self.null = self.bpf.load_func(b"pkt_null", BPF.SCHED_CLS)
         self.target = self.bpf[b"target"]
         self.frames = self.bpf[b"frame_map"]
+        self.xdp_fn: Any = None  # the XDP harness (load_xdp)
 
-    def aim(self, fd: int) -> None:
-        self.target[self.target.Key(0)] = self.target.Leaf(fd)
+    def load_xdp(self) -> None:
+        from bcc import BPF
+
+        if self.xdp_fn is None:
+            self.xdp_fn = self.bpf.load_func(b"xdp_harness", BPF.XDP)
+            self.xdp_null = self.bpf.load_func(b"xdp_null", BPF.XDP)
+            self.xdp_target = self.bpf[b"xdp_target"]
+
+    def aim(self, fd: int, xdp: bool = False) -> None:
+        target = self.xdp_target if xdp else self.target
+        target[target.Key(0)] = target.Leaf(fd)
 
     def load(self, frame: bytes, new_flows: bool) -> None:
         if not 14 <= len(frame) <= FRAME_MAX:
@@ -224,16 +238,18 @@ class Harness:
         self.frames[self.frames.Key(0)] = v
 
     def warm(self, fd: int, frame: bytes, ifindex: int, repeat: int, calls: int,
-             new_flows: bool = False, between: Callable[[], None] | None = None
-             ) -> dict[str, Any]:  # fmt: skip
-        """Median over ``calls`` of the mean ns per run of ``repeat`` runs of harness → fd."""
-        self.aim(fd)
+             new_flows: bool = False, between: Callable[[], None] | None = None,
+             xdp: bool = False) -> dict[str, Any]:  # fmt: skip
+        """Median over ``calls`` of the mean ns per run of ``repeat`` runs of harness → fd
+        (``xdp``: the XDP harness and an XDP program)."""
+        self.aim(fd, xdp)
         self.load(frame, new_flows)
+        harness = self.xdp_fn.fd if xdp else self.fn.fd
         per_call, verdict = [], -1
         for _ in range(calls):
             if between:
                 between()
-            verdict, d = test_run(self.fn.fd, frame, ifindex, repeat)
+            verdict, d = test_run(harness, frame, ifindex, repeat, xdp=xdp)
             per_call.append(d)
         return {"ns": float(statistics.median(per_call)), "min": min(per_call),
                 "max": max(per_call), "calls": per_call, "repeat": repeat,
@@ -243,11 +259,12 @@ class Harness:
         self.bpf.cleanup()
 
 
-def cold(fd: int, frames: Callable[[int], bytes], ifindex: int, n: int) -> dict[str, Any]:
+def cold(fd: int, frames: Callable[[int], bytes], ifindex: int, n: int,
+         xdp: bool = False) -> dict[str, Any]:  # fmt: skip
     """One packet per call, ``frames(i)`` for the i-th: median, mean, p10, p90, verdict."""
     d, verdict = [], -1
     for i in range(n):
-        verdict, ns = test_run(fd, frames(i), ifindex)
+        verdict, ns = test_run(fd, frames(i), ifindex, xdp=xdp)
         d.append(ns)
     d.sort()
     return {"ns": float(statistics.median(d)), "mean": round(statistics.fmean(d), 1),
@@ -306,12 +323,16 @@ class Meter:
     started on ``prog``); ``prepare(net)`` must have run."""
 
     def __init__(self, net: Any, prog: Any, settings: dict[str, int],
-                 log: Callable[[str], None] = lambda m: None) -> None:  # fmt: skip
+                 log: Callable[[str], None] = lambda m: None, xdp: Any = None) -> None:  # fmt: skip
         self.net, self.prog, self.s, self.log = net, prog, settings, log
         self.fd = prog.fn.fd
+        # The XDP fast path (bpf/xdp.c) on the same maps: measured next to TC per figure.
+        self.xdp_fd = xdp.fn.fd if xdp is not None else None
         self.front = net.lb.ifindex(net.interfaces[0])
         self.back = net.lb.ifindex(net.interfaces[1])
         self.harness = Harness()
+        if self.xdp_fd is not None:
+            self.harness.load_xdp()
         self.n = 0
 
     def close(self) -> None:
@@ -346,6 +367,10 @@ class Meter:
                                                 self.s["warm_repeat"], self.s["warm_calls"])
                 out[f"harness_new{v}"] = h.warm(h.null.fd, syn, self.front,
                                                 self.s["new_repeat"], self.s["new_calls"], True)
+                if self.xdp_fd is not None:
+                    out[f"harness_xdp{v}"] = h.warm(h.xdp_null.fd, est, self.front,
+                                                    self.s["warm_repeat"], self.s["warm_calls"],
+                                                    xdp=True)  # fmt: skip
         return out
 
     # -- established flows ----------------------------------------------------------------
@@ -378,9 +403,30 @@ class Meter:
                     "warm": self.harness.warm(self.fd, frame, ifindex, self.s["warm_repeat"],
                                               self.s["warm_calls"]),
                 }  # fmt: skip
+            if self.xdp_fd is not None:
+                out["xdp"] = self._xdp(orig, reply)
         state = self.net.rec.conntrack(name)[0]["state"]
         out["state"] = state
         self.clear_ct()
+        return out
+
+    def _xdp(self, orig: bytes, reply: bytes | None) -> dict[str, Any]:
+        """The same established frames through the XDP fast path. TC has just carried them,
+        so the next hops are cached for their length; a reply packet through TC before each
+        call keeps the reply entry inside CT_SYNC_NS (else XDP leaves it to TC)."""
+        out: dict[str, Any] = {}
+        sync = (lambda: test_run(self.fd, reply, self.back)) if reply is not None else None
+        for direction, frame, ifindex in (("orig", orig, self.front),
+                                          ("reply", reply, self.back)):  # fmt: skip
+            if frame is None:
+                continue
+            if sync:
+                sync()
+            out[direction] = {
+                "cold": cold(self.xdp_fd, lambda i, f=frame: f, ifindex, self.s["cold"], True),
+                "warm": self.harness.warm(self.xdp_fd, frame, ifindex, self.s["warm_repeat"],
+                                          self.s["warm_calls"], between=sync, xdp=True),
+            }  # fmt: skip
         return out
 
     # -- new flows -------------------------------------------------------------------------
@@ -405,9 +451,11 @@ class Meter:
 def measure(net: Any, prog: Any, settings: dict[str, int], only: str | None = None,
             modes: list[str] | None = None, algorithms: list[str] | None = None,
             sizes: tuple[int, ...] = SIZES,
-            log: Callable[[str], None] = lambda m: None) -> dict[str, Any]:  # fmt: skip
-    """Every figure, with the floor and harness costs measured before and after."""
-    m = Meter(net, prog, settings, log)
+            log: Callable[[str], None] = lambda m: None, xdp: Any = None
+            ) -> dict[str, Any]:  # fmt: skip
+    """Every figure, with the floor and harness costs measured before and after (``xdp``:
+    an XdpProgram on the same maps: established figures through it too)."""
+    m = Meter(net, prog, settings, log, xdp)
     started = time.monotonic()
     try:
         res: dict[str, Any] = {"settings": settings, "before": m.overheads()}
@@ -448,7 +496,8 @@ def net_figures(res: dict[str, Any]) -> None:
         return (res["before"][f"harness_{kind}{v}"]["min"] +
                 res["after"][f"harness_{kind}{v}"]["min"]) / 2  # fmt: skip
 
-    res["harness_ns"] = {f"{k}{v}": harness(k, v) for k in ("est", "new") for v in (4, 6)}
+    kinds = ("est", "new", "xdp") if "harness_xdp4" in res["before"] else ("est", "new")
+    res["harness_ns"] = {f"{k}{v}": harness(k, v) for k in kinds for v in (4, 6)}
 
     def warm(fig: dict[str, Any], kind: str, v: int) -> None:
         fig["net"] = max(0.0, fig["ns"] - harness(kind, v))
@@ -461,6 +510,10 @@ def net_figures(res: dict[str, Any]) -> None:
             if d in e:
                 e[d]["cold"]["net"] = max(0.0, e[d]["cold"]["ns"] - floor)
                 warm(e[d]["warm"], "est", e["version"])
+            if d in e.get("xdp", {}):
+                x = e["xdp"][d]
+                x["cold"]["net"] = max(0.0, x["cold"]["ns"] - floor)
+                warm(x["warm"], "xdp", e["version"])
     for n in res["new"]:
         n["cold"]["net"] = max(0.0, n["cold"]["ns"] - floor)
         warm(n["warm"], "new", n["version"])
@@ -571,6 +624,37 @@ def tables(res: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
+XDP_TX, XDP_REDIRECT = 3, 4
+
+
+def xdp_table(res: dict[str, Any]) -> str:
+    """Established flows through the XDP fast path next to the same frames through TC, in
+    the same run (ns per packet, net; warm: median of the calls, best call in brackets)."""
+    rows = [e for e in res.get("established", []) if e.get("xdp")]
+    if not rows:
+        return ""
+    h = res["harness_ns"]
+    lines = [f"Through the XDP fast path (bpf/xdp.c) vs TC, the same frames in the same run "
+             f"(XDP harness {h.get('xdp4', 0):.0f}/{h.get('xdp6', 0):.0f} ns IPv4/IPv6 "
+             "subtracted from its warm figures; best call in brackets):", "",
+             "| established TCP flow | direction | IP | TC cold | XDP cold | TC warm | XDP warm "
+             "| XDP/TC warm |", "|---|---|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for e in rows:
+        for d, dname in (("orig", "client→backend"), ("reply", "reply")):
+            if d not in e["xdp"]:
+                continue
+            tc, x = e[d], e["xdp"][d]
+            bad = "" if x["warm"]["verdict"] in (XDP_TX, XDP_REDIRECT) else \
+                f" (verdict {x['warm']['verdict']}!)"
+            ratio = (f"{x['warm']['best'] / tc['warm']['best']:.2f}×"
+                     if tc["warm"].get("best") else "n/a")  # fmt: skip
+            lines.append(
+                f"| {e['mode']} | {dname} | IPv{e['version']} | {tc['cold']['net']:.0f} "
+                f"| {x['cold']['net']:.0f} | {tc['warm']['net']:.0f} ({tc['warm']['best']:.0f}) "
+                f"| {x['warm']['net']:.0f} ({x['warm']['best']:.0f}){bad} | {ratio} |")
+    return "\n".join(lines)
+
+
 def measured(a: dict[str, Any]) -> str:
     """An aim's measured value as printed: the value, and its detail if it has one."""
     if a["value"] is None:
@@ -599,7 +683,8 @@ def _log(msg: str) -> None:
 def bed(ct_capacity: int = 262144, code: str | None = None) -> Iterator[tuple[Any, Any]]:
     """(net, prog): a dpkit topology (client, lb, one backend namespace), the real program
     loaded into its own pin directory (/sys/fs/bpf/sluice-test-<id>/pktcost), the real
-    reconciler started on it, ``prepare``d. Everything is removed on exit."""
+    reconciler started on it, ``prepare``d. Everything is removed on exit. ``prog.xdp``:
+    the XDP fast path loaded on the same maps (None in a tree that has none)."""
     sys.path.insert(0, str(ROOT))
     sys.path.insert(0, str(ROOT / "tests"))
     if code:  # another commit's appliance/ (A/B): in front of ours
@@ -615,6 +700,14 @@ def bed(ct_capacity: int = 262144, code: str | None = None) -> Iterator[tuple[An
         prepare(net)
         prog = Program(topo.pin_dir("pktcost"), ct_capacity=ct_capacity)
         prog.load()
+        prog.xdp = None
+        try:
+            from appliance.datapath.xdp import XdpProgram
+        except ImportError:  # a tree before the XDP fast path (A/B)
+            XdpProgram = None
+        if XdpProgram is not None:
+            prog.xdp = XdpProgram(prog.pin_root, ct_capacity)
+            prog.xdp.load()
         try:
             net.rec = DatapathReconciler(prog.pin_root, netns=net.lb.ns, program=prog,
                                          housekeeping=False)  # fmt: skip
@@ -623,6 +716,8 @@ def bed(ct_capacity: int = 262144, code: str | None = None) -> Iterator[tuple[An
         finally:
             if net.rec is not None:
                 net.rec.close()
+            if prog.xdp is not None:
+                prog.xdp.close()
             prog.close()
 
 
@@ -661,6 +756,8 @@ def _figures(res: dict[str, Any]) -> dict[tuple[Any, ...], dict[str, Any]]:
             for m in ("cold", "warm"):
                 if d in e:
                     out[("est", e["mode"], e["version"], d, m)] = e[d][m]
+                if d in e.get("xdp", {}):
+                    out[("xdp", e["mode"], e["version"], d, m)] = e["xdp"][d][m]
     for n in res.get("new", []):
         for m in ("cold", "warm"):
             out[("new", n["algorithm"], n["endpoints"], n["version"], m)] = n[m]
@@ -703,7 +800,7 @@ NO_WORSE = 1.10  # "no mode worse than today": the noise allowance of one run on
 
 def no_worse_aim(rows: list[dict[str, Any]], ref: str) -> dict[str, Any]:
     """The issue's "no mode worse than today" over the established figures (warm)."""
-    est = [r for r in rows if r["key"][0] == "est" and r["key"][4] == "warm" and r["ratio"]]
+    est = [r for r in rows if r["key"][0] == "est" and r["key"][4] == "warm" and r["ratio"]]  # TC
     worst = max(est, key=lambda r: r["ratio"], default=None)
     value = worst["ratio"] if worst else None
     where = _figure_name(worst["key"]) if worst else ""
@@ -713,6 +810,8 @@ def no_worse_aim(rows: list[dict[str, Any]], ref: str) -> dict[str, Any]:
 
 
 def _figure_name(k: list[Any]) -> str:
+    if k[0] == "xdp":
+        return f"XDP established {k[1]} IPv{k[2]} {'client→backend' if k[3] == 'orig' else 'reply'}"
     if k[0] == "est":
         return f"established {k[1]} IPv{k[2]} {'client→backend' if k[3] == 'orig' else 'reply'}"
     return f"new flow {k[1]}, {k[2]} endpoints"
@@ -772,7 +871,8 @@ def main(argv: list[str] | None = None) -> int:
         res = measure(net, prog, settings, only=args.only,
                       modes=args.modes.split(",") if args.modes else None,
                       algorithms=args.algorithms.split(",") if args.algorithms else None,
-                      sizes=tuple(int(x) for x in args.sizes.split(",")), log=_log)  # fmt: skip
+                      sizes=tuple(int(x) for x in args.sizes.split(",")), log=_log,
+                      xdp=prog.xdp)  # fmt: skip
     res["commit"], res["load"] = head, [load0, os.getloadavg()[0]]
     res["bpf_stats_enabled"] = _bpf_stats_enabled()
     res["aims"] = aims(res)
@@ -781,6 +881,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{res['seconds']} s; kernel.bpf_stats_enabled {res['bpf_stats_enabled']}.\n")
     print(tables(res))
     print()
+    if xdp_table(res):
+        print(xdp_table(res))
+        print()
     print(aims_table(res["aims"]))
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1) + "\n")
@@ -835,6 +938,9 @@ def ab(args: argparse.Namespace, head: str) -> int:
     print()
     print(tables(c))
     print()
+    if xdp_table(c):
+        print(xdp_table(c))
+        print()
     print(aims_table(c["aims"]))
     if args.json:
         Path(args.json).write_text(json.dumps({"baseline": b, "current": c, "compare": rows},

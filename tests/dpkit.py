@@ -44,6 +44,19 @@ def lb_program() -> Iterator[Any]:
         topo.close()
 
 
+@pytest.fixture(scope="session")
+def xdp_program(lb_program: Any) -> Iterator[Any]:
+    """bpf/xdp.c (the XDP fast path) compiled once per session on lb_program's pinned maps."""
+    from appliance.datapath.xdp import XdpProgram
+
+    x = XdpProgram(lb_program.pin_root, lb_program.ct_capacity)
+    x.load()
+    try:
+        yield x
+    finally:
+        x.close()
+
+
 def backend_addr(n: int, version: int = 4) -> str:
     return f"198.18.{10 + n}.1" if version == 4 else f"2001:db8:{10 + n}::1"
 

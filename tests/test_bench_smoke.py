@@ -23,12 +23,12 @@ TINY = {"cold": 50, "warm_repeat": 200, "warm_calls": 2,
         "new_cold": 50, "new_repeat": 100, "new_calls": 2}  # fmt: skip
 
 
-def test_pktcost_meter(lbnet: LbNet, lb_program: Any) -> None:
+def test_pktcost_meter(lbnet: LbNet, lb_program: Any, xdp_program: Any) -> None:
     import pktcost
 
     pktcost.prepare(lbnet, endpoints=8)
     res = pktcost.measure(lbnet, lb_program, TINY, modes=["DNAT"],
-                          algorithms=["round-robin"], sizes=(8,))  # fmt: skip
+                          algorithms=["round-robin"], sizes=(8,), xdp=xdp_program)  # fmt: skip
     assert 0 < res["floor_ns"] < 100_000
     assert all(0 < h < 100_000 for h in res["harness_ns"].values()), res["harness_ns"]
     assert [(e["mode"], e["version"]) for e in res["established"]] == [("DNAT", 4), ("DNAT", 6)]
@@ -39,6 +39,11 @@ def test_pktcost_meter(lbnet: LbNet, lb_program: Any) -> None:
                 fig = e[direction][meter]
                 assert fig["verdict"] == pktcost.TC_ACT_REDIRECT, (e["version"], direction, fig)
                 assert 0 < fig["ns"] < 100_000 and fig["net"] >= 0, fig
+                # The same frames through the XDP fast path: forwarded by it, not passed.
+                x = e["xdp"][direction][meter]
+                assert x["verdict"] == pktcost.XDP_REDIRECT, (e["version"], direction, x)
+                assert 0 < x["ns"] < 100_000 and x["net"] >= 0, x
+    assert "| DNAT | client→backend | IPv4 |" in pktcost.xdp_table(res)
     [new] = res["new"]
     assert new["warm"]["verdict"] == new["cold"]["verdict"] == pktcost.TC_ACT_REDIRECT, new
     assert 0 < new["cold"]["ns"] < 100_000 and 0 < new["warm"]["ns"] < 100_000, new

@@ -25,19 +25,6 @@ ROUNDS = 12  # request/response rounds per flow
 
 
 @pytest.fixture(scope="session")
-def xdp_program(lb_program: Any) -> Iterator[Any]:
-    """bpf/xdp.c compiled once per session on the session program's pinned maps."""
-    from appliance.datapath.xdp import XdpProgram
-
-    x = XdpProgram(lb_program.pin_root, lb_program.ct_capacity)
-    x.load()
-    try:
-        yield x
-    finally:
-        x.close()
-
-
-@pytest.fixture(scope="session")
 def pass_program() -> Iterator[Any]:
     """XDP_PASS: what the peers' ends of the veths run (lets native redirect into them)."""
     from bcc import BPF
@@ -249,3 +236,27 @@ def test_hook_tc_detaches_the_fast_path(xdpnet: LbNet) -> None:
     assert net.rec.status()["xdp"] == {}
     net.set(service("u", port=UDP_PORT, proto="udp", ep_port=UDP_PORT, backends=(1,)))
     udp_rounds(net, VIP4)  # TC alone carries it
+
+
+def test_netconf_state_shows_the_xdp_interfaces_and_counters() -> None:
+    # Unit test: a datapath status dict as the reconciler returns it, no kernel.
+    from lxml import etree
+
+    from appliance import snapshot
+    from appliance.config.schema import get_schema
+    from northbound.netconf.output import json_to_xml
+    from northbound.netconf.schema_index import SchemaIndex
+    from northbound.netconf.state import state_doc
+
+    dp = {"interfaces": {"v0": ["xdp:native", "sluice_lb"], "v1": ["sluice_lb"]},
+          "xdp": {"v0": {"mode": "native", "prog-id": 7}},
+          "xdp-packets": {"forwarded": 41, "passed": 3}}  # fmt: skip
+    doc = state_doc(snapshot.State(datapath=dp))
+    assert doc["sluice:datapath"]["state"]["xdp-interface"] == [{"name": "v0", "mode": "native"}]
+    idx = SchemaIndex(get_schema())
+    data = etree.Element("data")
+    json_to_xml(data, {}, idx.top, idx.namespace, overlay=doc)
+    text = etree.tostring(data).decode()
+    for piece in ("<mode>native</mode>", "<xdp-forwarded-packets>41</xdp-forwarded-packets>",
+                  "<xdp-passed-packets>3</xdp-passed-packets>"):  # fmt: skip
+        assert piece in text, text

@@ -315,6 +315,7 @@ class DatapathReconciler:
                 "compile-seconds": round(self.program.compile_seconds, 2),
                 "interfaces": attached,
                 "xdp": xdp,
+                "xdp-packets": self.xdp.counters() if self.xdp is not None else {},
                 "services": len(self.driver.services),
                 "route-generation": self.driver.route_generation(),
                 "maps": self.driver.fill(),

@@ -23,6 +23,7 @@ Doc = dict[str, Any]
 # How long a <get> waits, in its worker thread, for a snapshot that predates the last commit
 # (so a get right after an edit shows the new service's state) or was never taken.
 FRESH_WAIT = 1.0
+XDP_MODES = ("native", "generic")  # the model's xdp-interface/mode
 
 
 def state_source(config_service: Any, providers: Any) -> Callable[[], Doc]:
@@ -139,6 +140,14 @@ def state_doc(state: snapshots.State, configured: set[str] | None = None) -> Doc
     interfaces = state.datapath.get("interfaces")
     if isinstance(interfaces, Mapping):
         dp["attached-interface"] = sorted(interfaces)
+    xdp = state.datapath.get("xdp")
+    if isinstance(xdp, Mapping) and xdp:
+        dp["xdp-interface"] = [{"name": n, "mode": v["mode"]} for n, v in sorted(xdp.items())
+                               if isinstance(v, Mapping) and v.get("mode") in XDP_MODES]
+        packets = state.datapath.get("xdp-packets") or {}
+        for key in ("forwarded", "passed"):
+            if key in packets:
+                dp[f"xdp-{key}-packets"] = int(packets[key])
     if state.conntrack_entries is not None:
         dp["conntrack-entries"] = state.conntrack_entries
     if dp:

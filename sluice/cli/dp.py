@@ -99,7 +99,12 @@ def cmd_dp_status(client: ControlClient, args: argparse.Namespace) -> int:
         if key in status:
             print(f"{key:<16} {status[key]}")
     for ifname, filters in status.get("interfaces", {}).items():
+        # "xdp:native" / "xdp:generic" first where the XDP fast path is in front of TC.
         print(f"{'attached':<16} {ifname}: {','.join(filters) or '-'}")
+    xdp = status.get("xdp-packets") or {}
+    if xdp:
+        print(f"{'xdp packets':<16} forwarded {xdp.get('forwarded', 0)}, "
+              f"passed to tc {xdp.get('passed', 0)}")  # fmt: skip
     maps = status.get("maps", {})
     if maps:
         print_table(["map", "entries", "capacity"],

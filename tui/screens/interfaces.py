@@ -43,7 +43,7 @@ class InterfacesScreen(ConsoleScreen):
         yield Label("Datapath interfaces", classes="section-title")
         ifaces = DataTable(id="ifaces", cursor_type="row")
         ifaces.add_column("interface", key="name")
-        ifaces.add_column("tc ingress filters", key="filters")
+        ifaces.add_column("programs (xdp:mode, tc ingress)", key="filters")
         yield ifaces
         yield Label("", id="if-note", classes="empty-note")
         yield Label("VIP addresses", classes="section-title")
