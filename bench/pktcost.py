@@ -410,12 +410,23 @@ class Meter:
         self.clear_ct()
         return out
 
+    def _sync_reply(self, reply: bytes) -> None:
+        """Make the reply entries due for their ORIG update (last_ns 0), then send a reply
+        through TC, which brings them up to date: XDP then takes the reply packets for the
+        next CT_SYNC_NS (250 ms), far longer than one call."""
+        table = self.prog.table("ct_map")
+        for k, v in list(table.items()):
+            if v.dir == 1:
+                v.last_ns = 0
+                table[k] = v
+        test_run(self.fd, reply, self.back)
+
     def _xdp(self, orig: bytes, reply: bytes | None) -> dict[str, Any]:
         """The same established frames through the XDP fast path. TC has just carried them,
         so the next hops are cached for their length; a reply packet through TC before each
         call keeps the reply entry inside CT_SYNC_NS (else XDP leaves it to TC)."""
         out: dict[str, Any] = {}
-        sync = (lambda: test_run(self.fd, reply, self.back)) if reply is not None else None
+        sync = (lambda: self._sync_reply(reply)) if reply is not None else None
         for direction, frame, ifindex in (("orig", orig, self.front),
                                           ("reply", reply, self.back)):  # fmt: skip
             if frame is None:
