@@ -10,6 +10,7 @@ arrive intact (the receivers verify every checksum), counted in the service's st
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from typing import Any
 
@@ -260,3 +261,40 @@ def test_netconf_state_shows_the_xdp_interfaces_and_counters() -> None:
     for piece in ("<mode>native</mode>", "<xdp-forwarded-packets>41</xdp-forwarded-packets>",
                   "<xdp-passed-packets>3</xdp-passed-packets>"):  # fmt: skip
         assert piece in text, text
+
+
+def test_hook_xdp_through_a_daemon_cli_status_and_cleanup(
+    netkit: kit.Topology, tmp_path: Any, pass_program: Any
+) -> None:
+    """`sluice run` with `hook xdp` applied from a file: the fast path is compiled and
+    attached by the daemon, forwards, shows in `sluice dp status`; a daemon stop leaves it
+    forwarding (the kernel holds it, the maps are pinned); --cleanup detaches it."""
+    from daemonkit import SLUICE, Daemon
+
+    from appliance import netlink
+
+    net = build_lbnet(netkit, n_backends=1, servers=False)
+    net.backends[0].start_tcp_echo(TCP_PORT)
+    prepare_peers(net, pass_program, "native")
+    d = Daemon(tmp_path, datapath="on", pin_dir=netkit.pin_dir("daemon"), netns=net.lb.ns)
+    d.start(timeout=60)
+    try:
+        d.apply({"datapath": {"interface": [{"name": i, "hook": "xdp"} for i in net.interfaces]}})
+        res = d.cli("lb", "add", "echo", "--vip", VIP4, "--port", str(TCP_PORT),
+                    "--endpoints", f"198.18.11.1:{TCP_PORT}")  # fmt: skip
+        assert res.returncode == 0, res.stderr
+        tcp_rounds(net, VIP4)
+        status = d.cli_json("dp", "status")
+        assert all(f[0] == "xdp:native" for f in status["interfaces"].values()), status
+        assert status["xdp-packets"]["forwarded"] >= 2 * ROUNDS, status["xdp-packets"]
+        text = d.cli("dp", "status").stdout
+        assert f"{net.interfaces[0]}: xdp:native,sluice_lb" in text and "forwarded" in text
+        assert d.stop() == 0
+        tcp_rounds(net, VIP4)  # no daemon: TC and XDP stay, on the pinned maps
+    finally:
+        d.stop()
+    res = subprocess.run(["nsenter", f"--net=/run/netns/{net.lb.ns}", *SLUICE, "run",
+                          "--cleanup"], env=d.env, capture_output=True, text=True,
+                         timeout=60)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert all(netlink.xdp_state(i, netns=net.lb.ns) == {} for i in net.interfaces)
