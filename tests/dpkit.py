@@ -114,16 +114,18 @@ class LbNet:
         self.rec.apply(diff)
         assert not self.rec.errors, self.rec.errors
 
-    def restart(self, *docs: dict[str, Any]) -> Any:
+    def restart(self, *docs: dict[str, Any], sections: dict[str, Any] | None = None) -> Any:
         """A "restarted daemon": a new reconciler over the same pinned maps (and the same
-        loaded program), started with ``docs`` as the whole load-balancer config."""
+        loaded program), started with ``docs`` as the whole load-balancer config and
+        ``sections`` (other top-level sections by qualified name) beside it."""
         from appliance.datapath.reconciler import DatapathReconciler
 
         self.rec.close()
         dp = {"interface": [{"name": i, "hook": "tc"} for i in self.interfaces]}
         self.rec = DatapathReconciler(self.rec.pin_root, netns=self.lb.ns,
                                       program=self.rec.program, housekeeping=False)  # fmt: skip
-        self.rec.start({"sluice:datapath": dp, "sluice:load-balancer": {"service": list(docs)}})
+        self.rec.start({"sluice:datapath": dp, "sluice:load-balancer": {"service": list(docs)},
+                        **(sections or {})})  # fmt: skip
         self.services = {d["name"]: d for d in docs}
         return self.rec
 
@@ -192,7 +194,7 @@ def clear_maps(prog: Any) -> None:
     live[live.Key(0)] = live.Leaf(0)
     for name in ("svc_map", "range_map", "ep_map", "sel_map", "persist_map", "ifaddr_map",
                  "allow_map", "ct_map", "syn_map", "ep_stats", "ep_active", "frag_map",
-                 "fw_keys", "fw_ifpol", "ha_pause_map"):  # fmt: skip
+                 "fw_keys", "fw_ifpol", "fw_names", "ha_pause_map"):  # fmt: skip
         table = prog.table(name)
         if not any(True for _ in table):
             continue

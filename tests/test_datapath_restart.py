@@ -98,3 +98,51 @@ def test_after_an_upgrade_from_the_older_selection_map_the_live_generation_is_ke
     lbnet.set(service("web", backends=(1, 3)))  # the next rebuild flips as usual
     assert lbnet.rec.driver.services["web"].gen == 0
     assert sorted(lbnet.get(VIP4) for _ in range(2)) == ["b1", "b3"]
+
+
+def test_rule_and_policer_counters_survive_a_restart(qnet: LbNet) -> None:
+    """A restarted daemon takes the firewall rules' and the policers' ids back from the pins
+    (fw_names, qos_names): their counters go on from where they were, an unchanged policer
+    keeps its buckets; a rule or policer renamed or changed starts from zero."""
+    from qoskit import set_qos, udp_blast
+    from test_datapath_firewall import hits, set_fw
+
+    net = qnet
+    udp = service("u", port=6000, proto="udp", backends=(1,), ep_port=6000)
+    net.set(udp)
+    rules = [{"name": "to-b1", "preference": 10, "destination-prefix": f"{backend_addr(1)}/32",
+              "action": "count"},
+             {"name": "to-b2", "preference": 20, "destination-prefix": f"{backend_addr(2)}/32",
+              "action": "allow"}]  # fmt: skip
+    set_fw(net, rules)
+    for i in range(3):
+        assert net.client.udp_request(backend_addr(1), 5353, b"%d" % i, timeout=2) == b"%d" % i
+    assert net.client.udp_request(backend_addr(2), 5353, b"x", timeout=2) == b"x"
+    pol = {"name": "p", "cir": 4_000_000, "cbs": 8000}
+    qos = {"policer": [pol], "service": [{"name": "u", "policer": "p"}]}
+    set_qos(net, qos)
+
+    def blast() -> None:
+        udp_blast(net.client, net.backends[0], VIP4, backend_addr(1), 6000, 8_000_000, 1.0)
+
+    blast()
+    fw_before = {r["name"]: (r["id"], r["packets"]) for r in net.rec.firewall_state()["rules"]}
+    pol_before = net.rec.qos_state()["policer"]["p"]
+    assert fw_before["to-b1"][1] >= 3 and pol_before["red"]["packets"] > 0, pol_before
+    rules[1]["name"] = "to-b2-renamed"
+    net.restart(udp, sections={"sluice:firewall": {"rule": rules},
+                               "sluice:qos": qos})  # fmt: skip
+    assert net.rec.errors == {}, net.rec.errors
+    after = {r["name"]: (r["id"], r["packets"]) for r in net.rec.firewall_state()["rules"]}
+    assert after["to-b1"] == fw_before["to-b1"], after  # same id, same count
+    assert after["to-b2-renamed"][1] == 0, after  # a new name is a new rule
+    assert net.rec.qos_state()["policer"]["p"] == pol_before
+    # Counting goes on from there.
+    assert net.client.udp_request(backend_addr(1), 5353, b"again", timeout=2) == b"again"
+    assert hits(net, "to-b1") == fw_before["to-b1"][1] + 1
+    blast()
+    green = net.rec.qos_state()["policer"]["p"]["green"]["packets"]
+    assert green > pol_before["green"]["packets"]
+    # A changed policer starts afresh (buckets full, counters zero).
+    set_qos(net, {**qos, "policer": [{**pol, "cir": 2_000_000}]})
+    assert net.rec.qos_state()["policer"]["p"]["green"]["packets"] == 0

@@ -135,3 +135,25 @@ def test_snmp_rule_table_reads_hits_from_the_datapath_state() -> None:
     assert table.get((*FW_RULE_ENTRY, 4, *a)) == ber.integer(2)  # drop
     assert table.get((*FW_RULE_ENTRY, 4, *p)) == ber.integer(7)  # snat
     assert table.get((*FW_RULE_ENTRY, 3, *p)) == ber.unsigned32(1)
+
+
+def test_stable_ids_come_back_after_a_restart_by_name() -> None:
+    """Unit (no kernel): the ids a restarted daemon takes back from the pinned digests."""
+    from appliance.datapath.stable_ids import StableIds, digest
+
+    first = StableIds(8)
+    ids = first.assign([("firewall", "a"), ("firewall", "b"), ("snat", "a")])
+    assert sorted(ids.values()) == [1, 2, 3] and first.created == {1, 2, 3}
+    pinned = [(i, digest(n)) for n, i in ids.items()]
+    second = StableIds(8)  # the restarted daemon
+    second.recover(pinned)
+    again = second.assign([("snat", "a"), ("firewall", "c"), ("firewall", "b")])
+    assert again[("snat", "a")] == ids[("snat", "a")]
+    assert again[("firewall", "b")] == ids[("firewall", "b")]
+    assert second.adopted == {ids[("snat", "a")], ids[("firewall", "b")]}
+    assert again[("firewall", "c")] == ids[("firewall", "a")]  # the freed id, counted anew
+    assert second.created == {again[("firewall", "c")]}
+    assert second.released == set()  # reused at once: its digest is overwritten
+    third = second.assign([("firewall", "b")])
+    assert third == {("firewall", "b"): ids[("firewall", "b")]}
+    assert second.released == {again[("snat", "a")], again[("firewall", "c")]}

@@ -4,7 +4,8 @@ Every table exists in two generations; ``fw_live`` (one u32) says which one the 
 reads. ``program`` fills the idle generation (shapes, keys in one batch, interface
 policies, SNAT addresses, shape counts), flips ``fw_live`` with one write, then empties
 the generation it left. A packet therefore sees the old rule set or the new one, never a
-mix. Rule ids (the counters' index) stay with a rule's name while it exists.
+mix. Rule ids (the counters' index) stay with a rule's name while it exists, and across a
+daemon restart (``fw_names``, stable_ids.py): a rule's counters go on where they were.
 """
 
 from __future__ import annotations
@@ -15,13 +16,15 @@ import struct
 from typing import Any
 
 from appliance.datapath import layout as L
+from appliance.datapath.stable_ids import StableIds, digest
 from appliance.firewall.compile import FW_MAX_RULES, FW_MAX_SNAT, FW_MAX_TUPLES, Compiled
 
 log = logging.getLogger(__name__)
 
 LIVE_GEN, LIVE_FW, LIVE_SNAT = 1, 2, 4  # bpf/lib/firewall.h FW_LIVE_*
 POLICY_ACTIONS = {"allow": 0, "drop": 1, "reject": 2}
-MAPS = ("fw_live", "fw_gens", "fw_tuples", "fw_keys", "fw_ifpol", "fw_snat", "fw_stats")
+MAPS = ("fw_live", "fw_gens", "fw_tuples", "fw_keys", "fw_ifpol", "fw_snat", "fw_stats",
+        "fw_names")
 
 
 def _words(value: int, family: int) -> tuple[int, int, int, int]:
@@ -38,7 +41,7 @@ class FirewallMaps:
     def __init__(self, program: Any) -> None:
         self.t = {name: program.table(name) for name in MAPS}
         self.gen = 0
-        self.ids: dict[tuple[str, str], int] = {}
+        self._ids = StableIds(FW_MAX_RULES)
         self.snat_active = True  # HA: only the active node applies SNAT
         self._snat_rules = False
         self._keys: dict[int, list[Any]] = {0: [], 1: []}
@@ -53,19 +56,24 @@ class FirewallMaps:
             self._keys[gen & 1].append(k)
         for k in self.t["fw_ifpol"]:
             self._ifpol[(int(k.value) >> 31) & 1].append(int(k.value))
+        self._ids.recover((int(k.value), bytes(v.digest)) for k, v in self.t["fw_names"].items())
+
+    @property
+    def ids(self) -> dict[tuple[str, str], int]:
+        return self._ids.ids  # type: ignore[return-value]
 
     # -- rule ids --------------------------------------------------------------------------
     def assign_ids(self, names: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
-        wanted = set(names)
-        for gone in [n for n in self.ids if n not in wanted]:
-            del self.ids[gone]
-        used = set(self.ids.values())
-        free = (i for i in range(1, FW_MAX_RULES) if i not in used)
-        stats = self.t["fw_stats"]
-        for name in names:
-            if name not in self.ids:
-                self.ids[name] = next(free)
-                stats[stats.Key(self.ids[name])] = stats.Leaf()  # a new rule counts from 0
+        ids = self._ids.assign(names)
+        stats, pinned = self.t["fw_stats"], self.t["fw_names"]
+        for rid in self._ids.released:
+            pinned.pop(pinned.Key(rid), None)
+        for name, rid in ids.items():
+            if rid in self._ids.created:
+                stats[stats.Key(rid)] = stats.Leaf()  # a new rule counts from 0
+                v = pinned.Leaf()
+                v.digest[:] = digest(name)
+                pinned[pinned.Key(rid)] = v
         return dict(self.ids)
 
     # -- programming -----------------------------------------------------------------------

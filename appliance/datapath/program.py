@@ -43,6 +43,7 @@ MAPS = {
     "snat_pool_map": "snatpool",
     "fw_live": "fwlive", "fw_gens": "fwgen", "fw_tuples": "fwtup", "fw_keys": "fwkeys",
     "fw_ifpol": "fwifpol", "fw_snat": "fwsnat", "fw_stats": "fwst",
+    "fw_names": "fwnames",
     "ha_cfg_map": "hacfg", "ha_pause_map": "hapause", "fe_drops": "fedrop",
     "crc_shift": "crcsh", "mh_map": "mh", "mh_peer_map": "mhpeer",
 }  # fmt: skip

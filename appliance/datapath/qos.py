@@ -6,7 +6,9 @@ program the first time something is configured (nothing is compiled or attached 
 attaches the program with tcx (tcx.py) ahead of the balancer: on the interfaces named by
 interface policers and mirror sources, and on every datapath interface when a service,
 endpoint or client-prefix policer or a service mirror exists. Policer buckets start full
-when a policer is (re)programmed; counters start at zero.
+when a policer is (re)programmed; counters start at zero. A restarted daemon takes its
+policers' and sessions' ids back from the pins (``qos_names``, stable_ids.py): one whose
+config did not change keeps its buckets and counters.
 """
 
 from __future__ import annotations
@@ -25,13 +27,25 @@ from appliance.datapath import layout as L
 from appliance.datapath import qos_plan as Q
 from appliance.datapath import tcx
 from appliance.datapath.program import LAYOUT_SUFFIX, DatapathUnavailable, inline_source
+from appliance.datapath.stable_ids import digest
 
 log = logging.getLogger(__name__)
 
 SOURCE = resources.bpf_dir() / "qos.c"
 PROGRAMS = {"ingress": "sluice_qos_in", "egress": "sluice_qos_out"}
 QOS_SECTIONS = (Q.QOS, Q.MIRROR, DATAPATH)
-PINS = ("qcfg", "qpol", "qpolst", "qmir", "qmirst", "qmirseq", "qif", "qsvc", "qep", "qsrc")
+PINS = ("qcfg", "qpol", "qpolst", "qmir", "qmirst", "qmirseq", "qif", "qsvc", "qep", "qsrc",
+        "qnames")
+KIND_POLICER, KIND_MIRROR = 1, 2  # qos_names key: kind << 16 | id
+POLICER_CONFIG = ("flags", "cir", "pir", "c_max", "e_max", "c_max_ns", "e_max_ns", "yellow_dscp",
+                  "red_dscp")  # fmt: skip
+MIRROR_CONFIG = ("type", "sample", "vlan", "session", "ttl", "dscp", "ifindex", "dst", "src")
+
+
+def _config(v: Any, fields: tuple[str, ...]) -> tuple[Any, ...]:
+    """What a policer / mirror map value was configured with (not its running state)."""
+    extra = (tuple(v.action), tuple(v.dscp)) if hasattr(v, "action") else ()
+    return tuple(int(getattr(v, f)) for f in fields) + extra
 Doc = dict[str, Any]
 
 
@@ -75,6 +89,9 @@ class QosDatapath:
         self._written: dict[str, set[Any]] = {}
         self._swept = False
         self.owns_program = True
+        # A previous daemon's policers / sessions by id (their configs): kept as they are
+        # (buckets, counters) when this config has them unchanged under the same name.
+        self._pinned: dict[str, dict[int, tuple[Any, ...]]] = {"pol": {}, "mir": {}}
 
     def sharing(self, netns: str | None) -> QosDatapath:
         """A QosDatapath for ``netns`` on this one's loaded program (tests compile once);
@@ -102,8 +119,28 @@ class QosDatapath:
             raise DatapathUnavailable(f"loading {SOURCE.name}: {exc}") from exc
         log.info("qos program loaded", extra={"seconds": round(time.monotonic() - started, 2)})
         # What a previous daemon attached stays in the pinned maps; this one starts from its
-        # own config (buckets full, counters zero), so nothing it did not write may remain.
+        # own config, so no attachment it did not write may remain. Its policers and
+        # sessions are taken back by name (recover).
         self._clear_attachments()
+        self.recover()
+
+    def recover(self) -> None:
+        """Ids of the previous daemon's policers and sessions, and what each was set to."""
+        self.pol_ids, self.mir_ids = Q.Ids(Q.MAX_POLICERS), Q.Ids(Q.MAX_MIRRORS)
+        found: dict[int, list[tuple[int, bytes]]] = {KIND_POLICER: [], KIND_MIRROR: []}
+        for k, v in self.table("qos_names").items():
+            found.setdefault(int(k.value) >> 16, []).append((int(k.value) & 0xFFFF,
+                                                             bytes(v.digest)))  # fmt: skip
+        self.pol_ids.recover(found[KIND_POLICER])
+        self.mir_ids.recover(found[KIND_MIRROR])
+        pol_t, mir_t = self.table("qos_pol"), self.table("qos_mir")
+        self._pinned = {
+            "pol": {i: _config(pol_t[pol_t.Key(i)], POLICER_CONFIG)
+                    for i, _d in found[KIND_POLICER] if 0 < i < Q.MAX_POLICERS},
+            "mir": {i: _config(mir_t[mir_t.Key(i)], MIRROR_CONFIG)
+                    for i, _d in found[KIND_MIRROR] if 0 < i < Q.MAX_MIRRORS},
+        }  # fmt: skip
+        self._written = {}
 
     def _clear_attachments(self) -> None:
         for name in ("qos_if", "qos_svc", "qos_ep", "qos_src"):
@@ -122,7 +159,6 @@ class QosDatapath:
 
         ``services``: the driver's ServiceState by name (ids of services, endpoints)."""
         plan = Q.plan(sections.get(Q.QOS), sections.get(Q.MIRROR), self.pol_ids, self.mir_ids)
-        self.names = {"policer": dict(self.pol_ids.ids), "mirror": dict(self.mir_ids.ids)}
         dp = sections.get(DATAPATH) or {}
         lb_ifaces = [i["name"] for i in dp.get("interface", []) if i.get("hook", "tc") == "tc"]
         self.errors = {}
@@ -130,7 +166,12 @@ class QosDatapath:
             self._detach_all(set())
             self.plan = plan
             return
-        self.load()
+        if self.bpf is None:
+            self.load()  # recovers the previous daemon's ids: plan again with them
+            plan = Q.plan(sections.get(Q.QOS), sections.get(Q.MIRROR), self.pol_ids,
+                          self.mir_ids)  # fmt: skip
+        self.names = {"policer": dict(self.pol_ids.ids), "mirror": dict(self.mir_ids.ids)}
+        self._write_names()
         self._write(plan, services)
         wanted: set[tuple[str, str]] = set()
         for (ifname, d) in plan.interfaces:
@@ -146,6 +187,17 @@ class QosDatapath:
                 self.errors[f"interface {ifname} {direction}"] = str(exc)
                 log.error("qos attach failed", extra={"interface": ifname, "error": str(exc)})
         self.plan = plan
+
+    def _write_names(self) -> None:
+        t = self.table("qos_names")
+        for kind, ids in ((KIND_POLICER, self.pol_ids), (KIND_MIRROR, self.mir_ids)):
+            for i in ids.released:
+                t.pop(t.Key(kind << 16 | i), None)
+            for name, i in ids.ids.items():
+                if i in ids.created:
+                    v = t.Leaf()
+                    v.digest[:] = digest(name)
+                    t[t.Key(kind << 16 | i)] = v
 
     def _detach_all(self, keep: set[tuple[str, str]]) -> None:
         targets = set(self.attached)
@@ -167,6 +219,8 @@ class QosDatapath:
     def _write(self, plan: Q.Plan, services: dict[str, Any]) -> None:
         pol_t, mir_t = self.table("qos_pol"), self.table("qos_mir")
         # Policers: rewritten (buckets full) only when their configuration changed.
+        pinned_pol, pinned_mir = self._pinned["pol"], self._pinned["mir"]
+        self._pinned = {"pol": {}, "mir": {}}  # only the first write after a restart
         for pid, p in plan.policers.items():
             if self.plan.policers.get(pid) == p and pid in self._written.get("pol", set()):
                 continue
@@ -177,9 +231,11 @@ class QosDatapath:
             v.yellow_dscp, v.red_dscp = p.yellow_dscp, p.red_dscp
             for c in range(3):
                 v.action[c], v.dscp[c] = p.action[c], p.dscp[c]
+            if pid in self.pol_ids.adopted and pinned_pol.get(pid) == _config(v, POLICER_CONFIG):
+                continue  # the previous daemon's, unchanged: its buckets and counters go on
             pol_t[pol_t.Key(pid)] = v
             self._zero("qos_pol_st", pid)
-        for pid in self._written.get("pol", set()) - set(plan.policers):
+        for pid in (self._written.get("pol", set()) | set(pinned_pol)) - set(plan.policers):
             pol_t[pol_t.Key(pid)] = pol_t.Leaf()
         self._written["pol"] = set(plan.policers)
         for mid, m in plan.mirrors.items():
@@ -202,10 +258,11 @@ class QosDatapath:
                 name = next((n for n, i in self.mir_ids.ids.items() if i == mid), str(mid))
                 self.errors[f"mirror {name}"] = str(exc)
                 v.type = 0  # programmed off until a commit finds the interface or route
-            if self.plan.mirrors.get(mid) != m:
+            kept = mid in self.mir_ids.adopted and pinned_mir.get(mid) == _config(v, MIRROR_CONFIG)
+            if self.plan.mirrors.get(mid) != m and not kept:
                 self._zero("qos_mir_st", mid)
             mir_t[mir_t.Key(mid)] = v
-        for mid in self._written.get("mir", set()) - set(plan.mirrors):
+        for mid in (self._written.get("mir", set()) | set(pinned_mir)) - set(plan.mirrors):
             mir_t[mir_t.Key(mid)] = mir_t.Leaf()
         self._written["mir"] = set(plan.mirrors)
         self._write_attachments(plan, services)

@@ -15,6 +15,7 @@ from typing import Any
 
 from appliance.config.errors import FieldError
 from appliance.config.paths import LOAD_BALANCER, MODULE
+from appliance.datapath.stable_ids import StableIds
 
 Doc = dict[str, Any]
 QOS = f"{MODULE}:qos"
@@ -81,22 +82,9 @@ class Plan:
         return not (self.interfaces or self.services or self.endpoints or self.prefixes)
 
 
-class Ids:
-    """Stable small ids for names (1..limit-1): a name keeps its id while it exists."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.ids: dict[str, int] = {}
-
-    def assign(self, names: list[str]) -> dict[str, int]:
-        keep = {n: i for n, i in self.ids.items() if n in names}
-        used = set(keep.values())
-        free = (i for i in range(1, self.limit) if i not in used)
-        for n in names:
-            if n not in keep:
-                keep[n] = next(free)
-        self.ids = keep
-        return dict(keep)
+# Stable small ids for names (1..limit-1): a name keeps its id while it exists, and across
+# a daemon restart once recovered from the pins (qos.py).
+Ids = StableIds
 
 
 def _mask(values: list[Any]) -> int:

@@ -99,6 +99,14 @@ BPF_TABLE_PINNED("array", __u32, struct addr, fw_snat, 2 * FW_MAX_SNAT, PIN("fws
 // Per rule id: packets and bytes that matched the rule (first packets of flows, and every
 // packet of stateless actions); sessions: flows it let in.
 BPF_TABLE_PINNED("percpu_array", __u32, struct counters, fw_stats, FW_MAX_RULES, PIN("fwst"));
+// Rule id -> digest of its table and name, for the daemon only (no program reads it): a
+// restarted daemon gives each rule its id back, so its fw_stats counters go on
+// (appliance/datapath/stable_ids.py).
+struct fw_name {
+    __u8 digest[16];
+};
+BPF_TABLE_PINNED("hash", __u32, struct fw_name, fw_names, FW_MAX_RULES, PIN("fwnames"),
+                 NO_PREALLOC);
 
 static __always_inline __u32 fw_live_bits(void)
 {

@@ -106,6 +106,14 @@ BPF_TABLE_PINNED("array", __u32, struct mirror, qos_mir, MAX_MIRRORS, PIN("qmir"
 BPF_TABLE_PINNED("percpu_array", __u32, struct counters, qos_mir_st, MAX_MIRRORS * 4,
                  PIN("qmirst"));
 BPF_TABLE_PINNED("array", __u32, __u64, qos_mir_seq, MAX_MIRRORS, PIN("qmirseq"));
+// (kind << 16 | id) -> digest of the policer's / session's name (kind 1: policer, 2: mirror),
+// for the daemon only: a restarted daemon gives each its id back, and a policer whose config
+// did not change keeps its buckets and counters (appliance/datapath/stable_ids.py).
+struct qos_name {
+    __u8 digest[16];
+};
+BPF_TABLE_PINNED("hash", __u32, struct qos_name, qos_names, MAX_POLICERS + MAX_MIRRORS,
+                 PIN("qnames"), NO_PREALLOC);
 BPF_TABLE_PINNED("hash", struct qos_if_key, struct qos_attach, qos_if, MAX_QOS_IF, PIN("qif"));
 BPF_TABLE_PINNED("hash", __u32, struct qos_attach, qos_svc, MAX_SERVICES, PIN("qsvc"),
                  NO_PREALLOC);
