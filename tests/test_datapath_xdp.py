@@ -218,6 +218,19 @@ def test_long_packets_and_a_paused_vip_go_to_tc(xdpnet: LbNet) -> None:
         assert forwarded(net) == before
         net.rec.set_paused([])
         assert flow.send(100) == "ok"
+        # A flow synced from an HA peer (CT_F_SYNCED on its ORIG entry): TC's first (it makes
+        # the flow this node's own and clears the flag), then XDP's again.
+        ct = net.rec.program.table("ct_map")
+        for k, v in list(ct.items()):
+            if v.dir == 0:
+                v.flags |= 0x80
+                ct[k] = v
+        passed = net.rec.xdp.counters()["passed"]
+        assert flow.send(100) == "ok"
+        assert net.rec.xdp.counters()["passed"] > passed
+        assert not any(v.flags & 0x80 for v in ct.values())
+        before = forwarded(net)
+        assert flow.send(100) == "ok" and forwarded(net) - before >= 1
     finally:
         flow.close()
 
