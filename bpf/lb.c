@@ -228,7 +228,7 @@ static __always_inline int new_flow(struct __sk_buff *skb, struct pkt *p, __u64 
     e->proto = p->k.proto;
     e->family = p->k.family;
     e->state = p->k.proto == IPPROTO_TCP && !syn ? CT_EST : CT_NEW;
-    e->flags = CT_F_COUNTED;
+    e->flags = CT_F_COUNTED | (svc.algo == ALG_LEASTCONN ? CT_F_LC : 0);
     if (ep->family != p->k.family) {
         if (p->k.proto != IPPROTO_TCP && p->k.proto != IPPROTO_UDP)
             return TC_ACT_SHOT;                // NAT64/46 translates TCP and UDP flows
@@ -260,7 +260,9 @@ static __always_inline int new_flow(struct __sk_buff *skb, struct pkt *p, __u64 
         nh_store(e, p, &f, gen, l3_len(skb, p), &nh);
         fast = 1;
     }
-    if (ct_claim(&p->k, e, syn)) {
+    // The ORIG key: lb_entry found it in neither table a moment ago (or deleted it), so
+    // only the insert's own BPF_NOEXIST can still see it taken (another CPU, same flow).
+    if (ct_insert(&p->k, e, syn)) {
         // Another CPU made this flow meanwhile (its first packets arrived together): ours
         // must not replace it, and our reply entry must not stay behind as an orphan.
         if (!(e->flags & CT_F_DSR))
@@ -269,14 +271,8 @@ static __always_inline int new_flow(struct __sk_buff *skb, struct pkt *p, __u64 
     }
     flow_event(e, FE_CREATED);
 
-    __u32 sid = svc.id;
-    __s64 *a = svc_active.lookup(&sid);
-    if (a)
-        __sync_fetch_and_add(a, 1);
-    a = ep_active.lookup(&ep_id);
-    if (a)
-        __sync_fetch_and_add(a, 1);
-    count(p, sid, ep_id, 1);
+    ct_count(e);
+    count(p, svc.id, ep_id, 1);
     if (e->flags & CT_F_TAIL)
         return tail_call_flow(skb, e->flags);
     return lb_send(skb, p, &e->t, CT_DIR_ORIG, svc.mode == MODE_DSR, fast ? &nh : 0, rc, &f,

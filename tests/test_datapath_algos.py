@@ -152,6 +152,37 @@ def test_conntrack_entries_expire(lbnet: LbNet) -> None:
     assert lbnet.rec.service_state("u")["active-sessions"] == 0
 
 
+def test_endpoint_gauge_is_live_for_least_connections_and_swept_for_others(
+    lbnet: LbNet,
+) -> None:
+    """A new flow moves the endpoint gauge only where least-connections chooses by it
+    (bpf/lib/conntrack.h ct_count); the others' come from the sweep's recount. The service
+    gauge follows every flow at once."""
+    lbnet.set(service("rr", port=53, proto="udp", ep_port=5353, backends=(1,)),
+              service("lc", port=54, proto="udp", ep_port=5353, backends=(1,),
+                      algorithm="least-connections"))  # fmt: skip
+    lbnet.udp_from_ports(VIP4, 53, [43100])
+    lbnet.udp_from_ports(VIP4, 54, [43101])
+    rr = lambda: lbnet.rec.endpoint_state("rr", backend_addr(1), 5353)  # noqa: E731
+    lc = lambda: lbnet.rec.endpoint_state("lc", backend_addr(1), 5353)  # noqa: E731
+    assert lbnet.rec.service_state("rr")["active-sessions"] == 1
+    assert lbnet.rec.service_state("lc")["active-sessions"] == 1
+    assert lc()["active-sessions"] == 1
+    assert rr()["active-sessions"] == 0  # not yet: no sweep ran
+    assert rr()["total-sessions"] == 1  # the per-flow counters are not the gauge's
+    lbnet.rec.driver.gc()
+    assert rr()["active-sessions"] == 1 and lc()["active-sessions"] == 1
+    lbnet.rec.driver.flush_conntrack(lambda e: True)
+    lbnet.rec.driver.gc()
+    assert rr()["active-sessions"] == 0 and lc()["active-sessions"] == 0
+    # A least-connections flow the datapath ends (FIN both ways) leaves the gauge at once.
+    lbnet.set(service("lct", algorithm="least-connections", backends=(1,)))
+    assert [lbnet.get(VIP4) for _ in range(2)] == ["b1", "b1"]
+    lct = lambda: lbnet.rec.endpoint_state("lct", backend_addr(1), 8080)  # noqa: E731
+    assert lct()["total-sessions"] == 2
+    assert wait_for(lambda: lct()["active-sessions"] == 0, timeout=5)
+
+
 def test_allowed_sources(lbnet: LbNet) -> None:
     lbnet.set(service("acl", **{"allowed-source": ["198.18.0.0/30"]}),
               service("acl6", vip=VIP6, **{"allowed-source": ["2001:db8::/64"]}))  # fmt: skip

@@ -54,6 +54,24 @@ static __always_inline int ct_expired(struct ct_entry *o, __u64 now)
     return now > o->last_ns && now - o->last_ns > ct_timeout_ns(o);
 }
 
+// The active-session gauges. svc_active (an array) follows every flow as it starts and
+// ends. ep_active (a hash) is what least-connections chooses by, so only its flows
+// (CT_F_LC) move it here; the conntrack sweep recounts every gauge from the table each pass
+// (appliance/datapath/conntrack.py gc), which is what keeps the other endpoints' gauges:
+// a new flow of any other algorithm saves the hash lookup and the shared atomic.
+static __always_inline void ct_count(struct ct_entry *o)
+{
+    __u32 sid = o->svc_id, eid = o->ep_id;
+    __s64 *a = svc_active.lookup(&sid);
+    if (a)
+        __sync_fetch_and_add(a, 1);
+    if (!(o->flags & CT_F_LC))
+        return;
+    a = ep_active.lookup(&eid);
+    if (a)
+        __sync_fetch_and_add(a, 1);
+}
+
 // Leave the active-session gauges (once per flow).
 static __always_inline void ct_uncount(struct ct_entry *o)
 {
@@ -64,6 +82,8 @@ static __always_inline void ct_uncount(struct ct_entry *o)
     __s64 *a = svc_active.lookup(&sid);
     if (a)
         __sync_fetch_and_add(a, -1);
+    if (!(o->flags & CT_F_LC))
+        return;
     a = ep_active.lookup(&eid);
     if (a)
         __sync_fetch_and_add(a, -1);

@@ -34,12 +34,18 @@ static __always_inline struct ct_entry *ct_find(struct ct_key *k, int *syn)
     return e;
 }
 
+// Insert a new flow's entry under `k` into its table (BPF_NOEXIST: -1 if taken there).
+static __always_inline int ct_insert(struct ct_key *k, struct ct_entry *e, int syn)
+{
+    return syn ? syn_map.insert(k, e) : ct_map.insert(k, e);
+}
+
 // Insert a new flow's entry under `k` into its table, if `k` is free in both.
 static __always_inline int ct_claim(struct ct_key *k, struct ct_entry *e, int syn)
 {
     if (k->proto == IPPROTO_TCP && (syn ? ct_map.lookup(k) : syn_map.lookup(k)))
         return -1;
-    return syn ? syn_map.insert(k, e) : ct_map.insert(k, e);
+    return ct_insert(k, e, syn);
 }
 
 // Delete the REPLY entry a flow being created claimed (it lost the race for its ORIG key).
