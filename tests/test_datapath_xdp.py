@@ -231,6 +231,15 @@ def test_long_packets_and_a_paused_vip_go_to_tc(xdpnet: LbNet) -> None:
         assert not any(v.flags & 0x80 for v in ct.values())
         before = forwarded(net)
         assert flow.send(100) == "ok" and forwarded(net) - before >= 1
+        # A reply entry due for its CT_SYNC_NS refresh: XDP refreshes the ORIG entry itself.
+        for k, v in list(ct.items()):
+            if v.dir == 1:
+                v.last_ns = 0
+                ct[k] = v
+        before, passed = forwarded(net), net.rec.xdp.counters()["passed"]
+        assert flow.send(100) == "ok"
+        assert forwarded(net) - before == 2 and net.rec.xdp.counters()["passed"] == passed
+        assert all(v.last_ns > 0 for v in ct.values())
     finally:
         flow.close()
 

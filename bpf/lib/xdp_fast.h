@@ -9,7 +9,9 @@
 // holds (GSO/GRO aggregates, Path MTU discovery), fragments, IP options, IPv6 extension
 // headers, VLAN tags, ICMP, SCTP, NAT64 and L3-DSR flows (CT_F_TAIL), firewall pass flows,
 // flows synced from a peer until TC has seen one packet (CT_F_SYNCED), VIPs paused on an
-// HA backup, and one reply packet every CT_SYNC_NS (TC brings the ORIG entry up to date).
+// HA backup. A reply packet whose entry was not refreshed for CT_SYNC_NS refreshes the ORIG
+// entry's idle time here, as TC would (xdp_reply_sync), unless that flow is not plainly
+// alive: then it goes to TC too.
 //
 // Checksums: XDP has no skb checksum state, so the L4 checksum is updated in place
 // (RFC 1624) on the assumption that it is complete. A locally sent packet whose checksum
@@ -90,6 +92,23 @@ static __always_inline int xdp_count(__u32 what)
     return what == XDP_STAT_FWD;
 }
 
+// A reply packet, its entry `e` not refreshed for CT_SYNC_NS: bring the ORIG entry's idle
+// time up to date as TC does for a reply without SYN/FIN/RST (lb.c: for such a packet
+// lb_track changes nothing but last_ns). -1 when the ORIG entry is not plainly alive
+// (gone, expired, not established, synced): TC decides then.
+static __always_inline int xdp_reply_sync(struct ct_entry *e, __u64 now)
+{
+    struct ct_key ok = {};
+    ct_orig_key(&e->t, e->proto, e->family, &ok);
+    struct ct_entry *o = ct_map.lookup(&ok);
+    if (!o || o->state != CT_EST || (o->flags & CT_F_SYNCED) || ct_expired(o, now))
+        return -1;
+    if (o->last_ns != now)
+        o->last_ns = now;
+    e->last_ns = now;
+    return 0;
+}
+
 static __always_inline int xdp_fast(struct xdp_md *ctx)
 {
     void *data = (void *)(long)ctx->data;
@@ -111,8 +130,10 @@ static __always_inline int xdp_fast(struct xdp_md *ctx)
             return XDP_PASS;
         if (e->last_ns != now)
             e->last_ns = now;                  // ct_track of an established, flagless packet
-    } else if (now - e->last_ns >= CT_SYNC_NS || (e->flags & CT_F_SYNCED)) {
-        return XDP_PASS;                       // TC brings the ORIG entry up to date
+    } else if (e->flags & CT_F_SYNCED) {
+        return XDP_PASS;
+    } else if (now - e->last_ns >= CT_SYNC_NS && xdp_reply_sync(e, now)) {
+        return XDP_PASS;                       // anything but a live flow: TC's to judge
     }
     struct nexthop nh;
     if (!nh_get(e, &p, nh_generation(), p.len - p.l3_off, &nh))
