@@ -466,12 +466,13 @@ int sluice_sctp_nat(struct __sk_buff *skb)
     return sctp_after_nat(skb, &p);
 }
 
-// Tail-call target after sluice_sctp_nat for a COOKIE ACK: multihoming's alternate paths.
+// Tail-call target after sluice_sctp_nat: multihoming's second half (lib/sctp_mh.h): an
+// INIT / INIT ACK's checksum and growth, a COOKIE ACK's alternate paths.
 int sluice_sctp_paths(struct __sk_buff *skb)
 {
     struct pkt p = {};
     if (parse_packet(skb, &p) != PARSE_SCTP)
-        return skb->cb[SCTP_CB_VERDICT];
+        return skb->cb[SCTP_CB_X] ? TC_ACT_SHOT : skb->cb[SCTP_CB_VERDICT];
     return sctp_mh_up(skb, &p);
 }
 

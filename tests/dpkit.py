@@ -194,7 +194,8 @@ def clear_maps(prog: Any) -> None:
     live[live.Key(0)] = live.Leaf(0)
     for name in ("svc_map", "range_map", "ep_map", "sel_map", "persist_map", "ifaddr_map",
                  "allow_map", "ct_map", "syn_map", "ep_stats", "ep_active", "frag_map",
-                 "fw_keys", "fw_ifpol", "fw_names", "ha_pause_map"):  # fmt: skip
+                 "fw_keys", "fw_ifpol", "fw_names", "ha_pause_map", "mh_peer_map",
+                 "mh_alt_map"):  # fmt: skip
         table = prog.table(name)
         if not any(True for _ in table):
             continue

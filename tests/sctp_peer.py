@@ -137,7 +137,9 @@ def serve(name: str) -> None:
             tags[key] = int(c.init_tag)
             head.tag = tags[key]
             extra = [a for a in os.environ.get("SCTP_PEER_ADDRS", "").split(",") if a]
-            mine = [addr_param(a) for a in extra if (":" in a) == (":" in dst)]
+            which = os.environ.get("SCTP_PEER_FAMILY", "same")  # same, other or both
+            mine = [addr_param(a) for a in extra
+                    if which == "both" or ((":" in a) == (":" in dst)) == (which == "same")]
             cookie = SCTPChunkParamStateCookie(cookie=name.encode())
             out = head / SCTPChunkInitAck(init_tag=0x5000 + os.getpid() % 1000,
                                           a_rwnd=65535, n_out_streams=1, n_in_streams=1,
@@ -214,8 +216,9 @@ class Client:
         if a.get("shutdown"):
             self.raw.send(local, vip, bytes(head / SCTPChunkShutdown(cumul_tsn_ack=1)))
             self.wait(vip, sport, 8)
-        if a.get("abort"):
-            self.raw.send(local, vip, bytes(head / SCTPChunkAbort()))
+        if a.get("abort"):  # on the primary path, or on the one given
+            src_local, dst = a.get("abort_path", (local, vip))
+            self.raw.send(src_local, dst, bytes(head / SCTPChunkAbort()))
         return res
 
     def paths(self, a: dict[str, Any], res: dict[str, Any], head: SCTP) -> dict[str, Any]:

@@ -16,12 +16,16 @@ PEER = Path(__file__).with_name("sctp_peer.py")
 class SctpServer:
     """tests/sctp_peer.py server in one backend namespace; ``seen()`` reads what it got."""
 
-    def __init__(self, host: kit.Host, name: str, addrs: tuple[str, ...] = ()) -> None:
+    def __init__(self, host: kit.Host, name: str, addrs: tuple[str, ...] = (),
+                 family: str = "same") -> None:  # fmt: skip
+        """``addrs``: further addresses its INIT ACK lists, those of the association's
+        family (``family`` "same"), of the other one ("other") or all ("both")."""
         env = None
         if addrs:
             import os
 
-            env = {**os.environ, "SCTP_PEER_ADDRS": ",".join(addrs)}
+            env = {**os.environ, "SCTP_PEER_ADDRS": ",".join(addrs),
+                   "SCTP_PEER_FAMILY": family}  # fmt: skip
         self.proc = host.popen([sys.executable, str(PEER), "server", name], env=env)
         self.log = host.logs[self.proc.pid]
         deadline = time.monotonic() + 20

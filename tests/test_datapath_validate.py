@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from appliance.config import ConfigService, ValidationError
-from appliance.config.paths import service_path
+from appliance.config.paths import LOAD_BALANCER, service_path
 from appliance.config.store import Store
 from appliance.datapath import layout as L
 from appliance.datapath import validate
@@ -176,9 +176,17 @@ def test_multihoming_and_gtp_teid_are_refused_where_the_datapath_cannot_do_them(
     del bad["secondary-snat-address"]
     assert leaves(config, [create(svc("c", port=82, **bad))]) == [
         f"{service_path('c')}/secondary-vip"]  # fmt: skip
+    # Either family, whatever the VIP's (an IPv4 association with an IPv6 path), but each
+    # pair (secondary-vip i, secondary-snat-address i) in one family.
+    mixed = {**mh, "secondary-vip": ["2001:db8:ff::11", "198.19.0.12"],
+             "secondary-snat-address": ["2001:db8:ff::101", "198.19.0.102"]}  # fmt: skip
+    commit(config, [create(svc("mixed", port=36413, **mixed))])
     bad = {**mh, "secondary-vip": ["2001:db8:ff::11"]}
-    paths = leaves(config, [create(svc("f", port=83, **bad))])
-    assert f"{service_path('f')}/secondary-vip" in paths
+    assert leaves(config, [create(svc("f", port=83, **bad))]) == [
+        f"{service_path('f')}/secondary-snat-address"]  # fmt: skip
+    assert "must be of the family of secondary-vip 2001:db8:ff::11" in " ".join(
+        e.message for e in validate.check({LOAD_BALANCER: {"service": [
+            {"name": "f", **bad}]}}))  # fmt: skip
     commit(config, [create(svc("n3", port=2152, protocol="udp", algorithm="gtp-teid"))])
     assert leaves(config, [create(svc("g", port=84, algorithm="gtp-teid"))]) == [
         f"{service_path('g')}/algorithm"]  # fmt: skip

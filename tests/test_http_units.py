@@ -51,6 +51,28 @@ def test_unsupported_is_refused_not_approximated(args: dict) -> None:
     assert exc.value.code == 400 and next(iter(args)) in exc.value.message
 
 
+def test_secondary_ips_are_sctp_multihoming() -> None:
+    """loxilb's secondaryIPs: secondary VIPs, each its path's source towards the endpoints
+    (loxilb's full-NAT sources from the service address); either family; round trip."""
+    sec = [{"secondaryIP": "198.19.0.11"}, {"secondaryIP": "2001:db8:ff::11"}]
+    args = {"protocol": "sctp", "port": 36412, "mode": 2, "privateIP": "198.19.0.100"}
+    _, doc, _ = to_service(fold_keys({**body(**args), "secondaryIPs": sec}))
+    assert doc["secondary-vip"] == doc["secondary-snat-address"] == [
+        "198.19.0.11", "2001:db8:ff::11"]  # fmt: skip
+    assert to_rule(doc)["secondaryIPs"] == sec
+    for bad_args, bad_sec, field in (
+        ({**args, "protocol": "tcp"}, sec, "secondaryIPs"),
+        ({**args, "privateIP": ""}, sec, "secondaryIPs"),  # one-arm
+        (args, [*sec, *({"secondaryIP": f"198.19.0.{20 + i}"} for i in range(3))],
+         "secondaryIPs"),
+        (args, [{"secondaryIP": "198.19.0.10"}], "secondaryIPs"),  # the externalIP
+        (args, [{"secondaryIP": "198.19.0.999"}], "secondaryIPs[0].secondaryIP"),
+    ):  # fmt: skip
+        with pytest.raises(ApiError) as exc:
+            to_service(fold_keys({**body(**bad_args), "secondaryIPs": bad_sec}))
+        assert exc.value.code == 400 and exc.value.message.startswith(field), exc.value.message
+
+
 def test_ipv6_rule_name_and_icmp() -> None:
     name, doc, _ = to_service(body(externalIP="2001:db8:ff::10", port=0, protocol="icmp"))
     assert name == "lx-icmp-2001_db8_ff__10-0" and "port" not in doc

@@ -41,12 +41,17 @@ class Conntrack:
 
     def __init__(self, tables: dict[str, Any], resetter: Resetter | None = None) -> None:
         self.t = {name: tables[name] for name in ("ct_map", "svc_active", "ep_active")}
+        # SCTP multihoming (bpf/lib/sctp_mh.h): alternate path -> primary flow, and the
+        # peers' addresses by primary flow. Absent in older programs and tests' stand-ins.
+        self.t.update({name: tables[name] for name in ("mh_alt_map", "mh_peer_map")
+                       if name in tables})  # fmt: skip
         # Flow tables, established first (older programs, tests' stand-ins: ct_map only).
         self.flow_tables = [tables["ct_map"]] + ([tables["syn_map"]] if "syn_map" in tables
                                                  else [])  # fmt: skip
         self.orphans_removed = 0  # REPLY entries without their flow, removed by gc()
         self.resetter = resetter  # idle TCP sessions: reset both ends (tcpreset.py)
         self.idle_resets = 0  # sessions reset at their inactivity timeout
+        self.alt_paths_removed = 0  # SCTP alternate paths removed with their association
 
     def rows(
         self,
@@ -174,11 +179,14 @@ class Conntrack:
         """
         now = monotonic_ns()
         orig, counted, dsr = L.CT_DIR_ORIG, L.CT_F_COUNTED, L.CT_F_DSR
-        est, tcp = 1, 6
+        est, tcp, sctp = 1, 6, 132
         svc_live: Counter[int] = Counter()
         ep_live: Counter[int] = Counter()
         gone = 0
         stale: list[tuple[Any, bytes]] = []  # (table, REPLY key) to check for orphans
+        alts: list[tuple[bytes, bytes]] = []  # SCTP alternate paths: (ORIG key, REPLY key)
+        ended: list[bytes] = []  # ORIG keys of SCTP flows deleted here (their peers' record)
+        mh_alt = L.CT_F_MH_ALT
         idle: list[IdleSession] = []  # expired established TCP sessions: reset both ends
         for t, keys, values, _ in self._walk_all():
             ctf = _ct_formats(t)
@@ -201,11 +209,16 @@ class Conntrack:
                     doomed.append(keys[i * ks : (i + 1) * ks])
                     if not flags & dsr:  # DSR flows have no reply entry
                         doomed.append(_reply_key(values, i * vsize))
+                    if proto == sctp and not flags & mh_alt:
+                        ended.append(keys[i * ks : (i + 1) * ks])
                     if proto == tcp and state == est and self.resetter is not None:
                         session = _idle_session(ctf, values, i * vsize, flags)
                         if session is not None:
                             idle.append(session)
                     gone += 1
+                elif flags & mh_alt:
+                    # Lives as long as its association: judged after the walk.
+                    alts.append((keys[i * ks : (i + 1) * ks], _reply_key(values, i * vsize)))
                 elif flags & counted:
                     sids.append(sid)
                     eids.append(eid)
@@ -223,6 +236,37 @@ class Conntrack:
         self._set_gauges("svc_active", svc_live)
         self._set_gauges("ep_active", ep_live)
         self.orphans_removed += self._drop_orphans(stale, now)
+        self.alt_paths_removed += self._drop_alt_paths(alts, ended)
+        return gone
+
+    def _drop_alt_paths(self, alts: list[tuple[bytes, bytes]], ended: list[bytes]) -> int:
+        """Remove the SCTP alternate paths (bpf/lib/sctp_mh.h mh_paths) whose association
+        is over: its primary flow gone (expired, evicted, ended by a new INIT) or closed
+        (ABORT, SHUTDOWN COMPLETE on any path). Alternate paths have no idle limit of their
+        own (the association's primary flow has it, refreshed by every path's packets), so
+        without this they would stay until the table is full. Also forgets the peers'
+        addresses of the flows this sweep deleted."""
+        alt_map, peers = self.t.get("mh_alt_map"), self.t.get("mh_peer_map")
+        ct_map = self.t["ct_map"]
+        if peers is not None:
+            for k in ended:
+                peers.pop(peers.Key.from_buffer_copy(k), None)
+        if alt_map is None:
+            return 0
+        gone = 0
+        closed = 3  # CT_CLOSED
+        for orig, reply in alts:
+            key = alt_map.Key.from_buffer_copy(orig)
+            primary_key = alt_map.get(key)
+            primary = None if primary_key is None else ct_map.get(
+                ct_map.Key.from_buffer_copy(bytes(primary_key)))  # fmt: skip
+            if primary is not None and primary.state != closed:
+                continue
+            ctwalk.delete(ct_map, orig + reply)
+            alt_map.pop(key, None)
+            if peers is not None and primary_key is not None:
+                peers.pop(peers.Key.from_buffer_copy(bytes(primary_key)), None)
+            gone += 1
         return gone
 
     def _drop_orphans(self, reply_keys: list[tuple[Any, bytes]], now: int) -> int:

@@ -73,7 +73,7 @@ class Driver:
             "svc_map", "range_map", "ep_map", "sel_map", "rr_map", "persist_map", "ifaddr_map",
             "allow_map", "ct_map", "syn_map", "svc_stats", "ep_stats", "svc_active", "ep_active",
             "nh_gen_map", "ep_arr", "sel_small_map", "snat_pool_map",
-            "mh_map")}  # fmt: skip
+            "mh_map", "mh_peer_map", "mh_alt_map")}  # fmt: skip
         self._gen_lock = threading.Lock()
         self.ct = Conntrack(self.t, Resetter(netns))
         self.services: dict[str, ServiceState] = {}
@@ -302,8 +302,9 @@ class Driver:
         v = table.Leaf()
         v.n = n
         for i in range(n):
-            v.vip[i].w[:] = L.addr_words(vips[i])[1]
+            family, v.vip[i].w[:] = L.addr_words(vips[i])
             v.snat[i].w[:] = L.addr_words(snats[i])[1]
+            v.v6 |= (family == 6) << i  # each pair has one family, not always the VIP's
         table[table.Key(sid)] = v
 
     def remove_service(self, name: str) -> None:

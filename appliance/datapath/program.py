@@ -45,13 +45,13 @@ MAPS = {
     "fw_ifpol": "fwifpol", "fw_snat": "fwsnat", "fw_stats": "fwst",
     "fw_names": "fwnames",
     "ha_cfg_map": "hacfg", "ha_pause_map": "hapause", "fe_drops": "fedrop",
-    "crc_shift": "crcsh", "mh_map": "mh", "mh_peer_map": "mhpeer",
+    "crc_shift": "crcsh", "mh_map": "mh2", "mh_peer_map": "mhpeer2", "mh_alt_map": "mhalt",
 }  # fmt: skip
 # Pins of maps an older program used and this one does not ("sel": one selection slot per
 # entry, before pages; "rr": 32-bit round-robin counters). Unlinked at load: an attached
 # older program keeps its own map reference until its filter is replaced, and nothing else
-# reads them.
-LEGACY_PINS = ("sel", "rr")
+# reads them. "mh", "mhpeer": SCTP secondary addresses of one family, peers by count.
+LEGACY_PINS = ("sel", "rr", "mh", "mhpeer")
 # Tail-call targets: bpf/lib/consts.h JMP_* -> the function in bpf/lb.c.
 TAIL_CALLS = {0: "sluice_icmp_err", 1: "sluice_too_big", 2: "sluice_xlat", 3: "sluice_fw",
               4: "sluice_fw_lb", 5: "sluice_l3dsr", 6: "sluice_sctp_nat", 7: "sluice_sctp_paths",

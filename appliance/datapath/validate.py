@@ -48,6 +48,7 @@ def _features(name: str, svc: Doc) -> list[FieldError]:
             errors.append(FieldError(f"{path}/{leaf}", f"{leaf} translates tcp and udp "
                                      "services only (RFC 7915 header translation)",
                                      UNSUPPORTED))  # fmt: skip
+    errors += _multihoming(path, svc)
     return errors
 
 
@@ -71,6 +72,18 @@ def _xdp_conflicts(doc: Doc) -> list[FieldError]:
                        "hook xdp cannot be combined with policers or mirrors (they run at "
                        "TC and would not see what XDP forwards): use hook tc",
                        UNSUPPORTED) for name in xdp]  # fmt: skip
+
+
+def _multihoming(path: str, svc: Doc) -> list[FieldError]:
+    """SCTP secondary addresses come in pairs (secondary-vip i, secondary-snat-address i),
+    each pair of one family (bpf/lib/sctp_mh.h): a path stays in one family end to end."""
+    pairs = zip(svc.get("secondary-vip", []), svc.get("secondary-snat-address", []), strict=False)
+    return [FieldError(f"{path}/secondary-snat-address",
+                       f"secondary-snat-address {snat} (entry {i}) must be of the family of "
+                       f"secondary-vip {vip} (entry {i}): each path is IPv4 or IPv6 end to end",
+                       "invalid-value")
+            for i, (vip, snat) in enumerate(pairs, start=1)
+            if ipaddress.ip_address(vip).version != ipaddress.ip_address(snat).version]  # fmt: skip
 
 
 def check(doc: Doc) -> list[FieldError]:

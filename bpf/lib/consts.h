@@ -87,6 +87,7 @@
 #define CT_F_PASS         8          // let in by the firewall, not translated (lib/fw_flow.h)
 #define CT_F_IPIP         16         // L3-DSR: encapsulated towards the endpoint
 #define CT_F_LC           32         // least-connections: in ep_active from its first packet
+#define CT_F_MH_ALT       64         // an SCTP association's alternate path (lib/sctp_mh.h)
 #define CT_F_TAIL         (CT_F_XLAT | CT_F_IPIP)   // handled by a program of their own
 
 // ct_entry.tcp_seen

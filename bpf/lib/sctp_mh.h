@@ -4,42 +4,50 @@
 // Multihoming: an association may use several addresses on each side. The peers list
 // their extra addresses in the INIT / INIT ACK (IPv4 / IPv6 address parameters); behind a
 // balancer those must be the balancer's own, or the peers would try paths that bypass it.
-// So, for a service with secondary addresses (mh_map, written by the driver):
+// A service's secondary addresses (mh_map, written by the driver) come in pairs, secondary
+// VIP i (towards the clients) and secondary SNAT address i (towards the endpoints), each
+// pair of one family, which need not be the primary VIP's. So:
 //   INIT (client -> endpoint): the client's address parameters are remembered
-//     (mh_peer_map, keyed by the flow's ORIG key) and rewritten to the service's secondary
-//     SNAT addresses, in order;
-//   INIT ACK (endpoint -> client): the endpoint's are remembered and rewritten to the
-//     secondary VIPs;
+//     (mh_peer_map, keyed by the flow's ORIG key) and the INIT lists exactly the service's
+//     secondary SNAT addresses;
+//   INIT ACK (endpoint -> client): the endpoint's are remembered and the INIT ACK lists
+//     exactly the secondary VIPs;
 //   COOKIE ACK (the association is up): for each i, a conntrack pair for the path
 //     client address i <-> secondary VIP i <-> secondary SNAT address i <-> endpoint
-//     address i, copied from the primary flow (same ports, established, not counted in the
-//     active-session gauges), so HEARTBEATs on alternate paths and a failover find state.
-// Parameters are rewritten in place (same length, so the CRC32c changes linearly: each
-// rewritten word's change carried to the packet's end, lib/crc32c.h). A peer that lists
-// more addresses than the service has gets the primary address again for the rest; a peer
-// that lists fewer learns only as many secondary addresses (the packet is not grown).
-// Parameters of the other address family are left as they are.
+//     address i (mh_paths).
+// Peer address k of a family pairs with the k-th secondary of that family. The packet's
+// parameters are rewritten in place, each to the next secondary of its family; one with
+// none left becomes the primary address again (its family) or a Padding parameter (RFC
+// 4820 type 0x8005: a receiver skips it). Secondaries no parameter took are appended: the
+// packet grows (bpf_skb_change_tail; the INIT / INIT ACK is the packet's only chunk, RFC
+// 9260 6.10), so a peer that lists fewer addresses than the service has, or none, still
+// learns every secondary. In-place changes move the CRC32c linearly (each changed word's
+// change carried to the packet's end, lib/crc32c.h); the appended bytes are then run
+// through the CRC register itself.
 #pragma once
 
 #define MH_MAX           4          // secondary addresses per service (mirrored in layout.py)
 #define MH_PARAMS        8          // parameters looked at in one INIT / INIT ACK
-#define MH_WORDS         (MH_MAX * 4)
+#define MH_WORDS         (MH_PARAMS * 5)   // words an in-place rewrite may change
 #define MH_PEERS         65536
+#define MH_GROW_MAX      1232       // no growth past this SCTP length (IPv6's minimum MTU)
 #define SCTP_PARAM_IPV4  5
 #define SCTP_PARAM_IPV6  6
+#define SCTP_PARAM_PAD   0x8005     // RFC 4820 Padding: skipped by every receiver
 #define SCTP_INIT_FIXED  20         // chunk header + INIT's fixed fields
 #define SCTP_COMMON_LEN  12
+#define MH_ALT_TIMEOUT   0xFFFFFFFFu   // an alternate path's own idle limit: none (mh_paths)
 
 struct mh_addrs {                   // a service's own secondary addresses
     __u32 n;
-    __u32 pad;
+    __u32 v6;                       // bit i: pair i is IPv6 (else IPv4)
     struct addr vip[MH_MAX];        // towards the clients
     struct addr snat[MH_MAX];       // towards the endpoints
 };
 
-struct mh_peers {                   // an association's peers' extra addresses
-    __u32 n_client;
-    __u32 n_ep;
+struct mh_peers {                   // an association's peers' extra addresses, by pair
+    __u32 client_mask;              // bit i: client[i] was listed
+    __u32 ep_mask;                  // bit i: ep[i] was listed
     struct addr client[MH_MAX];
     struct addr ep[MH_MAX];
 };
@@ -51,19 +59,128 @@ struct mh_word {
 
 struct mh_scratch_t {
     struct ct_entry a;              // an alternate path's entry
-    struct mh_word words[MH_WORDS]; // rewritten words, for the CRC32c
+    struct mh_word words[MH_WORDS]; // rewritten words by parameter slot, for the CRC32c
+    __u32 k;                        // see mh_rewrite
+    // What mh_rewrite hands to mh_finish (the next program, same CPU):
+    __u32 nw;                       // words[] used
+    __u32 len;                      // the SCTP packet's length
+    __u32 d;                        // the checksum's change so far (changed ports)
+    __u32 missing;                  // pairs to append
+    __u32 to_ep;                    // an INIT (towards the endpoint)
+    __u32 svc_id;
 };
 
-BPF_TABLE_PINNED("hash", __u32, struct mh_addrs, mh_map, MAX_SERVICES, PIN("mh"), NO_PREALLOC);
+BPF_TABLE_PINNED("hash", __u32, struct mh_addrs, mh_map, MAX_SERVICES, PIN("mh2"), NO_PREALLOC);
 BPF_TABLE_PINNED("lru_hash", struct ct_key, struct mh_peers, mh_peer_map, MH_PEERS,
-                 PIN("mhpeer"));
+                 PIN("mhpeer2"));
 // Off the 512-byte stack: a zeroed peers value to insert, and the alternate paths' entry.
 BPF_ARRAY(mh_zero, struct mh_peers, 1);
+// An alternate path's ORIG key -> its association's primary ORIG key (mh_paths).
+BPF_TABLE_PINNED("lru_hash", struct ct_key, struct ct_key, mh_alt_map, MH_PEERS, PIN("mhalt"));
 BPF_PERCPU_ARRAY(mh_scratch, struct mh_scratch_t, 1);
 
+// The verifier walks the parameter loop once per distinct state: which pair a parameter
+// takes is computed without branches (the lowest free pair of its family, from bit
+// masks), and rewritten words are kept by parameter slot, so that paths through one
+// iteration differ only in values it need not tell apart.
+
+// The index of `low`, a mask with at most one bit (1, 2, 4, 8) set; 0 for 0.
+static __always_inline __u32 mh_bit_index(__u32 low)
+{
+    return ((low >> 1) - (low >> 3)) & (MH_MAX - 1);
+}
+
+// The pairs a service has, as a mask.
+static __always_inline __u32 mh_all(struct mh_addrs *own)
+{
+    return ((1u << (own->n & 7)) - 1) & ((1u << MH_MAX) - 1);
+}
+
+// Append what the INIT / INIT ACK lacks: the pairs in `missing`, as parameters after its
+// last byte (`len`: the SCTP packet's), with the chunk length and the IP length to match.
+// *sum: the checksum of the packet before growth (its in-place changes applied), turned
+// into the grown packet's.
+static __always_inline int mh_grow(struct __sk_buff *skb, struct pkt *p, struct mh_addrs *own,
+                                   int to_ep, __u32 missing, __u32 len, __u32 *sum)
+{
+    __u32 g = 0;
+#pragma unroll
+    for (__u32 i = 0; i < MH_MAX; i++)
+        g += ((missing >> i) & 1) * (8 + 12 * ((own->v6 >> i) & 1));
+    if (!g || len + g > MH_GROW_MAX)
+        return 0;                              // left as it is: only as many paths
+    // The chunk's length: the parameters before (padding included) and the new ones.
+    __u32 off = p->l4_off + SCTP_COMMON_LEN, old;
+    if (bpf_skb_load_bytes(skb, off, &old, 4))
+        return -1;
+    if (((bpf_ntohs(old >> 16) + 3) & ~3u) != len - SCTP_COMMON_LEN)
+        return 0;                              // not the packet's only chunk: left as it is
+    __be16 clen = bpf_htons(len - SCTP_COMMON_LEN + g);
+    __u32 neu = (old & 0xffff) | (__u32)clen << 16;
+    int ok;
+    *sum ^= crc32c_delta(old ^ neu, SCTP_COMMON_LEN, len, &ok);
+    if (!ok)
+        return -1;
+    if (bpf_skb_store_bytes(skb, off + 2, &clen, 2, 0))
+        return -1;
+    // The IP length.
+    if (p->k.family == 4) {
+        __u32 lo = p->l3_off + offsetof(struct iphdr, tot_len);
+        __be16 o, n;
+        if (bpf_skb_load_bytes(skb, lo, &o, 2))
+            return -1;
+        n = bpf_htons(bpf_ntohs(o) + g);
+        if (bpf_skb_store_bytes(skb, lo, &n, 2, 0) ||
+            bpf_l3_csum_replace(skb, p->l3_off + offsetof(struct iphdr, check), o, n, 2))
+            return -1;
+    } else {
+        __u32 lo = p->l3_off + offsetof(struct ipv6hdr, payload_len);
+        __be16 n = bpf_htons(len + g);
+        if (bpf_skb_store_bytes(skb, lo, &n, 2, 0))
+            return -1;
+    }
+    __u32 end = p->l4_off + len;
+    if (bpf_skb_change_tail(skb, end + g, 0))
+        return -1;
+    // Each new parameter stored, and its words run through the CRC register
+    // (reg = ~checksum, 4 bytes a step).
+    __u32 reg = ~*sum;
+#pragma clang loop unroll(disable)
+    for (__u32 i = 0; i < MH_MAX; i++) {
+        if (!((missing >> i) & 1))
+            continue;
+        __u32 w[5];
+        struct addr *a = to_ep ? &own->snat[i] : &own->vip[i];
+        if ((own->v6 >> i) & 1) {
+            w[0] = bpf_htonl(SCTP_PARAM_IPV6 << 16 | 20);
+            w[1] = a->w[0];
+            w[2] = a->w[1];
+            w[3] = a->w[2];
+            w[4] = a->w[3];
+            if (bpf_skb_store_bytes(skb, end, w, 20, 0))
+                return -1;
+            end += 20;
+#pragma unroll
+            for (int j = 0; j < 5; j++)
+                reg = crc32c_word0(reg ^ w[j]);
+        } else {
+            w[0] = bpf_htonl(SCTP_PARAM_IPV4 << 16 | 8);
+            w[1] = a->w[0];
+            if (bpf_skb_store_bytes(skb, end, w, 8, 0))
+                return -1;
+            end += 8;
+            reg = crc32c_word0(reg ^ w[0]);
+            reg = crc32c_word0(reg ^ w[1]);
+        }
+    }
+    *sum = ~reg;
+    return 0;
+}
 
 // Rewrite the address parameters of the INIT / INIT ACK in hand (to_ep: an INIT on its way
-// to the endpoint), remembering the originals in `pe`; the CRC change goes into *d.
+// to the endpoint), remembering the originals in `pe`; the words it changed, and which
+// secondaries no parameter took, are left in mh_scratch for mh_finish. *d: the checksum's
+// change so far (changed ports).
 static __always_inline int mh_rewrite(struct __sk_buff *skb, struct pkt *p, struct mh_addrs *own,
                                       struct nat_tuple *t, struct mh_peers *pe, int to_ep,
                                       __u32 *d)
@@ -73,75 +190,131 @@ static __always_inline int mh_rewrite(struct __sk_buff *skb, struct pkt *p, stru
     if (!sc)
         return -1;
     struct mh_word *words = sc->words;
-    __u32 nw = 0, n = 0;
+    __u32 used = 0, slots = 0;
     __u32 l4 = p->l4_off, len = sctp_len(skb, p);
     __u32 off = l4 + SCTP_COMMON_LEN + SCTP_INIT_FIXED;
     __u32 end = l4 + len;
-    int v6 = p->k.family == 6;
+    __u32 all = mh_all(own);
+    int v6flow = p->k.family == 6;
+    int whole = 0;                             // every parameter was looked at
 #pragma clang loop unroll(disable)
-    for (int i = 0; i < MH_PARAMS; i++) {
-        __be16 hdr[2];
-        if (off + 4 > end || bpf_skb_load_bytes(skb, off, hdr, 4))
+    for (__u32 i = 0; i < MH_PARAMS + 1; i++) {
+        __u32 hw;                              // type, length as stored
+        if (off + 4 > end) {
+            whole = off == end;
             break;
-        __u16 type = bpf_ntohs(hdr[0]), plen = bpf_ntohs(hdr[1]);
-        if (plen < 4 || plen > 1500)
+        }
+        if (i >= MH_PARAMS || bpf_skb_load_bytes(skb, off, &hw, 4))
             break;
-        if (n < MH_MAX && ((!v6 && type == SCTP_PARAM_IPV4 && plen == 8) ||
-                           (v6 && type == SCTP_PARAM_IPV6 && plen == 20))) {
+        __u16 type = bpf_ntohs(hw & 0xffff), plen = bpf_ntohs(hw >> 16);
+        if (plen < 4 || plen > 1500 || off + plen > end)
+            break;
+        struct mh_word *wd = &words[i * 5];
+        slots = i + 1;
+#pragma unroll
+        for (int w = 0; w < 5; w++)
+            wd[w].x = 0;
+        int v4p = type == SCTP_PARAM_IPV4 && plen == 8;
+        int v6p = type == SCTP_PARAM_IPV6 && plen == 20;
+        if (v4p || v6p) {
             struct addr old = {}, neu = {};
-            if (v6 ? bpf_skb_load_bytes(skb, off + 4, &old, 16)
-                   : bpf_skb_load_bytes(skb, off + 4, &old, 4))
+            if (bpf_skb_load_bytes(skb, off + 4, &old, v6p ? 16 : 4))
                 return -1;
-            __u32 k = n;
-            asm volatile("" : "+r"(k));        // keep the bound check for the verifier
-            if (k >= MH_MAX)
-                break;
-            if (to_ep)
-                pe->client[k] = old;
-            else
-                pe->ep[k] = old;
-            if (k < own->n)
+            __u32 cand = (v6p ? own->v6 : ~own->v6) & all & ~used;
+            __u32 low = cand & -cand;          // the lowest free pair of its family
+            // Through memory: the verifier then tracks the index as any value 0..3, not
+            // as a function of `used` (which it would otherwise keep exact per path).
+            sc->k = mh_bit_index(low);
+            __u32 k = sc->k & (MH_MAX - 1);
+            used |= low;
+            __u32 newhdr = hw;
+            if (low) {
+                if (to_ep)
+                    pe->client[k] = old;
+                else
+                    pe->ep[k] = old;
                 neu = to_ep ? own->snat[k] : own->vip[k];
-            else
-                neu = to_ep ? t->snat : t->vip;
-            if (v6 ? bpf_skb_store_bytes(skb, off + 4, &neu, 16, 0)
-                   : bpf_skb_store_bytes(skb, off + 4, &neu, 4, 0))
+            } else if (v6p == v6flow) {
+                neu = to_ep ? t->snat : t->vip;  // none left: the primary address again
+            } else {
+                newhdr = bpf_htonl(SCTP_PARAM_PAD << 16 | plen);
+            }
+            wd[0].x = hw ^ newhdr;
+            wd[0].off = off - l4;
+            if (wd[0].x && bpf_skb_store_bytes(skb, off, &newhdr, 4, 0))
+                return -1;
+            if (bpf_skb_store_bytes(skb, off + 4, &neu, v6p ? 16 : 4, 0))
                 return -1;
 #pragma unroll
             for (int w = 0; w < 4; w++) {
-                __u32 j = nw;
-                asm volatile("" : "+r"(j));
-                if (j >= MH_WORDS || (w > 0 && !v6))
-                    break;
-                words[j].x = old.w[w] ^ neu.w[w];
-                words[j].off = off + 4 + 4 * w - l4;
-                nw++;
+                wd[1 + w].x = old.w[w] ^ neu.w[w];   // zero past an IPv4 address
+                wd[1 + w].off = off + 4 + 4 * w - l4;
             }
-            n++;
         }
         off += (plen + 3) & ~3u;
     }
     if (to_ep)
-        pe->n_client = n;
+        pe->client_mask = used;
     else
-        pe->n_ep = n;
-#pragma clang loop unroll(disable)
-    for (int j = 0; j < MH_WORDS; j++) {
-        if (j >= nw)
-            break;
-        __u32 x = words[j].x;
-        if (!x)
-            continue;
-        int ok;
-        __u32 dj = crc32c_delta(x, words[j].off, len, &ok);
-        if (!ok)
-            return -1;
-        *d ^= dj;
-    }
+        pe->ep_mask = used;
+    // The checksum's change is worked out in the next program (mh_finish): here, the
+    // verifier would walk its loop once for every way out of the loop above.
+    sc->nw = slots * 5;
+    sc->len = len;
+    sc->d = *d;
+    sc->missing = whole ? all & ~used : 0;
+    sc->to_ep = to_ep;
     return 0;
 }
 
-// The association is up: a conntrack pair for every alternate path both peers listed.
+// The second half of an INIT / INIT ACK's rewrite (lb.c sluice_sctp_paths; mh_rewrite
+// left its words in mh_scratch): the checksum's change, then growth.
+static __always_inline int mh_finish(struct __sk_buff *skb, struct pkt *p)
+{
+    __u32 zero = 0;
+    struct mh_scratch_t *sc = mh_scratch.lookup(&zero);
+    if (!sc)
+        return TC_ACT_SHOT;
+    __u32 nw = sc->nw, len = sc->len, d = sc->d;
+    // crc32c_delta without its checks in the loop (a branch there multiplies the
+    // verifier's states word after word): the table is filled (its last entry is written
+    // last) and every word lies inside the packet (mh_rewrite), so each carries its change
+    // len - off - 4 bytes; an unchanged word (x 0) adds 0.
+    __u32 last = SCTP_CRC_MAX_LEN - 1;
+    __u32 *filled = crc_shift.lookup(&last);
+    if (!filled || !*filled || len >= SCTP_CRC_MAX_LEN)
+        return TC_ACT_SHOT;
+#pragma clang loop unroll(disable)
+    for (__u32 j = 0; j < MH_WORDS; j++) {
+        if (j >= nw)
+            break;
+        __u32 m = (len - sc->words[j].off - 4) & (SCTP_CRC_MAX_LEN - 1);
+        __u32 *sh = crc_shift.lookup(&m);
+        if (!sh)
+            return TC_ACT_SHOT;
+        d ^= crc32c_mul(*sh, crc32c_word0(sc->words[j].x));
+    }
+    __u32 co = p->l4_off + offsetof(struct sctp_common, checksum), sum;
+    if (bpf_skb_load_bytes(skb, co, &sum, 4))
+        return TC_ACT_SHOT;
+    sum ^= d;
+    __u32 sid = sc->svc_id;
+    struct mh_addrs *own = mh_map.lookup(&sid);
+    if (sc->missing && own && sctp_len(skb, p) == len &&
+        mh_grow(skb, p, own, sc->to_ep, sc->missing, len, &sum))
+        return TC_ACT_SHOT;
+    if (bpf_skb_store_bytes(skb, co, &sum, 4, 0))
+        return TC_ACT_SHOT;
+    return skb->cb[SCTP_CB_VERDICT];
+}
+
+// The association is up: a conntrack pair for every alternate path. Pair i's path runs
+// from the client's address i (or its primary address, when it listed none of that
+// family) to the endpoint's address i (or its primary), through secondary VIP i and SNAT
+// address i. Its entries are marked CT_F_MH_ALT, not counted (one association, counted
+// once), and live as long as their association: mh_alt_map names each path's primary
+// flow, whose idle time the path's packets refresh (mh_alt_seen), and the sweep
+// (appliance/datapath/conntrack.py) removes the paths of a flow that is gone or closed.
 static __always_inline void mh_paths(struct ct_key *ok, struct mh_addrs *own)
 {
     __u32 zero = 0;
@@ -165,26 +338,53 @@ static __always_inline void mh_paths(struct ct_key *ok, struct mh_addrs *own)
     ap->last_ns = o->last_ns;
     ap->svc_id = o->svc_id;
     ap->ep_id = o->ep_id;
-    ap->timeout_s = o->timeout_s;
+    ap->timeout_s = MH_ALT_TIMEOUT;            // its association's: see mh_alt_seen
     ap->proto = o->proto;
-    ap->family = o->family;
-    ap->flags = o->flags & ~CT_F_COUNTED;      // one association, counted once
+    ap->flags = (o->flags & ~CT_F_COUNTED) | CT_F_MH_ALT;
     ap->state = CT_EST;
+    __u32 cm = pe->client_mask, em = pe->ep_mask;
 #pragma clang loop unroll(disable)
-    for (int i = 0; i < MH_MAX; i++) {
-        if (i >= pe->n_client || i >= pe->n_ep || i >= own->n)
+    for (__u32 i = 0; i < MH_MAX; i++) {
+        if (i >= own->n)
             break;
-        struct ct_key k = {};
-        ap->t.client = pe->client[i];
+        __u8 fam = (own->v6 >> i) & 1 ? 6 : 4;
+        if ((!(cm & (1u << i)) || !(em & (1u << i))) && fam != o->family)
+            continue;                          // no address of that family on a side
+        ap->t.client = cm & (1u << i) ? pe->client[i] : o->t.client;
+        ap->t.ep = em & (1u << i) ? pe->ep[i] : o->t.ep;
         ap->t.vip = own->vip[i];
         ap->t.snat = own->snat[i];
-        ap->t.ep = pe->ep[i];
-        ap->dir = CT_DIR_ORIG;
-        ct_orig_key(&ap->t, IPPROTO_SCTP, ap->family, &k);
-        ct_map.update(&k, ap);
+        ap->family = fam;
+        struct ct_key k = {};
         ap->dir = CT_DIR_REPLY;
-        ct_reply_key(&ap->t, IPPROTO_SCTP, ap->family, &k);
+        ct_reply_key(&ap->t, IPPROTO_SCTP, fam, &k);
         ct_map.update(&k, ap);
+        ap->dir = CT_DIR_ORIG;
+        ct_orig_key(&ap->t, IPPROTO_SCTP, fam, &k);
+        mh_alt_map.update(&k, ok);
+        ct_map.update(&k, ap);
+    }
+}
+
+// A packet on an alternate path (its ORIG entry `o`, tracked): the association's primary
+// flow lives on, or takes the path's end (SHUTDOWN, ABORT, SHUTDOWN COMPLETE seen here);
+// a path whose association is gone or closed closes too (the sweep removes it).
+static __always_inline void mh_alt_seen(struct ct_entry *o, __u64 now)
+{
+    struct ct_key k = {};
+    ct_orig_key(&o->t, IPPROTO_SCTP, o->family, &k);
+    struct ct_key *pk = mh_alt_map.lookup(&k);
+    struct ct_entry *prim = pk ? ct_map.lookup(pk) : 0;
+    if (!prim || prim->state == CT_CLOSED) {
+        o->state = CT_CLOSED;
+        return;
+    }
+    if (prim->last_ns < now)
+        prim->last_ns = now;
+    if (o->state == CT_FIN || o->state == CT_CLOSED) {
+        prim->state = o->state;
+        if (o->state == CT_CLOSED)
+            ct_uncount(prim);
     }
 }
 
@@ -197,10 +397,14 @@ static __always_inline void lb_track(struct ct_entry *o, struct pkt *p, __u8 dir
         ct_track(o, p, dir, now);
         return;
     }
-    if (o->last_ns != now)
+    __u8 before = o->state;
+    int tick = o->last_ns != now;
+    if (tick)
         o->last_ns = now;
     if (sctp_track(o, p))
         ct_uncount(o);
+    if ((o->flags & CT_F_MH_ALT) && (tick || o->state != before))
+        mh_alt_seen(o, now);
 }
 
 // The flow of a translated packet (its reversed tuple is the other direction's key: either
@@ -217,7 +421,9 @@ static __always_inline struct ct_entry *mh_flow(struct pkt *p, struct mh_addrs *
     return *own && (*own)->n ? e : 0;
 }
 
-// INIT, INIT ACK of a multihomed service's flow (p: the translated packet).
+// INIT, INIT ACK of a multihomed service's flow (p: the translated packet): 1 when its
+// parameters were rewritten (mh_finish completes it), 0 when it is not such a packet,
+// -1 when it cannot be rewritten.
 static __always_inline int sctp_mh(struct __sk_buff *skb, struct pkt *p, __u32 *d)
 {
     struct mh_addrs *own;
@@ -237,13 +443,21 @@ static __always_inline int sctp_mh(struct __sk_buff *skb, struct pkt *p, __u32 *
         if (!pe)
             return 0;
     }
-    return mh_rewrite(skb, p, own, &e->t, pe, p->sctp_chunk == SCTP_INIT, d);
+    __u32 zero = 0;
+    struct mh_scratch_t *sc = mh_scratch.lookup(&zero);
+    if (!sc)
+        return -1;
+    sc->svc_id = e->svc_id;
+    return mh_rewrite(skb, p, own, &e->t, pe, p->sctp_chunk == SCTP_INIT, d) ? -1 : 1;
 }
 
-// The COOKIE ACK of a multihomed service's flow: its alternate paths (lb.c
-// sluice_sctp_paths, a program of its own for its stack).
+// Multihoming's second program (lb.c sluice_sctp_paths, a program of its own for its
+// stack and the verifier's budget): an INIT / INIT ACK's checksum and growth (mh_finish),
+// or, at the COOKIE ACK, the association's alternate paths.
 static __always_inline int sctp_mh_up(struct __sk_buff *skb, struct pkt *p)
 {
+    if (p->sctp_chunk == SCTP_INIT || p->sctp_chunk == SCTP_INIT_ACK)
+        return mh_finish(skb, p);
     struct mh_addrs *own;
     struct ct_entry *e = mh_flow(p, &own);
     if (e) {
@@ -267,8 +481,14 @@ static __always_inline int sctp_after_nat(struct __sk_buff *skb, struct pkt *p)
         if (!ok)
             return TC_ACT_SHOT;
     }
-    if ((p->sctp_chunk == SCTP_INIT || p->sctp_chunk == SCTP_INIT_ACK) && sctp_mh(skb, p, &d))
-        return TC_ACT_SHOT;
+    if (p->sctp_chunk == SCTP_INIT || p->sctp_chunk == SCTP_INIT_ACK) {
+        int mh = sctp_mh(skb, p, &d);
+        skb->cb[SCTP_CB_X] = 1;                // its checksum is not right yet
+        if (mh > 0)
+            jmp_map.call(skb, JMP_SCTP_PATHS); // mh_finish: the checksum and growth
+        if (mh)
+            return TC_ACT_SHOT;                // never with a wrong checksum
+    }
     if (d) {
         __u32 off = p->l4_off + offsetof(struct sctp_common, checksum), sum;
         if (bpf_skb_load_bytes(skb, off, &sum, 4))
@@ -277,7 +497,9 @@ static __always_inline int sctp_after_nat(struct __sk_buff *skb, struct pkt *p)
         if (bpf_skb_store_bytes(skb, off, &sum, 4, 0))
             return TC_ACT_SHOT;
     }
-    if (p->sctp_chunk == SCTP_COOKIE_ACK)
+    if (p->sctp_chunk == SCTP_COOKIE_ACK) {
+        skb->cb[SCTP_CB_X] = 0;
         jmp_map.call(skb, JMP_SCTP_PATHS);
+    }
     return verdict;
 }

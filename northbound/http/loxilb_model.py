@@ -34,6 +34,7 @@ PROBE_TYPES = ("ping", "tcp", "udp", "sctp", "http", "https", "none")
 DEFAULT_PROBE = {"tcp": "tcp", "udp": "udp", "sctp": "sctp", "icmp": "ping"}
 OPER_ADD, OPER_ATTACH, OPER_DETACH = 0, 1, 2
 MAX_ENDPOINTS = 512  # the model's max-elements
+MAX_SECONDARY_IPS = 4  # the model's max-elements of secondary-vip (SCTP multihoming)
 
 
 def bad(field: str, message: str) -> ApiError:
@@ -152,9 +153,9 @@ def to_service(body: Mapping[str, Any]) -> tuple[str, dict[str, Any], int]:
     if args.str("host"):
         raise ApiError(400, "serviceArguments.host: host-based rules are not supported by "
                        "Sluice", "unsupported")
-    if Fields(body, "").list("secondaryIPs"):
-        raise ApiError(400, "secondaryIPs: SCTP multihoming is not supported by Sluice",
-                       "unsupported")
+    secondary = [ip(Fields(entry, f"secondaryIPs[{i}]").str("secondaryIP"),
+                    f"secondaryIPs[{i}].secondaryIP")
+                 for i, entry in enumerate(Fields(body, "").list("secondaryIPs"))]  # fmt: skip
     private_ip = args.str("privateIP")
     name = service_name(vip, proto, port)
     doc: dict[str, Any] = {"name": name, "vip": vip, "protocol": proto,
@@ -172,6 +173,19 @@ def to_service(body: Mapping[str, Any]) -> tuple[str, dict[str, Any], int]:
     elif private_ip:
         raise bad("serviceArguments.privateIP", "is used only with mode 2 (full-NAT)")
     doc["mode"] = sluice_mode
+    if secondary:
+        # SCTP multihoming. loxilb's full-NAT sources its packets towards the endpoints
+        # from the service's own address: each secondary IP is a secondary VIP and, on the
+        # endpoints' side, that path's source address as well.
+        if proto != "sctp" or sluice_mode != "full-nat":
+            raise bad("secondaryIPs", "SCTP multihoming needs protocol sctp and mode 2 "
+                      "(full-NAT) with a privateIP")
+        if len(secondary) > MAX_SECONDARY_IPS:
+            raise bad("secondaryIPs", f"at most {MAX_SECONDARY_IPS} secondary IPs")
+        if len(set(secondary)) != len(secondary) or vip in secondary:
+            raise bad("secondaryIPs", "each secondary IP once, none the externalIP")
+        doc["secondary-vip"] = secondary
+        doc["secondary-snat-address"] = secondary
     timeout = args.int("inactiveTimeOut", 0, 86400)
     if timeout:
         doc["inactivity-timeout"] = timeout
@@ -289,7 +303,7 @@ def to_rule(svc: Mapping[str, Any], endpoint_state: Any = None) -> dict[str, Any
     }  # fmt: skip
     return {
         "serviceArguments": args,
-        "secondaryIPs": [],
+        "secondaryIPs": [{"secondaryIP": a} for a in svc.get("secondary-vip", [])],
         "allowedSources": [{"prefix": p} for p in svc.get("allowed-source", [])],
         "endpoints": endpoints,
     }
