@@ -284,12 +284,12 @@ static __always_inline int new_flow(struct __sk_buff *skb, struct pkt *p, __u64 
 // A flow the conntrack does not know: through the firewall first while it has rules, then
 // new_flow in a program of its own (sluice_fw_lb): verified there once, it keeps this
 // program within the verifier's budget. A flow another CPU made meanwhile (two first
-// packets at once) loses this packet: the sender retransmits. SCTP does not go through
-// the firewall (lib/firewall.h parses no SCTP) and is in a program of its own already.
+// packets at once) loses this packet: the sender retransmits. SCTP, in a program of its
+// own already, comes back here from the firewall marked as let in (lib/sctp.h).
 static __always_inline int start_flow(struct __sk_buff *skb, struct pkt *p, __u64 now,
                                       const int sctp)
 {
-    if (!sctp && (fw_live_bits() & (FW_LIVE_FW | FW_LIVE_SNAT)))
+    if ((fw_live_bits() & (FW_LIVE_FW | FW_LIVE_SNAT)) && !(sctp && sctp_fw_passed(skb)))
         jmp_map.call(skb, JMP_FW);
     if (sctp) {
         int rc = new_flow(skb, p, now, sctp);
@@ -500,7 +500,8 @@ int sluice_too_big(struct __sk_buff *skb)
 int sluice_fw(struct __sk_buff *skb)
 {
     struct pkt p = {};
-    if (parse_packet(skb, &p) != PARSE_OK || p.icmp_err)
+    int parsed = parse_packet(skb, &p);
+    if ((parsed != PARSE_OK && parsed != PARSE_SCTP) || p.icmp_err)
         return TC_ACT_OK;
     __u64 now = bpf_ktime_get_coarse_ns();
     if (p.frag == FRAG_LATER && frag_ports(&p, now))
@@ -513,8 +514,11 @@ int sluice_fw(struct __sk_buff *skb)
         return rc;
     if (lookup_service(&p)) {
         // The balancer's own new-flow path, in a program of its own (the verifier would
-        // not take both in one).
-        jmp_map.call(skb, JMP_FW_LB);
+        // not take both in one); SCTP's is sluice_sctp, told the firewall let it in.
+        if (parsed == PARSE_SCTP)
+            sctp_fw_pass(skb);
+        else
+            jmp_map.call(skb, JMP_FW_LB);
         return TC_ACT_SHOT;
     }
     return fw_unbalanced(skb, &p, now, live, snat, stateful);

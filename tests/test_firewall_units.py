@@ -41,6 +41,8 @@ def test_bad_rules_name_the_field() -> None:
         ({"source-port": 10}, f"{path}/source-port"),  # ports without tcp/udp
         ({"protocol": "tcp", "destination-port": 90, "destination-port-end": 80},
          f"{path}/destination-port-end"),
+        ({"protocol": "sctp", "source-port": 10, "destination-port": 90,  # sctp has ports
+          "destination-port-end": 80}, f"{path}/destination-port-end"),
         ({"source-prefix": "198.18.0.0/24", "destination-prefix": "2001:db8::/64"},
          f"{path}/destination-prefix"),
         ({"action": "mark"}, f"{path}/mark"),

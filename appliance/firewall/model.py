@@ -24,7 +24,8 @@ LOAD_BALANCER = "sluice:load-balancer"
 ACTIONS = {"allow": 0, "drop": 1, "reject": 2, "count": 3, "mark": 4, "redirect": 5,
            "snat": 6, "trap": 7}  # fmt: skip
 POLICIES = ("allow", "drop", "reject")
-PROTOCOLS = {"tcp": (6, 6), "udp": (17, 17), "icmp": (1, 58)}  # name -> (v4, v6)
+PROTOCOLS = {"tcp": (6, 6), "udp": (17, 17), "sctp": (132, 132), "icmp": (1, 58)}  # (v4, v6)
+PORT_PROTOCOLS = ("tcp", "udp", "sctp")
 ANY_PORTS = (0, 65535)
 
 
@@ -82,7 +83,7 @@ def _service_fields(svc: Doc) -> tuple[Net, str, tuple[int, int] | None]:
     net = ipaddress.ip_network(f"{vip}/{vip.max_prefixlen}")
     proto = svc.get("protocol", "tcp")
     port = svc.get("port")
-    if proto in ("tcp", "udp") and port:
+    if proto in PORT_PROTOCOLS and port:
         end = svc.get("port-range-end")
         return net, proto, (int(port), int(end) if end else int(port))
     return net, proto, None
@@ -142,8 +143,8 @@ def _rule(table: str, r: Doc, services: dict[str, Doc], errors: list[FieldError]
         if rng[1] < rng[0]:
             errors.append(FieldError(f"{path}/{leaf}-end", f"{leaf}-end {rng[1]} is below "
                                      f"{leaf} {rng[0]}"))  # fmt: skip
-        if proto not in ("tcp", "udp") and (service is None or leaf == "source-port"):
-            errors.append(FieldError(f"{path}/{leaf}", "ports need protocol tcp or udp"))
+        if proto not in PORT_PROTOCOLS and (service is None or leaf == "source-port"):
+            errors.append(FieldError(f"{path}/{leaf}", "ports need protocol tcp, udp or sctp"))
     if src is not None and dst is not None and src.version != dst.version:
         errors.append(FieldError(f"{path}/destination-prefix", f"{dst} is IPv{dst.version} "
                                  f"and source-prefix {src} IPv{src.version}"))  # fmt: skip

@@ -89,8 +89,9 @@ static __always_inline int fw_unbalanced(struct __sk_buff *skb, struct pkt *p, _
                                          __u32 live, __s64 snat, __u8 stateful)
 {
     __u32 gen = live & FW_LIVE_GEN;
-    if (!(live & FW_LIVE_SNAT))
-        snat = -1;                             // no SNAT rules, or HA: not the active node
+    if (!(live & FW_LIVE_SNAT) || p->k.proto == IPPROTO_SCTP)
+        snat = -1;                             // no SNAT rules, or HA: not the active node;
+                                               // SCTP: its CRC32c covers the ports
     else if (snat < 0) {
         struct fw_rule *m = fw_match(p, skb->ingress_ifindex, gen, FW_TABLE_SNAT);
         if (m && m->action == FW_SNAT) {

@@ -154,6 +154,26 @@ static __always_inline int sctp_handshake(struct pkt *p)
 // a wrong one.
 #define SCTP_CB_X       0
 #define SCTP_CB_VERDICT 1
+#define SCTP_CB_FW      2
+
+// The firewall (lb.c sluice_fw) let a new SCTP flow in: back to sluice_sctp, marked so
+// that its start_flow does not ask the firewall again. A value, not a bit: skb->cb holds
+// whatever an earlier layer left there.
+#define SCTP_FW_PASSED  0x53435446u
+
+static __always_inline void sctp_fw_pass(struct __sk_buff *skb)
+{
+    skb->cb[SCTP_CB_FW] = SCTP_FW_PASSED;
+    jmp_map.call(skb, JMP_SCTP);
+}
+
+static __always_inline int sctp_fw_passed(struct __sk_buff *skb)
+{
+    if (skb->cb[SCTP_CB_FW] != SCTP_FW_PASSED)
+        return 0;
+    skb->cb[SCTP_CB_FW] = 0;
+    return 1;
+}
 
 static __always_inline int sctp_finish(struct __sk_buff *skb, struct pkt *p, int verdict,
                                        __u32 x)

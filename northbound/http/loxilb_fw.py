@@ -14,7 +14,7 @@ from typing import Any
 from northbound.http.wire import ApiError
 
 PREFIX = "lx-"
-PROTOCOLS = {0: None, 1: "icmp", 6: "tcp", 17: "udp"}
+PROTOCOLS = {0: None, 1: "icmp", 6: "tcp", 17: "udp", 132: "sctp"}
 NUMBERS = {v: k for k, v in PROTOCOLS.items() if v}
 INT_ARGS = ("minSourcePort", "maxSourcePort", "minDestinationPort", "maxDestinationPort",
             "protocol", "preference")  # fmt: skip

@@ -49,7 +49,7 @@ def _match_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pref", type=int, required=True, help="preference: lower matches first")
     p.add_argument("--src", help="source prefix (IPv4 or IPv6)")
     p.add_argument("--dst", help="destination prefix")
-    p.add_argument("--proto", help="tcp, udp, icmp or any")
+    p.add_argument("--proto", help="tcp, udp, sctp, icmp or any")
     p.add_argument("--sport", help="source port or LOW-HIGH (tcp/udp)")
     p.add_argument("--dport", help="destination port or LOW-HIGH (tcp/udp)")
     p.add_argument("--in", dest="in_if", help="ingress interface")
