@@ -323,3 +323,22 @@ def test_hook_xdp_through_a_daemon_cli_status_and_cleanup(
                          timeout=60)  # fmt: skip
     assert res.returncode == 0, res.stderr
     assert all(netlink.xdp_state(i, netns=net.lb.ns) == {} for i in net.interfaces)
+
+
+def test_one_arm_back_out_of_the_ingress_interface_is_xdp_tx(xdpnet: LbNet) -> None:
+    # An endpoint on the client's own link (a second address of the client host): the
+    # translated packet leaves where it came in, by XDP_TX, both ways.
+    net = xdpnet
+    client_if = next(link.ifname(net.client) for link in net.topo.links
+                     if net.client in (link.a, link.b))  # fmt: skip
+    net.client.run(["ip", "addr", "add", "198.18.0.2/24", "dev", client_if], check=True)
+    net.client.start_udp_echo(UDP_PORT, addr="198.18.0.2")
+    doc = service("u", port=UDP_PORT, proto="udp", ep_port=UDP_PORT, backends=(), mode="one-arm")
+    doc["endpoint"] = [{"address": "198.18.0.2", "port": UDP_PORT, "weight": 1,
+                        "admin-state": "enabled"}]  # fmt: skip
+    net.set(doc)
+    before = forwarded(net)
+    sent = udp_rounds(net, VIP4)
+    assert forwarded(net) - before >= sent // 2
+    (row,) = net.rec.conntrack("u")
+    assert row["snat"].startswith("198.18.0.254:")  # the LB's own address on that link
