@@ -13,17 +13,14 @@
 //
 // Built by appliance/datapath (bcc), which inlines the lib/ headers and defines PIN_ROOT
 // and CT_CAPACITY. Only uapi headers: the build tree may be older than the kernel.
+//
+// Compiled once per module (lib/modules.h): the same text each time, with one MODULE_* set
+// to 1, which selects the program functions at the bottom of this file that the compile
+// builds. A new program goes in the module of its feature.
 
-#include <uapi/linux/bpf.h>
-#include <uapi/linux/pkt_cls.h>
-#include <uapi/linux/if_ether.h>
-#include <uapi/linux/in.h>
-#include <uapi/linux/ip.h>
-#include <uapi/linux/ipv6.h>
-#include <uapi/linux/tcp.h>
-#include <uapi/linux/udp.h>
-
+#include "lib/uapi.h"
 #include "lib/consts.h"
+#include "lib/modules.h"
 #include "lib/structs.h"
 #include "lib/maps.h"
 #include "lib/parse.h"
@@ -417,17 +414,22 @@ static __always_inline int lb_entry(struct __sk_buff *skb, const int sctp)
     return lb_send(skb, &p, t, e->dir, dsr, 0, rc, &f, sctp);
 }
 
+#if MODULE_CORE
 int sluice_lb(struct __sk_buff *skb)
 {
     return lb_entry(skb, 0);
 }
+#endif
 
+#if MODULE_SCTP
 // Tail-call target for SCTP packets.
 int sluice_sctp(struct __sk_buff *skb)
 {
     return lb_entry(skb, 1);
 }
+#endif
 
+#if MODULE_CORE
 // Tail-call target for ICMP errors (lib/icmp_err.h): parses the packet again.
 int sluice_icmp_err(struct __sk_buff *skb)
 {
@@ -436,7 +438,9 @@ int sluice_icmp_err(struct __sk_buff *skb)
         return TC_ACT_OK;
     return handle_icmp_error(skb, &p);
 }
+#endif
 
+#if MODULE_XLAT
 // Tail-call target for packets of NAT64/NAT46 flows (lib/nat64.h).
 int sluice_xlat(struct __sk_buff *skb)
 {
@@ -447,7 +451,9 @@ int sluice_xlat(struct __sk_buff *skb)
         return handle_xlat_error(skb, &p);
     return handle_xlat(skb, &p);
 }
+#endif
 
+#if MODULE_L3DSR
 // Tail-call target for client packets of L3-DSR flows (lib/l3dsr.h).
 int sluice_l3dsr(struct __sk_buff *skb)
 {
@@ -456,7 +462,9 @@ int sluice_l3dsr(struct __sk_buff *skb)
         return TC_ACT_SHOT;
     return handle_l3dsr(skb, &p);
 }
+#endif
 
+#if MODULE_SCTP
 // Tail-call target for translated SCTP packets: CRC32c, multihoming (lib/sctp_mh.h).
 int sluice_sctp_nat(struct __sk_buff *skb)
 {
@@ -465,7 +473,9 @@ int sluice_sctp_nat(struct __sk_buff *skb)
         return TC_ACT_SHOT;
     return sctp_after_nat(skb, &p);
 }
+#endif
 
+#if MODULE_SCTP
 // Tail-call target after sluice_sctp_nat: multihoming's second half (lib/sctp_mh.h): an
 // INIT / INIT ACK's checksum and growth, a COOKIE ACK's alternate paths.
 int sluice_sctp_paths(struct __sk_buff *skb)
@@ -475,7 +485,9 @@ int sluice_sctp_paths(struct __sk_buff *skb)
         return skb->cb[SCTP_CB_X] ? TC_ACT_SHOT : skb->cb[SCTP_CB_VERDICT];
     return sctp_mh_up(skb, &p);
 }
+#endif
 
+#if MODULE_GTPU
 // Tail-call target for gtp-teid services (lib/gtpu.h).
 int sluice_gtpu(struct __sk_buff *skb)
 {
@@ -485,7 +497,9 @@ int sluice_gtpu(struct __sk_buff *skb)
     struct svc_info *s = lookup_service(&p);
     return s ? gtpu_forward(skb, &p, s) : TC_ACT_OK;
 }
+#endif
 
+#if MODULE_CORE
 // Tail-call target for packets too big for their egress link (lib/pmtu.h).
 int sluice_too_big(struct __sk_buff *skb)
 {
@@ -495,7 +509,9 @@ int sluice_too_big(struct __sk_buff *skb)
         return TC_ACT_OK;
     return handle_too_big(skb, &p);
 }
+#endif
 
+#if MODULE_FW
 // Tail-call target for new flows while the firewall or SNAT has rules (lib/firewall.h).
 int sluice_fw(struct __sk_buff *skb)
 {
@@ -523,8 +539,11 @@ int sluice_fw(struct __sk_buff *skb)
     }
     return fw_unbalanced(skb, &p, now, live, snat, stateful);
 }
+#endif
 
-// Tail-call target: a new flow the firewall let in and a service owns.
+#if MODULE_CORE
+// Tail-call target for every new flow but SCTP's (start_flow), after sluice_fw while the
+// firewall or SNAT has rules: a new flow the firewall let in and a service owns.
 int sluice_fw_lb(struct __sk_buff *skb)
 {
     struct pkt p = {};
@@ -536,3 +555,4 @@ int sluice_fw_lb(struct __sk_buff *skb)
     int rc = new_flow(skb, &p, now, 0);
     return rc == NEW_FLOW_LOST_RACE ? TC_ACT_SHOT : rc;   // the other CPU's flow: retried
 }
+#endif

@@ -9,14 +9,7 @@
 // path is exactly what it was. Built from this file alone, sharing the balancer's pinned
 // maps (service and conntrack lookups: which service and endpoint a packet belongs to).
 
-#include <uapi/linux/bpf.h>
-#include <uapi/linux/pkt_cls.h>
-#include <uapi/linux/if_ether.h>
-#include <uapi/linux/in.h>
-#include <uapi/linux/ip.h>
-#include <uapi/linux/ipv6.h>
-#include <uapi/linux/tcp.h>
-#include <uapi/linux/udp.h>
+#include "lib/uapi.h"
 
 #include "lib/consts.h"
 #include "lib/structs.h"

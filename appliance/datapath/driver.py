@@ -157,6 +157,23 @@ class Driver:
         """The service's own algorithm or the cluster default (appliance/algorithm.py)."""
         return service_algorithm(doc, self.default_algorithm)
 
+    def features(self, doc: Doc) -> list[str]:
+        """The program modules (appliance/datapath/program.py MODULES) whose tail-call
+        targets a packet of this service may reach, beyond the core's: sluice_sctp for
+        SCTP, sluice_xlat for an endpoint of the other family (NAT64/46, CT_F_XLAT),
+        sluice_l3dsr for IP-in-IP DSR (SVC_F_IPIP), sluice_gtpu for gtp-teid."""
+        out = []
+        if doc.get("protocol") == "sctp":
+            out.append("sctp")
+        v6 = ":" in doc["vip"]  # an IPv6 address has one, an IPv4 one none (cheap: per commit)
+        if any((":" in ep["address"]) != v6 for ep in doc.get("endpoint", [])):
+            out.append("xlat")
+        if doc.get("mode") == "dsr" and doc.get("dsr-tunnel") == "ip-in-ip":
+            out.append("l3dsr")
+        if self.algorithm(doc) == "gtp-teid":
+            out.append("gtpu")
+        return out
+
     def eligible(self, name: str, ep: Doc) -> bool:
         if ep.get("admin-state", "enabled") != "enabled":
             return False  # disabled and drain: no new flows
@@ -185,8 +202,11 @@ class Driver:
         if doc.get("admin-state", "enabled") != "enabled":
             self.remove_service(name)
             return
-        if doc.get("protocol") == "sctp" and hasattr(self.prog, "need"):
-            self.prog.need("sctp")  # its programs load with the first SCTP service
+        if hasattr(self.prog, "need"):
+            # Its feature's programs compile and load with the first service that needs
+            # them, before the service entry that lets a packet tail-call there.
+            for feature in self.features(doc):
+                self.prog.need(feature)
         key = service_key(doc)
         old = self.services.get(name)
         if old is not None and old.key != key:

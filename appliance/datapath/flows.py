@@ -142,7 +142,7 @@ class FlowHooks:
             if self._thread is not None:
                 return
             if not self._ring_open:
-                self.prog.table("flow_events").open_ring_buffer(self._on_event)
+                self.prog.open_flow_events(self._on_event)
                 self._ring_open = True
             self._stop.clear()
             self._thread = threading.Thread(target=self._run, name="flow-events", daemon=True)

@@ -39,6 +39,7 @@ def _mask(plen: int, family: int) -> int:
 
 class FirewallMaps:
     def __init__(self, program: Any) -> None:
+        self.prog = program
         self.t = {name: program.table(name) for name in MAPS}
         self.gen = 0
         self._ids = StableIds(FW_MAX_RULES)
@@ -78,6 +79,12 @@ class FirewallMaps:
 
     # -- programming -----------------------------------------------------------------------
     def program(self, compiled: Compiled, policies: dict[int, str], snat_rules: bool) -> None:
+        """Raises DatapathUnavailable (maps unchanged) when sluice_fw does not load."""
+        fw_on = bool(compiled.tables[0].entries) or any(p != "allow" for p in policies.values())
+        if (fw_on or snat_rules) and hasattr(self.prog, "need"):
+            # sluice_fw (program.py MODULES "fw") compiles with the first rule, before
+            # fw_live sends new flows there: an empty slot would skip the firewall.
+            self.prog.need("fw")
         new = 1 - self.gen
         self._clear(new)
         tuples, gens = self.t["fw_tuples"], self.t["fw_gens"]
@@ -131,7 +138,6 @@ class FirewallMaps:
             pol[pol.Key(k)] = pol.Leaf(POLICY_ACTIONS[policy])
             self._ifpol[new].append(k)
         gens[gens.Key(new)] = g
-        fw_on = bool(compiled.tables[0].entries) or any(p != "allow" for p in policies.values())
         self._snat_rules = snat_rules
         self.gen = new
         self._write_live(fw_on)

@@ -11,6 +11,7 @@ from typing import Any
 from appliance import netlink
 from appliance.config import Diff
 from appliance.datapath.fwmaps import FirewallMaps
+from appliance.datapath.program import DatapathUnavailable
 from appliance.firewall.compile import compile_rules
 from appliance.firewall.model import FIREWALL, LOAD_BALANCER, SNAT, parse
 
@@ -77,7 +78,12 @@ class FirewallReconciler:
                 where = f"/sluice:firewall/interface[name='{name}']"
                 compiled.warnings.append(f"{where}: no such interface: its policy applies "
                                          "once it exists")  # fmt: skip
-        self.maps.program(compiled, by_index, any(r.action == "snat" for r in rules))
+        try:
+            self.maps.program(compiled, by_index, any(r.action == "snat" for r in rules))
+        except DatapathUnavailable as exc:  # sluice_fw did not load: the maps are unchanged
+            self.error = str(exc)
+            log.error("firewall not programmed", extra={"error": self.error})
+            return
         self.rules, self.warnings, self.error = rules, compiled.warnings, None
         if compiled.warnings:  # one line: 10,000 overlapping rules must not flood the log
             log.warning("firewall rules: %d warnings (sluice fw list)", len(compiled.warnings),

@@ -1,10 +1,11 @@
 """The eBPF program and its maps: with ctwalk (batch map walks), the only module that imports bcc.
 
-``Program`` compiles bpf/lb.c once (bcc, at run time), loads the TC classifier, opens the
-maps pinned under the pin root (creating and pinning them on first use, reusing them after
-a restart: bcc's BPF_TABLE_PINNED), and attaches/detaches the classifier through
-appliance.netlink. Everything else in appliance/datapath works on the table objects this
-class hands out.
+``Program`` compiles bpf/lb.c (bcc, at run time) in modules (bpf/lib/modules.h): the core
+when it loads, the others the first time a feature needs them (``need``). It loads the TC
+classifier, opens the maps pinned under the pin root (creating and pinning them on first
+use, reusing them after a restart: bcc's BPF_TABLE_PINNED), and attaches/detaches the
+classifier through appliance.netlink. Everything else in appliance/datapath works on the
+table objects this class hands out.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import ctypes as ct
 import logging
 import os
 import re
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -46,6 +48,7 @@ MAPS = {
     "fw_names": "fwnames",
     "ha_cfg_map": "hacfg", "ha_pause_map": "hapause", "fe_drops": "fedrop",
     "crc_shift": "crcsh", "mh_map": "mh2", "mh_peer_map": "mhpeer2", "mh_alt_map": "mhalt",
+    "flow_events": "fev",
 }  # fmt: skip
 # Pins of maps an older program used and this one does not ("sel": one selection slot per
 # entry, before pages; "rr": 32-bit round-robin counters). Unlinked at load: an attached
@@ -56,11 +59,25 @@ LEGACY_PINS = ("sel", "rr", "mh", "mhpeer")
 TAIL_CALLS = {0: "sluice_icmp_err", 1: "sluice_too_big", 2: "sluice_xlat", 3: "sluice_fw",
               4: "sluice_fw_lb", 5: "sluice_l3dsr", 6: "sluice_sctp_nat", 7: "sluice_sctp_paths",
               8: "sluice_gtpu", 9: "sluice_sctp"}
-# Targets loaded when the first service needs them (Program.need): verifying SCTP's copy of
-# the balancer costs about as much as the main program, and a daemon without SCTP services
-# should not start slower for it. A restarted daemon leaves the previous one's programs in
-# their slots (same pinned maps) until its own are loaded: SCTP flows keep going.
-LAZY_TAIL_CALLS = {"sctp": (6, 7, 9)}
+# The compiles of bpf/lb.c (bpf/lib/modules.h): module -> its program functions. "core" is
+# compiled by Program.load(); each other one the first time a service or rule needs its
+# feature (Program.need), before the map write that makes the core program tail-call there
+# (an empty slot falls through: see each jmp_map.call). Verifying SCTP's copy of the
+# balancer costs about as much as the main program, and LLVM's time is per program built:
+# a daemon without SCTP, NAT64, L3-DSR, GTP-U or firewall rules should not start slower for
+# them. A restarted daemon leaves the previous one's programs in their slots (same pinned
+# maps, the same pinned flow-event ring) until its own need() replaces them: those flows
+# keep going meanwhile.
+MODULES = {
+    "core": ("sluice_lb", "sluice_fw_lb", "sluice_icmp_err", "sluice_too_big"),
+    "sctp": ("sluice_sctp", "sluice_sctp_nat", "sluice_sctp_paths"),
+    "xlat": ("sluice_xlat",),
+    "l3dsr": ("sluice_l3dsr",),
+    "gtpu": ("sluice_gtpu",),
+    "fw": ("sluice_fw",),
+}
+FEATURES = tuple(m for m in MODULES if m != "core")  # what need() takes
+JMP_INDEX = {name: index for index, name in TAIL_CALLS.items()}
 
 
 class DatapathUnavailable(Exception):
@@ -111,19 +128,23 @@ class Program:
     def __init__(self, pin_root: Path = DEFAULT_PIN_ROOT, ct_capacity: int = 1048576) -> None:
         self.pin_root = Path(pin_root)
         self.ct_capacity = int(ct_capacity)
-        self.loaded_features: set[str] = set()  # LAZY_TAIL_CALLS loaded (need)
-        self.bpf: Any = None
+        self.bpf: Any = None  # the core module's: the maps, the flow-event ring
+        self.modules: dict[str, Any] = {}  # module -> its bcc BPF object (core included)
+        self.module_seconds: dict[str, float] = {}  # compile + verify, per module
         self.fn: Any = None
-        self.compile_seconds = 0.0
+        self.compile_seconds = 0.0  # all modules loaded so far
         # load() found a selection map of an older layout: the selection tables are not in
         # ours yet, and an older program may still be attached and reading its own.
         self.legacy_layout = False
         self.attached: dict[tuple[str, str | None], float] = {}  # (ifname, netns) -> since
+        self._source: str | None = None
+        self._need_lock = threading.Lock()
+        self._events_cb: Any = None
 
     def load(self) -> None:
-        """Compile and load once; open or create the pinned maps."""
+        """Compile and load the core module once; open or create the pinned maps."""
         try:
-            from bcc import BPF
+            from bcc import BPF  # noqa: F401 - importable, or the datapath is unavailable
         except ImportError as exc:
             raise DatapathUnavailable(f"bcc is not importable: {exc}") from exc
         if not os.path.ismount("/sys/fs/bpf"):
@@ -152,49 +173,80 @@ class Program:
         for old in OLD_LAYOUTS:
             for pin in self.pin_root.glob(f"*{old}"):
                 pin.unlink(missing_ok=True)
-        text = (
-            f'#define PIN_ROOT "{self.pin_root}"\n'
-            f"#define CT_CAPACITY {self.ct_capacity}\n"
-            + ("" if kernel_has_csum_ipv6() else "#define L4_CSUM_IPV6 0\n")
-            + inline_source(BPF_DIR / "lb.c")
-        )
-        started = time.monotonic()
+        # Tail-call targets into their slots before the attached program can jump there.
+        self.bpf = self._load_module("core")
         try:
-            self.bpf = BPF(text=text.encode())
-            self.fn = self.bpf.load_func(PROGRAM.encode(), BPF.SCHED_CLS)
-            # Tail-call targets first, so the attached program never jumps into nothing.
-            table = self.bpf[b"jmp_map"]
-            lazy = {i for indexes in LAZY_TAIL_CALLS.values() for i in indexes}
-            for index, name in TAIL_CALLS.items():
-                if index in lazy:
-                    continue  # a previous daemon's stays until need() replaces it
-                target = self.bpf.load_func(name.encode(), BPF.SCHED_CLS)
-                table[table.Key(index)] = table.Leaf(target.fd)
-            self.loaded_features.clear()
+            self.fn = self.modules["core"]["functions"]["sluice_lb"]
             crc32c.fill(self.bpf[b"crc_shift"])  # before any SCTP service exists
         except Exception as exc:
             raise DatapathUnavailable(f"loading {PROGRAM}: {exc}") from exc
-        self.compile_seconds = time.monotonic() - started
-        log.info("datapath loaded", extra={"seconds": round(self.compile_seconds, 2)})
 
     def need(self, feature: str) -> None:
-        """Load (once) the tail-call targets a service of ``feature`` needs
-        (LAZY_TAIL_CALLS); raises DatapathUnavailable when they do not load."""
-        if feature in self.loaded_features:
-            return
+        """Compile and load (once) the module of ``feature`` (FEATURES) and put its programs
+        into their jmp_map slots; raises DatapathUnavailable when it does not load. Takes
+        seconds the first time: call it off the event loop (the config worker, the health
+        pool), before writing what makes the core program tail-call there."""
+        if feature not in FEATURES:
+            raise ValueError(f"no datapath feature {feature!r}")
+        with self._need_lock:
+            if feature not in self.modules:
+                self._load_module(feature)
+
+    def _load_module(self, module: str) -> Any:
         from bcc import BPF
 
         started = time.monotonic()
-        table = self.bpf[b"jmp_map"]
+        bpf = None
         try:
-            for index in LAZY_TAIL_CALLS[feature]:
-                target = self.bpf.load_func(TAIL_CALLS[index].encode(), BPF.SCHED_CLS)
-                table[table.Key(index)] = table.Leaf(target.fd)
+            bpf = BPF(text=self._text(module).encode())
+            functions = {name: bpf.load_func(name.encode(), BPF.SCHED_CLS)
+                         for name in MODULES[module]}  # fmt: skip
+            # core's table object when core is loaded: the same pinned map either way.
+            table = (self.bpf if self.bpf is not None else bpf)[b"jmp_map"]
+            for name, fn in functions.items():
+                if name in JMP_INDEX:
+                    table[table.Key(JMP_INDEX[name])] = table.Leaf(fn.fd)
         except Exception as exc:
-            raise DatapathUnavailable(f"loading the {feature} programs: {exc}") from exc
-        self.loaded_features.add(feature)
-        log.info("datapath programs loaded", extra={
-            "feature": feature, "seconds": round(time.monotonic() - started, 2)})  # fmt: skip
+            if bpf is not None:
+                bpf.cleanup()
+            what = PROGRAM if module == "core" else f"the {module} programs"
+            raise DatapathUnavailable(f"loading {what}: {exc}") from exc
+        seconds = time.monotonic() - started
+        self.modules[module] = {"bpf": bpf, "functions": functions}
+        self.module_seconds[module] = seconds
+        self.compile_seconds = sum(self.module_seconds.values())
+        log.info("datapath module loaded",
+                 extra={"bpf-module": module, "seconds": round(seconds, 2)})  # fmt: skip
+        return bpf
+
+    def _text(self, module: str) -> str:
+        if self._source is None:
+            self._source = inline_source(BPF_DIR / "lb.c")
+        return (
+            f'#define PIN_ROOT "{self.pin_root}"\n'
+            f"#define CT_CAPACITY {self.ct_capacity}\n"
+            f"#define MODULE_{module.upper()} 1\n"
+            + ("" if kernel_has_csum_ipv6() else "#define L4_CSUM_IPV6 0\n")
+            + self._source
+        )
+
+    def open_flow_events(self, callback: Any) -> None:
+        """Hand the records of the pinned flow-event ring (bpf/lib/ha.h) to ``callback``
+        (ctx, data, size), during ``self.bpf.ring_buffer_poll``. Opened once per Program
+        (bcc refuses one map twice on one object): a later call only redirects the
+        records (tests share a Program between reconcilers)."""
+        first = self._events_cb is None
+        self._events_cb = callback
+        if first:
+            self.bpf[b"flow_events"].open_ring_buffer(
+                lambda ctx, data, size: self._events_cb(ctx, data, size))  # fmt: skip
+
+    def function(self, name: str) -> Any:
+        """A loaded program function (bcc's), from whichever module built it."""
+        for module in self.modules.values():
+            if name in module["functions"]:
+                return module["functions"][name]
+        raise KeyError(f"{name} is not loaded (see MODULES, need())")
 
     def table(self, name: str) -> Any:
         return self.bpf[name.encode()]
@@ -234,10 +286,12 @@ class Program:
         return int(info.max_entries) if info else 0
 
     def close(self) -> None:
-        """Drop our file descriptors. Pins and attached filters stay: traffic keeps flowing."""
-        if self.bpf is not None:
-            self.bpf.cleanup()
-            self.bpf = None
+        """Drop our file descriptors. Pins and attached filters stay: traffic keeps flowing,
+        and jmp_map keeps every module's programs in their slots."""
+        for module in self.modules.values():
+            module["bpf"].cleanup()
+        self.modules.clear()
+        self.bpf = None
 
     def remove_pins(self) -> None:
         """Delete our pinned maps (``sluice run --cleanup``); the directory if left empty.

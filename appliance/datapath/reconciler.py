@@ -313,6 +313,8 @@ class DatapathReconciler:
                 "program": "sluice_lb",
                 "pin-dir": str(self.pin_root),
                 "compile-seconds": round(self.program.compile_seconds, 2),
+                # bpf/lb.c's modules loaded so far (program.py MODULES) and their seconds.
+                "modules": {m: round(t, 2) for m, t in self.program.module_seconds.items()},
                 "interfaces": attached,
                 "xdp": xdp,
                 "xdp-packets": self.xdp.counters() if self.xdp is not None else {},

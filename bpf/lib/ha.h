@@ -55,7 +55,9 @@ BPF_TABLE_PINNED("array", __u32, struct ha_cfg, ha_cfg_map, 1, PIN("hacfg"));
 BPF_TABLE_PINNED("hash", struct addr, __u8, ha_pause_map, MAX_HA_VIPS, PIN("hapause"));
 // Events lost because the ring was full (the reader catches up through its refresh walk).
 BPF_TABLE_PINNED("percpu_array", __u32, __u64, fe_drops, 1, PIN("fedrop"));
-BPF_RINGBUF_OUTPUT(flow_events, FE_RING_PAGES);
+// Pinned (lib/maps.h): every module's programs, and a previous daemon's still in jmp_map,
+// write into the one ring the daemon reads.
+BPF_RINGBUF_PINNED(flow_events, FE_RING_PAGES, PIN("fev"));
 
 static __always_inline struct ha_cfg *ha_cfg(void)
 {

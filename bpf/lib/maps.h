@@ -11,6 +11,23 @@
 #define PIN(name) PIN_ROOT "/" name LAYOUT
 #define NO_PREALLOC 1   // BPF_F_NO_PREALLOC: memory only for filled entries
 
+// bcc's BPF_RINGBUF_OUTPUT, pinned the way BPF_TABLE_PINNED pins (the section name
+// "maps/<type>:<pin path>": bcc opens the pin, or creates the map and pins it): each
+// module (lib/modules.h) is a compile of its own, and an unpinned ring would be a
+// different ring in each, one the daemon never reads.
+#define BPF_RINGBUF_PINNED(_name, _num_pages, _pin) \
+struct _name##_table_t { \
+  int key; \
+  u32 leaf; \
+  int (*ringbuf_output) (void *, u64, u64); \
+  void* (*ringbuf_reserve) (u64); \
+  void (*ringbuf_discard) (void *, u64); \
+  void (*ringbuf_submit) (void *, u64); \
+  u32 max_entries; \
+}; \
+__attribute__((section("maps/ringbuf:" _pin))) \
+struct _name##_table_t _name = { .max_entries = ((_num_pages) * PAGE_SIZE) }
+
 BPF_TABLE_PINNED("hash", struct svc_key, struct svc_info, svc_map, MAX_SERVICES, PIN("svc"));
 BPF_TABLE_PINNED("hash", struct range_key, struct range_list, range_map, MAX_SERVICES,
                  PIN("range"));
@@ -42,7 +59,9 @@ BPF_TABLE_PINNED("array", __u32, __u32, nh_gen_map, 1, PIN("nhgen"));
 // Tail-call targets (JMP_*). Pinned: a prog array loses its entries when the last user
 // reference goes, and the pin is what keeps ICMP errors translated while no daemon runs.
 BPF_TABLE_PINNED("prog", int, int, jmp_map, JMP_MAX, PIN("jmp"));
-// Where a new flow's entry is built (lb.c new_flow): not on the 512-byte stack.
+// Where a new flow's entry is built (lb.c new_flow): not on the 512-byte stack. Not pinned:
+// each module has its own, which is right as long as no data passes through it across a
+// tail call (new_flow writes and reads it within one program).
 BPF_PERCPU_ARRAY(ct_scratch, struct ct_entry, 1);
 // Counters: per-CPU, so the hot path needs no atomics; the driver sums the CPUs.
 BPF_TABLE_PINNED("percpu_array", __u32, struct counters, svc_stats, MAX_SERVICES, PIN("svcst"));

@@ -77,6 +77,8 @@ BPF_TABLE_PINNED("lru_hash", struct ct_key, struct mh_peers, mh_peer_map, MH_PEE
 BPF_ARRAY(mh_zero, struct mh_peers, 1);
 // An alternate path's ORIG key -> its association's primary ORIG key (mh_paths).
 BPF_TABLE_PINNED("lru_hash", struct ct_key, struct ct_key, mh_alt_map, MH_PEERS, PIN("mhalt"));
+// Not pinned, so one per compile (lib/modules.h): it carries words from sluice_sctp_nat to
+// sluice_sctp_paths across their tail call, which works only with both in one module.
 BPF_PERCPU_ARRAY(mh_scratch, struct mh_scratch_t, 1);
 
 // The verifier walks the parameter loop once per distinct state: which pair a parameter

@@ -98,6 +98,8 @@ def cmd_dp_status(client: ControlClient, args: argparse.Namespace) -> int:
                 "route-generation"):
         if key in status:
             print(f"{key:<16} {status[key]}")
+    if status.get("modules"):  # compiled and loaded so far, with their seconds
+        print(f"{'modules':<16} " + ", ".join(f"{m} {t}s" for m, t in status["modules"].items()))
     for ifname, filters in status.get("interfaces", {}).items():
         # "xdp:native" / "xdp:generic" first where the XDP fast path is in front of TC.
         print(f"{'attached':<16} {ifname}: {','.join(filters) or '-'}")
