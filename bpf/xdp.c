@@ -5,16 +5,7 @@
 // conntrack, counters and the route generation. Compiled as its own bcc module, only when
 // some interface asks for it, so lb.c's verifier budget is untouched.
 
-#include <uapi/linux/bpf.h>
-#include <uapi/linux/pkt_cls.h>
-#include <uapi/linux/if_ether.h>
-#include <uapi/linux/in.h>
-#include <uapi/linux/ip.h>
-#include <uapi/linux/ipv6.h>
-#include <uapi/linux/tcp.h>
-#include <uapi/linux/udp.h>
-
-#define FE_RING_PAGES 1                        // lib/ha.h: no flow events from here
+#include "lib/uapi.h"
 
 #include "lib/consts.h"
 #include "lib/structs.h"

@@ -28,9 +28,9 @@
 // sends such entries back; the first packet makes the flow this node's own).
 #define CT_F_SYNCED   0x80
 
-#ifndef FE_RING_PAGES                // the XDP program (xdp.c) emits none: one page there
+// One pinned ring (below) for every compile that includes this header (lb.c's modules,
+// xdp.c): the first to load creates it at this size, the others open it.
 #define FE_RING_PAGES 2048           // 8 MiB: ~50,000 events between two reads
-#endif
 #define MAX_HA_VIPS   4096           // paused VIPs
 
 struct ha_cfg {
