@@ -74,7 +74,7 @@ def measure(net: Any, prog: Any, counts: tuple[int, ...] = (0, 1000, 10000),
             shapes: tuple[int, ...] = (1, 8), repeat: int = 2000, calls: int = 5,
             cold_n: int = 200) -> dict[str, Any]:  # fmt: skip
     """Figures for each (rule count, shapes). Runs in the LB's namespace."""
-    prog.need("fw")  # loaded with the first rule; compiled here before any
+    prog.need("fw")  # its module (the first rule committed below would load it too)
     fd = prog.function("sluice_fw").fd
     up = net.interfaces[0]
     ifindex = net.lb.ifindex(up)
