@@ -226,6 +226,8 @@ static __always_inline int new_flow(struct __sk_buff *skb, struct pkt *p, __u64 
     e->family = p->k.family;
     e->state = p->k.proto == IPPROTO_TCP && !syn ? CT_EST : CT_NEW;
     e->flags = CT_F_COUNTED | (svc.algo == ALG_LEASTCONN ? CT_F_LC : 0);
+    if (sctp)
+        sctp_tags_init(skb, p, e);             // lib/sctp.h: verification tags
     if (ep->family != p->k.family) {
         if (p->k.proto != IPPROTO_TCP && p->k.proto != IPPROTO_UDP)
             return TC_ACT_SHOT;                // NAT64/46 translates TCP and UDP flows
@@ -336,6 +338,8 @@ static __always_inline int lb_entry(struct __sk_buff *skb, const int sctp)
     }
     if (!e)
         return start_flow(skb, &p, now, sctp);
+    if (sctp && !sctp_tag_ok(skb, &p, e))
+        return TC_ACT_SHOT;                    // another verification tag: not this flow's
 
     if (e->dir == CT_DIR_ORIG) {
         if (p.ttl <= 1)
@@ -377,6 +381,8 @@ static __always_inline int lb_entry(struct __sk_buff *skb, const int sctp)
         __u8 before = o->state;
         lb_track(o, &p, CT_DIR_REPLY, now, sctp);
         ha_track(o, before);
+        if (sctp)
+            sctp_tags_ack(skb, &p, o, e);
         e->state = o->state;
         e->last_ns = now;
     } else if (p.ttl <= 1) {

@@ -130,7 +130,10 @@ def serve(name: str) -> None:
               flush=True)  # fmt: skip
         if not crc_ok(data) or not types:
             continue  # as a real stack: a bad checksum is dropped silently
-        head = SCTP(sport=pkt.dport, dport=pkt.sport, tag=tags.get(key, 0))
+        # The peer's tag: by its address and port, or (another path of a multihomed
+        # association: another address) by its port alone.
+        tag = tags.get(key) or next((t for (_, port), t in tags.items() if port == key[1]), 0)
+        head = SCTP(sport=pkt.dport, dport=pkt.sport, tag=tag)
         out: Any = None
         c = pkt.payload
         if types[0] == 1:  # INIT

@@ -243,3 +243,24 @@ def test_sctp_multihoming_path_failover(lbnet: LbNet) -> None:
     assert {(r["src"], r["dst"]) for r in after} == {(SNAT4B, "198.18.21.1"),
                                                      (SNAT6B, "2001:db8:21::1")}
     assert all(r["crc"] for r in after)
+
+
+def test_sctp_verification_tags_are_checked(lbnet: LbNet) -> None:
+    """A packet with a verification tag other than the one its receiver chose is not the
+    association's: the balancer drops it (DNAT IPv4, full-NAT IPv6), the right tag goes on."""
+    servers = serve_all(lbnet.backends)
+    lbnet.set(service("vt4", port=3868, proto="sctp", ep_port=3869),
+              service("vt6", vip=VIP6, port=3868, proto="sctp", ep_port=3869, mode="full-nat",
+                      **{"snat-address": SNAT6}))  # fmt: skip
+    up = associate(lbnet.client, [assoc(VIP4, 3868, 49000), assoc(VIP6, 3868, 49001)])
+    tags = {r["peer_tag"] for r in up}
+    for r, vip in zip(up, (VIP4, VIP6), strict=True):
+        with pytest.raises(RuntimeError):  # no answer: the DATA never reached the endpoint
+            associate(lbnet.client, [assoc(vip, 3868, r["sport"], peer_tag=r["peer_tag"] ^ 0x5A5A,
+                                           paths=[(CLIENT6 if ":" in vip else CLIENT4, vip)])],
+                      timeout=1)  # fmt: skip
+    seen = [x for s in servers for x in s.seen() if x["chunks"][0] != "init"]
+    assert seen and {x["tag"] for x in seen} <= tags, seen
+    again = associate(lbnet.client, [assoc(vip, 3868, r["sport"], peer_tag=r["peer_tag"])
+                                     for r, vip in zip(up, (VIP4, VIP6), strict=True)])
+    assert [a["echo"] for a in again] == [[f"{r['endpoint']}:hello 0"] for r in up]
