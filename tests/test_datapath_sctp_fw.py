@@ -43,6 +43,9 @@ def test_firewall_filters_sctp(lbnet: LbNet) -> None:
         {"name": "sctp-b2-6", "preference": 31, "protocol": "sctp",
          "destination-prefix": "2001:db8:12::/64", "action": "allow"},
     ], policies={lbnet.interfaces[0]: "drop"})  # fmt: skip
+    # SCTP reaches the firewall from its own module: loaded with the firewall's rules even
+    # without an SCTP service (else routed SCTP would pass them unseen).
+    assert "sctp" in lbnet.rec.program.modules
     # Allowed to the VIPs: balanced as ever, each association counted once by its rule.
     got = associate(lbnet.client, [assoc(v, 3868, 48000 + i + (10 if ":" in v else 0))
                                    for v in (VIP4, VIP6) for i in range(3)])  # fmt: skip

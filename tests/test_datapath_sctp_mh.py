@@ -65,6 +65,8 @@ def test_sctp_init_and_init_ack_grow_and_paths_mix_families(lbnet: LbNet) -> Non
     for name, want in (("mx4", {CLIENT4, f"[{CLIENT6}]"}), ("mx6", {CLIENT4, f"[{CLIENT6}]"})):
         assert {str(r["client"]).rsplit(":", 1)[0] for r in rows(lbnet, name)} == want
         assert len(rows(lbnet, name)) == 3
+        assert sorted(bool(r.get("alternate-path")) for r in rows(lbnet, name)) == [
+            False, True, True]  # fmt: skip
     lbnet.rec.driver.gc()
     assert len(rows(lbnet, "mx4")) == len(rows(lbnet, "mx6")) == 3
 

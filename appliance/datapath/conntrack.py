@@ -488,6 +488,11 @@ def _rows(origs: list[tuple[Any, ...]], replies: dict[bytes, tuple[int, int]],
             "packets": [packets, rp],
             "bytes": [nbytes, rb],
         })  # fmt: skip
+        if flags & L.CT_F_MH_ALT:
+            # An SCTP association's alternate path: it lives as long as its association
+            # (bpf/lib/sctp_mh.h), so it has no timeout of its own to show.
+            rows[-1]["alternate-path"] = True
+            rows[-1]["timeout-s"] = 0
     return rows
 
 

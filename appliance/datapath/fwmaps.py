@@ -85,6 +85,10 @@ class FirewallMaps:
             # sluice_fw (program.py MODULES "fw") compiles with the first rule, before
             # fw_live sends new flows there: an empty slot would skip the firewall.
             self.prog.need("fw")
+        if fw_on and hasattr(self.prog, "need"):
+            # SCTP's new flows reach the firewall from sluice_sctp (its own module): without
+            # it, SCTP to a routed destination would pass the rules unseen.
+            self.prog.need("sctp")
         new = 1 - self.gen
         self._clear(new)
         tuples, gens = self.t["fw_tuples"], self.t["fw_gens"]

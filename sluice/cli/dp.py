@@ -69,7 +69,8 @@ def cmd_ct_list(client: ControlClient, args: argparse.Namespace) -> int:
     print_table(
         ["service", "proto", "client", "vip", "endpoint", "snat", "state", "idle-s", "packets"],
         [[r["service"], r["protocol"], r["client"], r["vip"], r["endpoint"], r["snat"],
-          r["state"] + (" (expired)" if r["expired"] else ""), r["idle-s"],
+          r["state"] + (" (expired)" if r["expired"] else "")
+          + (" (alternate path)" if r.get("alternate-path") else ""), r["idle-s"],
           "/".join(str(p) for p in r["packets"])] for r in rows],
     )  # fmt: skip
     return 0
