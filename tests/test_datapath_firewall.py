@@ -310,3 +310,74 @@ def test_redirect_action_sends_packets_out_of_the_named_interface(lbnet: Any) ->
     assert net.client.udp_request(b2, UDP_PORT, b"b2", timeout=2) == b"b2"
     set_fw(net, [])
     assert net.client.udp_request(b1, UDP_PORT, b"after", timeout=2) == b"after"
+
+
+def test_a_default_drop_never_cuts_the_appliances_own_connections(lbnet: Any) -> None:
+    """The replies to the appliance's own connections (health probes, the BGP sessions and
+    the sync channel it opens) pass an interface's default drop: TCP and UDP to a socket of
+    its own connected to that peer, ICMP echo replies to the interface's own address. What
+    others open towards the appliance is still dropped (a listener, an unconnected socket)."""
+    net = lbnet
+    up, down = net.interfaces[0], net.interfaces[1]  # b1 is behind `down`
+    set_fw(net, [], {down: "drop", up: "allow"})
+    for version in (4, 6):
+        b1 = backend_addr(1, version)
+        host = f"[{b1}]" if version == 6 else b1
+        assert net.lb.http_get(f"http://{host}:{HTTP_PORT}/", timeout=3) == "b1", version
+        assert net.lb.udp_request(b1, UDP_PORT, b"own", timeout=2) == b"own", version
+        assert net.lb.ping(b1), version
+    assert net.rec.firewall_state()["own-flows"] >= 6
+    # Towards the appliance: a TCP listener and an unconnected UDP socket in its namespace.
+    net.lb.start_tcp_echo(9099)
+    net.lb.start_udp_echo(9098)
+    lb_on_b1 = "198.18.11.254"
+    with pytest.raises(TimeoutError):
+        net.backends[0].tcp_request(lb_on_b1, 9099, b"in", timeout=1)
+    with pytest.raises(TimeoutError):
+        net.backends[0].udp_request(lb_on_b1, 9098, b"in", timeout=1)
+    assert net.client.udp_request("198.18.0.254", 9098, b"ok", timeout=2) == b"ok"  # allowed side
+    # An explicit rule lets it in.
+    set_fw(net, [{"name": "mgmt", "preference": 10, "protocol": "tcp",
+                  "destination-port": 9099, "action": "allow"}], {down: "drop"})  # fmt: skip
+    assert net.backends[0].tcp_request(lb_on_b1, 9099, b"in", timeout=2) == b"in"
+
+
+def test_egress_snat_to_a_fixed_port(lbnet: Any) -> None:
+    """An SNAT rule's port (loxilb's toPort): TCP/UDP flows leave from that source port; a
+    second flow to the same peer address and port cannot take it while the first lives (it
+    is dropped: no two flows share a reply tuple); another peer port can."""
+    net = lbnet
+    server = net.client.popen(["python3", "-u", "-c", WHOAMI_PORT], stdout=subprocess.PIPE,
+                              text=True)  # fmt: skip
+    try:
+        assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+        snat = [{"name": "fixed", "preference": 10, "source-prefix": "198.18.8.0/21",
+                 "address": "198.18.99.250", "port": 40000}]  # fmt: skip
+        set_fw(net, [], snat=snat)
+        b1, b2 = net.backends[0], net.backends[1]
+        assert b1.udp_request("198.18.0.1", 7777, b"?", timeout=2) == b"198.18.99.250:40000"
+        # b2 -> the same server port: the reply tuple (server:7777 -> .250:40000) is b1's.
+        with pytest.raises(TimeoutError):
+            b2.udp_request("198.18.0.1", 7777, b"?", timeout=1)
+        assert b2.udp_request("198.18.0.1", 7778, b"?", timeout=2) == b"198.18.99.250:40000"
+        assert hits(net, "fixed") >= 2
+    finally:
+        server.kill()
+        server.wait(timeout=5)
+
+
+WHOAMI_PORT = (
+    "import socket\n"
+    "socks=[]\n"
+    "for port in (7777,7778):\n"
+    " s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n"
+    " s.bind(('0.0.0.0',port))\n"
+    " socks.append(s)\n"
+    "print('ready',flush=True)\n"
+    "import select\n"
+    "for _ in range(200):\n"
+    " r,_w,_x=select.select(socks,[],[],30)\n"
+    " for s in r:\n"
+    "  d,a=s.recvfrom(100)\n"
+    "  s.sendto(('%s:%d'%a).encode(),a)\n"
+)

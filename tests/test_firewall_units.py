@@ -159,3 +159,55 @@ def test_stable_ids_come_back_after_a_restart_by_name() -> None:
     third = second.assign([("firewall", "b")])
     assert third == {("firewall", "b"): ids[("firewall", "b")]}
     assert second.released == {again[("snat", "a")], again[("firewall", "c")]}
+
+
+def test_a_default_drop_that_cuts_the_appliances_own_listeners_is_warned_about() -> None:
+    """Unit (no kernel): lint names the interface's default-policy and what it cuts."""
+    from appliance.firewall.compile import lint
+
+    fw = {"interface": [{"name": "eth1", "default-policy": "drop"},
+                        {"name": "eth0", "default-policy": "allow"}], "rule": []}  # fmt: skip
+    doc = {"sluice:firewall": fw, "sluice:snmp": {"enabled": True, "port": 1161},
+           "sluice:ha": {"sync": {"address": "198.18.0.1"}}}  # fmt: skip
+    cut = [w for w in lint(doc) if "/default-policy:" in w]
+    assert len(cut) == 4, cut  # NETCONF, the SSH console, SNMP, the peers' sync; eth1 only
+    assert all(w.startswith("/sluice:firewall/interface[name='eth1']/default-policy: drop "
+                            "cuts ") for w in cut)  # fmt: skip
+    assert any("NETCONF (tcp 830)" in w for w in cut) and any("udp 1161" in w for w in cut)
+    # A rule letting NETCONF in from a management prefix silences that one; a rule bound to
+    # another interface, or one that drops, does not.
+    fw["rule"] = [
+        {"name": "mgmt", "preference": 10, "source-prefix": "198.18.5.0/24",
+         "protocol": "tcp", "destination-port": 830},
+        {"name": "ssh-elsewhere", "preference": 20, "protocol": "tcp", "destination-port": 2222,
+         "ingress-interface": "eth0"},
+        {"name": "no-snmp", "preference": 30, "protocol": "udp", "destination-port": 1161,
+         "action": "drop"},
+    ]  # fmt: skip
+    cut = [w for w in lint(doc) if "/default-policy:" in w]
+    assert len(cut) == 3 and not any("NETCONF" in w for w in cut), cut
+    doc["sluice:management"] = {"netconf": {"enabled": False}, "console-ssh": {"enabled": False}}
+    doc["sluice:snmp"]["enabled"] = False
+    del doc["sluice:ha"]
+    assert [w for w in lint(doc) if "/default-policy:" in w] == []
+
+
+def test_snat_port_needs_tcp_or_udp_and_rides_in_the_rule_arg() -> None:
+    """Unit (no kernel): an SNAT rule's port is refused with ICMP (field named) and is
+    carried in the datapath value's high 16 bits (bpf/lib/fw_flow.h fw_snat_flow)."""
+    from appliance.firewall.compile import compile_rules
+    from appliance.firewall.model import parse
+
+    doc = {"sluice:snat": {"rule": [
+        {"name": "p", "preference": 1, "source-prefix": "198.18.64.0/18",
+         "address": "198.18.0.250", "port": 40000},
+        {"name": "m", "preference": 2, "source-prefix": "198.18.128.0/18",
+         "port": 40001}]}}  # fmt: skip
+    rules, _, errors = parse(doc)
+    assert errors == []
+    compiled = compile_rules(rules, {(r.table, r.name): i for i, r in enumerate(rules, 1)})
+    args = sorted(v[3] for v in compiled.tables[1].entries.values())
+    assert args == [40000 << 16 | 1, 40001 << 16]  # address 1; masquerade (index 0)
+    doc["sluice:snat"]["rule"][0]["protocol"] = "icmp"
+    _, _, errors = parse(doc)
+    assert [e.path for e in errors] == ["/sluice:snat/rule[name='p']/port"]

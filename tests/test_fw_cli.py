@@ -23,6 +23,9 @@ def test_fw_and_snat_verbs(daemon: Daemon) -> None:
     assert bad_prefix.returncode == 2 and "--src" in bad_prefix.stderr
     pol = daemon.cli("fw", "policy", "eth0", "drop")
     assert pol.returncode == 0, pol.stderr
+    # No rule lets NETCONF in on eth0: the appliance's own door would be cut.
+    assert ("/sluice:firewall/interface[name='eth0']/default-policy: drop cuts NETCONF "
+            "(tcp 830)") in pol.stderr, pol.stderr  # fmt: skip
     assert daemon.cli("fw", "policy", "eth0", "maybe").returncode == 2
     listed = daemon.cli_json("fw", "list")
     assert [r["name"] for r in listed["rules"]] == ["ssh", "ssh2"]
@@ -37,5 +40,15 @@ def test_fw_and_snat_verbs(daemon: Daemon) -> None:
                        "--address", "198.18.0.251")  # fmt: skip
     assert mixed.returncode == 2 and "--address" in mixed.stderr
     assert [r["name"] for r in daemon.cli_json("snat", "list")["rules"]] == ["pods"]
+    fixed = daemon.cli("snat", "add", "fixed", "--pref", "3", "--src", "198.18.128.0/18",
+                       "--address", "198.18.0.252", "--port", "40000")  # fmt: skip
+    assert fixed.returncode == 0, fixed.stderr
+    assert daemon.cli_json("snat", "list")["rules"][1]["port"] == 40000
+    zero = daemon.cli("snat", "add", "zero", "--pref", "4", "--src", "198.18.192.0/18",
+                      "--port", "0")  # fmt: skip
+    assert zero.returncode == 2 and "--port" in zero.stderr, zero.stderr
+    stray = daemon.cli("fw", "add", "stray", "--pref", "40", "--snat-port", "5")
+    assert stray.returncode == 2 and "--snat-port" in stray.stderr, stray.stderr
+    assert daemon.cli("snat", "del", "fixed").returncode == 0
     assert daemon.cli("fw", "del", "ssh2").returncode == 0
     assert [r["name"] for r in daemon.cli_json("fw", "list")["rules"]] == ["ssh"]

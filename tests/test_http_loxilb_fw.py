@@ -46,6 +46,17 @@ def test_snat_and_drop_rules_round_trip(door: tuple[Daemon, int], tmp_path: Path
     assert snat_rule["address"] == "198.18.0.250"
     (fw_rule,) = d.cli_json("fw", "list")["rules"]
     assert fw_rule["action"] == "drop" and fw_rule["destination-port"] == 25
+    fixed = {"ruleArguments": {"sourceIP": "198.18.128.0/18", "preference": 101},
+             "opts": {"doSnat": True, "toIP": "198.18.0.251", "toPort": 40000}}  # fmt: skip
+    assert call(port, "POST", FW, json.dumps(fixed).encode()).status == 200
+    listed = call(port, "GET", f"{FW}/all").json()["fwAttr"]
+    assert {r["opts"]["toPort"] for r in listed if r["opts"]["doSnat"]} == {0, 40000}
+    assert {r.get("port") for r in d.cli_json("snat", "list")["rules"]} == {None, 40000}
+    assert call(port, "DELETE", f"{FW}?sourceIP=198.18.128.0/18&preference=101").status == 200
+    fixed["opts"]["toPort"] = 70000
+    r = call(port, "POST", FW, json.dumps(fixed).encode())
+    assert r.status == 400 and "opts.toPort" in r.json()["message"]
+    assert len(d.cli_json("snat", "list")["rules"]) == 1  # nothing changed
     bad = {"ruleArguments": {"sourceIP": "198.18.0.300/24"}, "opts": {}}
     r = call(port, "POST", FW, json.dumps(bad).encode())
     assert r.status == 400 and "ruleArguments.sourceIP" in r.json()["message"]

@@ -11,6 +11,7 @@ from appliance.control.api import CallContext, method, one_shot
 from appliance.firewall.compile import lint
 
 TABLES = ("firewall", "snat")
+LIVE_KEYS = ("generation", "firewall", "snat", "snat-active", "own-flows")
 
 
 def _table(params: dict[str, Any]) -> str:
@@ -61,7 +62,8 @@ def _fw_policy(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
     name, policy = str(params.get("interface", "")), params.get("policy")
     path = f"/sluice:firewall/interface[name='{name}']"
     value = {"name": name, "default-policy": policy}
-    return one_shot(ctx, [{"op": "merge", "path": path, "value": value}], "")
+    result = one_shot(ctx, [{"op": "merge", "path": path, "value": value}], "")
+    return _result(ctx, result, "firewall")
 
 
 @method("fw.list")
@@ -82,7 +84,7 @@ def _fw_list(ctx: CallContext, params: dict[str, Any]) -> dict[str, Any]:
         "interfaces": section.get("interface", []) if table == "firewall" else [],
         "warnings": _warnings(ctx, table),
         "error": state.get("error"),
-        "live": {k: state.get(k) for k in ("generation", "firewall", "snat", "snat-active")},
+        "live": {k: state.get(k) for k in LIVE_KEYS},
     }
 
 

@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 LIVE_GEN, LIVE_FW, LIVE_SNAT = 1, 2, 4  # bpf/lib/firewall.h FW_LIVE_*
 POLICY_ACTIONS = {"allow": 0, "drop": 1, "reject": 2}
+OWN_ID = 0  # bpf/lib/firewall.h FW_OWN_ID: the appliance's own flows let past a drop
 MAPS = ("fw_live", "fw_gens", "fw_tuples", "fw_keys", "fw_ifpol", "fw_snat", "fw_stats",
         "fw_names")
 
@@ -194,9 +195,11 @@ class FirewallMaps:
     def live(self) -> dict[str, Any]:
         live = self.t["fw_live"]
         bits = int(live[live.Key(0)].value)
+        own = self.t["fw_stats"].get(self.t["fw_stats"].Key(OWN_ID)) or []
         return {"generation": bits & LIVE_GEN, "firewall": bool(bits & LIVE_FW),
                 "snat": bool(bits & LIVE_SNAT), "snat-active": self.snat_active,
-                "keys": len(self._keys[self.gen])}  # fmt: skip
+                "keys": len(self._keys[self.gen]),
+                "own-flows": sum(int(c.sessions) for c in own)}  # fmt: skip
 
 
 def address_family(address: str) -> int:

@@ -33,6 +33,7 @@ RESOURCE = "resource-denied"
 Shape = tuple[int, int, int, int, int, int, int]  # fam, slen, dlen, splen, dplen, if, proto
 Key = tuple[int, int, int, int, int, int]  # src, dst, sport, dport, ifindex, proto
 Value = tuple[int, int, int, int]  # rule id, datapath preference, action, arg
+# arg: mark / ifindex / for snat: the address's index + 1 (0: masquerade) | port << 16
 
 
 def port_prefixes(lo: int, hi: int) -> list[tuple[int, int]]:
@@ -101,6 +102,8 @@ def compile_rules(
                 snat_index[addr] = len(snat_index) + 1
                 out.snat_addresses.append(addr)
             arg = snat_index[addr]
+        if rule.action == "snat":
+            arg |= rule.snat_port << 16  # bpf/lib/fw_flow.h fw_snat_flow
         in_if = 0
         if rule.interface:
             in_if = ifindex(rule.interface) or 0
@@ -215,12 +218,15 @@ def check(doc: dict, ifindex: Callable[[str], int | None] | None = None) -> list
 
 
 def lint(doc: dict) -> list[str]:
-    """The warnings (shadowed, overlapping rules) of a config that validates: computed from
+    """The warnings of a config that validates (shadowed, overlapping rules; a default drop
+    that cuts what others open towards the appliance itself, own_traffic.py): computed from
     the config alone, so every door can show them whether the datapath runs or not."""
+    from appliance.firewall import own_traffic
     from appliance.firewall.model import parse
 
-    rules, _, errors = parse(doc)
+    rules, policies, errors = parse(doc)
     if errors:
         return []
     ids = {(r.table, r.name): i for i, r in enumerate(rules, start=1)}
-    return compile_rules(rules, ids, lambda name: 1).warnings
+    return (compile_rules(rules, ids, lambda name: 1).warnings
+            + own_traffic.warnings(doc, rules, policies))  # fmt: skip

@@ -49,6 +49,7 @@ class Rule:
     mark: int = 0
     out_interface: str | None = None  # redirect / trap
     snat_address: str | None = None  # None with action snat: masquerade
+    snat_port: int = 0  # action snat: the fixed source port of TCP/UDP flows (0: allocated)
 
     @property
     def path(self) -> str:
@@ -100,8 +101,8 @@ def parse(doc: Doc) -> tuple[list[Rule], dict[str, str], list[FieldError]]:
         if rule is not None:
             rules.append(rule)
     for r in (doc.get(SNAT) or {}).get("rule", []):
-        rule = _rule("snat", {**r, "action": "snat", "snat-address": r.get("address")},
-                     services, errors)  # fmt: skip
+        rule = _rule("snat", {**r, "action": "snat", "snat-address": r.get("address"),
+                              "snat-port": r.get("port")}, services, errors)  # fmt: skip
         if rule is not None:
             rules.append(rule)
     policies = {i["name"]: i.get("default-policy", "allow") for i in fw.get("interface", [])}
@@ -153,6 +154,10 @@ def _rule(table: str, r: Doc, services: dict[str, Doc], errors: list[FieldError]
         errors.append(FieldError(f"{path}/mark", "action mark needs a mark value"))
     if action in ("redirect", "trap") and not r.get("interface"):
         errors.append(FieldError(f"{path}/interface", f"action {action} needs an interface"))
+    if r.get("snat-port") is not None and proto not in (None, "tcp", "udp"):
+        leaf_name = "port" if table == "snat" else "snat-port"
+        errors.append(FieldError(f"{path}/{leaf_name}", f"a source port needs protocol tcp, "
+                                 f"udp or any, not {proto}"))  # fmt: skip
     snat = r.get("snat-address")
     if snat:
         fam = ipaddress.ip_address(snat).version
@@ -169,4 +174,5 @@ def _rule(table: str, r: Doc, services: dict[str, Doc], errors: list[FieldError]
                 src=src, dst=dst, protocol=proto, sport=sport or ANY_PORTS,
                 dport=dport or ANY_PORTS, interface=r.get("ingress-interface"),
                 service=service, mark=int(r.get("mark") or 0),
-                out_interface=r.get("interface"), snat_address=snat)  # fmt: skip
+                out_interface=r.get("interface"), snat_address=snat,
+                snat_port=int(r.get("snat-port") or 0))  # fmt: skip

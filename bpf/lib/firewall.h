@@ -97,7 +97,8 @@ BPF_TABLE_PINNED("hash", struct fw_key, struct fw_rule, fw_keys, FW_MAX_KEYS, PI
 BPF_TABLE_PINNED("hash", __u32, __u8, fw_ifpol, FW_MAX_IFPOL, PIN("fwifpol"));
 BPF_TABLE_PINNED("array", __u32, struct addr, fw_snat, 2 * FW_MAX_SNAT, PIN("fwsnat"));
 // Per rule id: packets and bytes that matched the rule (first packets of flows, and every
-// packet of stateless actions); sessions: flows it let in.
+// packet of stateless actions); sessions: flows it let in. Id 0 (FW_OWN_ID): the
+// appliance's own flows let past a drop.
 BPF_TABLE_PINNED("percpu_array", __u32, struct counters, fw_stats, FW_MAX_RULES, PIN("fwst"));
 // Rule id -> digest of its table and name, for the daemon only (no program reads it): a
 // restarted daemon gives each rule its id back, so its fw_stats counters go on
@@ -347,6 +348,56 @@ static __always_inline int fw_reject(struct __sk_buff *skb, struct pkt *p)
     return fw_unreach(skb, p);
 }
 
+// The appliance's own flows. Connections its own sockets open (health probes, the BGP
+// sessions ExaBGP opens, the HA sync channel to its peers) leave through the stack, not
+// through this program, so the conntrack has no entry for them and their replies arrive
+// here as new flows. The kernel's socket table knows them: a TCP or UDP socket connected to
+// exactly this packet's peer (a listener or an unconnected socket is not one). ICMP echo
+// replies to the ingress interface's own address (ICMP probes, the HA witness) count too.
+// Like the replies of an allowed flow, they pass before any rule; fw_stats[FW_OWN_ID]
+// counts them. Only asked for a packet about to be dropped or rejected.
+#define FW_OWN_ID 0
+#define TCP_LISTEN_ 10
+
+static __always_inline int fw_own_flow(struct __sk_buff *skb, struct pkt *p)
+{
+    __u8 proto = p->k.proto;
+    if (proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6) {
+        if (p->icmp_type != (proto == IPPROTO_ICMP ? ICMP_ECHO_REP : ICMP6_ECHO_REP))
+            return 0;
+        struct ifaddr_key ik = {.ifindex = skb->ingress_ifindex, .family = p->k.family};
+        struct addr *own = ifaddr_map.lookup(&ik);
+        return own && addr_eq(own, &p->k.dst);
+    }
+    if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
+        return 0;
+    struct bpf_sock_tuple t = {};
+    __u32 size;
+    if (p->k.family == 4) {
+        t.ipv4.saddr = p->k.src.w[0];
+        t.ipv4.daddr = p->k.dst.w[0];
+        t.ipv4.sport = p->k.sport;
+        t.ipv4.dport = p->k.dport;
+        size = sizeof(t.ipv4);
+    } else {
+        __builtin_memcpy(t.ipv6.saddr, &p->k.src, 16);
+        __builtin_memcpy(t.ipv6.daddr, &p->k.dst, 16);
+        t.ipv6.sport = p->k.sport;
+        t.ipv6.dport = p->k.dport;
+        size = sizeof(t.ipv6);
+    }
+    struct bpf_sock *sk;
+    if (proto == IPPROTO_TCP)
+        sk = bpf_sk_lookup_tcp(skb, &t, size, BPF_F_CURRENT_NETNS, 0);
+    else
+        sk = bpf_sk_lookup_udp(skb, &t, size, BPF_F_CURRENT_NETNS, 0);
+    if (!sk)
+        return 0;
+    int own = sk->dst_port != 0 && sk->state != TCP_LISTEN_;
+    bpf_sk_release(sk);
+    return own;
+}
+
 #define FW_CONTINUE (-1)
 
 // The firewall's verdict on a new flow's first packet: FW_CONTINUE (allowed: the caller
@@ -372,6 +423,10 @@ static __always_inline int fw_filter(struct __sk_buff *skb, struct pkt *p, __u32
         __u32 pk = (gen << 31) | ifindex;
         __u8 *pol = fw_ifpol.lookup(&pk);
         action = pol ? *pol : FW_ALLOW;
+    }
+    if ((action == FW_DROP || action == FW_REJECT) && fw_own_flow(skb, p)) {
+        fw_count(FW_OWN_ID, p, 1);
+        return FW_CONTINUE;                    // a "pass" pair: its next packets skip this
     }
     switch (action) {
     case FW_DROP:

@@ -38,6 +38,8 @@ static __always_inline int fw_pass_flow(struct pkt *p, __u64 now)
     return TC_ACT_OK;
 }
 
+// arg: the SNAT address's index + 1 (0: masquerade) in its low 16 bits, a fixed source port
+// (the rule's port, loxilb's toPort; 0: one allocated per flow) in its high 16.
 static __always_inline int fw_snat_flow(struct __sk_buff *skb, struct pkt *p, __u64 now,
                                         __u32 gen, __u32 arg)
 {
@@ -54,8 +56,10 @@ static __always_inline int fw_snat_flow(struct __sk_buff *skb, struct pkt *p, __
     if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
         return TC_ACT_OK;                      // local or unroutable: not ours to NAT
     struct addr *own;
-    if (arg) {
-        __u32 i = gen * FW_MAX_SNAT + ((arg - 1) & (FW_MAX_SNAT - 1));
+    __u32 index = arg & 0xffff;
+    __u16 to_port = arg >> 16;
+    if (index) {
+        __u32 i = gen * FW_MAX_SNAT + ((index - 1) & (FW_MAX_SNAT - 1));
         own = fw_snat.lookup(&i);
     } else {                                   // masquerade: the egress interface's address
         struct ifaddr_key ik = {.ifindex = f.ifindex, .family = p->k.family};
@@ -65,8 +69,17 @@ static __always_inline int fw_snat_flow(struct __sk_buff *skb, struct pkt *p, __
         return TC_ACT_SHOT;
     e.t.snat = *own;
     e.dir = CT_DIR_REPLY;
-    if (claim_reply(&e, p, now, 0))          // 0: into ct_map (lib/tcpstate.h)
+    if (to_port && (p->k.proto == IPPROTO_TCP || p->k.proto == IPPROTO_UDP)) {
+        // A fixed source port: one flow at a time per (address, port, peer address, peer
+        // port); a second one is dropped while the first lives (its reply key is taken).
+        struct ct_key rk = {};
+        e.t.snat_port = bpf_htons(to_port);
+        ct_reply_key(&e.t, p->k.proto, p->k.family, &rk);
+        if (ct_claim(&rk, &e, 0) && (!ct_reply_reclaim(&rk, now) || ct_claim(&rk, &e, 0)))
+            return TC_ACT_SHOT;
+    } else if (claim_reply(&e, p, now, 0)) {  // 0: into ct_map (lib/tcpstate.h)
         return TC_ACT_SHOT;                    // no free source port: drop, the sender retries
+    }
     e.dir = CT_DIR_ORIG;
     e.packets = 1;
     e.bytes = p->len;

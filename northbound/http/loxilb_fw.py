@@ -97,7 +97,10 @@ def to_rule(body: Any) -> tuple[str, dict[str, Any]]:
     rule = _match(args, rule_name(args))
     if opts.get("dosnat"):
         if opts.get("toport"):
-            raise ApiError(400, "opts.toPort: port translation is not supported", "unsupported")
+            port = opts["toport"]
+            if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+                raise ApiError(400, f"opts.toPort: a port 1..65535, not {port!r}", "malformed")
+            rule["port"] = port
         if opts.get("toip"):
             rule["address"] = str(opts["toip"])
         return "snat", rule
@@ -136,6 +139,6 @@ def from_rule(table: str, rule: dict[str, Any], counter: str = "") -> dict[str, 
             "trap": action == "trap", "redirect": action == "redirect",
             "redirectPortName": rule.get("interface", "") if action == "redirect" else "",
             "mark": rule.get("mark", 0), "record": False, "doSnat": table == "snat",
-            "toIP": rule.get("address", ""), "toPort": 0, "onDefault": False,
+            "toIP": rule.get("address", ""), "toPort": rule.get("port", 0), "onDefault": False,
             "counter": counter}  # fmt: skip
     return {"ruleArguments": args, "opts": opts}

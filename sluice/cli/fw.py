@@ -18,6 +18,7 @@ FLAG_OF = {
     "destination-port-end": "--dport", "ingress-interface": "--in", "service": "--service",
     "action": "--action", "mark": "--mark", "interface": "--interface",
     "snat-address": "--snat", "address": "--address", "default-policy": "POLICY",
+    "snat-port": "--snat-port", "port": "--port",
 }  # fmt: skip
 
 
@@ -70,12 +71,18 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     add.add_argument("--mark", type=int, help="the packet mark (action mark)")
     add.add_argument("--interface", help="out of (redirect) / copy to (trap)")
     add.add_argument("--snat", help="source address (action snat; default: masquerade)")
+    add.add_argument("--snat-port", type=int,
+                     help="fixed source port of action snat's TCP/UDP flows (default: one "
+                     "allocated per flow)")  # fmt: skip
     add.set_defaults(func=cmd_add, table="firewall")
     snat = sub.add_parser("snat", help="egress source-NAT rules")
     snat_verbs = snat.add_subparsers(dest="verb", metavar="VERB", required=True)
     sadd = snat_verbs.add_parser("add", help="add a rule")
     _match_flags(sadd)
     sadd.add_argument("--address", help="source address (default: the egress interface's)")
+    sadd.add_argument("--port", type=int,
+                      help="fixed source port of TCP/UDP flows (loxilb toPort; default: one "
+                      "allocated per flow)")  # fmt: skip
     sadd.set_defaults(func=cmd_add, table="snat")
     for verbs_, table in ((verbs, "firewall"), (snat_verbs, "snat")):
         delete = verbs_.add_parser("del", aliases=["delete"], help="delete a rule")
@@ -103,11 +110,14 @@ def cmd_add(client: ControlClient, args: argparse.Namespace) -> int:
         return fail(str(exc))
     if args.table == "firewall":
         for attr, leaf in (("service", "service"), ("action", "action"), ("mark", "mark"),
-                           ("interface", "interface"), ("snat", "snat-address")):  # fmt: skip
+                           ("interface", "interface"), ("snat", "snat-address"),
+                           ("snat_port", "snat-port")):  # fmt: skip
             if getattr(args, attr) is not None:
                 rule[leaf] = getattr(args, attr)
-    elif args.address is not None:
-        rule["address"] = args.address
+    else:
+        for attr, leaf in (("address", "address"), ("port", "port")):
+            if getattr(args, attr) is not None:
+                rule[leaf] = getattr(args, attr)
     result = client.call("fw.add", table=args.table, rule=rule, comment=args.comment)
     print(f"{args.table} rule {args.name} added (commit {result['commit-id']})")
     _warn(result)
@@ -124,6 +134,7 @@ def cmd_policy(client: ControlClient, args: argparse.Namespace) -> int:
     result = client.call("fw.policy", interface=args.interface, policy=args.policy)
     print(f"interface {args.interface}: default policy {args.policy} "
           f"(commit {result['commit-id']})")  # fmt: skip
+    _warn(result)
     return 0
 
 
