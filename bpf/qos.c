@@ -15,6 +15,7 @@
 #include "lib/structs.h"
 #include "lib/maps.h"
 #include "lib/parse.h"
+#include "lib/svc_lookup.h"
 #include "lib/qos_maps.h"
 #include "lib/policer.h"
 #include "lib/mirror.h"
@@ -56,11 +57,14 @@ static __always_inline int qos_run(struct __sk_buff *skb, __u32 dir)
     }
     if (!(flags & (QOS_HAVE_SVC | QOS_HAVE_EP)))
         return TC_ACT_UNSPEC;
-    // Which service (and endpoint) the packet belongs to: its conntrack entry, or for the
-    // first packet of a flow the service key (exact port; not port ranges).
+    // Which service (and endpoint) the packet belongs to: its conntrack entry (a TCP flow
+    // still in its handshake: syn_map's), or for the first packet of a flow the service
+    // (exact port or port range: lib/svc_lookup.h).
     __u32 svc_id = 0, ep_id = 0;
     int reply = 0;
     struct ct_entry *e = ct_map.lookup(&p.k);
+    if (!e && p.k.proto == IPPROTO_TCP)
+        e = syn_map.lookup(&p.k);
     if (e) {
         svc_id = e->svc_id;
         if (e->dir == CT_DIR_ORIG)
@@ -68,11 +72,7 @@ static __always_inline int qos_run(struct __sk_buff *skb, __u32 dir)
         else
             reply = 1;
     } else {
-        int l4 = p.k.proto == IPPROTO_TCP || p.k.proto == IPPROTO_UDP;
-        struct svc_key k = {.vip = p.k.dst, .port = l4 ? p.k.dport : 0,
-                            .proto = p.k.proto == IPPROTO_ICMPV6 ? IPPROTO_ICMP : p.k.proto,
-                            .family = p.k.family};
-        struct svc_info *s = svc_map.lookup(&k);
+        struct svc_info *s = lookup_service(&p);
         if (s)
             svc_id = s->id;
     }

@@ -156,3 +156,65 @@ def test_erspan_copy_decodes_in_the_collector(qnet: Any, tmp_path: Path, version
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
     st = qnet.rec.qos_state()["mirror"]["e"]
     assert st["packets"] >= N and st["failed"] == 0, st
+
+
+def test_erspan_with_an_ipv6_outer_header_decodes(qnet: Any, tmp_path: Path) -> None:
+    """An IPv6 collector: the copies are IPv6/GRE/ERSPAN (type II), the inner frame as sent."""
+    scapy_all = pytest.importorskip("scapy.all")
+    erspan = pytest.importorskip("scapy.contrib.erspan")
+    echo_service(qnet)
+    col = qnet.topo.host("col")
+    link = qnet.topo.link(qnet.lb, col, ["2001:db8:30::fe/64"], ["2001:db8:30::1/64"])
+    set_qos(qnet, None, {"session": [{
+        "name": "e6", "type": "erspan", "collector": "2001:db8:30::1", "erspan-version": 2,
+        "session-id": 78, "dscp": 10,
+        "source-interface": [{"name": qnet.interfaces[0]}]}]})  # fmt: skip
+    sent = Capture(qnet.client, qnet.topo.links[0].ifname(qnet.client), tmp_path / "c.pcap",
+                   f"udp port {UDP_PORT}", direction="out")  # fmt: skip
+    copy = Capture(col, link.ifname(col), tmp_path / "e.pcap", "ip6 proto 47")
+    wait_for(lambda: "lladdr" in qnet.lb.run(["ip", "neigh", "show", "2001:db8:30::1"]).stdout)
+    send_echoes(qnet)
+    originals = client_frames(sent.stop(has_n(N)))
+    frames = copy.stop(lambda f: len(f) >= N)
+    assert len(originals) >= N - 1 and frames, (originals, frames)
+    inner = []
+    for raw in frames:
+        pkt = scapy_all.Ether(raw)
+        ip6 = pkt[scapy_all.IPv6]
+        assert (ip6.src, ip6.dst, ip6.nh) == ("2001:db8:30::fe", "2001:db8:30::1", 47)
+        assert ip6.plen == len(raw) - 14 - 40 and ip6.tc == 10 << 2
+        e = pkt[erspan.ERSPAN_II]
+        assert e.session_id == 78
+        inner.append(bytes(e.payload))
+    assert all(o in inner for o in originals), (frames[:1], originals[:1])
+    st = qnet.rec.qos_state()["mirror"]["e6"]
+    assert st["packets"] >= N and st["failed"] == 0, st
+
+
+def test_a_port_range_service_is_mirrored_from_each_flows_first_packet(
+    qnet: Any, tmp_path: Path
+) -> None:
+    """A service over a port range: each new flow's first packet (no conntrack entry yet)
+    is found through the range and copied, like the rest."""
+    qnet.backends[0].start_udp_echo(6005)
+    qnet.set(service("rng", port=6000, proto="udp", backends=(1,), ep_port=0,
+                     **{"port-range-end": 6010}))  # fmt: skip
+    mon = qnet.topo.host("mon")
+    link = qnet.topo.link(qnet.lb, mon)
+    set_qos(qnet, None, {"session": [{
+        "name": "r", "type": "span", "destination-interface": link.ifname(qnet.lb),
+        "source-service": ["rng"]}]})  # fmt: skip
+    sent = Capture(qnet.client, qnet.topo.links[0].ifname(qnet.client), tmp_path / "c.pcap",
+                   "udp port 6005", direction="out")  # fmt: skip
+    copy = Capture(mon, link.ifname(mon), tmp_path / "m.pcap", "udp port 6005")
+    for i in range(N):  # each request from a new socket: a new flow, its only packet
+        assert qnet.client.udp_request(VIP4, 6005, b"r%d" % i) == b"r%d" % i
+
+    def requests(frames: list[bytes]) -> list[bytes]:
+        return [f for f in frames if f[12:14] == b"\x08\x00" and f[23] == 17
+                and f[36:38] == (6005).to_bytes(2, "big")]  # fmt: skip
+
+    originals = requests(sent.stop(lambda f: len(requests(f)) >= N))
+    copies = requests(copy.stop(lambda f: len(requests(f)) >= N))
+    assert len(originals) >= N - 1, originals
+    assert all(o in copies for o in originals), (copies[:2], originals[:2])

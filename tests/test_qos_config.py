@@ -93,6 +93,10 @@ def test_checks_refuse_unknown_objects_and_double_sources(service: ConfigService
     msg = refused(service, "/sluice:mirror", {"session": [
         {"name": "a", **span, "source-service": ["ghost"]}]})
     assert "no service 'ghost'" in msg
+    msg = refused(service, "/sluice:mirror", {"session": [
+        {"name": "e", "type": "erspan", "collector": "2001:db8:30::1",
+         "source-address": "198.18.30.254", "source-interface": [{"name": "eth0"}]}]})  # fmt: skip
+    assert "/sluice:mirror/session[name='e']/source-address" in msg and "family" in msg, msg
 
 
 def test_plan_ids_stay_and_rates_become_bit_nanoseconds() -> None:

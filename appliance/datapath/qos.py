@@ -34,18 +34,22 @@ log = logging.getLogger(__name__)
 SOURCE = resources.bpf_dir() / "qos.c"
 PROGRAMS = {"ingress": "sluice_qos_in", "egress": "sluice_qos_out"}
 QOS_SECTIONS = (Q.QOS, Q.MIRROR, DATAPATH)
-PINS = ("qcfg", "qpol", "qpolst", "qmir", "qmirst", "qmirseq", "qif", "qsvc", "qep", "qsrc",
+PINS = ("qcfg", "qpol", "qpolst", "qmir2", "qmirst", "qmirseq", "qif", "qsvc", "qep", "qsrc",
         "qnames")
+# Pins of an older layout, unlinked before loading ("qmir": struct mirror with IPv4 only).
+LEGACY_PINS = ("qmir",)
 KIND_POLICER, KIND_MIRROR = 1, 2  # qos_names key: kind << 16 | id
 POLICER_CONFIG = ("flags", "cir", "pir", "c_max", "e_max", "c_max_ns", "e_max_ns", "yellow_dscp",
                   "red_dscp")  # fmt: skip
-MIRROR_CONFIG = ("type", "sample", "vlan", "session", "ttl", "dscp", "ifindex", "dst", "src")
+MIRROR_CONFIG = ("type", "sample", "vlan", "session", "ttl", "dscp", "ifindex", "family", "dst",
+                 "src")  # fmt: skip
 
 
 def _config(v: Any, fields: tuple[str, ...]) -> tuple[Any, ...]:
     """What a policer / mirror map value was configured with (not its running state)."""
     extra = (tuple(v.action), tuple(v.dscp)) if hasattr(v, "action") else ()
-    return tuple(int(getattr(v, f)) for f in fields) + extra
+    values = (getattr(v, f) for f in fields)
+    return tuple(tuple(x.w) if hasattr(x, "w") else int(x) for x in values) + extra
 Doc = dict[str, Any]
 
 
@@ -67,8 +71,10 @@ def _nudge_neighbour(dst: str, netns: str | None) -> None:
     """One UDP datagram to the collector's discard port: the kernel resolves its neighbour
     entry, which the program's FIB lookup needs (it cannot resolve one itself)."""
 
+    family = socket.AF_INET6 if ":" in dst else socket.AF_INET
+
     def send() -> None:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s, contextlib.suppress(OSError):
+        with socket.socket(family, socket.SOCK_DGRAM) as s, contextlib.suppress(OSError):
             s.sendto(b"", (dst, 9))
 
     tcx._in_netns(netns, send)
@@ -108,6 +114,8 @@ class QosDatapath:
             return
         from bcc import BPF
 
+        for short in LEGACY_PINS:
+            (self.pin_root / f"{short}{LAYOUT_SUFFIX}").unlink(missing_ok=True)
         text = f'#define PIN_ROOT "{self.pin_root}"\n' + inline_source(SOURCE)
         started = time.monotonic()
         try:
@@ -246,11 +254,11 @@ class QosDatapath:
                 if m.collector:
                     oif, src = _route(m.collector, self.netns)
                     v.ifindex = self._ifindex(oif)
-                    v.dst = int.from_bytes(ipaddress.IPv4Address(m.collector).packed, "little")
                     source = m.source or src
                     if not source:
                         raise LookupError(f"no source address towards {m.collector}")
-                    v.src = int.from_bytes(ipaddress.IPv4Address(source).packed, "little")
+                    v.family, v.dst.w[:] = L.addr_words(m.collector)
+                    v.src.w[:] = L.addr_words(source)[1]
                     _nudge_neighbour(m.collector, self.netns)
                 else:
                     v.ifindex = self._ifindex(m.ifname)

@@ -238,6 +238,11 @@ def check(doc: Doc) -> list[FieldError]:
         collector = s.get("collector") if s["type"] == "erspan" else None
         if collector and ipaddress.ip_address(collector).is_unspecified:
             errors.append(FieldError(f"{base}/collector", "not a unicast address"))
+        source = s.get("source-address") if collector else None
+        if source and ipaddress.ip_address(source).version != ipaddress.ip_address(
+                collector).version:  # fmt: skip
+            errors.append(FieldError(f"{base}/source-address", f"{source} is not of the "
+                                     f"collector {collector}'s family"))  # fmt: skip
     ifaces = {(a["name"], a["direction"]) for a in qos.get("interface", [])}
     ifaces |= {k for k in seen if k[0].startswith("if:")}
     if len(ifaces) > MAX_QOS_IF:

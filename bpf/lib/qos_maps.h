@@ -84,11 +84,12 @@ struct mirror {
     __u32 sample;           // mirror one packet in `sample` (0, 1: every packet)
     __u16 vlan;             // RSPAN: VLAN id of the copy; ERSPAN: the VLAN field
     __u16 session;          // ERSPAN session id (10 bits)
-    __be32 src;             // ERSPAN outer source address
-    __be32 dst;             // ERSPAN collector
+    struct addr src;        // ERSPAN outer source address (IPv4: w[0])
+    struct addr dst;        // ERSPAN collector
     __u8 ttl;
     __u8 dscp;
-    __u16 pad;
+    __u8 family;            // ERSPAN outer header: 4 or 6
+    __u8 pad;
 };
 
 // Per color of a policer (index id * 4 + color) / per mirror session (index id * 4 +
@@ -102,7 +103,8 @@ BPF_TABLE_PINNED("array", __u32, struct qos_cfg, qos_cfg, 1, PIN("qcfg"));
 BPF_TABLE_PINNED("array", __u32, struct policer, qos_pol, MAX_POLICERS, PIN("qpol"));
 BPF_TABLE_PINNED("percpu_array", __u32, struct counters, qos_pol_st, MAX_POLICERS * 4,
                  PIN("qpolst"));
-BPF_TABLE_PINNED("array", __u32, struct mirror, qos_mir, MAX_MIRRORS, PIN("qmir"));
+// "qmir2": struct mirror with IPv6 addresses (the daemon unlinks an older "qmir").
+BPF_TABLE_PINNED("array", __u32, struct mirror, qos_mir, MAX_MIRRORS, PIN("qmir2"));
 BPF_TABLE_PINNED("percpu_array", __u32, struct counters, qos_mir_st, MAX_MIRRORS * 4,
                  PIN("qmirst"));
 BPF_TABLE_PINNED("array", __u32, __u64, qos_mir_seq, MAX_MIRRORS, PIN("qmirseq"));
