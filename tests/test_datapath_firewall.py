@@ -319,7 +319,10 @@ def test_a_default_drop_never_cuts_the_appliances_own_connections(lbnet: Any) ->
     others open towards the appliance is still dropped (a listener, an unconnected socket)."""
     net = lbnet
     up, down = net.interfaces[0], net.interfaces[1]  # b1 is behind `down`
-    set_fw(net, [], {down: "drop", up: "allow"})
+    # A rule that drops what comes from b1 does not cut them either, and does not count them.
+    rules = [{"name": "from-b1", "preference": 10, "source-prefix": "198.18.11.0/24",
+              "action": "drop"}]  # fmt: skip
+    set_fw(net, rules, {down: "drop", up: "allow"})
     for version in (4, 6):
         b1 = backend_addr(1, version)
         host = f"[{b1}]" if version == 6 else b1
@@ -327,6 +330,7 @@ def test_a_default_drop_never_cuts_the_appliances_own_connections(lbnet: Any) ->
         assert net.lb.udp_request(b1, UDP_PORT, b"own", timeout=2) == b"own", version
         assert net.lb.ping(b1), version
     assert net.rec.firewall_state()["own-flows"] >= 6
+    assert hits(net, "from-b1") == 0
     # Towards the appliance: a TCP listener and an unconnected UDP socket in its namespace.
     net.lb.start_tcp_echo(9099)
     net.lb.start_udp_echo(9098)

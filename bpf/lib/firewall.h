@@ -416,18 +416,19 @@ static __always_inline int fw_filter(struct __sk_buff *skb, struct pkt *p, __u32
     if (!m)
         return TC_ACT_SHOT;
     __u8 action = m->action;
-    __u32 arg = m->arg;
-    if (action != FW_NONE)
-        fw_count(m->id, p, 0);
+    __u8 matched = action != FW_NONE;
+    __u32 arg = m->arg, id = m->id;
     if (action == FW_NONE || action == FW_COUNT) {
         __u32 pk = (gen << 31) | ifindex;
         __u8 *pol = fw_ifpol.lookup(&pk);
         action = pol ? *pol : FW_ALLOW;
     }
     if ((action == FW_DROP || action == FW_REJECT) && fw_own_flow(skb, p)) {
-        fw_count(FW_OWN_ID, p, 1);
+        fw_count(FW_OWN_ID, p, 1);             // not the rule's: the rules never decided it
         return FW_CONTINUE;                    // a "pass" pair: its next packets skip this
     }
+    if (matched)
+        fw_count(id, p, 0);
     switch (action) {
     case FW_DROP:
         return TC_ACT_SHOT;
