@@ -718,7 +718,10 @@ def bed(ct_capacity: int = 262144, code: str | None = None) -> Iterator[tuple[An
         except ImportError:  # a tree before the XDP fast path (A/B)
             XdpProgram = None
         if XdpProgram is not None:
-            prog.xdp = XdpProgram(prog.pin_root, ct_capacity)
+            try:
+                prog.xdp = XdpProgram(prog)  # a module of the Program
+            except TypeError:  # trees of 2026-11-30 04:24-05:10: a program of its own
+                prog.xdp = XdpProgram(prog.pin_root, ct_capacity)
             prog.xdp.load()
         try:
             net.rec = DatapathReconciler(prog.pin_root, netns=net.lb.ns, program=prog,
@@ -728,8 +731,8 @@ def bed(ct_capacity: int = 262144, code: str | None = None) -> Iterator[tuple[An
         finally:
             if net.rec is not None:
                 net.rec.close()
-            if prog.xdp is not None:
-                prog.xdp.close()
+            if prog.xdp is not None and hasattr(prog.xdp, "close"):
+                prog.xdp.close()  # trees where it was a program of its own
             prog.close()
 
 

@@ -45,16 +45,13 @@ def lb_program() -> Iterator[Any]:
 
 
 @pytest.fixture(scope="session")
-def xdp_program(lb_program: Any) -> Iterator[Any]:
-    """bpf/xdp.c (the XDP fast path) compiled once per session on lb_program's pinned maps."""
+def xdp_program(lb_program: Any) -> Any:
+    """The XDP fast path (bpf/xdp.c): lb_program's "xdp" module, compiled once per session."""
     from appliance.datapath.xdp import XdpProgram
 
-    x = XdpProgram(lb_program.pin_root, lb_program.ct_capacity)
+    x = XdpProgram(lb_program)
     x.load()
-    try:
-        yield x
-    finally:
-        x.close()
+    return x
 
 
 def backend_addr(n: int, version: int = 4) -> str:

@@ -75,7 +75,13 @@ MODULES = {
     "l3dsr": ("sluice_l3dsr",),
     "gtpu": ("sluice_gtpu",),
     "fw": ("sluice_fw",),
+    "xdp": ("sluice_xdp",),
 }
+# Modules built from a source of their own instead of lb.c (same headers, same pinned
+# maps), with their program type: the XDP fast path (bpf/xdp.c), compiled when the first
+# interface has hook xdp and attached by netlink (appliance/datapath/xdp.py); nothing
+# tail-calls it.
+OWN_SOURCE = {"xdp": ("xdp.c", "XDP")}
 FEATURES = tuple(m for m in MODULES if m != "core")  # what need() takes
 JMP_INDEX = {name: index for index, name in TAIL_CALLS.items()}
 
@@ -199,7 +205,8 @@ class Program:
         bpf = None
         try:
             bpf = BPF(text=self._text(module).encode())
-            functions = {name: bpf.load_func(name.encode(), BPF.SCHED_CLS)
+            kind = getattr(BPF, OWN_SOURCE[module][1]) if module in OWN_SOURCE else BPF.SCHED_CLS
+            functions = {name: bpf.load_func(name.encode(), kind)
                          for name in MODULES[module]}  # fmt: skip
             # core's table object when core is loaded: the same pinned map either way.
             table = (self.bpf if self.bpf is not None else bpf)[b"jmp_map"]
@@ -220,14 +227,18 @@ class Program:
         return bpf
 
     def _text(self, module: str) -> str:
-        if self._source is None:
-            self._source = inline_source(BPF_DIR / "lb.c")
+        if module in OWN_SOURCE:
+            source = inline_source(BPF_DIR / OWN_SOURCE[module][0])
+        else:
+            if self._source is None:
+                self._source = inline_source(BPF_DIR / "lb.c")
+            source = self._source
         return (
             f'#define PIN_ROOT "{self.pin_root}"\n'
             f"#define CT_CAPACITY {self.ct_capacity}\n"
             f"#define MODULE_{module.upper()} 1\n"
             + ("" if kernel_has_csum_ipv6() else "#define L4_CSUM_IPV6 0\n")
-            + self._source
+            + source
         )
 
     def open_flow_events(self, callback: Any) -> None:

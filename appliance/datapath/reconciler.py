@@ -70,9 +70,9 @@ class DatapathReconciler:
         self.netns = netns
         self.program = program  # tests share one compiled program between topologies
         self._own_program = program is None
-        # The XDP fast path: compiled on the first interface with hook xdp (tests share one).
+        # The XDP fast path: a module of the program, compiled on the first interface with
+        # hook xdp (tests pass one to choose its mode).
         self.xdp = xdp
-        self._own_xdp = xdp is None
         self.xdp_interfaces: list[str] = []
         self.driver: Driver | None = None
         self.interfaces: list[str] = []
@@ -185,8 +185,6 @@ class DatapathReconciler:
             self._thread.join(timeout=10)
         with self.lock:
             self.qos.close()
-            if self.xdp is not None and self._own_xdp:
-                self.xdp.close()
             if self.program is not None and self._own_program:
                 self.program.close()
 
@@ -464,7 +462,7 @@ class DatapathReconciler:
                     log.warning("XDP detach failed", extra={"interface": ifname,
                                                             "error": str(exc)})  # fmt: skip
         if wanted and self.xdp is None:
-            self.xdp = XdpProgram(self.program.pin_root, self.program.ct_capacity)
+            self.xdp = XdpProgram(self.program)
         for ifname in wanted:
             try:
                 assert self.xdp is not None
