@@ -204,8 +204,8 @@ static __always_inline int new_flow(struct __sk_buff *skb, struct pkt *p, __u64 
     if (sctp)
         sctp_tags_init(skb, p, e);             // lib/sctp.h: verification tags
     if (ep->family != p->k.family) {
-        if (p->k.proto != IPPROTO_TCP && p->k.proto != IPPROTO_UDP)
-            return TC_ACT_SHOT;                // NAT64/46 translates TCP and UDP flows
+        if (p->k.proto == IPPROTO_SCTP)
+            return TC_ACT_SHOT;                // NAT64/46: TCP, UDP and ICMP echo flows
         e->flags |= CT_F_XLAT;
         rc = -1;                               // the FIB is asked after translation
     }

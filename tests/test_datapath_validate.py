@@ -67,7 +67,9 @@ def test_nat64_services_are_refused_naming_the_field(config: ConfigService) -> N
     ping64 = {**nat64, "name": "p", "vip": "2001:db8:ff::11", "protocol": "icmp"}
     del ping64["port"]
     ping64["endpoint"] = [{**e, "port": 0} for e in ping64["endpoint"]]
-    assert refused(config, [create(ping64)]) == [f"{service_path('p')}/nat64"]
+    commit(config, [create(ping64)])  # and ICMP echo
+    sctp64 = {**nat64, "name": "q", "vip": "2001:db8:ff::12", "protocol": "sctp"}
+    assert refused(config, [create(sctp64)]) == [f"{service_path('q')}/nat64"]
     commit(config, [create(svc("t", port=82))])  # still open to what the datapath does
 
 

@@ -391,11 +391,13 @@ def _ct_formats(t: Any) -> _CtFormats:
 def _reply_key(values: bytes, off: int) -> bytes:
     """The REPLY entry's struct ct_key from the ORIG entry at ``off`` (ct_reply_key in
     bpf/lib/conntrack.h): src = endpoint, dst = snat; ports endpoint -> snat port, or for
-    ICMP the echo identifier (snat_port) and 0."""
+    ICMP the echo identifier (snat_port) and 0, in the endpoint's ICMP (NAT64/46)."""
     t = values[off : off + _TUPLE]  # client, vip, snat, ep (16 B each), 4 x __be16
     proto = values[off + _PROTO]
     ports = t[70:72] + t[68:70] if proto in L.PORT_PROTOCOLS else t[68:70] + b"\0\0"
     family = _ep_family(values[off + _FAMILY], values[off + _FLAGS])
+    if proto in (1, 58):  # ICMP echo; NAT64/46: the endpoint family's ICMP (1 or 58)
+        proto = 1 if family == 4 else 58
     return t[48:64] + t[32:48] + ports + bytes((proto, family, 0, 0))
 
 

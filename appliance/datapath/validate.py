@@ -44,9 +44,10 @@ def _features(name: str, svc: Doc) -> list[FieldError]:
                                  f"protocol {svc['protocol']} is not supported by the datapath yet",
                                  UNSUPPORTED))  # fmt: skip
     for leaf in ("nat64", "nat46"):
-        if svc.get(leaf) in (True, "true") and svc.get("protocol", "tcp") not in ("tcp", "udp"):
-            errors.append(FieldError(f"{path}/{leaf}", f"{leaf} translates tcp and udp "
-                                     "services only (RFC 7915 header translation)",
+        if svc.get(leaf) in (True, "true") and svc.get("protocol", "tcp") not in ("tcp", "udp",
+                                                                                   "icmp"):
+            errors.append(FieldError(f"{path}/{leaf}", f"{leaf} translates tcp, udp and icmp "
+                                     "(echo) services only (RFC 7915 header translation)",
                                      UNSUPPORTED))  # fmt: skip
     errors += _multihoming(path, svc)
     return errors

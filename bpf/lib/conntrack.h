@@ -25,6 +25,9 @@ static __always_inline void ct_reply_key(struct nat_tuple *t, __u8 proto, __u8 f
 {
     k->src = t->ep;
     k->dst = t->snat;
+    // ICMP echo through NAT64/46: the endpoint answers in its own family's ICMP.
+    if (proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6)
+        proto = family == 4 ? IPPROTO_ICMP : IPPROTO_ICMPV6;
     k->proto = proto;
     k->family = family;
     k->pad = 0;

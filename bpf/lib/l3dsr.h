@@ -65,7 +65,7 @@ static __always_inline int l3dsr_encap(struct __sk_buff *skb, struct pkt *p, str
             return -1;
         struct iphdr out;
         ip4_header(&out, in.tos, inner + sizeof(out), L3DSR_TTL, IPPROTO_IPIP_, src->w[0],
-                   dst->w[0]);
+                   dst->w[0], 0, IP_DF_);
         return bpf_skb_store_bytes(skb, p->l3_off, &out, sizeof(out), 0) ? -1 : 0;
     }
     struct ipv6hdr in;

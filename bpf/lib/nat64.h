@@ -13,20 +13,36 @@
 // addresses differ in sum; length and protocol sum the same in both) and the ports; the new
 // IP header is written whole: traffic class <-> TOS, hop limit <-> TTL, IPv4 DF set (the
 // path MTU is the endpoints' business, as with any router that does not fragment), no
-// IPv4 options, no IPv6 extension headers. Fragments of translated flows are not
-// translated (dropped): RFC 7915's fragment-header mapping is not done here.
+// IPv4 options, no IPv6 extension headers but a fragment header. Fragments (frag.h finds
+// their flow) map to each other (RFC 7915 4.1 / 5.1.1): IPv4 identification, offset and MF
+// <-> a fragment header, DF clear. ICMP echo (ping) is translated too: types, identifier,
+// and the checksum's ICMPv6 pseudo-header (xlat_echo); fragmented ICMP is not (its
+// checksum needs the whole message).
 //
 // ICMP errors about a translated flow (icmp_err.h finds the entry) are rebuilt in the other
 // family, as pmtu.h builds its own: outer header, the mapped type/code (RFC 7915 4.2/5.2),
 // and the quoted packet's IP header plus its first 8 bytes, both translated to what the
 // receiver sent. Errors without an RFC 7915 mapping (parameter problems other than "next
 // header") are dropped.
+//
+// The source of a translated error is the address its receiver talks to: the VIP towards
+// the client, the snat address towards the endpoint, also when a router on the far side
+// sent it. RFC 7915 maps a router's address only where an address mapping exists: an
+// IPv4 router's address into IPv6 needs a NAT64 prefix (RFC 6052), which a balancer has
+// none of for its clients, and the well-known 64:ff9b::/96 must not carry the non-global
+// addresses backend networks use (RFC 6052 3.1); an IPv6 router's address has no IPv4
+// form at all, and RFC 6791 (which RFC 7915 5.1 points to) then asks for an IPv4 address
+// of the translator's own: the VIP is one, routed back through us like the flow. Receivers
+// match an error to their socket by the quoted packet, not by its source (Linux, BSD,
+// Windows), so PMTU discovery, "unreachable" and "prohibited" work; what is lost is the
+// router's identity (a traceroute shows the VIP for the hops behind the balancer).
 #pragma once
 
 #define ICMP_TIME_EXCEEDED_   11
 #define ICMP6_DEST_UNREACH_   1
 #define ICMP6_TIME_EXCEEDED_  3
 #define ICMP6_PARAM_PROB_     4
+#define IP_MF_                0x2000
 
 // The main program's way in (a tail call: translation needs a stack of its own).
 static __always_inline int xlat_call(struct __sk_buff *skb)
@@ -84,15 +100,17 @@ static __always_inline int xlat_set_ethertype(struct __sk_buff *skb, struct pkt 
     return bpf_skb_store_bytes(skb, p->l3_off - 2, &e, 2, 0) ? -1 : 0;
 }
 
+// `frag_off`: host order (flags and offset); IP_DF_ for a packet that is no fragment.
 static __always_inline void ip4_header(struct iphdr *ip, __u8 tos, __u16 len, __u8 ttl,
-                                       __u8 proto, __be32 src, __be32 dst)
+                                       __u8 proto, __be32 src, __be32 dst, __be16 id,
+                                       __u16 frag_off)
 {
     ip->version = 4;
     ip->ihl = 5;
     ip->tos = tos;
     ip->tot_len = bpf_htons(len);
-    ip->id = 0;
-    ip->frag_off = bpf_htons(IP_DF_);
+    ip->id = id;
+    ip->frag_off = bpf_htons(frag_off);
     ip->ttl = ttl;
     ip->protocol = proto;
     ip->check = 0;
@@ -116,32 +134,101 @@ static __always_inline void ip6_header(struct ipv6hdr *ip6, __u8 tclass, __u16 p
     __builtin_memcpy(&ip6->daddr, dst->w, 16);
 }
 
-// IPv6 -> IPv4, in place; p then describes the IPv4 packet.
+// ICMP echo (ping), RFC 7915 4.2 / 5.2: request 8 <-> 128, reply 0 <-> 129, the identifier
+// is the flow's "port" (`id`). The two checksums differ by the ICMPv6 pseudo-header `ph`:
+// added towards IPv6 (`to6`), taken away towards IPv4; the type and identifier changes
+// are folded in with it, and the 8 header bytes written once. Before the header move.
+static __always_inline int xlat_echo(struct __sk_buff *skb, struct pkt *p, struct pseudo6 *ph,
+                                     int to6, __be16 id)
+{
+    __u8 h[8], n[8];
+    if (bpf_skb_load_bytes(skb, p->l4_off, h, 8))
+        return -1;
+    __u16 oldc = *(__u16 *)(h + 2);
+    __u8 type = h[0];
+    if (to6)
+        n[0] = type == ICMP_ECHO_REQ ? ICMP6_ECHO_REQ : ICMP6_ECHO_REP;
+    else
+        n[0] = type == ICMP6_ECHO_REQ ? ICMP_ECHO_REQ : ICMP_ECHO_REP;
+    n[1] = h[1];
+    n[2] = n[3] = h[2] = h[3] = 0;
+    *(__be16 *)(n + 4) = id;
+    *(__u16 *)(n + 6) = *(__u16 *)(h + 6);     // sequence number
+    __s64 d = bpf_csum_diff((void *)h, 8, (void *)n, 8, 0);
+    __s64 ps = bpf_csum_diff(0, 0, (void *)ph, sizeof(*ph), 0);
+    if (d < 0 || ps < 0)
+        return -1;
+    __u16 pf = fold16((__u32)ps);
+    __u16 c = ~fold16((__u64)(__u16)~oldc + (__u32)d + (to6 ? pf : (__u16)~pf));
+    *(__u16 *)(n + 2) = c;
+    return bpf_skb_store_bytes(skb, p->l4_off, n, 8, 0) ? -1 : 0;
+}
+
+struct frag6hdr {                  // RFC 8200 4.5
+    __u8 next;
+    __u8 reserved;
+    __be16 off_m;                  // offset (8-octet units) << 3 | M
+    __be32 id;
+};
+
+// IPv6 -> IPv4, in place; p then describes the IPv4 packet. A fragment (parse.h: a fragment
+// header right after the fixed header) becomes an IPv4 fragment (RFC 7915 5.1.1): the
+// identification's low 16 bits, the offset and M, DF clear; the first one's L4 checksum
+// update covers the datagram (as frag.h's), later ones have no L4 header to touch.
 static __always_inline int xlat_6to4(struct __sk_buff *skb, struct pkt *p, struct addr *src,
                                      __be16 sport, struct addr *dst, __be16 dport)
 {
     struct ipv6hdr h6;
-    if (p->l4_off != p->l3_off + sizeof(h6) || bpf_skb_load_bytes(skb, p->l3_off, &h6, sizeof(h6)))
-        return -1;                             // extension headers: not translated
-    __be32 nw[2] = {src->w[0], dst->w[0]};
-    if (xlat_l4(skb, p, (__be32 *)&h6.saddr, 32, nw, 8, sport, dport))
+    struct frag6hdr fh = {};
+    __u32 hl = p->l4_off - p->l3_off;          // 40, or 48 with a fragment header
+    if ((hl != sizeof(h6) && hl != sizeof(h6) + sizeof(fh)) ||
+        bpf_skb_load_bytes(skb, p->l3_off, &h6, sizeof(h6)))
+        return -1;                             // other extension headers: not translated
+    if (hl != sizeof(h6) && bpf_skb_load_bytes(skb, p->l3_off + sizeof(h6), &fh, sizeof(fh)))
         return -1;
+    __be32 nw[2] = {src->w[0], dst->w[0]};
+    __u8 proto = p->k.proto;
+    if (proto == IPPROTO_ICMPV6) {
+        // The ICMPv6 checksum covers the whole message in its pseudo-header's length: a
+        // fragment cannot be translated alone (RFC 7915 5.1.1 leaves it to reassembly).
+        struct pseudo6 ph = {.len = bpf_htonl(bpf_ntohs(h6.payload_len) - (hl - sizeof(h6))),
+                             .next = IPPROTO_ICMPV6};
+        ph.src = h6.saddr;
+        ph.dst = h6.daddr;
+        if (p->frag || xlat_echo(skb, p, &ph, 0, sport))
+            return -1;
+        proto = IPPROTO_ICMP;
+    } else if (p->frag != FRAG_LATER &&
+               xlat_l4(skb, p, (__be32 *)&h6.saddr, 32, nw, 8, sport, dport)) {
+        return -1;
+    }
+    if (hl != sizeof(h6) && bpf_skb_adjust_room(skb, -(__s32)sizeof(fh), BPF_ADJ_ROOM_NET, 0))
+        return -1;                             // the fragment header goes
     if (bpf_skb_change_proto(skb, bpf_htons(ETH_P_IP), 0))
         return -1;
     struct iphdr ip;
     __u8 tclass = (h6.priority << 4) | (h6.flow_lbl[0] >> 4);
-    ip4_header(&ip, tclass, bpf_ntohs(h6.payload_len) + sizeof(ip), h6.hop_limit, p->k.proto,
-               nw[0], nw[1]);
+    __be16 id = 0;
+    __u16 fo = IP_DF_;
+    if (p->frag) {
+        __u16 om = bpf_ntohs(fh.off_m);
+        id = bpf_htons((__u16)bpf_ntohl(fh.id));
+        fo = (om >> 3) | (om & 1 ? IP_MF_ : 0);
+    }
+    ip4_header(&ip, tclass, bpf_ntohs(h6.payload_len) - (hl - sizeof(h6)) + sizeof(ip),
+               h6.hop_limit, proto, nw[0], nw[1], id, fo);
     if (bpf_skb_store_bytes(skb, p->l3_off, &ip, sizeof(ip), 0) ||
         xlat_set_ethertype(skb, p, ETH_P_IP))
         return -1;
     p->k.family = 4;
-    p->l4_off -= sizeof(h6) - sizeof(ip);
-    p->csum_off -= sizeof(h6) - sizeof(ip);
+    p->k.proto = proto;
+    p->l4_off = p->l3_off + sizeof(ip);
+    p->csum_off -= hl - sizeof(ip);
     return 0;
 }
 
-// IPv4 -> IPv6, in place; p then describes the IPv6 packet.
+// IPv4 -> IPv6, in place; p then describes the IPv6 packet. A fragment gets a fragment
+// header (RFC 7915 4.1): the identification zero-extended, the offset and MF.
 static __always_inline int xlat_4to6(struct __sk_buff *skb, struct pkt *p, struct addr *src,
                                      __be16 sport, struct addr *dst, __be16 dport)
 {
@@ -152,18 +239,40 @@ static __always_inline int xlat_4to6(struct __sk_buff *skb, struct pkt *p, struc
     __be32 nw[8];
     __builtin_memcpy(nw, src->w, 16);
     __builtin_memcpy(nw + 4, dst->w, 16);
-    if (xlat_l4(skb, p, old, 8, nw, 32, sport, dport))
+    __u8 proto = p->k.proto;
+    __u32 plen = bpf_ntohs(ip.tot_len) - sizeof(ip);
+    if (proto == IPPROTO_ICMP) {
+        struct pseudo6 ph = {.len = bpf_htonl(plen), .next = IPPROTO_ICMPV6};
+        __builtin_memcpy(&ph.src, src->w, 16);
+        __builtin_memcpy(&ph.dst, dst->w, 16);
+        if (p->frag || xlat_echo(skb, p, &ph, 1, sport))
+            return -1;                         // see xlat_6to4
+        proto = IPPROTO_ICMPV6;
+    } else if (p->frag != FRAG_LATER && xlat_l4(skb, p, old, 8, nw, 32, sport, dport)) {
         return -1;
+    }
     if (bpf_skb_change_proto(skb, bpf_htons(ETH_P_IPV6), 0))
         return -1;
+    __u32 fl = p->frag ? sizeof(struct frag6hdr) : 0;
+    if (fl && bpf_skb_adjust_room(skb, fl, BPF_ADJ_ROOM_NET, 0))
+        return -1;                             // room for the fragment header
     struct ipv6hdr h6;
-    ip6_header(&h6, ip.tos, bpf_ntohs(ip.tot_len) - sizeof(ip), ip.ttl, p->k.proto, src, dst);
+    ip6_header(&h6, ip.tos, plen + fl, ip.ttl, fl ? IPV6_FRAGHDR_ : proto, src, dst);
     if (bpf_skb_store_bytes(skb, p->l3_off, &h6, sizeof(h6), 0) ||
         xlat_set_ethertype(skb, p, ETH_P_IPV6))
         return -1;
+    if (fl) {
+        __u16 fo = bpf_ntohs(ip.frag_off);
+        struct frag6hdr fh = {.next = proto,
+                              .off_m = bpf_htons((fo & 0x1FFF) << 3 | !!(fo & IP_MF_)),
+                              .id = bpf_htonl(bpf_ntohs(ip.id))};
+        if (bpf_skb_store_bytes(skb, p->l3_off + sizeof(h6), &fh, sizeof(fh), 0))
+            return -1;
+    }
     p->k.family = 6;
-    p->l4_off += sizeof(h6) - sizeof(ip);
-    p->csum_off += sizeof(h6) - sizeof(ip);
+    p->k.proto = proto;
+    p->l4_off = p->l3_off + sizeof(h6) + fl;
+    p->csum_off += sizeof(h6) + fl - sizeof(ip);
     return 0;
 }
 
@@ -198,9 +307,10 @@ static __always_inline int xlat_send(struct __sk_buff *skb, struct pkt *p, struc
 // next hop of its direction, else the FIB, which refills the cache).
 static __always_inline int handle_xlat(struct __sk_buff *skb, struct pkt *p)
 {
-    if (p->frag || (p->k.proto != IPPROTO_TCP && p->k.proto != IPPROTO_UDP) ||
-        p->l3_off != sizeof(struct ethhdr))
+    if (p->l3_off != sizeof(struct ethhdr))
         return TC_ACT_SHOT;
+    if (p->frag == FRAG_LATER && frag_ports(p, bpf_ktime_get_coarse_ns()))
+        return TC_ACT_SHOT;                    // as the main program found them (frag.h)
     int syn;                                   // a TCP handshake's flow: syn_map (tcpstate.h)
     struct ct_entry *e = ct_find(&p->k, &syn);
     if (!e || !(e->flags & CT_F_XLAT))
@@ -209,6 +319,10 @@ static __always_inline int handle_xlat(struct __sk_buff *skb, struct pkt *p)
     struct addr *src, *dst;
     __be16 sport, dport;
     xlat_target(&t, e->dir, &src, &sport, &dst, &dport);
+    if (!l4_has_ports(p->k.proto) && e->dir == CT_DIR_REPLY)
+        sport = t.client_port;                 // ICMP echo: the client's own identifier
+    if (p->frag == FRAG_FIRST)
+        frag_record(p);                        // keyed as the later fragments arrive
     int err = p->k.family == 6 ? xlat_6to4(skb, p, src, sport, dst, dport)
                                : xlat_4to6(skb, p, src, sport, dst, dport);
     if (err)
@@ -346,8 +460,8 @@ static __always_inline int xlat_icmp_error(struct __sk_buff *skb, struct pkt *p,
         qdport = t->snat_port;
         odst = &t->ep;
     }
-    // The error comes from the address the receiver sent to (the VIP, or the snat
-    // address): a router's address of the other family has no translation here.
+    // The error's source: the address the receiver sent to (the VIP, or the snat address),
+    // whether the endpoint or a router between it and us sent it (see the top of this file).
     osrc = dir == CT_DIR_REPLY ? &t->vip : &t->snat;
     __be16 qw[2];
     __u8 iproto;
@@ -398,13 +512,14 @@ static __always_inline int xlat_icmp_error(struct __sk_buff *skb, struct pkt *p,
         __u8 t4 = 0, c4 = 0;
         if (map_err_6to4(type, code, &t4, &c4, &mtu))
             return TC_ACT_SHOT;
-        ip4_header(&m.ip, 0, sizeof(m), PMTU_TTL, IPPROTO_ICMP, osrc->w[0], odst->w[0]);
+        ip4_header(&m.ip, 0, sizeof(m), PMTU_TTL, IPPROTO_ICMP, osrc->w[0], odst->w[0], 0,
+                   IP_DF_);
         m.type = t4;
         m.code = c4;
         m.mtu = t4 == ICMP_DEST_UNREACH_ && c4 == ICMP_FRAG_NEEDED_ ? bpf_htons(mtu) : 0;
         __u8 tclass = (qi.priority << 4) | (qi.flow_lbl[0] >> 4);
         ip4_header(&m.qip, tclass, bpf_ntohs(qi.payload_len) + sizeof(struct iphdr),
-                   qi.hop_limit, iproto, qsrc->w[0], qdst->w[0]);
+                   qi.hop_limit, iproto, qsrc->w[0], qdst->w[0], 0, IP_DF_);
         m.qports[0] = qsport;
         m.qports[1] = qdport;
         m.qw[0] = qw[0];
