@@ -439,6 +439,7 @@ int sluice_xlat(struct __sk_buff *skb)
 int sluice_l3dsr(struct __sk_buff *skb)
 {
     struct pkt p = {};
+    l3dsr_untag(skb);                          // the client's VLAN tags stay on its link
     if (parse_packet(skb, &p) != PARSE_OK || p.icmp_err)
         return TC_ACT_SHOT;
     return handle_l3dsr(skb, &p);

@@ -9,21 +9,36 @@
 // with BPF_F_ADJ_ROOM_ENCAP_L3_* marks GSO packets as IPIP / IP6IP6 ones, so the stack
 // segments them with both headers.
 //
+// VLAN: the client's tags (the one the kernel took into skb metadata and one more in the
+// frame, QinQ) belong to the client's link, not the endpoint's: they are popped first.
+//
 // MTU: the encapsulated packet is the client's plus 20 (IPv4) or 40 (IPv6) bytes. The FIB is
 // asked with that length; when it does not fit, the client gets "fragmentation needed" /
 // "packet too big" with the link's MTU less the overhead (lib/pmtu.h builds it from the
 // unencapsulated packet, the endpoint's reply path being none of our business), so its
 // path MTU shrinks before the tunnel's does. Like every other flow, a packet within the
 // length the cached next hop already carried goes straight out. An IPv4 packet that may be
-// fragmented (no DF: fragments themselves, say) and does not fit the tunnel is left to the
-// stack, which cannot deliver it (no fragmentation of the outer packet here): L3-DSR needs
-// a path MTU towards the endpoints of at least the clients' plus the outer header, as
-// every IPIP deployment does. Fragments that fit follow their first one (frag.h).
+// fragmented (DF clear: fragments themselves, or a sender that does no PMTU discovery) is
+// sent in two outer fragments instead, as an IPIP tunnel device does (RFC 2003 5.1; the
+// endpoint's stack reassembles the outer packet before decapsulating): the second is sent
+// first, by bpf_clone_redirect, from the packet with the first fragment's bytes cut out
+// (kept in a per-CPU buffer), which are then put back and the tail cut off for the first.
+// Limits (then the packet is dropped, as before): a fragment's inner part at most
+// L3DSR_FRAG_MAX bytes (bpf_skb_adjust_room moves at most 4095), two fragments (the client's
+// packet at most twice the tunnel's MTU), no GSO packet, the endpoint's neighbour resolved.
+// Fragments that fit follow their first one (frag.h).
 #pragma once
 
 #define IPPROTO_IPIP_  4
 #define IPPROTO_IPV6_  41
 #define L3DSR_TTL      64
+#define L3DSR_FRAG_MAX 4088                    // a multiple of 8, under adjust_room's 4095
+
+struct l3dsr_buf {
+    __u8 b[L3DSR_FRAG_MAX];
+};
+// The first fragment's inner bytes while the second one is sent (per CPU, not pinned).
+BPF_PERCPU_ARRAY(l3dsr_frag_buf, struct l3dsr_buf, 1);
 
 // The main program's way in for flows that need a program of their own (nat64.h, here).
 static __always_inline int tail_call_flow(struct __sk_buff *skb, __u8 flags)
@@ -80,12 +95,87 @@ static __always_inline int l3dsr_encap(struct __sk_buff *skb, struct pkt *p, str
     return bpf_skb_store_bytes(skb, p->l3_off, &out, sizeof(out), 0) ? -1 : 0;
 }
 
+// The client's VLAN tags off the frame before it is parsed here (see the top).
+static __always_inline void l3dsr_untag(struct __sk_buff *skb)
+{
+    // One pop clears the metadata tag and takes the frame's next tag (if any) into it.
+    if (skb->vlan_present)
+        bpf_skb_vlan_pop(skb);
+    if (skb->vlan_present)
+        bpf_skb_vlan_pop(skb);
+    if (skb->protocol == bpf_htons(ETH_P_8021Q_) || skb->protocol == bpf_htons(ETH_P_8021AD_)) {
+        bpf_skb_vlan_pop(skb);                 // a tag still in the frame: into the metadata
+        if (skb->vlan_present)
+            bpf_skb_vlan_pop(skb);
+    }
+}
+
+// Outer header of one fragment: `inner` bytes of the client's packet from byte `off` on.
+static __always_inline int l3dsr_frag_hdr(struct __sk_buff *skb, struct pkt *p, __u8 tos,
+                                          __u32 inner, __u32 off, int more, __be16 id,
+                                          struct addr *src, struct addr *dst)
+{
+    struct iphdr out;
+    ip4_header(&out, tos, inner + sizeof(out), L3DSR_TTL - 1, IPPROTO_IPIP_, src->w[0],
+               dst->w[0], id, (off >> 3) | (more ? IP_MF_ : 0));
+    return bpf_skb_store_bytes(skb, p->l3_off, &out, sizeof(out), BPF_F_RECOMPUTE_CSUM);
+}
+
+// An IPv4 packet with DF clear that does not fit the tunnel (link MTU `mtu`): encapsulate
+// it in two outer fragments (see the top). Returns a TC verdict.
+static __always_inline int l3dsr_fragment(struct __sk_buff *skb, struct pkt *p,
+                                          struct addr *dst, __u32 mtu)
+{
+    struct iphdr in;
+    if (p->l3_off != sizeof(struct ethhdr) || skb->gso_segs > 1 ||
+        bpf_skb_load_bytes(skb, p->l3_off, &in, sizeof(in)) || (in.frag_off & bpf_htons(IP_DF_)))
+        return -1;                             // not ours to fragment: the caller answers
+    __u32 inner = skb->len - p->l3_off;
+    __u32 first = (mtu - sizeof(struct iphdr)) & ~7U;
+    if (mtu <= sizeof(struct iphdr) + 8 || first > L3DSR_FRAG_MAX || inner <= first ||
+        inner - first > mtu - sizeof(struct iphdr))
+        return TC_ACT_SHOT;                    // more than two fragments: beyond this
+    // The egress and the tunnel's source, as for a packet that fits (asked with the MTU).
+    struct bpf_fib_lookup f = {};
+    if (l3dsr_fib(skb, p, &p->k.src, dst, mtu, &f) != BPF_FIB_LKUP_RET_SUCCESS)
+        return TC_ACT_SHOT;
+    struct ifaddr_key ik = {.ifindex = f.ifindex, .family = 4};
+    struct addr *own = ifaddr_map.lookup(&ik);
+    __u32 zero = 0;
+    struct l3dsr_buf *buf = l3dsr_frag_buf.lookup(&zero);
+    if (!own || !buf)
+        return TC_ACT_SHOT;
+    struct addr src = *own;
+    __be16 id = (__be16)bpf_get_prandom_u32();
+    __u32 hdr = p->l3_off + sizeof(struct iphdr);
+    // Room for the outer header, the MACs of the egress link.
+    if (bpf_skb_adjust_room(skb, sizeof(struct iphdr), BPF_ADJ_ROOM_MAC, 0) ||
+        bpf_skb_store_bytes(skb, 0, f.dmac, 6, 0) || bpf_skb_store_bytes(skb, 6, f.smac, 6, 0))
+        return TC_ACT_SHOT;
+    first &= 0xFF8;                            // for the verifier: first <= L3DSR_FRAG_MAX
+    if (!first || bpf_skb_load_bytes(skb, hdr, buf->b, first))
+        return TC_ACT_SHOT;
+    // The second fragment: the first's bytes cut out, sent as a clone.
+    if (bpf_skb_adjust_room(skb, -(__s32)first, BPF_ADJ_ROOM_NET, 0) ||
+        l3dsr_frag_hdr(skb, p, in.tos, inner - first, first, 0, id, &src, dst) ||
+        bpf_clone_redirect(skb, f.ifindex, 0))
+        return TC_ACT_SHOT;
+    // The first: its bytes back, the rest cut off.
+    if (bpf_skb_adjust_room(skb, first, BPF_ADJ_ROOM_NET, 0) ||
+        bpf_skb_store_bytes(skb, hdr, buf->b, first, BPF_F_RECOMPUTE_CSUM) ||
+        bpf_skb_change_tail(skb, hdr + first, 0) ||
+        l3dsr_frag_hdr(skb, p, in.tos, first, 0, 1, id, &src, dst))
+        return TC_ACT_SHOT;
+    return bpf_redirect(f.ifindex, 0);
+}
+
 // Tail-call body (JMP_L3DSR): a client packet of an L3-DSR flow, tracked and counted by
-// the main program. Encapsulate it towards the flow's endpoint and send it.
+// the main program (and its VLAN tags popped: l3dsr_untag). Encapsulate it towards the
+// flow's endpoint and send it.
 static __always_inline int handle_l3dsr(struct __sk_buff *skb, struct pkt *p)
 {
     if (p->l3_off != sizeof(struct ethhdr))
-        return TC_ACT_SHOT;                    // VLAN-tagged: not encapsulated here
+        return TC_ACT_SHOT;                    // a tag l3dsr_untag could not pop
     if (p->frag == FRAG_LATER && frag_ports(p, bpf_ktime_get_coarse_ns()))
         return TC_ACT_OK;                      // as the main program did (frag.h)
     int syn;                                   // a TCP handshake's flow: syn_map (tcpstate.h)
@@ -102,6 +192,11 @@ static __always_inline int handle_l3dsr(struct __sk_buff *skb, struct pkt *p)
     if (!nh_get(e, p, gen, len, &nh)) {
         // Routed as the client's packet would be (its source), with the tunnel's length.
         rc = l3dsr_fib(skb, p, &p->k.src, &dst, len, &f);
+        if (rc == BPF_FIB_LKUP_RET_FRAG_NEEDED && p->k.family == 4) {
+            int v = l3dsr_fragment(skb, p, &dst, f.mtu_result);
+            if (v != -1)
+                return v;                      // DF clear: sent in two outer fragments
+        }
         if (rc == BPF_FIB_LKUP_RET_FRAG_NEEDED) {
             // The client's packet, unencapsulated, is what pmtu.h answers about.
             skb->cb[0] = f.mtu_result > over ? f.mtu_result - over : 0;
