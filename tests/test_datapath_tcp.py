@@ -168,6 +168,37 @@ def test_an_rst_closes_the_flow_only_in_the_window(echo_net: LbNet) -> None:
         held.close()
 
 
+def test_the_rst_window_is_the_scaled_one(echo_net: LbNet) -> None:
+    """Both SYNs carried a window scale (Linux's do): the datapath records it (walking the
+    SYN's options) and judges an RST against the endpoint's real window, its window field
+    shifted by its scale, not the field alone."""
+    import socket
+
+    lbnet = echo_net
+    lbnet.set(service("e", port=ECHO_PORT, ep_port=ECHO_PORT))
+    held = Held(lbnet, VIP4, ECHO_PORT)
+    try:
+        assert held.ask("echo") == "ok"
+        (orig,) = _entries(lbnet, held.port)
+        (reply,) = [v for v in lbnet.rec.program.table("ct_map").values()
+                    if v.dir == 1 and v.t.client_port == socket.htons(held.port)]  # fmt: skip
+        for entry in (orig, reply):
+            assert entry.tcp_wscale & 0x80 and 0 < entry.tcp_wscale & 0xF <= 14, entry.tcp_wscale
+        base, win = int(reply.tcp_ack), int(reply.tcp_win)  # the endpoint's receive window
+        scaled = win << (reply.tcp_wscale & 0xF)
+        assert scaled > 4 * win + 2000
+        for off, closes in ((scaled + 1000, False), (2 * win + 1000, True)):
+            _scapy(lbnet, f"send(IP(dst={VIP4!r})/TCP(sport={held.port}, dport={ECHO_PORT}, "
+                          f"flags='R', seq={(base + off) % 2**32}))")  # fmt: skip
+            if closes:  # beyond the unscaled window: dropped before the scale was known
+                wait_for(lambda: _state(lbnet, "e", held.port) == "closed", timeout=3)
+            else:
+                time.sleep(0.3)
+                assert _state(lbnet, "e", held.port) == "established"
+    finally:
+        held.close()
+
+
 def _syn_flood(lbnet: LbNet, count: int) -> None:
     """``count`` SYNs to VIP4:ECHO_PORT from spoofed sources in 198.18.5.0/24 (nothing
     routes their SYN-ACKs back: the flows stay half open), one raw socket, no scapy loop."""
@@ -261,13 +292,26 @@ def test_a_syn_reusing_a_finished_flows_ports_starts_a_new_flow(lbnet: LbNet) ->
     assert lbnet.rec.service_state("web")["total-sessions"] == 2
 
 
-def test_an_idle_session_is_reset_on_both_ends(echo_net: LbNet) -> None:
+@pytest.mark.parametrize("mode", ["default", "dsr", "ip-in-ip"])
+def test_an_idle_session_is_reset_on_both_ends(echo_net: LbNet, mode: str) -> None:
     """Inactivity timeout 2 s, a conntrack sweep every second: within timeout + sweep
     interval (+ slack for a loaded machine) the client's socket is reset and the endpoint's
-    connection is gone."""
+    connection is gone. DSR: the endpoint (VIP on its lo) gets the client's own RST, as a
+    frame to its MAC (L2) or through the tunnel (L3-DSR, decapsulated by the test's TC
+    program)."""
     from appliance.datapath.reconciler import DatapathReconciler
 
     lbnet = echo_net
+    extra: dict[str, Any] = {}
+    decap = None
+    if mode == "dsr":
+        lbnet.backends[0].run(["ip", "addr", "add", f"{VIP4}/32", "dev", "lo"], check=True)
+        extra = {"mode": "dsr"}
+    elif mode == "ip-in-ip":
+        from test_datapath_l3dsr import attach_decap
+
+        decap = attach_decap(lbnet.backends[:1])  # also puts the VIPs on its lo
+        extra = {"mode": "dsr", "dsr-tunnel": "ip-in-ip"}
     lbnet.rec.close()
     lbnet.rec = DatapathReconciler(lbnet.rec.pin_root, netns=lbnet.lb.ns,
                                    program=lbnet.rec.program, gc_interval_s=1.0)  # fmt: skip
@@ -275,7 +319,7 @@ def test_an_idle_session_is_reset_on_both_ends(echo_net: LbNet) -> None:
     lbnet.rec.start({"sluice:datapath": dp, "sluice:load-balancer": {"service": []}})
     lbnet.services = {}
     lbnet.set(service("e", port=ECHO_PORT, ep_port=ECHO_PORT, backends=(1,),
-                      **{"inactivity-timeout": 2}))  # fmt: skip
+                      **{"inactivity-timeout": 2}, **extra))  # fmt: skip
     held = Held(lbnet, VIP4, ECHO_PORT)
     try:
         assert held.ask("echo") == "ok"
@@ -296,6 +340,8 @@ def test_an_idle_session_is_reset_on_both_ends(echo_net: LbNet) -> None:
         assert lbnet.rec.driver is not None and lbnet.rec.driver.ct.idle_resets == 1
     finally:
         held.close()
+        if decap is not None:
+            decap.cleanup()
 
 
 def test_through_the_cli_on_a_running_daemon(lb_daemon: tuple[LbNet, Any]) -> None:
@@ -305,6 +351,10 @@ def test_through_the_cli_on_a_running_daemon(lb_daemon: tuple[LbNet, Any]) -> No
     net, d = lb_daemon
     dp = {"interface": [{"name": i} for i in net.interfaces], "conntrack-sweep-interval": 1}
     d.apply({"datapath": dp})
+    # The interval in effect is shown with the rest of the datapath's status.
+    wait_for(lambda: d.cli_json("dp", "status").get("conntrack-sweep-interval") == 1,
+             timeout=10, what="dp status showing the sweep interval")  # fmt: skip
+    assert "conntrack-sweep  1" in d.cli("dp", "status").stdout
     net.backends[0].start_tcp_echo(ECHO_PORT)
     bad = d.cli("lb", "add", "u", "--vip", VIP4, "--proto", "udp", "--port", "53",
                 "--endpoints", "198.18.11.1:53", "--tcp-midstream-pickup")  # fmt: skip

@@ -378,8 +378,8 @@ def _ct_formats(t: Any) -> _CtFormats:
         reset=ctwalk.unpacker(t.Leaf, [
             ("t.client", "16s"), ("t.vip", "16s"), ("t.snat", "16s"), ("t.ep", "16s"),
             ("t.client_port", "H"), ("t.vip_port", "H"), ("t.snat_port", "H"),
-            ("t.ep_port", "H"), ("family", "B"), ("tcp_seq", "I"), ("tcp_ack", "I"),
-            ("tcp_seen", "B")]),
+            ("t.ep_port", "H"), ("family", "B"), ("nh.ifindex", "I"), ("nh.dmac", "6s"),
+            ("nh.smac", "6s"), ("tcp_seq", "I"), ("tcp_ack", "I"), ("tcp_seen", "B")]),
         ids=ctwalk.unpacker(t.Leaf, [("svc_id", "I"), ("ep_id", "I")]),
         gc=ctwalk.unpacker(t.Leaf, [
             ("last_ns", "Q"), ("svc_id", "I"), ("ep_id", "I"), ("timeout_s", "I"),
@@ -404,15 +404,16 @@ def _reply_key(values: bytes, off: int) -> bytes:
 def _idle_session(ctf: _CtFormats, values: bytes, off: int, flags: int) -> IdleSession | None:
     """The idle reset's view of the ORIG entry at ``off``; None if the datapath has not seen
     both the client's sequence number and its acknowledgement."""
-    (client, vip, snat, ep, cport, vport, sport, eport, family, seq, ack,
-     seen) = ctf.reset.unpack_from(values, off)  # fmt: skip
+    (client, vip, snat, ep, cport, vport, sport, eport, family, nh_ifindex, nh_dmac, nh_smac,
+     seq, ack, seen) = ctf.reset.unpack_from(values, off)  # fmt: skip
     if seen & (L.TCP_SEEN_SEQ | L.TCP_SEEN_ACK) != L.TCP_SEEN_SEQ | L.TCP_SEEN_ACK:
         return None
     ntohs = socket.ntohs
     xlat = bool(flags & L.CT_F_XLAT)  # NAT64/NAT46: the endpoint side is the other family
     return IdleSession(family, client, ntohs(cport), vip, ntohs(vport), snat, ntohs(sport), ep,
                        ntohs(eport), seq, ack, bool(flags & L.CT_F_DSR),
-                       10 - family if xlat else family)  # fmt: skip
+                       10 - family if xlat else family, bool(flags & L.CT_F_IPIP),
+                       nh_ifindex, nh_dmac + nh_smac)  # fmt: skip
 
 
 def _orig_key(values: bytes, off: int = 0) -> bytes:

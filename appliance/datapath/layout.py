@@ -136,7 +136,7 @@ class CtEntry(ct.Structure):
     ORIG (client -> VIP) holds the flow's state and idle time; REPLY holds its own
     counters, its copy of the state and when it last synced the ORIG entry (last_ns). TCP:
     each holds its direction's last segment (tcp_seq next, tcp_ack, tcp_win unscaled,
-    tcp_seen: which of them are valid)."""
+    tcp_seen: which of them are valid; tcp_wscale: its SYN's window scale)."""
 
     _fields_ = [
         ("t", NatTuple), ("created_ns", ct.c_uint64), ("last_ns", ct.c_uint64),
@@ -145,7 +145,7 @@ class CtEntry(ct.Structure):
         ("state", ct.c_uint8), ("flags", ct.c_uint8), ("proto", ct.c_uint8),
         ("family", ct.c_uint8), ("fin_seen", ct.c_uint8), ("pad", ct.c_uint16),
         ("nh", NextHop), ("tcp_seq", ct.c_uint32), ("tcp_ack", ct.c_uint32),
-        ("tcp_win", ct.c_uint16), ("tcp_seen", ct.c_uint8), ("tcp_pad", ct.c_uint8),
+        ("tcp_win", ct.c_uint16), ("tcp_seen", ct.c_uint8), ("tcp_wscale", ct.c_uint8),
     ]  # fmt: skip
 
 

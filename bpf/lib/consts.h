@@ -93,6 +93,8 @@
 // ct_entry.tcp_seen
 #define TCP_SEEN_SEQ      1          // tcp_seq holds a segment's
 #define TCP_SEEN_ACK      2          // tcp_ack / tcp_win hold an ACK segment's
+// ct_entry.tcp_wscale: the shift (0..14) | TCP_WS_SEEN when the SYN carried the option
+#define TCP_WS_SEEN       0x80
 
 
 // Timeouts (seconds). Established uses the service's inactivity timeout.

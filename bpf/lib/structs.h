@@ -155,7 +155,7 @@ struct ct_entry {
     // the flow, and the sequence numbers the idle reset sends with.
     __u32 tcp_seq;          // its sequence number + length (+1 for SYN/FIN): the next one
     __u32 tcp_ack;          // its acknowledgement number (valid with TCP_SEEN_ACK)
-    __u16 tcp_win;          // its window, unscaled
+    __u16 tcp_win;          // its window field (SYN: already shifted down by its scale)
     __u8 tcp_seen;          // TCP_SEEN_*
-    __u8 tcp_pad;
+    __u8 tcp_wscale;        // its SYN's window scale (RFC 7323) | TCP_WS_SEEN; 0: none
 };

@@ -6,13 +6,13 @@
 //   whose replies bypass us: the client's first ACK). A SYN flood recycles syn_map and
 //   never evicts an established flow from ct_map.
 // - Each entry records its direction's last segment: the next sequence number, the
-//   acknowledgement, the window. An RST closes the flow only if its sequence number lies
-//   in the receiver's window: from what the receiver acknowledged, up to its advertised
-//   window (unscaled: a window scale would need the SYN's options walked, which costs the
-//   verifier more than the program may) or to what the sender has sent, whichever is
-//   further. A sender's own RST carries its next sequence number, always inside; a blind
-//   one must hit a 64 KiB window. Others are dropped. An RST answering the SYN must
-//   acknowledge it. The daemon's idle reset sends its RSTs
+//   acknowledgement, the window, and its SYN's window scale (RFC 7323, the options walked
+//   for SYN segments only). An RST closes the flow only if its sequence number lies in
+//   the receiver's window: from what the receiver acknowledged, up to its advertised
+//   window (scaled when both SYNs carried the option, as the ends themselves do) or to
+//   what the sender has sent, whichever is further. A sender's own RST carries its next
+//   sequence number, always inside; a blind one must hit the window. Others are dropped.
+//   An RST answering the SYN must acknowledge it. The daemon's idle reset sends its RSTs
 //   with these numbers (appliance/datapath/tcpreset.py).
 #pragma once
 
@@ -102,12 +102,57 @@ static __always_inline int ct_reply_reclaim(struct ct_key *rk, __u64 now)
     return 1;
 }
 
+#define TCP_OPT_STEPS 10                       // options a SYN's walk looks at
+
+// The window scale option of a SYN (RFC 7323 2.2): its shift (at most 14) | TCP_WS_SEEN,
+// or 0 without one.
+static __always_inline __u8 tcp_syn_wscale(struct __sk_buff *skb, struct pkt *p)
+{
+    __u8 doff = 0;
+    if (bpf_skb_load_bytes(skb, p->l4_off + 12, &doff, 1))
+        return 0;
+    __u32 olen = (doff >> 4) * 4;
+    if (olen <= sizeof(struct tcphdr) || olen > sizeof(struct tcphdr) + 40)
+        return 0;
+    olen -= sizeof(struct tcphdr);
+    __u8 opt[40] = {};
+    if (bpf_skb_load_bytes(skb, p->l4_off + sizeof(struct tcphdr), opt, olen))
+        return 0;
+    __u32 i = 0;
+#pragma unroll
+    for (int n = 0; n < TCP_OPT_STEPS; n++) {
+        if (i + 2 >= olen || i > 37)
+            break;
+        __u8 kind = opt[i];
+        if (kind == 0)
+            break;                             // end of options
+        if (kind == 1) {
+            i++;                               // no-operation
+            continue;
+        }
+        __u8 len = opt[i + 1];
+        if (kind == 3 && len == 3)
+            return (opt[i + 2] > 14 ? 14 : opt[i + 2]) | TCP_WS_SEEN;
+        if (len < 2)
+            break;                             // malformed
+        i += len;
+    }
+    return 0;
+}
+
 // Record this direction's segment in its own entry `e`.
 static __always_inline void tcp_note(struct __sk_buff *skb, struct ct_entry *e, struct pkt *p)
 {
     __u8 fl = p->tcp_flags;
     if ((fl & TCP_RST) || p->frag == FRAG_LATER)
         return;                                // a later fragment has no TCP header
+    __u16 win = p->tcp_win;
+    if (fl & TCP_SYN) {
+        // A SYN's own window is never scaled: kept shifted down, as later ones will be.
+        __u8 ws = tcp_syn_wscale(skb, p);
+        e->tcp_wscale = ws;
+        win >>= ws & 0xf;
+    }
     // Later segments only: a retransmission does not take the numbers back.
     if (!(e->tcp_seen & TCP_SEEN_SEQ) || (__s32)(p->tcp_next - e->tcp_seq) > 0) {
         e->tcp_seq = p->tcp_next;
@@ -116,7 +161,7 @@ static __always_inline void tcp_note(struct __sk_buff *skb, struct ct_entry *e, 
     if (fl & TCP_ACK) {
         if (!(e->tcp_seen & TCP_SEEN_ACK) || (__s32)(p->tcp_ack - e->tcp_ack) >= 0) {
             e->tcp_ack = p->tcp_ack;
-            e->tcp_win = p->tcp_win;
+            e->tcp_win = win;
             e->tcp_seen |= TCP_SEEN_ACK;
         }
     }
@@ -136,6 +181,9 @@ static __always_inline int tcp_rst_ok(struct ct_entry *self, struct ct_entry *pe
         return (p->tcp_flags & TCP_ACK) && p->tcp_ack == peer->tcp_seq;
     }
     __u32 win = peer->tcp_win;
+    // Scaled only when both SYNs carried the option (RFC 7323 2.2); DSR has no peer entry.
+    if ((peer->tcp_wscale & TCP_WS_SEEN) && self && (self->tcp_wscale & TCP_WS_SEEN))
+        win <<= peer->tcp_wscale & 0xf;
     __u32 sent = (self && (self->tcp_seen & TCP_SEEN_SEQ)) ? self->tcp_seq - peer->tcp_ack : 0;
     if (sent < 0x80000000u && sent > win)
         win = sent;                            // what it sent that is not acknowledged yet
