@@ -43,9 +43,12 @@ def test_lb_lifecycle(daemon: Daemon) -> None:
     assert [e["weight"] for e in shown["endpoint"]] == [1, 3]
     v6 = daemon.cli(
         "lb", "add", "web6", "--vip", "2001:db8::10", "--port", "443",
-        "--endpoints", "[2001:db8:1::1]:8443,[2001:db8:1::2]:8443:5",
+        "--endpoints", "[2001:db8:1::1]:8443,[2001:db8:1::2]:8443:5", "--tcp-midstream-pickup",
     )  # fmt: skip
     assert v6.returncode == 0, v6.stderr
+    table = daemon.cli("lb", "list").stdout.splitlines()
+    assert "options" in table[0]
+    assert "tcp-midstream-pickup" in next(line for line in table if line.startswith("web6"))
     eps = daemon.cli_json("ep", "list", "--service", "web6")
     weights = [(e["address"], e["weight"]) for e in eps]
     assert weights == [("2001:db8:1::1", 1), ("2001:db8:1::2", 5)]

@@ -143,6 +143,25 @@ def test_translation_and_dsr_tunnel_columns() -> None:
     assert [mib.service_cell(18, i) for i in range(3)] == [ber.integer(v) for v in (2, 1, 1)]
 
 
+def test_midstream_pickup_column_and_sweep_interval_scalar() -> None:
+    from northbound.snmp.model import LbMib
+
+    class NoState:
+        def track(self, snap: Snapshot) -> None:
+            pass
+
+    doc = {"sluice:load-balancer": {"service": [
+        {"name": "a", "vip": "198.18.0.1", "tcp-midstream-pickup": True, "endpoint": []},
+        {"name": "b", "vip": "198.18.0.2", "endpoint": []},
+    ]}, "sluice:datapath": {"conntrack-sweep-interval": 7}}  # fmt: skip
+    mib = LbMib(Snapshot.from_doc(doc), NoState(), 0.0, lambda: 0)  # type: ignore[arg-type]
+    assert [mib.service_cell(19, i) for i in range(2)] == [ber.integer(1), ber.integer(2)]
+    assert mib.global_cell(7, 0) == ber.unsigned32(7)
+    doc.pop("sluice:datapath")  # not configured: the model's default
+    mib = LbMib(Snapshot.from_doc(doc), NoState(), 0.0, lambda: 0)  # type: ignore[arg-type]
+    assert mib.global_cell(7, 0) == ber.unsigned32(30)
+
+
 def test_secondary_address_table_rows_and_cells() -> None:
     from northbound.snmp.model import ALGORITHM, LbMib
 

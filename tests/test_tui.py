@@ -413,7 +413,7 @@ async def test_hung_daemon_does_not_block_the_console(tmp_path: Path) -> None:
 
 
 @sync
-async def test_the_form_takes_nat64_its_pool_and_the_dsr_tunnel(daemon: Daemon) -> None:
+async def test_the_form_takes_nat64_its_pool_midstream_pickup_and_the_dsr_tunnel(daemon: Daemon) -> None:
     from textual.widgets import Input, Select
 
     app = console(daemon)
@@ -429,6 +429,7 @@ async def test_the_form_takes_nat64_its_pool_and_the_dsr_tunnel(daemon: Daemon) 
             form.query_one(f"#f-{field}", Input).value = value
         form.query_one("#f-mode", Select).value = "full-nat"
         form.query_one("#f-translation", Select).value = "nat64"
+        form.query_one("#f-tcp-midstream-pickup", Select).value = "yes"
         await pilot.press("ctrl+g")
         await until(pilot, lambda: not isinstance(app.screen, ServiceForm))
         await shows(pilot, "+ service app64")  # staged and shown: the list has the keys again
@@ -439,11 +440,13 @@ async def test_the_form_takes_nat64_its_pool_and_the_dsr_tunnel(daemon: Daemon) 
         svc = services(daemon)["app64"]
         assert svc["nat64"] is True and svc["snat-address"] == "198.19.0.100"
         assert svc["snat-pool"] == ["198.19.0.101"]
+        assert svc["tcp-midstream-pickup"] is True
         # Shown again as entered; a DSR tunnel on a full-nat service is refused inline.
         await pilot.press("enter")
         await until(pilot, lambda: isinstance(app.screen, ServiceForm))
         form = app.screen
         assert form.query_one("#f-translation", Select).value == "nat64"
+        assert form.query_one("#f-tcp-midstream-pickup", Select).value == "yes"
         assert form.query_one("#f-snat-address", Input).value == "198.19.0.100, 198.19.0.101"
         form.query_one("#f-dsr-tunnel", Select).value = "ip-in-ip"
         await pilot.press("ctrl+g")

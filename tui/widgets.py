@@ -136,6 +136,8 @@ class HealthPanel(Static):
             loaded = "loaded" if dp.get("loaded", True) else "NOT loaded"
             errors = len(dp.get("errors") or {})
             dp_text = f"datapath {loaded} · attached: {names or DASH}"
+            if dp.get("conntrack-sweep-interval") is not None:
+                dp_text += f" · conntrack sweep every {dp['conntrack-sweep-interval']:g} s"
             if errors:
                 dp_text += f" · {errors} service(s) failed to program"
         else:

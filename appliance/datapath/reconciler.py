@@ -318,6 +318,7 @@ class DatapathReconciler:
                 "xdp-packets": self.xdp.counters() if self.xdp is not None else {},
                 "services": len(self.driver.services),
                 "route-generation": self.driver.route_generation(),
+                "conntrack-sweep-interval": self.gc_interval_s,
                 "maps": self.driver.fill(),
                 "pending": sorted(self.pending),
                 "errors": dict(self.errors),

@@ -49,13 +49,13 @@ NOTIFY_PREVIOUS_HEALTH = (*NOTIFY_OBJECTS, 1, 0)
 NOTIFY_COMMIT_ID = (*NOTIFY_OBJECTS, 2, 0)
 NOTIFY_COMMIT_SUMMARY = (*NOTIFY_OBJECTS, 3, 0)
 
-SERVICE_COLUMNS = tuple(range(2, 19))
+SERVICE_COLUMNS = tuple(range(2, 20))
 ENDPOINT_COLUMNS = tuple(range(4, 14))
 # Columns read from the config only (everything else comes from the state providers).
-SERVICE_STATIC = frozenset((2, 3, 4, 5, 6, 7, 8, 9, 11, 17, 18))
+SERVICE_STATIC = frozenset((2, 3, 4, 5, 6, 7, 8, 9, 11, 17, 18, 19))
 ENDPOINT_STATIC = frozenset((4, 5))
 SECONDARY_COLUMNS = (2, 3, 4, 5)
-GLOBAL_COLUMNS = (1, 2, 3, 4, 5, 6)
+GLOBAL_COLUMNS = (1, 2, 3, 4, 5, 6, 7)
 FW_COLUMNS = (3, 4, 5, 6, 7)
 FW_LISTS = {"firewall": 1, "snat": 2}
 FW_ACTIONS = {"allow": 1, "drop": 2, "reject": 3, "count": 4, "mark": 5, "redirect": 6,
@@ -72,6 +72,7 @@ ADMIN = {"enabled": 1, "disabled": 2, "drain": 3}
 PROTOCOL = {"tcp": 1, "udp": 2, "sctp": 3, "icmp": 4}
 MODE = {"default": 1, "one-arm": 2, "full-nat": 3, "dsr": 4}
 DSR_TUNNEL = {"none": 1, "ip-in-ip": 2}
+SWEEP_DEFAULT_S = 30  # /datapath/conntrack-sweep-interval's default
 ALGORITHM = {
     "round-robin": 1,
     "weighted": 2,
@@ -414,6 +415,9 @@ class LbMib:
             return _gauge(len(self.snap.services))
         if col == 5:
             return _gauge(len(self.snap.endpoints))
+        if col == 7:  # the YANG default: appliance/datapath/reconciler.py GC_INTERVAL_S
+            sweep = self.snap.datapath.get("conntrack-sweep-interval", SWEEP_DEFAULT_S)
+            return ber.unsigned32(min(int(sweep), U32))
         return ber.unsigned32(min(self.commit_id() or 0, U32))
 
     def service_cell(self, col: int, pos: int) -> Any:
@@ -444,6 +448,8 @@ class LbMib:
             return ber.integer(2 if svc.get("nat64") else 3 if svc.get("nat46") else 1)
         if col == 18:
             return ber.integer(DSR_TUNNEL.get(svc.get("dsr-tunnel", "none"), 1))
+        if col == 19:
+            return ber.integer(1 if svc.get("tcp-midstream-pickup") in (True, "true") else 2)
         if col == 12:
             return _gauge(self.state.endpoints_up(row))
         state = self.state.service(row.name)

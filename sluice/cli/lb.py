@@ -197,6 +197,17 @@ def _endpoints_text(svc: dict[str, Any]) -> str:
     return f"{len(eps)}"
 
 
+def _options_text(svc: dict[str, Any]) -> str:
+    """The service's non-default datapath options, for `lb list` (`lb show` has them all)."""
+    on = [leaf for leaf in ("nat64", "nat46", "tcp-midstream-pickup")
+          if svc.get(leaf) in (True, "true")]  # fmt: skip
+    if svc.get("dsr-tunnel", "none") != "none":
+        on.append(str(svc["dsr-tunnel"]))
+    if svc.get("snat-pool"):
+        on.append(f"snat-pool({len(svc['snat-pool'])})")
+    return ",".join(on) or "-"
+
+
 def cmd_lb_list(client: ControlClient, args: argparse.Namespace) -> int:
     services = client.call("lb.list")
     if args.output == "json":
@@ -216,6 +227,7 @@ def cmd_lb_list(client: ControlClient, args: argparse.Namespace) -> int:
                 port,
                 s.get("mode"),
                 s.get("algorithm"),
+                _options_text(s),
                 _endpoints_text(s),
                 s.get("admin-state"),
                 state.get("oper-status"),
@@ -231,6 +243,7 @@ def cmd_lb_list(client: ControlClient, args: argparse.Namespace) -> int:
             "port",
             "mode",
             "algorithm",
+            "options",
             "endpoints",
             "admin",
             "oper",

@@ -33,6 +33,7 @@ ENUMS = {
     "mode": ["default", "one-arm", "full-nat", "dsr"],
     "translation": ["none", "nat64", "nat46"],
     "dsr-tunnel": ["none", "ip-in-ip"],
+    "tcp-midstream-pickup": ["no", "yes"],
     "algorithm": [
         "round-robin", "weighted", "hash", "maglev", "least-connections", "priority",
         "persistence", "gtp-teid",
@@ -58,6 +59,7 @@ FIELDS = [
     ("dsr-tunnel", "DSR tunnel", ""),
     ("secondary-vip", "Secondary VIPs", "SCTP multihoming: 198.18.0.11, …"),
     ("secondary-snat-address", "Secondary SNAT", "one per secondary VIP"),
+    ("tcp-midstream-pickup", "TCP mid-stream", ""),
 ]
 FIELD_IDS = {f for f, _, _ in FIELDS} | {"port-range-end", "nat64", "nat46", "snat-pool"}
 # Leaf-lists shown as comma-separated text.
@@ -104,6 +106,8 @@ class ServiceForm(Screen[bool]):
                 value = (svc.get("health-probe") or {}).get("type", "none")
             elif field == "translation":  # two boolean leaves, at most one true
                 value = "nat64" if svc.get("nat64") else "nat46" if svc.get("nat46") else "none"
+            elif field == "tcp-midstream-pickup":  # a boolean leaf
+                value = "yes" if svc.get(field) in (True, "true") else "no"
             else:
                 value = svc.get(field, ENUMS[field][0])
             return Select(
@@ -180,6 +184,10 @@ class ServiceForm(Screen[bool]):
             svc.pop("dsr-tunnel", None)  # the default
         else:
             svc["dsr-tunnel"] = self._value("dsr-tunnel")
+        if self._value("tcp-midstream-pickup") == "yes":
+            svc["tcp-midstream-pickup"] = True
+        else:
+            svc.pop("tcp-midstream-pickup", None)  # the default: only a SYN opens a flow
         for field in LISTS:
             items = [a.strip() for a in self._value(field).split(",") if a.strip()]
             if items:
