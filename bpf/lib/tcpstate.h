@@ -147,7 +147,7 @@ static __always_inline void tcp_note(struct __sk_buff *skb, struct ct_entry *e, 
     if ((fl & TCP_RST) || p->frag == FRAG_LATER)
         return;                                // a later fragment has no TCP header
     __u16 win = p->tcp_win;
-    if (fl & TCP_SYN) {
+    if (skb && (fl & TCP_SYN)) {               // skb 0: XDP (lib/xdp_fast.h), never a SYN
         // A SYN's own window is never scaled: kept shifted down, as later ones will be.
         __u8 ws = tcp_syn_wscale(skb, p);
         e->tcp_wscale = ws;
