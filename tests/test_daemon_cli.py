@@ -47,7 +47,7 @@ def test_lb_lifecycle(daemon: Daemon) -> None:
     )  # fmt: skip
     assert v6.returncode == 0, v6.stderr
     table = daemon.cli("lb", "list").stdout.splitlines()
-    assert "options" in table[0]
+    assert "OPTIONS" in table[0]
     assert "tcp-midstream-pickup" in next(line for line in table if line.startswith("web6"))
     eps = daemon.cli_json("ep", "list", "--service", "web6")
     weights = [(e["address"], e["weight"]) for e in eps]

@@ -25,7 +25,8 @@
 // (kept in a per-CPU buffer), which are then put back and the tail cut off for the first.
 // Limits (then the packet is dropped, as before): a fragment's inner part at most
 // L3DSR_FRAG_MAX bytes (bpf_skb_adjust_room moves at most 4095), two fragments (the client's
-// packet at most twice the tunnel's MTU), no GSO packet, the endpoint's neighbour resolved.
+// packet at most twice the tunnel's MTU), no GSO packet; while the endpoint's neighbour is
+// unresolved only the first fragment goes (resolving it: that datagram is lost).
 // Fragments that fit follow their first one (frag.h).
 #pragma once
 
@@ -122,14 +123,15 @@ static __always_inline int l3dsr_frag_hdr(struct __sk_buff *skb, struct pkt *p, 
 }
 
 // An IPv4 packet with DF clear that does not fit the tunnel (link MTU `mtu`): encapsulate
-// it in two outer fragments (see the top). Returns a TC verdict.
+// it in two outer fragments (see the top). Returns a TC verdict, -1 if it is not ours to
+// fragment (DF set, GSO: the caller answers "fragmentation needed").
 static __always_inline int l3dsr_fragment(struct __sk_buff *skb, struct pkt *p,
                                           struct addr *dst, __u32 mtu)
 {
     struct iphdr in;
     if (p->l3_off != sizeof(struct ethhdr) || skb->gso_segs > 1 ||
         bpf_skb_load_bytes(skb, p->l3_off, &in, sizeof(in)) || (in.frag_off & bpf_htons(IP_DF_)))
-        return -1;                             // not ours to fragment: the caller answers
+        return -1;
     __u32 inner = skb->len - p->l3_off;
     __u32 first = (mtu - sizeof(struct iphdr)) & ~7U;
     if (mtu <= sizeof(struct iphdr) + 8 || first > L3DSR_FRAG_MAX || inner <= first ||
@@ -137,7 +139,8 @@ static __always_inline int l3dsr_fragment(struct __sk_buff *skb, struct pkt *p,
         return TC_ACT_SHOT;                    // more than two fragments: beyond this
     // The egress and the tunnel's source, as for a packet that fits (asked with the MTU).
     struct bpf_fib_lookup f = {};
-    if (l3dsr_fib(skb, p, &p->k.src, dst, mtu, &f) != BPF_FIB_LKUP_RET_SUCCESS)
+    int rc = l3dsr_fib(skb, p, &p->k.src, dst, mtu, &f);
+    if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
         return TC_ACT_SHOT;
     struct ifaddr_key ik = {.ifindex = f.ifindex, .family = 4};
     struct addr *own = ifaddr_map.lookup(&ik);
@@ -148,25 +151,35 @@ static __always_inline int l3dsr_fragment(struct __sk_buff *skb, struct pkt *p,
     struct addr src = *own;
     __be16 id = (__be16)bpf_get_prandom_u32();
     __u32 hdr = p->l3_off + sizeof(struct iphdr);
-    // Room for the outer header, the MACs of the egress link.
-    if (bpf_skb_adjust_room(skb, sizeof(struct iphdr), BPF_ADJ_ROOM_MAC, 0) ||
-        bpf_skb_store_bytes(skb, 0, f.dmac, 6, 0) || bpf_skb_store_bytes(skb, 6, f.smac, 6, 0))
-        return TC_ACT_SHOT;
+    if (bpf_skb_adjust_room(skb, sizeof(struct iphdr), BPF_ADJ_ROOM_MAC, 0))
+        return TC_ACT_SHOT;                    // room for the outer header
     first &= 0xFF8;                            // for the verifier: first <= L3DSR_FRAG_MAX
-    if (!first || bpf_skb_load_bytes(skb, hdr, buf->b, first))
+    if (!first)
         return TC_ACT_SHOT;
-    // The second fragment: the first's bytes cut out, sent as a clone.
-    if (bpf_skb_adjust_room(skb, -(__s32)first, BPF_ADJ_ROOM_NET, 0) ||
-        l3dsr_frag_hdr(skb, p, in.tos, inner - first, first, 0, id, &src, dst) ||
-        bpf_clone_redirect(skb, f.ifindex, 0))
-        return TC_ACT_SHOT;
-    // The first: its bytes back, the rest cut off.
-    if (bpf_skb_adjust_room(skb, first, BPF_ADJ_ROOM_NET, 0) ||
-        bpf_skb_store_bytes(skb, hdr, buf->b, first, BPF_F_RECOMPUTE_CSUM) ||
-        bpf_skb_change_tail(skb, hdr + first, 0) ||
+    if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
+        // The second fragment: the first's bytes cut out (kept), sent as a clone.
+        if (bpf_skb_store_bytes(skb, 0, f.dmac, 6, 0) ||
+            bpf_skb_store_bytes(skb, 6, f.smac, 6, 0) ||
+            bpf_skb_load_bytes(skb, hdr, buf->b, first) ||
+            bpf_skb_adjust_room(skb, -(__s32)first, BPF_ADJ_ROOM_NET, 0) ||
+            l3dsr_frag_hdr(skb, p, in.tos, inner - first, first, 0, id, &src, dst) ||
+            bpf_clone_redirect(skb, f.ifindex, 0))
+            return TC_ACT_SHOT;
+        // The first: its bytes back.
+        if (bpf_skb_adjust_room(skb, first, BPF_ADJ_ROOM_NET, 0) ||
+            bpf_skb_store_bytes(skb, hdr, buf->b, first, BPF_F_RECOMPUTE_CSUM))
+            return TC_ACT_SHOT;
+    }
+    if (bpf_skb_change_tail(skb, hdr + first, 0) ||
         l3dsr_frag_hdr(skb, p, in.tos, first, 0, 1, id, &src, dst))
         return TC_ACT_SHOT;
-    return bpf_redirect(f.ifindex, 0);
+    if (rc == BPF_FIB_LKUP_RET_SUCCESS)
+        return bpf_redirect(f.ifindex, 0);
+    // The endpoint's neighbour is not resolved yet: the first fragment alone goes through
+    // the kernel's neighbour code, which resolves it. This datagram is lost (a clone cannot
+    // wait for the neighbour); the next ones go whole.
+    struct bpf_redir_neigh rn = {.nh_family = AF_INET_, .ipv4_nh = f.ipv4_dst};
+    return redirect_neigh(f.ifindex, &rn, sizeof(rn), 0);
 }
 
 // Tail-call body (JMP_L3DSR): a client packet of an L3-DSR flow, tracked and counted by
