@@ -413,7 +413,7 @@ async def test_hung_daemon_does_not_block_the_console(tmp_path: Path) -> None:
 
 
 @sync
-async def test_the_form_takes_nat64_its_pool_midstream_pickup_and_the_dsr_tunnel(daemon: Daemon) -> None:
+async def test_the_form_takes_nat64_a_pool_midstream_pickup_and_a_tunnel(daemon: Daemon) -> None:
     from textual.widgets import Input, Select
 
     app = console(daemon)
