@@ -158,13 +158,19 @@ static __always_inline void tcp_note(struct __sk_buff *skb, struct ct_entry *e, 
         e->tcp_seq = p->tcp_next;
         e->tcp_seen |= TCP_SEEN_SEQ;
     }
-    if (fl & TCP_ACK) {
-        if (!(e->tcp_seen & TCP_SEEN_ACK) || (__s32)(p->tcp_ack - e->tcp_ack) >= 0) {
-            e->tcp_ack = p->tcp_ack;
-            e->tcp_win = win;
-            e->tcp_seen |= TCP_SEEN_ACK;
-        }
+    // Written only when they change (a newer acknowledgement, or a window update for the
+    // same one): most segments of the direction that mostly sends leave the entry alone.
+    if (!(fl & TCP_ACK))
+        return;
+    if (!(e->tcp_seen & TCP_SEEN_ACK)) {
+        e->tcp_seen |= TCP_SEEN_ACK;
+    } else {
+        __s32 d = (__s32)(p->tcp_ack - e->tcp_ack);
+        if (d < 0 || (d == 0 && e->tcp_win == win))
+            return;
     }
+    e->tcp_ack = p->tcp_ack;
+    e->tcp_win = win;
 }
 
 // May this RST, sent by the side whose entry is `self`, close the flow? `peer`: the other
