@@ -39,12 +39,16 @@ class Conntrack:
     A flow's two entries are always in the same table: syn_map during a TCP handshake
     (bpf/lib/tcpstate.h), ct_map otherwise."""
 
-    def __init__(self, tables: dict[str, Any], resetter: Resetter | None = None) -> None:
+    def __init__(self, tables: dict[str, Any], resetter: Resetter | None = None,
+                 ep_ids: Callable[[], set[int]] | None = None) -> None:  # fmt: skip
         self.t = {name: tables[name] for name in ("ct_map", "svc_active", "ep_active")}
         # SCTP multihoming (bpf/lib/sctp_mh.h): alternate path -> primary flow, and the
         # peers' addresses by primary flow. Absent in older programs and tests' stand-ins.
         self.t.update({name: tables[name] for name in ("mh_alt_map", "mh_peer_map")
                        if name in tables})  # fmt: skip
+        # The configured endpoint ids (the driver's): ep_active is an array, so an entry's
+        # existence no longer says which ids are in use. None: every id (tests' stand-ins).
+        self.ep_ids = ep_ids
         # Flow tables, established first (older programs, tests' stand-ins: ct_map only).
         self.flow_tables = [tables["ct_map"]] + ([tables["syn_map"]] if "syn_map" in tables
                                                  else [])  # fmt: skip
@@ -234,7 +238,7 @@ class Conntrack:
                 self.resetter.reset(idle)  # type: ignore[union-attr]
                 idle = []
         self._set_gauges("svc_active", svc_live)
-        self._set_gauges("ep_active", ep_live)
+        self._set_gauges("ep_active", ep_live, None if self.ep_ids is None else self.ep_ids())
         self.orphans_removed += self._drop_orphans(stale, now)
         self.alt_paths_removed += self._drop_alt_paths(alts, ended)
         return gone
@@ -292,15 +296,20 @@ class Conntrack:
             gone += ctwalk.delete(t, rk)
         return gone
 
-    def _set_gauges(self, name: str, live: Counter[int]) -> None:
+    def _set_gauges(self, name: str, live: Counter[int], in_use: set[int] | None = None) -> None:
         """Store ``live`` into the gauge map, only where it differs (see gc for the race).
 
-        Only existing entries are written: ep_active holds an entry per configured endpoint
-        (the datapath only updates in place), and one deleted meanwhile must stay deleted.
+        Only existing entries are written. With ``in_use`` (ep_active, an array: an id's
+        slot exists whether or not it is in use) an id outside it gets 0, even while flows
+        of its removed endpoint wait for their flush, and the walk stops after the highest
+        id in use (ids are dense, from 1; the driver zeroes an id it frees).
         """
         t = self.t[name]
         fix_ids: list[int] = []
         fix_vals: list[int] = []
+        # A snapshot: the config worker adds and removes ids while the sweep runs.
+        used = None if in_use is None else set(in_use)
+        top = max(used, default=0) if used is not None else None
         for keys, values, n in ctwalk.walk(t):
             ids = struct.unpack(f"={n}I", keys)  # __u32 keys
             vals = struct.unpack(f"={n}q", values)  # __s64 gauges
@@ -308,10 +317,13 @@ class Conntrack:
             # 320,000 endpoint gauges: visit in Python only the nonzero ones and the ids
             # with live flows (compress and the set operations run in C).
             for gid in set(compress(ids, vals)) | (live.keys() & current.keys()):
-                want = live.get(gid, 0)
+                # An id not in use gets 0, whatever flows of it wait for their flush.
+                want = live.get(gid, 0) if used is None or gid in used else 0
                 if current[gid] != want:
                     fix_ids.append(gid)
                     fix_vals.append(want)
+            if top is not None and ids[-1] >= top:
+                break  # past the highest id in use (the driver zeroes an id it frees)
         if fix_ids:
             m = len(fix_ids)
             ctwalk.update_existing(t, (t.Key * m)(*fix_ids), (t.Leaf * m)(*fix_vals))

@@ -106,18 +106,25 @@ def walk(table: Any, batch: int = BATCH) -> Iterator[Chunk]:
 
 def _walk_items(table: Any, batch: int) -> Iterator[Chunk]:
     """The same chunks from bcc's per-entry iteration (no batch commands: kernel < 5.6)."""
-    chunks: list[Chunk] = []
+    if type(table).__name__ == "Array":
+        # An array's keys never go: no snapshot needed, and a caller that stops early
+        # (the endpoint gauges: 524,288 slots) reads only what it needs.
+        yield from _chunks(table.iteritems(), batch)
+        return
+    yield from list(_chunks(table.iteritems(), batch))
+
+
+def _chunks(items: Any, batch: int) -> Iterator[Chunk]:
     ks: list[bytes] = []
     vs: list[bytes] = []
-    for k, v in table.iteritems():  # tolerates entries vanishing between key and lookup
+    for k, v in items:  # bcc's iteritems tolerates entries vanishing between key and lookup
         ks.append(bytes(k))
         vs.append(bytes(v))
         if len(ks) == batch:
-            chunks.append((b"".join(ks), b"".join(vs), len(ks)))
+            yield b"".join(ks), b"".join(vs), len(ks)
             ks, vs = [], []
     if ks:
-        chunks.append((b"".join(ks), b"".join(vs), len(ks)))
-    yield from chunks
+        yield b"".join(ks), b"".join(vs), len(ks)
 
 
 def delete(table: Any, keys: bytes) -> int:

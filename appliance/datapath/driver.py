@@ -75,7 +75,9 @@ class Driver:
             "nh_gen_map", "ep_arr", "sel_small_map", "snat_pool_map",
             "mh_map", "mh_peer_map", "mh_alt_map")}  # fmt: skip
         self._gen_lock = threading.Lock()
-        self.ct = Conntrack(self.t, Resetter(netns))
+        # The sweep recounts endpoint gauges of configured endpoints only (ep_active is an
+        # array: a removed endpoint's slot is there, zeroed, and must stay 0).
+        self.ct = Conntrack(self.t, Resetter(netns), ep_ids=lambda: self._ep_ids)
         self.services: dict[str, ServiceState] = {}
         self.health: dict[tuple[str, str, int], bool] = {}
         # What the maps held when we started: service key -> (id, gen, n_slots) and

@@ -40,7 +40,7 @@ MAPS = {
     "rr_map": "rr64", "persist_map": "persist", "ifaddr_map": "ifaddr", "ct_map": "ct",
     "syn_map": "syn",
     "allow_map": "allow", "svc_stats": "svcst", "ep_stats": "epst", "svc_active": "svcact",
-    "ep_active": "epact", "jmp_map": "jmp", "nh_gen_map": "nhgen",
+    "ep_active": "epacta", "jmp_map": "jmp", "nh_gen_map": "nhgen",
     "ep_arr": "eparr", "sel_small_map": "selsm", "frag_map": "frag",
     "snat_pool_map": "snatpool",
     "fw_live": "fwlive", "fw_gens": "fwgen", "fw_tuples": "fwtup", "fw_keys": "fwkeys",
@@ -51,10 +51,11 @@ MAPS = {
     "flow_events": "fev",
 }  # fmt: skip
 # Pins of maps an older program used and this one does not ("sel": one selection slot per
-# entry, before pages; "rr": 32-bit round-robin counters). Unlinked at load: an attached
-# older program keeps its own map reference until its filter is replaced, and nothing else
-# reads them. "mh", "mhpeer": SCTP secondary addresses of one family, peers by count.
-LEGACY_PINS = ("sel", "rr", "mh", "mhpeer")
+# entry, before pages; "rr": 32-bit round-robin counters; "epact": the endpoint gauges as
+# a hash, now the array "epacta"). Unlinked at load: an attached older program keeps its
+# own map reference until its filter is replaced, and nothing else reads them. "mh",
+# "mhpeer": SCTP secondary addresses of one family, peers by count.
+LEGACY_PINS = ("sel", "rr", "mh", "mhpeer", "epact")
 # Tail-call targets: bpf/lib/consts.h JMP_* -> the function in bpf/lb.c.
 TAIL_CALLS = {0: "sluice_icmp_err", 1: "sluice_too_big", 2: "sluice_xlat", 3: "sluice_fw",
               4: "sluice_fw_lb", 5: "sluice_l3dsr", 6: "sluice_sctp_nat", 7: "sluice_sctp_paths",

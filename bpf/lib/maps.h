@@ -67,6 +67,9 @@ BPF_PERCPU_ARRAY(ct_scratch, struct ct_entry, 1);
 BPF_TABLE_PINNED("percpu_array", __u32, struct counters, svc_stats, MAX_SERVICES, PIN("svcst"));
 BPF_TABLE_PINNED("percpu_hash", __u32, struct counters, ep_stats, MAX_ENDPOINTS, PIN("epst"),
                  NO_PREALLOC);
-// Active-session gauges: shared (atomic add), least-connections reads them.
+// Active-session gauges: shared (atomic add), least-connections reads them. Arrays (ids are
+// dense): a least-connections scan reads up to LC_SCAN endpoint gauges per new flow, and an
+// array lookup is inlined where a hash lookup hashes. ep_active costs 4 MiB (MAX_ENDPOINTS x
+// 8 B); pinned as "epacta" ("epact" was a hash).
 BPF_TABLE_PINNED("array", __u32, __s64, svc_active, MAX_SERVICES, PIN("svcact"));
-BPF_TABLE_PINNED("hash", __u32, __s64, ep_active, MAX_ENDPOINTS, PIN("epact"), NO_PREALLOC);
+BPF_TABLE_PINNED("array", __u32, __s64, ep_active, MAX_ENDPOINTS, PIN("epacta"));
