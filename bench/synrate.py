@@ -1,10 +1,14 @@
 """SYN-rate benchmark: how many new flows per second each path carries with < 0.1 % loss.
 
-    .venv/bin/python bench/synrate.py [--quick] [--runs N] [--json PATH]
+    .venv/bin/python bench/synrate.py [--quick] [--runs N] [--generator synpace|trafgen]
+                                      [--json PATH]
 
-A packet generator (`trafgen`, Debian netsniff-ng) in the client namespace sends TCP SYNs
-at a fixed rate, each from a new (source address, source port) — 251 addresses of
-198.18.64.0/24 × 64,512 ports before a tuple repeats — to the target of each path:
+A packet generator in the client namespace sends TCP SYNs at a fixed rate, each from a new
+(source address, source port) — 251 addresses of 198.18.64.0/24 × 64,512 ports before a
+tuple repeats — to the target of each path. The generator is `bench/synpace.c` (compiled
+here with cc: AF_PACKET, up to 64 frames per sendmmsg, paced against the clock, qdisc
+bypassed) or `trafgen` (Debian netsniff-ng; its rate mode sends one frame per system call
+and topped out at 60–150 k SYN/s on one CPU of the development VM):
 
 - direct     the backend itself (the lb namespace a plain router)
 - sluice     Sluice's TC program, DNAT, VIP 198.19.0.50:80 → backend:8080
@@ -92,6 +96,8 @@ class SynNet:
     log: Callable[[str], None] = log_stderr
     confs: dict[str, Path] = field(default_factory=dict)
     saved_syncookies: str = ""
+    generator: str = "synpace"  # or "trafgen"
+    gen_cmd: dict[str, list[str]] = field(default_factory=dict)  # synpace: per path
 
 
 # --------------------------------------------------------------------------------------
@@ -138,6 +144,14 @@ def prepare(sn: SynNet) -> None:
     _counter_table(sn)
     lb_mac = _mac(sn.lb, sn.lb_front_if)
     net = SRC_NET.split("/")[0]
+    if sn.generator == "synpace":
+        binary = sn.tmp / "synpace"
+        res = subprocess.run(["cc", "-O2", "-o", str(binary), str(BENCH / "synpace.c")],
+                             capture_output=True, text=True, timeout=120)  # fmt: skip
+        if res.returncode:
+            raise RuntimeError(f"compiling synpace: {res.stderr[-500:]}")
+        for path, (addr, port) in sn.targets.items():
+            sn.gen_cmd[path] = [str(binary), sn.client_if, lb_mac, net, addr, str(port)]
     for path, (addr, port) in sn.targets.items():
         conf = sn.tmp / f"syn-{path}.cfg"
         conf.write_text(
@@ -234,13 +248,17 @@ def step(sn: SynNet, path: str, rate: int, seconds: float) -> dict[str, Any]:
     a0, c0, p0 = _answered(sn), _cpu(LB_CPU), prog_stats(sn.prog_fd)
     t0 = time.monotonic()
     pin = ["taskset", "-c", str(GEN_CPU)] if (os.cpu_count() or 1) > 1 else []
-    res = sn.client.run([*pin, "trafgen", "-P", "1", "--no-sock-mem", "--notouch-irq",
-                         "--no-cpu-stats", "-o", sn.client_if,
-                         "-c", str(sn.confs[path]), "-b", f"{rate}pps", "-n", str(n)],
-                        timeout=seconds * 4 + 20)  # fmt: skip
+    if sn.generator == "synpace":
+        cmd = [*pin, *sn.gen_cmd[path], str(rate), str(n)]
+    else:
+        cmd = [*pin, "trafgen", "-P", "1", "--no-sock-mem", "--notouch-irq", "--no-cpu-stats",
+               "-o", sn.client_if, "-c", str(sn.confs[path]), "-b", f"{rate}pps", "-n", str(n)]
+    res = sn.client.run(cmd, timeout=seconds * 4 + 20)
     took = time.monotonic() - t0
     if res.returncode != 0:
-        raise RuntimeError(f"trafgen: {res.stderr[-500:]}")
+        raise RuntimeError(f"{sn.generator}: {res.stderr[-500:]}")
+    if sn.generator == "synpace":
+        took = float(res.stdout.split()[1])  # its own sending time, without its start-up
     # Wait for the last SYN-ACKs: until the counter stops moving (bounded).
     answered, still, deadline = _answered(sn), 0, time.monotonic() + 3
     while still < 3 and time.monotonic() < deadline:
@@ -349,7 +367,8 @@ def _measure(sn: SynNet, settings: dict[str, Any], paths: list[str]) -> dict[str
                 cpu[path].append(cpu_per_flow(sn, path, common, 2 * settings["seconds"]))
             finally:
                 sn.switch(path, False)
-    out: dict[str, Any] = {"settings": settings, "cpu_rate": common, "paths": {}}
+    out: dict[str, Any] = {"settings": settings, "cpu_rate": common, "paths": {},
+                           "generator": sn.generator}
     for p in paths:
         rates = [r["rate"] for r in runs[p]]
         soft = [c["softirq_ns"] for c in cpu[p]]
@@ -388,8 +407,9 @@ def table(res: dict[str, Any]) -> str:
     lines = [
         f"SYNs from {SRC_NET} at a fixed rate, {s['seconds']} s a step, the backend answering "
         f"with SYN cookies: the highest rate with < {LOSS_LIMIT * 100:g} % loss (median of "
-        f"{s['runs']} run(s), ± half the run-to-run range; \"≥\": the generator, trafgen on "
-        f"CPU {GEN_CPU}, could not send faster and nothing was lost). CPU per new flow: CPU "
+        f"{s['runs']} run(s), ± half the run-to-run range; \"≥\": the generator, "
+        f"{res.get('generator', 'trafgen')} on CPU {GEN_CPU}, could not send faster and nothing "
+        "was lost). CPU per new flow: CPU "
         f"{LB_CPU}'s softirq time per answered SYN at {res['cpu_rate']:,} SYN/s (the balancer, "
         "the backend's SYN cookie and the way back, both directions); the balancer's extra is "
         "that minus the direct path's; capacity = 1 s / CPU per new flow, the rate one CPU "
@@ -449,9 +469,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="1 run, 1 s steps")
     ap.add_argument("--runs", type=int)
     ap.add_argument("--paths", default=",".join(PATHS))
+    ap.add_argument("--generator", choices=["synpace", "trafgen"], default="synpace")
     ap.add_argument("--json", help="also write the raw results here")
     args = ap.parse_args(argv)
-    for tool in ("trafgen", "nft", "conntrack", "taskset", "bpftool"):
+    gen_tool = "cc" if args.generator == "synpace" else "trafgen"
+    for tool in (gen_tool, "nft", "conntrack", "taskset", "bpftool"):
         if not shutil.which(tool):
             print(f"missing tool: {tool} (scripts/setup --bench)", file=sys.stderr)
             return 2
@@ -480,6 +502,7 @@ def main(argv: list[str] | None = None) -> int:
             net.set(dpkit.service("syn", vip=VIP["sluice"], port=VIP_PORT, backends=(1,),
                                   ep_port=BACKEND_PORT))  # fmt: skip
             sn = synnet(net, prog, topo._tmp)
+            sn.generator = args.generator
             res = measure(sn, settings, [p for p in args.paths.split(",") if p])
         finally:
             net.rec.close()
