@@ -58,10 +58,10 @@ static __always_inline int ct_expired(struct ct_entry *o, __u64 now)
 }
 
 // The active-session gauges. svc_active (an array) follows every flow as it starts and
-// ends. ep_active (a hash) is what least-connections chooses by, so only its flows
+// ends. ep_active is what least-connections chooses by, so only its flows
 // (CT_F_LC) move it here; the conntrack sweep recounts every gauge from the table each pass
 // (appliance/datapath/conntrack.py gc), which is what keeps the other endpoints' gauges:
-// a new flow of any other algorithm saves the hash lookup and the shared atomic.
+// a new flow of any other algorithm saves the lookup and the atomic on a line all CPUs share.
 static __always_inline void ct_count(struct ct_entry *o)
 {
     __u32 sid = o->svc_id, eid = o->ep_id;
