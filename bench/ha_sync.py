@@ -96,6 +96,7 @@ def fill(rec: Any, n: int) -> float:
 async def run(args: argparse.Namespace, a: Any, b: Any) -> dict[str, Any]:
     from appliance.ha.flowsync import FlowSync
     from appliance.ha.sync_channel import SyncSender, SyncServer
+    from appliance.ha.sync_codec import RECORD
 
     loop = asyncio.get_running_loop()
     out: dict[str, Any] = {}
@@ -106,8 +107,9 @@ async def run(args: argparse.Namespace, a: Any, b: Any) -> dict[str, Any]:
     def install(peer: str, payload: bytes) -> dict[str, int]:
         res = real_install(peer, payload)
         now = time.monotonic()
-        if len(payload) <= 64 * 88:  # the latency phase's small batches: note each flow
-            for off in range(0, len(payload), 88):  # head 16, client 16, vip 16, ..., ports
+        size = RECORD.size
+        if len(payload) <= 64 * size:  # the latency phase's small batches: note each flow
+            for off in range(0, len(payload), size):  # head 16, client 16, vip 16, ..., ports
                 done_at[payload[off + 16 : off + 48] + payload[off + 80 : off + 82]] = now
         return res
 

@@ -292,7 +292,7 @@ static __always_inline int lb_entry(struct __sk_buff *skb, const int sctp)
     int syn;                                   // the flow is in syn_map (lib/tcpstate.h)
     int tcp = p.k.proto == IPPROTO_TCP;
     struct ct_entry *e = ct_find(&p.k, &syn);
-    if (e && (e->flags & CT_F_SYNCED) && ha_paused(&p.k.dst))
+    if (e && ha_hold(e))
         return TC_ACT_SHOT;                    // a peer's flow on a backup waits (lib/ha.h)
     if (e && e->dir == CT_DIR_ORIG && tcp && e->state == CT_EST && ct_expired(e, now) &&
         !(p.tcp_flags & TCP_SYN))

@@ -7,8 +7,11 @@ full-NAT source ports come from this node's range. The HA sync's installer
 from __future__ import annotations
 
 import ipaddress
+import logging
 import struct
+import sys
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -16,6 +19,7 @@ from dpkit import HTTP_PORT, SNAT4, UDP_PORT, VIP4, VIP6, LbNet, backend_addr, s
 from udpflow import UdpFlow
 
 pytestmark = pytest.mark.datapath
+RECORD_SIZE = 112  # appliance/ha/sync_codec.RECORD
 
 
 def a16(address: str) -> bytes:
@@ -27,12 +31,12 @@ def record(client: str, cport: int, vip: str, vport: int, ep: str, eport: int,
            family: int | None = None, snat: str | None = None, sport: int | None = None,
            idle_ms: int = 0) -> bytes:  # fmt: skip
     """One wire record (appliance/ha/sync_codec.RECORD) as a peer would send it."""
-    from appliance.ha.flowsync import HEAD
+    from appliance.ha.flowsync import HEAD, NO_TCP
 
     fam = family or (6 if ":" in vip else 4)
     tup = (a16(client) + a16(vip) + a16(snat or client) + a16(ep)
            + struct.pack("!HHHH", cport, vport, sport if sport is not None else cport, eport))
-    return HEAD.pack(fam, proto, state, flags, 0, 0, 0, timeout, idle_ms) + tup
+    return HEAD.pack(fam, proto, state, flags, 0, 0, 0, timeout, idle_ms) + tup + 2 * NO_TCP
 
 
 class Events:
@@ -101,12 +105,14 @@ def test_flow_events_carry_the_translation(lbnet: LbNet) -> None:
     assert len(events.got) == n
 
 
-def test_installed_flows_keep_their_peer_translation(lbnet: LbNet) -> None:
+def test_installed_flows_keep_their_peer_translation(lbnet: LbNet,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
     """Records as a peer sends them: bound to this node's ids, forwarded to the record's
     endpoint (not the one round-robin would pick), never sent back; bad ones refused by
     field; a GONE record deletes."""
     from appliance.datapath import layout as L
     from appliance.ha.flowsync import REC_F_GONE, FlowSync
+    from appliance.ha.sync_codec import RECORD
 
     lbnet.set(service("web"), service("web6", vip=VIP6))
     sent: list[bytes] = []
@@ -120,9 +126,16 @@ def test_installed_flows_keep_their_peer_translation(lbnet: LbNet) -> None:
            + record(client, 40012, VIP4, 80, backend_addr(1), HTTP_PORT, flags=0x20)
            + record(client, 40013, VIP4, 9999, backend_addr(1), HTTP_PORT)  # no such service
            + record("2001:db8::1", 40014, VIP6, 80, backend_addr(1, 6), HTTP_PORT))
-    res = fs.install("198.18.0.3", good + bad)
+    with caplog.at_level(logging.WARNING, logger="appliance.ha.flowsync"):
+        res = fs.install("198.18.0.3", good + bad)
     assert res == {"entries": 8, "deleted": 0, "unbound": 1, "refused": 3}
     assert dict(fs.refused) == {"family": 1, "protocol": 1, "flags": 1}
+    # Each refusal is logged by the field it got wrong; a flow for a VIP and port this node
+    # has no service for, by its VIP (the rest of the batch went in).
+    logged = {r.getMessage(): r.__dict__ for r in caplog.records}
+    assert logged["ha sync: flow records refused"]["refused"] == dict(fs.refused)
+    unbound = logged["ha sync: flow records for no service or endpoint here (skipped)"]
+    assert (unbound["field"], unbound["vip"], unbound["port"]) == ("vip", VIP4, 9999)
     rows = {int(r["client"].rsplit(":", 1)[1]): r for r in lbnet.rec.conntrack()}
     assert rows[40001]["service"] == "web" and rows[40003]["endpoint"].startswith("198.18.12.1")
     # Installed flows are the peer's: a dump of this node's own flows leaves them out.
@@ -131,7 +144,7 @@ def test_installed_flows_keep_their_peer_translation(lbnet: LbNet) -> None:
         assert lbnet.curl(VIP4, 80, local_port=port) == f"b{n}"
     # Met by packets here, they are this node's now: dumped (the returning peer gets them).
     mine = b"".join(fs.dump_chunks())
-    assert len(mine) // 88 >= 1
+    assert len(mine) // RECORD.size >= 1
     # GONE deletes both entries of a flow.
     gone = record(client, 40099, VIP4, 80, backend_addr(1), HTTP_PORT)
     fs.install("198.18.0.3", gone)
@@ -154,3 +167,179 @@ def test_full_nat_source_ports_from_this_nodes_range(lbnet: LbNet) -> None:
     assert len(ports) == 6 and all(30000 <= p <= 30009 for p in ports), ports
     with pytest.raises(ValueError):
         lbnet.rec.flows.set_snat_ports(100, 200)
+
+
+def _as_peers(lbnet: LbNet, fs: Any) -> bytes:
+    """This node's flows as its peer would get them (a full dump), then gone from here and
+    installed again from those records: the takeover of a peer's flows, on one node."""
+    dump = b"".join(fs.dump_chunks())
+    lbnet.rec.driver.ct.flush(lambda e: True)
+    assert lbnet.rec.conntrack() == []
+    res = fs.install("198.18.0.3", dump)
+    assert res["refused"] == 0 and res["unbound"] == 0, res
+    return dump
+
+
+@pytest.mark.parametrize("kind", ["dnat", "nat64", "nat46"])
+def test_every_kind_of_flow_carries_on_from_its_record(lbnet: LbNet, kind: str) -> None:
+    """A flow made here, sent as a record, deleted and installed from it, goes on to the
+    same endpoint (round-robin would pick the next one for a new flow). NAT64/46 records
+    carry the endpoint side in the other family."""
+    from test_datapath_nat64 import xlat
+
+    from appliance.ha.flowsync import FlowSync
+    from appliance.ha.sync_codec import RECORD
+
+    vip = VIP6 if kind == "nat64" else VIP4
+    svc = (service("u", vip=vip, port=53, proto="udp", ep_port=UDP_PORT) if kind == "dnat"
+           else xlat("u", vip, "full-nat", 53, "udp", UDP_PORT))  # fmt: skip
+    lbnet.set(svc)
+    fs = FlowSync(lbnet.rec, lambda payload: None)
+    flow = UdpFlow(lbnet.client, vip)
+    try:
+        assert flow.send(100) == "ok"
+        (before,) = lbnet.rec.conntrack("u")
+        assert len(_as_peers(lbnet, fs)) == RECORD.size
+        (synced,) = lbnet.rec.conntrack("u")
+        assert (synced["client"], synced["snat"], synced["endpoint"]) == \
+            (before["client"], before["snat"], before["endpoint"])  # fmt: skip
+        assert flow.send(100) == "ok"
+        (after,) = lbnet.rec.conntrack("u")
+        assert after["endpoint"] == before["endpoint"] and sum(after["packets"]) > 0
+    finally:
+        flow.close()
+
+
+def test_a_synced_tcp_flow_keeps_its_rst_window(lbnet: LbNet) -> None:
+    """The record carries both directions' sequence numbers and windows: on the node that
+    takes the flow over, an RST outside the window is dropped before any packet of the flow
+    has met it there (a record without them let any RST close the flow), one inside closes
+    it."""
+    import test_datapath_tcp as tcpt
+
+    from appliance.datapath import layout as L
+    from appliance.ha.flowsync import HEAD, TCP, TUPLE, FlowSync
+
+    for b in lbnet.backends:
+        b.start_tcp_echo(tcpt.ECHO_PORT)
+    lbnet.set(service("e", port=tcpt.ECHO_PORT, ep_port=tcpt.ECHO_PORT))
+    fs = FlowSync(lbnet.rec, lambda payload: None)
+    held = tcpt.Held(lbnet, VIP4, tcpt.ECHO_PORT)
+    try:
+        assert held.ask("echo") == "ok"
+        (own,) = tcpt._entries(lbnet, held.port)
+        dump = _as_peers(lbnet, fs)
+        orig = TCP.unpack_from(dump, HEAD.size + TUPLE)
+        reply = TCP.unpack_from(dump, HEAD.size + TUPLE + TCP.size)
+        assert orig == (own.tcp_seq, own.tcp_ack, own.tcp_win, 3) and reply[3] == 3
+        (entry,) = tcpt._entries(lbnet, held.port)
+        assert entry.flags & L.CT_F_SYNCED and entry.tcp_seq == own.tcp_seq
+        seq = int(entry.tcp_seq)
+        for off in (10_000_000, 2**31):  # far outside any window
+            tcpt._scapy(lbnet, f"send(IP(dst={VIP4!r})/TCP(sport={held.port}, "
+                               f"dport={tcpt.ECHO_PORT}, flags='R', seq={(seq + off) % 2**32}))")
+        time.sleep(0.2)
+        assert tcpt._state(lbnet, "e", held.port) == "established"
+        assert held.ask("echo") == "ok"
+        (entry,) = tcpt._entries(lbnet, held.port)
+        tcpt._scapy(lbnet, f"send(IP(dst={VIP4!r})/TCP(sport={held.port}, "
+                           f"dport={tcpt.ECHO_PORT}, flags='R', seq={int(entry.tcp_seq)}))")
+        wait_for(lambda: tcpt._state(lbnet, "e", held.port) == "closed")
+    finally:
+        held.close()
+
+
+def test_the_sweeps_expiries_reach_the_peers_as_gone(lbnet: LbNet) -> None:
+    """A flow the conntrack sweep expires (no packet of it came back for the datapath to
+    notice) goes to the peers as GONE, like the datapath's own deletions."""
+    from appliance.datapath import layout as L
+    from appliance.ha.flowsync import HEAD, REC_F_GONE, FlowSync
+
+    lbnet.set(service("u", port=53, proto="udp", ep_port=UDP_PORT))
+    sent: list[bytes] = []
+    fs = FlowSync(lbnet.rec, sent.append)
+    fs.start()
+    flow = UdpFlow(lbnet.client, VIP4)
+    try:
+        assert flow.send(100) == "ok"
+        ct = lbnet.rec.program.table("ct_map")
+        for k, v in list(ct.items()):  # its last packet, long ago: expired
+            v.last_ns = 1
+            ct[k] = v
+        assert lbnet.rec.driver.gc() == 1
+        assert lbnet.rec.conntrack("u") == []
+
+        def gone() -> list[bytes]:
+            blob = b"".join(sent)
+            return [blob[o : o + RECORD_SIZE] for o in range(0, len(blob), RECORD_SIZE)
+                    if HEAD.unpack_from(blob, o)[3] & REC_F_GONE]  # fmt: skip
+
+        (rec,) = wait_for(gone, timeout=5)
+        assert rec[HEAD.size + 16 : HEAD.size + 20] == bytes(map(int, VIP4.split(".")))
+        assert HEAD.unpack_from(rec)[1] == 17 and L.FE_GONE == 3
+    finally:
+        flow.close()
+        fs.close()
+
+
+def test_a_backup_neither_forwards_nor_takes_a_synced_flows_replies(lbnet: LbNet) -> None:
+    """A reply (endpoint -> client) of a flow whose VIP is paused here waits like the
+    client's packets: not translated, not counted, the flow not made this node's own."""
+    from appliance.datapath import layout as L
+
+    lbnet.set(service("u", port=53, proto="udp", ep_port=UDP_PORT))
+    flow = UdpFlow(lbnet.client, VIP4)
+    try:
+        assert flow.send(100) == "ok"
+        (row,) = lbnet.rec.conntrack("u")
+        ep, eport = row["endpoint"].rsplit(":", 1)
+        cport = int(row["client"].rsplit(":", 1)[1])
+        ct = lbnet.rec.program.table("ct_map")
+
+        def reply_entry() -> Any:
+            return next(v for v in ct.values() if v.dir == L.CT_DIR_REPLY)
+
+        lbnet.rec.set_paused([VIP4])  # a backup now: its flows are the master's
+        assert reply_entry().flags & L.CT_F_SYNCED
+        n = int(reply_entry().packets)
+        backend = lbnet.backends[int(ep.split(".")[2]) - 11]  # backend n: 198.18.(10+n).1
+        send = ("from scapy.all import IP, UDP, send, conf\nconf.verb = 0\n"
+                f"send(IP(src={ep!r}, dst='198.18.0.1')/UDP(sport={eport}, dport={cport})"
+                "/b'late reply', count=3)")  # fmt: skip
+        assert backend.run([sys.executable, "-c", send], timeout=30).returncode == 0
+        time.sleep(0.3)
+        assert int(reply_entry().packets) == n and reply_entry().flags & L.CT_F_SYNCED
+        lbnet.rec.set_paused([])  # master again: replies go through and the flow is its own
+        assert backend.run([sys.executable, "-c", send], timeout=30).returncode == 0
+        wait_for(lambda: int(reply_entry().packets) >= n + 3, timeout=5)
+        assert not reply_entry().flags & L.CT_F_SYNCED
+    finally:
+        flow.close()
+
+
+@pytest.mark.parametrize("pickup", [True, False])
+def test_an_unsynced_flow_on_a_new_master(lbnet: LbNet, pickup: bool) -> None:
+    """A flow younger than the sync latency reaches the new master unknown (here: this
+    node's entries of a live connection removed). Only a SYN opens a TCP flow, so it is
+    dropped (not reset: the client's retransmissions time out), unless the service picks
+    flows up mid-stream: then a Maglev service sends it to the endpoint it had."""
+    import test_datapath_tcp as tcpt
+
+    for b in lbnet.backends:
+        b.start_tcp_echo(tcpt.ECHO_PORT)
+    lbnet.set(service("e", port=tcpt.ECHO_PORT, ep_port=tcpt.ECHO_PORT, algorithm="maglev",
+                      **{"tcp-midstream-pickup": pickup}))  # fmt: skip
+    held = tcpt.Held(lbnet, VIP4, tcpt.ECHO_PORT)
+    try:
+        assert held.ask("echo") == "ok"
+        (before,) = lbnet.rec.conntrack("e")
+        lbnet.rec.driver.ct.flush(lambda e: True)
+        if pickup:
+            assert held.ask("echo") == "ok"
+            (after,) = lbnet.rec.conntrack("e")
+            assert after["endpoint"] == before["endpoint"] and after["state"] == "established"
+        else:
+            assert held.ask("echo", timeout=10) == "timeout"  # dropped, never reset
+            assert lbnet.rec.conntrack("e") == []
+    finally:
+        held.close()

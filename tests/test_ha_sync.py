@@ -1,4 +1,5 @@
-"""The conntrack sync channel: transport only (not wired to the datapath yet).
+"""The conntrack sync channel: transport, framing, refusals (the datapath side is in
+tests/test_datapath_ha.py).
 
 The channel tests run sender and server in this process over loopback TCP; the last test
 runs a real daemon in a namespace and attacks its sync port from another one.
@@ -36,6 +37,10 @@ def flow(n: int, v6: bool = False) -> FlowRecord:
 def test_codec_round_trip_and_refusals() -> None:
     records = [flow(1), flow(2, v6=True), FlowRecord(4, 1, "198.18.0.1", 7, "198.19.0.10", 0,
                                                       "198.18.11.1", 0)]  # fmt: skip
+    # TCP: both directions' last segments; NAT64: the endpoint side in the other family.
+    records += [FlowRecord(4, 6, "198.18.0.1", 40000, "198.19.0.10", 80, "2001:db8:1::11",
+                           8080, snat="2001:db8:1::fe", snat_port=40000, flags=1 | 4,
+                           tcp_orig=(1000, 2000, 512, 3), tcp_reply=(2000, 1000, 65535, 3))]
     assert decode(encode(records)) == records
     with pytest.raises(CodecError):
         decode(encode(records)[:-1])

@@ -15,7 +15,7 @@ from appliance.ha.gate import VipGate
 from appliance.ha.keepalived_conf import Paths, render
 from appliance.ha.notify_fifo import NotifyFifo, parse
 from appliance.ha.settings import HA, HaSettings, check
-from appliance.ha.vipcheck import parse_reply, probe_frame
+from appliance.ha.vipcheck import ns_probe_frame, parse_na, parse_reply, probe_frame
 
 
 def inst(**over: Any) -> dict[str, Any]:
@@ -188,6 +188,22 @@ def test_arp_probe_frame_and_reply() -> None:
     reply[22:28] = other
     reply[28:32] = bytes([198, 18, 0, 10])
     assert parse_reply(bytes(reply)) == ("198.18.0.10", other)
+
+
+def test_ns_probe_frame_and_advertisement() -> None:
+    """The IPv6 probe: a DAD-style solicitation (from ::) to the VIP's solicited-node group;
+    an advertisement for the VIP names the node that holds it."""
+    mac = bytes.fromhex("020000000001")
+    frame = ns_probe_frame(mac, "2001:db8::10")
+    assert frame[:6] == bytes.fromhex("3333ff000010") and frame[12:14] == b"\x86\xdd"
+    assert frame[22:38] == bytes(16)  # source ::
+    assert frame[38:54] == bytes.fromhex("ff0200000000000000000001ff000010")
+    assert frame[54] == 135 and frame[62:78] == bytes.fromhex("20010db8" + "0" * 22 + "10")
+    assert parse_na(frame) is None  # a solicitation, not an advertisement
+    other = bytes.fromhex("020000000002")
+    na = bytearray(frame)
+    na[6:12], na[54] = other, 136
+    assert parse_na(bytes(na)) == ("2001:db8::10", other)
 
 
 def test_netconf_get_shows_the_roles() -> None:

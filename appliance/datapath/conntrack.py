@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import ctypes as ct
 import gc as cyclic_gc
+import logging
 import socket
 import struct
 import time
@@ -25,6 +26,8 @@ from typing import Any
 from appliance.datapath import ctwalk
 from appliance.datapath import layout as L
 from appliance.datapath.tcpreset import IdleSession, Resetter
+
+log = logging.getLogger(__name__)
 
 Doc = dict[str, Any]
 
@@ -56,6 +59,9 @@ class Conntrack:
         self.resetter = resetter  # idle TCP sessions: reset both ends (tcpreset.py)
         self.idle_resets = 0  # sessions reset at their inactivity timeout
         self.alt_paths_removed = 0  # SCTP alternate paths removed with their association
+        # The ORIG entries gc() expired, as flow events (L.FE_GONE, entry bytes), a batch
+        # per chunk: the HA sync tells its peers (appliance/datapath/flows.py FlowHooks.emit).
+        self.on_gone: Callable[[list[tuple[int, bytes]]], None] | None = None
 
     def rows(
         self,
@@ -192,10 +198,12 @@ class Conntrack:
         ended: list[bytes] = []  # ORIG keys of SCTP flows deleted here (their peers' record)
         mh_alt = L.CT_F_MH_ALT
         idle: list[IdleSession] = []  # expired established TCP sessions: reset both ends
+        on_gone = self.on_gone
         for t, keys, values, _ in self._walk_all():
             ctf = _ct_formats(t)
             ks, vsize = ctf.key_size, ctf.size
             doomed: list[bytes] = []
+            expired: list[tuple[int, bytes]] = []  # (FE_GONE, ORIG entry) for on_gone
             sids: list[int] = []
             eids: list[int] = []
             for i, (last, sid, eid, timeout_s, d, state, flags, proto) in enumerate(
@@ -211,6 +219,8 @@ class Conntrack:
                     continue
                 if now > last and now - last > idle_limit:
                     doomed.append(keys[i * ks : (i + 1) * ks])
+                    if on_gone is not None:
+                        expired.append((L.FE_GONE, values[i * vsize : (i + 1) * vsize]))
                     if not flags & dsr:  # DSR flows have no reply entry
                         doomed.append(_reply_key(values, i * vsize))
                     if proto == sctp and not flags & mh_alt:
@@ -231,6 +241,11 @@ class Conntrack:
             # Per chunk, right after reading it: the shorter the time between judging a flow
             # expired and deleting it, the smaller the chance a packet revived it meanwhile.
             ctwalk.delete(t, b"".join(doomed))
+            if expired:
+                try:
+                    on_gone(expired)  # type: ignore[misc]
+                except Exception:
+                    log.exception("conntrack: reporting expired flows failed")
             if idle:
                 # After the delete: a packet the RST provokes finds no flow (and, not being
                 # a SYN, opens none).

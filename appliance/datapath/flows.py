@@ -9,6 +9,8 @@
   state or is deleted by the datapath (the ORIG entry's bytes); a thread ("flow-events")
   polls the ring buffer and hands the callback one batch (a list of (type, entry bytes))
   per wake-up. The established path pays one cached array load for all of it.
+- ``emit(batch)``: events the control plane makes (the conntrack sweep's expiries: GONE),
+  to the same consumers.
 - ``walk_orig()``: the ORIG entries of the table in chunks of raw bytes (dumps, refresh).
 - ``install(keys, values)`` / ``delete(keys)``: batched map writes of raw entries.
 
@@ -101,9 +103,10 @@ class FlowHooks:
             self._mark_synced({struct.pack("=4I", *w) for _, w in newly})
 
     def _mark_synced(self, vips: set[bytes]) -> int:
-        """Mark this node's flows to newly paused VIPs as a peer's (CT_F_SYNCED): the
-        datapath checks the pause only for such flows (the established path of its own
-        flows pays nothing for HA), and the node that is master now carries them."""
+        """Mark this node's flows to newly paused VIPs as a peer's (CT_F_SYNCED), both
+        entries: the datapath checks the pause only for such flows (the established path
+        of its own flows pays nothing for HA), and the node that is master now carries
+        them, replies included."""
         vs = ct.sizeof(self.ct.Leaf)
         ks = ct.sizeof(self.ct.Key)
         f = self.entry_format([("t.vip", "16s"), ("dir", "B"), ("flags", "B")])
@@ -112,8 +115,8 @@ class FlowHooks:
         for keys, values, n in self.walk():
             pick_k, pick_v = [], []
             for i in range(n):
-                vip, d, flags = f.unpack_from(values, i * vs)
-                if d == L.CT_DIR_ORIG and vip in vips and not flags & L.CT_F_SYNCED:
+                vip, _d, flags = f.unpack_from(values, i * vs)
+                if vip in vips and not flags & L.CT_F_SYNCED:  # both entries: both directions
                     v = bytearray(values[i * vs : (i + 1) * vs])
                     v[flags_off] = flags | L.CT_F_SYNCED
                     pick_k.append(keys[i * ks : (i + 1) * ks])
@@ -163,6 +166,15 @@ class FlowHooks:
         self._stop.set()
         if thread is not None:
             thread.join(timeout=5)
+
+    def emit(self, batch: Batch) -> None:
+        """Hand events the control plane made itself (the conntrack sweep's expiries) to
+        the consumers, as the ring buffer's are; none while nobody listens."""
+        for cb in list(self._callbacks):
+            try:
+                cb(batch)
+            except Exception:
+                log.exception("flow events: consumer failed")
 
     def drops(self) -> int:
         t = self.prog.table("fe_drops")

@@ -112,6 +112,7 @@ class DatapathReconciler:
             self.driver.default_algorithm = default_algorithm(effective.get(BGP))
             self.driver.recover()
             self.flows = FlowHooks(self.program)
+            self.driver.ct.on_gone = self.flows.emit  # the sweep's expiries reach the peers
             self.flows.set_paused(self._paused)
             self._refresh_addresses()
             for svc in effective.get(LB, {}).get("service", []):

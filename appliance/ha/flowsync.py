@@ -10,8 +10,14 @@ conntrack entry's bytes: the record's tail *is* the entry's NAT tuple):
   flow never idles out while it is alive here, and an event lost to a full ring is
   repaired.
 Entries installed from a peer (CT_F_SYNCED, until a packet meets them here) are never
-sent back: each flow is sent by the node that carries it. NAT64/NAT46, L3-DSR and firewall
-pass entries are not sent (see SKIP).
+sent back: each flow is sent by the node that carries it. Every kind of flow is sent:
+NAT64/NAT46 (the endpoint side in the other family), L3-DSR (the tunnel is made per packet
+from the entry), firewall pass entries (no service: installed without ids), SCTP (its
+alternate paths are entries of their own, bound by their VIP like any flow).
+For TCP a record carries both directions' last segments: events carry the ORIG entry's
+(the REPLY entry is not at hand in the datapath), walks pair each ORIG entry with its REPLY
+entry (up to PAIR_MAX waiting at once; beyond, a record goes without the REPLY's numbers
+and the receiver's RST check for that direction stays open until a packet fills them).
 
 Receiving ("ha-install" thread, fed from the sync server with back-pressure): each record
 is checked field by field (a bad one is refused, counted by field and logged; the rest of
@@ -39,20 +45,23 @@ from appliance.ha.sync_codec import RECORD
 
 log = logging.getLogger(__name__)
 
-HEAD = struct.Struct("!BBBBBBHII")  # the record's head; its tail is the 72-byte NAT tuple
+HEAD = struct.Struct("!BBBBBBHII")  # the record's head, then the 72-byte NAT tuple,
 TUPLE = 72
-assert HEAD.size + TUPLE == RECORD.size
+TCP = struct.Struct("!IIHBx")  # then per direction (ORIG, REPLY): next seq, ack, window, seen
+NO_TCP = bytes(TCP.size)
+assert HEAD.size + TUPLE + 2 * TCP.size == RECORD.size
 REC_F_GONE = 0x40  # record flag: the flow is gone (delete it)
-ENTRY_FLAGS = L.CT_F_COUNTED | L.CT_F_DSR  # the entry flags a record may carry
-L4_PORTS = (6, 17)  # protocols whose conntrack keys carry ports (bpf/lib/conntrack.h)
-PROTOCOLS = {6, 17, 1, 58}
+# The entry flags a record may carry.
+ENTRY_FLAGS = L.CT_F_COUNTED | L.CT_F_DSR | L.CT_F_XLAT | L.CT_F_PASS | L.CT_F_IPIP
+L4_PORTS = (6, 17, 132)  # protocols whose conntrack keys carry ports (bpf/lib/conntrack.h)
+PROTOCOLS = {6, 17, 1, 58, 132}
 MAX_STATE = 15
 MAX_TIMEOUT_S = 7 * 86400
+TCP_SEEN = 3  # TCP_SEEN_SEQ | TCP_SEEN_ACK
 REFRESH_S = 5.0
-# Entries a node does not send: a peer's (SYNCED), and those the record cannot describe yet:
-# NAT64/46 (XLAT: two families), firewall pass entries (PASS: no service to bind to),
-# L3-DSR (IPIP: the tunnel is not in the record).
-SKIP = L.CT_F_SYNCED | L.CT_F_XLAT | L.CT_F_PASS | L.CT_F_IPIP
+PAIR_MAX = 65536  # ORIG records (or REPLY numbers) a walk holds while it pairs them
+# Entries a node does not send: a peer's (SYNCED), until a packet here makes them its own.
+SKIP = L.CT_F_SYNCED
 _FLAGS = 118  # struct ct_entry.flags (checked in FlowSync.__init__)
 INSTALL_QUEUE = 64  # payloads waiting for the installer before the channel waits
 MAX_PAYLOAD = 256 * 1024  # bytes of records per payload handed to the channel
@@ -71,17 +80,20 @@ class FlowSync:
         f = self.hooks.entry_format
         self._read = f([("t", f"{TUPLE}s"), ("last_ns", "Q"), ("timeout_s", "I"), ("dir", "B"),
                         ("state", "B"), ("flags", "B"), ("proto", "B"), ("family", "B"),
-                        ("fin_seen", "B")])  # fmt: skip
+                        ("fin_seen", "B"), ("tcp_seq", "I"), ("tcp_ack", "I"),
+                        ("tcp_win", "H"), ("tcp_seen", "B")])  # fmt: skip
         self._write = f([("t", f"{TUPLE}s"), ("created_ns", "Q"), ("last_ns", "Q"),
                          ("svc_id", "I"), ("ep_id", "I"), ("timeout_s", "I"), ("dir", "B"),
                          ("state", "B"), ("flags", "B"), ("proto", "B"), ("family", "B"),
-                         ("fin_seen", "B")])  # fmt: skip
+                         ("fin_seen", "B"), ("tcp_seq", "I"), ("tcp_ack", "I"),
+                         ("tcp_win", "H"), ("tcp_seen", "B")])  # fmt: skip
         self._vsize = self.hooks.entry_size
         assert f([("flags", "B")]).size == self._vsize and _offset(f, "flags") == _FLAGS
         self.stats: Counter[str] = Counter()
         self.refused: Counter[str] = Counter()
         self.last_refresh_s = 0.0
         self.last_install: float | None = None
+        self._unbound_logged = -60.0  # monotonic time of the last "unbound" warning
         self._inbox: queue.Queue[tuple[str, bytes] | None] = queue.Queue()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -108,42 +120,70 @@ class FlowSync:
 
     # -- sending ------------------------------------------------------------------------------
     def _record(self, entry: bytes, now_ns: int, gone: bool = False) -> bytes:
-        t, last, timeout_s, _, state, flags, proto, family, fin = self._read.unpack_from(entry)
+        """The record of an ORIG entry (the REPLY's TCP numbers left out)."""
+        (t, last, timeout_s, _, state, flags, proto, family, fin, seq, ack, win,
+         seen) = self._read.unpack_from(entry)  # fmt: skip
         idle_ms = max(0, now_ns - last) // 1_000_000
         rflags = (flags & ENTRY_FLAGS) | (REC_F_GONE if gone else 0)
-        return HEAD.pack(family, proto, state, rflags, fin, L.CT_DIR_ORIG, 0, timeout_s,
-                         min(idle_ms, 0xFFFFFFFF)) + t  # fmt: skip
+        return (HEAD.pack(family, proto, state, rflags, fin, L.CT_DIR_ORIG, 0, timeout_s,
+                          min(idle_ms, 0xFFFFFFFF)) + t
+                + TCP.pack(seq, ack, win, seen & TCP_SEEN) + NO_TCP)  # fmt: skip
 
     def _on_events(self, batch: list[tuple[int, bytes]]) -> None:
-        """On the datapath's "flow-events" thread: one batch of events."""
+        """On the datapath's "flow-events" thread (or the conntrack sweep's, for the
+        flows it expires): one batch of events. Nothing about a peer's flow (SYNCED) goes
+        back, not even its end here: the peer, which carries it, may know better."""
         now = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
         out = b"".join(self._record(e, now, kind == L.FE_GONE) for kind, e in batch
-                       if not e[_FLAGS] & SKIP & ~L.CT_F_SYNCED)  # fmt: skip
+                       if not e[_FLAGS] & SKIP)  # fmt: skip
         self.stats["events"] += len(batch)
         for i in range(0, len(out), MAX_PAYLOAD - MAX_PAYLOAD % RECORD.size):
             self.broadcast(out[i : i + MAX_PAYLOAD - MAX_PAYLOAD % RECORD.size])
 
     def _own_chunks(self, since_ns: int = 0) -> Iterator[bytes]:
         """Wire records of this node's own live ORIG entries last active after
-        `since_ns`, a chunk of the table at a time."""
+        `since_ns`, a chunk of the table at a time. A TCP flow's record waits for its REPLY
+        entry's numbers (or they wait for it) within the walk, PAIR_MAX at most."""
         vs = self._vsize
         read = self._read
+        orig, tcp, dsr = L.CT_DIR_ORIG, 6, L.CT_F_DSR
+        replies: dict[bytes, bytes] = {}  # tuple -> its REPLY entry's TCP numbers
+        waiting: dict[bytes, bytes] = {}  # tuple -> its ORIG record, without them
         for _keys, values, n in self.hooks.walk():
             now = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
             out = []
             for i in range(n):
-                off = i * vs
-                t, last, timeout_s, d, state, flags, proto, family, fin = read.unpack_from(
-                    values, off)
-                if d != L.CT_DIR_ORIG or flags & SKIP or last <= since_ns:
+                (t, last, timeout_s, d, state, flags, proto, family, fin, seq, ack, win,
+                 seen) = read.unpack_from(values, i * vs)  # fmt: skip
+                if d != orig:
+                    if proto == tcp:
+                        block = TCP.pack(seq, ack, win, seen & TCP_SEEN)
+                        rec = waiting.pop(t, None)
+                        if rec is not None:
+                            out.append(rec + block)
+                        elif len(replies) < PAIR_MAX:
+                            replies[t] = block
+                    continue
+                if flags & SKIP or last <= since_ns:
                     continue
                 idle = max(0, now - last)
                 if idle > _timeout_s(state, proto, timeout_s) * 1_000_000_000:
                     continue  # expired: the peer needs no copy
-                out.append(HEAD.pack(family, proto, state, flags & ENTRY_FLAGS, fin,
-                                     L.CT_DIR_ORIG, 0, timeout_s, idle // 1_000_000) + t)
+                rec = (HEAD.pack(family, proto, state, flags & ENTRY_FLAGS, fin, orig, 0,
+                                 timeout_s, idle // 1_000_000)
+                       + t + TCP.pack(seq, ack, win, seen & TCP_SEEN))  # fmt: skip
+                if proto != tcp or flags & dsr:
+                    out.append(rec + NO_TCP)
+                elif (block := replies.pop(t, None)) is not None:
+                    out.append(rec + block)
+                elif len(waiting) < PAIR_MAX:
+                    waiting[t] = rec
+                else:
+                    out.append(rec + NO_TCP)
             if out:
                 yield b"".join(out)
+        if waiting:  # their REPLY entries were not met (gone meanwhile, or past PAIR_MAX)
+            yield b"".join(rec + NO_TCP for rec in waiting.values())
 
     def dump_chunks(self) -> Iterator[bytes]:
         """The full dump for a (re)connected peer (a generator: the channel pulls each
@@ -217,21 +257,25 @@ class FlowSync:
         doomed: list[bytes] = []
         refused: Counter[str] = Counter()
         unbound = 0
+        first_unbound: tuple[str, int, bytes, int, int] | None = None
         write = self._write
         for off in range(0, len(payload) - RECORD.size + 1, RECORD.size):
             family, proto, state, rflags, fin, _d, _pad, timeout_s, idle_ms = HEAD.unpack_from(
                 payload, off)
-            t = payload[off + HEAD.size : off + RECORD.size]
-            bad = _check(family, proto, state, rflags, timeout_s, t)
+            t = payload[off + HEAD.size : off + HEAD.size + TUPLE]
+            otcp = TCP.unpack_from(payload, off + HEAD.size + TUPLE)
+            rtcp = TCP.unpack_from(payload, off + HEAD.size + TUPLE + TCP.size)
+            bad = _check(family, proto, state, rflags, timeout_s, t, otcp[3] | rtcp[3])
             if bad:
                 refused[bad] += 1
                 continue
             client, vip, snat, ep = t[0:16], t[16:32], t[32:48], t[48:64]
             cport, vport, sport, eport = t[64:66], t[66:68], t[68:70], t[70:72]
             l4 = proto in L4_PORTS
-            pf = bytes((proto, family, 0, 0))
-            okey = client + vip + cport + (vport if l4 else b"\0\0") + pf
-            rkey = ep + snat + (eport + sport if l4 else sport + b"\0\0") + pf
+            efam = 10 - family if rflags & L.CT_F_XLAT else family
+            okey = client + vip + cport + (vport if l4 else b"\0\0") + bytes((proto, family, 0, 0))
+            rkey = ep + snat + (eport + sport if l4 else sport + b"\0\0") + bytes(
+                (proto, efam, 0, 0))
             dsr = rflags & L.CT_F_DSR
             if rflags & REC_F_GONE:
                 doomed.append(okey)
@@ -240,7 +284,10 @@ class FlowSync:
                 continue
             port = int.from_bytes(vport, "big") if l4 else 0
             sproto = 1 if proto == 58 else proto
-            bound = exact.get((family, vip, sproto, port))
+            if rflags & L.CT_F_PASS:  # let in by the firewall: no service, no ids
+                bound = (0, {(ep, int.from_bytes(eport, "big") if l4 else 0): 0})
+            else:
+                bound = exact.get((family, vip, sproto, port))
             if bound is None and l4:
                 bound = next(((sid, eps) for lo, hi, sid, eps
                               in ranges.get((family, vip, sproto), ())
@@ -253,16 +300,18 @@ class FlowSync:
                     ep_id = eps.get((ep, 0))
             if ep_id is None:
                 unbound += 1
+                if first_unbound is None:
+                    first_unbound = ("endpoint" if bound else "vip", family, vip, port, proto)
                 continue
             last = now - idle_ms * 1_000_000
             flags = (rflags & ENTRY_FLAGS) | L.CT_F_SYNCED
             keys.append(okey)
             values.append(write.pack(t, last, last, sid, ep_id, timeout_s, L.CT_DIR_ORIG,
-                                     state, flags, proto, family, fin))  # fmt: skip
+                                     state, flags, proto, family, fin, *otcp))  # fmt: skip
             if not dsr:
                 keys.append(rkey)
                 values.append(write.pack(t, last, last, sid, ep_id, timeout_s, L.CT_DIR_REPLY,
-                                         state, flags, proto, family, fin))  # fmt: skip
+                                         state, flags, proto, family, fin, *rtcp))  # fmt: skip
         if keys:
             self.hooks.install(b"".join(keys), b"".join(values))
         if doomed:
@@ -271,6 +320,13 @@ class FlowSync:
         self.stats["deleted"] += len(doomed)
         self.stats["unbound"] += unbound
         self.last_install = time.time()
+        if first_unbound is not None and time.monotonic() - self._unbound_logged > 10.0:
+            self._unbound_logged = time.monotonic()
+            what, fam, vip, port, proto = first_unbound
+            log.warning("ha sync: flow records for no service or endpoint here (skipped)",
+                        extra={"peer": peer, "field": what, "count": unbound,
+                               "vip": L.words_addr(struct.unpack("=4I", vip), fam),
+                               "port": port, "protocol": proto})  # fmt: skip
         if refused:
             self.refused.update(refused)
             log.warning("ha sync: flow records refused",
@@ -289,7 +345,7 @@ class FlowSync:
 
 
 def _check(family: int, proto: int, state: int, rflags: int, timeout_s: int,
-           t: bytes) -> str | None:  # fmt: skip
+           t: bytes, tcp_seen: int = 0) -> str | None:  # fmt: skip
     """The field a record gets wrong, or None."""
     if family not in (4, 6):
         return "family"
@@ -299,10 +355,16 @@ def _check(family: int, proto: int, state: int, rflags: int, timeout_s: int,
         return "state"
     if rflags & ~(ENTRY_FLAGS | REC_F_GONE):
         return "flags"
+    if rflags & L.CT_F_XLAT and proto not in (6, 17):
+        return "flags"  # NAT64/46 translates TCP and UDP only
     if not 0 < timeout_s <= MAX_TIMEOUT_S:
         return "timeout"
-    if family == 4 and any(t[i + 4 : i + 16] != bytes(12) for i in (0, 16, 32, 48)):
+    efam = 10 - family if rflags & L.CT_F_XLAT else family
+    v4 = [i for i, f in ((0, family), (16, family), (32, efam), (48, efam)) if f == 4]
+    if any(t[i + 4 : i + 16] != bytes(12) for i in v4):
         return "address"
+    if tcp_seen & ~TCP_SEEN or (tcp_seen and proto != 6):
+        return "tcp-seen"
     return None
 
 

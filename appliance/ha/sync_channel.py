@@ -6,11 +6,15 @@ it receives the peer's flows on the channel the peer opened (`SyncServer`). On e
 changes as they come, as conntrackd's FTFW does after a resync.
 
 Frame: header `!4sBBHQI` (magic "SLSY", version, type, reserved, sequence, payload length),
-payload, then HMAC-SHA256 over header and payload. The MAC key is per connection:
-HMAC-SHA256(pre-shared key, "sluice-sync" + server nonce + client nonce), the nonces being
-the first 16 bytes each side sends, so a frame recorded from one connection is refused on
-any other. Sequence numbers start at 0 per direction and must go up by one: a gap or a
-replay closes the connection (the sender reconnects and dumps again).
+payload, then HMAC-SHA256 over header and payload. A FLOWS payload starts with a
+timestamp (`!Q`, the sender's CLOCK_REALTIME in ns when the oldest change in it was
+queued), then the records: the receiver's sync lag is its arrival time minus that stamp
+(outside dumps), so it is only as true as the two nodes' clocks agree (NTP).
+The MAC key is per connection: HMAC-SHA256(pre-shared key, "sluice-sync" + server nonce +
+client nonce), the nonces being the first 16 bytes each side sends, so a frame recorded
+from one connection is refused on any other. Sequence numbers start at 0 per direction and
+must go up by one: a gap or a replay closes the connection (the sender reconnects and
+dumps again).
 
 Everything a peer sends is distrusted: a wrong MAC (a wrong key), a bad magic, a frame
 longer than MAX_PAYLOAD, a connection from an address that is not a configured peer, a
@@ -28,6 +32,8 @@ import ipaddress
 import logging
 import os
 import struct
+import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,7 +43,7 @@ from appliance.ha.sync_codec import RECORD, CodecError, FlowRecord, decode, enco
 log = logging.getLogger(__name__)
 
 MAGIC = b"SLSY"
-VERSION = 1
+VERSION = 2  # 2: records carry TCP sequence numbers and NAT64/46 flows (112 bytes)
 HEADER = struct.Struct("!4sBBHQI")
 MAC_LEN = 32
 NONCE_LEN = 16
@@ -49,6 +55,9 @@ IDLE_S = 3 * KEEPALIVE_S + 1  # nothing heard for this long: the peer is gone
 MAX_INBOUND = 8  # connections at once (peers are few; more is an attack)
 RECONNECT_S = (0.2, 0.5, 1.0, 2.0, 5.0)
 QUEUE = 65536  # FLOWS records waiting for a slow peer before it is resynced instead
+
+STAMP = struct.Struct("!Q")  # a FLOWS payload's head: when its oldest change was queued
+LAG_SAMPLES = 1024  # FLOWS messages the lag figures are taken over, per peer
 
 HELLO, DUMP_BEGIN, FLOWS, DUMP_END, KEEPALIVE = 1, 2, 3, 4, 5
 TYPES = {HELLO, DUMP_BEGIN, FLOWS, DUMP_END, KEEPALIVE}
@@ -121,6 +130,7 @@ class SyncServer:
         self.on_dump_end = on_dump_end
         self.stats: dict[str, PeerStats] = {}
         self.refused: dict[str, int] = {}  # reason -> connections refused
+        self.lags: dict[str, deque[float]] = {}  # peer -> recent sync lags (ms)
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -195,9 +205,17 @@ class SyncServer:
         stats.connected, stats.last_error = True, None
         log.info("ha sync: peer connected", extra={"peer": peer})
         seq, in_dump = 1, False
+        lags = self.lags.setdefault(peer, deque(maxlen=LAG_SAMPLES))
         while True:
             kind, payload = await read_frame(reader, key, seq, IDLE_S)
             seq += 1
+            if kind == FLOWS:
+                if len(payload) < STAMP.size:
+                    raise CodecError("a FLOWS message without its timestamp")
+                (stamp,) = STAMP.unpack_from(payload)
+                payload = payload[STAMP.size :]
+                if not in_dump:
+                    lags.append(max(0.0, (time.time_ns() - stamp) / 1e6))
             if kind == DUMP_BEGIN:
                 in_dump = True
             elif kind == DUMP_END:
@@ -215,9 +233,21 @@ class SyncServer:
                 stats.flows += len(records)
                 self.on_flows(peer, records, in_dump)
 
+    def lag(self, peer: str) -> dict[str, Any]:
+        """Sync lag from `peer` (ms): the last FLOWS message's, and the median and 99th
+        percentile of the last LAG_SAMPLES."""
+        got = sorted(self.lags.get(peer, ()))
+        if not got:
+            return {"last-ms": None, "p50-ms": None, "p99-ms": None, "samples": 0}
+        return {"last-ms": round(self.lags[peer][-1], 2),
+                "p50-ms": round(got[len(got) // 2], 2),
+                "p99-ms": round(got[min(len(got) - 1, int(len(got) * 0.99))], 2),
+                "samples": len(got)}  # fmt: skip
+
     def status(self) -> dict[str, Any]:
         return {"listening": f"{self.address}:{self.port}", "refused": dict(self.refused),
-                "peers": {p: vars(s).copy() for p, s in self.stats.items()}}  # fmt: skip
+                "peers": {p: {**vars(s), "lag": self.lag(p)}
+                          for p, s in self.stats.items()}}  # fmt: skip
 
 
 @dataclass
@@ -232,7 +262,8 @@ class SyncSender:
     dump: Callable[[], Iterable[FlowRecord | bytes]]
     source: str | None = None
     stats: PeerStats = field(default_factory=PeerStats)
-    _queue: asyncio.Queue[bytes] = field(default_factory=lambda: asyncio.Queue(QUEUE))
+    # (when queued, CLOCK_REALTIME ns; encoded records)
+    _queue: asyncio.Queue[tuple[int, bytes]] = field(default_factory=lambda: asyncio.Queue(QUEUE))
     _task: asyncio.Task[None] | None = None
     _resync: bool = False
 
@@ -252,7 +283,7 @@ class SyncSender:
     def send_encoded(self, records: bytes) -> None:
         """Encoded records (on the loop); see send."""
         try:
-            self._queue.put_nowait(records)
+            self._queue.put_nowait((time.time_ns(), records))
         except asyncio.QueueFull:
             self._resync = True
 
@@ -299,7 +330,7 @@ class SyncSender:
                     break
                 for i in range(0, len(chunk), BATCH * RECORD.size):
                     part = chunk[i : i + BATCH * RECORD.size]
-                    put(FLOWS, part)
+                    put(FLOWS, STAMP.pack(time.time_ns()) + part)
                     self.stats.flows += len(part) // RECORD.size
                     await writer.drain()
             put(DUMP_END)
@@ -311,14 +342,15 @@ class SyncSender:
                 except TimeoutError:
                     put(KEEPALIVE)
                 else:
-                    parts = [first]
-                    size = len(first)
+                    stamp, blob = first
+                    parts = [blob]
+                    size = len(blob)
                     while size < BATCH * RECORD.size and not self._queue.empty():
-                        parts.append(self._queue.get_nowait())
+                        parts.append(self._queue.get_nowait()[1])
                         size += len(parts[-1])
                     blob = b"".join(parts)
                     for i in range(0, len(blob), BATCH * RECORD.size):
-                        put(FLOWS, blob[i : i + BATCH * RECORD.size])
+                        put(FLOWS, STAMP.pack(stamp) + blob[i : i + BATCH * RECORD.size])
                     self.stats.flows += len(blob) // RECORD.size
                 await writer.drain()
             raise ChannelError("peer fell behind: resyncing")

@@ -1,4 +1,5 @@
-"""Is an instance's VIP answered by another node? An ARP probe on the wire, every interval.
+"""Is an instance's VIP answered by another node? A probe on the wire, every interval: ARP
+for an IPv4 VIP, a neighbour solicitation for an IPv6 one.
 
 Why: VRRP alone makes two masters when only the adverts are lost (a filter, a congested
 link) while both nodes still reach the witness. So a node may be master only while no
@@ -9,8 +10,12 @@ is master itself sees another answer for several rounds in a row (two masters: n
 moment of a handover, when the old master has not yet dropped the VIP), the one with the
 lower MAC yields, so exactly one stays.
 
-IPv4 VIPs only (an IPv6 VIP would need a neighbour solicitation prober); an instance with
-IPv6 VIPs is not checked.
+IPv6: the probe is a neighbour solicitation from the unspecified address (::) to the VIP's
+solicited-node group, as duplicate address detection sends it (RFC 4862 5.4.2): a node that
+holds the VIP answers with an advertisement to all nodes, and no neighbour cache learns
+anything. It matters most when a node comes back: its own IPv6 address is tentative for a
+while (DAD), the peer's unicast VRRP adverts to it are not delivered meanwhile, and VRRP
+alone would make it a second master for the IPv6 instance.
 
 One thread ("ha-vipcheck") sends one probe per instance per interval and reads replies on
 an AF_PACKET socket per interface until the next round.
@@ -32,6 +37,9 @@ from dataclasses import dataclass
 log = logging.getLogger(__name__)
 
 ETH_P_ARP = 0x0806
+ETH_P_IPV6 = 0x86DD
+ICMP6_NS, ICMP6_NA = 135, 136
+ALL_NODES_MAC = b"\x33\x33\x00\x00\x00\x01"
 ARP_REQUEST, ARP_REPLY = 1, 2
 BROADCAST = b"\xff" * 6
 PACKET_OUTGOING = 4
@@ -62,19 +70,71 @@ def parse_reply(frame: bytes) -> tuple[str, bytes] | None:
     return str(ipaddress.IPv4Address(sip)), smac
 
 
+def _solicited_node(vip: bytes) -> tuple[bytes, bytes]:
+    """(group address, its MAC) of a VIP's solicited-node multicast group."""
+    group = bytes.fromhex("ff0200000000000000000001ff") + vip[13:]
+    return group, b"\x33\x33" + group[12:]
+
+
+def _icmp6_checksum(src: bytes, dst: bytes, icmp: bytes) -> int:
+    data = src + dst + struct.pack("!I3xB", len(icmp), 58) + icmp
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def ns_probe_frame(mac: bytes, vip: str) -> bytes:
+    """Ethernet + IPv6 + ICMPv6 neighbour solicitation for `vip` from :: (a DAD probe)."""
+    target = ipaddress.IPv6Address(vip).packed
+    group, group_mac = _solicited_node(target)
+    src = bytes(16)
+    icmp = struct.pack("!BBH4x16s", ICMP6_NS, 0, 0, target)
+    icmp = icmp[:2] + struct.pack("!H", _icmp6_checksum(src, group, icmp)) + icmp[4:]
+    ip6 = struct.pack("!IHBB16s16s", 6 << 28, len(icmp), 58, 255, src, group)
+    return group_mac + mac + struct.pack("!H", ETH_P_IPV6) + ip6 + icmp
+
+
+# Classic BPF for the IPv6 socket: neighbour advertisements only (IPv6, next header ICMPv6,
+# type 136), so the VIP's own traffic never reaches this thread.
+_NA_FILTER = [(0x28, 0, 0, 12), (0x15, 0, 5, ETH_P_IPV6), (0x30, 0, 0, 20), (0x15, 0, 3, 58),
+              (0x30, 0, 0, 54), (0x15, 0, 1, ICMP6_NA), (0x06, 0, 0, 256), (0x06, 0, 0, 0)]
+SO_ATTACH_FILTER = 26
+
+
+def _only_advertisements(sock: socket.socket) -> None:
+    import ctypes
+
+    prog = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *i) for i in _NA_FILTER))
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER,
+                    struct.pack("HL", len(_NA_FILTER), ctypes.addressof(prog)))  # fmt: skip
+
+
+def parse_na(frame: bytes) -> tuple[str, bytes] | None:
+    """(target address, sender MAC) of a neighbour advertisement; None for anything else
+    (an IPv6 header with extension headers included: advertisements carry none)."""
+    if len(frame) < 14 + 40 + 24 or frame[12:14] != b"\x86\xdd":
+        return None
+    if frame[14 + 6] != 58 or frame[14 + 40] != ICMP6_NA:
+        return None
+    target = frame[14 + 40 + 8 : 14 + 40 + 24]
+    return str(ipaddress.IPv6Address(target)), frame[6:12]
+
+
 class VipCheck:
     def __init__(self, targets: list[Target], interval: float,
                  on_round: Callable[[str, bytes | None], None]) -> None:  # fmt: skip
         """`on_round(instance, other_mac)` after every round, for every instance: the MAC
         of another node that answered for its VIP, or None. The caller judges (how many
         rounds make a verdict is its policy)."""
-        self.targets = [t for t in targets if ":" not in t.vip]
+        self.targets = [Target(t.instance, t.interface, str(ipaddress.ip_address(t.vip)))
+                        for t in targets]  # fmt: skip
         self.interval = interval
         self.on_round = on_round
         self.macs: dict[str, bytes] = {}  # interface -> our MAC
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._socks: dict[str, socket.socket] = {}
+        self._socks: dict[tuple[str, int], socket.socket] = {}  # (interface, ethertype)
 
     def start(self) -> None:
         if self.targets:
@@ -90,14 +150,16 @@ class VipCheck:
                 sock.close()
         self._socks.clear()
 
-    def _sock(self, ifname: str) -> socket.socket:
-        sock = self._socks.get(ifname)
+    def _sock(self, ifname: str, ethertype: int) -> socket.socket:
+        sock = self._socks.get((ifname, ethertype))
         if sock is None:
-            sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
-            sock.bind((ifname, ETH_P_ARP))
+            sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ethertype))
+            if ethertype == ETH_P_IPV6:
+                _only_advertisements(sock)
+            sock.bind((ifname, ethertype))
             sock.setblocking(False)
             self.macs[ifname] = sock.getsockname()[4][:6]
-            self._socks[ifname] = sock
+            self._socks[(ifname, ethertype)] = sock
         return sock
 
     def _run(self) -> None:
@@ -106,12 +168,15 @@ class VipCheck:
             deadline = time.monotonic() + self.interval
             wanted: dict[tuple[str, str], str] = {}
             for t in self.targets:
+                v6 = ":" in t.vip
+                ethertype = ETH_P_IPV6 if v6 else ETH_P_ARP
                 try:
-                    sock = self._sock(t.interface)
-                    sock.send(probe_frame(self.macs[t.interface], t.vip))
+                    sock = self._sock(t.interface, ethertype)
+                    make = ns_probe_frame if v6 else probe_frame
+                    sock.send(make(self.macs[t.interface], t.vip))
                     wanted[(t.interface, t.vip)] = t.instance
                 except OSError as exc:  # no such interface (yet): try next round
-                    self._socks.pop(t.interface, None)
+                    self._socks.pop((t.interface, ethertype), None)
                     log.debug("ha: vip probe failed", extra={"interface": t.interface,
                                                              "error": str(exc)})  # fmt: skip
             while (left := deadline - time.monotonic()) > 0 and not self._stop.is_set():
@@ -120,14 +185,15 @@ class VipCheck:
                     self._stop.wait(left)
                     break
                 ready, _, _ = select.select([s for _, s in socks], [], [], left)
-                for ifname, sock in socks:
+                for (ifname, ethertype), sock in socks:
                     if sock not in ready:
                         continue
                     with contextlib.suppress(BlockingIOError, OSError):
-                        frame, addr = sock.recvfrom(128)
+                        frame, addr = sock.recvfrom(256)
                         if addr[2] == PACKET_OUTGOING:
                             continue
-                        reply = parse_reply(frame)
+                        parse = parse_na if ethertype == ETH_P_IPV6 else parse_reply
+                        reply = parse(frame)
                         if reply is None or reply[1] == self.macs.get(ifname):
                             continue
                         instance = wanted.get((ifname, reply[0]))

@@ -7,7 +7,9 @@
 //     Known flows are only checked when they carry CT_F_SYNCED (a peer's, or this node's
 //     own marked so by the control plane when it paused their VIP), so the established
 //     path of a master pays one bit test. Replies (endpoint -> client or SNAT address) are
-//     not checked: they reach the node holding the floating return / SNAT address;
+//     checked the same way, by the VIP their entry holds: a backup that gets one (the
+//     endpoint's neighbour entry still pointing at it) neither forwards it nor makes the
+//     flow its own, which would start it sending the flow back to the master;
 //   * flow events: created / state changed / gone, with the conntrack entry's whole
 //     translation, into a ring buffer the daemon reads (and streams to its peers);
 //   * this node's own source-port range for full-NAT, so translations synced between
@@ -91,6 +93,22 @@ static __always_inline void flow_event(struct ct_entry *e, __u32 type)
     ev->pad = 0;
     __builtin_memcpy(&ev->e, e, sizeof(struct ct_entry));
     flow_events.ringbuf_submit(ev, 0);
+}
+
+// A known flow's packet (either direction): 1 if it must wait, being a peer's flow whose
+// VIP is paused here (a backup). Otherwise a synced entry is this node's own from now on:
+// a REPLY entry loses its SYNCED bit here (the ORIG entry's goes in ha_track), so the
+// flow's later packets no longer look at the pause. The key is the entry's own VIP (a map
+// value may be a lookup key: nothing is copied to the stack).
+static __always_inline int ha_hold(struct ct_entry *e)
+{
+    if (!(e->flags & CT_F_SYNCED))
+        return 0;
+    if (ha_paused(&e->t.vip))
+        return 1;
+    if (e->dir == CT_DIR_REPLY)
+        e->flags &= ~CT_F_SYNCED;
+    return 0;
 }
 
 // After ct_track on the ORIG entry `o` (call sites in lb.c): a synced flow is this node's

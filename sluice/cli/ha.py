@@ -26,7 +26,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 def _show(st: dict[str, Any]) -> None:
     if not st.get("enabled"):
-        print("HA is not configured")
+        print("HA is not configured" if not st.get("sync") else "HA: sync only (no VRRP)")
+        _show_sync(st.get("sync"))
         return
     print_table(
         ["instance", "role", "since", "vips", "peers", "priority", "preempt"],
@@ -43,6 +44,41 @@ def _show(st: dict[str, Any]) -> None:
     ka = st["keepalived"]
     print(f"keepalived     pid {ka['pid'] or '-'}, restarts {ka['restarts']}"
           + (f", {ka['error']}" if ka["error"] else ""))
+    print(f"synced         {'yes' if st.get('synced') else 'no (priority held at 1)'}")
+    _show_sync(st.get("sync"))
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:g} ms"
+
+
+def _show_sync(sync: dict[str, Any] | None) -> None:
+    """The conntrack sync: per peer, the channel both ways and the lag of what it sends."""
+    if not sync:
+        return
+    if "error" in sync and "listening" not in sync:
+        print(f"sync           {sync['error']}")
+        return
+    print(f"sync           listening {sync['listening']}"
+          + (f", refused {sync['refused']}" if sync.get("refused") else ""))
+    peers = sorted(set(sync.get("peers", {})) | set(sync.get("sending", {})))
+    rows = []
+    for peer in peers:
+        rx = sync.get("peers", {}).get(peer, {})
+        tx = sync.get("sending", {}).get(peer, {})
+        lag = rx.get("lag") or {}
+        rows.append([peer, "up" if tx.get("connected") else "down",
+                     "up" if rx.get("connected") else "down", tx.get("flows", 0),
+                     rx.get("flows", 0), rx.get("dumps", 0), _ms(lag.get("p50-ms")),
+                     _ms(lag.get("p99-ms")), tx.get("last_error") or rx.get("last_error") or ""])
+    print_table(["peer", "out", "in", "sent", "received", "dumps in", "lag p50", "lag p99",
+                 "last error"], rows)  # fmt: skip
+    dp = sync.get("datapath")
+    if dp:
+        refused = sum(dp.get("refused-records", {}).values())
+        print(f"flows          installed {dp.get('installed', 0)}, deleted {dp.get('deleted', 0)}"
+              f", unbound {dp.get('unbound', 0)}, refused {refused}"
+              f", ring drops {dp.get('ring-drops', 0)}")
 
 
 def cmd_status(client: ControlClient, args: argparse.Namespace) -> int:
