@@ -123,7 +123,7 @@ def test_installed_flows_keep_their_peer_translation(lbnet: LbNet,
                     for port, n in want.items())  # fmt: skip
     bad = (record(client, 40010, VIP4, 80, backend_addr(1), HTTP_PORT, family=5)
            + record(client, 40011, VIP4, 80, backend_addr(1), HTTP_PORT, proto=99)
-           + record(client, 40012, VIP4, 80, backend_addr(1), HTTP_PORT, flags=0x20)
+           + record(client, 40012, VIP4, 80, backend_addr(1), HTTP_PORT, flags=0x80)
            + record(client, 40013, VIP4, 9999, backend_addr(1), HTTP_PORT)  # no such service
            + record("2001:db8::1", 40014, VIP6, 80, backend_addr(1, 6), HTTP_PORT))
     with caplog.at_level(logging.WARNING, logger="appliance.ha.flowsync"):
@@ -343,3 +343,69 @@ def test_an_unsynced_flow_on_a_new_master(lbnet: LbNet, pickup: bool) -> None:
             assert lbnet.rec.conntrack("e") == []
     finally:
         held.close()
+
+
+def test_an_sctp_association_carries_on_from_its_record(lbnet: LbNet) -> None:
+    """An SCTP association (scapy peers) synced as a record carries on: its DATA reaches
+    the same endpoint (a DATA chunk opens no association: without the synced entry it
+    would be dropped)."""
+    from sctpkit import associate, serve_all
+
+    from appliance.ha.flowsync import FlowSync
+
+    serve_all(lbnet.backends)
+    lbnet.set(service("s", port=3868, proto="sctp", ep_port=3869))
+    fs = FlowSync(lbnet.rec, lambda payload: None)
+    a = {"vip": VIP4, "port": 3868, "sport": 40001, "local": "198.18.0.1"}
+    (got,) = associate(lbnet.client, [a])
+    assert got["echo"] == [f"{got['endpoint']}:hello 0"], got
+    _as_peers(lbnet, fs)
+    (row,) = lbnet.rec.conntrack("s")
+    assert row["protocol"] == "sctp" and row["state"] == "established"
+    (again,) = associate(lbnet.client, [{**a, "peer_tag": got["peer_tag"]}])
+    assert again["echo"] == [f"{got['endpoint']}:hello 0"], again
+
+
+def test_flows_no_service_owns_are_synced_too(lbnet: LbNet) -> None:
+    """A firewall "pass" flow (allowed on an interface whose default drops its replies) and
+    an egress-SNAT flow have no service: their records say so, are installed without ids,
+    and carry on with their translation."""
+    from test_datapath_firewall import set_fw
+
+    from appliance.datapath import layout as L
+    from appliance.ha.flowsync import HEAD, REC_F_NOSVC, FlowSync
+
+    up, down = lbnet.interfaces[0], lbnet.interfaces[1]
+    b2_out = {"name": "b2-out", "preference": 10, "source-prefix": "198.18.12.0/24",
+              "action": "allow"}  # fmt: skip
+    set_fw(lbnet, [b2_out], {down: "drop", up: "allow"},
+           snat=[{"name": "v4", "preference": 10, "source-prefix": "198.18.12.0/24",
+                  "address": "198.18.99.250"}])  # fmt: skip
+    fs = FlowSync(lbnet.rec, lambda payload: None)
+    passed = UdpFlow(lbnet.client, backend_addr(1), port=UDP_PORT)  # client -> b1: pass
+    snat = UdpFlow(lbnet.backends[1], "198.18.0.1", port=UDP_PORT)  # b2 -> client: SNAT
+    lbnet.client.start_udp_echo(UDP_PORT)
+    try:
+        assert passed.send(100) == "ok" and snat.send(100) == "ok"
+        dump = b"".join(fs.dump_chunks())
+        heads = [HEAD.unpack_from(dump, o) for o in range(0, len(dump), RECORD_SIZE)]
+        assert sorted(h[3] & (L.CT_F_PASS | REC_F_NOSVC) for h in heads) == \
+            [REC_F_NOSVC, L.CT_F_PASS | REC_F_NOSVC]  # fmt: skip
+        ct = lbnet.rec.program.table("ct_map")
+
+        def origs() -> dict[int, Any]:  # flags & PASS -> the ORIG entry's (snat, port)
+            return {v.flags & L.CT_F_PASS: (L.words_addr(v.t.snat.w, 4), int(v.t.snat_port))
+                    for v in ct.values() if v.dir == L.CT_DIR_ORIG}  # fmt: skip
+
+        before = origs()
+        assert before[0][0] == "198.18.99.250"  # the egress SNAT flow's translation
+        lbnet.rec.driver.ct.flush(lambda e: True)
+        res = fs.install("198.18.0.3", dump)
+        assert res["entries"] == 4 and res["unbound"] == 0 and res["refused"] == 0, res
+        assert all(v.flags & L.CT_F_SYNCED and v.svc_id == 0 for v in ct.values())
+        assert passed.send(100) == "ok" and snat.send(100) == "ok"
+        assert origs() == before  # the same translation: the installed entries carried them
+        assert not any(v.flags & L.CT_F_SYNCED for v in ct.values() if v.dir == L.CT_DIR_ORIG)
+    finally:
+        passed.close()
+        snat.close()

@@ -137,7 +137,7 @@ def test_garbage_gaps_and_strangers_are_refused_and_the_channel_serves_on() -> N
         try:
             await _raw(port, b"GET / HTTP/1.0\r\n\r\n" * 4)
             await _raw(port, bytes(range(256)) * 64)
-            await _raw(port, b"\xff" * 16 + ch.HEADER.pack(ch.MAGIC, 1, ch.FLOWS, 0, 0,
+            await _raw(port, b"\xff" * 16 + ch.HEADER.pack(ch.MAGIC, ch.VERSION, ch.FLOWS, 0, 0,
                                                            ch.MAX_PAYLOAD + 1))  # fmt: skip
 
             def replayed(server_nonce: bytes) -> bytes:  # a valid HELLO, then a skipped seq

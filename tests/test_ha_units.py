@@ -214,8 +214,14 @@ def test_netconf_get_shows_the_roles() -> None:
     from northbound.netconf.schema_index import SchemaIndex
     from northbound.netconf.state import ha_state_doc
 
+    sync = {"listening": "198.18.1.2:7788", "refused": {},
+            "peers": {"198.18.1.3": {"connected": True, "flows": 12, "dumps": 1,
+                                     "lag": {"last-ms": 0.5, "p50-ms": 0.41, "p99-ms": 5.5,
+                                             "samples": 9}}},
+            "sending": {"198.18.1.3": {"connected": True, "flows": 7}},
+            "datapath": {"installed": 24, "unbound": 1, "refused-records": {"vip": 2}}}
     current = {"enabled": True, "witness-reachable": True,
-               "last-failover": "2026-11-29T21:00:00Z",
+               "last-failover": "2026-11-29T21:00:00Z", "synced": True, "sync": sync,
                "instances": [{"name": "front", "role": "master",
                               "since": "2026-11-29T21:00:00Z"}]}  # fmt: skip
     state = {HA: ha_state_doc(current)}
@@ -225,9 +231,14 @@ def test_netconf_get_shows_the_roles() -> None:
     json_to_xml(data, config, idx.top, idx.namespace, overlay=state)
     text = etree.tostring(data).decode()
     for piece in ("<role>master</role>", "<witness-reachable>true</witness-reachable>",
-                  "<last-failover>2026-11-29T21:00:00Z</last-failover>"):  # fmt: skip
+                  "<last-failover>2026-11-29T21:00:00Z</last-failover>",
+                  "<synced>true</synced>", "<flows-installed>24</flows-installed>",
+                  "<records-refused>2</records-refused>", "<address>198.18.1.3</address>",
+                  "<flows-received>12</flows-received>", "<lag-p99>5.50</lag-p99>"):  # fmt: skip
         assert piece in text, text
     assert ha_state_doc({"enabled": False}) == {}
+    only_sync = ha_state_doc({"enabled": False, "sync": sync})["state"]["sync"]
+    assert only_sync["peer"][0]["flows-sent"] == 7
 
 
 def test_gate_applies_egress_snat_only_while_master_of_everything() -> None:

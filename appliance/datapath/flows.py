@@ -50,7 +50,6 @@ class FlowHooks:
         self._callbacks: list[Callable[[Batch], None]] = []
         self._batch: Batch = []
         self.events = 0
-        self._ring_open = False
         # Read back what a previous daemon left (pins): set_paused writes only differences.
         for k in self.pause:  # struct addr: the family is 6 when words 1..3 are used
             words = tuple(int(w) for w in k.w)
@@ -144,9 +143,9 @@ class FlowHooks:
             self._callbacks.append(callback)
             if self._thread is not None:
                 return
-            if not self._ring_open:
-                self.prog.open_flow_events(self._on_event)
-                self._ring_open = True
+            # Once per program (bcc opens a ring once per BPF object); a later FlowHooks on
+            # the same program (a reconciler started again) only redirects the records.
+            self.prog.open_flow_events(self._on_event)
             self._stop.clear()
             self._thread = threading.Thread(target=self._run, name="flow-events", daemon=True)
             self._thread.start()

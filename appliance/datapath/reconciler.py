@@ -256,6 +256,11 @@ class DatapathReconciler:
                 for (address, ep_port), ep_id in state.eps.items():
                     eps[(struct.pack("=4I", *L.addr_words(address)[1]), ep_port)] = ep_id
                 exact[(family, vip, proto, port)] = (state.id, eps)
+                # SCTP alternate paths (bpf/lib/sctp_mh.h) run to the secondary VIPs.
+                for sec in state.doc.get("secondary-vip", []) or []:
+                    sfam, swords = L.addr_words(sec)
+                    exact.setdefault((sfam, struct.pack("=4I", *swords), proto, port),
+                                     (state.id, eps))  # fmt: skip
                 end = state.doc.get("port-range-end")
                 if end and int(end) != port:
                     ranges.setdefault((family, vip, proto), []).append(

@@ -51,6 +51,9 @@ TCP = struct.Struct("!IIHBx")  # then per direction (ORIG, REPLY): next seq, ack
 NO_TCP = bytes(TCP.size)
 assert HEAD.size + TUPLE + 2 * TCP.size == RECORD.size
 REC_F_GONE = 0x40  # record flag: the flow is gone (delete it)
+# record flag: a flow no service owns (egress SNAT, firewall pass): installed without ids
+REC_F_NOSVC = 0x20
+REC_FLAGS = REC_F_GONE | REC_F_NOSVC
 # The entry flags a record may carry.
 ENTRY_FLAGS = L.CT_F_COUNTED | L.CT_F_DSR | L.CT_F_XLAT | L.CT_F_PASS | L.CT_F_IPIP
 L4_PORTS = (6, 17, 132)  # protocols whose conntrack keys carry ports (bpf/lib/conntrack.h)
@@ -78,10 +81,10 @@ class FlowSync:
         self.hooks = datapath.flows
         self.broadcast = broadcast
         f = self.hooks.entry_format
-        self._read = f([("t", f"{TUPLE}s"), ("last_ns", "Q"), ("timeout_s", "I"), ("dir", "B"),
-                        ("state", "B"), ("flags", "B"), ("proto", "B"), ("family", "B"),
-                        ("fin_seen", "B"), ("tcp_seq", "I"), ("tcp_ack", "I"),
-                        ("tcp_win", "H"), ("tcp_seen", "B")])  # fmt: skip
+        self._read = f([("t", f"{TUPLE}s"), ("last_ns", "Q"), ("svc_id", "I"),
+                        ("timeout_s", "I"), ("dir", "B"), ("state", "B"), ("flags", "B"),
+                        ("proto", "B"), ("family", "B"), ("fin_seen", "B"), ("tcp_seq", "I"),
+                        ("tcp_ack", "I"), ("tcp_win", "H"), ("tcp_seen", "B")])  # fmt: skip
         self._write = f([("t", f"{TUPLE}s"), ("created_ns", "Q"), ("last_ns", "Q"),
                          ("svc_id", "I"), ("ep_id", "I"), ("timeout_s", "I"), ("dir", "B"),
                          ("state", "B"), ("flags", "B"), ("proto", "B"), ("family", "B"),
@@ -103,12 +106,12 @@ class FlowSync:
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
         self._stop.clear()
+        self.hooks.start_events(self._on_events)  # first: if it fails, no thread is left
         loops = (("ha-install", self._install_loop), ("ha-refresh", self._refresh_loop))
         for name, target in loops:
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
             self._threads.append(t)
-        self.hooks.start_events(self._on_events)
 
     def close(self) -> None:
         self.hooks.stop_events(self._on_events)
@@ -121,10 +124,11 @@ class FlowSync:
     # -- sending ------------------------------------------------------------------------------
     def _record(self, entry: bytes, now_ns: int, gone: bool = False) -> bytes:
         """The record of an ORIG entry (the REPLY's TCP numbers left out)."""
-        (t, last, timeout_s, _, state, flags, proto, family, fin, seq, ack, win,
+        (t, last, sid, timeout_s, _, state, flags, proto, family, fin, seq, ack, win,
          seen) = self._read.unpack_from(entry)  # fmt: skip
         idle_ms = max(0, now_ns - last) // 1_000_000
-        rflags = (flags & ENTRY_FLAGS) | (REC_F_GONE if gone else 0)
+        rflags = ((flags & ENTRY_FLAGS) | (REC_F_GONE if gone else 0)
+                  | (0 if sid else REC_F_NOSVC))  # fmt: skip
         return (HEAD.pack(family, proto, state, rflags, fin, L.CT_DIR_ORIG, 0, timeout_s,
                           min(idle_ms, 0xFFFFFFFF)) + t
                 + TCP.pack(seq, ack, win, seen & TCP_SEEN) + NO_TCP)  # fmt: skip
@@ -153,10 +157,12 @@ class FlowSync:
             now = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
             out = []
             for i in range(n):
-                (t, last, timeout_s, d, state, flags, proto, family, fin, seq, ack, win,
+                (t, last, sid, timeout_s, d, state, flags, proto, family, fin, seq, ack, win,
                  seen) = read.unpack_from(values, i * vs)  # fmt: skip
                 if d != orig:
-                    if proto == tcp:
+                    # A peer's flow's (SYNCED) is never wanted. (Idle or not: its ORIG
+                    # entry may be active, and a record without its numbers clears them.)
+                    if proto == tcp and not flags & SKIP:
                         block = TCP.pack(seq, ack, win, seen & TCP_SEEN)
                         rec = waiting.pop(t, None)
                         if rec is not None:
@@ -169,7 +175,8 @@ class FlowSync:
                 idle = max(0, now - last)
                 if idle > _timeout_s(state, proto, timeout_s) * 1_000_000_000:
                     continue  # expired: the peer needs no copy
-                rec = (HEAD.pack(family, proto, state, flags & ENTRY_FLAGS, fin, orig, 0,
+                rflags = (flags & ENTRY_FLAGS) | (0 if sid else REC_F_NOSVC)
+                rec = (HEAD.pack(family, proto, state, rflags, fin, orig, 0,
                                  timeout_s, idle // 1_000_000)
                        + t + TCP.pack(seq, ack, win, seen & TCP_SEEN))  # fmt: skip
                 if proto != tcp or flags & dsr:
@@ -284,7 +291,7 @@ class FlowSync:
                 continue
             port = int.from_bytes(vport, "big") if l4 else 0
             sproto = 1 if proto == 58 else proto
-            if rflags & L.CT_F_PASS:  # let in by the firewall: no service, no ids
+            if rflags & (L.CT_F_PASS | REC_F_NOSVC):  # egress SNAT, firewall pass: no ids
                 bound = (0, {(ep, int.from_bytes(eport, "big") if l4 else 0): 0})
             else:
                 bound = exact.get((family, vip, sproto, port))
@@ -298,6 +305,8 @@ class FlowSync:
                 ep_id = eps.get((ep, int.from_bytes(eport, "big") if l4 else 0))
                 if ep_id is None:
                     ep_id = eps.get((ep, 0))
+                if ep_id is None and proto == 132:
+                    ep_id = 0  # an SCTP alternate path to an address the endpoint announced
             if ep_id is None:
                 unbound += 1
                 if first_unbound is None:
@@ -353,7 +362,7 @@ def _check(family: int, proto: int, state: int, rflags: int, timeout_s: int,
         return "protocol"
     if state > MAX_STATE:
         return "state"
-    if rflags & ~(ENTRY_FLAGS | REC_F_GONE):
+    if rflags & ~(ENTRY_FLAGS | REC_FLAGS):
         return "flags"
     if rflags & L.CT_F_XLAT and proto not in (6, 17):
         return "flags"  # NAT64/46 translates TCP and UDP only

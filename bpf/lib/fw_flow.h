@@ -35,6 +35,7 @@ static __always_inline int fw_pass_flow(struct pkt *p, __u64 now)
     ct_map.update(&rk, &e);
     e.dir = CT_DIR_ORIG;
     ct_map.update(&p->k, &e);
+    flow_event(&e, FE_CREATED);                // HA sync (lib/ha.h)
     return TC_ACT_OK;
 }
 
@@ -94,6 +95,7 @@ static __always_inline int fw_snat_flow(struct __sk_buff *skb, struct pkt *p, __
         ct_drop_reply(&e, 0);                  // another CPU made this flow meanwhile
         return TC_ACT_SHOT;
     }
+    flow_event(&e, FE_CREATED);                // HA sync (lib/ha.h)
     return translate_and_send(skb, p, &e.t, CT_DIR_ORIG, 0, fast ? &nh : 0, rc, &f);
 }
 

@@ -89,8 +89,9 @@ def bgp_state_doc(detail: Mapping[str, Any]) -> Doc:
 
 def ha_state_doc(current: Mapping[str, Any]) -> Doc:
     """/sluice:ha/state from the HA door's state(); {} when HA is not configured."""
+    sync = _ha_sync_doc(current.get("sync"), current.get("synced"))
     if not current.get("enabled"):
-        return {}
+        return {"state": {"sync": sync}} if sync else {}
     state: Doc = {"instance": [
         {"name": i["name"], "role": i["role"], **({"since": i["since"]} if i["since"] else {})}
         for i in current["instances"]]}
@@ -98,7 +99,37 @@ def ha_state_doc(current: Mapping[str, Any]) -> Doc:
         state["witness-reachable"] = bool(current["witness-reachable"])
     if current.get("last-failover"):
         state["last-failover"] = current["last-failover"]
+    if sync:
+        state["sync"] = sync
     return {"state": state}
+
+
+def _ha_sync_doc(sync: Mapping[str, Any] | None, synced: Any) -> Doc:
+    """/sluice:ha/state/sync from the sync service's status (appliance/ha/sync.py)."""
+    if not sync or "listening" not in sync:
+        return {}
+    out: Doc = {"synced": bool(synced)}
+    dp = sync.get("datapath") or {}
+    if dp:
+        out["flows-installed"] = int(dp.get("installed", 0))
+        out["flows-unbound"] = int(dp.get("unbound", 0))
+        out["records-refused"] = sum(dp.get("refused-records", {}).values())
+    rx, tx = sync.get("peers", {}), sync.get("sending", {})
+    peers = []
+    for address in sorted(set(rx) | set(tx)):
+        r, t = rx.get(address, {}), tx.get(address, {})
+        row: Doc = {"address": address, "receiving": bool(r.get("connected")),
+                    "sending": bool(t.get("connected")),
+                    "flows-received": int(r.get("flows", 0)),
+                    "flows-sent": int(t.get("flows", 0))}  # fmt: skip
+        lag = r.get("lag") or {}
+        for leaf, key in (("lag-p50", "p50-ms"), ("lag-p99", "p99-ms")):
+            if lag.get(key) is not None:
+                row[leaf] = f"{lag[key]:.2f}"
+        peers.append(row)
+    if peers:
+        out["peer"] = peers
+    return out
 
 
 def _configured(config_service: Any) -> set[str] | None:
