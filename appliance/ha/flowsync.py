@@ -50,12 +50,13 @@ TUPLE = 72
 TCP = struct.Struct("!IIHBx")  # then per direction (ORIG, REPLY): next seq, ack, window, seen
 NO_TCP = bytes(TCP.size)
 assert HEAD.size + TUPLE + 2 * TCP.size == RECORD.size
-REC_F_GONE = 0x40  # record flag: the flow is gone (delete it)
-# record flag: a flow no service owns (egress SNAT, firewall pass): installed without ids
-REC_F_NOSVC = 0x20
+# The record's own flags (its head's 16-bit word after `dir`; the flags byte is the entry's):
+REC_F_GONE = 1  # the flow is gone (delete it)
+REC_F_NOSVC = 2  # no service owns it (egress SNAT, firewall pass): installed without ids
 REC_FLAGS = REC_F_GONE | REC_F_NOSVC
 # The entry flags a record may carry.
-ENTRY_FLAGS = L.CT_F_COUNTED | L.CT_F_DSR | L.CT_F_XLAT | L.CT_F_PASS | L.CT_F_IPIP
+ENTRY_FLAGS = (L.CT_F_COUNTED | L.CT_F_DSR | L.CT_F_XLAT | L.CT_F_PASS | L.CT_F_IPIP
+               | L.CT_F_LC | L.CT_F_MH_ALT)  # fmt: skip
 L4_PORTS = (6, 17, 132)  # protocols whose conntrack keys carry ports (bpf/lib/conntrack.h)
 PROTOCOLS = {6, 17, 1, 58, 132}
 MAX_STATE = 15
@@ -127,9 +128,9 @@ class FlowSync:
         (t, last, sid, timeout_s, _, state, flags, proto, family, fin, seq, ack, win,
          seen) = self._read.unpack_from(entry)  # fmt: skip
         idle_ms = max(0, now_ns - last) // 1_000_000
-        rflags = ((flags & ENTRY_FLAGS) | (REC_F_GONE if gone else 0)
-                  | (0 if sid else REC_F_NOSVC))  # fmt: skip
-        return (HEAD.pack(family, proto, state, rflags, fin, L.CT_DIR_ORIG, 0, timeout_s,
+        rflags = (REC_F_GONE if gone else 0) | (0 if sid else REC_F_NOSVC)
+        return (HEAD.pack(family, proto, state, flags & ENTRY_FLAGS, fin, L.CT_DIR_ORIG,
+                          rflags, timeout_s,
                           min(idle_ms, 0xFFFFFFFF)) + t
                 + TCP.pack(seq, ack, win, seen & TCP_SEEN) + NO_TCP)  # fmt: skip
 
@@ -175,8 +176,8 @@ class FlowSync:
                 idle = max(0, now - last)
                 if idle > _timeout_s(state, proto, timeout_s) * 1_000_000_000:
                     continue  # expired: the peer needs no copy
-                rflags = (flags & ENTRY_FLAGS) | (0 if sid else REC_F_NOSVC)
-                rec = (HEAD.pack(family, proto, state, rflags, fin, orig, 0,
+                rflags = 0 if sid else REC_F_NOSVC
+                rec = (HEAD.pack(family, proto, state, flags & ENTRY_FLAGS, fin, orig, rflags,
                                  timeout_s, idle // 1_000_000)
                        + t + TCP.pack(seq, ack, win, seen & TCP_SEEN))  # fmt: skip
                 if proto != tcp or flags & dsr:
@@ -267,23 +268,23 @@ class FlowSync:
         first_unbound: tuple[str, int, bytes, int, int] | None = None
         write = self._write
         for off in range(0, len(payload) - RECORD.size + 1, RECORD.size):
-            family, proto, state, rflags, fin, _d, _pad, timeout_s, idle_ms = HEAD.unpack_from(
+            family, proto, state, eflags, fin, _d, rflags, timeout_s, idle_ms = HEAD.unpack_from(
                 payload, off)
             t = payload[off + HEAD.size : off + HEAD.size + TUPLE]
             otcp = TCP.unpack_from(payload, off + HEAD.size + TUPLE)
             rtcp = TCP.unpack_from(payload, off + HEAD.size + TUPLE + TCP.size)
-            bad = _check(family, proto, state, rflags, timeout_s, t, otcp[3] | rtcp[3])
+            bad = _check(family, proto, state, eflags, rflags, timeout_s, t, otcp[3] | rtcp[3])
             if bad:
                 refused[bad] += 1
                 continue
             client, vip, snat, ep = t[0:16], t[16:32], t[32:48], t[48:64]
             cport, vport, sport, eport = t[64:66], t[66:68], t[68:70], t[70:72]
             l4 = proto in L4_PORTS
-            efam = 10 - family if rflags & L.CT_F_XLAT else family
+            efam = 10 - family if eflags & L.CT_F_XLAT else family
             okey = client + vip + cport + (vport if l4 else b"\0\0") + bytes((proto, family, 0, 0))
             rkey = ep + snat + (eport + sport if l4 else sport + b"\0\0") + bytes(
                 (proto, efam, 0, 0))
-            dsr = rflags & L.CT_F_DSR
+            dsr = eflags & L.CT_F_DSR
             if rflags & REC_F_GONE:
                 doomed.append(okey)
                 if not dsr:
@@ -291,7 +292,7 @@ class FlowSync:
                 continue
             port = int.from_bytes(vport, "big") if l4 else 0
             sproto = 1 if proto == 58 else proto
-            if rflags & (L.CT_F_PASS | REC_F_NOSVC):  # egress SNAT, firewall pass: no ids
+            if eflags & L.CT_F_PASS or rflags & REC_F_NOSVC:  # no service: no ids
                 bound = (0, {(ep, int.from_bytes(eport, "big") if l4 else 0): 0})
             else:
                 bound = exact.get((family, vip, sproto, port))
@@ -313,7 +314,7 @@ class FlowSync:
                     first_unbound = ("endpoint" if bound else "vip", family, vip, port, proto)
                 continue
             last = now - idle_ms * 1_000_000
-            flags = (rflags & ENTRY_FLAGS) | L.CT_F_SYNCED
+            flags = eflags | L.CT_F_SYNCED
             keys.append(okey)
             values.append(write.pack(t, last, last, sid, ep_id, timeout_s, L.CT_DIR_ORIG,
                                      state, flags, proto, family, fin, *otcp))  # fmt: skip
@@ -353,7 +354,7 @@ class FlowSync:
         }
 
 
-def _check(family: int, proto: int, state: int, rflags: int, timeout_s: int,
+def _check(family: int, proto: int, state: int, eflags: int, rflags: int, timeout_s: int,
            t: bytes, tcp_seen: int = 0) -> str | None:  # fmt: skip
     """The field a record gets wrong, or None."""
     if family not in (4, 6):
@@ -362,13 +363,15 @@ def _check(family: int, proto: int, state: int, rflags: int, timeout_s: int,
         return "protocol"
     if state > MAX_STATE:
         return "state"
-    if rflags & ~(ENTRY_FLAGS | REC_FLAGS):
+    if eflags & ~ENTRY_FLAGS:
         return "flags"
-    if rflags & L.CT_F_XLAT and proto not in (6, 17):
+    if rflags & ~REC_FLAGS:
+        return "record-flags"
+    if eflags & L.CT_F_XLAT and proto not in (6, 17):
         return "flags"  # NAT64/46 translates TCP and UDP only
     if not 0 < timeout_s <= MAX_TIMEOUT_S:
         return "timeout"
-    efam = 10 - family if rflags & L.CT_F_XLAT else family
+    efam = 10 - family if eflags & L.CT_F_XLAT else family
     v4 = [i for i, f in ((0, family), (16, family), (32, efam), (48, efam)) if f == 4]
     if any(t[i + 4 : i + 16] != bytes(12) for i in v4):
         return "address"

@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-# family, proto, state, flags, fin_seen, dir, pad, timeout_s, idle_ms,
+# family, proto, state, flags (the entry's), fin_seen, dir, record flags, timeout_s, idle_ms,
 # client, vip, snat, ep (16 bytes each, v4 in the first 4), client/vip/snat/ep ports,
 # TCP: the client's last segment (next seq, ack, window, seen bits), then the endpoint's.
 RECORD = struct.Struct("!BBBBBBHII16s16s16s16sHHHHIIHBxIIHBx")
