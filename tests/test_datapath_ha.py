@@ -362,6 +362,9 @@ def test_an_sctp_association_carries_on_from_its_record(lbnet: LbNet) -> None:
     _as_peers(lbnet, fs)
     (row,) = lbnet.rec.conntrack("s")
     assert row["protocol"] == "sctp" and row["state"] == "established"
+    # Both entries hold both verification tags (bpf/lib/sctp.h), as the record carried them.
+    tags = {(int(v.tcp_seq), int(v.tcp_ack)) for v in lbnet.rec.program.table("ct_map").values()}
+    assert len(tags) == 1 and all(next(iter(tags))), tags
     (again,) = associate(lbnet.client, [{**a, "peer_tag": got["peer_tag"]}])
     assert again["echo"] == [f"{got['endpoint']}:hello 0"], again
 

@@ -13,7 +13,8 @@ Entries installed from a peer (CT_F_SYNCED, until a packet meets them here) are 
 sent back: each flow is sent by the node that carries it. Every kind of flow is sent:
 NAT64/NAT46 (the endpoint side in the other family), L3-DSR (the tunnel is made per packet
 from the entry), firewall pass entries (no service: installed without ids), SCTP (its
-alternate paths are entries of their own, bound by their VIP like any flow).
+verification tags ride in the TCP numbers' place, as in the entries; its alternate paths
+are entries of their own, bound by their secondary VIP).
 For TCP a record carries both directions' last segments: events carry the ORIG entry's
 (the REPLY entry is not at hand in the datapath), walks pair each ORIG entry with its REPLY
 entry (up to PAIR_MAX waiting at once; beyond, a record goes without the REPLY's numbers
@@ -273,6 +274,8 @@ class FlowSync:
             t = payload[off + HEAD.size : off + HEAD.size + TUPLE]
             otcp = TCP.unpack_from(payload, off + HEAD.size + TUPLE)
             rtcp = TCP.unpack_from(payload, off + HEAD.size + TUPLE + TCP.size)
+            if proto == 132:  # SCTP: both entries keep both verification tags (sctp.h)
+                rtcp = otcp
             bad = _check(family, proto, state, eflags, rflags, timeout_s, t, otcp[3] | rtcp[3])
             if bad:
                 refused[bad] += 1
