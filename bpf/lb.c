@@ -81,6 +81,8 @@ static __always_inline int translate_and_send(struct __sk_buff *skb, struct pkt 
                                               struct bpf_fib_lookup *f)
 {
     int err;
+    if (skb->vlan_present)                     // the ingress link's tag (skb metadata) is
+        bpf_skb_vlan_pop(skb);                 // not the egress link's (lib/l3dsr.h too)
     if (dsr)                                   // only the MAC changes: next hop = endpoint
         err = nh ? nat_rewrite(skb, p, &p->k.src, p->k.sport, &p->k.dst, p->k.dport, nh) : 0;
     else if (dir == CT_DIR_ORIG)

@@ -274,3 +274,21 @@ def test_a_vlan_tagged_client_is_served_through_the_tunnel(lbnet: LbNet, decap: 
         assert res.returncode == 0, res.stderr
         assert res.stdout.strip() == "tagged", (vip, res.stdout)
     assert outer(decap, 0)[0] >= 1 and outer(decap, 1)[0] >= 1
+
+
+@pytest.mark.parametrize("mode", ["default", "full-nat"])
+def test_a_vlan_tagged_client_is_served_by_dnat_and_full_nat(lbnet: LbNet, mode: str) -> None:
+    # The same tagged client without a tunnel: the tag in the skb's metadata went out with
+    # the translated packet onto the endpoint's untagged link (the endpoint dropped it, no
+    # answer); it is popped before the translation now.
+    lbnet.backends[0].start_udp_echo(53)
+    extra = {"mode": mode, "snat-address": "198.19.0.100"} if mode == "full-nat" else {}
+    lbnet.set(service("dns4", vip=VIP4, port=53, proto="udp", ep_port=53, backends=(1,),
+                      **extra))  # fmt: skip
+    clink = next(i for i in lbnet.client.run(["ls", "/sys/class/net"]).stdout.split()
+                 if i != "lo")  # fmt: skip
+    mac = lbnet.lb.run(["cat", f"/sys/class/net/{lbnet.interfaces[0]}/address"]).stdout.strip()
+    res = lbnet.client.run([sys.executable, "-c", TAGGED_REQUEST, clink, mac, "198.18.0.1",
+                            VIP4, "4545"], timeout=20)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "tagged", res.stdout
