@@ -239,6 +239,9 @@ def test_a_routers_icmp_error_reaches_the_client_from_the_vip(lbnet: LbNet, vip:
            check=True)  # fmt: skip
     b1.popen(["python3", "-c", "import socket,time\ns=socket.socket(socket.AF_INET6,"
               "socket.SOCK_DGRAM)\ns.bind(('::',5998))\ntime.sleep(30)"])  # fmt: skip
+    # Bound before anything is sent (else the endpoint answers "port unreachable" itself).
+    wait_for(lambda: ":5998 " in b1.run(["ss", "-Huan"]).stdout, timeout=5,
+             what="the silent endpoint socket")  # fmt: skip
     doc = xlat("quiet", vip, "full-nat", 55, "udp", 5998)
     doc["endpoint"] = doc["endpoint"][:1]
     lbnet.set(doc)
