@@ -44,5 +44,5 @@ def test_edit_firewall_and_refuse_bad_rule(h: kit.Harness) -> None:
         m.edit_config(f"<config>{bad}</config>", target="running")
     assert err.value.path.strip() == (
         "/sluice:firewall/sluice:rule[sluice:name='bad']/sluice:source-port")
-    assert "tcp or udp" in err.value.message
+    assert "tcp, udp" in err.value.message  # "ports need protocol tcp, udp or sctp"
     assert json.dumps(h.service.running_doc(), sort_keys=True) == before
