@@ -522,9 +522,10 @@ int sluice_fw(struct __sk_buff *skb)
 }
 #endif
 
-#if MODULE_CORE
-// Tail-call target for every new flow but SCTP's (start_flow), after sluice_fw while the
-// firewall or SNAT has rules: a new flow the firewall let in and a service owns.
+#if MODULE_FW
+// Tail-call target after sluice_fw while the firewall or SNAT has rules: a new flow (not
+// SCTP's) the firewall let in and a service owns. Without rules, start_flow runs new_flow
+// in sluice_lb itself, so this copy of it is compiled only with the firewall module.
 int sluice_fw_lb(struct __sk_buff *skb)
 {
     struct pkt p = {};

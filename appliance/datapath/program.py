@@ -70,12 +70,12 @@ TAIL_CALLS = {0: "sluice_icmp_err", 1: "sluice_too_big", 2: "sluice_xlat", 3: "s
 # maps, the same pinned flow-event ring) until its own need() replaces them: those flows
 # keep going meanwhile.
 MODULES = {
-    "core": ("sluice_lb", "sluice_fw_lb", "sluice_icmp_err", "sluice_too_big"),
+    "core": ("sluice_lb", "sluice_icmp_err", "sluice_too_big"),
     "sctp": ("sluice_sctp", "sluice_sctp_nat", "sluice_sctp_paths"),
     "xlat": ("sluice_xlat",),
     "l3dsr": ("sluice_l3dsr",),
     "gtpu": ("sluice_gtpu",),
-    "fw": ("sluice_fw",),
+    "fw": ("sluice_fw", "sluice_fw_lb"),
     "xdp": ("sluice_xdp",),
 }
 # Modules built from a source of their own instead of lb.c (same headers, same pinned

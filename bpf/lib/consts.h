@@ -35,7 +35,7 @@
 #define JMP_TOO_BIG       1          // lib/pmtu.h
 #define JMP_XLAT          2          // lib/nat64.h
 #define JMP_FW            3          // lib/firewall.h: a new flow while rules are on
-#define JMP_FW_LB         4          // lb.c: new_flow (every new flow, after the firewall)
+#define JMP_FW_LB         4          // lb.c: new_flow after the firewall (sluice_fw)
 #define JMP_L3DSR         5          // lib/l3dsr.h
 #define JMP_SCTP_NAT      6          // lib/sctp.h, lib/sctp_mh.h
 #define JMP_SCTP_PATHS    7          // lib/sctp_mh.h

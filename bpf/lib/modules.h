@@ -10,7 +10,7 @@
 #pragma once
 
 #ifndef MODULE_CORE
-#define MODULE_CORE   0              // sluice_lb, sluice_fw_lb, sluice_icmp_err, sluice_too_big
+#define MODULE_CORE   0              // sluice_lb, sluice_icmp_err, sluice_too_big
 #endif
 #ifndef MODULE_SCTP
 #define MODULE_SCTP   0              // sluice_sctp, sluice_sctp_nat, sluice_sctp_paths
@@ -25,5 +25,5 @@
 #define MODULE_GTPU   0              // sluice_gtpu
 #endif
 #ifndef MODULE_FW
-#define MODULE_FW     0              // sluice_fw (firewall rules, egress SNAT)
+#define MODULE_FW     0              // sluice_fw, sluice_fw_lb (firewall rules, egress SNAT)
 #endif
