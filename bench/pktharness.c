@@ -24,19 +24,31 @@ struct frame {
 BPF_ARRAY(frame_map, struct frame, 1);
 BPF_PROG_ARRAY(target, 1);
 
-int pkt_harness(struct __sk_buff *skb)
+// The frame to write back and its length (14..FRAME_MAX, bounds the verifier can see);
+// 0: none.
+static __always_inline struct frame *frame_to_store(__u64 *len)
 {
     __u32 k = 0;
     struct frame *f = frame_map.lookup(&k);
     if (!f)
-        return TC_ACT_SHOT;
+        return 0;
     // Two checks with a barrier between them: folded into one (len - 14 > 242, on a
     // copy), they would leave the verifier no bounds on len itself.
-    __u64 len = f->len;
-    if (len > FRAME_MAX)
-        return TC_ACT_SHOT;
-    asm volatile("" : "+r"(len));
-    if (len < 14)
+    __u64 n = f->len;
+    if (n > FRAME_MAX)
+        return 0;
+    asm volatile("" : "+r"(n));
+    if (n < 14)
+        return 0;
+    *len = n;
+    return f;
+}
+
+int pkt_harness(struct __sk_buff *skb)
+{
+    __u64 len = 0;
+    struct frame *f = frame_to_store(&len);
+    if (!f)
         return TC_ACT_SHOT;
     if (bpf_skb_store_bytes(skb, 0, f->data, len, 0))
         return TC_ACT_SHOT;
@@ -65,15 +77,9 @@ static long (*xdp_store)(struct xdp_md *, __u32, void *, __u32) =
 
 int xdp_harness(struct xdp_md *ctx)
 {
-    __u32 k = 0;
-    struct frame *f = frame_map.lookup(&k);
+    __u64 len = 0;
+    struct frame *f = frame_to_store(&len);
     if (!f)
-        return XDP_ABORTED;
-    __u64 len = f->len;
-    if (len > FRAME_MAX)
-        return XDP_ABORTED;
-    asm volatile("" : "+r"(len));
-    if (len < 14)
         return XDP_ABORTED;
     if (xdp_store(ctx, 0, f->data, len))
         return XDP_ABORTED;

@@ -160,6 +160,22 @@ class LbNet:
                 for r in self.rec.conntrack(service)}  # fmt: skip
 
 
+BIG_DATAGRAM = bytes(range(256)) * 125  # 32,000 bytes: 22 IPv4 / 23 IPv6 fragments
+
+
+def assert_big_datagrams_echoed(lbnet: LbNet, vips: tuple[str, ...], names: tuple[str, ...],
+                                port: int = 53) -> None:
+    """Each VIP echoes a 32,000-byte datagram intact twice (a new flow, then an established
+    one), and each of the services' two flows saw its fragments both ways."""
+    for vip in vips:
+        for _ in range(2):
+            assert lbnet.client.udp_request(vip, port, BIG_DATAGRAM, timeout=3) == BIG_DATAGRAM, vip
+    for name in names:
+        rows = lbnet.rec.conntrack(name)
+        assert len(rows) == 2, rows
+        assert all(r["packets"][0] >= 22 and r["packets"][1] >= 22 for r in rows), rows
+
+
 def build_lbnet(
     topo: kit.Topology, n_backends: int = 3, servers: bool = True, prefix: str = ""
 ) -> LbNet:

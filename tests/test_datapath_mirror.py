@@ -120,25 +120,35 @@ def test_rspan_copies_carry_the_vlan_and_sampling_skips(qnet: Any, tmp_path: Pat
     assert st["sampled-out"] >= 2 * N - 1 and st["packets"] <= 1, st
 
 
+def erspan_run(qnet: Any, tmp_path: Path, addrs: tuple[str, str], session: dict[str, Any],
+               gre_filter: str) -> tuple[list[bytes], list[bytes]]:
+    """An ERSPAN session of the client's interface to a collector on a new link (the
+    balancer's address, the collector's); the echoes sent and the copies captured."""
+    echo_service(qnet)
+    col = qnet.topo.host("col")
+    link = qnet.topo.link(qnet.lb, col, [addrs[0]], [addrs[1]])
+    collector = addrs[1].split("/")[0]
+    set_qos(qnet, None, {"session": [{
+        **session, "type": "erspan", "collector": collector,
+        "source-interface": [{"name": qnet.interfaces[0]}]}]})  # fmt: skip
+    sent = Capture(qnet.client, qnet.topo.links[0].ifname(qnet.client), tmp_path / "c.pcap",
+                   f"udp port {UDP_PORT}", direction="out")  # fmt: skip
+    copy = Capture(col, link.ifname(col), tmp_path / "e.pcap", gre_filter)
+    # The session's set-up asked the kernel to resolve the collector's neighbour (the
+    # program's FIB lookup cannot): copies go out once it is there.
+    wait_for(lambda: "lladdr" in qnet.lb.run(["ip", "neigh", "show", collector]).stdout)
+    send_echoes(qnet)
+    originals = client_frames(sent.stop(has_n(N)))
+    return originals, copy.stop(lambda f: len(f) >= N)
+
+
 @pytest.mark.parametrize("version", [2, 3])
 def test_erspan_copy_decodes_in_the_collector(qnet: Any, tmp_path: Path, version: int) -> None:
     scapy_all = pytest.importorskip("scapy.all")
     erspan = pytest.importorskip("scapy.contrib.erspan")
-    echo_service(qnet)
-    col = qnet.topo.host("col")
-    link = qnet.topo.link(qnet.lb, col, ["198.18.30.254/24"], ["198.18.30.1/24"])
-    set_qos(qnet, None, {"session": [{
-        "name": "e", "type": "erspan", "collector": "198.18.30.1", "erspan-version": version,
-        "session-id": 77, "source-interface": [{"name": qnet.interfaces[0]}]}]})  # fmt: skip
-    sent = Capture(qnet.client, qnet.topo.links[0].ifname(qnet.client), tmp_path / "c.pcap",
-                   f"udp port {UDP_PORT}", direction="out")  # fmt: skip
-    copy = Capture(col, link.ifname(col), tmp_path / "e.pcap", "proto gre")
-    # The session's set-up asked the kernel to resolve the collector's neighbour (the
-    # program's FIB lookup cannot): copies go out once it is there.
-    wait_for(lambda: "lladdr" in qnet.lb.run(["ip", "neigh", "show", "198.18.30.1"]).stdout)
-    send_echoes(qnet)
-    originals = client_frames(sent.stop(has_n(N)))
-    frames = copy.stop(lambda f: len(f) >= N)
+    originals, frames = erspan_run(qnet, tmp_path, ("198.18.30.254/24", "198.18.30.1/24"),
+                                   {"name": "e", "erspan-version": version, "session-id": 77},
+                                   "proto gre")  # fmt: skip
     assert len(originals) >= N - 1
     layer = erspan.ERSPAN_II if version == 2 else erspan.ERSPAN_III
     inner, seqs = [], []
@@ -162,20 +172,9 @@ def test_erspan_with_an_ipv6_outer_header_decodes(qnet: Any, tmp_path: Path) -> 
     """An IPv6 collector: the copies are IPv6/GRE/ERSPAN (type II), the inner frame as sent."""
     scapy_all = pytest.importorskip("scapy.all")
     erspan = pytest.importorskip("scapy.contrib.erspan")
-    echo_service(qnet)
-    col = qnet.topo.host("col")
-    link = qnet.topo.link(qnet.lb, col, ["2001:db8:30::fe/64"], ["2001:db8:30::1/64"])
-    set_qos(qnet, None, {"session": [{
-        "name": "e6", "type": "erspan", "collector": "2001:db8:30::1", "erspan-version": 2,
-        "session-id": 78, "dscp": 10,
-        "source-interface": [{"name": qnet.interfaces[0]}]}]})  # fmt: skip
-    sent = Capture(qnet.client, qnet.topo.links[0].ifname(qnet.client), tmp_path / "c.pcap",
-                   f"udp port {UDP_PORT}", direction="out")  # fmt: skip
-    copy = Capture(col, link.ifname(col), tmp_path / "e.pcap", "ip6 proto 47")
-    wait_for(lambda: "lladdr" in qnet.lb.run(["ip", "neigh", "show", "2001:db8:30::1"]).stdout)
-    send_echoes(qnet)
-    originals = client_frames(sent.stop(has_n(N)))
-    frames = copy.stop(lambda f: len(f) >= N)
+    originals, frames = erspan_run(qnet, tmp_path, ("2001:db8:30::fe/64", "2001:db8:30::1/64"),
+                                   {"name": "e6", "erspan-version": 2, "session-id": 78,
+                                    "dscp": 10}, "ip6 proto 47")  # fmt: skip
     assert len(originals) >= N - 1 and frames, (originals, frames)
     inner = []
     for raw in frames:

@@ -16,6 +16,7 @@ from dpkit import (
     VIP4,
     VIP6,
     LbNet,
+    assert_big_datagrams_echoed,
     backend_addr,
     service,
     wait_for,
@@ -162,14 +163,7 @@ def test_a_fragmented_datagram_through_nat64_and_nat46(lbnet: LbNet) -> None:
     _mtu_1600_links_1500_routes(lbnet)
     lbnet.set(xlat("dns64", VIP6, "full-nat", 53, "udp", UDP_PORT),
               xlat("dns46", VIP4, "full-nat", 53, "udp", UDP_PORT))  # fmt: skip
-    big = bytes(range(256)) * 125
-    for vip in (VIP6, VIP4):
-        for _ in range(2):  # a new flow, then an established one
-            assert lbnet.client.udp_request(vip, 53, big, timeout=3) == big, vip
-    for name in ("dns64", "dns46"):
-        rows = lbnet.rec.conntrack(name)
-        assert len(rows) == 2, rows
-        assert all(r["packets"][0] >= 22 and r["packets"][1] >= 22 for r in rows), rows
+    assert_big_datagrams_echoed(lbnet, (VIP6, VIP4), ("dns64", "dns46"))
 
 
 # A connected UDP socket that waits for an ICMP error about its one datagram.
