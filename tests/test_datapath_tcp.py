@@ -103,6 +103,12 @@ def _scapy(lbnet: LbNet, code: str) -> None:
     assert res.returncode == 0, res.stderr
 
 
+def _send_rst(lbnet: LbNet, port: int, seq: int) -> None:
+    """An RST from the client's ``port`` to the echo VIP with sequence number ``seq``."""
+    _scapy(lbnet, f"send(IP(dst={VIP4!r})/TCP(sport={port}, dport={ECHO_PORT}, "
+                  f"flags='R', seq={seq}))")  # fmt: skip
+
+
 def _entries(lbnet: LbNet, port: int) -> list[Any]:
     """The ORIG entry (ct_map or syn_map) of the flow from the client's ``port``."""
     import socket
@@ -152,14 +158,12 @@ def test_an_rst_closes_the_flow_only_in_the_window(echo_net: LbNet) -> None:
         (entry,) = _entries(lbnet, held.port)
         seq = int(entry.tcp_seq)
         for off in (10_000_000, 2**31, -5_000_000):  # far outside any window
-            _scapy(lbnet, f"send(IP(dst={VIP4!r})/TCP(sport={held.port}, dport={ECHO_PORT}, "
-                          f"flags='R', seq={(seq + off) % 2**32}))")  # fmt: skip
+            _send_rst(lbnet, held.port, (seq + off) % 2**32)
         time.sleep(0.2)
         assert _state(lbnet, "e", held.port) == "established"
         assert held.ask("echo") == "ok"  # the endpoint never saw them either
         (entry,) = _entries(lbnet, held.port)
-        _scapy(lbnet, f"send(IP(dst={VIP4!r})/TCP(sport={held.port}, dport={ECHO_PORT}, "
-                      f"flags='R', seq={int(entry.tcp_seq)}))")  # fmt: skip
+        _send_rst(lbnet, held.port, int(entry.tcp_seq))
         wait_for(lambda: _state(lbnet, "e", held.port) == "closed")
         # The endpoint took the RST: its answer to more data is a reset (or, once the
         # closed flow has expired, the data opens no flow and goes unanswered).
@@ -188,8 +192,7 @@ def test_the_rst_window_is_the_scaled_one(echo_net: LbNet) -> None:
         scaled = win << (reply.tcp_wscale & 0xF)
         assert scaled > 4 * win + 2000
         for off, closes in ((scaled + 1000, False), (2 * win + 1000, True)):
-            _scapy(lbnet, f"send(IP(dst={VIP4!r})/TCP(sport={held.port}, dport={ECHO_PORT}, "
-                          f"flags='R', seq={(base + off) % 2**32}))")  # fmt: skip
+            _send_rst(lbnet, held.port, (base + off) % 2**32)
             if closes:  # beyond the unscaled window: dropped before the scale was known
                 wait_for(lambda: _state(lbnet, "e", held.port) == "closed", timeout=3)
             else:
