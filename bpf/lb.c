@@ -43,6 +43,7 @@
 #include "lib/ha.h"
 #include "lib/gtpu.h"
 #include "lib/stats.h"
+#include "lib/nf_stages.h"
 
 // The reply key is the flow's too: inserted with BPF_NOEXIST, so no flow ever overwrites
 // another's. Source NAT: try source ports until one is free (not even across CPUs can two
@@ -140,6 +141,7 @@ static __always_inline int new_flow(struct __sk_buff *skb, struct pkt *p, __u64 
     if (p->ttl <= 1)
         return TC_ACT_OK;                      // the stack answers "time exceeded"
     struct svc_info svc = *s;                  // one consistent snapshot of the service
+    NF_STAGE(NF_ST_SERVICE);
     // TCP: only a SYN opens a flow (its handshake in syn_map), unless the service picks up
     // flows mid-stream (asymmetric paths): then any segment does, straight into ct_map.
     int syn = 0;
@@ -158,6 +160,7 @@ static __always_inline int new_flow(struct __sk_buff *skb, struct pkt *p, __u64 
     struct ep_info *ep = ep_id ? ep_arr.lookup(&ep_id) : 0;
     if (!ep || !ep->family)
         return TC_ACT_SHOT;                    // a service without endpoints drops
+    NF_STAGE(NF_ST_SELECT);
 
     // The new entry is built in a per-CPU scratch slot: the stack cannot hold it too.
     __u32 zero = 0;
@@ -215,20 +218,24 @@ static __always_inline int new_flow(struct __sk_buff *skb, struct pkt *p, __u64 
         e->flags |= CT_F_IPIP;                 // lib/l3dsr.h
         rc = -1;                               // the FIB is asked with the tunnel's length
     }
+    NF_STAGE(NF_ST_BUILD);
     e->dir = CT_DIR_REPLY;
     if (svc.mode == MODE_DSR)
         e->flags |= CT_F_DSR;                   // the endpoint answers the client directly
     else if (claim_reply(e, p, now, syn))
         return TC_ACT_SHOT;                    // no free reply tuple: drop, client retries
+    NF_STAGE(NF_ST_REPLY);
     e->dir = CT_DIR_ORIG;
     if (p->k.proto == IPPROTO_TCP)
         tcp_note(skb, e, p);
+    NF_STAGE(NF_ST_TCP);
     e->packets = 1;
     e->bytes = p->len;
     // One FIB lookup per new flow (one-arm's, above, already had the answer): its next hop
     // goes into the entry before the entry goes into the table.
     if (svc.mode != MODE_ONEARM && !(e->flags & CT_F_TAIL))
         rc = fib(skb, p, svc.mode == MODE_DSR ? &p->k.src : &e->t.snat, &e->t.ep, &f);
+    NF_STAGE(NF_ST_FIB);
     __u32 gen = nh_generation();
     struct nexthop nh = {};
     int fast = 0;
@@ -236,6 +243,7 @@ static __always_inline int new_flow(struct __sk_buff *skb, struct pkt *p, __u64 
         nh_store(e, p, &f, gen, l3_len(skb, p), &nh);
         fast = 1;
     }
+    NF_STAGE(NF_ST_NEXTHOP);
     // The ORIG key: lb_entry found it in neither table a moment ago (or deleted it), so
     // only the insert's own BPF_NOEXIST can still see it taken (another CPU, same flow).
     if (ct_insert(&p->k, e, syn)) {
@@ -245,14 +253,18 @@ static __always_inline int new_flow(struct __sk_buff *skb, struct pkt *p, __u64 
             ct_drop_reply(e, syn);
         return NEW_FLOW_LOST_RACE;
     }
+    NF_STAGE(NF_ST_ORIG);
     flow_event(e, FE_CREATED);
 
     ct_count(e);
     count(p, svc.id, ep_id, 1);
     if (e->flags & CT_F_TAIL)
         return tail_call_flow(skb, e->flags);
-    return lb_send(skb, p, &e->t, CT_DIR_ORIG, svc.mode == MODE_DSR, fast ? &nh : 0, rc, &f,
-                   sctp);
+    NF_STAGE(NF_ST_COUNT);
+    int verdict = lb_send(skb, p, &e->t, CT_DIR_ORIG, svc.mode == MODE_DSR, fast ? &nh : 0, rc,
+                          &f, sctp);
+    NF_STAGE_END();
+    return verdict;
 }
 
 #include "lib/fw_flow.h"
@@ -277,6 +289,7 @@ static __always_inline int start_flow(struct __sk_buff *skb, struct pkt *p, __u6
 // the whole program; SCTP's own, in the main program, put it over its budget.
 static __always_inline int lb_entry(struct __sk_buff *skb, const int sctp)
 {
+    NF_STAGE_START();
     struct pkt p = {};
     int parsed = parse_packet(skb, &p);
     if (parsed == PARSE_SCTP && !sctp)
@@ -310,8 +323,10 @@ static __always_inline int lb_entry(struct __sk_buff *skb, const int sctp)
         ct_delete_flow(e);
         e = 0;
     }
-    if (!e)
+    if (!e) {
+        NF_STAGE(NF_ST_LOOKUP);
         return start_flow(skb, &p, now, sctp);
+    }
     if (sctp && !sctp_tag_ok(skb, &p, e))
         return TC_ACT_SHOT;                    // another verification tag: not this flow's
 

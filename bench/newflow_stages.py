@@ -1,0 +1,134 @@
+"""Where a new flow's time goes: the new-flow path timed stage by stage.
+
+    sudo .venv/bin/python bench/newflow_stages.py [--algorithms A,B] [--sizes 8,256]
+                                                  [--calls 3] [--repeat 2048]
+
+The real program (bpf/lb.c), built once more with NF_STAGES defined: the markers of
+bpf/lib/nf_stages.h then add the time between them to per-CPU slots (empty otherwise).
+New flows go through the warm meter of bench/pktcost.py (the harness gives each run a
+fresh source port: a SYN from a new flow, IPv4 DNAT), in the same bed (namespaces, real
+reconciler, endpoints on the backend link). Per stage: ns per new flow, the marker's own
+cost (two markers back to back) taken off, the median over the calls and their range.
+The stages add up to more than bench/pktcost.py's figure by about a marker per stage
+(printed): read them as shares, and compare stages within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+
+import pktcost  # noqa: E402
+
+# bpf/lib/nf_stages.h: slot -> what the time up to that marker was spent on.
+STAGES = {
+    1: "parse, clock, conntrack misses (both tables)",
+    2: "service lookup and checks",
+    3: "endpoint selection + its record",
+    4: "entry built (scratch slot)",
+    5: "REPLY key claimed (other table checked, inserted)",
+    6: "TCP numbers, SYN options",
+    7: "FIB lookup",
+    8: "next hop stored",
+    9: "ORIG entry inserted",
+    10: "flow event, gauges, counters",
+    11: "NAT + redirect",
+}
+SELF = 12
+
+
+def _build_with_stages() -> None:
+    """Every Program built in this process defines NF_STAGES (the bench's own build)."""
+    from appliance.datapath.program import Program
+
+    text = Program._text
+
+    def staged(self: Any, module: str) -> str:
+        return "#define NF_STAGES 1\n" + text(self, module)
+
+    Program._text = staged  # type: ignore[method-assign]
+
+
+def measure(algorithms: list[str], sizes: list[int], calls: int, repeat: int,
+            log: Any = pktcost._log) -> list[dict[str, Any]]:  # fmt: skip
+    sys.path.insert(0, str(BENCH.parent))
+    _build_with_stages()
+    out = []
+    with pktcost.bed() as (net, prog):
+        meter = pktcost.Meter(net, prog, pktcost.SETTINGS["quick"])
+        slots = prog.bpf[b"nf_stages"]
+        try:
+            for algo in algorithms:
+                for n in sizes:
+                    log(f"{algo}, {n} endpoints")
+                    name = meter._service(4, "default", algo, n)
+                    syn = pktcost.tcp_frame(pktcost.CLIENT[4], net.services[name]["vip"],
+                                            1024, pktcost.PORT, pktcost.SYN)  # fmt: skip
+                    per_call = []
+                    with pktcost.in_netns(net.lb.ns):
+                        for _ in range(calls):
+                            meter.clear_ct()
+                            slots.clear()
+                            w = meter.harness.warm(meter.fd, syn, meter.front, repeat, 1,
+                                                   new_flows=True)  # fmt: skip
+                            sums = {k.value: sum(v) / repeat for k, v in slots.items()}
+                            per_call.append({"total": w["ns"], "sums": sums})
+                    out.append({"algorithm": algo, "endpoints": n, "calls": per_call})
+                    meter.clear_ct()
+        finally:
+            meter.close()
+    return out
+
+
+def table(res: list[dict[str, Any]]) -> str:
+    """One column per (algorithm, endpoints): each stage's median ns [min-max]."""
+    cols = [f"{r['algorithm']} {r['endpoints']}" for r in res]
+    lines = ["| stage (ns per new flow) | " + " | ".join(cols) + " |",
+             "|---|" + "---:|" * len(cols)]  # fmt: skip
+
+    def cell(r: dict[str, Any], slot: int) -> str:
+        vals = [c["sums"].get(slot, 0.0) - (c["sums"].get(SELF, 0.0) if slot != SELF else 0.0)
+                for c in r["calls"]]  # fmt: skip
+        return f"{statistics.median(vals):.0f} ({min(vals):.0f}–{max(vals):.0f})"
+
+    for slot, what in STAGES.items():
+        lines.append(f"| {slot} {what} | " + " | ".join(cell(r, slot) for r in res) + " |")
+    lines.append("| a marker's own cost (taken off each stage) | "
+                 + " | ".join(cell(r, SELF) for r in res) + " |")  # fmt: skip
+    lines.append("| whole run, instrumented (warm meter, harness included) | "
+                 + " | ".join(f"{statistics.median(c['total'] for c in r['calls']):.0f}"
+                              for r in res) + " |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--algorithms", default="round-robin,maglev,least-connections")
+    ap.add_argument("--sizes", default="8,32,256")
+    ap.add_argument("--calls", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=2048, help="new flows per call")
+    args = ap.parse_args(argv)
+    if os.geteuid() != 0:
+        print("run as root (namespaces, eBPF)", file=sys.stderr)
+        return 2
+    started = time.monotonic()
+    load0 = os.getloadavg()[0]
+    res = measure(args.algorithms.split(","), [int(x) for x in args.sizes.split(",")],
+                  args.calls, args.repeat)  # fmt: skip
+    print(f"## New-flow stages (IPv4 DNAT SYN, warm, {args.calls} calls × {args.repeat} "
+          f"flows; load average {load0:.2f} → {os.getloadavg()[0]:.2f}; "
+          f"{time.monotonic() - started:.0f} s)\n")
+    print(table(res))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
