@@ -58,11 +58,16 @@ def _build_with_stages() -> None:
 
 
 def measure(algorithms: list[str], sizes: list[int], calls: int, repeat: int,
-            log: Any = pktcost._log) -> list[dict[str, Any]]:  # fmt: skip
+            code: str | None = None, log: Any = pktcost._log) -> list[dict[str, Any]]:  # fmt: skip
+    """Per (algorithm, endpoints): each call's warm total and per-stage sums per flow.
+    ``code``: another tree's appliance/ + bpf/ (as bench/pktcost.py --code)."""
     sys.path.insert(0, str(BENCH.parent))
+    if code:
+        os.environ["SLUICE_DATA_DIR"] = code
+        sys.path.insert(0, code)
     _build_with_stages()
     out = []
-    with pktcost.bed() as (net, prog):
+    with pktcost.bed(code=code) as (net, prog):
         meter = pktcost.Meter(net, prog, pktcost.SETTINGS["quick"])
         slots = prog.bpf[b"nf_stages"]
         try:
@@ -115,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", default="8,32,256")
     ap.add_argument("--calls", type=int, default=3)
     ap.add_argument("--repeat", type=int, default=2048, help="new flows per call")
+    ap.add_argument("--code", help=argparse.SUPPRESS)  # appliance/ + bpf/ from here (A/B)
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
         print("run as root (namespaces, eBPF)", file=sys.stderr)
@@ -122,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     load0 = os.getloadavg()[0]
     res = measure(args.algorithms.split(","), [int(x) for x in args.sizes.split(",")],
-                  args.calls, args.repeat)  # fmt: skip
+                  args.calls, args.repeat, args.code)  # fmt: skip
     print(f"## New-flow stages (IPv4 DNAT SYN, warm, {args.calls} calls × {args.repeat} "
           f"flows; load average {load0:.2f} → {os.getloadavg()[0]:.2f}; "
           f"{time.monotonic() - started:.0f} s)\n")
