@@ -268,6 +268,7 @@ static __always_inline int new_flow(struct __sk_buff *skb, struct pkt *p, __u64 
 }
 
 #include "lib/fw_flow.h"
+#include "lib/fw_other.h"
 
 // A flow the conntrack does not know: through the firewall first while it has rules (which
 // continues in sluice_fw_lb), else new_flow right here: no tail call and no second parse
@@ -294,8 +295,11 @@ static __always_inline int lb_entry(struct __sk_buff *skb, const int sctp)
     int parsed = parse_packet(skb, &p);
     if (parsed == PARSE_SCTP && !sctp)
         jmp_map.call(skb, JMP_SCTP);           // lib/sctp.h
-    if (parsed != (sctp ? PARSE_SCTP : PARSE_OK))
+    if (parsed != (sctp ? PARSE_SCTP : PARSE_OK)) {
+        if (!sctp)
+            fw_other_hook(skb);                // other protocols meet the firewall too
         return TC_ACT_OK;
+    }
     if (p.icmp_err) {
         jmp_map.call(skb, JMP_ICMP_ERR);
         return TC_ACT_OK;                      // no tail-call target: leave it alone
@@ -431,7 +435,11 @@ int sluice_icmp_err(struct __sk_buff *skb)
     struct pkt p = {};
     if (parse_packet(skb, &p) != PARSE_OK || !p.icmp_err)
         return TC_ACT_OK;
-    return handle_icmp_error(skb, &p);
+    int rc = handle_icmp_error(skb, &p);
+    if (rc != ICMP_ERR_NOT_OURS)
+        return rc;
+    fw_other_hook(skb);                        // no flow's: the firewall's rules apply
+    return TC_ACT_OK;
 }
 #endif
 
@@ -518,10 +526,12 @@ int sluice_fw(struct __sk_buff *skb)
     __u64 now = bpf_ktime_get_coarse_ns();
     if (p.frag == FRAG_LATER && frag_ports(&p, now))
         return TC_ACT_OK;
+    if (p.k.proto == IPPROTO_ICMP || p.k.proto == IPPROTO_ICMPV6)
+        bpf_skb_load_bytes(skb, p.l4_off + 1, &p.icmp_code, 1);   // rules match type, code
     __u32 live = fw_live_bits();
     __s64 snat = -1;
     __u8 stateful = 1;
-    int rc = fw_filter(skb, &p, live, &snat, &stateful);
+    int rc = fw_filter(skb, &p, live, &snat, &stateful, 0);
     if (rc != FW_CONTINUE)
         return rc;
     if (lookup_service(&p)) {
@@ -534,6 +544,19 @@ int sluice_fw(struct __sk_buff *skb)
         return TC_ACT_SHOT;
     }
     return fw_unbalanced(skb, &p, now, live, snat, stateful);
+}
+#endif
+
+#if MODULE_FW
+// Tail-call target, while the firewall has rules, for the packets the balancer's parser
+// leaves to the stack (other IP protocols, ICMP other than echo, IPv4 options, IPv6
+// extension headers) and ICMP errors about no flow of ours (lib/fw_other.h).
+int sluice_fw_other(struct __sk_buff *skb)
+{
+    struct pkt p = {};
+    if (fw_parse_loose(skb, &p))
+        return TC_ACT_OK;
+    return fw_other(skb, &p);
 }
 #endif
 

@@ -330,6 +330,13 @@ def test_a_default_drop_never_cuts_the_appliances_own_connections(lbnet: Any) ->
         assert net.lb.udp_request(b1, UDP_PORT, b"own", timeout=2) == b"own", version
         assert net.lb.ping(b1), version
     assert net.rec.firewall_state()["own-flows"] >= 6
+    # Pings from a secondary address of b1's link, and from another link's address.
+    for addr in ("198.18.11.253/24", "2001:db8:11::fd/64"):
+        net.lb.run(["ip", "addr", "add", addr, "dev", down, "nodad"], check=True)
+    for src, dst in (("198.18.11.253", backend_addr(1)), ("2001:db8:11::fd", backend_addr(1, 6)),
+                     ("198.18.0.254", backend_addr(1)), ("2001:db8::fe", backend_addr(1, 6))):
+        res = net.lb.run(["ping", "-n", "-q", "-c", "1", "-w", "3", "-I", src, dst], timeout=6)
+        assert res.returncode == 0, (src, res.stdout)
     assert hits(net, "from-b1") == 0
     # Towards the appliance: a TCP listener and an unconnected UDP socket in its namespace.
     net.lb.start_tcp_echo(9099)

@@ -48,6 +48,9 @@ def test_bad_rules_name_the_field() -> None:
         ({"action": "mark"}, f"{path}/mark"),
         ({"action": "redirect"}, f"{path}/interface"),
         ({"service": "nope"}, f"{path}/service"),
+        ({"protocol": "gre", "destination-port": 80}, f"{path}/destination-port"),
+        ({"protocol": 47, "icmp-type": 3}, f"{path}/icmp-type"),
+        ({"protocol": "icmp", "icmp-code": 1}, f"{path}/icmp-code"),
     ]  # fmt: skip
     for fields, where in cases:
         errors = check(fw({"name": "r", "preference": 1, **fields}))
@@ -211,3 +214,26 @@ def test_snat_port_needs_tcp_or_udp_and_rides_in_the_rule_arg() -> None:
     doc["sluice:snat"]["rule"][0]["protocol"] = "icmp"
     _, _, errors = parse(doc)
     assert [e.path for e in errors] == ["/sluice:snat/rule[name='p']/port"]
+
+
+def test_protocols_by_name_and_number_and_icmp_types_as_ports() -> None:
+    """Unit (no kernel): a protocol number with a name is that name (6 is tcp); others are
+    matched by number in both families; icmp-type/icmp-code are the destination port
+    type << 8 | code of an ICMP shape (bpf/lib/firewall.h fw_match): a type alone is an
+    8-bit prefix, type and code all 16 bits."""
+    from appliance.firewall.model import protocol_of
+
+    assert protocol_of(6) == "tcp" and protocol_of("58") == "icmp" and protocol_of("any") is None
+    assert protocol_of(47) == "gre" and protocol_of(253) == 253 and protocol_of("esp") == "esp"
+    out = compiled(fw({"name": "gre", "preference": 1, "protocol": 47},
+                      {"name": "n", "preference": 2, "protocol": "253"},
+                      {"name": "ra", "preference": 3, "protocol": "icmp", "icmp-type": 134},
+                      {"name": "ptb", "preference": 4, "protocol": "icmp", "icmp-type": 2,
+                       "icmp-code": 0}))  # fmt: skip
+    keys = {(out.tables[0].shapes[i][0], k) for (i, k) in out.tables[0].entries}
+    # shape: family, slen, dlen, splen, dplen, use_if, use_proto; key: ..., dport, if, proto
+    assert ((4, 0, 0, 0, 0, 0, 1), (0, 0, 0, 0, 0, 47)) in keys
+    assert ((6, 0, 0, 0, 0, 0, 1), (0, 0, 0, 0, 0, 253)) in keys
+    assert ((6, 0, 0, 0, 8, 0, 1), (0, 0, 0, 134 << 8, 0, 58)) in keys
+    assert ((4, 0, 0, 0, 8, 0, 1), (0, 0, 0, 134 << 8, 0, 1)) in keys
+    assert ((6, 0, 0, 0, 16, 0, 1), (0, 0, 0, 2 << 8, 0, 58)) in keys

@@ -49,6 +49,22 @@ def test_fw_and_snat_verbs(daemon: Daemon) -> None:
     assert zero.returncode == 2 and "--port" in zero.stderr, zero.stderr
     stray = daemon.cli("fw", "add", "stray", "--pref", "40", "--snat-port", "5")
     assert stray.returncode == 2 and "--snat-port" in stray.stderr, stray.stderr
+    gre = daemon.cli("fw", "add", "gre", "--pref", "50", "--proto", "gre", "--action", "drop")
+    assert gre.returncode == 0, gre.stderr
+    by_number = daemon.cli("fw", "add", "p253", "--pref", "51", "--proto", "253")
+    assert by_number.returncode == 0, by_number.stderr
+    ra = daemon.cli("fw", "add", "ra", "--pref", "52", "--proto", "icmp", "--icmp-type", "134",
+                    "--action", "drop")  # fmt: skip
+    assert ra.returncode == 0, ra.stderr
+    rules = {r["name"]: r for r in daemon.cli_json("fw", "list")["rules"]}
+    assert rules["p253"]["protocol"] == 253 and rules["ra"]["icmp-type"] == 134
+    for bad_args, flag in ((("--proto", "256"), "--proto"), (("--proto", "0"), "--proto"),
+                           (("--proto", "tcp", "--icmp-type", "3"), "--icmp-type"),
+                           (("--proto", "icmp", "--icmp-code", "1"), "--icmp-code")):  # fmt: skip
+        res = daemon.cli("fw", "add", "bad", "--pref", "60", *bad_args)
+        assert res.returncode == 2 and flag in res.stderr, (bad_args, res.stderr)
+    for name in ("gre", "p253", "ra"):
+        assert daemon.cli("fw", "del", name).returncode == 0
     assert daemon.cli("snat", "del", "fixed").returncode == 0
     assert daemon.cli("fw", "del", "ssh2").returncode == 0
     assert [r["name"] for r in daemon.cli_json("fw", "list")["rules"]] == ["ssh"]

@@ -57,6 +57,17 @@ def test_snat_and_drop_rules_round_trip(door: tuple[Daemon, int], tmp_path: Path
     r = call(port, "POST", FW, json.dumps(fixed).encode())
     assert r.status == 400 and "opts.toPort" in r.json()["message"]
     assert len(d.cli_json("snat", "list")["rules"]) == 1  # nothing changed
+    gre = {"ruleArguments": {"sourceIP": "198.18.3.0/24", "protocol": 47, "preference": 11},
+           "opts": {"drop": True}}  # fmt: skip
+    assert call(port, "POST", FW, json.dumps(gre).encode()).status == 200
+    listed = call(port, "GET", f"{FW}/all").json()["fwAttr"]
+    assert 47 in {r["ruleArguments"]["protocol"] for r in listed}
+    assert "gre" in {r.get("protocol") for r in d.cli_json("fw", "list")["rules"]}
+    assert call(port, "DELETE", f"{FW}?sourceIP=198.18.3.0/24&protocol=47&preference=11"
+                ).status == 200  # fmt: skip
+    gre["ruleArguments"]["protocol"] = 256
+    r = call(port, "POST", FW, json.dumps(gre).encode())
+    assert r.status == 400 and "ruleArguments.protocol" in r.json()["message"]
     bad = {"ruleArguments": {"sourceIP": "198.18.0.300/24"}, "opts": {}}
     r = call(port, "POST", FW, json.dumps(bad).encode())
     assert r.status == 400 and "ruleArguments.sourceIP" in r.json()["message"]

@@ -59,7 +59,7 @@ LEGACY_PINS = ("sel", "rr", "mh", "mhpeer", "epact")
 # Tail-call targets: bpf/lib/consts.h JMP_* -> the function in bpf/lb.c.
 TAIL_CALLS = {0: "sluice_icmp_err", 1: "sluice_too_big", 2: "sluice_xlat", 3: "sluice_fw",
               4: "sluice_fw_lb", 5: "sluice_l3dsr", 6: "sluice_sctp_nat", 7: "sluice_sctp_paths",
-              8: "sluice_gtpu", 9: "sluice_sctp"}
+              8: "sluice_gtpu", 9: "sluice_sctp", 10: "sluice_fw_other"}
 # The compiles of bpf/lb.c (bpf/lib/modules.h): module -> its program functions. "core" is
 # compiled by Program.load(); each other one the first time a service or rule needs its
 # feature (Program.need), before the map write that makes the core program tail-call there
@@ -75,7 +75,7 @@ MODULES = {
     "xlat": ("sluice_xlat",),
     "l3dsr": ("sluice_l3dsr",),
     "gtpu": ("sluice_gtpu",),
-    "fw": ("sluice_fw", "sluice_fw_lb"),
+    "fw": ("sluice_fw", "sluice_fw_lb", "sluice_fw_other"),
     "xdp": ("sluice_xdp",),
 }
 # Modules built from a source of their own instead of lb.c (same headers, same pinned

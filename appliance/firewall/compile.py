@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from appliance.config.errors import FieldError
-from appliance.firewall.model import ACTIONS, ANY_PORTS, PROTOCOLS, Rule
+from appliance.firewall.model import ACTIONS, ANY_PORTS, Rule
 
 # bpf/lib/firewall.h
 FW_MAX_TUPLES = 24
@@ -117,11 +117,14 @@ def compile_rules(
             bits = 32 if fam == 4 else 128
             src = rule.src or ANY[fam]
             dst = rule.dst or ANY[fam]
-            proto = PROTOCOLS[rule.protocol][0 if fam == 4 else 1] if rule.protocol else 0
+            proto = rule.numbers()[0 if fam == 4 else 1]
             s_int = _mask(int(src.network_address), src.prefixlen, bits)
             d_int = _mask(int(dst.network_address), dst.prefixlen, bits)
             sps = port_prefixes(*rule.sport) if rule.sport != ANY_PORTS else [(0, 0)]
             dps = port_prefixes(*rule.dport) if rule.dport != ANY_PORTS else [(0, 0)]
+            if rule.icmp_type is not None:  # firewall.h fw_match: type << 8 | code as dport
+                code = rule.icmp_code
+                dps = [(rule.icmp_type << 8 | (code or 0), 8 if code is None else 16)]
             for sp, splen in sps:
                 for dp, dplen in dps:
                     shape: Shape = (fam, src.prefixlen, dst.prefixlen, splen, dplen,

@@ -24,7 +24,12 @@ LOAD_BALANCER = "sluice:load-balancer"
 ACTIONS = {"allow": 0, "drop": 1, "reject": 2, "count": 3, "mark": 4, "redirect": 5,
            "snat": 6, "trap": 7}  # fmt: skip
 POLICIES = ("allow", "drop", "reject")
-PROTOCOLS = {"tcp": (6, 6), "udp": (17, 17), "sctp": (132, 132), "icmp": (1, 58)}  # (v4, v6)
+PROTOCOLS = {"tcp": (6, 6), "udp": (17, 17), "sctp": (132, 132), "icmp": (1, 58),
+             "gre": (47, 47), "esp": (50, 50), "ah": (51, 51), "ospf": (89, 89),
+             "vrrp": (112, 112)}  # (v4, v6) fmt: skip
+# A number that has a name above is that name (6 is tcp, 1 and 58 are icmp).
+NAME_OF = {6: "tcp", 17: "udp", 132: "sctp", 1: "icmp", 58: "icmp", 47: "gre", 50: "esp",
+           51: "ah", 89: "ospf", 112: "vrrp"}  # fmt: skip
 PORT_PROTOCOLS = ("tcp", "udp", "sctp")
 ANY_PORTS = (0, 65535)
 
@@ -41,7 +46,7 @@ class Rule:
     action: str
     src: Net | None = None
     dst: Net | None = None
-    protocol: str | None = None
+    protocol: str | int | None = None  # a PROTOCOLS name, or another IP protocol number
     sport: tuple[int, int] = ANY_PORTS
     dport: tuple[int, int] = ANY_PORTS
     interface: str | None = None  # ingress interface
@@ -50,6 +55,8 @@ class Rule:
     out_interface: str | None = None  # redirect / trap
     snat_address: str | None = None  # None with action snat: masquerade
     snat_port: int = 0  # action snat: the fixed source port of TCP/UDP flows (0: allocated)
+    icmp_type: int | None = None
+    icmp_code: int | None = None
 
     @property
     def path(self) -> str:
@@ -65,6 +72,25 @@ class Rule:
 
     def order(self) -> tuple[int, str, str]:
         return self.preference, self.table, self.name
+
+    def numbers(self) -> tuple[int, int]:
+        """The protocol number matched in IPv4 and IPv6 (0, 0: any protocol)."""
+        if self.protocol is None:
+            return 0, 0
+        if isinstance(self.protocol, int):
+            return self.protocol, self.protocol
+        return PROTOCOLS[self.protocol]
+
+
+def protocol_of(value: Any) -> str | int | None:
+    """The protocol leaf's value (a name, a number, or its text) as Rule.protocol."""
+    if value is None or value == "any":
+        return None
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if isinstance(value, int):
+        return NAME_OF.get(value, value)
+    return str(value)
 
 
 def _net(value: str | None) -> Net | None:
@@ -115,9 +141,7 @@ def _rule(table: str, r: Doc, services: dict[str, Doc], errors: list[FieldError]
     path = rule_path(table, name)
     before = len(errors)
     src, dst = _net(r.get("source-prefix")), _net(r.get("destination-prefix"))
-    proto = r.get("protocol")
-    if proto == "any":
-        proto = None
+    proto = protocol_of(r.get("protocol"))
     sport, dport = _ports(r, "source-port"), _ports(r, "destination-port")
     service = r.get("service")
     if service is not None:
@@ -154,6 +178,11 @@ def _rule(table: str, r: Doc, services: dict[str, Doc], errors: list[FieldError]
         errors.append(FieldError(f"{path}/mark", "action mark needs a mark value"))
     if action in ("redirect", "trap") and not r.get("interface"):
         errors.append(FieldError(f"{path}/interface", f"action {action} needs an interface"))
+    icmp_type, icmp_code = r.get("icmp-type"), r.get("icmp-code")
+    if icmp_type is not None and proto != "icmp":
+        errors.append(FieldError(f"{path}/icmp-type", "icmp-type needs protocol icmp"))
+    if icmp_code is not None and icmp_type is None:
+        errors.append(FieldError(f"{path}/icmp-code", "icmp-code needs icmp-type"))
     if r.get("snat-port") is not None and proto not in (None, "tcp", "udp"):
         leaf_name = "port" if table == "snat" else "snat-port"
         errors.append(FieldError(f"{path}/{leaf_name}", f"a source port needs protocol tcp, "
@@ -175,4 +204,6 @@ def _rule(table: str, r: Doc, services: dict[str, Doc], errors: list[FieldError]
                 dport=dport or ANY_PORTS, interface=r.get("ingress-interface"),
                 service=service, mark=int(r.get("mark") or 0),
                 out_interface=r.get("interface"), snat_address=snat,
-                snat_port=int(r.get("snat-port") or 0))  # fmt: skip
+                snat_port=int(r.get("snat-port") or 0),
+                icmp_type=None if icmp_type is None else int(icmp_type),
+                icmp_code=None if icmp_code is None else int(icmp_code))  # fmt: skip

@@ -41,7 +41,8 @@
 #define JMP_SCTP_PATHS    7          // lib/sctp_mh.h
 #define JMP_GTPU          8          // lib/gtpu.h
 #define JMP_SCTP          9          // lb.c sluice_sctp
-#define JMP_MAX           10
+#define JMP_FW_OTHER      10         // lib/fw_other.h: packets the parser passes, while rules are on
+#define JMP_MAX           11
 
 // Algorithms (svc_info.algo)
 #define ALG_RR            0

@@ -51,6 +51,7 @@
 
 #define FW_TIMEOUT_TCP    240        // pass / SNAT flows' established timeouts (s)
 #define FW_TIMEOUT_OTHER  20
+#define FW_TIMEOUT_PROTO  120        // protocols without ports (lib/fw_other.h)
 
 struct fw_key {
     __u32 tuple;            // index into fw_tuples (generation and table included)
@@ -125,7 +126,15 @@ struct fw_scratch {
     struct fw_rule best;
     struct ct_key pk;       // the packet's tuple: read from here, not from the stack
     __u32 ifindex;
+    __u32 infra;            // FW_INFRA_*: which shapes may match it (fw_other.h)
 };
+
+// Infrastructure packets (lib/fw_other.h fw_infra): ICMP errors, IPv6 neighbour discovery
+// and MLD, VRRP. Only rules that name their protocol (FW_INFRA_PROTO) and, for ICMP, their
+// type too (FW_INFRA_TYPE) match them, and no default policy drops them: a broad drop rule
+// never cuts neighbour discovery, Path MTU discovery or the HA pair's adverts.
+#define FW_INFRA_PROTO    1
+#define FW_INFRA_TYPE     2
 BPF_PERCPU_ARRAY(fw_scratch_map, struct fw_scratch, 1);
 
 // One shape: look the masked packet up, keep the rule if it beats the best so far.
@@ -137,6 +146,9 @@ static __always_inline int fw_shape(struct fw_scratch *s, __u32 ti)
         return 0;
     if (t->family != s->pk.family)
         return 1;
+    if (s->infra && (!t->use_proto ||
+                     (s->infra == FW_INFRA_TYPE && (t->dpmask & bpf_htons(0xff00)) != bpf_htons(0xff00))))
+        return 1;                              // a rule that does not name it
     s->k.tuple = ti;
     s->k.family = s->pk.family;
     s->k.ifindex = t->use_if ? s->ifindex : 0;
@@ -155,9 +167,11 @@ static __always_inline int fw_shape(struct fw_scratch *s, __u32 ti)
     return 1;
 }
 
-// The best rule of `table` that matches the packet (action FW_NONE: none), or 0.
+// The best rule of `table` that matches the packet (action FW_NONE: none), or 0. ICMP is
+// matched with its type and code as the destination port (type << 8 | code), which is how
+// compile.py files a rule's icmp-type and icmp-code, and no source port.
 static __always_inline struct fw_rule *fw_match(struct pkt *p, __u32 ifindex, __u32 gen,
-                                                __u32 table)
+                                                __u32 table, __u32 infra)
 {
     __u32 zero = 0;
     struct fw_scratch *s = fw_scratch_map.lookup(&zero);
@@ -167,7 +181,12 @@ static __always_inline struct fw_rule *fw_match(struct pkt *p, __u32 ifindex, __
     s->best.id = 0;
     s->best.pref = 0xffffffff;
     s->pk = p->k;
+    if (p->k.proto == IPPROTO_ICMP || p->k.proto == IPPROTO_ICMPV6) {
+        s->pk.sport = 0;
+        s->pk.dport = bpf_htons((__u16)p->icmp_type << 8 | p->icmp_code);
+    }
     s->ifindex = ifindex;
+    s->infra = infra;
     struct fw_gen *g = fw_gens.lookup(&gen);
     if (!g)
         return &s->best;
@@ -289,56 +308,15 @@ static __always_inline int fw_rst(struct __sk_buff *skb, struct pkt *p)
 }
 
 // ICMP destination unreachable, "communication administratively prohibited" (v4 code 13,
-// v6 type 1 code 1), quoting the header and 8 bytes like lib/pmtu.h.
+// v6 type 1 code 1), quoting the header and 8 bytes: lib/pmtu.h's builder.
 static __always_inline int fw_unreach(struct __sk_buff *skb, struct pkt *p)
 {
     if ((p->k.proto == IPPROTO_ICMP && p->icmp_type != ICMP_ECHO_REQ) ||
         (p->k.proto == IPPROTO_ICMPV6 && p->icmp_type != ICMP6_ECHO_REQ))
         return TC_ACT_SHOT;                    // no error about anything but a request
-    if (p->k.family == 4) {
-        struct frag_needed4 m = {};
-        if (bpf_skb_load_bytes(skb, p->l3_off, m.quote, sizeof(m.quote)))
-            return TC_ACT_SHOT;
-        m.ip.version = 4;
-        m.ip.ihl = 5;
-        m.ip.tot_len = bpf_htons(sizeof(m));
-        m.ip.ttl = PMTU_TTL;
-        m.ip.protocol = IPPROTO_ICMP;
-        m.ip.saddr = p->k.dst.w[0];
-        m.ip.daddr = p->k.src.w[0];
-        m.type = ICMP_DEST_UNREACH_;
-        m.code = 13;
-        m.csum = csum_fold_(bpf_csum_diff(0, 0, (void *)&m.type, 8 + sizeof(m.quote), 0));
-        m.ip.check = csum_fold_(bpf_csum_diff(0, 0, (void *)&m.ip, sizeof(m.ip), 0));
-        if (bpf_skb_change_tail(skb, p->l3_off + sizeof(m), 0))
-            return TC_ACT_SHOT;
-        if (bpf_skb_store_bytes(skb, p->l3_off, &m, sizeof(m), BPF_F_RECOMPUTE_CSUM))
-            return TC_ACT_SHOT;
-    } else {
-        struct too_big6 m = {};
-        struct pseudo6 ph = {};
-        if (bpf_skb_load_bytes(skb, p->l3_off, m.quote, sizeof(m.quote)))
-            return TC_ACT_SHOT;
-        m.ip.version = 6;
-        m.ip.payload_len = bpf_htons(sizeof(m) - sizeof(m.ip));
-        m.ip.nexthdr = IPPROTO_ICMPV6;
-        m.ip.hop_limit = PMTU_TTL;
-        __builtin_memcpy(&m.ip.saddr, &p->k.dst, 16);
-        __builtin_memcpy(&m.ip.daddr, &p->k.src, 16);
-        m.type = 1;
-        m.code = 1;
-        ph.src = m.ip.saddr;
-        ph.dst = m.ip.daddr;
-        ph.len = bpf_htonl(sizeof(m) - sizeof(m.ip));
-        ph.next = IPPROTO_ICMPV6;
-        __s64 sum = bpf_csum_diff(0, 0, (void *)&ph, sizeof(ph), 0);
-        m.csum = csum_fold_(bpf_csum_diff(0, 0, (void *)&m.type, 8 + sizeof(m.quote), sum));
-        if (bpf_skb_change_tail(skb, p->l3_off + sizeof(m), 0))
-            return TC_ACT_SHOT;
-        if (bpf_skb_store_bytes(skb, p->l3_off, &m, sizeof(m), BPF_F_RECOMPUTE_CSUM))
-            return TC_ACT_SHOT;
-    }
-    return fw_send_back(skb);
+    int rc = p->k.family == 4 ? icmp_error_build(skb, p, ICMP_DEST_UNREACH_, 13, 0)
+                              : icmp_error_build(skb, p, 1, 1, 0);
+    return rc == -1 ? fw_send_back(skb) : TC_ACT_SHOT;
 }
 
 static __always_inline int fw_reject(struct __sk_buff *skb, struct pkt *p)
@@ -353,7 +331,7 @@ static __always_inline int fw_reject(struct __sk_buff *skb, struct pkt *p)
 // through this program, so the conntrack has no entry for them and their replies arrive
 // here as new flows. The kernel's socket table knows them: a TCP or UDP socket connected to
 // exactly this packet's peer (a listener or an unconnected socket is not one). ICMP echo
-// replies to the ingress interface's own address (ICMP probes, the HA witness) count too.
+// replies to any of its own addresses (ICMP probes, the HA witness) count too.
 // Like the replies of an allowed flow, they pass before any rule; fw_stats[FW_OWN_ID]
 // counts them. Only asked for a packet about to be dropped or rejected.
 #define FW_OWN_ID 0
@@ -365,9 +343,10 @@ static __always_inline int fw_own_flow(struct __sk_buff *skb, struct pkt *p)
     if (proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6) {
         if (p->icmp_type != (proto == IPPROTO_ICMP ? ICMP_ECHO_REP : ICMP6_ECHO_REP))
             return 0;
-        struct ifaddr_key ik = {.ifindex = skb->ingress_ifindex, .family = p->k.family};
-        struct addr *own = ifaddr_map.lookup(&ik);
-        return own && addr_eq(own, &p->k.dst);
+        // To any address of the appliance's (a secondary one, another interface's): the
+        // FIB does not forward to a local address.
+        struct bpf_fib_lookup f = {};
+        return fib(skb, p, &p->k.src, &p->k.dst, &f) == BPF_FIB_LKUP_RET_NOT_FWDED;
     }
     if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
         return 0;
@@ -404,7 +383,7 @@ static __always_inline int fw_own_flow(struct __sk_buff *skb, struct pkt *p)
 // balances it, or fw_unbalanced lets it through) or a TC action. *snat_arg is set when
 // the flow is to be source-NATed (firewall action snat) or left -1.
 static __always_inline int fw_filter(struct __sk_buff *skb, struct pkt *p, __u32 live,
-                                     __s64 *snat_arg, __u8 *stateful)
+                                     __s64 *snat_arg, __u8 *stateful, __u32 infra)
 {
     *snat_arg = -1;
     *stateful = 1;
@@ -412,16 +391,18 @@ static __always_inline int fw_filter(struct __sk_buff *skb, struct pkt *p, __u32
         return FW_CONTINUE;
     __u32 gen = live & FW_LIVE_GEN;
     __u32 ifindex = skb->ingress_ifindex;
-    struct fw_rule *m = fw_match(p, ifindex, gen, FW_TABLE_FW);
+    struct fw_rule *m = fw_match(p, ifindex, gen, FW_TABLE_FW, infra);
     if (!m)
         return TC_ACT_SHOT;
     __u8 action = m->action;
     __u8 matched = action != FW_NONE;
     __u32 arg = m->arg, id = m->id;
-    if (action == FW_NONE || action == FW_COUNT) {
+    if ((action == FW_NONE || action == FW_COUNT) && !infra) {
         __u32 pk = (gen << 31) | ifindex;
         __u8 *pol = fw_ifpol.lookup(&pk);
         action = pol ? *pol : FW_ALLOW;
+    } else if (action == FW_NONE || action == FW_COUNT) {
+        action = FW_ALLOW;
     }
     if ((action == FW_DROP || action == FW_REJECT) && fw_own_flow(skb, p)) {
         fw_count(FW_OWN_ID, p, 1);             // not the rule's: the rules never decided it
@@ -449,4 +430,13 @@ static __always_inline int fw_filter(struct __sk_buff *skb, struct pkt *p, __u32
         break;
     }
     return FW_CONTINUE;
+}
+
+// lb.c: a packet the balancer's parser passes to the stack (or an ICMP error about no flow
+// of ours) meets the firewall too while it has rules (lib/fw_other.h). Not on any path of
+// a packet the balancer handles.
+static __always_inline void fw_other_hook(struct __sk_buff *skb)
+{
+    if (fw_live_bits() & FW_LIVE_FW)
+        jmp_map.call(skb, JMP_FW_OTHER);
 }

@@ -18,13 +18,16 @@ static __always_inline void fw_flow_entry(struct ct_entry *e, struct pkt *p, __u
     e->t.snat_port = p->k.sport;
     e->created_ns = now;
     e->last_ns = now;
-    e->timeout_s = p->k.proto == IPPROTO_TCP ? FW_TIMEOUT_TCP : FW_TIMEOUT_OTHER;
+    e->timeout_s = p->k.proto == IPPROTO_TCP ? FW_TIMEOUT_TCP
+                   : l4_has_ports(p->k.proto) || p->k.proto == IPPROTO_ICMP ||
+                             p->k.proto == IPPROTO_ICMPV6 ? FW_TIMEOUT_OTHER : FW_TIMEOUT_PROTO;
     e->proto = p->k.proto;
     e->family = p->k.family;
     e->state = CT_NEW;
 }
 
-static __always_inline int fw_pass_flow(struct pkt *p, __u64 now)
+// `sync`: a flow event for HA sync (lib/ha.h); fw_other.h's protocol pairs send none.
+static __always_inline int fw_pass_flow(struct pkt *p, __u64 now, int sync)
 {
     struct ct_entry e = {};
     struct ct_key rk = {};
@@ -35,7 +38,8 @@ static __always_inline int fw_pass_flow(struct pkt *p, __u64 now)
     ct_map.update(&rk, &e);
     e.dir = CT_DIR_ORIG;
     ct_map.update(&p->k, &e);
-    flow_event(&e, FE_CREATED);                // HA sync (lib/ha.h)
+    if (sync)
+        flow_event(&e, FE_CREATED);            // HA sync (lib/ha.h)
     return TC_ACT_OK;
 }
 
@@ -108,7 +112,7 @@ static __always_inline int fw_unbalanced(struct __sk_buff *skb, struct pkt *p, _
         snat = -1;                             // no SNAT rules, or HA: not the active node;
                                                // SCTP: its CRC32c covers the ports
     else if (snat < 0) {
-        struct fw_rule *m = fw_match(p, skb->ingress_ifindex, gen, FW_TABLE_SNAT);
+        struct fw_rule *m = fw_match(p, skb->ingress_ifindex, gen, FW_TABLE_SNAT, 0);
         if (m && m->action == FW_SNAT) {
             fw_count(m->id, p, 1);
             snat = m->arg;
@@ -118,5 +122,5 @@ static __always_inline int fw_unbalanced(struct __sk_buff *skb, struct pkt *p, _
         return fw_snat_flow(skb, p, now, gen, (__u32)snat);
     if (!(live & FW_LIVE_FW) || !stateful)
         return TC_ACT_OK;
-    return fw_pass_flow(p, now);
+    return fw_pass_flow(p, now, 1);
 }

@@ -45,6 +45,10 @@ static __always_inline int addr_eq(struct addr *a, struct addr *b)
     return a->w[0] == b->w[0] && a->w[1] == b->w[1] && a->w[2] == b->w[2] && a->w[3] == b->w[3];
 }
 
+// handle_icmp_error's answer for an error that quotes no flow of ours (not a TC verdict):
+// the caller hands it to the stack, through the firewall while it has rules (fw_other.h).
+#define ICMP_ERR_NOT_OURS 0x20000
+
 static __always_inline int handle_icmp_error(struct __sk_buff *skb, struct pkt *p)
 {
     void *data = (void *)(long)skb->data;
@@ -56,7 +60,7 @@ static __always_inline int handle_icmp_error(struct __sk_buff *skb, struct pkt *
     if (p->k.family == 4) {
         struct iphdr *ih = data + iph;
         if ((void *)(ih + 1) > data_end || ih->ihl != 5)
-            return TC_ACT_OK;
+            return ICMP_ERR_NOT_OURS;
         iproto = ih->protocol;
         isrc.w[0] = ih->saddr;
         idst.w[0] = ih->daddr;
@@ -64,17 +68,17 @@ static __always_inline int handle_icmp_error(struct __sk_buff *skb, struct pkt *
     } else {
         struct ipv6hdr *ih = data + iph;
         if ((void *)(ih + 1) > data_end)
-            return TC_ACT_OK;
+            return ICMP_ERR_NOT_OURS;
         iproto = ih->nexthdr;
         __builtin_memcpy(&isrc, &ih->saddr, 16);
         __builtin_memcpy(&idst, &ih->daddr, 16);
         il4 = iph + sizeof(*ih);
     }
     if (!l4_has_ports(iproto))                 // TCP, UDP, SCTP (lib/sctp.h)
-        return TC_ACT_OK;
+        return ICMP_ERR_NOT_OURS;
     __be16 *ports = data + il4;
     if ((void *)(ports + 2) > data_end)
-        return TC_ACT_OK;
+        return ICMP_ERR_NOT_OURS;
     __be16 isport = ports[0], idport = ports[1];
 
     struct ct_key k = {.src = idst, .dst = isrc, .sport = idport, .dport = isport,
@@ -82,7 +86,7 @@ static __always_inline int handle_icmp_error(struct __sk_buff *skb, struct pkt *
     int syn;                                   // a handshake's flow is in syn_map
     struct ct_entry *e = ct_find(&k, &syn);
     if (!e)
-        return TC_ACT_OK;
+        return ICMP_ERR_NOT_OURS;
     struct nat_tuple t = e->t;
     __u8 dir = e->dir;
     if (p->ttl <= 1)

@@ -22,7 +22,7 @@ struct pkt {
     __u8 frag;              // FRAG_NONE / FRAG_FIRST / FRAG_LATER (lib/frag.h)
     __u8 sctp_chunk;        // SCTP: the first chunk's type (lib/sctp.h)
     __u8 sctp_init;         // SCTP: an INIT with verification tag 0
-    __u8 pad_;
+    __u8 icmp_code;         // ICMP: the code (filled by the firewall's programs only)
     __be32 frag_id;         // IPv4 identification (16 bits) / IPv6 fragment header's id
     __u32 tcp_next;         // TCP, host order: sequence number + payload (+1 for SYN, FIN)
     __u32 tcp_ack;          // TCP, host order

@@ -60,41 +60,38 @@ static __always_inline __sum16 csum_fold_(__s64 sum)
     return (__sum16)~s;
 }
 
-static __always_inline int too_big4(struct __sk_buff *skb, struct pkt *p, __u32 mtu)
+// An ICMP (IPv4) or ICMPv6 error from the packet's destination back to its source, quoting
+// its IP header and the next 8 bytes, built in place of the packet (also lib/firewall.h's
+// reject). `mtu`: the field after the checksum (IPv4: 16 bits after 16 unused, IPv6: 32).
+// -1: built, the caller hands it on; TC_ACT_OK: too short to quote; TC_ACT_SHOT: failed.
+static __always_inline int icmp_error_build(struct __sk_buff *skb, struct pkt *p, __u8 type,
+                                            __u8 code, __u32 mtu)
 {
-    void *data = (void *)(long)skb->data;
-    void *data_end = (void *)(long)skb->data_end;
-    struct iphdr *ip = data + p->l3_off;
-    if ((void *)(ip + 1) > data_end)
-        return TC_ACT_OK;
-    if (!(ip->frag_off & bpf_htons(IP_DF_)))
-        return TC_ACT_OK;                      // may be fragmented: the stack does that
-    struct frag_needed4 m = {};
-    if (bpf_skb_load_bytes(skb, p->l3_off, m.quote, sizeof(m.quote)))
-        return TC_ACT_OK;
-    m.ip.version = 4;
-    m.ip.ihl = 5;
-    m.ip.tot_len = bpf_htons(sizeof(m));
-    m.ip.ttl = PMTU_TTL;
-    m.ip.protocol = IPPROTO_ICMP;
-    m.ip.saddr = ip->daddr;                    // the next hop's view: icmp_err.h rewrites it
-    m.ip.daddr = ip->saddr;
-    m.type = ICMP_DEST_UNREACH_;
-    m.code = ICMP_FRAG_NEEDED_;
-    m.mtu = bpf_htons(mtu);
-    m.csum = csum_fold_(bpf_csum_diff(0, 0, (void *)&m.type, 8 + sizeof(m.quote), 0));
-    m.ip.check = csum_fold_(bpf_csum_diff(0, 0, (void *)&m.ip, sizeof(m.ip), 0));
-    // change_tail is the slow-path helper meant for such replies: it linearises, unclones
-    // and drops GSO state. RECOMPUTE_CSUM keeps a CHECKSUM_COMPLETE skb consistent.
-    if (bpf_skb_change_tail(skb, p->l3_off + sizeof(m), 0))
-        return TC_ACT_SHOT;
-    if (bpf_skb_store_bytes(skb, p->l3_off, &m, sizeof(m), BPF_F_RECOMPUTE_CSUM))
-        return TC_ACT_SHOT;
-    return -1;                                 // built: the caller hands it on
-}
-
-static __always_inline int too_big6(struct __sk_buff *skb, struct pkt *p, __u32 mtu)
-{
+    __s64 sum = 0;
+    if (p->k.family == 4) {
+        struct frag_needed4 m = {};
+        if (bpf_skb_load_bytes(skb, p->l3_off, m.quote, sizeof(m.quote)))
+            return TC_ACT_OK;
+        m.ip.version = 4;
+        m.ip.ihl = 5;
+        m.ip.tot_len = bpf_htons(sizeof(m));
+        m.ip.ttl = PMTU_TTL;
+        m.ip.protocol = IPPROTO_ICMP;
+        m.ip.saddr = p->k.dst.w[0];            // (pmtu: the next hop's view; icmp_err.h
+        m.ip.daddr = p->k.src.w[0];            // rewrites it)
+        m.type = type;
+        m.code = code;
+        m.mtu = bpf_htons(mtu);
+        m.csum = csum_fold_(bpf_csum_diff(0, 0, (void *)&m.type, 8 + sizeof(m.quote), 0));
+        m.ip.check = csum_fold_(bpf_csum_diff(0, 0, (void *)&m.ip, sizeof(m.ip), 0));
+        // change_tail is the slow-path helper meant for such replies: it linearises,
+        // unclones and drops GSO state. RECOMPUTE_CSUM keeps a CHECKSUM_COMPLETE skb right.
+        if (bpf_skb_change_tail(skb, p->l3_off + sizeof(m), 0))
+            return TC_ACT_SHOT;
+        if (bpf_skb_store_bytes(skb, p->l3_off, &m, sizeof(m), BPF_F_RECOMPUTE_CSUM))
+            return TC_ACT_SHOT;
+        return -1;
+    }
     struct too_big6 m = {};
     struct pseudo6 ph = {};
     if (bpf_skb_load_bytes(skb, p->l3_off, m.quote, sizeof(m.quote)))
@@ -105,20 +102,38 @@ static __always_inline int too_big6(struct __sk_buff *skb, struct pkt *p, __u32 
     m.ip.hop_limit = PMTU_TTL;
     __builtin_memcpy(&m.ip.saddr, &p->k.dst, 16);
     __builtin_memcpy(&m.ip.daddr, &p->k.src, 16);
-    m.type = ICMP6_PKT_TOOBIG_;
-    m.code = 0;
-    m.mtu = bpf_htonl(mtu < IPV6_MIN_MTU_ ? IPV6_MIN_MTU_ : mtu);
+    m.type = type;
+    m.code = code;
+    m.mtu = bpf_htonl(mtu);
     ph.src = m.ip.saddr;
     ph.dst = m.ip.daddr;
     ph.len = bpf_htonl(sizeof(m) - sizeof(m.ip));
     ph.next = IPPROTO_ICMPV6;
-    __s64 sum = bpf_csum_diff(0, 0, (void *)&ph, sizeof(ph), 0);
+    sum = bpf_csum_diff(0, 0, (void *)&ph, sizeof(ph), 0);
     m.csum = csum_fold_(bpf_csum_diff(0, 0, (void *)&m.type, 8 + sizeof(m.quote), sum));
     if (bpf_skb_change_tail(skb, p->l3_off + sizeof(m), 0))
         return TC_ACT_SHOT;
     if (bpf_skb_store_bytes(skb, p->l3_off, &m, sizeof(m), BPF_F_RECOMPUTE_CSUM))
         return TC_ACT_SHOT;
     return -1;
+}
+
+static __always_inline int too_big4(struct __sk_buff *skb, struct pkt *p, __u32 mtu)
+{
+    void *data = (void *)(long)skb->data;
+    void *data_end = (void *)(long)skb->data_end;
+    struct iphdr *ip = data + p->l3_off;
+    if ((void *)(ip + 1) > data_end)
+        return TC_ACT_OK;
+    if (!(ip->frag_off & bpf_htons(IP_DF_)))
+        return TC_ACT_OK;                      // may be fragmented: the stack does that
+    return icmp_error_build(skb, p, ICMP_DEST_UNREACH_, ICMP_FRAG_NEEDED_, mtu);
+}
+
+static __always_inline int too_big6(struct __sk_buff *skb, struct pkt *p, __u32 mtu)
+{
+    return icmp_error_build(skb, p, ICMP6_PKT_TOOBIG_, 0,
+                            mtu < IPV6_MIN_MTU_ ? IPV6_MIN_MTU_ : mtu);
 }
 
 // Tail-call body: the packet (already translated) did not fit; answer its sender.

@@ -11,11 +11,11 @@ import ipaddress
 import json
 from typing import Any
 
+from appliance.firewall.model import NAME_OF
+from appliance.firewall.model import PROTOCOLS as BY_NAME
 from northbound.http.wire import ApiError
 
 PREFIX = "lx-"
-PROTOCOLS = {0: None, 1: "icmp", 6: "tcp", 17: "udp", 132: "sctp"}
-NUMBERS = {v: k for k, v in PROTOCOLS.items() if v}
 INT_ARGS = ("minSourcePort", "maxSourcePort", "minDestinationPort", "maxDestinationPort",
             "protocol", "preference")  # fmt: skip
 
@@ -53,9 +53,6 @@ def normalise(args: Any) -> dict[str, Any]:
     for key in INT_ARGS:
         out[key] = _int(args, key, 255 if key == "protocol" else
                         0xFFFFFFFF if key == "preference" else 65535)  # fmt: skip
-    if out["protocol"] not in PROTOCOLS:
-        raise ApiError(400, f"ruleArguments.protocol: {out['protocol']} is not 0, 1, 6 or 17",
-                       "unsupported")  # fmt: skip
     return out
 
 
@@ -70,8 +67,8 @@ def _match(args: dict[str, Any], name: str) -> dict[str, Any]:
         rule["source-prefix"] = args["sourceIP"]
     if args["destinationIP"]:
         rule["destination-prefix"] = args["destinationIP"]
-    if PROTOCOLS[args["protocol"]]:
-        rule["protocol"] = PROTOCOLS[args["protocol"]]
+    if args["protocol"]:  # any IP protocol number (0: any); named ones by their name
+        rule["protocol"] = NAME_OF.get(args["protocol"], args["protocol"])
     for side in ("Source", "Destination"):
         lo, hi = args[f"min{side}Port"], args[f"max{side}Port"]
         if lo or hi:
@@ -123,7 +120,8 @@ def to_rule(body: Any) -> tuple[str, dict[str, Any]]:
 
 def from_rule(table: str, rule: dict[str, Any], counter: str = "") -> dict[str, Any]:
     """A Sluice rule as loxilb lists it (GET /config/firewall/all)."""
-    number = NUMBERS.get(rule.get("protocol") or "", 0)
+    proto = rule.get("protocol") or 0
+    number = BY_NAME[proto][0] if proto in BY_NAME else 0 if proto == "any" else int(proto)
     args = {
         "sourceIP": rule.get("source-prefix", "0.0.0.0/0"),
         "destinationIP": rule.get("destination-prefix", "0.0.0.0/0"),

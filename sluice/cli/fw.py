@@ -18,7 +18,8 @@ FLAG_OF = {
     "destination-port-end": "--dport", "ingress-interface": "--in", "service": "--service",
     "action": "--action", "mark": "--mark", "interface": "--interface",
     "snat-address": "--snat", "address": "--address", "default-policy": "POLICY",
-    "snat-port": "--snat-port", "port": "--port",
+    "snat-port": "--snat-port", "port": "--port", "icmp-type": "--icmp-type",
+    "icmp-code": "--icmp-code",
 }  # fmt: skip
 
 
@@ -40,6 +41,11 @@ def _match(args: argparse.Namespace) -> dict[str, Any]:
                        ("proto", "protocol"), ("in_if", "ingress-interface")):  # fmt: skip
         if getattr(args, attr) is not None:
             rule[leaf] = getattr(args, attr)
+    if str(rule.get("protocol", "")).isdigit():
+        rule["protocol"] = int(rule["protocol"])  # a protocol number (the YANG union's uint8)
+    for attr, leaf in (("icmp_type", "icmp-type"), ("icmp_code", "icmp-code")):
+        if getattr(args, attr) is not None:
+            rule[leaf] = getattr(args, attr)
     _ports(rule, "source-port", args.sport, "--sport")
     _ports(rule, "destination-port", args.dport, "--dport")
     return rule
@@ -50,7 +56,10 @@ def _match_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pref", type=int, required=True, help="preference: lower matches first")
     p.add_argument("--src", help="source prefix (IPv4 or IPv6)")
     p.add_argument("--dst", help="destination prefix")
-    p.add_argument("--proto", help="tcp, udp, sctp, icmp or any")
+    p.add_argument("--proto", help="tcp, udp, sctp, icmp, gre, esp, ah, ospf, vrrp, an IP "
+                   "protocol number (1-255) or any")  # fmt: skip
+    p.add_argument("--icmp-type", type=int, help="ICMP/ICMPv6 type (with --proto icmp)")
+    p.add_argument("--icmp-code", type=int, help="ICMP code (with --icmp-type)")
     p.add_argument("--sport", help="source port or LOW-HIGH (tcp/udp)")
     p.add_argument("--dport", help="destination port or LOW-HIGH (tcp/udp)")
     p.add_argument("--in", dest="in_if", help="ingress interface")
