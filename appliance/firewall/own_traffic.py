@@ -2,9 +2,10 @@
 
 The datapath never cuts the replies of the appliance's own connections, whatever the rules
 say (bpf/lib/firewall.h ``fw_own_flow``: the kernel has a socket of ours connected to that
-very peer; ICMP echo replies to the ingress interface's own address): health probes, the
-BGP sessions (ExaBGP connects out, it does not listen), the HA sync channel this node opens
-to its peers, the HA witness ping. VRRP (IP protocol 112) never reaches the firewall.
+very peer; ICMP echo replies to any address of the appliance): health probes, the BGP
+sessions (ExaBGP connects out, it does not listen), the HA sync channel this node opens to
+its peers, the HA witness ping. VRRP (IP protocol 112) passes every default policy and
+every rule that does not name protocol vrrp (bpf/lib/fw_other.h).
 
 What a drop can cut is what others open towards the appliance: its management doors, the
 SNMP agent, the peers' HA sync channel. For every interface whose default policy drops or
