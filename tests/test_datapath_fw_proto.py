@@ -22,18 +22,31 @@ pytestmark = pytest.mark.datapath
 CLIENT = {4: "198.18.0.1", 6: "2001:db8::1"}
 
 # Raw sockets for the given protocols; one JSON line per packet received (its protocol,
-# source and bytes: IPv4 raw sockets include the IP header, IPv6 ones do not) for `secs`.
+# source and bytes: IPv4 raw sockets include the IP header, IPv6 ones do not). Ends when
+# every marker in argv[4] (hex, comma-separated) was seen, 1 s after its stdin closes (the
+# sender is done: what has not arrived by then was dropped), or after 30 s.
 RECV = """
 import json, select, socket, sys, time
-fam, protos, secs = int(sys.argv[1]), [int(p) for p in sys.argv[2].split(",")], float(sys.argv[3])
+fam, protos = int(sys.argv[1]), [int(p) for p in sys.argv[2].split(",")]
+want = set(filter(None, sys.argv[3].split(",")))
 af = socket.AF_INET if fam == 4 else socket.AF_INET6
 socks = {socket.socket(af, socket.SOCK_RAW, p): p for p in protos}
+inputs = [*socks, sys.stdin]
 print("ready", flush=True)
-end = time.monotonic() + secs
+end = time.monotonic() + 30
 while (left := end - time.monotonic()) > 0:
-    for s in select.select(list(socks), [], [], left)[0]:
+    for s in select.select(inputs, [], [], left)[0]:
+        if s is sys.stdin:
+            if not sys.stdin.readline():
+                inputs.remove(sys.stdin)
+                end = min(end, time.monotonic() + 1.0)
+            continue
         data, addr = s.recvfrom(65535)
         print(json.dumps({"proto": socks[s], "src": addr[0], "hex": data.hex()}), flush=True)
+        if want:
+            want = {w for w in want if w not in data.hex()}
+            if not want:
+                end = 0
 """
 
 SEND = """
@@ -45,17 +58,19 @@ conf.verb = 0
 
 
 class Receiver:
-    """RECV in ``host``'s namespace: start, then ``packets()`` once its window is over."""
+    """RECV in ``host``'s namespace; ``packets()`` once the sender is done. ``expect``: the
+    markers that should arrive (it stops as soon as they did)."""
 
-    def __init__(self, host: Any, family: int, protos: tuple[int, ...], secs: float = 4.0):
-        self.proc = host.popen([sys.executable, "-u", "-c", RECV, str(family),
-                                ",".join(map(str, protos)), str(secs)],
-                               stdout=subprocess.PIPE, text=True)  # fmt: skip
+    def __init__(self, host: Any, family: int, protos: tuple[int, ...],
+                 expect: tuple[bytes, ...] = ()):  # fmt: skip
+        argv = [sys.executable, "-u", "-c", RECV, str(family), ",".join(map(str, protos)),
+                ",".join(m.hex() for m in expect)]
+        self.proc = host.popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
         assert self.proc.stdout.readline().strip() == "ready"
 
     def packets(self) -> list[dict[str, Any]]:
-        out, _ = self.proc.communicate(timeout=15)
+        out, _ = self.proc.communicate(timeout=40)  # closes its stdin: the sender is done
         return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
 
@@ -122,7 +137,8 @@ for i in range(3):
     assert hits(net, "allow-253") == 1  # the first: the others were the pair's (stateful)
     # Without the rules and the policy, all of them pass.
     set_fw(net, [])
-    sink = Receiver(net.backends[0], version, (47, 89, 254), secs=3)
+    sink = Receiver(net.backends[0], version, (47, 89, 254),
+                    expect=(b"m-gre", b"m-ospf", b"m-254"))
     scapy_send(net.client, f"""
 send({ip}/GRE()/Raw(b"m-gre"))
 send({ip.replace(")", f", {nh}=89)")}/Raw(b"m-ospf"))
@@ -145,11 +161,11 @@ def test_replies_of_an_allowed_gre_tunnel_pass_a_default_drop(lbnet: Any) -> Non
                         else f"IPv6(dst={CLIENT[version]!r})")  # fmt: skip
         addr = backend_addr(1, version)
         ip_to_b1 = f"IP(dst={addr!r})" if version == 4 else f"IPv6(dst={addr!r})"
-        sink = Receiver(net.client, version, (47,), secs=3)
+        sink = Receiver(net.client, version, (47,))
         scapy_send(b1, f"send({ip_to_client}/GRE()/Raw(b'm-first'))")
         assert not got(sink.packets(), b"m-first"), version
-        far = Receiver(net.backends[0], version, (47,), secs=3)
-        sink = Receiver(net.client, version, (47,), secs=4)
+        far = Receiver(net.backends[0], version, (47,), expect=(b"m-out",))
+        sink = Receiver(net.client, version, (47,), expect=(b"m-back",))
         scapy_send(net.client, f"send({ip_to_b1}/GRE()/Raw(b'm-out'))")
         scapy_send(b1, f"send({ip_to_client}/GRE()/Raw(b'm-back'))")
         assert got(far.packets(), b"m-out"), version
@@ -204,7 +220,7 @@ send(IP(dst={b1!r})/{error})
     rules.insert(0, {"name": "no-unreach", "preference": 5, "protocol": "icmp",
                      "icmp-type": 3, "icmp-code": 1, "action": "drop"})  # fmt: skip
     set_fw(net, rules, {up: "drop"})
-    sink = Receiver(net.backends[0], 4, (1,), secs=3)
+    sink = Receiver(net.backends[0], 4, (1,))
     scapy_send(net.client, f"send(IP(dst={b1!r})/{error})")
     assert not got(sink.packets(), b"m-err")
     assert hits(net, "no-unreach") >= 1
