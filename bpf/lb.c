@@ -43,6 +43,7 @@
 #include "lib/ha.h"
 #include "lib/gtpu.h"
 #include "lib/stats.h"
+#include "lib/qos_hook.h"
 #include "lib/nf_stages.h"
 
 // The reply key is the flow's too: inserted with BPF_NOEXIST, so no flow ever overwrites
@@ -264,6 +265,8 @@ static __always_inline int new_flow(struct __sk_buff *skb, struct pkt *p, __u64 
     int verdict = lb_send(skb, p, &e->t, CT_DIR_ORIG, svc.mode == MODE_DSR, fast ? &nh : 0, rc,
                           &f, sctp);
     NF_STAGE_END();
+    if (!sctp && skb->cb[QOS_CB_EP] == QOS_EP_PENDING)
+        return qos_ep_first(skb, ep_id, verdict);   // endpoint policer (lib/qos_hook.h)
     return verdict;
 }
 

@@ -19,6 +19,7 @@
 #include "lib/qos_maps.h"
 #include "lib/policer.h"
 #include "lib/mirror.h"
+#include "lib/qos_hook.h"
 
 static __always_inline int qos_run(struct __sk_buff *skb, __u32 dir)
 {
@@ -75,6 +76,8 @@ static __always_inline int qos_run(struct __sk_buff *skb, __u32 dir)
         struct svc_info *s = lookup_service(&p);
         if (s)
             svc_id = s->id;
+        if (s && (flags & QOS_HAVE_EP))        // the balancer polices it once it chose
+            skb->cb[QOS_CB_EP] = QOS_EP_PENDING;   // the endpoint (lib/qos_hook.h)
     }
     if (svc_id && (flags & QOS_HAVE_SVC)) {
         struct qos_attach *sa = qos_svc.lookup(&svc_id);
@@ -103,4 +106,20 @@ int sluice_qos_in(struct __sk_buff *skb)
 int sluice_qos_out(struct __sk_buff *skb)
 {
     return qos_run(skb, QOS_DIR_OUT);
+}
+
+// Tail-called by the balancer (JMP_QOS_EP) after it chose a new flow's endpoint and
+// translated its first packet: that endpoint's policer, then the balancer's verdict.
+int sluice_qos_ep(struct __sk_buff *skb)
+{
+    __u32 ep_id = skb->cb[QOS_CB_EP];
+    int verdict = skb->cb[QOS_CB_VERDICT];
+    skb->cb[QOS_CB_EP] = 0;
+    struct pkt p = {};
+    if (parse_packet(skb, &p) != PARSE_OK)
+        return verdict;
+    struct qos_attach *ea = qos_ep.lookup(&ep_id);
+    if (ea && ea->policer && police(skb, &p, ea->policer, bpf_ktime_get_ns()) == TC_ACT_SHOT)
+        return TC_ACT_SHOT;
+    return verdict;
 }

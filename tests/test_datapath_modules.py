@@ -14,7 +14,7 @@ from test_datapath_ha import Events
 
 from appliance.config import Diff
 from appliance.datapath.driver import Driver
-from appliance.datapath.program import FEATURES, MODULES, TAIL_CALLS
+from appliance.datapath.program import FEATURES, MODULES, QOS_TAIL_CALLS, TAIL_CALLS
 
 pytestmark = pytest.mark.datapath
 
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.datapath
 def test_every_program_is_in_one_module_and_every_tail_call_target_in_one() -> None:
     names = [n for fns in MODULES.values() for n in fns]
     assert len(names) == len(set(names))
-    assert set(TAIL_CALLS.values()) <= set(names)
+    assert set(TAIL_CALLS.values()) <= set(names) | set(QOS_TAIL_CALLS)
     assert "sluice_lb" in MODULES["core"]  # every flow: new ones too, without firewall rules
     assert "sluice_fw_lb" in MODULES["fw"]  # new flows after the firewall's rules
     assert set(FEATURES) == set(MODULES) - {"core"}

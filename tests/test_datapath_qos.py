@@ -7,10 +7,11 @@ per DSCP. The full accuracy run (10 s, iperf3 UDP and TCP) is bench/qos_accuracy
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import pytest
-from dpkit import VIP4, VIP6, backend_addr, service
+from dpkit import UDP_PORT, VIP4, VIP6, backend_addr, service
 from qoskit import set_qos, udp_blast
 
 pytestmark = pytest.mark.datapath
@@ -125,3 +126,47 @@ def test_endpoint_policer(qnet: Any) -> None:
         {"service": "u", "address": backend_addr(1), "port": PORT, "policer": "p"}]})
     got = rate_of(blast(qnet, 2 * RATE))
     assert abs(got - RATE) < 0.15 * RATE, got
+
+
+# New flows (a socket each), one datagram each with DSCP argv[3]; prints how many got an
+# answer from the backend's UDP echo.
+FIRST_PACKETS = """
+import socket, sys
+vip, port, dscp, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+answered = 0
+for i in range(n):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, dscp << 2)
+    s.settimeout(0.5)
+    s.sendto(b"first", (vip, port))
+    try:
+        answered += s.recv(100) == b"first"
+    except socket.timeout:
+        pass
+    s.close()
+print(answered)
+"""
+
+
+def test_endpoint_policer_meters_each_flows_first_packet(qnet: Any) -> None:
+    """The endpoint is chosen by the balancer after the QoS program ran: the balancer hands
+    a new flow's first packet back to the endpoint's policer (bpf/lib/qos_hook.h). A
+    color-aware policer drops what arrives red: each new flow's one datagram is dropped,
+    and counted red; arriving unmarked, they pass green."""
+    qnet.set(service("e", port=UDP_PORT, proto="udp", backends=(1,), ep_port=UDP_PORT))
+    pol = policer(**{"color-mode": "color-aware", "red-dscp": [14]})
+    set_qos(qnet, {"policer": [pol], "endpoint": [
+        {"service": "e", "address": backend_addr(1), "port": UDP_PORT, "policer": "p"}]})
+
+    def first_packets(dscp: int, n: int = 5) -> int:
+        res = qnet.client.run([sys.executable, "-c", FIRST_PACKETS, VIP4, str(UDP_PORT),
+                               str(dscp), str(n)], timeout=20)  # fmt: skip
+        assert res.returncode == 0, res.stderr
+        return int(res.stdout)
+
+    assert first_packets(14) == 0
+    st = qnet.rec.qos_state()["policer"]["p"]
+    assert st["red"]["packets"] == 5, st  # exactly the five first packets
+    assert first_packets(0) == 5
+    st = qnet.rec.qos_state()["policer"]["p"]
+    assert st["green"]["packets"] >= 5, st

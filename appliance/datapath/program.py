@@ -59,7 +59,11 @@ LEGACY_PINS = ("sel", "rr", "mh", "mhpeer", "epact")
 # Tail-call targets: bpf/lib/consts.h JMP_* -> the function in bpf/lb.c.
 TAIL_CALLS = {0: "sluice_icmp_err", 1: "sluice_too_big", 2: "sluice_xlat", 3: "sluice_fw",
               4: "sluice_fw_lb", 5: "sluice_l3dsr", 6: "sluice_sctp_nat", 7: "sluice_sctp_paths",
-              8: "sluice_gtpu", 9: "sluice_sctp", 10: "sluice_fw_other"}
+              8: "sluice_gtpu", 9: "sluice_sctp", 10: "sluice_fw_other",
+              11: "sluice_qos_ep"}  # fmt: skip
+# Tail-call targets that no module of lb.c builds: compiled with bpf/qos.c and put into
+# their slot by appliance/datapath/qos.py (endpoint policers on a flow's first packet).
+QOS_TAIL_CALLS = ("sluice_qos_ep",)
 # The compiles of bpf/lb.c (bpf/lib/modules.h): module -> its program functions. "core" is
 # compiled by Program.load(); each other one the first time a service or rule needs its
 # feature (Program.need), before the map write that makes the core program tail-call there

@@ -26,13 +26,16 @@ from appliance.config.paths import DATAPATH
 from appliance.datapath import layout as L
 from appliance.datapath import qos_plan as Q
 from appliance.datapath import tcx
-from appliance.datapath.program import LAYOUT_SUFFIX, DatapathUnavailable, inline_source
+from appliance.datapath.program import JMP_INDEX, LAYOUT_SUFFIX, DatapathUnavailable, inline_source
 from appliance.datapath.stable_ids import digest
 
 log = logging.getLogger(__name__)
 
 SOURCE = resources.bpf_dir() / "qos.c"
 PROGRAMS = {"ingress": "sluice_qos_in", "egress": "sluice_qos_out"}
+# Endpoint policers on a flow's first packet: the balancer (bpf/lb.c new_flow) tail-calls it
+# once it chose the endpoint (bpf/lib/qos_hook.h); it goes into the balancer's jmp_map.
+EP_PROGRAM = "sluice_qos_ep"
 QOS_SECTIONS = (Q.QOS, Q.MIRROR, DATAPATH)
 PINS = ("qcfg", "qpol", "qpolst", "qmir2", "qmirst", "qmirseq", "qif", "qsvc", "qep", "qsrc",
         "qnames")
@@ -122,6 +125,9 @@ class QosDatapath:
             self.bpf = BPF(text=text.encode())
             for direction, name in PROGRAMS.items():
                 self.fds[direction] = self.bpf.load_func(name.encode(), BPF.SCHED_CLS).fd
+            ep = self.bpf.load_func(EP_PROGRAM.encode(), BPF.SCHED_CLS)
+            jmp = self.bpf[b"jmp_map"]
+            jmp[jmp.Key(JMP_INDEX[EP_PROGRAM])] = jmp.Leaf(ep.fd)
         except Exception as exc:
             self.bpf = None
             raise DatapathUnavailable(f"loading {SOURCE.name}: {exc}") from exc
@@ -391,5 +397,9 @@ class QosDatapath:
         """Detach everywhere and remove our pins (``sluice run --cleanup``)."""
         self._swept = False
         self._detach_all(set())
+        if self.bpf is not None:
+            jmp = self.bpf[b"jmp_map"]
+            with contextlib.suppress(KeyError, OSError):  # an empty slot
+                del jmp[jmp.Key(JMP_INDEX[EP_PROGRAM])]
         for short in PINS:
             (self.pin_root / f"{short}{LAYOUT_SUFFIX}").unlink(missing_ok=True)

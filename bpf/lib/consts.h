@@ -42,7 +42,8 @@
 #define JMP_GTPU          8          // lib/gtpu.h
 #define JMP_SCTP          9          // lb.c sluice_sctp
 #define JMP_FW_OTHER      10         // lib/fw_other.h: packets the parser passes, while rules are on
-#define JMP_MAX           11
+#define JMP_QOS_EP        11         // bpf/qos.c sluice_qos_ep: endpoint policers, first packet
+#define JMP_MAX           12
 
 // Algorithms (svc_info.algo)
 #define ALG_RR            0
