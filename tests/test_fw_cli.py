@@ -57,7 +57,7 @@ def test_fw_and_snat_verbs(daemon: Daemon) -> None:
                     "--action", "drop")  # fmt: skip
     assert ra.returncode == 0, ra.stderr
     rules = {r["name"]: r for r in daemon.cli_json("fw", "list")["rules"]}
-    assert rules["p253"]["protocol"] == 253 and rules["ra"]["icmp-type"] == 134
+    assert rules["p253"]["protocol"] == "253" and rules["ra"]["icmp-type"] == 134
     for bad_args, flag in ((("--proto", "256"), "--proto"), (("--proto", "0"), "--proto"),
                            (("--proto", "tcp", "--icmp-type", "3"), "--icmp-type"),
                            (("--proto", "icmp", "--icmp-code", "1"), "--icmp-code")):  # fmt: skip

@@ -46,3 +46,25 @@ def test_edit_firewall_and_refuse_bad_rule(h: kit.Harness) -> None:
         "/sluice:firewall/sluice:rule[sluice:name='bad']/sluice:source-port")
     assert "tcp, udp" in err.value.message  # "ports need protocol tcp, udp or sctp"
     assert json.dumps(h.service.running_doc(), sort_keys=True) == before
+
+
+def test_protocol_numbers_and_icmp_types_over_netconf(h: kit.Harness) -> None:
+    """A protocol by number (the YANG union's uint8) and an ICMP type are taken; an
+    icmp-type without protocol icmp, and protocol 256, are refused naming the leaf."""
+    ok = (f'<firewall xmlns="{SL}"><rule><name>gre</name><preference>5</preference>'
+          "<protocol>47</protocol><action>drop</action></rule>"
+          "<rule><name>ra</name><preference>6</preference><protocol>icmp</protocol>"
+          "<icmp-type>134</icmp-type><action>drop</action></rule></firewall>")
+    with h.connect() as m:
+        m.edit_config(f"<config>{ok}</config>", target="running")
+    rules = {r["name"]: r for r in h.service.running_doc()["sluice:firewall"]["rule"]}
+    assert rules["gre"]["protocol"] == "47" and rules["ra"]["icmp-type"] == 134
+    before = json.dumps(h.service.running_doc(), sort_keys=True)
+    for body, leaf in (("<protocol>udp</protocol><icmp-type>3</icmp-type>", "icmp-type"),
+                       ("<protocol>256</protocol>", "protocol")):  # fmt: skip
+        bad = (f'<firewall xmlns="{SL}"><rule><name>bad</name><preference>7</preference>'
+               f"{body}</rule></firewall>")
+        with h.connect() as m, pytest.raises(RPCError) as err:
+            m.edit_config(f"<config>{bad}</config>", target="running")
+        assert leaf in (err.value.path or "") + err.value.message, (leaf, err.value.message)
+    assert json.dumps(h.service.running_doc(), sort_keys=True) == before

@@ -142,6 +142,8 @@ def _rule(table: str, r: Doc, services: dict[str, Doc], errors: list[FieldError]
     before = len(errors)
     src, dst = _net(r.get("source-prefix")), _net(r.get("destination-prefix"))
     proto = protocol_of(r.get("protocol"))
+    if isinstance(proto, int) and not 1 <= proto <= 255:
+        errors.append(FieldError(f"{path}/protocol", f"protocol {proto}: a number is 1..255"))
     sport, dport = _ports(r, "source-port"), _ports(r, "destination-port")
     service = r.get("service")
     if service is not None:

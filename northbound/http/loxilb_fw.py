@@ -68,7 +68,7 @@ def _match(args: dict[str, Any], name: str) -> dict[str, Any]:
     if args["destinationIP"]:
         rule["destination-prefix"] = args["destinationIP"]
     if args["protocol"]:  # any IP protocol number (0: any); named ones by their name
-        rule["protocol"] = NAME_OF.get(args["protocol"], args["protocol"])
+        rule["protocol"] = NAME_OF.get(args["protocol"], str(args["protocol"]))
     for side in ("Source", "Destination"):
         lo, hi = args[f"min{side}Port"], args[f"max{side}Port"]
         if lo or hi:

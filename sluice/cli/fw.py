@@ -41,8 +41,6 @@ def _match(args: argparse.Namespace) -> dict[str, Any]:
                        ("proto", "protocol"), ("in_if", "ingress-interface")):  # fmt: skip
         if getattr(args, attr) is not None:
             rule[leaf] = getattr(args, attr)
-    if str(rule.get("protocol", "")).isdigit():
-        rule["protocol"] = int(rule["protocol"])  # a protocol number (the YANG union's uint8)
     for attr, leaf in (("icmp_type", "icmp-type"), ("icmp_code", "icmp-code")):
         if getattr(args, attr) is not None:
             rule[leaf] = getattr(args, attr)
