@@ -402,6 +402,8 @@ class Meter:
                     "cold": cold(self.fd, lambda i, f=frame: f, ifindex, self.s["cold"]),
                     "warm": self.harness.warm(self.fd, frame, ifindex, self.s["warm_repeat"],
                                               self.s["warm_calls"]),
+                    # after them: the first data packet fills the next-hop cache
+                    "count": self.count(frame, ifindex),
                 }  # fmt: skip
             if self.xdp_fd is not None:
                 out["xdp"] = self._xdp(orig, reply)
@@ -409,6 +411,13 @@ class Meter:
         out["state"] = state
         self.clear_ct()
         return out
+
+    def count(self, frame: bytes, ifindex: int) -> dict[str, Any]:
+        """The work of one packet counted (bench/bpfcount.py): instructions, helper calls,
+        memory lines; independent of the machine's load."""
+        import bpfcount
+
+        return bpfcount.count(self.prog.bpf, b"sluice_lb", frame, ifindex).summary()
 
     def _sync_reply(self, reply: bytes) -> None:
         """Make the reply entries due for their ORIG update (last_ns 0), then send a reply

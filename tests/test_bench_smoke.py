@@ -1,5 +1,6 @@
-"""Functional test of the per-packet meter (bench/pktcost.py): it runs on the loaded
-program, programs a service through the reconciler, and returns sane numbers.
+"""Functional test of the per-packet meter (bench/pktcost.py, and the counter
+bench/bpfcount.py it reports with): it runs on the loaded program, programs a service
+through the reconciler, and returns sane numbers.
 
 No timing asserts (the machine is shared): only that every figure exists, is positive and
 bounded, and that the balancer translated and forwarded the packets it was timed on. The
@@ -43,6 +44,10 @@ def test_pktcost_meter(lbnet: LbNet, lb_program: Any, xdp_program: Any) -> None:
                 x = e["xdp"][direction][meter]
                 assert x["verdict"] == pktcost.XDP_REDIRECT, (e["version"], direction, x)
                 assert 0 < x["ns"] < 100_000 and x["net"] >= 0, x
+            # The same packet counted (bench/bpfcount.py): the path the kernel took.
+            c = e[direction]["count"]
+            assert c["verdict"] == pktcost.TC_ACT_REDIRECT and c["tail_call"] is None, c
+            assert 100 < c["insns"] < 5000 and c["helpers"].get("redirect") == 1, c
     assert "| DNAT | client→backend | IPv4 |" in pktcost.xdp_table(res)
     [new] = res["new"]
     assert new["warm"]["verdict"] == new["cold"]["verdict"] == pktcost.TC_ACT_REDIRECT, new
