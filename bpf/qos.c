@@ -108,6 +108,15 @@ int sluice_qos_out(struct __sk_buff *skb)
     return qos_run(skb, QOS_DIR_OUT);
 }
 
+// At the loopback's ingress while an ERSPAN session exists: the copies erspan_loop cloned
+// there (not IP, or GSO aggregates) are wrapped and sent to the collector; any other
+// packet goes on (lib/mirror.h).
+int sluice_qos_mir(struct __sk_buff *skb)
+{
+    int rc = erspan_looped(skb);
+    return rc == -1 ? TC_ACT_UNSPEC : rc;
+}
+
 // Tail-called by the balancer (JMP_QOS_EP) after it chose a new flow's endpoint and
 // translated its first packet: that endpoint's policer, then the balancer's verdict.
 int sluice_qos_ep(struct __sk_buff *skb)

@@ -36,6 +36,11 @@ PROGRAMS = {"ingress": "sluice_qos_in", "egress": "sluice_qos_out"}
 # Endpoint policers on a flow's first packet: the balancer (bpf/lb.c new_flow) tail-calls it
 # once it chose the endpoint (bpf/lib/qos_hook.h); it goes into the balancer's jmp_map.
 EP_PROGRAM = "sluice_qos_ep"
+# ERSPAN copies of frames that cannot be wrapped in place (not IP, GSO aggregates) are
+# cloned into the loopback's ingress, where this program wraps them (bpf/lib/mirror.h
+# erspan_loop): attached there while an ERSPAN session exists.
+LOOP_PROGRAM, LOOP_IF = "sluice_qos_mir", "lo"
+ERSPAN_TYPES = (Q.MIR_TYPES["erspan2"], Q.MIR_TYPES["erspan3"])
 QOS_SECTIONS = (Q.QOS, Q.MIRROR, DATAPATH)
 PINS = ("qcfg", "qpol", "qpolst", "qmir2", "qmirst", "qmirseq", "qif", "qsvc", "qep", "qsrc",
         "qnames")
@@ -125,6 +130,7 @@ class QosDatapath:
             self.bpf = BPF(text=text.encode())
             for direction, name in PROGRAMS.items():
                 self.fds[direction] = self.bpf.load_func(name.encode(), BPF.SCHED_CLS).fd
+            self.fds["loop"] = self.bpf.load_func(LOOP_PROGRAM.encode(), BPF.SCHED_CLS).fd
             ep = self.bpf.load_func(EP_PROGRAM.encode(), BPF.SCHED_CLS)
             jmp = self.bpf[b"jmp_map"]
             jmp[jmp.Key(JMP_INDEX[EP_PROGRAM])] = jmp.Leaf(ep.fd)
@@ -192,14 +198,20 @@ class QosDatapath:
             wanted.add((ifname, "ingress" if d == Q.DIR_IN else "egress"))
         if plan.flags():
             wanted |= {(i, "ingress") for i in lb_ifaces}
+        loop = any(m.type in ERSPAN_TYPES for m in plan.mirrors.values())
+        if loop:
+            wanted.add((LOOP_IF, "ingress"))
         self._detach_all(wanted)
         for ifname, direction in sorted(wanted - self.attached):
+            fd = self.fds["loop"] if (ifname, direction) == (LOOP_IF, "ingress") else \
+                self.fds[direction]
             try:
-                tcx.attach(ifname, self.fds[direction], direction, self.netns)
+                tcx.attach(ifname, fd, direction, self.netns)
                 self.attached.add((ifname, direction))
             except (OSError, LookupError) as exc:
                 self.errors[f"interface {ifname} {direction}"] = str(exc)
                 log.error("qos attach failed", extra={"interface": ifname, "error": str(exc)})
+        self._write_cfg(plan, (LOOP_IF, "ingress") in self.attached)
         self.plan = plan
 
     def _write_names(self) -> None:
@@ -280,9 +292,15 @@ class QosDatapath:
             mir_t[mir_t.Key(mid)] = mir_t.Leaf()
         self._written["mir"] = set(plan.mirrors)
         self._write_attachments(plan, services)
+        self._write_cfg(plan, (LOOP_IF, "ingress") in self.attached)
+
+    def _write_cfg(self, plan: Q.Plan, loop: bool) -> None:
+        """Which attachment kinds exist; the loopback's ifindex while sluice_qos_mir is
+        attached there (bpf/lib/mirror.h erspan_loop), else 0."""
         cfg = self.table("qos_cfg")
         v = cfg.Leaf()
         v.flags = plan.flags()
+        v.loop_ifindex = self._ifindex(LOOP_IF) if loop else 0
         cfg[cfg.Key(0)] = v
 
     def _zero(self, table: str, ident: int) -> None:

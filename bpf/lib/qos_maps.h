@@ -37,8 +37,14 @@ struct qos_src_key {
 
 struct qos_cfg {
     __u32 flags;
-    __u32 pad;
+    __u32 loop_ifindex;     // the loopback while sluice_qos_mir is attached there, else 0
 };
+
+// An ERSPAN copy cloned through the loopback (lib/mirror.h erspan_loop): its skb->mark is
+// QOS_MIR_MARK | direction << 6 | session id (marks 0x51ce0000-0x51ce007f are the QoS
+// program's own), and its skb->priority the interface the frame was seen on.
+#define QOS_MIR_MARK      0x51ce0000u
+#define QOS_MIR_MARK_MASK 0xffffff80u
 
 // A policer's configuration and its buckets, behind one spin lock: every CPU takes
 // tokens from the same buckets, so the rate holds whatever the flows' spread over CPUs.
