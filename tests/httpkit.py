@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import netkit
 from daemonkit import Daemon
 
 from appliance.config.passwords import hash_password, token_hash
@@ -26,9 +27,8 @@ GO_HEADERS = ("User-Agent: Go-http-client/1.1",)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    """A free TCP port of this worker's block (netkit.free_port)."""
+    return netkit.free_port("tcp", host)
 
 
 def users() -> list[dict[str, Any]]:
@@ -134,9 +134,9 @@ def wait_listening(host: str, port: int, timeout: float = 15.0) -> None:
 def http_daemon(state_dir: Path, host: str = "127.0.0.1") -> Iterator[tuple[Daemon, int]]:
     """A daemon with the test users and its HTTP door on a free port of ``host`` (plain HTTP);
     stopped on exit."""
+    port = free_port(host)
     d = Daemon(state_dir)
     d.start()
-    port = free_port(host)
     try:
         d.apply({"management": {"user": users(), "http": http_section(port, host)}})
         wait_listening(host, port)

@@ -36,6 +36,7 @@ import secrets
 import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -129,6 +130,51 @@ def require_netns() -> None:
     problem = netns_problem()
     if problem:
         pytest.skip(problem)
+
+
+# --------------------------------------------------------------------------------------
+# Ports in the root namespace (the suite runs in two pytest-xdist workers)
+# --------------------------------------------------------------------------------------
+
+# Listeners in the root namespace (a daemon's doors on 127.0.0.1, a test's own server) take
+# their port from free_port(). Each xdist worker draws from its own block below the kernel's
+# ephemeral range (32768-60999), so the two workers never hand out the same port, and no
+# outgoing connection (ephemeral ports) can take it between the pick and the listener's bind.
+# Inside a test's namespaces any fixed port is fine: nobody else is there.
+PORT_BASE, PORT_BLOCK = 21000, 2500  # 21000-23499 gw0, 23500-25999 gw1, ... (< 32768)
+_port_next: dict[int, int] = {}  # socket type -> next offset in this worker's block
+_port_lock = threading.Lock()
+
+
+def worker_index() -> int:
+    """This pytest-xdist worker's number (gw3 -> 3); 0 without xdist."""
+    name = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    return int(name[2:]) if name[2:].isdigit() else 0
+
+
+def free_port(kind: str = "tcp", host: str = "127.0.0.1") -> int:
+    """A port nothing on ``host`` uses now, for a listener a test starts in the root namespace.
+
+    ``kind``: "tcp" or "udp". Ports go round this worker's block (a port just closed is not
+    handed out again soon; the start depends on the pid, so two concurrent sessions on one
+    machine rarely start at the same place), and each is checked by binding it without
+    SO_REUSEADDR (so one in TIME_WAIT is skipped too).
+    """
+    stype = {"tcp": socket.SOCK_STREAM, "udp": socket.SOCK_DGRAM}[kind]
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    base = PORT_BASE + (worker_index() % 4) * PORT_BLOCK
+    with _port_lock:
+        for _ in range(PORT_BLOCK):
+            offset = _port_next.get(stype, (os.getpid() * 7919) % PORT_BLOCK)
+            _port_next[stype] = (offset + 1) % PORT_BLOCK
+            port = base + offset
+            with socket.socket(family, stype) as s:
+                try:
+                    s.bind((host, port))
+                except OSError:
+                    continue
+            return port
+    raise RuntimeError(f"no free {kind} port in {base}-{base + PORT_BLOCK - 1} on {host}")
 
 
 # --------------------------------------------------------------------------------------

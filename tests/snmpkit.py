@@ -14,6 +14,8 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
+import netkit
+
 from northbound.snmp import MIB_DIR
 
 # Standard MIB modules (SNMPv2-SMI, INET-ADDRESS-MIB, IF-MIB...) are not in Debian main;
@@ -45,9 +47,8 @@ def have_tools(*names: str) -> bool:
 
 
 def free_udp_port(family: int = socket.AF_INET) -> int:
-    with socket.socket(family, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1" if family == socket.AF_INET else "::1", 0))
-        return s.getsockname()[1]
+    """A free UDP port of this worker's block (netkit.free_port)."""
+    return netkit.free_port("udp", "127.0.0.1" if family == socket.AF_INET else "::1")
 
 
 def master_key(passphrase: str, hash_name: str = "sha256") -> str:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import asyncssh
+import netkit
 from daemonkit import Daemon
 
 from appliance.config.passwords import hash_password
@@ -212,9 +213,7 @@ def test_start_from_config(tmp_path: Path) -> None:
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return netkit.free_port()
 
 
 def _listening(port: int) -> bool:

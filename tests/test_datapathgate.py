@@ -38,7 +38,9 @@ def test_plain():
 """
 
 
-def run_gate(tmp_path: Path, body: str, *, require: bool, problem: str | None) -> tuple[int, str]:
+def run_gate(tmp_path: Path, body: str, *, require: bool, problem: str | None,
+             more: tuple[str, ...] = (), args: tuple[str, ...] = ()) -> tuple[int, str]:
+    """``more``: bodies of further test files; ``args``: extra pytest arguments."""
     (tmp_path / "conftest.py").write_text(
         "import datapathgate\n"
         f"datapathgate.datapath_problem = lambda: {problem!r}\n"
@@ -47,13 +49,18 @@ def run_gate(tmp_path: Path, body: str, *, require: bool, problem: str | None) -
         '    config.addinivalue_line("markers", "datapath: real kernel")\n'
     )
     (tmp_path / "test_tiny.py").write_text(body)
+    for n, extra in enumerate(more):
+        (tmp_path / f"test_more{n}.py").write_text(extra)
     env = {k: v for k, v in os.environ.items() if k != "SLUICE_REQUIRE_DATAPATH"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), env.get("PYTHONPATH")]))
     if require:
         env["SLUICE_REQUIRE_DATAPATH"] = "1"
+    # Only the plugins named here (xdist in the XDIST cases): the venv's others (hypothesis,
+    # schemathesis...) took most of each run's seconds to import.
+    env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
     res = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir",
-         str(tmp_path), str(tmp_path)],
+         str(tmp_path), *args, str(tmp_path)],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     return res.returncode, res.stdout + res.stderr
@@ -85,3 +92,27 @@ def test_the_skip_is_allowed(tmp_path: Path, require: bool, problem: str | None)
     for body in (SKIPPED, NO_DATAPATH):
         code, out = run_gate(tmp_path, body, require=require, problem=problem)
         assert code == 0 and "datapath gate" not in out, out
+
+
+XDIST = ("-p", "xdist", "-n", "2", "--dist", "loadfile")  # as the suite runs (pyproject addopts)
+
+
+def test_the_gate_counts_across_xdist_workers(tmp_path: Path) -> None:
+    """Two workers, one file each: the worker whose file has no datapath test must not fail
+    the run (the controller sees both workers' reports)."""
+    code, out = run_gate(tmp_path, PASSED, require=True, problem=None, more=(NO_DATAPATH,),
+                         args=XDIST)  # fmt: skip
+    assert code == 0 and "datapath gate" not in out and "2 passed" in out, out
+
+
+def test_a_skip_in_an_xdist_worker_fails_the_run(tmp_path: Path) -> None:
+    code, out = run_gate(tmp_path, SKIPPED, require=True, problem=None, more=(PASSED,),
+                         args=XDIST)  # fmt: skip
+    assert code == 1, out
+    assert "datapath gate" in out and "test_tiny.py::test_dp" in out, out
+
+
+def test_no_datapath_test_in_any_xdist_worker_fails_the_run(tmp_path: Path) -> None:
+    code, out = run_gate(tmp_path, NO_DATAPATH, require=True, problem=None,
+                         more=(NO_DATAPATH,), args=XDIST)  # fmt: skip
+    assert code == 1 and "no datapath test ran" in out, out

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import asyncssh
 import netconfkit as kit
+import netkit
 import pytest
 from lxml import etree
 from ncclient.operations import RPCError
@@ -438,11 +439,7 @@ def test_operational_state_in_get(tmp_path: Path) -> None:
 
 
 def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return netkit.free_port()
 
 
 def test_follow_config_moves_the_listener(tmp_path: Path) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import netconfkit as kit
+import netkit
 import pytest
 from daemonkit import Daemon
 from lxml import etree
@@ -180,9 +180,7 @@ def test_hostile_session_does_not_stall_others(tmp_path: Path) -> None:
 
 # -- the same against the daemon: the control socket answers meanwhile ---------------------
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return netkit.free_port()
 
 
 @pytest.fixture

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import netconfkit as kit
+import netkit
 import pytest
 from daemonkit import Daemon
 from ncclient import manager
@@ -72,9 +72,7 @@ def test_cancel_commit_under_another_sessions_lock(h: kit.Harness) -> None:
 
 
 def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return netkit.free_port()
 
 
 def test_kill_9_in_the_confirm_window_reverts_at_restart(tmp_path: Path) -> None:

@@ -342,3 +342,26 @@ def test_servers_are_ready_on_return(netkit: kit.Topology) -> None:
     # A server that cannot start (port taken) fails fast with its log, instead of hanging.
     with pytest.raises(RuntimeError, match="Address already in use"):
         host.start_http_server(80)
+
+
+def test_free_ports_come_from_the_workers_own_block_and_skip_busy_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two xdist workers never hand out the same port (disjoint blocks below the ephemeral
+    range), and a port something listens on is skipped."""
+    import socket
+
+    blocks = {}
+    for worker in ("gw0", "gw1"):
+        monkeypatch.setenv("PYTEST_XDIST_WORKER", worker)
+        lo = kit.PORT_BASE + kit.worker_index() * kit.PORT_BLOCK
+        ports = {kit.free_port("tcp") for _ in range(5)} | {kit.free_port("udp")}
+        assert all(lo <= p < lo + kit.PORT_BLOCK < 32768 for p in ports), (worker, ports)
+        blocks[worker] = ports
+    assert not blocks["gw0"] & blocks["gw1"]
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw0")
+    with socket.socket() as squatter:
+        nxt = kit.free_port("tcp")  # the one after it is what the next call would try
+        squatter.bind(("127.0.0.1", nxt + 1))
+        squatter.listen()
+        assert kit.free_port("tcp") not in (nxt, nxt + 1)
