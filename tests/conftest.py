@@ -15,5 +15,7 @@ if _TESTS_DIR not in sys.path:
 # datapathgate: with SLUICE_REQUIRE_DATAPATH=1 (`make test`), a datapath test skipped on a
 # machine that can run it (root, bcc, bpffs) fails the session;
 # hakit: two appliances with keepalived between two bridges (`pair`);
-# qoskit: the QoS program once per session (`qos_program`) and `qnet` on it.
-pytest_plugins = ["netkit", "daemonkit", "dpkit", "datapathgate", "hakit", "qoskit"]
+# qoskit: the QoS program once per session (`qos_program`) and `qnet` on it;
+# suiteorder: files longest first, so the two xdist workers finish together.
+pytest_plugins = ["netkit", "daemonkit", "dpkit", "datapathgate", "hakit", "qoskit",
+                  "suiteorder"]

@@ -13,6 +13,7 @@ import json
 import socket
 import subprocess
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -122,11 +123,18 @@ def test_counters_follow_traffic_and_traps_follow_health(
         with d.client() as c:
             table = c.call("dp.status", live=True)["maps"]["ct_map"]["entries"]
         assert table >= 2 * 6  # both directions of the six flows above
-        gauge = wait_for(lambda: int(snmpget(net, CT_ENTRIES) or 0), timeout=12, step=0.2)
-        assert abs(gauge - table) <= 4, (gauge, table)
+        # Both serve a snapshot refreshed every second: on a loaded machine the first non-zero
+        # one can predate some of the flows (the gauge read 4 of 12 once), so each is polled
+        # until it agrees with the table.
+        def agrees(read: Callable[[], int]) -> int | None:
+            value = read()
+            return value if value and abs(value - table) <= 4 else None
+
+        wait_for(lambda: agrees(lambda: int(snmpget(net, CT_ENTRIES) or 0)), timeout=12,
+                 what="sluiceConntrackEntries near ct_map's fill", step=0.2)  # fmt: skip
         # NETCONF's /datapath/state/conntrack-entries: the same snapshot, never empty.
-        entries = wait_for(lambda: netconf_conntrack_entries(net), timeout=12, step=0.3)
-        assert abs(entries - table) <= 4, (entries, table)
+        wait_for(lambda: agrees(lambda: netconf_conntrack_entries(net)), timeout=12,
+                 what="NETCONF conntrack-entries near ct_map's fill", step=0.3)  # fmt: skip
 
         servers[1].stop()  # b2 dies: the prober sees it, the agent traps
         # The trap's varbinds are endpoint-table cells: their index names service and endpoint
