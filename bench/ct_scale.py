@@ -38,7 +38,7 @@ from appliance.datapath.conntrack import monotonic_ns
 from appliance.datapath.program import Program
 
 SERVICES, ENDPOINTS = 10_000, 32
-KEY = struct.Struct("=16s16s2s2sBBH")  # struct ct_key (bpf/lib/structs.h)
+KEY = struct.Struct("=16s16s2s2sBBHI")  # struct ct_key (bpf/lib/structs.h)
 # struct ct_entry: nat_tuple (client, vip, snat, ep, 4 ports), created/last/packets/bytes,
 # svc_id, ep_id, timeout_s, dir, state, flags, proto, family, fin_seen, pad, the next-hop
 # cache (ifindex, gen, mtu, dmac, smac, pad; left empty), the TCP segment record (seq, ack,
@@ -80,10 +80,10 @@ def fill(t: Any, n: int, now: int) -> None:
             last = now - 1000 * 10**9 if i % 2 == 0 else now  # 1000 s idle > 240 s timeout
             tup = (client, vips[sid], client, ep, cport, vport, cport, eport)
             common = (now - 2000 * 10**9, last, 10, 1000, sid, ep_id, 240)
-            KEY.pack_into(kb, 2 * j * KEY.size, client, vips[sid], cport, vport, 6, 4, 0)
+            KEY.pack_into(kb, 2 * j * KEY.size, client, vips[sid], cport, vport, 6, 4, 0, 0)
             LEAF.pack_into(vb, 2 * j * LEAF.size, *tup, *common,
                            L.CT_DIR_ORIG, 1, L.CT_F_COUNTED, 6, 4, 0, 0, *NO_NEXTHOP)  # fmt: skip
-            KEY.pack_into(kb, (2 * j + 1) * KEY.size, ep, client, eport, cport, 6, 4, 0)
+            KEY.pack_into(kb, (2 * j + 1) * KEY.size, ep, client, eport, cport, 6, 4, 0, 0)
             LEAF.pack_into(vb, (2 * j + 1) * LEAF.size, *tup, *common,
                            L.CT_DIR_REPLY, 1, L.CT_F_COUNTED, 6, 4, 0, 0, *NO_NEXTHOP)  # fmt: skip
         keys = (t.Key * (2 * m)).from_buffer(kb)

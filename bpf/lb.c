@@ -28,6 +28,7 @@
 #include "lib/nat.h"
 #include "lib/conntrack.h"
 #include "lib/tcpstate.h"
+#include "lib/sctp_tags.h"
 #include "lib/sctp_mh.h"
 #include "lib/nexthop.h"
 #include "lib/select.h"
@@ -60,7 +61,7 @@ static __always_inline int claim_reply(struct ct_entry *e, struct pkt *p, __u64 
         ct_reply_key(&e->t, p->k.proto, p->k.family, &rk);
         if (ct_claim(&rk, e, syn) == 0)
             return 0;
-        if (!ct_reply_reclaim(&rk, now))
+        if (!ct_reply_reclaim(&rk, now, &e->t))
             return -1;
         return ct_claim(&rk, e, syn);
     }
@@ -208,7 +209,7 @@ static __always_inline int new_flow(struct __sk_buff *skb, struct pkt *p, __u64 
     e->state = p->k.proto == IPPROTO_TCP && !syn ? CT_EST : CT_NEW;
     e->flags = CT_F_COUNTED | (svc.algo == ALG_LEASTCONN ? CT_F_LC : 0);
     if (sctp)
-        sctp_tags_init(skb, p, e);             // lib/sctp.h: verification tags
+        sctp_tags_init(skb, p, e);             // lib/sctp_tags.h: verification tags
     if (ep->family != p->k.family) {
         if (p->k.proto == IPPROTO_SCTP)
             return TC_ACT_SHOT;                // NAT64/46: TCP, UDP and ICMP echo flows
@@ -272,6 +273,7 @@ static __always_inline int new_flow(struct __sk_buff *skb, struct pkt *p, __u64 
 
 #include "lib/fw_flow.h"
 #include "lib/fw_other.h"
+#include "lib/sctp_frag.h"
 
 // A flow the conntrack does not know: through the firewall first while it has rules (which
 // continues in sluice_fw_lb), else new_flow right here: no tail call and no second parse
@@ -308,12 +310,14 @@ static __always_inline int lb_entry(struct __sk_buff *skb, const int sctp)
         return TC_ACT_OK;                      // no tail-call target: leave it alone
     }
     __u64 now = bpf_ktime_get_coarse_ns();     // timestamps need no finer than a tick
+    if (sctp && p.frag)
+        return sctp_frag(skb, &p, now);        // lib/sctp_frag.h
     if (p.frag == FRAG_LATER && frag_ports(&p, now))
         return TC_ACT_OK;                      // its first fragment was not ours (frag.h)
 
     int syn;                                   // the flow is in syn_map (lib/tcpstate.h)
     int tcp = p.k.proto == IPPROTO_TCP;
-    struct ct_entry *e = ct_find(&p.k, &syn);
+    struct ct_entry *e = sctp ? sctp_find(&p, &syn) : ct_find(&p.k, &syn);
     if (e && ha_hold(e))
         return TC_ACT_SHOT;                    // a peer's flow on a backup waits (lib/ha.h)
     if (e && e->dir == CT_DIR_ORIG && tcp && e->state == CT_EST && ct_expired(e, now) &&
@@ -334,7 +338,7 @@ static __always_inline int lb_entry(struct __sk_buff *skb, const int sctp)
         NF_STAGE(NF_ST_LOOKUP);
         return start_flow(skb, &p, now, sctp);
     }
-    if (sctp && !sctp_tag_ok(skb, &p, e))
+    if (sctp && !(e = sctp_tag_ok(skb, &p, e)))
         return TC_ACT_SHOT;                    // another verification tag: not this flow's
 
     if (e->dir == CT_DIR_ORIG) {
@@ -362,6 +366,8 @@ static __always_inline int lb_entry(struct __sk_buff *skb, const int sctp)
         // alive a moment ago and need neither its lookup nor a write to it.
         struct ct_key ok = {};
         ct_orig_key(&e->t, e->proto, e->family, &ok);
+        if (sctp)
+            ok.vtag = e->tcp_seq;              // lib/sctp.h: the ORIG key's tag
         struct ct_entry *o = ct_lookup_in(&ok, syn);
         if (!o || ct_expired(o, now)) {
             if (o && tcp && o->state == CT_EST)

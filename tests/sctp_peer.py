@@ -46,6 +46,7 @@ from scapy.layers.sctp import (
 )
 
 IPPROTO_SCTP = 132
+IP_MTU_DISCOVER, IP_PMTUDISC_DONT = 10, 0  # linux/in.h (not in Python's socket module)
 CHUNK_NAMES = {0: "data", 1: "init", 2: "init-ack", 3: "sack", 4: "heartbeat",
                5: "heartbeat-ack", 6: "abort", 7: "shutdown", 8: "shutdown-ack",
                10: "cookie-echo", 11: "cookie-ack", 14: "shutdown-complete"}  # fmt: skip
@@ -88,6 +89,8 @@ class Raw:
         if s is None:
             fam = socket.AF_INET6 if ":" in local else socket.AF_INET
             s = socket.socket(fam, socket.SOCK_RAW, IPPROTO_SCTP)
+            if fam == socket.AF_INET:  # a packet bigger than the link goes in fragments
+                s.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DONT)
             s.bind((local, 0))
             self.senders[local] = s
         s.sendto(sctp, (peer, 0))
@@ -186,7 +189,7 @@ class Client:
 
     def associate(self, a: dict[str, Any]) -> dict[str, Any]:
         vip, port, sport, local = a["vip"], a["port"], a["sport"], a["local"]
-        tag = 0x1000 + sport
+        tag = int(a.get("init_tag", 0x1000 + sport))  # the tag this client chooses
         res: dict[str, Any] = {"sport": sport, "crc": True}
         if a.get("peer_tag"):  # an association set up by an earlier run: its paths only
             return self.paths(a, res, SCTP(sport=sport, dport=port, tag=int(a["peer_tag"])))
@@ -229,7 +232,8 @@ class Client:
         sport = a["sport"]
         for i, (src_local, dst) in enumerate(a.get("paths", [(a["local"], a["vip"])])):
             data_chunk = SCTPChunkData(tsn=1 + i, stream_id=0, stream_seq=i, proto_id=60,
-                                       beginning=1, ending=1, data=b"hello %d" % i)
+                                       beginning=1, ending=1,
+                                       data=b"hello %d" % i + b"." * int(a.get("pad", 0)))
             if a.get("heartbeat"):
                 hb = SCTPChunkHeartbeatReq(params=[SCTPChunkParamHeartbeatInfo(data=b"hb%d" % i)])
                 self.raw.send(src_local, dst, bytes(head / hb))

@@ -46,7 +46,8 @@ def serve_all(hosts: list[kit.Host]) -> list[SctpServer]:
 def associate(client: kit.Host, associations: list[dict[str, Any]],
               timeout: float = 3.0) -> list[dict[str, Any]]:  # fmt: skip
     """Run the scapy client once for all ``associations`` (each {"vip", "port", "sport",
-    "local", optional "addrs", "paths", "heartbeat", "shutdown", "abort"})."""
+    "local", optional "addrs", "paths", "heartbeat", "shutdown", "abort", "init_tag",
+    "pad": bytes added to each DATA})."""
     spec = json.dumps({"timeout": timeout, "associations": associations})
     res = client.run([sys.executable, str(PEER), "client", spec],
                      timeout=20 + timeout * 4 * len(associations))  # fmt: skip

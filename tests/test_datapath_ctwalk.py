@@ -391,7 +391,8 @@ def test_walk_in_many_small_batches_sees_every_entry_once(drv: Any) -> None:
     seen: list[bytes] = []
     for keys, values, n in ctwalk.walk(t, batch=7):
         assert n <= 7 and len(keys) == n * ct.sizeof(t.Key) and len(values) == n * ct.sizeof(t.Leaf)
-        seen += [keys[i * 40 : (i + 1) * 40] for i in range(n)]
+        ks = ct.sizeof(t.Key)
+        seen += [keys[i * ks : (i + 1) * ks] for i in range(n)]
     assert len(seen) == len(set(seen)) == 600
     assert set(seen) == flows.keys_in_map()
 

@@ -269,7 +269,7 @@ class Conntrack:
         ct_map = self.t["ct_map"]
         if peers is not None:
             for k in ended:
-                peers.pop(peers.Key.from_buffer_copy(k), None)
+                peers.pop(peers.Key.from_buffer_copy(untagged(k)), None)
         if alt_map is None:
             return 0
         gone = 0
@@ -284,7 +284,7 @@ class Conntrack:
             ctwalk.delete(ct_map, orig + reply)
             alt_map.pop(key, None)
             if peers is not None and primary_key is not None:
-                peers.pop(peers.Key.from_buffer_copy(bytes(primary_key)), None)
+                peers.pop(peers.Key.from_buffer_copy(untagged(bytes(primary_key))), None)
             gone += 1
         return gone
 
@@ -347,13 +347,16 @@ class Conntrack:
 # The byte offsets conntrack handling relies on (bpf/lib/structs.h), checked against the
 # ctypes layout bcc parsed from the C source the first time a table is used.
 _CT_KEY = {"src": (0, 16), "dst": (16, 16), "sport": (32, 2), "dport": (34, 2),
-           "proto": (36, 1), "family": (37, 1), "pad": (38, 2)}  # fmt: skip
+           "proto": (36, 1), "family": (37, 1), "pad": (38, 2), "vtag": (40, 4)}  # fmt: skip
+_KEY_SIZE = 44
 _CT_ENTRY = {"t.client": (0, 16), "t.vip": (16, 16), "t.snat": (32, 16), "t.ep": (48, 16),
              "t.client_port": (64, 2), "t.vip_port": (66, 2), "t.snat_port": (68, 2),
              "t.ep_port": (70, 2), "dir": (116, 1), "flags": (118, 1), "proto": (119, 1),
-             "family": (120, 1)}  # fmt: skip
+             "family": (120, 1), "tcp_seq": (148, 4)}  # fmt: skip
 _TUPLE = 72  # sizeof(struct nat_tuple): the translation, identical in a flow's two entries
 _DIR, _FLAGS, _PROTO, _FAMILY = 116, 118, 119, 120
+_VTAG = 148  # tcp_seq: an SCTP entry's endpoint verification tag, its ORIG key's vtag
+_NO_TAG = bytes(4)
 # REPLY entries checked for orphans per sweep (one or two lookups each): bounds a sweep's
 # cost when many flows are one-way; the rest wait for the next sweep.
 ORPHAN_CHECKS = 4096
@@ -387,7 +390,7 @@ def _ct_formats(t: Any) -> _CtFormats:
     if f is not None:
         return f
     key, entry = ctwalk.offsets(t.Key), ctwalk.offsets(t.Leaf)
-    if (any(key.get(k) != v for k, v in _CT_KEY.items()) or ct.sizeof(t.Key) != 40
+    if (any(key.get(k) != v for k, v in _CT_KEY.items()) or ct.sizeof(t.Key) != _KEY_SIZE
             or any(entry.get(k) != v for k, v in _CT_ENTRY.items())):  # fmt: skip
         raise RuntimeError("struct ct_key / ct_entry changed: update conntrack.py's offsets")
     f = _formats[t.Leaf] = _CtFormats(
@@ -425,7 +428,7 @@ def _reply_key(values: bytes, off: int) -> bytes:
     family = _ep_family(values[off + _FAMILY], values[off + _FLAGS])
     if proto in (1, 58):  # ICMP echo; NAT64/46: the endpoint family's ICMP (1 or 58)
         proto = 1 if family == 4 else 58
-    return t[48:64] + t[32:48] + ports + bytes((proto, family, 0, 0))
+    return t[48:64] + t[32:48] + ports + bytes((proto, family, 0, 0)) + _NO_TAG
 
 
 def _idle_session(ctf: _CtFormats, values: bytes, off: int, flags: int) -> IdleSession | None:
@@ -444,12 +447,20 @@ def _idle_session(ctf: _CtFormats, values: bytes, off: int, flags: int) -> IdleS
 
 
 def _orig_key(values: bytes, off: int = 0) -> bytes:
-    """The ORIG entry's struct ct_key from either entry at ``off`` (ct_orig_key):
-    client -> VIP; ICMP: the echo identifier (client_port) and 0."""
+    """The ORIG entry's struct ct_key from either entry at ``off`` (ct_orig_key_of):
+    client -> VIP; ICMP: the echo identifier (client_port) and 0; SCTP: the endpoint's
+    verification tag (both entries keep it in tcp_seq)."""
     t = values[off : off + _TUPLE]
     proto = values[off + _PROTO]
     ports = t[64:68] if proto in L.PORT_PROTOCOLS else t[64:66] + b"\0\0"
-    return t[0:16] + t[16:32] + ports + bytes((proto, values[off + _FAMILY], 0, 0))
+    tag = values[off + _VTAG : off + _VTAG + 4] if proto == 132 else _NO_TAG
+    return t[0:16] + t[16:32] + ports + bytes((proto, values[off + _FAMILY], 0, 0)) + tag
+
+
+def untagged(key: bytes) -> bytes:
+    """A struct ct_key without its SCTP verification tag: how mh_peer_map is keyed (the
+    peers' addresses are learned before the endpoint's tag is known)."""
+    return key[:40] + _NO_TAG
 
 
 def _flow_id(values: bytes, off: int) -> bytes:

@@ -102,11 +102,13 @@ class Addr(ct.Structure):
 
 
 class CtKey(ct.Structure):
-    """struct ct_key: a packet's own tuple (ICMP echo: identifier in sport, dport 0)."""
+    """struct ct_key: a packet's own tuple (ICMP echo: identifier in sport, dport 0); vtag:
+    an SCTP ORIG entry's verification tag (the endpoint's, as the packet carries it), else 0."""
 
     _fields_ = [
         ("src", Addr), ("dst", Addr), ("sport", ct.c_uint16), ("dport", ct.c_uint16),
         ("proto", ct.c_uint8), ("family", ct.c_uint8), ("pad", ct.c_uint16),
+        ("vtag", ct.c_uint32),
     ]  # fmt: skip
 
 

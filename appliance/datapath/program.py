@@ -28,12 +28,13 @@ log = logging.getLogger(__name__)
 BPF_DIR = resources.bpf_dir()
 PROGRAM = "sluice_lb"
 DEFAULT_PIN_ROOT = Path("/sys/fs/bpf/sluice")
-LAYOUT_SUFFIX = "_v3"  # bpf/lib/maps.h LAYOUT
+LAYOUT_SUFFIX = "_v4"  # bpf/lib/maps.h LAYOUT
 # Pins of older layouts: their maps cannot be read as ours (v1: conntrack entries without a
-# next hop; v2: without TCP sequence numbers, no SYN table). Unlinked at load, like
+# next hop; v2: without TCP sequence numbers, no SYN table; v3: conntrack keys without the
+# SCTP verification tag). Unlinked at load, like
 # LEGACY_PINS: an upgrade across a layout starts with an empty conntrack table (TCP flows
 # then end, unless their service picks flows up mid-stream; UDP/ICMP flows start anew).
-OLD_LAYOUTS = ("_v1", "_v2")
+OLD_LAYOUTS = ("_v1", "_v2", "_v3")
 # Map name in C -> pin file name (without LAYOUT_SUFFIX); bpf/lib/maps.h.
 MAPS = {
     "svc_map": "svc", "range_map": "range", "ep_map": "ep", "sel_map": "selp",

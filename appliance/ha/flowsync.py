@@ -50,6 +50,7 @@ HEAD = struct.Struct("!BBBBBBHII")  # the record's head, then the 72-byte NAT tu
 TUPLE = 72
 TCP = struct.Struct("!IIHBx")  # then per direction (ORIG, REPLY): next seq, ack, window, seen
 NO_TCP = bytes(TCP.size)
+NO_TAG = bytes(4)  # struct ct_key vtag of every key but an SCTP flow's ORIG key
 assert HEAD.size + TUPLE + 2 * TCP.size == RECORD.size
 # The record's own flags (its head's 16-bit word after `dir`; the flags byte is the entry's):
 REC_F_GONE = 1  # the flow is gone (delete it)
@@ -284,9 +285,13 @@ class FlowSync:
             cport, vport, sport, eport = t[64:66], t[66:68], t[68:70], t[70:72]
             l4 = proto in L4_PORTS
             efam = 10 - family if eflags & L.CT_F_XLAT else family
-            okey = client + vip + cport + (vport if l4 else b"\0\0") + bytes((proto, family, 0, 0))
+            # SCTP's ORIG key carries the endpoint's verification tag (struct ct_key vtag,
+            # native order as the datapath loaded it): the ORIG entry's tcp_seq.
+            tag = struct.pack("=I", otcp[0]) if proto == 132 else NO_TAG
+            okey = client + vip + cport + (vport if l4 else b"\0\0") + bytes(
+                (proto, family, 0, 0)) + tag
             rkey = ep + snat + (eport + sport if l4 else sport + b"\0\0") + bytes(
-                (proto, efam, 0, 0))
+                (proto, efam, 0, 0)) + NO_TAG
             dsr = eflags & L.CT_F_DSR
             if rflags & REC_F_GONE:
                 doomed.append(okey)

@@ -18,6 +18,16 @@ static __always_inline void ct_orig_key(struct nat_tuple *t, __u8 proto, __u8 fa
     k->proto = proto;
     k->family = family;
     k->pad = 0;
+    k->vtag = 0;
+}
+
+// The ORIG key of entry e's flow (either entry): SCTP's carries the verification tag its
+// client's packets carry, the endpoint's, which both entries keep in tcp_seq (lib/sctp.h).
+static __always_inline void ct_orig_key_of(struct ct_entry *e, struct ct_key *k)
+{
+    ct_orig_key(&e->t, e->proto, e->family, k);
+    if (e->proto == IPPROTO_SCTP)
+        k->vtag = e->tcp_seq;
 }
 
 static __always_inline void ct_reply_key(struct nat_tuple *t, __u8 proto, __u8 family,
@@ -31,6 +41,7 @@ static __always_inline void ct_reply_key(struct nat_tuple *t, __u8 proto, __u8 f
     k->proto = proto;
     k->family = family;
     k->pad = 0;
+    k->vtag = 0;                // SCTP replies: told apart by the translation (lb.c)
     if (l4_has_ports(proto)) {
         k->sport = t->ep_port;
         k->dport = t->snat_port;
@@ -108,7 +119,7 @@ static __always_inline void ct_delete_flow(struct ct_entry *o)
         if (o->proto == IPPROTO_TCP)
             syn_map.delete(&k);                // lib/tcpstate.h: still in its handshake
     }
-    ct_orig_key(&o->t, o->proto, o->family, &k);
+    ct_orig_key_of(o, &k);
     ct_map.delete(&k);
     if (o->proto == IPPROTO_TCP)
         syn_map.delete(&k);

@@ -1,4 +1,4 @@
-// frag.h - fragmented IPv4 and IPv6 datagrams (UDP, TCP, ICMP echo).
+// frag.h - fragmented IPv4 and IPv6 datagrams (UDP, TCP, ICMP echo, SCTP).
 //
 // Only the first fragment carries the L4 header, so only it can find (or create) the
 // flow. Once it has been translated, (source, destination, id, protocol) -> its ports is
@@ -6,6 +6,7 @@
 // then goes the ordinary conntrack way with them: same entry, same endpoint, same
 // addresses, and nat.h leaves its (absent) L4 header alone. The first fragment's L4
 // checksum update covers the whole datagram (it sums the changed fields only).
+// SCTP: the record keeps the flow key's verification tag too (lib/sctp_frag.h).
 //
 // A later fragment with no record (it overtook its first fragment, or its datagram is not
 // ours) goes to the stack untouched, as every fragment did before: a TC program cannot
@@ -34,7 +35,7 @@ struct frag_key {
 struct frag_val {
     __be16 sport;
     __be16 dport;
-    __u32 pad;
+    __be32 vtag;            // SCTP: the key's verification tag (lib/sctp_tags.h)
     __u64 ts;
 };
 
@@ -56,7 +57,7 @@ static __always_inline void frag_record(struct pkt *p)
 {
     struct frag_key fk = {};
     frag_key_of(p, &fk);
-    struct frag_val v = {.sport = p->k.sport, .dport = p->k.dport,
+    struct frag_val v = {.sport = p->k.sport, .dport = p->k.dport, .vtag = p->k.vtag,
                          .ts = bpf_ktime_get_coarse_ns()};
     frag_map.update(&fk, &v);
 }
@@ -71,5 +72,6 @@ static __always_inline int frag_ports(struct pkt *p, __u64 now)
         return -1;
     p->k.sport = v->sport;
     p->k.dport = v->dport;
+    p->k.vtag = v->vtag;
     return 0;
 }

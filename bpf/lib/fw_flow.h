@@ -29,17 +29,22 @@ static __always_inline void fw_flow_entry(struct ct_entry *e, struct pkt *p, __u
 // `sync`: a flow event for HA sync (lib/ha.h); fw_other.h's protocol pairs send none.
 static __always_inline int fw_pass_flow(struct pkt *p, __u64 now, int sync)
 {
-    struct ct_entry e = {};
+    __u32 zero = 0;
+    struct ct_entry *e = ct_scratch.lookup(&zero);   // off the stack (new_flow's slot)
+    if (!e)
+        return TC_ACT_OK;
+    __builtin_memset(e, 0, sizeof(*e));
     struct ct_key rk = {};
-    fw_flow_entry(&e, p, now);
-    e.flags = CT_F_PASS;
-    e.dir = CT_DIR_REPLY;
-    ct_reply_key(&e.t, p->k.proto, p->k.family, &rk);
-    ct_map.update(&rk, &e);
-    e.dir = CT_DIR_ORIG;
-    ct_map.update(&p->k, &e);
+    fw_flow_entry(e, p, now);
+    e->flags = CT_F_PASS;
+    e->dir = CT_DIR_REPLY;
+    ct_reply_key(&e->t, p->k.proto, p->k.family, &rk);
+    ct_map.update(&rk, e);
+    e->dir = CT_DIR_ORIG;
+    p->k.vtag = 0;                             // SCTP: a pass flow's key has no tag
+    ct_map.update(&p->k, e);
     if (sync)
-        flow_event(&e, FE_CREATED);            // HA sync (lib/ha.h)
+        flow_event(e, FE_CREATED);             // HA sync (lib/ha.h)
     return TC_ACT_OK;
 }
 
@@ -54,9 +59,14 @@ static __always_inline int fw_snat_flow(struct __sk_buff *skb, struct pkt *p, __
         (p->k.proto == IPPROTO_ICMPV6 && p->icmp_type != ICMP6_ECHO_REQ) ||
         (p->k.proto == IPPROTO_TCP && (p->tcp_flags & TCP_RST)))
         return TC_ACT_OK;
-    struct ct_entry e = {};
+    // The entry in the per-CPU scratch slot, as new_flow's: the stack cannot hold it too.
+    __u32 zero = 0;
+    struct ct_entry *e = ct_scratch.lookup(&zero);
+    if (!e)
+        return TC_ACT_SHOT;
+    __builtin_memset(e, 0, sizeof(*e));
     struct bpf_fib_lookup f = {};
-    fw_flow_entry(&e, p, now);
+    fw_flow_entry(e, p, now);
     int rc = fib(skb, p, &p->k.src, &p->k.dst, &f);
     if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
         return TC_ACT_OK;                      // local or unroutable: not ours to NAT
@@ -72,35 +82,35 @@ static __always_inline int fw_snat_flow(struct __sk_buff *skb, struct pkt *p, __
     }
     if (!own)
         return TC_ACT_SHOT;
-    e.t.snat = *own;
-    e.dir = CT_DIR_REPLY;
+    e->t.snat = *own;
+    e->dir = CT_DIR_REPLY;
     if (to_port && (p->k.proto == IPPROTO_TCP || p->k.proto == IPPROTO_UDP)) {
         // A fixed source port: one flow at a time per (address, port, peer address, peer
         // port); a second one is dropped while the first lives (its reply key is taken).
         struct ct_key rk = {};
-        e.t.snat_port = bpf_htons(to_port);
-        ct_reply_key(&e.t, p->k.proto, p->k.family, &rk);
-        if (ct_claim(&rk, &e, 0) && (!ct_reply_reclaim(&rk, now) || ct_claim(&rk, &e, 0)))
+        e->t.snat_port = bpf_htons(to_port);
+        ct_reply_key(&e->t, p->k.proto, p->k.family, &rk);
+        if (ct_claim(&rk, e, 0) && (!ct_reply_reclaim(&rk, now, &e->t) || ct_claim(&rk, e, 0)))
             return TC_ACT_SHOT;
-    } else if (claim_reply(&e, p, now, 0)) {  // 0: into ct_map (lib/tcpstate.h)
+    } else if (claim_reply(e, p, now, 0)) {  // 0: into ct_map (lib/tcpstate.h)
         return TC_ACT_SHOT;                    // no free source port: drop, the sender retries
     }
-    e.dir = CT_DIR_ORIG;
-    e.packets = 1;
-    e.bytes = p->len;
+    e->dir = CT_DIR_ORIG;
+    e->packets = 1;
+    e->bytes = p->len;
     __u32 g = nh_generation();
     struct nexthop nh = {};
     int fast = 0;
     if (rc == BPF_FIB_LKUP_RET_SUCCESS && p->l3_off == sizeof(struct ethhdr)) {
-        nh_store(&e, p, &f, g, l3_len(skb, p), &nh);
+        nh_store(e, p, &f, g, l3_len(skb, p), &nh);
         fast = 1;
     }
-    if (ct_map.insert(&p->k, &e)) {
-        ct_drop_reply(&e, 0);                  // another CPU made this flow meanwhile
+    if (ct_map.insert(&p->k, e)) {
+        ct_drop_reply(e, 0);                  // another CPU made this flow meanwhile
         return TC_ACT_SHOT;
     }
-    flow_event(&e, FE_CREATED);                // HA sync (lib/ha.h)
-    return translate_and_send(skb, p, &e.t, CT_DIR_ORIG, 0, fast ? &nh : 0, rc, &f);
+    flow_event(e, FE_CREATED);                // HA sync (lib/ha.h)
+    return translate_and_send(skb, p, &e->t, CT_DIR_ORIG, 0, fast ? &nh : 0, rc, &f);
 }
 
 // After fw_filter let a flow in and no service owns it.

@@ -7,7 +7,7 @@
 #ifndef PIN_ROOT
 #define PIN_ROOT "/sys/fs/bpf/sluice"
 #endif
-#define LAYOUT "_v3"
+#define LAYOUT "_v4"
 #define PIN(name) PIN_ROOT "/" name LAYOUT
 #define NO_PREALLOC 1   // BPF_F_NO_PREALLOC: memory only for filled entries
 

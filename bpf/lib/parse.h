@@ -171,7 +171,12 @@ static __always_inline int parse_packet(struct __sk_buff *skb, struct pkt *p)
         return PARSE_PASS;
     }
     if (p->frag == FRAG_LATER) {
-        // No L4 header here: the protocol must be one we balance; frag.h fills the ports.
+        // No L4 header here: the protocol must be one we balance; frag.h fills the ports
+        // (SCTP: and the verification tag; no chunk to follow: lib/sctp.h SCTP_NO_CHUNK).
+        if (p->k.proto == IPPROTO_SCTP) {
+            p->sctp_chunk = SCTP_NO_CHUNK;
+            return PARSE_SCTP;
+        }
         if (p->k.proto != IPPROTO_TCP && p->k.proto != IPPROTO_UDP &&
             p->k.proto != IPPROTO_ICMP && p->k.proto != IPPROTO_ICMPV6)
             return PARSE_PASS;

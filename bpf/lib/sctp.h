@@ -2,13 +2,11 @@
 // which packets may open an association, the association's state, its timeouts, and the
 // checksum fix after a port rewrite (lib/crc32c.h).
 //
-// An association is keyed like a TCP flow, by addresses and ports: towards one VIP a
-// client's (address, port) names one association, and the full-NAT source port is
-// claimed per endpoint (lb.c claim_reply), so ports alone keep associations apart (two
-// associations on one 5-tuple, behind an SCTP-aware NAT, are not told apart: see
-// sctp_tag_ok). Only an INIT (tag 0) creates a flow; every other packet must carry the
-// verification tag its receiver chose (sctp_tag_ok). State follows the first chunk of each packet (bundling puts
-// control chunks first, RFC 9260 6.10):
+// An association is keyed by addresses, ports and verification tag (lib/sctp_tags.h):
+// two associations on one 5-tuple (clients behind an SCTP-aware NAT) are two flows. Only
+// an INIT (tag 0) creates a flow; every other packet must carry the verification tag its
+// receiver chose. State follows the first chunk of each packet (bundling puts control
+// chunks first, RFC 9260 6.10):
 //   INIT -> CT_NEW; INIT ACK -> CT_NEW + SCTP_COOKIE_SEEN; COOKIE ACK (or any
 //   DATA/SACK/HEARTBEAT once the cookie was echoed) -> CT_EST; SHUTDOWN, SHUTDOWN ACK ->
 //   CT_FIN; SHUTDOWN COMPLETE, ABORT -> CT_CLOSED. DSR sees only the client's side: its
@@ -36,6 +34,7 @@
 #define SCTP_COOKIE_ECHO       10
 #define SCTP_COOKIE_ACK        11
 #define SCTP_SHUTDOWN_COMPLETE 14
+#define SCTP_NO_CHUNK          0xFF     // a later fragment (parse.h): no chunk of its own
 
 // Between INIT ACK and COOKIE ACK the state stays CT_NEW, marked in fin_seen (unused by
 // SCTP otherwise): the timeouts are then TCP's as they stand (new: 30 s, fin: 10 s,
@@ -63,13 +62,14 @@ static __always_inline int l4_has_ports(__u8 proto)
 static __always_inline int sctp_parse(struct pkt *p, void *data, void *data_end)
 {
     __u32 l4 = p->l4_off;
-    if (l4 > 18 + sizeof(struct ipv6hdr) || p->frag)
-        return PARSE_PASS;                     // a fragment: its CRC32c covers the others
+    if (l4 > 18 + sizeof(struct ipv6hdr) + 8)  // (IPv6: + a fragment header)
+        return PARSE_PASS;
     struct sctp_common *sh = data + l4;
     if ((void *)(sh + 1) > data_end)
         return PARSE_PASS;
     p->k.sport = sh->source;
     p->k.dport = sh->dest;
+    p->k.vtag = sh->vtag;                      // lib/sctp_tags.h: part of the ORIG key
     p->csum_off = l4 + offsetof(struct sctp_common, checksum);
     p->sctp_chunk = sh->chunk_type;
     p->sctp_init = sh->chunk_type == SCTP_INIT && sh->vtag == 0;
@@ -138,71 +138,7 @@ static __always_inline int sctp_track(struct ct_entry *o, struct pkt *p)
     return 0;
 }
 
-// Verification tags (RFC 9260 8.5): every packet of an association carries the tag its
-// receiver chose in its INIT or INIT ACK. Both entries of a flow keep both tags, in the TCP
-// fields SCTP has no use for: tcp_ack the client's (its INIT's Initiate Tag), tcp_seq the
-// endpoint's (its INIT ACK's; DSR, which sees no INIT ACK: the tag of the client's next
-// packet). A packet with another tag is not the association's: dropped here, so nothing
-// blind reaches an endpoint through the balancer. INIT and INIT ACK are the endpoints' to
-// judge (their tags are the ones being set up); ABORT and SHUTDOWN COMPLETE may carry the
-// sender's own tag (T bit). 0 is no tag (an Initiate Tag is never 0): nothing checked yet.
-static __always_inline __u32 sctp_tag_at(struct __sk_buff *skb, struct pkt *p, __u32 off)
-{
-    __u32 tag = 0;
-    bpf_skb_load_bytes(skb, p->l4_off + off, &tag, 4);
-    return tag;
-}
-
-#define SCTP_VTAG_OFF      4                   // in the common header
-#define SCTP_INIT_TAG_OFF  16                  // INIT / INIT ACK: the Initiate Tag
-
-// A new flow (lb.c new_flow): the client's tag, from its INIT.
-static __always_inline void sctp_tags_init(struct __sk_buff *skb, struct pkt *p,
-                                           struct ct_entry *e)
-{
-    e->tcp_ack = sctp_tag_at(skb, p, SCTP_INIT_TAG_OFF);
-    e->tcp_seq = 0;
-}
-
-// Whether the packet may belong to entry e's association (learning on the way: a client's
-// new INIT restarts with a new tag; DSR learns the endpoint's).
-static __always_inline int sctp_tag_ok(struct __sk_buff *skb, struct pkt *p,
-                                       struct ct_entry *e)
-{
-    __u8 c = p->sctp_chunk;
-    int orig = e->dir == CT_DIR_ORIG;
-    if (c == SCTP_INIT) {
-        if (orig)
-            e->tcp_ack = sctp_tag_at(skb, p, SCTP_INIT_TAG_OFF);
-        return 1;
-    }
-    if (c == SCTP_INIT_ACK)
-        return 1;
-    __u32 tag = sctp_tag_at(skb, p, SCTP_VTAG_OFF);
-    __u32 want = orig ? e->tcp_seq : e->tcp_ack;
-    if (!want) {
-        if (orig && (e->flags & CT_F_DSR))
-            e->tcp_seq = tag;
-        return 1;
-    }
-    if (tag == want)
-        return 1;
-    return (c == SCTP_ABORT || c == SCTP_SHUTDOWN_COMPLETE) &&
-           tag == (orig ? e->tcp_ack : e->tcp_seq);
-}
-
-// An INIT ACK on its way to the client (o: the flow's ORIG entry, e: its REPLY entry): the
-// endpoint's tag, and the client's as the ORIG entry last learned it.
-static __always_inline void sctp_tags_ack(struct __sk_buff *skb, struct pkt *p,
-                                          struct ct_entry *o, struct ct_entry *e)
-{
-    if (p->sctp_chunk != SCTP_INIT_ACK)
-        return;
-    __u32 tag = sctp_tag_at(skb, p, SCTP_INIT_TAG_OFF);
-    o->tcp_seq = tag;
-    e->tcp_seq = tag;
-    e->tcp_ack = o->tcp_ack;
-}
+// Verification tags: lib/sctp_tags.h.
 
 // The packets that matter to multihoming (lib/sctp_mh.h).
 static __always_inline int sctp_handshake(struct pkt *p)
@@ -222,6 +158,7 @@ static __always_inline int sctp_handshake(struct pkt *p)
 #define SCTP_CB_X       0
 #define SCTP_CB_VERDICT 1
 #define SCTP_CB_FW      2
+#define SCTP_CB_OTAG    3                      // the ORIG key's tag (lib/sctp_tags.h)
 
 // The firewall (lb.c sluice_fw) let a new SCTP flow in: back to sluice_sctp, marked so
 // that its start_flow does not ask the firewall again. A value, not a bit: skb->cb holds

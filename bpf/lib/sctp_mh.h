@@ -317,10 +317,12 @@ static __always_inline int mh_finish(struct __sk_buff *skb, struct pkt *p)
 // once), and live as long as their association: mh_alt_map names each path's primary
 // flow, whose idle time the path's packets refresh (mh_alt_seen), and the sweep
 // (appliance/datapath/conntrack.py) removes the paths of a flow that is gone or closed.
-static __always_inline void mh_paths(struct ct_key *ok, struct mh_addrs *own)
+// ok: the flow's ORIG key without its tag (mh_peer_map's key), `tag`: the tag.
+static __always_inline void mh_paths(struct ct_key *ok, __u32 tag, struct mh_addrs *own)
 {
     __u32 zero = 0;
     struct mh_peers *pe = mh_peer_map.lookup(ok);
+    ok->vtag = tag;                            // the flow's own key (lib/sctp_tags.h)
     struct ct_entry *o = ct_map.lookup(ok);
     struct mh_scratch_t *sc = mh_scratch.lookup(&zero);
     if (!pe || !o || !sc)
@@ -365,6 +367,7 @@ static __always_inline void mh_paths(struct ct_key *ok, struct mh_addrs *own)
         ct_map.update(&k, ap);
         ap->dir = CT_DIR_ORIG;
         ct_orig_key(&ap->t, IPPROTO_SCTP, fam, &k);
+        k.vtag = ap->tcp_seq;
         mh_alt_map.update(&k, ok);
         ct_map.update(&k, ap);
     }
@@ -376,7 +379,7 @@ static __always_inline void mh_paths(struct ct_key *ok, struct mh_addrs *own)
 static __always_inline void mh_alt_seen(struct ct_entry *o, __u64 now)
 {
     struct ct_key k = {};
-    ct_orig_key(&o->t, IPPROTO_SCTP, o->family, &k);
+    ct_orig_key_of(o, &k);
     struct ct_key *pk = mh_alt_map.lookup(&k);
     struct ct_entry *prim = pk ? ct_map.lookup(pk) : 0;
     if (!prim || prim->state == CT_CLOSED) {
@@ -413,11 +416,18 @@ static __always_inline void lb_track(struct ct_entry *o, struct pkt *p, __u8 dir
 
 // The flow of a translated packet (its reversed tuple is the other direction's key: either
 // entry holds the whole translation) and its service's secondary addresses, if it has any.
-static __always_inline struct ct_entry *mh_flow(struct pkt *p, struct mh_addrs **own)
+// Towards an endpoint that is the REPLY key (no tag); towards the client the ORIG key, with
+// the tag lib/sctp_tags.h sctp_tags_ack left in skb->cb.
+static __always_inline struct ct_entry *mh_flow(struct __sk_buff *skb, struct pkt *p,
+                                                struct mh_addrs **own)
 {
     struct ct_key rk = {.src = p->k.dst, .dst = p->k.src, .sport = p->k.dport,
                         .dport = p->k.sport, .proto = IPPROTO_SCTP, .family = p->k.family};
     struct ct_entry *e = ct_map.lookup(&rk);
+    if (!e && p->sctp_chunk != SCTP_INIT) {
+        rk.vtag = skb->cb[SCTP_CB_OTAG];
+        e = ct_map.lookup(&rk);
+    }
     if (!e)
         return 0;
     __u32 sid = e->svc_id;
@@ -431,7 +441,7 @@ static __always_inline struct ct_entry *mh_flow(struct pkt *p, struct mh_addrs *
 static __always_inline int sctp_mh(struct __sk_buff *skb, struct pkt *p, __u32 *d)
 {
     struct mh_addrs *own;
-    struct ct_entry *e = mh_flow(p, &own);
+    struct ct_entry *e = mh_flow(skb, p, &own);
     if (!e)
         return 0;
     struct ct_key ok = {};
@@ -463,11 +473,11 @@ static __always_inline int sctp_mh_up(struct __sk_buff *skb, struct pkt *p)
     if (p->sctp_chunk == SCTP_INIT || p->sctp_chunk == SCTP_INIT_ACK)
         return mh_finish(skb, p);
     struct mh_addrs *own;
-    struct ct_entry *e = mh_flow(p, &own);
+    struct ct_entry *e = mh_flow(skb, p, &own);
     if (e) {
         struct ct_key ok = {};
         ct_orig_key(&e->t, IPPROTO_SCTP, p->k.family, &ok);
-        mh_paths(&ok, own);
+        mh_paths(&ok, e->tcp_seq, own);
     }
     return skb->cb[SCTP_CB_VERDICT];
 }

@@ -103,6 +103,9 @@ struct ct_key {
     __u8 proto;
     __u8 family;
     __u16 pad;
+    // SCTP ORIG entries: the verification tag the client's packets carry (the endpoint's,
+    // from its INIT ACK; 0 until then, and in every other key). See lib/sctp.h.
+    __be32 vtag;
 };
 
 // The whole translation, identical in both directions' entries, so a peer appliance

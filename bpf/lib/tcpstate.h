@@ -73,7 +73,11 @@ static __always_inline int ct_same_tuple(struct nat_tuple *a, struct nat_tuple *
 // flow has expired or closed, or it is an orphan (its ORIG entry gone or translating
 // another way) older than a creation race could be (the ORIG entry follows its REPLY entry
 // within one packet); 0 if a live flow holds it.
-static __always_inline int ct_reply_reclaim(struct ct_key *rk, __u64 now)
+// SCTP (`want`: the new flow's translation): a new INIT from the same client address and
+// port to the same VIP and endpoint is, for the endpoint, a restart of the association it
+// has with that peer (RFC 9260 5.2.2): the old flow gives way (its key had its own tag).
+static __always_inline int ct_reply_reclaim(struct ct_key *rk, __u64 now,
+                                            struct nat_tuple *want)
 {
     int syn;
     struct ct_entry *x = ct_find(rk, &syn);
@@ -82,10 +86,11 @@ static __always_inline int ct_reply_reclaim(struct ct_key *rk, __u64 now)
     if (x->dir != CT_DIR_REPLY)
         return 0;
     struct ct_key ok = {};
-    ct_orig_key(&x->t, x->proto, x->family, &ok);
+    ct_orig_key_of(x, &ok);
     struct ct_entry *o = ct_lookup_in(&ok, syn);
     if (o && o->dir == CT_DIR_ORIG && ct_same_tuple(&o->t, &x->t)) {
-        if (!ct_expired(o, now) && o->state != CT_CLOSED)
+        if (!ct_expired(o, now) && o->state != CT_CLOSED &&
+            !(o->proto == IPPROTO_SCTP && ct_same_tuple(&o->t, want)))
             return 0;                          // a live flow: it keeps its tuple
         ct_uncount(o);                         // its flow is over: both entries go
         if (syn)
