@@ -24,6 +24,7 @@
 #include "lib/structs.h"
 #include "lib/maps.h"
 #include "lib/parse.h"
+#include "lib/vlan.h"
 #include "lib/csum.h"
 #include "lib/nat.h"
 #include "lib/conntrack.h"
@@ -84,8 +85,8 @@ static __always_inline int translate_and_send(struct __sk_buff *skb, struct pkt 
                                               struct bpf_fib_lookup *f)
 {
     int err;
-    if (skb->vlan_present)                     // the ingress link's tag (skb metadata) is
-        bpf_skb_vlan_pop(skb);                 // not the egress link's (lib/l3dsr.h too)
+    if ((skb->vlan_present || p->l3_off != sizeof(struct ethhdr)) && vlan_untag_pkt(skb, p))
+        return TC_ACT_SHOT;                    // the ingress link's tags (lib/vlan.h)
     if (dsr)                                   // only the MAC changes: next hop = endpoint
         err = nh ? nat_rewrite(skb, p, &p->k.src, p->k.sport, &p->k.dst, p->k.dport, nh) : 0;
     else if (dir == CT_DIR_ORIG)
@@ -457,6 +458,8 @@ int sluice_icmp_err(struct __sk_buff *skb)
 int sluice_xlat(struct __sk_buff *skb)
 {
     struct pkt p = {};
+    if (vlan_untag(skb) < 0)                   // the client's VLAN tags stay on its link
+        return TC_ACT_SHOT;
     if (parse_packet(skb, &p) != PARSE_OK)
         return TC_ACT_SHOT;
     if (p.icmp_err)
@@ -470,7 +473,8 @@ int sluice_xlat(struct __sk_buff *skb)
 int sluice_l3dsr(struct __sk_buff *skb)
 {
     struct pkt p = {};
-    l3dsr_untag(skb);                          // the client's VLAN tags stay on its link
+    if (vlan_untag(skb) < 0)                   // the client's VLAN tags stay on its link
+        return TC_ACT_SHOT;
     if (parse_packet(skb, &p) != PARSE_OK || p.icmp_err)
         return TC_ACT_SHOT;
     return handle_l3dsr(skb, &p);
@@ -505,6 +509,8 @@ int sluice_sctp_paths(struct __sk_buff *skb)
 int sluice_gtpu(struct __sk_buff *skb)
 {
     struct pkt p = {};
+    if (vlan_untag(skb) < 0)                   // the client's VLAN tags stay on its link
+        return TC_ACT_SHOT;
     if (parse_packet(skb, &p) != PARSE_OK)
         return TC_ACT_OK;
     struct svc_info *s = lookup_service(&p);

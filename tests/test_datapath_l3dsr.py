@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from dpkit import VIP4, VIP6, LbNet, service, wait_for
+from dpkit import SNAT4, SNAT6, VIP4, VIP6, LbNet, service, wait_for
 from test_datapath_pmtu import narrow_route
 from udpflow import UdpFlow
 
@@ -181,7 +181,7 @@ def test_a_fragmented_datagram_follows_its_first_fragment_through_the_tunnel(
 SEND_NON_DF = r"""
 import socket, struct, sys
 src, dst, sport, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-payload = (bytes(range(256)) * 8)[:n]
+payload = (bytes(range(256)) * 40)[:n]
 udp = struct.pack("!HHHH", sport, 53, 8 + len(payload), 0) + payload
 ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0x1234, 0, 64, 17, 0,
                  socket.inet_aton(src), socket.inet_aton(dst))
@@ -198,27 +198,34 @@ s = socket.socket(socket.AF_INET, socket.SOCK_RAW, 4)
 s.settimeout(8)
 print("ready", flush=True)
 while True:
-    pkt = s.recv(4000)
+    pkt = s.recv(65535)
     if len(pkt) > 1000:
         break
 print(len(pkt), socket.inet_ntoa(pkt[12:16]), socket.inet_ntoa(pkt[32:36]), pkt[40:].hex())
 """
 
 
-def test_a_non_df_packet_too_big_for_the_tunnel_goes_in_two_outer_fragments(
-    lbnet: LbNet,
+@pytest.mark.parametrize("size", [1472, 5000])
+def test_a_non_df_packet_too_big_for_the_tunnel_goes_in_outer_fragments(
+    lbnet: LbNet, size: int
 ) -> None:
     # 1500 bytes from the client + 20 of outer header > the endpoint link's 1500: as an IPIP
     # tunnel device would, the balancer fragments the outer packet (1500 + 40 bytes); the
-    # endpoint's stack reassembles it and finds the client's packet intact inside. (A small
-    # datagram of the same flow first: the endpoint's neighbour is then resolved, as the
-    # health probes make sure of in service.)
+    # endpoint's stack reassembles it and finds the client's packet intact inside. 5,028
+    # bytes (the client's link carries 9,000) take four outer fragments. (A small datagram
+    # of the same flow first: the endpoint's neighbour is then resolved, as the health
+    # probes make sure of in service.)
+    if size > 1472:
+        clink = next(i for i in lbnet.client.run(["ls", "/sys/class/net"]).stdout.split()
+                     if i != "lo")  # fmt: skip
+        lbnet.client.run(["ip", "link", "set", clink, "mtu", "9000"], check=True)
+        lbnet.lb.run(["ip", "link", "set", lbnet.interfaces[0], "mtu", "9000"], check=True)
     lbnet.set(l3dsr("dns", VIP4, 53, "udp", backends=(1,)))
     b1 = lbnet.backends[0]
     rx = b1.popen(["python3", "-c", RECV_IPIP], stdout=subprocess.PIPE, text=True)
     try:
         assert rx.stdout is not None and rx.stdout.readline().strip() == "ready"
-        for n in ("100", "1472"):
+        for n in ("100", str(size)):
             sent = lbnet.client.run(["python3", "-c", SEND_NON_DF, "198.18.0.1", VIP4, "4242", n])
             assert sent.returncode == 0, sent.stderr
         out, _ = rx.communicate(timeout=12)
@@ -226,69 +233,85 @@ def test_a_non_df_packet_too_big_for_the_tunnel_goes_in_two_outer_fragments(
         if rx.poll() is None:
             rx.kill()
     length, outer_src, inner_src, udp = out.split()
-    payload = (bytes(range(256)) * 8)[:1472]
-    assert (int(length), outer_src, inner_src) == (1520, "198.18.11.254", "198.18.0.1")
+    payload = (bytes(range(256)) * 40)[:size]
+    assert (int(length), outer_src, inner_src) == (size + 48, "198.18.11.254", "198.18.0.1")
     assert bytes.fromhex(udp)[8:] == payload
     rows = lbnet.rec.conntrack("dns")
     assert len(rows) == 1 and rows[0]["endpoint"] == "198.18.11.1:53", rows
 
 
-# A UDP request in an 802.1Q-tagged frame (VLAN 100) to the balancer's MAC, the answer read
-# on an ordinary socket (it comes back untagged, straight from the endpoint through the
-# balancer's stack). argv: iface lb-mac src vip sport. Prints the answer or "timeout".
+# A UDP request in a VLAN-tagged frame to the balancer's MAC, the answer read on an ordinary
+# socket (it comes back untagged, through the balancer's stack or the balancer). argv: iface
+# lb-mac src vip sport tags [port]; tags "100": one 802.1Q tag, "200.100": QinQ (802.1ad 200
+# outside, 802.1Q 100 inside). Prints the answer or "timeout".
 TAGGED_REQUEST = r"""
 import socket, sys
-from scapy.all import Ether, Dot1Q, IP, IPv6, UDP, Raw, sendp, conf
+from scapy.all import Ether, Dot1AD, Dot1Q, IP, IPv6, UDP, Raw, sendp, conf
 conf.verb = 0
 iface, mac, src, vip, sport = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
+vlans = [int(v) for v in sys.argv[6].split(".")]
+port = int(sys.argv[7]) if len(sys.argv) > 7 else 53
 v6 = ":" in vip
 s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM)
 s.bind((src, sport))
 s.settimeout(3)
+frame = Ether(dst=mac)
+for i, v in enumerate(vlans):
+    frame = frame / (Dot1AD(vlan=v) if i < len(vlans) - 1 else Dot1Q(vlan=v))
 ip = IPv6(src=src, dst=vip) if v6 else IP(src=src, dst=vip)
-sendp(Ether(dst=mac) / Dot1Q(vlan=100) / ip / UDP(sport=sport, dport=53) / Raw(b"tagged"),
-      iface=iface)
+sendp(frame / ip / UDP(sport=sport, dport=port) / Raw(b"tagged"), iface=iface)
 try:
     print(s.recv(100).decode())
 except TimeoutError:
     print("timeout")
 """
+TAGS = ["100", "200.100"]  # one 802.1Q tag; QinQ
 
 
-def test_a_vlan_tagged_client_is_served_through_the_tunnel(lbnet: LbNet, decap: Any) -> None:
-    # The client's frames carry VLAN 100 (the kernel takes the tag into the skb's metadata
-    # before TC): the tag is the client link's, so it is popped before the packet goes into
-    # the tunnel (it used to stay on the skb and tag the frame on the endpoint's untagged
-    # link, where the endpoint dropped it); the endpoint decapsulates and answers.
+def tagged_request(lbnet: LbNet, vip: str, src: str, sport: int, tags: str,
+                   port: int = 53) -> str:  # fmt: skip
+    """TAGGED_REQUEST from the client: the answer, or "timeout"."""
+    clink = next(i for i in lbnet.client.run(["ls", "/sys/class/net"]).stdout.split()
+                 if i != "lo")  # fmt: skip
+    mac = lbnet.lb.run(["cat", f"/sys/class/net/{lbnet.interfaces[0]}/address"]).stdout.strip()
+    res = lbnet.client.run([sys.executable, "-c", TAGGED_REQUEST, clink, mac, src, vip,
+                            str(sport), tags, str(port)], timeout=20)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    return res.stdout.strip()
+
+
+@pytest.mark.parametrize("tags", TAGS)
+def test_a_vlan_tagged_client_is_served_through_the_tunnel(lbnet: LbNet, decap: Any,
+                                                           tags: str) -> None:  # fmt: skip
+    # The client's frames carry VLAN 100, or QinQ (the kernel takes the outer tag into the
+    # skb's metadata before TC, the inner one stays in the frame): the tags are the client
+    # link's, so they are popped before the packet goes into the tunnel (the metadata tag
+    # used to stay on the skb and tag the frame on the endpoint's untagged link, where the
+    # endpoint dropped it); the endpoint decapsulates and answers.
     b1 = lbnet.backends[0]
     for vip in (VIP4, VIP6):
         b1.start_udp_echo(53, addr=vip)
     lbnet.set(l3dsr("dns4", VIP4, 53, "udp", backends=(1,)),
               l3dsr("dns6", VIP6, 53, "udp", backends=(1,)))  # fmt: skip
-    clink = next(i for i in lbnet.client.run(["ls", "/sys/class/net"]).stdout.split()
-                 if i != "lo")  # fmt: skip
-    mac = lbnet.lb.run(["cat", f"/sys/class/net/{lbnet.interfaces[0]}/address"]).stdout.strip()
     for vip, src, sport in ((VIP4, "198.18.0.1", 4343), (VIP6, "2001:db8::1", 4344)):
-        res = lbnet.client.run([sys.executable, "-c", TAGGED_REQUEST, clink, mac, src, vip,
-                                str(sport)], timeout=20)  # fmt: skip
-        assert res.returncode == 0, res.stderr
-        assert res.stdout.strip() == "tagged", (vip, res.stdout)
+        assert tagged_request(lbnet, vip, src, sport, tags) == "tagged", vip
     assert outer(decap, 0)[0] >= 1 and outer(decap, 1)[0] >= 1
 
 
+@pytest.mark.parametrize("tags", TAGS)
 @pytest.mark.parametrize("mode", ["default", "full-nat"])
-def test_a_vlan_tagged_client_is_served_by_dnat_and_full_nat(lbnet: LbNet, mode: str) -> None:
+def test_a_vlan_tagged_client_is_served_by_dnat_and_full_nat(lbnet: LbNet, mode: str,
+                                                             tags: str) -> None:  # fmt: skip
     # The same tagged client without a tunnel: the tag in the skb's metadata went out with
     # the translated packet onto the endpoint's untagged link (the endpoint dropped it, no
-    # answer); it is popped before the translation now.
+    # answer), and QinQ's inner tag in the frame too; both are popped before the
+    # translation now (bpf/lib/vlan.h). IPv4 and IPv6.
     lbnet.backends[0].start_udp_echo(53)
-    extra = {"mode": mode, "snat-address": "198.19.0.100"} if mode == "full-nat" else {}
+    extra4 = {"mode": mode, "snat-address": SNAT4} if mode == "full-nat" else {}
+    extra6 = {"mode": mode, "snat-address": SNAT6} if mode == "full-nat" else {}
     lbnet.set(service("dns4", vip=VIP4, port=53, proto="udp", ep_port=53, backends=(1,),
-                      **extra))  # fmt: skip
-    clink = next(i for i in lbnet.client.run(["ls", "/sys/class/net"]).stdout.split()
-                 if i != "lo")  # fmt: skip
-    mac = lbnet.lb.run(["cat", f"/sys/class/net/{lbnet.interfaces[0]}/address"]).stdout.strip()
-    res = lbnet.client.run([sys.executable, "-c", TAGGED_REQUEST, clink, mac, "198.18.0.1",
-                            VIP4, "4545"], timeout=20)  # fmt: skip
-    assert res.returncode == 0, res.stderr
-    assert res.stdout.strip() == "tagged", res.stdout
+                      **extra4),
+              service("dns6", vip=VIP6, port=53, proto="udp", ep_port=53, backends=(1,),
+                      **extra6))  # fmt: skip
+    for vip, src, sport in ((VIP4, "198.18.0.1", 4545), (VIP6, "2001:db8::1", 4546)):
+        assert tagged_request(lbnet, vip, src, sport, tags) == "tagged", vip

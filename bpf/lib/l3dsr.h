@@ -10,7 +10,8 @@
 // segments them with both headers.
 //
 // VLAN: the client's tags (the one the kernel took into skb metadata and one more in the
-// frame, QinQ) belong to the client's link, not the endpoint's: they are popped first.
+// frame, QinQ) belong to the client's link, not the endpoint's: they are popped first
+// (lib/vlan.h, in lb.c sluice_l3dsr).
 //
 // MTU: the encapsulated packet is the client's plus 20 (IPv4) or 40 (IPv6) bytes. The FIB is
 // asked with that length; when it does not fit, the client gets "fragmentation needed" /
@@ -19,14 +20,16 @@
 // path MTU shrinks before the tunnel's does. Like every other flow, a packet within the
 // length the cached next hop already carried goes straight out. An IPv4 packet that may be
 // fragmented (DF clear: fragments themselves, or a sender that does no PMTU discovery) is
-// sent in two outer fragments instead, as an IPIP tunnel device does (RFC 2003 5.1; the
-// endpoint's stack reassembles the outer packet before decapsulating): the second is sent
-// first, by bpf_clone_redirect, from the packet with the first fragment's bytes cut out
-// (kept in a per-CPU buffer), which are then put back and the tail cut off for the first.
-// Limits (then the packet is dropped, as before): a fragment's inner part at most
-// L3DSR_FRAG_MAX bytes (bpf_skb_adjust_room moves at most 4095), two fragments (the client's
-// packet at most twice the tunnel's MTU), no GSO packet; while the endpoint's neighbour is
-// unresolved only the first fragment goes (resolving it: that datagram is lost).
+// sent in outer fragments instead, as an IPIP tunnel device does (RFC 2003 5.1; the
+// endpoint's stack reassembles the outer packet before decapsulating): every fragment's
+// bytes but the last one's are cut out from the front (kept in a per-CPU buffer); the last
+// is sent by bpf_clone_redirect; then, backwards, each one's bytes are put back at the
+// front and the tail after them cut off, the middle ones sent as clones, the first as the
+// packet itself. Limits (then the packet is dropped, as before): a fragment's inner part
+// at most L3DSR_FRAG_MAX bytes (bpf_skb_adjust_room moves at most 4095), L3DSR_FRAGS
+// fragments (a 9,000-byte jumbo frame into a 1,500-byte tunnel takes 7), no GSO packet;
+// while the endpoint's neighbour is unresolved only the first fragment goes (resolving it:
+// that datagram is lost).
 // Fragments that fit follow their first one (frag.h).
 #pragma once
 
@@ -34,11 +37,13 @@
 #define IPPROTO_IPV6_  41
 #define L3DSR_TTL      64
 #define L3DSR_FRAG_MAX 4088                    // a multiple of 8, under adjust_room's 4095
+#define L3DSR_FRAGS    8                       // outer fragments of one packet, at most
 
 struct l3dsr_buf {
-    __u8 b[L3DSR_FRAG_MAX];
+    __u8 b[L3DSR_FRAGS - 1][L3DSR_FRAG_MAX];   // 28,616 bytes: a per-CPU value takes 32 KiB
 };
-// The first fragment's inner bytes while the second one is sent (per CPU, not pinned).
+// Every fragment's inner bytes but the last one's while the others are sent (per CPU, not
+// pinned).
 BPF_PERCPU_ARRAY(l3dsr_frag_buf, struct l3dsr_buf, 1);
 
 // The main program's way in for flows that need a program of their own (nat64.h, here).
@@ -96,21 +101,6 @@ static __always_inline int l3dsr_encap(struct __sk_buff *skb, struct pkt *p, str
     return bpf_skb_store_bytes(skb, p->l3_off, &out, sizeof(out), 0) ? -1 : 0;
 }
 
-// The client's VLAN tags off the frame before it is parsed here (see the top).
-static __always_inline void l3dsr_untag(struct __sk_buff *skb)
-{
-    // One pop clears the metadata tag and takes the frame's next tag (if any) into it.
-    if (skb->vlan_present)
-        bpf_skb_vlan_pop(skb);
-    if (skb->vlan_present)
-        bpf_skb_vlan_pop(skb);
-    if (skb->protocol == bpf_htons(ETH_P_8021Q_) || skb->protocol == bpf_htons(ETH_P_8021AD_)) {
-        bpf_skb_vlan_pop(skb);                 // a tag still in the frame: into the metadata
-        if (skb->vlan_present)
-            bpf_skb_vlan_pop(skb);
-    }
-}
-
 // Outer header of one fragment: `inner` bytes of the client's packet from byte `off` on.
 static __always_inline int l3dsr_frag_hdr(struct __sk_buff *skb, struct pkt *p, __u8 tos,
                                           __u32 inner, __u32 off, int more, __be16 id,
@@ -123,7 +113,7 @@ static __always_inline int l3dsr_frag_hdr(struct __sk_buff *skb, struct pkt *p, 
 }
 
 // An IPv4 packet with DF clear that does not fit the tunnel (link MTU `mtu`): encapsulate
-// it in two outer fragments (see the top). Returns a TC verdict, -1 if it is not ours to
+// it in outer fragments (see the top). Returns a TC verdict, -1 if it is not ours to
 // fragment (DF set, GSO: the caller answers "fragmentation needed").
 static __always_inline int l3dsr_fragment(struct __sk_buff *skb, struct pkt *p,
                                           struct addr *dst, __u32 mtu)
@@ -133,10 +123,11 @@ static __always_inline int l3dsr_fragment(struct __sk_buff *skb, struct pkt *p,
         bpf_skb_load_bytes(skb, p->l3_off, &in, sizeof(in)) || (in.frag_off & bpf_htons(IP_DF_)))
         return -1;
     __u32 inner = skb->len - p->l3_off;
-    __u32 first = (mtu - sizeof(struct iphdr)) & ~7U;
-    if (mtu <= sizeof(struct iphdr) + 8 || first > L3DSR_FRAG_MAX || inner <= first ||
-        inner - first > mtu - sizeof(struct iphdr))
-        return TC_ACT_SHOT;                    // more than two fragments: beyond this
+    __u32 per = (mtu - sizeof(struct iphdr)) & ~7U;   // inner bytes per fragment but the last
+    if (mtu <= sizeof(struct iphdr) + 8 || per > L3DSR_FRAG_MAX || inner <= per ||
+        inner > per * L3DSR_FRAGS)
+        return TC_ACT_SHOT;                    // more than L3DSR_FRAGS fragments: beyond this
+    __u32 n = (inner + per - 1) / per;         // 2 ..= L3DSR_FRAGS
     // The egress and the tunnel's source, as for a packet that fits (asked with the MTU).
     struct bpf_fib_lookup f = {};
     int rc = l3dsr_fib(skb, p, &p->k.src, dst, mtu, &f);
@@ -153,25 +144,47 @@ static __always_inline int l3dsr_fragment(struct __sk_buff *skb, struct pkt *p,
     __u32 hdr = p->l3_off + sizeof(struct iphdr);
     if (bpf_skb_adjust_room(skb, sizeof(struct iphdr), BPF_ADJ_ROOM_MAC, 0))
         return TC_ACT_SHOT;                    // room for the outer header
-    first &= 0xFF8;                            // for the verifier: first <= L3DSR_FRAG_MAX
-    if (!first)
+    per &= 0xFF8;                              // for the verifier: per <= L3DSR_FRAG_MAX
+    if (!per)
         return TC_ACT_SHOT;
     if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
-        // The second fragment: the first's bytes cut out (kept), sent as a clone.
+        // Every fragment's bytes but the last one's cut out (kept, in order), from the
+        // front; what is left is the last fragment: sent as a clone.
         if (bpf_skb_store_bytes(skb, 0, f.dmac, 6, 0) ||
-            bpf_skb_store_bytes(skb, 6, f.smac, 6, 0) ||
-            bpf_skb_load_bytes(skb, hdr, buf->b, first) ||
-            bpf_skb_adjust_room(skb, -(__s32)first, BPF_ADJ_ROOM_NET, 0) ||
-            l3dsr_frag_hdr(skb, p, in.tos, inner - first, first, 0, id, &src, dst) ||
+            bpf_skb_store_bytes(skb, 6, f.smac, 6, 0))
+            return TC_ACT_SHOT;
+#pragma unroll
+        for (__u32 k = 0; k < L3DSR_FRAGS - 1; k++) {
+            if (k + 1 >= n)
+                break;
+            if (bpf_skb_load_bytes(skb, hdr, buf->b[k], per) ||
+                bpf_skb_adjust_room(skb, -(__s32)per, BPF_ADJ_ROOM_NET, 0))
+                return TC_ACT_SHOT;
+        }
+        __u32 last = (n - 1) * per;
+        if (l3dsr_frag_hdr(skb, p, in.tos, inner - last, last, 0, id, &src, dst) ||
             bpf_clone_redirect(skb, f.ifindex, 0))
             return TC_ACT_SHOT;
-        // The first: its bytes back.
-        if (bpf_skb_adjust_room(skb, first, BPF_ADJ_ROOM_NET, 0) ||
-            bpf_skb_store_bytes(skb, hdr, buf->b, first, BPF_F_RECOMPUTE_CSUM))
-            return TC_ACT_SHOT;
+        // Then backwards: a fragment's bytes back at the front, the tail after them cut
+        // off (sent already), the middle ones as clones; the first one is the packet itself.
+#pragma unroll
+        for (int k = L3DSR_FRAGS - 2; k >= 0; k--) {
+            if (k + 1 >= n)
+                continue;
+            if (bpf_skb_adjust_room(skb, per, BPF_ADJ_ROOM_NET, 0) ||
+                bpf_skb_store_bytes(skb, hdr, buf->b[k], per, BPF_F_RECOMPUTE_CSUM) ||
+                bpf_skb_change_tail(skb, hdr + per, 0))
+                return TC_ACT_SHOT;
+            if (!k)
+                break;
+            if (l3dsr_frag_hdr(skb, p, in.tos, per, k * per, 1, id, &src, dst) ||
+                bpf_clone_redirect(skb, f.ifindex, 0))
+                return TC_ACT_SHOT;
+        }
+    } else if (bpf_skb_change_tail(skb, hdr + per, 0)) {
+        return TC_ACT_SHOT;
     }
-    if (bpf_skb_change_tail(skb, hdr + first, 0) ||
-        l3dsr_frag_hdr(skb, p, in.tos, first, 0, 1, id, &src, dst))
+    if (l3dsr_frag_hdr(skb, p, in.tos, per, 0, 1, id, &src, dst))
         return TC_ACT_SHOT;
     if (rc == BPF_FIB_LKUP_RET_SUCCESS)
         return bpf_redirect(f.ifindex, 0);
@@ -183,12 +196,12 @@ static __always_inline int l3dsr_fragment(struct __sk_buff *skb, struct pkt *p,
 }
 
 // Tail-call body (JMP_L3DSR): a client packet of an L3-DSR flow, tracked and counted by
-// the main program (and its VLAN tags popped: l3dsr_untag). Encapsulate it towards the
+// the main program (and its VLAN tags popped: lib/vlan.h). Encapsulate it towards the
 // flow's endpoint and send it.
 static __always_inline int handle_l3dsr(struct __sk_buff *skb, struct pkt *p)
 {
     if (p->l3_off != sizeof(struct ethhdr))
-        return TC_ACT_SHOT;                    // a tag l3dsr_untag could not pop
+        return TC_ACT_SHOT;                    // a tag vlan_untag could not pop
     if (p->frag == FRAG_LATER && frag_ports(p, bpf_ktime_get_coarse_ns()))
         return TC_ACT_OK;                      // as the main program did (frag.h)
     int syn;                                   // a TCP handshake's flow: syn_map (tcpstate.h)
@@ -208,7 +221,7 @@ static __always_inline int handle_l3dsr(struct __sk_buff *skb, struct pkt *p)
         if (rc == BPF_FIB_LKUP_RET_FRAG_NEEDED && p->k.family == 4) {
             int v = l3dsr_fragment(skb, p, &dst, f.mtu_result);
             if (v != -1)
-                return v;                      // DF clear: sent in two outer fragments
+                return v;                      // DF clear: sent in outer fragments
         }
         if (rc == BPF_FIB_LKUP_RET_FRAG_NEEDED) {
             // The client's packet, unencapsulated, is what pmtu.h answers about.

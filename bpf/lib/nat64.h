@@ -16,8 +16,14 @@
 // IPv4 options, no IPv6 extension headers but a fragment header. Fragments (frag.h finds
 // their flow) map to each other (RFC 7915 4.1 / 5.1.1): IPv4 identification, offset and MF
 // <-> a fragment header, DF clear. ICMP echo (ping) is translated too: types, identifier,
-// and the checksum's ICMPv6 pseudo-header (xlat_echo); fragmented ICMP is not (its
-// checksum needs the whole message).
+// and the checksum's ICMPv6 pseudo-header (xlat_echo). A fragmented ping's pseudo-header
+// holds the whole message's length, which its first fragment (the one with the checksum)
+// does not give: that fragment is translated without it and held (xlat_hold_map, LRU, per
+// datagram) until the last fragment gives the length; then the held one gets the length
+// into its checksum and leaves, as a clone, just before the last one (xlat_release). The
+// middle fragments go as they come: the receiver reassembles in any order. A last
+// fragment that overtakes its first, or a datagram over XLAT_HOLD_MAX bytes per fragment,
+// is lost as on a lossy link (ping sends the next).
 //
 // ICMP errors about a translated flow (icmp_err.h finds the entry) are rebuilt in the other
 // family, as pmtu.h builds its own: outer header, the mapped type/code (RFC 7915 4.2/5.2),
@@ -176,7 +182,7 @@ struct frag6hdr {                  // RFC 8200 4.5
 // identification's low 16 bits, the offset and M, DF clear; the first one's L4 checksum
 // update covers the datagram (as frag.h's), later ones have no L4 header to touch.
 static __always_inline int xlat_6to4(struct __sk_buff *skb, struct pkt *p, struct addr *src,
-                                     __be16 sport, struct addr *dst, __be16 dport)
+                                     __be16 sport, struct addr *dst, __be16 dport, __u32 *whole)
 {
     struct ipv6hdr h6;
     struct frag6hdr fh = {};
@@ -190,13 +196,19 @@ static __always_inline int xlat_6to4(struct __sk_buff *skb, struct pkt *p, struc
     __u8 proto = p->k.proto;
     if (proto == IPPROTO_ICMPV6) {
         // The ICMPv6 checksum covers the whole message in its pseudo-header's length: a
-        // fragment cannot be translated alone (RFC 7915 5.1.1 leaves it to reassembly).
-        struct pseudo6 ph = {.len = bpf_htonl(bpf_ntohs(h6.payload_len) - (hl - sizeof(h6))),
-                             .next = IPPROTO_ICMPV6};
+        // first fragment is translated without it (xlat_hold adds it later), the last one
+        // gives it (*whole).
+        __u32 frag_len = bpf_ntohs(h6.payload_len) - (hl - sizeof(h6));
+        __u16 om = bpf_ntohs(fh.off_m);
+        struct pseudo6 ph = {.len = p->frag ? 0 : bpf_htonl(frag_len), .next = IPPROTO_ICMPV6};
         ph.src = h6.saddr;
         ph.dst = h6.daddr;
-        if (p->frag || xlat_echo(skb, p, &ph, 0, sport))
+        if (p->frag == FRAG_LATER) {
+            if (!(om & 1))
+                *whole = (om >> 3) * 8 + frag_len;
+        } else if (xlat_echo(skb, p, &ph, 0, sport)) {
             return -1;
+        }
         proto = IPPROTO_ICMP;
     } else if (p->frag != FRAG_LATER &&
                xlat_l4(skb, p, (__be32 *)&h6.saddr, 32, nw, 8, sport, dport)) {
@@ -230,7 +242,7 @@ static __always_inline int xlat_6to4(struct __sk_buff *skb, struct pkt *p, struc
 // IPv4 -> IPv6, in place; p then describes the IPv6 packet. A fragment gets a fragment
 // header (RFC 7915 4.1): the identification zero-extended, the offset and MF.
 static __always_inline int xlat_4to6(struct __sk_buff *skb, struct pkt *p, struct addr *src,
-                                     __be16 sport, struct addr *dst, __be16 dport)
+                                     __be16 sport, struct addr *dst, __be16 dport, __u32 *whole)
 {
     struct iphdr ip;
     if (bpf_skb_load_bytes(skb, p->l3_off, &ip, sizeof(ip)))
@@ -242,11 +254,16 @@ static __always_inline int xlat_4to6(struct __sk_buff *skb, struct pkt *p, struc
     __u8 proto = p->k.proto;
     __u32 plen = bpf_ntohs(ip.tot_len) - sizeof(ip);
     if (proto == IPPROTO_ICMP) {
-        struct pseudo6 ph = {.len = bpf_htonl(plen), .next = IPPROTO_ICMPV6};
+        struct pseudo6 ph = {.len = p->frag ? 0 : bpf_htonl(plen), .next = IPPROTO_ICMPV6};
         __builtin_memcpy(&ph.src, src->w, 16);
         __builtin_memcpy(&ph.dst, dst->w, 16);
-        if (p->frag || xlat_echo(skb, p, &ph, 1, sport))
-            return -1;                         // see xlat_6to4
+        __u16 fo = bpf_ntohs(ip.frag_off);
+        if (p->frag == FRAG_LATER) {           // see xlat_6to4
+            if (!(fo & IP_MF_))
+                *whole = (fo & 0x1FFF) * 8 + plen;
+        } else if (xlat_echo(skb, p, &ph, 1, sport)) {
+            return -1;
+        }
         proto = IPPROTO_ICMPV6;
     } else if (p->frag != FRAG_LATER && xlat_l4(skb, p, old, 8, nw, 32, sport, dport)) {
         return -1;
@@ -302,6 +319,92 @@ static __always_inline int xlat_send(struct __sk_buff *skb, struct pkt *p, struc
     return bpf_redirect(nh->ifindex, 0);
 }
 
+// --- fragmented pings (see the top) ---------------------------------------------------
+
+#define XLAT_HOLD_MAX  2048                    // bytes of a held first fragment (its frame)
+#define XLAT_HOLDS     256
+
+struct xlat_held {
+    __u32 len;                                 // of the frame in b
+    __u32 csum_off;                            // its ICMP / ICMPv6 checksum
+    __u32 to6;                                 // translated to ICMPv6: the length adds
+    __u32 pad;
+    __u8 b[XLAT_HOLD_MAX];
+};
+// Not pinned (the xlat module's own): a restart loses what is held, as a lossy link would.
+BPF_TABLE("lru_hash", struct frag_key, struct xlat_held, xlat_hold_map, XLAT_HOLDS);
+BPF_PERCPU_ARRAY(xlat_hold_buf, struct xlat_held, 1);
+
+// n if within [lo, hi], else 0: 64-bit, both tests on the register the helper call then
+// gets (with 32-bit values LLVM tests zero-extended copies the verifier cannot link).
+static __always_inline __u64 xlat_len(__u64 n, __u64 lo, __u64 hi)
+{
+    asm volatile("" : "+r"(n));
+    if (n > hi)
+        return 0;
+    asm volatile("" : "+r"(n));
+    if (n < lo)
+        return 0;
+    return n;
+}
+
+// A translated first fragment of a ping (without the length in its checksum): held.
+static __always_inline int xlat_hold(struct __sk_buff *skb, struct pkt *p, struct frag_key *fk)
+{
+    __u32 zero = 0, len = skb->len;
+    struct xlat_held *h = xlat_hold_buf.lookup(&zero);
+    if (!h || len < sizeof(struct ethhdr) || len > XLAT_HOLD_MAX)
+        return TC_ACT_SHOT;
+    h->len = len;
+    h->csum_off = p->l4_off + 2;
+    h->to6 = p->k.family == 6;
+    __u64 n = xlat_len(len, sizeof(struct ethhdr), XLAT_HOLD_MAX);
+    if (!n || bpf_skb_load_bytes(skb, 0, h->b, n))
+        return TC_ACT_SHOT;
+    xlat_hold_map.update(fk, h);
+    return TC_ACT_SHOT;                        // it leaves with the last fragment
+}
+
+// The last fragment of a ping (translated, `whole`: the message's length), about to leave
+// by next hop `nh`: its held first fragment first, the length in its checksum, as a clone
+// of this packet turned into it; then this packet back as it was.
+static __always_inline void xlat_release(struct __sk_buff *skb, struct pkt *p,
+                                         struct frag_key *fk, __u32 whole, struct nexthop *nh)
+{
+    __u32 zero = 0, len = skb->len;
+    __u64 n;
+    struct xlat_held *h = xlat_hold_map.lookup(fk);
+    struct xlat_held *me = xlat_hold_buf.lookup(&zero);
+    if (!h || !me || len < sizeof(struct ethhdr) || len > XLAT_HOLD_MAX)
+        return;
+    __u32 hlen = h->len, co = h->csum_off;
+    if (hlen < sizeof(struct ethhdr) || hlen > XLAT_HOLD_MAX || co > XLAT_HOLD_MAX - 2)
+        return;
+    // The length's two 16-bit words into (to ICMPv6) or out of (to ICMP) the checksum.
+    __u16 c = *(__u16 *)(h->b + co);
+    __u32 w = (whole >> 16) + (whole & 0xffff);
+    __u16 l = bpf_htons(fold16(w));
+    c = ~fold16((__u64)(__u16)~c + (h->to6 ? l : (__u16)~l));
+    *(__u16 *)(h->b + co) = c;
+    me->len = len;
+    n = xlat_len(len, sizeof(struct ethhdr), XLAT_HOLD_MAX);
+    if (!n || bpf_skb_load_bytes(skb, 0, me->b, n) || bpf_skb_change_tail(skb, hlen, 0))
+        goto restore;
+    n = xlat_len(h->len, sizeof(struct ethhdr), XLAT_HOLD_MAX);
+    if (!n || bpf_skb_store_bytes(skb, 0, h->b, n, BPF_F_RECOMPUTE_CSUM))
+        goto restore;
+    xlat_hold_map.delete(fk);
+    if (xlat_send(skb, p, nh) == TC_ACT_REDIRECT)
+        bpf_clone_redirect(skb, nh->ifindex, 0);
+restore:
+    n = xlat_len(me->len, sizeof(struct ethhdr), XLAT_HOLD_MAX);
+    if (n && !bpf_skb_change_tail(skb, n, 0)) {
+        n = xlat_len(me->len, sizeof(struct ethhdr), XLAT_HOLD_MAX);
+        if (n)
+            bpf_skb_store_bytes(skb, 0, me->b, n, BPF_F_RECOMPUTE_CSUM);
+    }
+}
+
 // Tail-call body (JMP_XLAT): a packet of a CT_F_XLAT flow, already tracked and counted by
 // the main program. Translate it, then forward it as the main program does (the cached
 // next hop of its direction, else the FIB, which refills the cache).
@@ -323,10 +426,16 @@ static __always_inline int handle_xlat(struct __sk_buff *skb, struct pkt *p)
         sport = t.client_port;                 // ICMP echo: the client's own identifier
     if (p->frag == FRAG_FIRST)
         frag_record(p);                        // keyed as the later fragments arrive
-    int err = p->k.family == 6 ? xlat_6to4(skb, p, src, sport, dst, dport)
-                               : xlat_4to6(skb, p, src, sport, dst, dport);
+    int ping = !l4_has_ports(p->k.proto) && p->frag;
+    struct frag_key fk = {};
+    frag_key_of(p, &fk);                       // a fragmented ping's datagram, as received
+    __u32 whole = 0;                           // the last fragment of a ping: its length
+    int err = p->k.family == 6 ? xlat_6to4(skb, p, src, sport, dst, dport, &whole)
+                               : xlat_4to6(skb, p, src, sport, dst, dport, &whole);
     if (err)
         return TC_ACT_SHOT;
+    if (ping && p->frag == FRAG_FIRST)
+        return xlat_hold(skb, p, &fk);
     p->k.src = *src;
     p->k.dst = *dst;
     p->k.sport = sport;
@@ -342,6 +451,8 @@ static __always_inline int handle_xlat(struct __sk_buff *skb, struct pkt *p)
             return fwd_finish(skb, p, rc, &f);
         nh_store(e, p, &f, gen, len, &nh);
     }
+    if (ping && whole)
+        xlat_release(skb, p, &fk, whole, &nh);
     return xlat_send(skb, p, &nh);
 }
 
