@@ -224,7 +224,10 @@ class Client:
             self.wait(vip, sport, 8)
         if a.get("abort"):  # on the primary path, or on the one given
             src_local, dst = a.get("abort_path", (local, vip))
-            self.raw.send(src_local, dst, bytes(head / SCTPChunkAbort()))
+            abort = head / SCTPChunkAbort()
+            if a.get("abort_own_tag"):  # the T bit: our own tag (RFC 9260 8.5.1)
+                abort = SCTP(sport=sport, dport=port, tag=tag) / SCTPChunkAbort(TCB=1)
+            self.raw.send(src_local, dst, bytes(abort))
         return res
 
     def paths(self, a: dict[str, Any], res: dict[str, Any], head: SCTP) -> dict[str, Any]:

@@ -47,7 +47,7 @@ def associate(client: kit.Host, associations: list[dict[str, Any]],
               timeout: float = 3.0) -> list[dict[str, Any]]:  # fmt: skip
     """Run the scapy client once for all ``associations`` (each {"vip", "port", "sport",
     "local", optional "addrs", "paths", "heartbeat", "shutdown", "abort", "init_tag",
-    "pad": bytes added to each DATA})."""
+    "pad": bytes added to each DATA, "abort_own_tag": the ABORT with the T bit})."""
     spec = json.dumps({"timeout": timeout, "associations": associations})
     res = client.run([sys.executable, str(PEER), "client", spec],
                      timeout=20 + timeout * 4 * len(associations))  # fmt: skip

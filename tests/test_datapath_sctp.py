@@ -330,3 +330,77 @@ def test_fragmented_sctp_follows_its_first_fragment(lbnet: LbNet) -> None:
     assert sum(len(s.seen()) for s in servers) == before
     again = associate(lbnet.client, [assoc(VIP4, 3870, 51100, peer_tag=up[0]["peer_tag"])])
     assert again[0]["echo"] == [f"{up[0]['endpoint']}:hello 0"]
+
+
+def test_sctp_an_abort_with_the_clients_own_tag_closes_its_flow(lbnet: LbNet) -> None:
+    """An ABORT with the T bit carries its sender's own tag (RFC 9260 8.5.1): from the
+    client that is not the tag its flow is keyed by; the balancer finds the flow through
+    its client-tag index and closes it (DNAT IPv4, full-NAT IPv6), the endpoint gets it."""
+    servers = serve_all(lbnet.backends)
+    lbnet.set(service("ab4", port=3868, proto="sctp", ep_port=3869),
+              service("ab6", vip=VIP6, port=3868, proto="sctp", ep_port=3869, mode="full-nat",
+                      **{"snat-address": SNAT6}))  # fmt: skip
+    associate(lbnet.client, [assoc(VIP4, 3868, 52000, abort=True, abort_own_tag=True),
+                             assoc(VIP6, 3868, 52001, abort=True, abort_own_tag=True)])
+    for name in ("ab4", "ab6"):
+        wait_for(lambda n=name: [r["state"] for r in lbnet.rec.conntrack(n)] == ["closed"],
+                 timeout=3, what=f"{name} closed")  # fmt: skip
+    aborts = [x for s in servers for x in s.seen() if x["chunks"][0] == "abort"]
+    assert len(aborts) == 2 and all(x["crc"] for x in aborts), aborts
+
+
+# The first ICMP destination-unreachable a backend gets: its quoted packet's addresses and
+# ports ("src dst sport dport").
+RECV_UNREACH = r"""
+import socket, struct
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+s.settimeout(6)
+print("ready", flush=True)
+while True:
+    pkt = s.recv(2000)
+    icmp = pkt[(pkt[0] & 15) * 4:]
+    if icmp[0] == 3:
+        inner = icmp[8:]
+        sp, dp = struct.unpack("!HH", inner[(inner[0] & 15) * 4:][:4])
+        print(socket.inet_ntoa(inner[12:16]), socket.inet_ntoa(inner[16:20]), sp, dp, flush=True)
+        break
+"""
+
+# From the client: "port unreachable" quoting an SCTP packet VIP -> client with the
+# client's own tag. argv: client vip client-port vip-port tag.
+SEND_UNREACH = r"""
+import sys
+from scapy.all import IP, ICMP, send, conf
+from scapy.layers.sctp import SCTP, SCTPChunkData
+conf.verb = 0
+client, vip, cport, vport, tag = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:6])
+quoted = IP(src=vip, dst=client) / SCTP(sport=vport, dport=cport, tag=tag) / SCTPChunkData(
+    tsn=1, data=b"x" * 20)
+send(IP(src=client, dst=vip) / ICMP(type=3, code=3) / bytes(quoted)[:48])
+"""
+
+
+def test_an_icmp_error_quoting_the_clients_tag_reaches_the_endpoint(lbnet: LbNet) -> None:
+    """The client's "port unreachable" about a packet the balancer sent it quotes the
+    client's own tag, not the one the flow is keyed by: found through the client-tag
+    index and translated to the endpoint's view (DNAT IPv4)."""
+    import subprocess
+    import sys
+
+    serve_all(lbnet.backends)
+    lbnet.set(service("ie4", port=3868, proto="sctp", ep_port=3869))
+    ctag = 0x55550000
+    up = associate(lbnet.client, [assoc(VIP4, 3868, 53000, init_tag=ctag)])
+    b = lbnet.backends[int(up[0]["endpoint"][1:]) - 1]
+    rx = b.popen(["python3", "-c", RECV_UNREACH], stdout=subprocess.PIPE, text=True)
+    try:
+        assert rx.stdout is not None and rx.stdout.readline().strip() == "ready"
+        sent = lbnet.client.run([sys.executable, "-c", SEND_UNREACH, CLIENT4, VIP4, "53000",
+                                 "3868", str(ctag)], timeout=20)  # fmt: skip
+        assert sent.returncode == 0, sent.stderr
+        out, _ = rx.communicate(timeout=10)
+    finally:
+        if rx.poll() is None:
+            rx.kill()
+    ep = backend_addr(int(up[0]["endpoint"][1:]))
+    assert out.split() == [ep, CLIENT4, "3869", "53000"], out

@@ -49,6 +49,7 @@ MAPS = {
     "fw_names": "fwnames",
     "ha_cfg_map": "hacfg", "ha_pause_map": "hapause", "fe_drops": "fedrop",
     "crc_shift": "crcsh", "mh_map": "mh2", "mh_peer_map": "mhpeer2", "mh_alt_map": "mhalt",
+    "sctp_tag_map": "sctptag",
     "flow_events": "fev",
 }  # fmt: skip
 # Pins of maps an older program used and this one does not ("sel": one selection slot per

@@ -27,6 +27,7 @@
 #define CT_CAPACITY       1048576
 #endif
 #ifndef SYN_CAPACITY
+#define SCTP_TAGS         16384               // sctp_tag_map (lib/sctp_tags.h)
 #define SYN_CAPACITY      (CT_CAPACITY / 8)   // flows in their TCP handshake (syn_map)
 #endif
 

@@ -85,6 +85,13 @@ static __always_inline int handle_icmp_error(struct __sk_buff *skb, struct pkt *
                        .proto = iproto, .family = p->k.family};
     int syn;                                   // a handshake's flow is in syn_map
     struct ct_entry *e = ct_find(&k, &syn);
+    if (!e && iproto == IPPROTO_SCTP) {
+        // Quoting a packet we sent to the client: its tag is the client's own; the ORIG
+        // key holds the endpoint's (lib/sctp_tags.h).
+        __be32 *qtag = data + il4 + 4;
+        if ((void *)(qtag + 1) <= data_end && sctp_tag_index(&k, *qtag))
+            e = ct_find(&k, &syn);
+    }
     if (!e)
         return ICMP_ERR_NOT_OURS;
     struct nat_tuple t = e->t;

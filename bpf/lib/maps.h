@@ -53,6 +53,10 @@ BPF_TABLE_PINNED("lru_hash", struct ct_key, struct ct_entry, ct_map, CT_CAPACITY
 // TCP flows until their handshake completes (lib/tcpstate.h): a SYN flood fills and
 // recycles this smaller table, never ct_map's established flows.
 BPF_TABLE_PINNED("lru_hash", struct ct_key, struct ct_entry, syn_map, SYN_CAPACITY, PIN("syn"));
+// SCTP: an association's ORIG tuple with the client's own verification tag (pad
+// SCTP_TAG_INDEX) -> the endpoint's, its ORIG key's tag (lib/sctp_tags.h): for the packets
+// that carry the client's tag towards us (T bit) or quote it (ICMP errors).
+BPF_TABLE_PINNED("lru_hash", struct ct_key, __u32, sctp_tag_map, SCTP_TAGS, PIN("sctptag"));
 // The route generation (one slot): the daemon adds one whenever netlink reports a route,
 // neighbour or link change; next hops cached in an older generation are looked up again.
 BPF_TABLE_PINNED("array", __u32, __u32, nh_gen_map, 1, PIN("nhgen"));

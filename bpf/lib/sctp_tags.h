@@ -22,9 +22,26 @@
 // the balancer either. INIT and INIT ACK are the endpoints' to judge (their tags are the
 // ones being set up); ABORT and SHUTDOWN COMPLETE may carry the sender's own tag (T bit):
 // from the endpoint they find the flow (no tag in the REPLY key); from the client its own
-// tag finds none: such a packet goes to the stack (the endpoint's own timers end its
-// association). 0 is no tag (an Initiate Tag is never 0).
+// tag is looked up in sctp_tag_map (ORIG tuple + client's tag -> endpoint's tag, written
+// when the ORIG entry moves to its tag; LRU), as are ICMP errors quoting a packet we sent
+// to the client (lib/icmp_err.h). 0 is no tag (an Initiate Tag is never 0).
 #pragma once
+
+#define SCTP_TAG_INDEX     1                   // struct ct_key pad of sctp_tag_map's keys
+
+// k (an ORIG tuple carrying the client's own tag `ctag`) -> the ORIG key, with the
+// endpoint's tag; 0 if not known.
+static __always_inline int sctp_tag_index(struct ct_key *k, __u32 ctag)
+{
+    k->vtag = ctag;
+    k->pad = SCTP_TAG_INDEX;
+    __u32 *etag = sctp_tag_map.lookup(k);
+    k->pad = 0;
+    if (!etag)
+        return 0;
+    k->vtag = *etag;
+    return 1;
+}
 
 #define SCTP_VTAG_OFF      4                   // in the common header
 #define SCTP_INIT_TAG_OFF  16                  // INIT / INIT ACK: the Initiate Tag
@@ -38,13 +55,25 @@ static __always_inline __u32 sctp_tag_at(struct __sk_buff *skb, struct pkt *p, _
 
 // The packet's flow entry: under its own tag (an ORIG entry), else under none (a REPLY
 // entry, a handshake's ORIG entry, a firewall pass flow). Leaves p->k as last looked up.
+// An ABORT / SHUTDOWN COMPLETE that finds neither may carry its sender's own tag (T bit):
+// a client's is looked up in sctp_tag_map.
 static __always_inline struct ct_entry *sctp_find(struct pkt *p, int *syn)
 {
     struct ct_entry *e = ct_find(&p->k, syn);
-    if (e || !p->k.vtag)
+    __u32 tag = p->k.vtag;
+    if (e || !tag)
         return e;
     p->k.vtag = 0;
-    return ct_find(&p->k, syn);
+    e = ct_find(&p->k, syn);
+    if (e || (p->sctp_chunk != SCTP_ABORT && p->sctp_chunk != SCTP_SHUTDOWN_COMPLETE))
+        return e;
+    struct ct_key k = p->k;
+    if (!sctp_tag_index(&k, tag))
+        return 0;
+    e = ct_find(&k, syn);
+    if (e)
+        p->k = k;
+    return e;
 }
 
 // Move the ORIG entry `o` to the key with the endpoint's tag `tag` (its tcp_seq). Returns
@@ -60,6 +89,10 @@ static __always_inline struct ct_entry *sctp_rekey(struct ct_entry *o, __u32 tag
     o->tcp_seq = tag;
     ct_map.update(&nk, o);
     ct_map.delete(&k);
+    k.vtag = o->tcp_ack;                       // the client's own tag -> the endpoint's
+    k.pad = SCTP_TAG_INDEX;
+    if (k.vtag)
+        sctp_tag_map.update(&k, &tag);
     struct ct_entry *n = ct_map.lookup(&nk);
     return n ? n : o;
 }
