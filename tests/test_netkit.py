@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import select
 import signal
 import subprocess
@@ -262,6 +263,9 @@ def test_teardown_runs_when_the_test_fails(tmp_path: Path) -> None:
     res = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
         cwd=tmp_path,
+        # No plugin autoload: importing the venv's (hypothesis, schemathesis, xdist...) took
+        # most of this run's seconds, and the inner run needs none of them.
+        env={**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"},
         capture_output=True,
         text=True,
         timeout=60,
