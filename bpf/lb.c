@@ -88,7 +88,7 @@ static __always_inline int translate_and_send(struct __sk_buff *skb, struct pkt 
     if ((skb->vlan_present || p->l3_off != sizeof(struct ethhdr)) && vlan_untag_pkt(skb, p))
         return TC_ACT_SHOT;                    // the ingress link's tags (lib/vlan.h)
     if (dsr)                                   // only the MAC changes: next hop = endpoint
-        err = nh ? nat_rewrite(skb, p, &p->k.src, p->k.sport, &p->k.dst, p->k.dport, nh) : 0;
+        err = nh ? dsr_rewrite(skb, p, nh) : 0;
     else if (dir == CT_DIR_ORIG)
         err = nat_orig(skb, p, t, nh);
     else
@@ -321,19 +321,20 @@ static __always_inline int lb_entry(struct __sk_buff *skb, const int sctp)
     struct ct_entry *e = sctp ? sctp_find(&p, &syn) : ct_find(&p.k, &syn);
     if (e && ha_hold(e))
         return TC_ACT_SHOT;                    // a peer's flow on a backup waits (lib/ha.h)
-    if (e && e->dir == CT_DIR_ORIG && tcp && e->state == CT_EST && ct_expired(e, now) &&
-        !(p.tcp_flags & TCP_SYN))
-        return TC_ACT_SHOT;                    // timed out: the sweep resets both ends
-    if (e && e->dir == CT_DIR_ORIG &&
-        (ct_expired(e, now) ||
-         (tcp && (e->state == CT_CLOSED || e->state == CT_FIN) &&
-          (p.tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN) ||
-         (sctp && sctp_restarts(e, &p)))) {
-        // Expired, or a new TCP connection reusing the tuple of a flow that is closing or
-        // closed: start afresh.
-        flow_event(e, FE_GONE);
-        ct_delete_flow(e);
-        e = 0;
+    if (e && e->dir == CT_DIR_ORIG) {
+        int expired = ct_expired(e, now);      // once: it is on every packet's path
+        if (expired && tcp && e->state == CT_EST && !(p.tcp_flags & TCP_SYN))
+            return TC_ACT_SHOT;                // timed out: the sweep resets both ends
+        if (expired ||
+            (tcp && (e->state == CT_CLOSED || e->state == CT_FIN) &&
+             (p.tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN) ||
+            (sctp && sctp_restarts(e, &p))) {
+            // Expired, or a new TCP connection reusing the tuple of a flow that is closing
+            // or closed: start afresh.
+            flow_event(e, FE_GONE);
+            ct_delete_flow(e);
+            e = 0;
+        }
     }
     if (!e) {
         NF_STAGE(NF_ST_LOOKUP);

@@ -54,6 +54,8 @@ static __always_inline void ct_reply_key(struct nat_tuple *t, __u8 proto, __u8 f
 static __always_inline __u64 ct_timeout_ns(struct ct_entry *o)
 {
     __u32 s = o->timeout_s;
+    if (o->state == CT_EST)                    // the common case first
+        return (__u64)s * NSEC;
     if (o->state == CT_CLOSED)
         s = TO_TCP_CLOSED;
     else if (o->state == CT_FIN)

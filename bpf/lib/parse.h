@@ -104,6 +104,22 @@ static __always_inline int parse_l4(struct __sk_buff *skb, struct pkt *p, void *
     return PARSE_PASS;
 }
 
+// A later fragment (offset > 0): no L4 header here. The protocol must be one we balance;
+// frag.h fills the ports. Decided where the fragment is seen, so that an unfragmented
+// packet pays no test for it.
+static __always_inline int parse_later(struct pkt *p)
+{
+    p->frag = FRAG_LATER;
+    if (p->k.proto == IPPROTO_SCTP) {          // its tag too; no chunk to follow (sctp.h)
+        p->sctp_chunk = SCTP_NO_CHUNK;
+        return PARSE_SCTP;
+    }
+    if (p->k.proto != IPPROTO_TCP && p->k.proto != IPPROTO_UDP &&
+        p->k.proto != IPPROTO_ICMP && p->k.proto != IPPROTO_ICMPV6)
+        return PARSE_PASS;
+    return PARSE_OK;
+}
+
 static __always_inline int parse_packet(struct __sk_buff *skb, struct pkt *p)
 {
     void *data = (void *)(long)skb->data;
@@ -129,11 +145,6 @@ static __always_inline int parse_packet(struct __sk_buff *skb, struct pkt *p)
             return PARSE_PASS;
         if (ip->ihl != 5)                       // options: rare, leave to the stack
             return PARSE_PASS;
-        if (ip->frag_off & bpf_htons(IP_MF_OFFSET)) {
-            // A fragment (lib/frag.h): the first carries the L4 header, later ones do not.
-            p->frag = ip->frag_off & bpf_htons(0x1FFF) ? FRAG_LATER : FRAG_FIRST;
-            p->frag_id = ip->id;
-        }
         p->k.family = 4;
         p->k.proto = ip->protocol;
         p->k.src.w[0] = ip->saddr;
@@ -141,6 +152,13 @@ static __always_inline int parse_packet(struct __sk_buff *skb, struct pkt *p)
         p->ttl = ip->ttl;
         p->l4_off = off + sizeof(*ip);
         l4_len = bpf_ntohs(ip->tot_len) - sizeof(*ip);
+        if (ip->frag_off & bpf_htons(IP_MF_OFFSET)) {
+            // A fragment (lib/frag.h): the first carries the L4 header, later ones do not.
+            p->frag_id = ip->id;
+            if (ip->frag_off & bpf_htons(0x1FFF))
+                return parse_later(p);
+            p->frag = FRAG_FIRST;
+        }
     } else if (proto == bpf_htons(ETH_P_IPV6)) {
         struct ipv6hdr *ip6 = data + off;
         if ((void *)(ip6 + 1) > data_end)
@@ -163,24 +181,14 @@ static __always_inline int parse_packet(struct __sk_buff *skb, struct pkt *p)
             p->l4_off += 8;
             l4_len -= 8;
             if (fo & bpf_htons(0xFFF9)) {       // not an atomic fragment (RFC 6946)
-                p->frag = fo & bpf_htons(0xFFF8) ? FRAG_LATER : FRAG_FIRST;
                 p->frag_id = *(__be32 *)(fh + 4);
+                if (fo & bpf_htons(0xFFF8))
+                    return parse_later(p);
+                p->frag = FRAG_FIRST;
             }
         }
     } else {
         return PARSE_PASS;
-    }
-    if (p->frag == FRAG_LATER) {
-        // No L4 header here: the protocol must be one we balance; frag.h fills the ports
-        // (SCTP: and the verification tag; no chunk to follow: lib/sctp.h SCTP_NO_CHUNK).
-        if (p->k.proto == IPPROTO_SCTP) {
-            p->sctp_chunk = SCTP_NO_CHUNK;
-            return PARSE_SCTP;
-        }
-        if (p->k.proto != IPPROTO_TCP && p->k.proto != IPPROTO_UDP &&
-            p->k.proto != IPPROTO_ICMP && p->k.proto != IPPROTO_ICMPV6)
-            return PARSE_PASS;
-        return PARSE_OK;
     }
     return parse_l4(skb, p, data, data_end, l4_len);
 }
