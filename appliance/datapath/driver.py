@@ -9,6 +9,7 @@ endpoints go. Deletion runs the other way round: service entry first.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import ipaddress
 import logging
 import struct
@@ -71,7 +72,8 @@ class Driver:
         self.netns = netns
         self.t = {name: program.table(name) for name in (
             "svc_map", "range_map", "ep_map", "sel_map", "rr_map", "persist_map", "ifaddr_map",
-            "allow_map", "ct_map", "syn_map", "svc_stats", "ep_stats", "svc_active", "ep_active",
+            "allow_map", "ct_map", "syn_map", "svc_stats", "ep_stats", "ep_stats_arr", "svc_active",
+            "ep_active",
             "nh_gen_map", "ep_arr", "sel_small_map", "snat_pool_map",
             "mh_map", "mh_peer_map", "mh_alt_map")}  # fmt: skip
         self._gen_lock = threading.Lock()
@@ -93,6 +95,9 @@ class Driver:
         # Kept incrementally: 10,000 services x 32 endpoints must not cost O(n^2).
         self._svc_ids: set[int] = set()
         self._ep_ids: set[int] = set()
+        # Free endpoint ids below EP_STATS_ARRAY, given out first (a min-heap): their
+        # counters are in the per-CPU array the datapath reads without a hash lookup.
+        self._low_free: list[int] = []
         self._ranges: dict[tuple[int, Any, int], dict[str, tuple[int, int]]] = {}
         # For services that set no algorithm; the reconciler sets it from /bgp.
         self.default_algorithm = STANDALONE_DEFAULT
@@ -111,6 +116,9 @@ class Driver:
                 self._found_down.setdefault(int(v.svc_id), set()).add(ep)
             self._ep_ids.add(int(k.value))
             self._next_ep = max(self._next_ep, int(k.value) + 1)
+        self._low_free = [i for i in range(1, min(self._next_ep, L.EP_STATS_ARRAY))
+                          if i not in self._ep_ids]  # fmt: skip
+        self._adopt_hashed_counters()
         # The allow key holds no family, and an IPv6 prefix of /32 or shorter has words
         # 1..3 zero like an IPv4 one: take the family of the service it belongs to (the
         # model requires allowed sources of the VIP's family). Guessing from the bits read
@@ -145,6 +153,18 @@ class Driver:
         raise RuntimeError("no free service id (MAX_SERVICES reached)")
 
     def _alloc_ep_id(self) -> int:
+        ep_id = self._take_ep_id()
+        if ep_id < L.EP_STATS_ARRAY:  # a fresh endpoint counts from zero (ids are reused)
+            arr = self.t["ep_stats_arr"]
+            arr[arr.Key(ep_id)] = arr.Leaf()
+        return ep_id
+
+    def _take_ep_id(self) -> int:
+        while self._low_free:  # the lowest free id below EP_STATS_ARRAY first
+            ep_id = heapq.heappop(self._low_free)
+            if ep_id not in self._ep_ids:
+                self._ep_ids.add(ep_id)
+                return ep_id
         for _ in range(2):
             while self._next_ep < L.MAX_ENDPOINTS and self._next_ep in self._ep_ids:
                 self._next_ep += 1
@@ -517,20 +537,37 @@ class Driver:
         t[t.Key(ep_id)] = v
         arr = self.t["ep_arr"]  # the datapath's copy (an array: ids are dense)
         arr[arr.Key(ep_id)] = v
-        # Counters exist before the first packet (the datapath only updates in place).
+        # Counters exist before the first packet (the datapath only updates in place);
+        # the array's are there always (zeroed when the id is given out).
         st, act = self.t["ep_stats"], self.t["ep_active"]
-        if st.get(st.Key(ep_id)) is None:
+        if ep_id >= L.EP_STATS_ARRAY and st.get(st.Key(ep_id)) is None:
             st[st.Key(ep_id)] = st.Leaf()
         if act.get(act.Key(ep_id)) is None:
             act[act.Key(ep_id)] = act.Leaf(0)
 
     def _delete_endpoint(self, ep_id: int) -> None:
         self._ep_ids.discard(ep_id)
+        if ep_id < L.EP_STATS_ARRAY:
+            heapq.heappush(self._low_free, ep_id)
         arr = self.t["ep_arr"]
         arr[arr.Key(ep_id)] = arr.Leaf()  # an array entry cannot go: zero is "no endpoint"
-        for name in ("ep_map", "ep_stats", "ep_active"):
+        for name in ("ep_map", self._ep_stats_table(ep_id), "ep_active"):
             t = self.t[name]
-            t.pop(t.Key(ep_id), None)
+            t.pop(t.Key(ep_id), None)  # arrays: zeroed
+
+    @staticmethod
+    def _ep_stats_table(ep_id: int) -> str:
+        """Where an endpoint's counters are (bpf/lib/stats.h)."""
+        return "ep_stats_arr" if ep_id < L.EP_STATS_ARRAY else "ep_stats"
+
+    def _adopt_hashed_counters(self) -> None:
+        """Counters a program before ep_stats_arr kept in the hash (ids below
+        EP_STATS_ARRAY) move to the array at start, so an upgrade keeps them counting on."""
+        st, arr = self.t["ep_stats"], self.t["ep_stats_arr"]
+        for k, v in list(st.items()):
+            if int(k.value) < L.EP_STATS_ARRAY:
+                arr[arr.Key(int(k.value))] = v
+                st.pop(k, None)
 
     def _reset_service_counters(self, sid: int) -> None:
         st = self.t["svc_stats"]
@@ -623,7 +660,7 @@ class Driver:
             health = {True: "up", False: "down", None: "unknown"}[
                 self.health.get((name, address, int(port)))
             ]
-        packets, nbytes, sessions = self._sum("ep_stats", ep_id)
+        packets, nbytes, sessions = self._sum(self._ep_stats_table(ep_id), ep_id)
         return {
             "health": health,
             "packets": packets,

@@ -13,6 +13,7 @@ import struct
 # bpf/lib/consts.h
 MAX_SERVICES = 16384
 MAX_ENDPOINTS = 524288
+EP_STATS_ARRAY = 65536  # endpoint ids below it count in ep_stats_arr (bpf/lib/consts.h)
 SEL_PAGE = 1008
 SEL_SMALL = 32
 MAX_SEL_PAGES = 131072

@@ -7,6 +7,10 @@
 // appliance/datapath/layout.py derives what the config may ask for from these.
 #define MAX_SERVICES      16384      // service ids are 1..MAX_SERVICES-1 (array index)
 #define MAX_ENDPOINTS     524288     // endpoint ids (global, stable across restarts)
+// Endpoint ids below this count in a per-CPU array (lib/stats.h: a lookup the verifier
+// inlines), the rest in a per-CPU hash. 1.5 MiB per possible CPU; the driver gives out the
+// lowest free id first, so every endpoint counts in the array up to 65,535 of them.
+#define EP_STATS_ARRAY    65536
 // Selection tables are stored in pages of SEL_PAGE slots (one sel_map entry each). A
 // hash entry costs its 48-byte header, the 8-byte key and the value, rounded up to a
 // kmalloc size: 1008 x 4 bytes fill a 4 KiB allocation (~4.06 bytes a slot), where one

@@ -71,6 +71,10 @@ BPF_PERCPU_ARRAY(ct_scratch, struct ct_entry, 1);
 BPF_TABLE_PINNED("percpu_array", __u32, struct counters, svc_stats, MAX_SERVICES, PIN("svcst"));
 BPF_TABLE_PINNED("percpu_hash", __u32, struct counters, ep_stats, MAX_ENDPOINTS, PIN("epst"),
                  NO_PREALLOC);
+// Endpoint ids below EP_STATS_ARRAY (most, see consts.h): an array's lookup is inlined, a
+// hash's hashes and walks a bucket on every packet (~10 ns of the established path).
+BPF_TABLE_PINNED("percpu_array", __u32, struct counters, ep_stats_arr, EP_STATS_ARRAY,
+                 PIN("epsta"));
 // Active-session gauges: shared (atomic add), least-connections reads them. Arrays (ids are
 // dense): a least-connections scan reads up to LC_SCAN endpoint gauges per new flow, and an
 // array lookup is inlined where a hash lookup hashes. ep_active costs 4 MiB (MAX_ENDPOINTS x
