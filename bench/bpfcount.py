@@ -132,13 +132,14 @@ class Result:
     insns: int
     helpers: Counter[str] = field(default_factory=Counter)
     lines: int = 0  # distinct 64-byte lines touched (stack, ctx, packet, map values)
+    code_lines: int = 0  # distinct 64-byte lines of bytecode executed (8 instructions)
     tail_call: int | None = None  # the index of the tail call the run ended in
     hot: Counter[int] = field(default_factory=Counter)  # pc -> times executed
 
     def summary(self) -> dict[str, Any]:
         return {"insns": self.insns, "helpers": dict(sorted(self.helpers.items())),
                 "helper_calls": sum(n for h, n in self.helpers.items() if "inlined" not in h),
-                "lines": self.lines,
+                "lines": self.lines, "code_lines": self.code_lines,
                 "verdict": self.verdict, "tail_call": self.tail_call}  # fmt: skip
 
 
@@ -394,8 +395,24 @@ class Vm:
                 else:
                     raise Fault(f"opcode {op:#x}")
         except _TailCall:
-            return Result(-1, steps, self.helpers, len(self.touched), self.tail, hot)
-        return Result(regs[0] & M32, steps, self.helpers, len(self.touched), None, hot)
+            return Result(
+                -1,
+                steps,
+                self.helpers,
+                len(self.touched),
+                len({p // 8 for p in hot}),
+                self.tail,
+                hot,
+            )
+        return Result(
+            regs[0] & M32,
+            steps,
+            self.helpers,
+            len(self.touched),
+            len({p // 8 for p in hot}),
+            None,
+            hot,
+        )
 
     def _atomic(self, addr: int, size: int, regs: list[int], src: int, imm: int) -> None:
         old = self.load(addr, size)

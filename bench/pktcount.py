@@ -3,12 +3,14 @@
     .venv/bin/python bench/pktcount.py [--baseline REF] [--modes DNAT,DSR] [--json PATH]
 
 For every mode (DNAT, full-NAT, DSR, one-arm), direction and IP family: the BPF
-instructions one established TCP packet executes in ``sluice_lb``, its helper calls and the
-64-byte memory lines it touches (bench/bpfcount.py, an interpreter over the loaded
-program's bytecode and its real maps). The flow is made the way bench/pktcost.py makes it
-(SYN, SYN-ACK, ACK through BPF_PROG_TEST_RUN), then the packet is interpreted instead of
-timed. The counts are exact and repeatable: the machine's load does not move them, so an
-A/B on a busy machine says whether the work changed (pktcost.py says what it costs).
+instructions one established TCP packet executes in ``sluice_lb``, its helper calls, the
+64-byte memory lines it touches (data lines) and the 64-byte lines of bytecode it runs
+through (code lines: what a cold packet fetches into the instruction cache, roughly);
+bench/bpfcount.py, an interpreter over the loaded program's bytecode and its real maps.
+The flow is made the way bench/pktcost.py makes it (SYN, SYN-ACK, ACK through
+BPF_PROG_TEST_RUN), then the packet is interpreted instead of timed. The counts are exact
+and repeatable: the machine's load does not move them, so an A/B on a busy machine says
+whether the work changed (pktcost.py and pktpair.py say what it costs).
 
 ``--baseline REF``: REF's appliance/ and bpf/ measured the same way in a child process; the
 table shows both and the difference. ~30 s per tree (the compile and the flows).
@@ -149,19 +151,20 @@ def _key(r: dict[str, Any]) -> tuple[str, int, str]:
 def table(cur: list[dict[str, Any]], base: list[dict[str, Any]] | None, ref: str) -> str:
     name = {"orig": "client→backend", "reply": "reply"}
     if base is None:
-        lines = ["| established TCP | IP | insns | helper calls | lines | helpers |",
-                 "|---|---|---:|---:|---:|---|"]  # fmt: skip
+        lines = ["| established TCP | IP | insns | helper calls | data lines | code lines "
+                 "| helpers |", "|---|---|---:|---:|---:|---:|---|"]  # fmt: skip
         for r in cur:
             helpers = ", ".join(f"{k} {v}" for k, v in r["helpers"].items())
             lines.append(
                 f"| {r['mode']} {name[r['direction']]} | IPv{r['version']} "
-                f"| {r['insns']} | {r['helper_calls']} | {r['lines']} | {helpers} |"
+                f"| {r['insns']} | {r['helper_calls']} | {r['lines']} | {r['code_lines']} "
+                f"| {helpers} |"
             )
         return "\n".join(lines)
     b = {_key(r): r for r in base}
     lines = [f"| established TCP | IP | insns {ref} | insns now | Δ | helper calls {ref} → now "
-             f"| lines {ref} → now | helpers that changed |",
-             "|---|---|---:|---:|---:|---:|---:|---|"]  # fmt: skip
+             f"| data lines {ref} → now | code lines {ref} → now | helpers that changed |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---|"]  # fmt: skip
     for r in cur:
         o = b.get(_key(r))
         if o is None:
@@ -175,7 +178,7 @@ def table(cur: list[dict[str, Any]], base: list[dict[str, Any]] | None, ref: str
             f"| {r['mode']} {name[r['direction']]} | IPv{r['version']} | {o['insns']} "
             f"| {r['insns']} | {r['insns'] - o['insns']:+d} "
             f"| {o['helper_calls']} → {r['helper_calls']} | {o['lines']} → {r['lines']} "
-            f"| {', '.join(changed) or '—'} |"
+            f"| {o['code_lines']} → {r['code_lines']} | {', '.join(changed) or '—'} |"
         )
     return "\n".join(lines)
 
