@@ -82,6 +82,8 @@ class State:
     # Policer colors and mirror counters by name (the ``qos`` provider): {"policer": {name:
     # {green|yellow|red: {packets, bytes}}}, "mirror": {name: {packets, ...}}}.
     qos: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
+    # The HA door's state (the ``ha`` provider: roles, witness, sync channels and lag).
+    ha: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
 
     def service(self, name: str) -> Mapping[str, Any]:
         return self.services.get(name, EMPTY)
@@ -224,8 +226,10 @@ class Snapshot:
         interfaces = self._interfaces(old.interfaces, errors)
         qos_fn = self.providers.get("qos")  # a few reads per policer: every refresh
         qos = _frozen(self._call("qos", qos_fn, errors)) if qos_fn else EMPTY
+        ha_fn = self.providers.get("ha")  # in memory, one ring-drop counter read
+        ha = _frozen(self._call("ha", ha_fn, errors)) if ha_fn else EMPTY
         state = State(time.monotonic(), MappingProxyType(services), MappingProxyType(endpoints),
-                      datapath, interfaces, MappingProxyType(errors), commit_id, qos)
+                      datapath, interfaces, MappingProxyType(errors), commit_id, qos, ha)
         self._state = state  # one assignment: a reader sees the old state or the new one
         self._key_objects = keys
         self.refreshes += 1

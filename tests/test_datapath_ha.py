@@ -210,43 +210,108 @@ def test_every_kind_of_flow_carries_on_from_its_record(lbnet: LbNet, kind: str) 
         flow.close()
 
 
-def test_a_synced_tcp_flow_keeps_its_rst_window(lbnet: LbNet) -> None:
+@pytest.mark.parametrize("source", ["dump", "events"])
+def test_a_synced_tcp_flow_keeps_its_rst_window(lbnet: LbNet, source: str) -> None:
     """The record carries both directions' sequence numbers and windows: on the node that
     takes the flow over, an RST outside the window is dropped before any packet of the flow
-    has met it there (a record without them let any RST close the flow), one inside closes
-    it."""
+    has met it there (a record without them let any RST close the flow), from the client
+    and from the endpoint; one inside closes it. "dump": the record of a full dump (or a
+    refresh walk), which pairs the flow's two entries. "events": a failover right after the
+    handshake, when the peer has only the flow's events: the state change's event carries
+    the REPLY entry's numbers beside the ORIG entry's."""
     import test_datapath_tcp as tcpt
 
     from appliance.datapath import layout as L
     from appliance.ha.flowsync import HEAD, TCP, TUPLE, FlowSync
+    from appliance.ha.sync_codec import RECORD
 
     for b in lbnet.backends:
         b.start_tcp_echo(tcpt.ECHO_PORT)
     lbnet.set(service("e", port=tcpt.ECHO_PORT, ep_port=tcpt.ECHO_PORT))
-    fs = FlowSync(lbnet.rec, lambda payload: None)
+    sent: list[bytes] = []
+    fs = FlowSync(lbnet.rec, sent.append)
+    if source == "events":
+        lbnet.rec.flows.start_events(fs._on_events)
     held = tcpt.Held(lbnet, VIP4, tcpt.ECHO_PORT)
     try:
-        assert held.ask("echo") == "ok"
-        (own,) = tcpt._entries(lbnet, held.port)
-        dump = _as_peers(lbnet, fs)
-        orig = TCP.unpack_from(dump, HEAD.size + TUPLE)
-        reply = TCP.unpack_from(dump, HEAD.size + TUPLE + TCP.size)
-        assert orig == (own.tcp_seq, own.tcp_ack, own.tcp_win, 3) and reply[3] == 3
+        if source == "dump":
+            assert held.ask("echo") == "ok"
+            (own,) = tcpt._entries(lbnet, held.port)
+            rec = _as_peers(lbnet, fs)
+            assert TCP.unpack_from(rec, HEAD.size + TUPLE) == (own.tcp_seq, own.tcp_ack,
+                                                               own.tcp_win, 3)  # fmt: skip
+        else:
+            def established() -> bytes | None:  # the newest event record of the flow
+                wire = b"".join(sent)
+                for i in range(len(wire) - RECORD.size, -1, -RECORD.size):
+                    r = wire[i : i + RECORD.size]
+                    if struct.unpack_from("!H", r, HEAD.size + 64)[0] == held.port and r[2] == 1:
+                        return r
+                return None
+
+            rec = wait_for(established, timeout=5)
+            lbnet.rec.flows.stop_events(fs._on_events)
+            lbnet.rec.driver.ct.flush(lambda e: True)  # the failover: gone from here ...
+            res = fs.install("198.18.0.3", rec)  # ... and back from that record alone
+            assert res["refused"] == 0 and res["unbound"] == 0, res
+        orig = TCP.unpack_from(rec, HEAD.size + TUPLE)
+        reply = TCP.unpack_from(rec, HEAD.size + TUPLE + TCP.size)
+        assert orig[3] and reply[3] == 3, (orig, reply)  # the endpoint's seq and ack
         (entry,) = tcpt._entries(lbnet, held.port)
-        assert entry.flags & L.CT_F_SYNCED and entry.tcp_seq == own.tcp_seq
+        assert entry.flags & L.CT_F_SYNCED and entry.tcp_seq == orig[0]
         seq = int(entry.tcp_seq)
-        for off in (10_000_000, 2**31):  # far outside any window
-            tcpt._scapy(lbnet, f"send(IP(dst={VIP4!r})/TCP(sport={held.port}, "
-                               f"dport={tcpt.ECHO_PORT}, flags='R', seq={(seq + off) % 2**32}))")
+        for off in (10_000_000, 2**31):  # far outside any window, from the client ...
+            tcpt._send_rst(lbnet, held.port, (seq + off) % 2**32)
+        # ... and from the endpoint, acknowledging what the client never sent
+        ep = L.words_addr(entry.t.ep.w, 4)
+        backend = lbnet.backends[[backend_addr(n) for n in (1, 2, 3)].index(ep)]
+        script = ("from scapy.all import IP, TCP, send, conf\nconf.verb = 0\n"
+                  f"send(IP(src={ep!r}, dst={tcpt.CLIENT4!r})/TCP(sport={tcpt.ECHO_PORT},"
+                  f" dport={held.port}, flags='RA', seq=1, ack={(seq + 2**30) % 2**32}))")
+        out = backend.run([sys.executable, "-c", script], timeout=30)
+        assert out.returncode == 0, out.stderr
         time.sleep(0.2)
         assert tcpt._state(lbnet, "e", held.port) == "established"
         assert held.ask("echo") == "ok"
         (entry,) = tcpt._entries(lbnet, held.port)
-        tcpt._scapy(lbnet, f"send(IP(dst={VIP4!r})/TCP(sport={held.port}, "
-                           f"dport={tcpt.ECHO_PORT}, flags='R', seq={int(entry.tcp_seq)}))")
+        tcpt._send_rst(lbnet, held.port, int(entry.tcp_seq))
         wait_for(lambda: tcpt._state(lbnet, "e", held.port) == "closed")
     finally:
+        lbnet.rec.flows.stop_events(fs._on_events)
         held.close()
+
+
+def test_a_peers_gone_leaves_a_flow_this_node_carries_now(lbnet: LbNet) -> None:
+    """A peer ends its copy of a flow (its sweep expired it, or its datapath reused the
+    tuple) while the flow lives here now (it moved here: a failover, ECMP): the GONE must
+    not cut it. Only a peer's copy no packet has met here is deleted."""
+    from appliance.ha.flowsync import REC_F_GONE, FlowSync
+
+    lbnet.set(service("u", port=53, proto="udp", ep_port=UDP_PORT))
+    fs = FlowSync(lbnet.rec, lambda payload: None)
+    flow = UdpFlow(lbnet.client, VIP4)
+
+    def ended(records: bytes) -> bytes:
+        out = bytearray(records)
+        out[6:8] = REC_F_GONE.to_bytes(2, "big")  # the record's own flags
+        return bytes(out)
+
+    try:
+        assert flow.send(100) == "ok"
+        (before,) = lbnet.rec.conntrack("u")
+        dump = _as_peers(lbnet, fs)  # the flow is the peer's copy here now (SYNCED)
+        assert flow.send(100) == "ok"  # ... and met by packets: this node carries it
+        res = fs.install("198.18.0.3", ended(dump))
+        assert res["deleted"] == 0 and fs.stats["gone-kept"] == 1, (res, fs.stats)
+        (kept,) = lbnet.rec.conntrack("u")
+        assert kept["endpoint"] == before["endpoint"]
+        assert flow.send(100) == "ok"
+        # A peer's copy that no packet has met here goes with the peer's GONE.
+        dump = _as_peers(lbnet, fs)
+        assert fs.install("198.18.0.3", ended(dump))["deleted"] == 2
+        assert lbnet.rec.conntrack("u") == []
+    finally:
+        flow.close()
 
 
 def test_the_sweeps_expiries_reach_the_peers_as_gone(lbnet: LbNet) -> None:
@@ -367,6 +432,48 @@ def test_an_sctp_association_carries_on_from_its_record(lbnet: LbNet) -> None:
     assert len(tags) == 1 and all(next(iter(tags))), tags
     (again,) = associate(lbnet.client, [{**a, "peer_tag": got["peer_tag"]}])
     assert again["echo"] == [f"{got['endpoint']}:hello 0"], again
+
+
+def test_sctp_alternate_paths_carry_on_after_a_sync(lbnet: LbNet) -> None:
+    """A multihomed SCTP association synced to a peer (its primary flow and its alternate
+    path, as records), then the failover: on the new master a HEARTBEAT and a DATA on the
+    alternate path find their state and reach the same endpoint, and the sweep keeps the
+    path (it belongs to a live association: the peer links it to its primary flow, which
+    only the node that made the paths knew)."""
+    from sctpkit import SctpServer, associate
+    from test_datapath_sctp_mh import B1_4, B1_6, CLIENT4, SNAT4B, VIP4B, mh_service
+
+    from appliance.ha.flowsync import FlowSync
+    from appliance.ha.sync_codec import RECORD
+
+    SctpServer(lbnet.backends[0], "b1", addrs=(B1_4, B1_6))
+    lbnet.set(mh_service("m4", VIP4, [(VIP4B, SNAT4B)]))
+    fs = FlowSync(lbnet.rec, lambda payload: None)
+    a = {"vip": VIP4, "port": 36412, "sport": 47200, "local": CLIENT4,
+         "paths": [(CLIENT4, VIP4), (CLIENT4, VIP4B)]}  # fmt: skip
+    (up,) = associate(lbnet.client, [a])
+    assert up["echo"] == ["b1:hello 0", "b1:hello 1"], up
+    dump = b"".join(fs.dump_chunks())
+    assert len(dump) // RECORD.size == 2  # the primary flow and the alternate path
+    # The peer knows only what the records carry: no conntrack, no path -> primary links.
+    lbnet.rec.driver.ct.flush(lambda e: True)
+    for name in ("mh_alt_map", "mh_peer_map"):
+        lbnet.rec.program.table(name).clear()
+    # The alternate path first (a dump walks in hash order): linked once its primary comes.
+    alt = next(i for i in (0, RECORD.size) if dump[i + 3] & 64)  # CT_F_MH_ALT
+    res = fs.install("198.18.0.3", dump[alt : alt + RECORD.size])
+    res2 = fs.install("198.18.0.3", dump[RECORD.size - alt : 2 * RECORD.size - alt])
+    assert res["refused"] == res2["refused"] == 0 and res["unbound"] == res2["unbound"] == 0
+    assert len(lbnet.rec.program.table("mh_alt_map")) == 1
+    lbnet.rec.driver.gc()
+    assert len(lbnet.rec.conntrack("m4")) == 2  # the sweep keeps the path
+    (again,) = associate(lbnet.client, [{**a, "peer_tag": up["peer_tag"], "heartbeat": True,
+                                         "paths": [(CLIENT4, VIP4B)]}])  # fmt: skip
+    assert again["heartbeats"] == [VIP4B] and again["echo"] == ["b1:hello 0"], again
+    lbnet.rec.driver.gc()
+    rows = lbnet.rec.conntrack("m4")
+    assert sorted((bool(r.get("alternate-path")), r["state"]) for r in rows) == [
+        (False, "established"), (True, "established")], rows  # fmt: skip
 
 
 def test_flows_no_service_owns_are_synced_too(lbnet: LbNet) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hakit import VIP, VIP6, Node, Pair, wait_for
+from hakit import NAMES, SLUICE_HA_OID, VIP, VIP6, Node, Pair, wait_for
 
 pytestmark = [pytest.mark.datapath, pytest.mark.slow]
 
@@ -53,6 +53,22 @@ def flows(node: Node, vip: str, min_age: float = 0.0) -> dict[tuple[str, str], s
             and r["state"] == "established" and r["age-s"] >= min_age}  # fmt: skip
 
 
+def snmp_ha(node: Node, peer: Node) -> dict[str, Any]:
+    """SLUICE-LB-MIB's sluiceHa as an NMS reads it from the node's running daemon: the role
+    per instance, the sync scalars and the row of the sync peer."""
+    from snmpkit import string_index
+
+    tree = node.snmp_walk()
+    ha = SLUICE_HA_OID
+    row = f"1.4.198.18.1.{2 if peer.name == 'lba' else 3}"
+    names = ("front", "front6")
+    return {
+        "roles": {n: int(tree.get(f"{ha}.2.1.2.{string_index(n)}", 0)) for n in names},
+        "synced": tree.get(f"{ha}.1.2.0"), "last-failover": tree.get(f"{ha}.1.3.0"),
+        "peer": {c: tree.get(f"{ha}.3.1.{c}.{row}") for c in range(3, 13)},
+    }  # fmt: skip
+
+
 def start_load(p: Pair, vip: str) -> subprocess.Popen[str]:
     return p.client.popen(["python3", str(LOAD), vip, "--tcp", "7,8", "--conns", str(CONNS),
                            "--udp", "53", "--udp-flows", str(UDP_FLOWS), "--new-port", "7",
@@ -80,7 +96,7 @@ def result(proc: subprocess.Popen[str]) -> dict[str, Any]:
 def test_failover_keeps_every_connection(synced_pair: Pair) -> None:
     p = synced_pair
     master, backup = settled(p)
-    wait_for(lambda: p.get(80) in ("b1", "b2"), timeout=15)
+    wait_for(lambda: p.get(80) in NAMES, timeout=15)
     loads = {vip: start_load(p, vip) for vip in (VIP, VIP6)}
     try:
         for proc in loads.values():
@@ -100,6 +116,16 @@ def test_failover_keeps_every_connection(synced_pair: Pair) -> None:
                 raise AssertionError(f"not synced: {missing}; backup rows {rows[:6]}; sync: "
                                      f"{master.ha()['sync']} / {backup.ha()['sync']}") from None
         before = {vip: flows(master, vip, min_age=1.0) for vip in (VIP, VIP6)}
+        # The same through SNMP (a real walk of each daemon's agent): roles, the channel
+        # both ways, flows sent and received, lag samples, the backup's full resync.
+        snmp_m, snmp_b = snmp_ha(master, backup), snmp_ha(backup, master)
+        assert snmp_m["roles"] == {"front": 3, "front6": 3}, snmp_m  # master(3)
+        assert snmp_b["roles"] == {"front": 2, "front6": 2}, snmp_b  # backup(2)
+        assert snmp_b["synced"] == "1", snmp_b
+        assert snmp_m["peer"][4] == "1" and int(snmp_m["peer"][6]) > 0, snmp_m  # sending
+        assert snmp_b["peer"][3] == "1" and int(snmp_b["peer"][5]) > 0, snmp_b  # receiving
+        assert int(snmp_b["peer"][9]) > 0 and int(snmp_b["peer"][10]) >= 1, snmp_b  # lag, dumps
+        assert int(snmp_b["peer"][8]) >= int(snmp_b["peer"][7]), snmp_b  # p99 >= p50 (us)
         master.links(False)
         started = time.monotonic()
         wait_for(lambda: backup.holds(VIP) and backup.holds(VIP6), timeout=5, step=0.02)
@@ -108,6 +134,9 @@ def test_failover_keeps_every_connection(synced_pair: Pair) -> None:
         # Flows live through the new master now; every flow kept its endpoint there.
         time.sleep(2.0)
         after = {vip: flows(backup, vip) for vip in (VIP, VIP6)}
+        snmp_new = wait_for(lambda: (r := snmp_ha(backup, master))["roles"]
+                            == {"front": 3, "front6": 3} and r, timeout=3)  # fmt: skip
+        assert snmp_new["last-failover"] != snmp_b["last-failover"], (snmp_b, snmp_new)
         # The old master returns: it stays a backup (no preemption), is in sync again and
         # holds the flows, while the load runs. In sync: the new master's channel either
         # broke during the outage and reconnected with a full dump, or (an outage shorter

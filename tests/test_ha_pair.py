@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from hakit import VIP, Node, Pair, wait_for
+from hakit import NAMES, VIP, VIP6, Node, Pair, wait_for
 
 pytestmark = [pytest.mark.datapath, pytest.mark.slow]
 
@@ -28,21 +28,24 @@ def settled(p: Pair) -> tuple[Node, Node]:
         other = p.b if master is p.a else p.a
         if other.role() != "backup" or p.holders() != [master.name]:
             return None
+        if p.holders(VIP6) != [master.name]:
+            return None
         return master, other
 
     return wait_for(check, timeout=20)
 
 
 def serves(p: Pair) -> bool:
-    """Both services answer new connections through the VIP (DNAT and full-NAT)."""
-    return p.get(80) in ("b1", "b2") and p.get(81) in ("b1", "b2")
+    """The services answer new connections through the VIPs (DNAT and full-NAT, IPv6)."""
+    return (p.get(80) in NAMES and p.get(81) in NAMES
+            and p.client.http_get(f"http://[{VIP6}]:80/", timeout=2.0) in NAMES)
 
 
 def never_two_holders(p: Pair, seconds: float) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        holders = p.holders()
-        assert len(holders) <= 1, f"both nodes hold {VIP}"
+        for vip in (VIP, VIP6):
+            assert len(p.holders(vip)) <= 1, f"both nodes hold {vip}"
         time.sleep(0.05)
 
 
@@ -53,12 +56,13 @@ def test_failover_no_preemption_maintenance_and_partition(pair: Pair) -> None:
     assert p.client_neighbour() == master.mac()
     status = master.ha()
     assert status["witness-reachable"] is True and status["last-failover"]
-    assert master.daemon.cli_json("status")["ha"] == {"front": "master"}
+    assert master.daemon.cli_json("status")["ha"] == {"front": "master", "front6": "master"}
 
     # The master's links go down (a dead node: its TC program would forward on otherwise).
     master.links(False)
     started = time.monotonic()
-    wait_for(lambda: backup.holds(), timeout=FAILOVER_LIMIT_S + 5, step=0.02)
+    wait_for(lambda: backup.holds() and backup.holds(VIP6), timeout=FAILOVER_LIMIT_S + 5,
+             step=0.02)  # fmt: skip
     took = time.monotonic() - started
     print(f"failover: the VIP on the backup {took:.2f} s after the master's links went down")
     wait_for(lambda: p.client_neighbour() == backup.mac(), timeout=3)
@@ -76,7 +80,10 @@ def test_failover_no_preemption_maintenance_and_partition(pair: Pair) -> None:
     # Maintenance: take the master role back on purpose, then release it.
     res = master.daemon.cli("ha", "takeover")
     assert res.returncode == 0, res.stderr
-    wait_for(lambda: master.role() == "master" and backup.role() == "backup", timeout=10)
+    try:
+        wait_for(lambda: master.role() == "master" and backup.role() == "backup", timeout=10)
+    except AssertionError:
+        raise AssertionError(f"takeover: {master.ha()} / {backup.ha()}") from None
     wait_for(lambda: p.holders() == [master.name] and p.client_neighbour() == master.mac(),
              timeout=5)  # fmt: skip
     wait_for(lambda: serves(p), timeout=5)
@@ -95,29 +102,48 @@ def test_failover_no_preemption_maintenance_and_partition(pair: Pair) -> None:
     advert_partition_keeps_one_holder(p)
 
 
+def on_the_wire(p: Pair, holder: Node, other: Node) -> None:
+    """Seen with packets on the wire: only `holder` answers ARP for the IPv4 VIP and
+    neighbour solicitation for the IPv6 one, and a SYN to either VIP is answered and sent on
+    to the backends by `holder` alone, whichever node's MAC it was sent to (`other`, a
+    router, hands a packet for an address it does not hold to the node that does, with an
+    ICMP redirect: its datapath does not balance it)."""
+    wire = p.wire([holder.mac(), other.mac()])
+    assert wire["arp"] == [holder.mac()] and wire["nd"] == [holder.mac()], wire
+    assert len(wire["syn"]) == 4, wire
+    for mac, vip, answered_by, forwarded_by in wire["syn"]:
+        assert answered_by == [holder.mac()] and forwarded_by == [holder.name], (mac, vip, wire)
+
+
 def advert_partition_keeps_one_holder(p: Pair) -> None:
     master, backup = settled(p)
-    # Drop only the VRRP adverts between the two nodes, on the client-side bridge.
+    # Drop only the VRRP adverts (IPv4 and IPv6) between the two nodes, on the client-side
+    # bridge.
     p.cbr.run(["nft", "-f", "-"], check=True, input=(
         "table bridge sl_ha {\n chain filt {\n  type filter hook forward priority 0;\n"
-        "  ip protocol vrrp drop\n }\n}\n"))  # fmt: skip
-    # VRRP alone would make the backup master after 3 adverts: it must not take the VIP.
+        "  ip protocol vrrp drop\n  ip6 nexthdr vrrp drop\n }\n}\n"))  # fmt: skip
+    # VRRP alone would make the backup master after 3 adverts: it must not take the VIPs.
     never_two_holders(p, 3.0)
-    assert p.holders() == [master.name]
+    assert p.holders() == [master.name] and p.holders(VIP6) == [master.name]
     assert backup.role() == "backup"
+    on_the_wire(p, master, backup)
     wait_for(lambda: serves(p), timeout=5)
 
     # Now the master also loses the witness (ICMP to the client dropped): it must go to
-    # FAULT and release, and the backup, no longer seeing the VIP answered, takes it.
+    # FAULT and release, and the backup, no longer seeing the VIPs answered, takes them.
     port = p.ports[master.name]
     p.cbr.run(["nft", "add", "rule", "bridge", "sl_ha", "filt", "iifname", port,
                "ip", "protocol", "icmp", "drop"], check=True)  # fmt: skip
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and p.holders() != [backup.name]:
-        assert len(p.holders()) <= 1, f"both nodes hold {VIP}"
+    while time.monotonic() < deadline and (p.holders() != [backup.name]
+                                           or p.holders(VIP6) != [backup.name]):
+        for vip in (VIP, VIP6):
+            assert len(p.holders(vip)) <= 1, f"both nodes hold {vip}"
         time.sleep(0.05)
-    assert p.holders() == [backup.name]
+    assert p.holders() == [backup.name] and p.holders(VIP6) == [backup.name]
     wait_for(lambda: master.ha()["witness-reachable"] is False, timeout=3)
     assert master.role() == "fault" and backup.role() == "master"
     never_two_holders(p, 2.0)
+    # The FAULT node is silent for both VIPs on the wire; the new master answers.
+    on_the_wire(p, backup, master)
     wait_for(lambda: serves(p), timeout=5)

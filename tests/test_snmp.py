@@ -577,6 +577,66 @@ def test_notifications_reach_snmptrapd(tmp_path: Path) -> None:
         receiver.close()
 
 
+def test_ha_role_and_sync_tables(tmp_path: Path) -> None:
+    """sluiceHa: the HA door's state (roles, witness, last failover, the sync per peer) as
+    an NMS walks it; rows from /sluice:ha, values from the door's ``ha`` provider. The
+    same objects are walked on a real pair in tests/test_ha_failover.py."""
+    harness = Harness(tmp_path)
+    try:
+        commit(harness.config, [{"op": "merge", "path": "/sluice:ha", "value": {
+            "instance": [{"name": "front", "virtual-router-id": 51, "priority": 150,
+                          "interface": "eth0", "peer": ["198.18.0.3"], "vip": ["198.18.0.10"]},
+                         {"name": "front6", "virtual-router-id": 52, "interface": "eth0",
+                          "peer": ["2001:db8::3"], "vip": ["2001:db8::10"]}],
+            "sync": {"address": "198.18.1.2", "peer": ["198.18.1.3", "2001:db8:1::3"],
+                     "key": "00112233445566778899aabbccddeeff"}}}])  # fmt: skip
+        state = {
+            "enabled": True, "witness-reachable": True, "synced": True,
+            "last-failover": "2026-11-30T07:01:02Z",
+            "instances": [{"name": "front", "role": "master", "since": "2026-11-30T07:01:02Z"},
+                          {"name": "front6", "role": "backup", "since": None}],
+            "sync": {"listening": "198.18.1.2:7788", "refused": {},
+                     "peers": {"198.18.1.3": {"connected": True, "flows": 1200, "dumps": 2,
+                                              "last_error": None, "refused": 0,
+                                              "lag": {"p50-ms": 0.61, "p99-ms": 4.3,
+                                                      "samples": 812}}},
+                     "sending": {"198.18.1.3": {"connected": True, "flows": 3400, "dumps": 3,
+                                                "last_error": None},
+                                 "2001:db8:1::3": {"connected": False, "flows": 0, "dumps": 0,
+                                                   "last_error": "connection refused"}},
+                     "datapath": {"installed": 1190, "unbound": 10, "ring-drops": 4,
+                                  "refused-records": {"vip": 1, "timeout": 2}}},
+        }  # fmt: skip
+        harness.agent.state.providers["ha"] = lambda: state
+        harness.agent.state.clear()
+        wait_for(lambda: len(harness.agent.snapshot.ha_peers) == 2, what="the two peer rows")
+        wait_for(lambda: harness.agent.state.ha().get("synced"), what="the ha provider read")
+        ha = harness.walk(*harness.v2c, root=f"{ENT}.1.20")
+        glob = f"{ENT}.1.20.1"
+        assert [ha[f"{glob}.{c}.0"] for c in range(1, 8)] == ["1", "1", ha[f"{glob}.3.0"],
+                                                                 "1190", "10", "3", "4"], ha
+        assert ha[f"{glob}.3.0"].startswith("2026-11-30,7:1:2"), ha  # DateAndTime, UTC
+        inst, front, front6 = f"{ENT}.1.20.2.1", string_index("front"), string_index("front6")
+        assert ha[f"{inst}.2.{front}"] == "3" and ha[f"{inst}.2.{front6}"] == "2"  # roles
+        assert ha[f"{inst}.4.{front}"] == "51" and ha[f"{inst}.5.{front}"] == "150"
+        assert ha[f"{inst}.5.{front6}"] == "100"  # the YANG default
+        peer = f"{ENT}.1.20.3.1"
+        v4, v6 = "1.4.198.18.1.3", "2.16.32.1.13.184.0.1" + ".0" * 9 + ".3"
+        assert [ha[f"{peer}.{c}.{v4}"] for c in range(3, 13)] == [
+            "1", "1", "1200", "3400", "610", "4300", "812", "2", "3", ""], ha
+        assert [ha[f"{peer}.{c}.{v6}"] for c in range(3, 13)] == [
+            "2", "2", "0", "0", "0", "0", "0", "0", "0", "connection refused"], ha
+        # A role change is read at once (the trap's event pokes the state snapshot).
+        state = {**state, "instances": [{"name": "front", "role": "fault", "since": None}]}
+        harness.bus.publish({"type": "ha-role", "role": "backup", "instance": "front",
+                             "instance-role": "fault", "previous": "master"})  # fmt: skip
+        oid = f"{inst}.2.{front}"
+        wait_for(lambda: harness.get(oid) == "4", timeout=3, what="the new role")
+        assert harness.get(f"{inst}.2.{front6}") == "1"  # no longer reported: init
+    finally:
+        harness.close()
+
+
 # -- the v2c GETBULK fast path (fastpath.py) ------------------------------------------------
 def bulk_request(community: str, oid: tuple[int, ...], max_rep: int, non_rep: int = 0) -> bytes:
     from northbound.snmp import ber

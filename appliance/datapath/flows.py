@@ -6,7 +6,8 @@
 - ``set_snat_ports(lo, hi)``: this node's full-NAT source ports (each node of a pair its
   own range, so synced translations never collide).
 - ``start_events(callback)``: the program emits an event when a flow is created, changes
-  state or is deleted by the datapath (the ORIG entry's bytes); a thread ("flow-events")
+  state or is deleted by the datapath (the ORIG entry's bytes, then for a TCP state change
+  the REPLY entry's TCP numbers); a thread ("flow-events")
   polls the ring buffer and hands the callback one batch (a list of (type, entry bytes))
   per wake-up. The established path pays one cached array load for all of it.
 - ``emit(batch)``: events the control plane makes (the conntrack sweep's expiries: GONE),
@@ -34,7 +35,9 @@ from appliance.datapath import layout as L
 log = logging.getLogger(__name__)
 
 POLL_MS = 50  # the reader wakes at least this often (to notice close)
-Batch = list[tuple[int, bytes]]  # (FE_* type, struct ct_entry bytes)
+# (FE_* type, struct ct_entry bytes [+ struct fe_tcp: the REPLY entry's TCP numbers, in the
+# ring's events; emit()'s carry the entry alone])
+Batch = list[tuple[int, bytes]]
 
 
 class FlowHooks:
@@ -182,7 +185,9 @@ class FlowHooks:
 
     def _on_event(self, _ctx: Any, data: Any, size: int) -> int:
         raw = ct.string_at(data, size)
-        self._batch.append((int.from_bytes(raw[:4], "little"), raw[8:]))
+        # The ORIG entry, then (struct fe_tcp) the REPLY entry's TCP numbers.
+        self._batch.append((int.from_bytes(raw[:4], "little"),
+                            raw[L.FE_ENTRY : L.FE_REPLY + L.FE_TCP_SIZE]))  # fmt: skip
         return 0
 
     def _run(self) -> None:
@@ -237,3 +242,26 @@ class FlowHooks:
 
     def delete(self, keys: bytes) -> int:
         return ctwalk.delete(self.ct, keys)
+
+    def link_alt_paths(self, links: list[tuple[bytes, bytes]]) -> int:
+        """SCTP multihoming (bpf/lib/sctp_mh.h mh_alt_map): each alternate path's ORIG key
+        -> its association's primary ORIG key (packed struct ct_key both), so the path's
+        packets keep the association alive and the sweep keeps the path."""
+        try:
+            t = self.prog.table("mh_alt_map")
+        except KeyError:
+            return 0  # a program without SCTP multihoming
+        for path, primary in links:
+            t[t.Key.from_buffer_copy(path)] = t.Leaf.from_buffer_copy(primary)
+        return len(links)
+
+    def flags(self, keys: bytes) -> list[int | None]:
+        """The flags byte of each packed key's entry now (None: no entry); one lookup each
+        (a peer's flow ends: few at a time, unlike dumps and installs)."""
+        ks = ct.sizeof(self.ct.Key)
+        off = ctwalk.offsets(self.ct.Leaf)["flags"][0]
+        out: list[int | None] = []
+        for i in range(0, len(keys) - ks + 1, ks):
+            leaf = self.ct.get(self.ct.Key.from_buffer_copy(keys, i))
+            out.append(None if leaf is None else bytes(leaf)[off])
+        return out

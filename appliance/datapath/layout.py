@@ -169,10 +169,24 @@ class HaCfg(ct.Structure):
     ]  # fmt: skip
 
 
-class FlowEvent(ct.Structure):
-    """struct flow_event: one ring-buffer record (type, then the ORIG entry)."""
+class FeTcp(ct.Structure):
+    """struct fe_tcp: the REPLY entry's last TCP segment, in a flow event."""
 
-    _fields_ = [("type", ct.c_uint32), ("pad", ct.c_uint32), ("e", CtEntry)]
+    _fields_ = [("seq", ct.c_uint32), ("ack", ct.c_uint32), ("win", ct.c_uint16),
+                ("seen", ct.c_uint8), ("pad", ct.c_uint8)]  # fmt: skip
+
+
+class FlowEvent(ct.Structure):
+    """struct flow_event: one ring-buffer record (type, the ORIG entry, the REPLY entry's
+    TCP numbers for a TCP state change, then scratch space for the REPLY key)."""
+
+    _fields_ = [("type", ct.c_uint32), ("pad", ct.c_uint32), ("e", CtEntry),
+                ("reply", FeTcp), ("rk", CtKey)]  # fmt: skip
+
+
+FE_ENTRY = FlowEvent.e.offset  # an event's ORIG entry: bytes FE_ENTRY .. FE_REPLY
+FE_REPLY = FlowEvent.reply.offset
+FE_TCP_SIZE = ct.sizeof(FeTcp)
 
 
 def sel_pages(n_slots: int) -> int:

@@ -15,10 +15,11 @@ NAT64/NAT46 (the endpoint side in the other family), L3-DSR (the tunnel is made 
 from the entry), firewall pass entries (no service: installed without ids), SCTP (its
 verification tags ride in the TCP numbers' place, as in the entries; its alternate paths
 are entries of their own, bound by their secondary VIP).
-For TCP a record carries both directions' last segments: events carry the ORIG entry's
-(the REPLY entry is not at hand in the datapath), walks pair each ORIG entry with its REPLY
-entry (up to PAIR_MAX waiting at once; beyond, a record goes without the REPLY's numbers
-and the receiver's RST check for that direction stays open until a packet fills them).
+For TCP a record carries both directions' last segments: a state change's event carries
+the REPLY entry's beside the ORIG entry (the datapath looks it up then; a created event has
+none yet), walks pair each ORIG entry with its REPLY entry (up to PAIR_MAX waiting at
+once; beyond, a record goes without the REPLY's numbers and the receiver's RST check for
+that direction stays open until a packet fills them).
 
 Receiving ("ha-install" thread, fed from the sync server with back-pressure): each record
 is checked field by field (a bad one is refused, counted by field and logged; the rest of
@@ -36,7 +37,7 @@ import queue
 import struct
 import threading
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -51,6 +52,8 @@ TUPLE = 72
 TCP = struct.Struct("!IIHBx")  # then per direction (ORIG, REPLY): next seq, ack, window, seen
 NO_TCP = bytes(TCP.size)
 NO_TAG = bytes(4)  # struct ct_key vtag of every key but an SCTP flow's ORIG key
+FE_TCP = struct.Struct("=IIHBx")  # struct fe_tcp (bpf/lib/ha.h), after an event's entry
+assert FE_TCP.size == L.FE_TCP_SIZE
 assert HEAD.size + TUPLE + 2 * TCP.size == RECORD.size
 # The record's own flags (its head's 16-bit word after `dir`; the flags byte is the entry's):
 REC_F_GONE = 1  # the flow is gone (delete it)
@@ -70,6 +73,7 @@ PAIR_MAX = 65536  # ORIG records (or REPLY numbers) a walk holds while it pairs 
 SKIP = L.CT_F_SYNCED
 _FLAGS = 118  # struct ct_entry.flags (checked in FlowSync.__init__)
 INSTALL_QUEUE = 64  # payloads waiting for the installer before the channel waits
+ASSOCIATIONS = 65536  # SCTP primary flows remembered for their alternate paths (MH_PEERS)
 MAX_PAYLOAD = 256 * 1024  # bytes of records per payload handed to the channel
 
 
@@ -105,6 +109,12 @@ class FlowSync:
         self._threads: list[threading.Thread] = []
         self._bindings: dict[str, Any] | None = None
         self._bindings_at = 0.0
+        # SCTP multihoming: the datapath links each alternate path to its association's
+        # primary flow (mh_alt_map); a record of a path does not carry that link, but the
+        # path's entries hold the association's verification tags and ports, as its
+        # primary's do. (tags, ports) -> the primary's ORIG key, of the peers' records.
+        self._assoc: OrderedDict[bytes, bytes] = OrderedDict()
+        self._alt_waiting: OrderedDict[bytes, list[bytes]] = OrderedDict()  # its paths' keys
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
@@ -126,15 +136,21 @@ class FlowSync:
 
     # -- sending ------------------------------------------------------------------------------
     def _record(self, entry: bytes, now_ns: int, gone: bool = False) -> bytes:
-        """The record of an ORIG entry (the REPLY's TCP numbers left out)."""
+        """The record of an ORIG entry; with the REPLY entry's TCP numbers when the event
+        carries them (struct fe_tcp after the entry: a TCP state change)."""
         (t, last, sid, timeout_s, _, state, flags, proto, family, fin, seq, ack, win,
          seen) = self._read.unpack_from(entry)  # fmt: skip
         idle_ms = max(0, now_ns - last) // 1_000_000
         rflags = (REC_F_GONE if gone else 0) | (0 if sid else REC_F_NOSVC)
+        reply = NO_TCP
+        if proto == 6 and len(entry) >= self._vsize + FE_TCP.size:
+            rseq, rack, rwin, rseen = FE_TCP.unpack_from(entry, self._vsize)
+            if rseen & TCP_SEEN:
+                reply = TCP.pack(rseq, rack, rwin, rseen & TCP_SEEN)
         return (HEAD.pack(family, proto, state, flags & ENTRY_FLAGS, fin, L.CT_DIR_ORIG,
                           rflags, timeout_s,
                           min(idle_ms, 0xFFFFFFFF)) + t
-                + TCP.pack(seq, ack, win, seen & TCP_SEEN) + NO_TCP)  # fmt: skip
+                + TCP.pack(seq, ack, win, seen & TCP_SEEN) + reply)  # fmt: skip
 
     def _on_events(self, batch: list[tuple[int, bytes]]) -> None:
         """On the datapath's "flow-events" thread (or the conntrack sweep's, for the
@@ -264,7 +280,8 @@ class FlowSync:
         now = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
         keys: list[bytes] = []
         values: list[bytes] = []
-        doomed: list[bytes] = []
+        gone: list[tuple[bytes, bytes | None]] = []  # (ORIG key, REPLY key) of ended flows
+        links: list[tuple[bytes, bytes]] = []  # SCTP: (alternate path's ORIG key, primary's)
         refused: Counter[str] = Counter()
         unbound = 0
         first_unbound: tuple[str, int, bytes, int, int] | None = None
@@ -293,10 +310,12 @@ class FlowSync:
             rkey = ep + snat + (eport + sport if l4 else sport + b"\0\0") + bytes(
                 (proto, efam, 0, 0)) + NO_TAG
             dsr = eflags & L.CT_F_DSR
+            assoc = (payload[off + HEAD.size + TUPLE : off + HEAD.size + TUPLE + 8] + cport
+                     + vport if proto == 132 else b"")  # the tags, then the ports
             if rflags & REC_F_GONE:
-                doomed.append(okey)
-                if not dsr:
-                    doomed.append(rkey)
+                gone.append((okey, None if dsr else rkey))
+                if assoc and not eflags & L.CT_F_MH_ALT:
+                    self._assoc.pop(assoc, None)
                 continue
             port = int.from_bytes(vport, "big") if l4 else 0
             sproto = 1 if proto == 58 else proto
@@ -330,8 +349,13 @@ class FlowSync:
                 keys.append(rkey)
                 values.append(write.pack(t, last, last, sid, ep_id, timeout_s, L.CT_DIR_REPLY,
                                          state, flags, proto, family, fin, *rtcp))  # fmt: skip
+            if assoc:
+                self._link_path(assoc, okey, bool(eflags & L.CT_F_MH_ALT), links)
         if keys:
             self.hooks.install(b"".join(keys), b"".join(values))
+        if links:
+            self.hooks.link_alt_paths(links)
+        doomed = self._doomed(gone)
         if doomed:
             self.hooks.delete(b"".join(doomed))
         self.stats["installed"] += len(keys)
@@ -351,6 +375,44 @@ class FlowSync:
                         extra={"peer": peer, "refused": dict(refused)})  # fmt: skip
         return {"entries": len(keys), "deleted": len(doomed), "unbound": unbound,
                 "refused": sum(refused.values())}  # fmt: skip
+
+    def _link_path(self, assoc: bytes, okey: bytes, alternate: bool,
+                   links: list[tuple[bytes, bytes]]) -> None:  # fmt: skip
+        """An SCTP record: a primary flow is remembered (and linked to the paths that came
+        before it: a dump walks in hash order); an alternate path is linked to its primary
+        when known, else waits for it."""
+        if not alternate:
+            self._assoc[assoc] = okey
+            self._assoc.move_to_end(assoc)
+            if len(self._assoc) > ASSOCIATIONS:
+                self._assoc.popitem(last=False)
+            links += [(path, okey) for path in self._alt_waiting.pop(assoc, ())]
+        elif (primary := self._assoc.get(assoc)) is not None:
+            links.append((okey, primary))
+        else:
+            waiting = self._alt_waiting.setdefault(assoc, [])
+            if okey not in waiting:
+                waiting.append(okey)
+            if len(self._alt_waiting) > ASSOCIATIONS:
+                self._alt_waiting.popitem(last=False)
+
+    def _doomed(self, gone: list[tuple[bytes, bytes | None]]) -> list[bytes]:
+        """The keys of the ended flows to delete here: only a peer's copy that no packet has
+        met here (both entries still SYNCED, or absent). A flow this node carries now (it
+        moved here: ECMP, a failover) is its own; the peer's end of its stale copy must not
+        cut it (this node's datapath and sweep end it when it ends here)."""
+        if not gone:
+            return []
+        keys = [k for pair in gone for k in pair if k is not None]
+        now = dict(zip(keys, self.hooks.flags(b"".join(keys)), strict=True))
+        doomed: list[bytes] = []
+        for okey, rkey in gone:
+            pair = [okey] if rkey is None else [okey, rkey]
+            if all(now[k] is None or now[k] & L.CT_F_SYNCED for k in pair):
+                doomed += [k for k in pair if now[k] is not None]
+            else:
+                self.stats["gone-kept"] += 1
+        return doomed
 
     def status(self) -> dict[str, Any]:
         return {

@@ -43,11 +43,24 @@ struct ha_cfg {
     __u32 pad2;
 };
 
-// One event: the ORIG entry as it is now (its translation, ids, state, timeout).
+// The REPLY direction's last TCP segment (struct ct_entry's tcp_* fields of that entry).
+struct fe_tcp {
+    __u32 seq;
+    __u32 ack;
+    __u16 win;
+    __u8 seen;                       // 0: not known (no REPLY entry looked up, or none yet)
+    __u8 pad;
+};
+
+// One event: the ORIG entry as it is now (its translation, ids, state, timeout), and for a
+// TCP flow's state change the REPLY entry's TCP numbers, so a peer's copy of a young flow
+// checks RSTs both ways at once, not only after the next refresh walk pairs the entries.
 struct flow_event {
     __u32 type;                      // FE_*
     __u32 pad;
     struct ct_entry e;
+    struct fe_tcp reply;
+    struct ct_key rk;                // scratch: the REPLY entry's key (the stack is full)
 };
 
 BPF_TABLE_PINNED("array", __u32, struct ha_cfg, ha_cfg_map, 1, PIN("hacfg"));
@@ -92,6 +105,21 @@ static __always_inline void flow_event(struct ct_entry *e, __u32 type)
     ev->type = type;
     ev->pad = 0;
     __builtin_memcpy(&ev->e, e, sizeof(struct ct_entry));
+    ev->reply.seen = 0;
+    // A state change is where a TCP flow's REPLY entry is worth a lookup (once per change,
+    // never per packet): during the handshake it is in syn_map (lib/tcpstate.h).
+    if (type == FE_STATE && e->proto == IPPROTO_TCP && !(e->flags & CT_F_DSR)) {
+        ct_reply_key(&e->t, e->proto, ct_reply_family(e), &ev->rk);
+        struct ct_entry *r = ct_map.lookup(&ev->rk);
+        if (!r)
+            r = syn_map.lookup(&ev->rk);
+        if (r) {
+            ev->reply.seq = r->tcp_seq;
+            ev->reply.ack = r->tcp_ack;
+            ev->reply.win = r->tcp_win;
+            ev->reply.seen = r->tcp_seen;
+        }
+    }
     flow_events.ringbuf_submit(ev, 0);
 }
 

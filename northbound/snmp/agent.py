@@ -89,7 +89,7 @@ HA_ROLE_CHANGE = (*model.NOTIFICATIONS, 5)
 NOTIFY_HA_INSTANCE = (*model.NOTIFY_OBJECTS, 7, 0)
 NOTIFY_HA_ROLE = (*model.NOTIFY_OBJECTS, 8, 0)
 NOTIFY_HA_PREVIOUS = (*model.NOTIFY_OBJECTS, 9, 0)
-HA_ROLES = {"init": 1, "backup": 2, "master": 3, "fault": 4, "stopped": 5}
+HA_ROLES = model.HA_ROLES
 # BGP4-MIB's bgpEstablishedNotification and bgpBackwardTransNotification as
 # sluiceBgpEstablished / sluiceBgpBackwardTransition (the peer row's index names the peer).
 BGP_ESTABLISHED = (*model.NOTIFICATIONS, 6)
@@ -650,6 +650,7 @@ class SnmpAgent:
         self.notify(trap, binds)
 
     def _ha_role_event(self, event: dict[str, Any]) -> None:
+        self.state.clear()  # sluiceHaInstanceRole reads the new role soon, not at the period
         self.notify(
             HA_ROLE_CHANGE,
             [

@@ -36,6 +36,10 @@ SECONDARY_ENTRY = (*ENTERPRISE, 1, 7, 1)  # sluiceSecondaryAddressEntry (SCTP mu
 NOTIFY_OBJECTS = (*ENTERPRISE, 1, 4)
 BGP_PEER_ENTRY = (*ENTERPRISE, 1, 5, 1)
 FW_RULE_ENTRY = (*ENTERPRISE, 1, 19, 1)  # sluiceFwRuleEntry
+HA = (*ENTERPRISE, 1, 20)  # sluiceHa: the HA pair's roles and conntrack sync
+HA_GLOBAL = (*HA, 1)
+HA_INSTANCE_ENTRY = (*HA, 2, 1)
+HA_SYNC_PEER_ENTRY = (*HA, 3, 1)
 SYS_OBJECT_ID = (*ENTERPRISE, 3, 1)  # sluiceAppliance
 SYSTEM = (1, 3, 6, 1, 2, 1, 1)
 
@@ -67,6 +71,11 @@ SYSTEM_COLUMNS = (1, 2, 3, 4, 5, 6, 7)
 BGP_PEER_COLUMNS = (3, 4, 5, 6, 7)
 BGP_PEER_STATIC = frozenset((3,))
 BGP_REMOTE_AS_COL, BGP_STATE_COL = 3, 4
+HA_GLOBAL_COLUMNS = (1, 2, 3, 4, 5, 6, 7)
+HA_INSTANCE_COLUMNS = (2, 3, 4, 5)
+HA_INSTANCE_STATIC = frozenset((4, 5))
+HA_SYNC_PEER_COLUMNS = tuple(range(3, 13))
+HA_ROLES = {"init": 1, "backup": 2, "master": 3, "fault": 4, "stopped": 5}
 
 ADMIN = {"enabled": 1, "disabled": 2, "drain": 3}
 PROTOCOL = {"tcp": 1, "udp": 2, "sctp": 3, "icmp": 4}
@@ -172,6 +181,11 @@ def bgp_state(name: Any) -> int:
     return BGP_STATE.get(str(name), 1)
 
 
+def truth(value: Any) -> int:
+    """SNMPv2-TC TruthValue's numbering: true(1), false(2)."""
+    return 1 if value is True else 2
+
+
 @dataclass
 class EndpointRow:
     # The service's name, not its row: no reference cycle, so a replaced snapshot is freed
@@ -211,6 +225,12 @@ class Snapshot:
     fw_rules: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (list, rule)
     policer_index: list[tuple[int, ...]] = field(default_factory=list)
     policers: list[dict[str, Any]] = field(default_factory=list)
+    # /ha: instances by name; sync peers by address (the normalised text, as the sync
+    # channel's status names them).
+    ha_instance_index: list[tuple[int, ...]] = field(default_factory=list)
+    ha_instances: list[dict[str, Any]] = field(default_factory=list)
+    ha_peer_index: list[tuple[int, ...]] = field(default_factory=list)
+    ha_peers: list[str] = field(default_factory=list)
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any], commit_id: int = 0) -> Snapshot:
@@ -272,6 +292,20 @@ class Snapshot:
         policers = sorted((string_index(p["name"]), p) for p in section("qos").get("policer", []))
         snap.policer_index = [i for i, _ in policers]
         snap.policers = [p for _, p in policers]
+        ha = section("ha")
+        instances = sorted((string_index(i["name"]), i) for i in ha.get("instance", []))
+        snap.ha_instance_index = [i for i, _ in instances]
+        snap.ha_instances = [i for _, i in instances]
+        sync_peers = []
+        for address in (ha.get("sync") or {}).get("peer", []):
+            try:
+                idx, _, _ = inet_index(address)
+                sync_peers.append((idx, str(ipaddress.ip_address(address))))
+            except (ValueError, TypeError):
+                continue
+        sync_peers.sort()
+        snap.ha_peer_index = [i for i, _ in sync_peers]
+        snap.ha_peers = [a for _, a in sync_peers]
         return snap
 
 
@@ -324,6 +358,10 @@ class StateReader:
 
     def policer(self, name: str) -> Mapping[str, Any]:
         return (self.snapshot.current().qos.get("policer") or {}).get(name) or {}
+
+    def ha(self) -> Mapping[str, Any]:
+        """The HA door's state() as the snapshot thread last read it ({} without HA)."""
+        return self.snapshot.current().ha
 
     def clear(self) -> None:
         """An event says the last reading is stale: refresh now rather than at the period."""
@@ -530,6 +568,64 @@ class LbMib:
         _, kind, packed = inet_index(vip if col in (2, 3) else snat)
         return ber.integer(kind) if col in (2, 4) else ber.octets(packed)
 
+    def ha_global_cell(self, col: int, pos: int) -> Any:
+        ha = self.state.ha()
+        if col == 1:
+            reachable = ha.get("witness-reachable")
+            return ber.integer(3 if reachable is None else truth(reachable))
+        if col == 2:
+            return ber.integer(truth(ha.get("synced")))
+        if col == 3:
+            return ber.octets(date_and_time(ha.get("last-failover")))
+        sync = ha.get("sync") or {}
+        dp = sync.get("datapath") or {}
+        if col == 4:
+            return ber.counter64(_num(dp, "installed"))
+        if col == 5:
+            return ber.counter64(_num(dp, "unbound"))
+        if col == 6:
+            refused = dp.get("refused-records") or {}
+            return ber.counter64(sum(_num(refused, k) for k in refused))
+        return ber.counter64(_num(dp, "ring-drops"))
+
+    def ha_instance_cell(self, col: int, pos: int) -> Any:
+        inst = self.snap.ha_instances[pos]
+        if col == 4:
+            return ber.unsigned32(int(inst.get("virtual-router-id", 0)))
+        if col == 5:
+            return ber.unsigned32(int(inst.get("priority", 100)))
+        state = next((i for i in self.state.ha().get("instances") or ()
+                      if i.get("name") == inst["name"]), {})  # fmt: skip
+        if col == 2:
+            return ber.integer(HA_ROLES.get(str(state.get("role", "init")), 1))
+        return ber.octets(date_and_time(state.get("since")))
+
+    def ha_peer_cell(self, col: int, pos: int) -> Any:
+        peer = self.snap.ha_peers[pos]
+        sync = self.state.ha().get("sync") or {}
+        rx = (sync.get("peers") or {}).get(peer) or {}
+        tx = (sync.get("sending") or {}).get(peer) or {}
+        if col == 3:
+            return ber.integer(truth(rx.get("connected")))
+        if col == 4:
+            return ber.integer(truth(tx.get("connected")))
+        if col == 5:
+            return ber.counter64(_num(rx, "flows"))
+        if col == 6:
+            return ber.counter64(_num(tx, "flows"))
+        lag = rx.get("lag") or {}
+        if col in (7, 8):  # milliseconds (2 decimals) -> microseconds
+            ms = lag.get("p50-ms" if col == 7 else "p99-ms")
+            return _gauge(min(max(round(float(ms or 0) * 1000), 0), U32))
+        if col == 9:
+            return _gauge(min(_num(lag, "samples"), U32))
+        if col == 10:
+            return ber.counter32(_num(rx, "dumps") & U32)
+        if col == 11:
+            return ber.counter32(_num(tx, "dumps") & U32)
+        error = rx.get("last_error") or tx.get("last_error") or ""  # PeerStats fields
+        return ber.octets(str(error)[:255])
+
     def tables(self) -> list[Table]:
         snap = self.snap
         scalar_row = [(0,)]
@@ -577,6 +673,20 @@ class LbMib:
                 lambda: snap.fw_index,
                 self.fw_cell,
                 static=frozenset((3, 4)),
+            ),
+            Table(HA_GLOBAL, HA_GLOBAL_COLUMNS, lambda: scalar_row, self.ha_global_cell),
+            Table(
+                HA_INSTANCE_ENTRY,
+                HA_INSTANCE_COLUMNS,
+                lambda: snap.ha_instance_index,
+                self.ha_instance_cell,
+                static=HA_INSTANCE_STATIC,
+            ),
+            Table(
+                HA_SYNC_PEER_ENTRY,
+                HA_SYNC_PEER_COLUMNS,
+                lambda: snap.ha_peer_index,
+                self.ha_peer_cell,
             ),
         ]
 
