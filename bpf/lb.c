@@ -343,6 +343,8 @@ static __always_inline int lb_entry(struct __sk_buff *skb, const int sctp)
     if (sctp && !(e = sctp_tag_ok(skb, &p, e)))
         return TC_ACT_SHOT;                    // another verification tag: not this flow's
 
+    struct ct_entry *ho = 0;                   // the ORIG entry, for ha_track after tcp_note
+    __u8 before = 0;
     if (e->dir == CT_DIR_ORIG) {
         if (p.ttl <= 1)
             return TC_ACT_OK;
@@ -352,14 +354,14 @@ static __always_inline int lb_entry(struct __sk_buff *skb, const int sctp)
             if (!tcp_rst_ok(e, (e->flags & CT_F_DSR) ? 0 : ct_lookup_in(&rk, syn), &p))
                 return TC_ACT_SHOT;            // not in the window: not this flow's
         }
-        __u8 before = e->state;
+        before = e->state;
         lb_track(e, &p, CT_DIR_ORIG, now, sctp);
-        ha_track(e, before);
         if (syn && e->state == CT_EST && !(p.tcp_flags & (TCP_SYN | TCP_RST))) {
             e = tcp_promote(e, &p.k);          // the handshake is complete
             if (!e)
                 return TC_ACT_SHOT;
         }
+        ho = e;
     } else if (p.tcp_flags & (TCP_SYN | TCP_FIN | TCP_RST) || e->state != CT_EST ||
                now - e->last_ns >= CT_SYNC_NS ||
                (sctp && sctp_reply_changes_state(&p))) {
@@ -382,9 +384,9 @@ static __always_inline int lb_entry(struct __sk_buff *skb, const int sctp)
             return TC_ACT_OK;
         if (tcp && (p.tcp_flags & TCP_RST) && !tcp_rst_ok(e, o, &p))
             return TC_ACT_SHOT;                // not in the window: not this flow's
-        __u8 before = o->state;
+        before = o->state;
         lb_track(o, &p, CT_DIR_REPLY, now, sctp);
-        ha_track(o, before);
+        ho = o;
         if (sctp)
             sctp_tags_ack(skb, &p, o, e);
         e->state = o->state;
@@ -394,6 +396,8 @@ static __always_inline int lb_entry(struct __sk_buff *skb, const int sctp)
     }
     if (tcp)
         tcp_note(skb, e, &p);                  // one call site (the verifier's budget)
+    if (ho)
+        ha_track(ho, before);                  // after tcp_note: its event has this segment
     if (e->flags & CT_F_PASS)
         return TC_ACT_OK;                      // let in by the firewall: the stack forwards
     e->packets++;

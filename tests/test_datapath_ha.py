@@ -463,7 +463,8 @@ def test_sctp_alternate_paths_carry_on_after_a_sync(lbnet: LbNet) -> None:
     alt = next(i for i in (0, RECORD.size) if dump[i + 3] & 64)  # CT_F_MH_ALT
     res = fs.install("198.18.0.3", dump[alt : alt + RECORD.size])
     res2 = fs.install("198.18.0.3", dump[RECORD.size - alt : 2 * RECORD.size - alt])
-    assert res["refused"] == res2["refused"] == 0 and res["unbound"] == res2["unbound"] == 0
+    assert res["refused"] == res2["refused"] == 0, fs.refused
+    assert res["unbound"] == res2["unbound"] == 0
     assert len(lbnet.rec.program.table("mh_alt_map")) == 1
     lbnet.rec.driver.gc()
     assert len(lbnet.rec.conntrack("m4")) == 2  # the sweep keeps the path

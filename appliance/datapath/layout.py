@@ -73,6 +73,7 @@ CT_F_PASS = 8  # let in by the firewall, not translated (bpf/lib/fw_flow.h)
 CT_F_IPIP = 16  # L3-DSR
 CT_F_LC = 32  # least-connections: the datapath keeps its ep_active gauge (bpf ct_count)
 CT_F_MH_ALT = 64  # an SCTP association's alternate path (bpf/lib/sctp_mh.h)
+MH_ALT_TIMEOUT = 0xFFFFFFFF  # an alternate path's timeout_s: none of its own (sctp_mh.h)
 SVC_F_MIDSTREAM = 16  # TCP: any segment may open a flow (bpf/lib/tcpstate.h)
 TCP_SEEN_SEQ, TCP_SEEN_ACK = 1, 2  # ct_entry.tcp_seen
 # Per-state timeouts (s); established uses the service's inactivity timeout.

@@ -439,8 +439,9 @@ def _check(family: int, proto: int, state: int, eflags: int, rflags: int, timeou
         return "record-flags"
     if eflags & L.CT_F_XLAT and proto not in (6, 17):
         return "flags"  # NAT64/46 translates TCP and UDP only
-    if not 0 < timeout_s <= MAX_TIMEOUT_S:
-        return "timeout"
+    if not 0 < timeout_s <= MAX_TIMEOUT_S and not (
+            timeout_s == L.MH_ALT_TIMEOUT and eflags & L.CT_F_MH_ALT and proto == 132):
+        return "timeout"  # (an SCTP alternate path lives as long as its association)
     efam = 10 - family if eflags & L.CT_F_XLAT else family
     v4 = [i for i, f in ((0, family), (16, family), (32, efam), (48, efam)) if f == 4]
     if any(t[i + 4 : i + 16] != bytes(12) for i in v4):

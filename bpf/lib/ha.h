@@ -139,8 +139,9 @@ static __always_inline int ha_hold(struct ct_entry *e)
     return 0;
 }
 
-// After ct_track on the ORIG entry `o` (call sites in lb.c): a synced flow is this node's
-// from its first packet here; emit FE_STATE if its state moved from `before`.
+// After ct_track on the ORIG entry `o` and tcp_note on the packet's own entry (one call
+// site in lb.c): a synced flow is this node's from its first packet here; emit FE_STATE if
+// its state moved from `before` (with this segment's numbers in its direction's entry).
 static __always_inline void ha_track(struct ct_entry *o, __u8 before)
 {
     if (o->flags & CT_F_SYNCED)
