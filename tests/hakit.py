@@ -229,13 +229,16 @@ def ha_section(me: Node, peer: Node, priority: int) -> dict[str, Any]:
 
 
 def synced_ha_section(me: Node, peer: Node, priority: int) -> dict[str, Any]:
-    """Faster adverts and VIP checks (the test asks for no gap over 1 s, and a client's TCP
-    retransmits at 0.2, 0.6, 1.4 s), and the sync channel."""
+    """Faster adverts and VIP checks, and the sync channel. The test asks for no gap over
+    1 s; a client's TCP retransmits at about 1, 3 and 7 times its RTO (200 ms + its RTT),
+    so the VIPs must move well within 3 RTOs. A backup stands back (FAULT) while the master
+    answers for the VIPs, so short adverts cannot make a second master; once the VIPs are
+    silent for witness-misses checks it waits 3 adverts and a skew (~70 ms at 20 ms)."""
     mine, theirs = _n(me), _n(peer)
     doc = ha_section(me, peer, priority)
     doc["witness-misses"] = 2
     for instance in doc["instance"]:
-        instance["advert-interval"] = 50
+        instance["advert-interval"] = 20
     first = 20000 if me.name == "lba" else 40000
     doc["sync"] = {"address": f"198.18.1.{mine}", "peer": [f"198.18.1.{theirs}"],
                    "key": SYNC_KEY, "snat-ports": {"first": first, "last": first + 19999}}

@@ -1,9 +1,10 @@
-"""Two appliances, each daemon with its own keepalived, in namespaces (tests/hakit.py):
-roles, failover, no preemption, maintenance switchover, split-brain guards.
+"""Two appliances, each daemon with its own keepalived, in namespaces (tests/hakit.py: an
+IPv4 and an IPv6 instance, three backends): roles, failover, no preemption, maintenance
+switchover, split-brain guards, checked in both namespaces and on the wire (who answers
+ARP and neighbour solicitation for the VIPs, who answers and forwards a SYN to them).
 
-What is not tested here because it is not built yet: connections established before a
-failover do not survive it (the conntrack sync is not wired to the datapath); only new
-connections after the failover are asserted to flow.
+No conntrack sync here: only new connections after a failover are asserted to flow
+(connections that live through one: tests/test_ha_failover.py).
 """
 
 from __future__ import annotations

@@ -185,21 +185,34 @@ class VipCheck:
                     self._stop.wait(left)
                     break
                 ready, _, _ = select.select([s for _, s in socks], [], [], left)
-                for (ifname, ethertype), sock in socks:
-                    if sock not in ready:
-                        continue
-                    with contextlib.suppress(BlockingIOError, OSError):
-                        frame, addr = sock.recvfrom(256)
-                        if addr[2] == PACKET_OUTGOING:
-                            continue
-                        parse = parse_na if ethertype == ETH_P_IPV6 else parse_reply
-                        reply = parse(frame)
-                        if reply is None or reply[1] == self.macs.get(ifname):
-                            continue
-                        instance = wanted.get((ifname, reply[0]))
-                        if instance is not None:
-                            answered[instance] = reply[1]
+                for key, sock in socks:
+                    if sock in ready:
+                        self._read(key, sock, wanted, answered, 1)
+            # What arrived in time but was not read (this thread was not scheduled: a busy
+            # machine) still counts: a round is silent only if nothing came back.
+            for key, sock in list(self._socks.items()):
+                self._read(key, sock, wanted, answered, 64)
             self._judge(answered)
+
+    def _read(self, key: tuple[str, int], sock: socket.socket,
+              wanted: dict[tuple[str, str], str], answered: dict[str, bytes],
+              most: int) -> None:  # fmt: skip
+        """Up to `most` queued frames of one socket: the answers to this round's probes."""
+        ifname, ethertype = key
+        parse = parse_na if ethertype == ETH_P_IPV6 else parse_reply
+        for _ in range(most):
+            try:
+                frame, addr = sock.recvfrom(256)
+            except (BlockingIOError, OSError):
+                return
+            if addr[2] == PACKET_OUTGOING:
+                continue
+            reply = parse(frame)
+            if reply is None or reply[1] == self.macs.get(ifname):
+                continue
+            instance = wanted.get((ifname, reply[0]))
+            if instance is not None:
+                answered[instance] = reply[1]
 
     def _judge(self, answered: dict[str, bytes]) -> None:
         for t in self.targets:

@@ -78,7 +78,8 @@ def _show_sync(sync: dict[str, Any] | None) -> None:
         refused = sum(dp.get("refused-records", {}).values())
         print(f"flows          installed {dp.get('installed', 0)}, deleted {dp.get('deleted', 0)}"
               f", unbound {dp.get('unbound', 0)}, refused {refused}"
-              f", ring drops {dp.get('ring-drops', 0)}")
+              f", ring drops {dp.get('ring-drops', 0)}"
+              f", peer's ends kept (carried here) {dp.get('gone-kept', 0)}")
 
 
 def cmd_status(client: ControlClient, args: argparse.Namespace) -> int:
