@@ -7,7 +7,8 @@ Load (tests/haload.py, in the client): long-lived TCP connections to a DNAT and 
 service, each sending a numbered line every 20 ms; UDP flows every 20 ms; 20 new
 connections a second; on the IPv4 and the IPv6 VIP at once. Then the old master returns:
 no preemption, it takes the new master's full dump and is a ready backup, and the load sees
-no second disruption.
+no second disruption. Roles and the sync are also read as an NMS reads them: a real SNMP
+walk of each daemon's SLUICE-LB-MIB::sluiceHa.
 """
 
 from __future__ import annotations
