@@ -151,6 +151,25 @@ static __always_inline void erspan_h6_fill(struct erspan_h6 *h, struct mirror *m
     __builtin_memcpy(&h->ip.daddr, &m->dst, 16);
 }
 
+// Writes the first 14 + outer bytes of the headers (outer MAC, IP, GRE, ERSPAN and, when
+// outer counts it, the frame's own MAC header kept in t) at the front of the copy, the
+// room already made; the outer IP header's payload is gre_payload bytes. 0 on success.
+static __always_inline int erspan_store_outer(struct __sk_buff *skb, struct mirror *m,
+                                              struct bpf_fib_lookup *f, struct erspan_tail *t,
+                                              __u32 gre_payload, __u32 outer, const int v6)
+{
+    if (v6) {
+        struct erspan_h6 h = {};
+        erspan_h6_fill(&h, m, f, gre_payload);
+        h.t = *t;
+        return bpf_skb_store_bytes(skb, 0, &h, 14 + outer, 0);
+    }
+    struct erspan_h4 h = {};
+    erspan_h4_fill(&h, m, f, gre_payload);
+    h.t = *t;
+    return bpf_skb_store_bytes(skb, 0, &h, 14 + outer, 0);
+}
+
 // A frame ERSPAN cannot wrap in place (not IP: the room is made behind an IP header; a GSO
 // aggregate: its copy could not be segmented) is cloned into the loopback's ingress, marked
 // (QOS_MIR_MARK | dir << 6 | session; its interface in skb->priority), where sluice_qos_mir
@@ -193,18 +212,7 @@ static __always_inline int erspan_copy(struct __sk_buff *skb, struct mirror *m, 
     erspan_tail_fill(&t, m, id, dir, skb->ifindex, 0, orig, v3);
     if (bpf_skb_adjust_room(skb, n, BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_FIXED_GSO))
         return -1;
-    int stored;
-    if (v6) {
-        struct erspan_h6 h = {};
-        erspan_h6_fill(&h, m, &f, 8 + elen + frame);
-        h.t = t;
-        stored = bpf_skb_store_bytes(skb, 0, &h, 14 + n, 0);
-    } else {
-        struct erspan_h4 h = {};
-        erspan_h4_fill(&h, m, &f, 8 + elen + frame);
-        h.t = t;
-        stored = bpf_skb_store_bytes(skb, 0, &h, 14 + n, 0);
-    }
+    int stored = erspan_store_outer(skb, m, &f, &t, 8 + elen + frame, n, v6);
     int rc = -1;
     if (!stored)
         rc = bpf_clone_redirect(skb, f.ifindex, 0) ? -1 : 0;
@@ -244,19 +252,9 @@ static __always_inline int erspan_looped_v(struct __sk_buff *skb, struct mirror 
         return -1;
     struct erspan_tail t = {};
     erspan_tail_fill(&t, m, id, dir, port, keep < frame, orig, v3);
-    int stored;
-    if (v6) {
-        struct erspan_h6 h = {};
-        erspan_h6_fill(&h, m, &f, 8 + elen + keep);
-        h.t = t;
-        stored = bpf_skb_store_bytes(skb, 0, &h, 14 + outer, 0);
-    } else {
-        struct erspan_h4 h = {};
-        erspan_h4_fill(&h, m, &f, 8 + elen + keep);
-        h.t = t;
-        stored = bpf_skb_store_bytes(skb, 0, &h, 14 + outer, 0);
-    }
-    return stored ? -1 : bpf_redirect(f.ifindex, 0);
+    if (erspan_store_outer(skb, m, &f, &t, 8 + elen + keep, outer, v6))
+        return -1;
+    return bpf_redirect(f.ifindex, 0);
 }
 
 // sluice_qos_mir's body: a copy erspan_loop marked, or -1 (not one: the caller passes it).
