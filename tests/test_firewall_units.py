@@ -156,12 +156,20 @@ def test_stable_ids_come_back_after_a_restart_by_name() -> None:
     assert again[("snat", "a")] == ids[("snat", "a")]
     assert again[("firewall", "b")] == ids[("firewall", "b")]
     assert second.adopted == {ids[("snat", "a")], ids[("firewall", "b")]}
-    assert again[("firewall", "c")] == ids[("firewall", "a")]  # the freed id, counted anew
-    assert second.created == {again[("firewall", "c")]}
-    assert second.released == set()  # reused at once: its digest is overwritten
+    # Not the freed id: the running datapath still counts the deleted rule under it until
+    # the new generation is switched in, and the new rule would inherit those hits.
+    assert again[("firewall", "c")] == 4
+    assert second.created == {4}
+    assert second.released == {ids[("firewall", "a")]}
     third = second.assign([("firewall", "b")])
     assert third == {("firewall", "b"): ids[("firewall", "b")]}
     assert second.released == {again[("snat", "a")], again[("firewall", "c")]}
+    # Released ids come back only once a commit later, or when no other id is left.
+    fourth = second.assign([("firewall", "b"), ("firewall", "d")])
+    assert fourth[("firewall", "d")] == 1  # released two commits ago, lowest free
+    full = StableIds(4)
+    full.assign(["x", "y", "z"])
+    assert sorted(full.assign(["x", "p", "q"]).values()) == [1, 2, 3]  # none else left
 
 
 def test_a_default_drop_that_cuts_the_appliances_own_listeners_is_warned_about() -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Hashable, Iterable
+from itertools import chain
 
 
 def digest(name: Hashable) -> bytes:
@@ -48,7 +49,12 @@ class StableIds:
                 self.adopted.add(i)
         self.released |= set(recovered.values())  # names gone while no daemon ran
         used = set(keep.values())
-        free = (i for i in range(1, self.limit) if i not in used)
+        # A released id is not handed out again while ids remain that nobody held: the
+        # datapath still runs the old generation, whose rules count under the released ids,
+        # until the new one is switched in, so a new name given one at once would inherit
+        # the hits of a rule just deleted (the counter is zeroed before the switch).
+        free = chain((i for i in range(1, self.limit) if i not in used and i not in self.released),
+                     sorted(self.released - used))  # fmt: skip
         for n in names:
             if n not in keep:
                 keep[n] = next(free)
