@@ -118,11 +118,12 @@ def test_plan_ids_stay_and_rates_become_bit_nanoseconds() -> None:
     assert plan.services == {"web": [0, 1]}
     assert plan.mirrors[1].type == Q.MIR_TYPES["erspan3"]
     assert plan.flags() == Q.QOS_HAVE_SVC | Q.QOS_HAVE_SRC
-    # "a" goes away: "b" keeps id 2, a new "c" takes the free 1.
+    # "a" goes away: "b" keeps id 2; a new "c" takes 3, not a's 1, which the running
+    # generation still counts under until the switch (stable_ids.py).
     qos["policer"] = [{**POL, "name": "b"}, {**POL, "name": "c"}]
     qos["client-prefix"] = []
     Q.plan(qos, None, pol_ids, mir_ids)
-    assert pol_ids.ids == {"b": 2, "c": 1}
+    assert pol_ids.ids == {"b": 2, "c": 3}
 
 
 def test_snmp_policer_table_and_netconf_state_from_the_snapshot() -> None:
