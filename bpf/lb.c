@@ -371,7 +371,7 @@ static __always_inline int lb_entry(struct __sk_buff *skb, const int sctp)
         struct ct_key ok = {};
         ct_orig_key(&e->t, e->proto, e->family, &ok);
         if (sctp)
-            ok.vtag = e->tcp_seq;              // lib/sctp.h: the ORIG key's tag
+            ok.vtag = e->tcp_seq;              // lib/sctp_tags.h: the ORIG key's tag
         struct ct_entry *o = ct_lookup_in(&ok, syn);
         if (!o || ct_expired(o, now)) {
             if (o && tcp && o->state == CT_EST)

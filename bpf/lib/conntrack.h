@@ -22,7 +22,7 @@ static __always_inline void ct_orig_key(struct nat_tuple *t, __u8 proto, __u8 fa
 }
 
 // The ORIG key of entry e's flow (either entry): SCTP's carries the verification tag its
-// client's packets carry, the endpoint's, which both entries keep in tcp_seq (lib/sctp.h).
+// client's packets carry, the endpoint's, which both entries keep in tcp_seq (lib/sctp_tags.h).
 static __always_inline void ct_orig_key_of(struct ct_entry *e, struct ct_key *k)
 {
     ct_orig_key(&e->t, e->proto, e->family, k);

@@ -343,7 +343,7 @@ static __always_inline void mh_paths(struct ct_key *ok, __u32 tag, struct mh_add
     ap->svc_id = o->svc_id;
     ap->ep_id = o->ep_id;
     ap->timeout_s = MH_ALT_TIMEOUT;            // its association's: see mh_alt_seen
-    ap->tcp_seq = o->tcp_seq;                  // the verification tags (lib/sctp.h)
+    ap->tcp_seq = o->tcp_seq;                  // the verification tags (lib/sctp_tags.h)
     ap->tcp_ack = o->tcp_ack;
     ap->proto = o->proto;
     ap->flags = (o->flags & ~CT_F_COUNTED) | CT_F_MH_ALT;
