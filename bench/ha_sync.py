@@ -78,6 +78,7 @@ def fill(rec: Any, n: int) -> float:
     eps = [bytes(map(int, f"{EP_NET}{i}".split("."))) + bytes(12) for i in range(1, 5)]
     now = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
     chunk = 65536
+    key_size = ct.sizeof(L.CtKey)
     for base in range(0, n, chunk):
         keys, values = [], []
         for i in range(base, min(n, base + chunk)):
@@ -86,7 +87,8 @@ def fill(rec: Any, n: int) -> float:
             cport = struct.pack("!H", 1024 + i % 60000)
             ep = eps[i % 4]
             t = client + vip + client + ep + cport + b"\x00\x50" + cport + b"\x1f\x90"
-            keys.append(client + vip + cport + b"\x00\x50" + bytes((6, 4, 0, 0)))
+            key = client + vip + cport + b"\x00\x50" + bytes((6, 4, 0, 0))
+            keys.append(key.ljust(key_size, b"\x00"))  # vtag (SCTP only) and any later field: 0
             values.append(write.pack(t, now, now, sid, eids[i % 4], 240, L.CT_DIR_ORIG, 1,
                                      L.CT_F_COUNTED, 6, 4))  # fmt: skip
         hooks.install(b"".join(keys), b"".join(values))
