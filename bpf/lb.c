@@ -45,6 +45,7 @@
 #include "lib/ha.h"
 #include "lib/gtpu.h"
 #include "lib/stats.h"
+#include "lib/estab.h"
 #include "lib/qos_hook.h"
 #include "lib/nf_stages.h"
 
@@ -297,7 +298,7 @@ static __always_inline int start_flow(struct __sk_buff *skb, struct pkt *p, __u6
 static __always_inline int lb_entry(struct __sk_buff *skb, const int sctp)
 {
     NF_STAGE_START();
-    struct pkt p = {};
+    struct pkt p;                              // parse_packet writes what is read (parse.h)
     int parsed = parse_packet(skb, &p);
     if (parsed == PARSE_SCTP && !sctp)
         jmp_map.call(skb, JMP_SCTP);           // lib/sctp.h
@@ -319,6 +320,8 @@ static __always_inline int lb_entry(struct __sk_buff *skb, const int sctp)
     int syn;                                   // the flow is in syn_map (lib/tcpstate.h)
     int tcp = p.k.proto == IPPROTO_TCP;
     struct ct_entry *e = sctp ? sctp_find(&p, &syn) : ct_find(&p.k, &syn);
+    if (!sctp && e && est_plain(e, &p, syn, now))
+        goto send;                             // an established flow's plain ACK (estab.h)
     if (e && ha_hold(e))
         return TC_ACT_SHOT;                    // a peer's flow on a backup waits (lib/ha.h)
     if (e && e->dir == CT_DIR_ORIG) {
@@ -405,7 +408,7 @@ static __always_inline int lb_entry(struct __sk_buff *skb, const int sctp)
     count(&p, e->svc_id, e->ep_id, 0);
     if (e->flags & CT_F_TAIL)                  // NAT64/46, L3-DSR: lib/nat64.h, l3dsr.h
         return tail_call_flow(skb, e->flags);
-
+send:;
     struct nat_tuple *t = &e->t;
     int dsr = e->flags & CT_F_DSR;
     __u32 gen = nh_generation();

@@ -58,12 +58,14 @@ static __always_inline int nat_macs(void *data, void *data_end, struct nexthop *
 // header checksum is fixed here. What the L4 checksum must change by is left for the
 // caller: *pdp the pseudo-header (addresses), *ldp the ports / identifier, *hlp what a
 // CHECKSUM_COMPLETE skb->csum must follow (IPv6 hop limit, later fragments' addresses).
+// Returns -1 if the packet is not what parse.h said, else the flags of bpf_l4_csum_replace
+// (csum.h l4_csum_flags, decided on the branches taken anyway).
 // ICMP echo: the identifier is the "source port" in the client-facing direction and
 // travels unchanged in the header's one id field.
-static __always_inline int nat_write(void *data, void *data_end, struct pkt *p,
-                                     struct addr *src, __be16 sport, struct addr *dst,
-                                     __be16 dport, struct nexthop *nh, __u64 *pdp, __u64 *ldp,
-                                     __u64 *hlp)
+static __always_inline long nat_write(void *data, void *data_end, struct pkt *p,
+                                      struct addr *src, __be16 sport, struct addr *dst,
+                                      __be16 dport, struct nexthop *nh, __u64 *pdp, __u64 *ldp,
+                                      __u64 *hlp)
 {
     __u32 l3 = p->l3_off, l4 = p->l4_off;
     if (l3 > 18 || l4 > 18 + sizeof(struct ipv6hdr) + 8)
@@ -71,6 +73,8 @@ static __always_inline int nat_write(void *data, void *data_end, struct pkt *p,
     __u64 pd = 0;                              // pseudo-header (addresses)
     __u64 ld = 0;                              // ports / identifier
     __u64 hl = 0;                              // IPv6 hop limit word (see csum.h)
+    long flags = 0;
+    __u8 proto = p->k.proto;
     if (p->k.family == 4) {
         struct iphdr *ip = data + l3;
         if ((void *)(ip + 1) > data_end)
@@ -96,12 +100,13 @@ static __always_inline int nat_write(void *data, void *data_end, struct pkt *p,
         }
         if (hd)
             ip->check = ~fold16((__u16)~ip->check + hd);
-        if (p->k.proto == IPPROTO_ICMP)
+        if (proto == IPPROTO_ICMP)
             pd = 0;                            // no pseudo-header in ICMPv4
     } else {
         struct ipv6hdr *ip6 = data + l3;
         if ((void *)(ip6 + 1) > data_end)
             return -1;
+        flags = L4_CSUM_IPV6;
 #pragma unroll
         for (int i = 0; i < 4; i++) {
             __be32 o = ip6->saddr.in6_u.u6_addr32[i], n = src->w[i];
@@ -129,7 +134,7 @@ static __always_inline int nat_write(void *data, void *data_end, struct pkt *p,
         if (p->k.family == 6)
             hl += pd;
         pd = 0;
-    } else if (l4_has_ports(p->k.proto)) {
+    } else if (proto == IPPROTO_TCP || proto == IPPROTO_UDP || proto == IPPROTO_SCTP) {
         __be16 *ports = data + l4;
         if ((void *)(ports + 2) > data_end)
             return -1;
@@ -141,8 +146,12 @@ static __always_inline int nat_write(void *data, void *data_end, struct pkt *p,
             ld += (__u16)~ports[1] + (__u64)dport;
             ports[1] = dport;
         }
-        if (p->k.proto == IPPROTO_SCTP)        // CRC32c, no pseudo-header: lib/sctp.h
-            pd = ld = 0;
+        if (proto == IPPROTO_TCP)
+            ;                                  // the common case: no test below
+        else if (proto == IPPROTO_UDP)
+            flags |= BPF_F_MARK_MANGLED_0;
+        else
+            pd = ld = 0;                       // SCTP: CRC32c, no pseudo-header (lib/sctp.h)
     } else {
         __be16 *id = data + l4 + 4;
         if ((void *)(id + 1) > data_end)
@@ -157,7 +166,7 @@ static __always_inline int nat_write(void *data, void *data_end, struct pkt *p,
     *pdp = pd;
     *ldp = ld;
     *hlp = hl;
-    return 0;
+    return flags;
 }
 
 // Rewrite to (src:sport -> dst:dport) in an skb (nat_write), then the L4 checksum.
@@ -167,11 +176,11 @@ static __always_inline int nat_rewrite(struct __sk_buff *skb, struct pkt *p, str
                                        struct nexthop *nh)
 {
     __u64 pd, ld, hl;
-    if (nat_write((void *)(long)skb->data, (void *)(long)skb->data_end, p, src, sport, dst,
-                  dport, nh, &pd, &ld, &hl))
+    long flags = nat_write((void *)(long)skb->data, (void *)(long)skb->data_end, p, src, sport,
+                           dst, dport, nh, &pd, &ld, &hl);
+    if (flags < 0)
         return -1;
     // Helpers last: they may move the packet (the pointers above are dead after them).
-    __u64 flags = l4_csum_flags(p);            // once: a helper call between would reload
     if (pd && bpf_l4_csum_replace(skb, p->csum_off, 0, fold32(pd), BPF_F_PSEUDO_HDR | flags))
         return -1;
     if (ld && bpf_l4_csum_replace(skb, p->csum_off, 0, fold32(ld), flags))
@@ -182,11 +191,13 @@ static __always_inline int nat_rewrite(struct __sk_buff *skb, struct pkt *p, str
 }
 
 // DSR through a cached next hop `nh`: nothing is translated, only the TTL / hop limit
-// and the MACs change (nat_rewrite with the packet's own tuple would compare every address
-// and port with itself: ~70 instructions for IPv6).
-static __always_inline int dsr_rewrite(struct __sk_buff *skb, struct pkt *p, struct nexthop *nh)
+// and the MACs change (nat_write with the packet's own tuple would compare every address
+// and port with itself: ~70 instructions for IPv6). Shared by the TC path (dsr_rewrite)
+// and the XDP fast path (lib/xdp_fast.h). *hlp: what a CHECKSUM_COMPLETE skb->csum must
+// follow (the IPv6 hop limit word; the IPv4 header checksum is fixed here).
+static __always_inline int dsr_write(void *data, void *data_end, struct pkt *p,
+                                     struct nexthop *nh, __u64 *hlp)
 {
-    void *data = (void *)(long)skb->data, *data_end = (void *)(long)skb->data_end;
     __u32 l3 = p->l3_off;
     __u64 hl = 0;
     if (l3 > 18)
@@ -206,9 +217,16 @@ static __always_inline int dsr_rewrite(struct __sk_buff *skb, struct pkt *p, str
         __u16 *hlw = (void *)ip6 + 6;          // next header and hop limit: one word
         __u16 ow = *hlw;
         ip6->hop_limit--;
-        hl = (__u16)~ow + (__u64)*hlw;         // for a CHECKSUM_COMPLETE skb->csum
+        hl = (__u16)~ow + (__u64)*hlw;
     }
-    if (nat_macs(data, data_end, nh))
+    *hlp = hl;
+    return nat_macs(data, data_end, nh);
+}
+
+static __always_inline int dsr_rewrite(struct __sk_buff *skb, struct pkt *p, struct nexthop *nh)
+{
+    __u64 hl;
+    if (dsr_write((void *)(long)skb->data, (void *)(long)skb->data_end, p, nh, &hl))
         return -1;
     if (hl)
         bpf_csum_update(skb, fold32(hl));      // no-op unless CHECKSUM_COMPLETE
