@@ -135,11 +135,14 @@ class Result:
     code_lines: int = 0  # distinct 64-byte lines of bytecode executed (8 instructions)
     tail_call: int | None = None  # the index of the tail call the run ended in
     hot: Counter[int] = field(default_factory=Counter)  # pc -> times executed
+    # store instructions into map values, by (map name, key): what a packet writes where
+    stores: Counter[tuple[str, bytes]] = field(default_factory=Counter)
 
     def summary(self) -> dict[str, Any]:
         return {"insns": self.insns, "helpers": dict(sorted(self.helpers.items())),
                 "helper_calls": sum(n for h, n in self.helpers.items() if "inlined" not in h),
                 "lines": self.lines, "code_lines": self.code_lines,
+                "map_stores": dict(sorted(Counter(m for m, _ in self.stores.elements()).items())),
                 "verdict": self.verdict, "tail_call": self.tail_call}  # fmt: skip
 
 
@@ -154,6 +157,8 @@ class Vm:
         self.touched: set[int] = set()
         self.maps: dict[int, KMap] = {}
         self.shadow: dict[tuple[int, bytes], int] = {}  # (fd, key) -> value address
+        self.value_of: dict[int, tuple[str, bytes]] = {}  # value slot -> (map name, key)
+        self.stores: Counter[tuple[str, bytes]] = Counter()
         self.deleted: set[tuple[int, bytes]] = set()
         self.next_val = MAPVAL_BASE
         self.now = now_ns if now_ns is not None else time.monotonic_ns()
@@ -194,6 +199,9 @@ class Vm:
 
     def store(self, addr: int, size: int, value: int) -> None:
         buf, off = self._where(addr, size)
+        owner = self.value_of.get(addr >> SLOT)
+        if owner is not None:
+            self.stores[owner] += 1
         buf[off : off + size] = (value & ((1 << size * 8) - 1)).to_bytes(size, "little")
 
     def read(self, addr: int, n: int) -> bytes:
@@ -231,6 +239,7 @@ class Vm:
         if val is None:
             return 0
         self.shadow[sk] = addr = self._alloc(val)
+        self.value_of[addr >> SLOT] = (m.name, key)
         return addr
 
     def map_update(self, ptr: int, key_addr: int, val_addr: int, flags: int) -> int:
@@ -243,7 +252,8 @@ class Vm:
         if flags == 2 and not exists:  # BPF_EXIST
             return -2
         self.deleted.discard(sk)
-        self.shadow[sk] = self._alloc(self.read(val_addr, m.value_size))
+        self.shadow[sk] = addr = self._alloc(self.read(val_addr, m.value_size))
+        self.value_of[addr >> SLOT] = (m.name, key)
         return 0
 
     def map_delete(self, ptr: int, key_addr: int) -> int:
@@ -403,6 +413,7 @@ class Vm:
                 len({p // 8 for p in hot}),
                 self.tail,
                 hot,
+                self.stores,
             )
         return Result(
             regs[0] & M32,
@@ -412,6 +423,7 @@ class Vm:
             len({p // 8 for p in hot}),
             None,
             hot,
+            self.stores,
         )
 
     def _atomic(self, addr: int, size: int, regs: list[int], src: int, imm: int) -> None:
