@@ -320,7 +320,7 @@ static __always_inline int lb_entry(struct __sk_buff *skb, const int sctp)
     int syn;                                   // the flow is in syn_map (lib/tcpstate.h)
     int tcp = p.k.proto == IPPROTO_TCP;
     struct ct_entry *e = sctp ? sctp_find(&p, &syn) : ct_find(&p.k, &syn);
-    if (!sctp && e && est_plain(e, &p, syn, now))
+    if (!sctp && e && est_plain(e, &p, now))
         goto send;                             // an established flow's plain ACK (estab.h)
     if (e && ha_hold(e))
         return TC_ACT_SHOT;                    // a peer's flow on a backup waits (lib/ha.h)

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from dpkit import VIP4, LbNet, service, wait_for
+from dpkit import VIP4, VIP6, LbNet, service, wait_for
 
 pytestmark = pytest.mark.datapath
 
@@ -168,6 +168,39 @@ def test_an_rst_closes_the_flow_only_in_the_window(echo_net: LbNet) -> None:
         # The endpoint took the RST: its answer to more data is a reset (or, once the
         # closed flow has expired, the data opens no flow and goes unanswered).
         assert held.ask("echo", timeout=15).startswith(("reset", "error", "timeout"))
+    finally:
+        held.close()
+
+
+@pytest.mark.parametrize("vip", [VIP4, VIP6])
+def test_each_entry_holds_its_directions_numbers_exactly(echo_net: LbNet, vip: str) -> None:
+    """Data both ways through the established path (lib/estab.h: ACK segments with payload):
+    once the connection is quiet, each direction's next sequence number (its entry's
+    tcp_seq: sequence + payload) is what the other side acknowledged (the other entry's
+    tcp_ack), and 4 more echoes of 4 bytes moved each by exactly 16."""
+    import socket
+
+    lbnet = echo_net
+    lbnet.set(service("e", vip=vip, port=ECHO_PORT, ep_port=ECHO_PORT, backends=(1,)))
+    held = Held(lbnet, vip, ECHO_PORT)
+
+    def quiet() -> tuple[int, int] | None:
+        (orig,) = _entries(lbnet, held.port)
+        (reply,) = [v for v in lbnet.rec.program.table("ct_map").values()
+                    if v.dir == 1 and v.t.client_port == socket.htons(held.port)]  # fmt: skip
+        if orig.tcp_seen != 3 or reply.tcp_seen != 3:
+            return None
+        if (orig.tcp_seq, orig.tcp_ack) != (reply.tcp_ack, reply.tcp_seq):
+            return None
+        return int(orig.tcp_seq), int(reply.tcp_seq)
+
+    try:
+        assert held.ask("echo") == "ok"
+        before = wait_for(quiet, what="both entries' numbers to agree")
+        for _ in range(4):
+            assert held.ask("echo") == "ok"
+        after = wait_for(quiet, what="both entries' numbers to agree again")
+        assert [(a - b) % 2**32 for a, b in zip(after, before, strict=True)] == [16, 16]
     finally:
         held.close()
 

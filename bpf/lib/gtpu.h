@@ -58,7 +58,8 @@ static __always_inline int gtpu_forward(struct __sk_buff *skb, struct pkt *p, st
     struct bpf_fib_lookup f = {};
     int rc = fib(skb, p, &p->k.src, &dst, &f);
     // DSR: the FIB's next hop is the endpoint and redirect_neigh writes its MAC.
-    if (svc.mode != MODE_DSR && nat_rewrite(skb, p, &p->k.src, p->k.sport, &dst, dport, 0))
+    if (svc.mode != MODE_DSR &&
+        nat_rewrite(skb, p, &p->k.src, p->k.sport, &dst, dport, p->k.sport, 0))
         return TC_ACT_SHOT;
     struct counters *c = svc_stats.lookup(&svc.id);
     if (c) {

@@ -57,15 +57,16 @@ static __always_inline int nat_macs(void *data, void *data_end, struct nexthop *
 // identifier, and with a cached next hop `nh` the TTL / hop limit and the MACs; the IPv4
 // header checksum is fixed here. What the L4 checksum must change by is left for the
 // caller: *pdp the pseudo-header (addresses), *ldp the ports / identifier, *hlp what a
-// CHECKSUM_COMPLETE skb->csum must follow (IPv6 hop limit, later fragments' addresses).
+// CHECKSUM_COMPLETE skb->csum must follow (IPv6 hop limit, later fragments' addresses;
+// below 2^32, so bpf_csum_update takes it unfolded).
 // Returns -1 if the packet is not what parse.h said, else the flags of bpf_l4_csum_replace
 // (csum.h l4_csum_flags, decided on the branches taken anyway).
 // ICMP echo: the identifier is the "source port" in the client-facing direction and
-// travels unchanged in the header's one id field.
+// travels unchanged in the header's one id field: `id` is what it becomes.
 static __always_inline long nat_write(void *data, void *data_end, struct pkt *p,
                                       struct addr *src, __be16 sport, struct addr *dst,
-                                      __be16 dport, struct nexthop *nh, __u64 *pdp, __u64 *ldp,
-                                      __u64 *hlp)
+                                      __be16 dport, __be16 id, struct nexthop *nh, __u64 *pdp,
+                                      __u64 *ldp, __u64 *hlp)
 {
     __u32 l3 = p->l3_off, l4 = p->l4_off;
     if (l3 > 18 || l4 > 18 + sizeof(struct ipv6hdr) + 8)
@@ -75,6 +76,10 @@ static __always_inline long nat_write(void *data, void *data_end, struct pkt *p,
     __u64 hl = 0;                              // IPv6 hop limit word (see csum.h)
     long flags = 0;
     __u8 proto = p->k.proto;
+    // The MACs first: the next hop's copy (nexthop.h nh_get) goes straight into the frame,
+    // not through the stack while the addresses are done.
+    if (nh && nat_macs(data, data_end, nh))
+        return -1;
     if (p->k.family == 4) {
         struct iphdr *ip = data + l3;
         if ((void *)(ip + 1) > data_end)
@@ -132,7 +137,7 @@ static __always_inline long nat_write(void *data, void *data_end, struct pkt *p,
         // No L4 header (frag.h): addresses only. IPv6: no checksum cancels their change
         // in a CHECKSUM_COMPLETE skb->csum, so it is reported (as the hop limit is).
         if (p->k.family == 6)
-            hl += pd;
+            hl = fold32(hl + pd);
         pd = 0;
     } else if (proto == IPPROTO_TCP || proto == IPPROTO_UDP || proto == IPPROTO_SCTP) {
         __be16 *ports = data + l4;
@@ -153,16 +158,14 @@ static __always_inline long nat_write(void *data, void *data_end, struct pkt *p,
         else
             pd = ld = 0;                       // SCTP: CRC32c, no pseudo-header (lib/sctp.h)
     } else {
-        __be16 *id = data + l4 + 4;
-        if ((void *)(id + 1) > data_end)
+        __be16 *icmp_id = data + l4 + 4;
+        if ((void *)(icmp_id + 1) > data_end)
             return -1;
-        if (*id != sport) {
-            ld += (__u16)~*id + (__u64)sport;
-            *id = sport;
+        if (*icmp_id != id) {
+            ld += (__u16)~*icmp_id + (__u64)id;
+            *icmp_id = id;
         }
     }
-    if (nh && nat_macs(data, data_end, nh))
-        return -1;
     *pdp = pd;
     *ldp = ld;
     *hlp = hl;
@@ -173,11 +176,11 @@ static __always_inline long nat_write(void *data, void *data_end, struct pkt *p,
 // nh: the cached next hop the packet leaves through (TTL - 1 and MACs written here), or 0.
 static __always_inline int nat_rewrite(struct __sk_buff *skb, struct pkt *p, struct addr *src,
                                        __be16 sport, struct addr *dst, __be16 dport,
-                                       struct nexthop *nh)
+                                       __be16 id, struct nexthop *nh)
 {
     __u64 pd, ld, hl;
     long flags = nat_write((void *)(long)skb->data, (void *)(long)skb->data_end, p, src, sport,
-                           dst, dport, nh, &pd, &ld, &hl);
+                           dst, dport, id, nh, &pd, &ld, &hl);
     if (flags < 0)
         return -1;
     // Helpers last: they may move the packet (the pointers above are dead after them).
@@ -185,8 +188,8 @@ static __always_inline int nat_rewrite(struct __sk_buff *skb, struct pkt *p, str
         return -1;
     if (ld && bpf_l4_csum_replace(skb, p->csum_off, 0, fold32(ld), flags))
         return -1;
-    if (hl)
-        bpf_csum_update(skb, fold32(hl));      // no-op unless CHECKSUM_COMPLETE
+    if (hl)                                    // < 2^32 (nat_write): a valid __wsum
+        bpf_csum_update(skb, hl);              // no-op unless CHECKSUM_COMPLETE
     return 0;
 }
 
@@ -228,8 +231,8 @@ static __always_inline int dsr_rewrite(struct __sk_buff *skb, struct pkt *p, str
     __u64 hl;
     if (dsr_write((void *)(long)skb->data, (void *)(long)skb->data_end, p, nh, &hl))
         return -1;
-    if (hl)
-        bpf_csum_update(skb, fold32(hl));      // no-op unless CHECKSUM_COMPLETE
+    if (hl)                                    // ~ow + nw < 2^17: a valid __wsum
+        bpf_csum_update(skb, hl);              // no-op unless CHECKSUM_COMPLETE
     return 0;
 }
 
@@ -237,13 +240,13 @@ static __always_inline int dsr_rewrite(struct __sk_buff *skb, struct pkt *p, str
 static __always_inline int nat_orig(struct __sk_buff *skb, struct pkt *p, struct nat_tuple *t,
                                     struct nexthop *nh)
 {
-    return nat_rewrite(skb, p, &t->snat, t->snat_port, &t->ep, t->ep_port, nh);
+    return nat_rewrite(skb, p, &t->snat, t->snat_port, &t->ep, t->ep_port, t->snat_port, nh);
 }
 
 // Endpoint -> snat becomes VIP -> client. ICMP: the reply's "source port" is the id.
 static __always_inline int nat_reply(struct __sk_buff *skb, struct pkt *p, struct nat_tuple *t,
                                      struct nexthop *nh)
 {
-    return nat_rewrite(skb, p, &t->vip, l4_has_ports(p->k.proto) ? t->vip_port : t->client_port,
-                       &t->client, t->client_port, nh);
+    return nat_rewrite(skb, p, &t->vip, t->vip_port, &t->client, t->client_port, t->client_port,
+                       nh);
 }

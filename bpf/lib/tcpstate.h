@@ -155,6 +155,15 @@ static __always_inline __u32 tcp_next(struct pkt *p)
            !!(fl & TCP_SYN) + (fl & TCP_FIN);
 }
 
+// Sequence numbers compared (RFC 1982): the sign of (__s32)(a - b), kept in the top half of
+// a 64-bit word (the barrier stops clang from shifting it back down: 2 instructions fewer).
+static __always_inline __s64 tcp_cmp(__u32 a, __u32 b)
+{
+    __u64 x = (__u64)(a - b) << 32;
+    asm volatile("" : "+r"(x));
+    return (__s64)x;
+}
+
 // An ACK (no SYN, FIN or RST) of a flow whose entry `e` has seen both numbers: its next
 // sequence number and its acknowledgement (with the window) replace the entry's when
 // they are later. Written only when they change: most segments of the direction that
@@ -162,11 +171,11 @@ static __always_inline __u32 tcp_next(struct pkt *p)
 static __always_inline void tcp_note_ack(struct ct_entry *e, struct pkt *p)
 {
     __u32 next = bpf_ntohl(p->tcp_seq) + p->l4_len - ((p->tcp_doff >> 4) << 2);
-    if ((__s32)(next - e->tcp_seq) > 0)
+    if (tcp_cmp(next, e->tcp_seq) > 0)
         e->tcp_seq = next;
     __u32 ack = bpf_ntohl(p->tcp_ack);
     __u16 win = bpf_ntohs(p->tcp_win);
-    __s32 d = (__s32)(ack - e->tcp_ack);
+    __s64 d = tcp_cmp(ack, e->tcp_ack);
     if (d > 0 || (d == 0 && e->tcp_win != win)) {
         e->tcp_ack = ack;
         e->tcp_win = win;

@@ -1,9 +1,9 @@
 // xdp_fast.h - the XDP fast path (xdp.c): established TCP/UDP flows whose conntrack entry
 // holds a valid next hop are translated and sent from the driver, before any skb exists.
 // It does exactly what lb.c does for such a packet when the cache is valid: conntrack
-// lookup, NAT (nat.h nat_write; DSR: dsr_write), counters (stats.h), TTL and MACs, then XDP_TX (back out
-// of the interface it came in on) or bpf_redirect. Everything else is XDP_PASS, and the
-// TC program behind it (lb.c) decides as it always did: new flows, flows in their TCP
+// lookup, NAT (nat.h nat_write; DSR: dsr_write), counters (stats.h), TTL and MACs, then
+// XDP_TX (back out of the interface it came in on) or bpf_redirect. Everything else is
+// XDP_PASS, and the TC program behind it (lb.c) decides as it always did: new flows, flows in their TCP
 // handshake (syn_map), SYN/FIN/RST segments (they change state), anything not
 // established, expired flows, a stale or missing next hop, a packet longer than the cache
 // holds (GSO/GRO aggregates, Path MTU discovery), fragments, IP options, IPv6 extension
@@ -150,11 +150,11 @@ static __always_inline int xdp_fast(struct xdp_md *ctx)
     if (e->flags & CT_F_DSR)                   // only the MACs (and TTL) change
         err = dsr_write(data, data_end, &p, &nh, &hl);
     else if (e->dir == CT_DIR_ORIG)
-        err = nat_write(data, data_end, &p, &t->snat, t->snat_port, &t->ep, t->ep_port, &nh,
-                        &pd, &ld, &hl);
+        err = nat_write(data, data_end, &p, &t->snat, t->snat_port, &t->ep, t->ep_port,
+                        t->snat_port, &nh, &pd, &ld, &hl);
     else
         err = nat_write(data, data_end, &p, &t->vip, t->vip_port, &t->client, t->client_port,
-                        &nh, &pd, &ld, &hl);
+                        t->vip_port, &nh, &pd, &ld, &hl);
     if (err < 0 || xdp_l4_csum(data, data_end, &p, pd + ld))
         return XDP_DROP;                       // cannot happen for a packet parsed above
     xdp_count(XDP_STAT_FWD);
