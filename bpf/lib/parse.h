@@ -64,8 +64,7 @@ static __always_inline int parse_l4(struct __sk_buff *skb, struct pkt *p, void *
                                     void *data_end, __u32 l4_len)
 {
     void *l4 = data + p->l4_off;
-    switch (p->k.proto) {
-    case IPPROTO_TCP: {
+    if (p->k.proto == IPPROTO_TCP) {           // the common case first
         struct tcphdr *th = l4;
         if ((void *)(th + 1) > data_end)
             return PARSE_PASS;
@@ -76,6 +75,7 @@ static __always_inline int parse_l4(struct __sk_buff *skb, struct pkt *p, void *
         p->csum_off = p->l4_off + offsetof(struct tcphdr, check);
         return PARSE_OK;
     }
+    switch (p->k.proto) {
     case IPPROTO_UDP: {
         struct udphdr *uh = l4;
         if ((void *)(uh + 1) > data_end)
@@ -138,7 +138,7 @@ static __always_inline int parse_packet(struct __sk_buff *skb, struct pkt *p)
     __u32 off = sizeof(*eth);
     if ((void *)(eth + 1) > data_end)
         return PARSE_PASS;
-    __be16 proto = eth->h_proto;
+    __be16 proto = *(__be16 *)(data + 12);     // h_proto: one load (ethhdr is packed)
     if (proto == bpf_htons(ETH_P_8021Q_) || proto == bpf_htons(ETH_P_8021AD_)) {
         __be16 *inner = data + off + 2;
         if ((void *)(inner + 1) > data_end)
@@ -158,8 +158,8 @@ static __always_inline int parse_packet(struct __sk_buff *skb, struct pkt *p)
         struct iphdr *ip = data + off;
         if ((void *)(ip + 1) > data_end)
             return PARSE_PASS;
-        if (ip->ihl != 5)                       // options: rare, leave to the stack
-            return PARSE_PASS;
+        if (*(__u8 *)ip != 0x45)                // version 4 without options (rare: the
+            return PARSE_PASS;                  // stack's)
         p->k.family = 4;
         p->k.proto = ip->protocol;
         // Words 1..3 zero (structs.h): word 0 and 1 in one store, 2 and 3 in another.
@@ -185,8 +185,12 @@ static __always_inline int parse_packet(struct __sk_buff *skb, struct pkt *p)
         // header right after the fixed header (lib/frag.h).
         p->k.family = 6;
         p->k.proto = ip6->nexthdr;
-        __builtin_memcpy(&p->k.src, &ip6->saddr, 16);
-        __builtin_memcpy(&p->k.dst, &ip6->daddr, 16);
+        // 8 bytes at a time (the packet may be unaligned; memcpy built each u64 of two u32).
+        __u64 *a = (__u64 *)&ip6->saddr;
+        *(__u64 *)&p->k.src.w[0] = a[0];
+        *(__u64 *)&p->k.src.w[2] = a[1];
+        *(__u64 *)&p->k.dst.w[0] = a[2];
+        *(__u64 *)&p->k.dst.w[2] = a[3];
         p->ttl = ip6->hop_limit;
         p->l4_off = off + sizeof(*ip6);
         l4_len = bpf_ntohs(ip6->payload_len);
