@@ -32,7 +32,9 @@ from pyroute2 import IPRoute, NetNS
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl import (
     RTMGRP_IPV4_ROUTE,
+    RTMGRP_IPV4_RULE,
     RTMGRP_IPV6_ROUTE,
+    RTMGRP_IPV6_RULE,
     RTMGRP_LINK,
     RTMGRP_NEIGH,
 )
@@ -349,32 +351,121 @@ def link_speed_mbps(ifname: str) -> int:
     return 0 if speed in (0, 0xFFFF, 0xFFFFFFFF) else speed
 
 
-# -- route, neighbour and link changes ---------------------------------------------------
+# -- route, neighbour, link and rule changes ---------------------------------------------
 _NUD_FAILED = 0x20
+# The tables the default `ip rule`s look up (local, main, default): with no other rule, the
+# only ones a forwarded packet's route can come from.
+_DEFAULT_TABLES = (253, 254, 255)
+# A rule with only these attributes (and the "none" value for the suppressors) selects
+# nothing: it is one of the defaults, or one like them.
+_PLAIN_RULE_ATTRS = ("FRA_TABLE", "FRA_PRIORITY", "FRA_PROTOCOL", "FRA_SUPPRESS_PREFIXLEN",
+                     "FRA_SUPPRESS_IFGROUP", "FRA_UNSPEC")  # fmt: skip
+_FR_ACT_TO_TBL = 1
+
+
+def not_by_destination(msg: Any) -> str | None:
+    """Why a rule, route or link (an rtnetlink message, dumped or notified) makes the route
+    of a forwarded packet depend on more than its destination; None if it does not.
+
+    The FIB (bpf_fib_lookup, as the stack) then gives one answer per destination whatever
+    the source: an `ip rule` other than the defaults (it may select by source, interface,
+    mark...), a VRF, an IPv6 route specific to a source (`from`), and a multipath route
+    (the path is chosen by a hash of the flow) each break that. Multipath is judged
+    strictly: any multipath route, or any route through a nexthop object (which may be a
+    group), in the default tables, whether or not an endpoint is behind it."""
+    event = msg.get("event", "")
+    if event == "RTM_NEWRULE":
+        table = msg.get_attr("FRA_TABLE") or msg.get("table", 0)
+        plain = all(
+            name in _PLAIN_RULE_ATTRS
+            and not (name.startswith("FRA_SUPPRESS") and value != 0xFFFFFFFF)
+            for name, value in msg.get("attrs", [])
+        )  # fmt: skip
+        if (msg.get("action", _FR_ACT_TO_TBL) != _FR_ACT_TO_TBL or msg.get("src_len")
+                or msg.get("dst_len") or msg.get("tos") or msg.get("flags")
+                or table not in _DEFAULT_TABLES or not plain):  # fmt: skip
+            return f"ip rule (priority {msg.get_attr('FRA_PRIORITY') or 0}, table {table})"
+    elif event == "RTM_NEWROUTE":
+        table = msg.get_attr("RTA_TABLE") or msg.get("table", 0)
+        if table not in _DEFAULT_TABLES:
+            return None  # no rule looks there (another one would have been reported)
+        where = f"{msg.get_attr('RTA_DST') or 'default'}/{msg.get('dst_len', 0)}"
+        if msg.get("family") == socket.AF_INET6 and msg.get("src_len"):
+            return f"IPv6 source-specific route to {where}"
+        if msg.get_attr("RTA_MULTIPATH"):
+            return f"multipath route to {where}"
+        if msg.get_attr("RTA_NH_ID"):
+            return f"route to {where} through a nexthop object"
+    elif event == "RTM_NEWLINK":
+        info = msg.get_attr("IFLA_LINKINFO")
+        if info is not None and info.get_attr("IFLA_INFO_KIND") == "vrf":
+            return f"VRF {msg.get_attr('IFLA_IFNAME')}"
+    return None
+
+
+def routing_survey(netns: str | None = None) -> str | None:
+    """Why routing in ``netns`` depends on more than the destination (the first reason
+    found, see :func:`not_by_destination`); None if it depends on the destination alone.
+    One dump each of the rules, routes and links of both families."""
+    with _rtnl(netns) as ipr:
+        for family in (socket.AF_INET, socket.AF_INET6):
+            for msg in ipr.get_rules(family=family):
+                if why := not_by_destination(msg):
+                    return why
+        for family in (socket.AF_INET, socket.AF_INET6):
+            for msg in ipr.get_routes(family=family):
+                if why := not_by_destination(msg):
+                    return why
+        for msg in ipr.get_links():
+            if why := not_by_destination(msg):
+                return why
+    return None
+
+
+def _drain(ipr: Any) -> list[Any]:
+    """Every message the socket has, not only the first datagram's: pyroute2 (0.9) reads all
+    datagrams waiting on the socket into its own queue and ``get()`` returns one, so the
+    others would wait there, unseen by select(), until the next netlink event."""
+    msgs = list(ipr.get())
+    queue = getattr(getattr(ipr.asyncore, "msg_queue", None), "queues", {}).get(0)
+    while queue is not None and queue.qsize() > 0:
+        msgs += ipr.get()
+    return msgs
 
 
 class RoutingWatch:
-    """Call ``on_change()`` after each burst of changes that can move a next hop.
+    """Call ``on_change()`` after each burst of changes that can move a next hop, and keep
+    ``by_destination`` true only while routing depends on the destination alone.
 
-    A thread listens to rtnetlink's link, neighbour and IPv4/IPv6 route groups in
-    ``netns``. Every route and link message counts; a neighbour message counts only when
-    the neighbour's link-layer address differs from the last one seen for it, or it failed
-    or went away (reachable <-> stale churn moves nothing). Messages that arrive together
-    give one call. If the socket fails it is reopened and ``on_change()`` is called once
-    more, since changes may have been missed meanwhile.
+    A thread listens to rtnetlink's link, neighbour, IPv4/IPv6 route and IPv4/IPv6 rule
+    groups in ``netns``. Every route, rule and link message counts; a neighbour message
+    counts only when the neighbour's link-layer address differs from the last one seen for
+    it, or it failed or went away (reachable <-> stale churn moves nothing). Messages that
+    arrive together give one call. If the socket fails it is reopened and ``on_change()`` is
+    called once more, since changes may have been missed meanwhile.
+
+    ``by_destination`` (read it in ``on_change``): set from a dump of rules, routes and
+    links when listening starts; a message that breaks it (see :func:`not_by_destination`)
+    clears it at once; while it is clear, every burst of rule, route or link messages is
+    followed by a new dump (a multipath route that loses a path is notified as the path's
+    removal only), which sets it again when nothing breaks it any more. ``why_not``: the
+    reason while it is clear.
     """
 
     def __init__(self, on_change: Callable[[], None], netns: str | None = None) -> None:
         self.on_change = on_change
         self.netns = netns
         self.changes = 0  # calls made (for status and tests)
+        self.by_destination = False  # until the first dump says so
+        self.why_not: str | None = "not surveyed yet"
         self._lladdr: dict[tuple[int, str], str] = {}
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._thread: threading.Thread | None = None
 
     def start(self, timeout: float = 10.0) -> None:
-        """Start listening; returns once the socket is subscribed (or after ``timeout``)."""
+        """Start listening; returns once the socket is subscribed and routing surveyed (or
+        after ``timeout``)."""
         self._thread = threading.Thread(target=self._run, name="routing-watch", daemon=True)
         self._thread.start()
         self._ready.wait(timeout)
@@ -397,6 +488,33 @@ class RoutingWatch:
         self._lladdr[key] = lladdr
         return True
 
+    def _set_routing(self, why: str | None) -> None:
+        if (why is None) != self.by_destination:
+            if why is None:
+                log.info("routing by destination alone: new flows use endpoint next hops")
+            else:
+                log.info("routing not by destination alone: new flows ask the FIB",
+                         extra={"reason": why})  # fmt: skip
+        self.why_not, self.by_destination = why, why is None
+
+    def _survey(self) -> None:
+        try:
+            self._set_routing(routing_survey(self.netns))
+        except OSError as exc:  # the safe answer: every new flow asks the FIB
+            self._set_routing(f"routing survey failed: {exc}")
+
+    def _note(self, msgs: list[Any]) -> bool:
+        """Take a burst of messages in: whether it counts as a change."""
+        counted = any([self._counts(m) for m in msgs])
+        why = next((w for w in map(not_by_destination, msgs) if w), None)
+        if why is not None:
+            self._set_routing(why)
+        elif not self.by_destination and any(
+            not m.get("event", "").endswith("NEIGH") for m in msgs
+        ):
+            self._survey()  # a rule, route or link went: maybe the last that broke it
+        return counted
+
     def _run(self) -> None:
         first = True
         while not self._stop.is_set():
@@ -407,14 +525,16 @@ class RoutingWatch:
                 self._stop.wait(1.0)
                 continue
             try:
-                ipr.bind(groups=RTMGRP_LINK | RTMGRP_NEIGH | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE)
+                ipr.bind(groups=RTMGRP_LINK | RTMGRP_NEIGH | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE
+                         | RTMGRP_IPV4_RULE | RTMGRP_IPV6_RULE)  # fmt: skip
+                self._survey()  # after subscribing: a change during the dump is notified
                 self._ready.set()
                 if not first:
                     self._changed()  # reopened: what happened meanwhile is unknown
                 first = False
                 while not self._stop.is_set():
                     readable, _, _ = select.select([ipr], [], [], 0.5)
-                    if readable and any([self._counts(m) for m in ipr.get()]):
+                    if readable and self._note(_drain(ipr)):
                         self._changed()
             except Exception as exc:  # a broken socket: reopen, never die
                 log.warning("routing watch failed; reopening", extra={"error": str(exc)})

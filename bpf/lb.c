@@ -174,6 +174,10 @@ static __always_inline int new_flow(struct __sk_buff *skb, struct pkt *p, __u64 
     __builtin_memset(e, 0, sizeof(*e));
     struct bpf_fib_lookup f = {};
     int rc = 0;
+    // The endpoint's own next hop answers for the FIB while it may (lib/nexthop.h): then
+    // e->nh.ifindex is set (kept in the entry, not on the stack, which is full).
+    if (ep->family == p->k.family && !(svc.flags & SVC_F_IPIP))
+        ep_nh_get(skb, p, ep_id, &ep->addr, nh_generation(), l3_len(skb, p), &e->nh);
     e->t.client = p->k.src;
     e->t.vip = p->k.dst;
     e->t.ep = ep->addr;
@@ -189,13 +193,16 @@ static __always_inline int new_flow(struct __sk_buff *skb, struct pkt *p, __u64 
     } else if (svc.mode == MODE_ONEARM) {
         // Our own address on the link towards the endpoint (filled by the control plane),
         // in the endpoint's family (NAT64/46: not the client's).
-        __u8 family = p->k.family;
-        p->k.family = ep->family;
-        rc = fib(skb, p, &p->k.src, &e->t.ep, &f);
-        p->k.family = family;
-        if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
-            return TC_ACT_SHOT;
-        struct ifaddr_key ik = {.ifindex = f.ifindex, .family = ep->family};
+        if (!e->nh.ifindex) {
+            __u8 family = p->k.family;
+            p->k.family = ep->family;
+            rc = fib(skb, p, &p->k.src, &e->t.ep, &f);
+            p->k.family = family;
+            if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
+                return TC_ACT_SHOT;
+        }
+        struct ifaddr_key ik = {.ifindex = e->nh.ifindex ? e->nh.ifindex : f.ifindex,
+                                .family = ep->family};
         struct addr *own = ifaddr_map.lookup(&ik);
         if (!own)
             return TC_ACT_SHOT;
@@ -235,16 +242,22 @@ static __always_inline int new_flow(struct __sk_buff *skb, struct pkt *p, __u64 
     NF_STAGE(NF_ST_TCP);
     e->packets = 1;
     e->bytes = p->len;
-    // One FIB lookup per new flow (one-arm's, above, already had the answer): its next hop
-    // goes into the entry before the entry goes into the table.
-    if (svc.mode != MODE_ONEARM && !(e->flags & CT_F_TAIL))
+    // At most one FIB lookup per new flow (one-arm's, above, already had the answer), none
+    // when the endpoint's next hop answered: it goes into the entry before the entry goes
+    // into the table.
+    if (!e->nh.ifindex && svc.mode != MODE_ONEARM && !(e->flags & CT_F_TAIL))
         rc = fib(skb, p, svc.mode == MODE_DSR ? &p->k.src : &e->t.snat, &e->t.ep, &f);
     NF_STAGE(NF_ST_FIB);
     __u32 gen = nh_generation();
+    __u32 len = l3_len(skb, p);
     struct nexthop nh = {};
     int fast = 0;
-    if (rc == BPF_FIB_LKUP_RET_SUCCESS && p->l3_off == sizeof(struct ethhdr)) {
-        nh_store(e, p, &f, gen, l3_len(skb, p), &nh);
+    if (e->nh.ifindex) {
+        nh = e->nh;
+        fast = 1;
+    } else if (rc == BPF_FIB_LKUP_RET_SUCCESS && p->l3_off == sizeof(struct ethhdr)) {
+        nh_store(e, p, &f, gen, len, &nh);
+        ep_nh_store(skb, p, ep_id, &e->t.ep, &f, gen, len);
         fast = 1;
     }
     NF_STAGE(NF_ST_NEXTHOP);

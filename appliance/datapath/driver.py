@@ -28,6 +28,8 @@ from appliance.datapath.tcpreset import Resetter
 log = logging.getLogger(__name__)
 
 Doc = dict[str, Any]
+# bpf/lib/nexthop.h: slot 0 of ep_nh_arr vouches for the generation in its nh.gen.
+EP_NH_ON = 1
 SvcKey = tuple[int, tuple[int, int, int, int], int, int]  # family, vip words, port, proto
 
 
@@ -74,7 +76,7 @@ class Driver:
             "svc_map", "range_map", "ep_map", "sel_map", "rr_map", "persist_map", "ifaddr_map",
             "allow_map", "ct_map", "syn_map", "svc_stats", "ep_stats", "ep_stats_arr", "svc_active",
             "ep_active",
-            "nh_gen_map", "ep_arr", "sel_small_map", "snat_pool_map",
+            "nh_gen_map", "ep_nh_arr", "ep_arr", "sel_small_map", "snat_pool_map",
             "mh_map", "mh_peer_map", "mh_alt_map")}  # fmt: skip
         self._gen_lock = threading.Lock()
         # The sweep recounts endpoint gauges of configured endpoints only (ep_active is an
@@ -406,15 +408,33 @@ class Driver:
         t = self.t["nh_gen_map"]
         return int(t[t.Key(0)].value)
 
-    def bump_route_generation(self) -> int:
-        """Invalidate every next hop cached in conntrack (bpf/lib/nexthop.h): the next
-        packet of each flow direction takes the FIB again. Called on route, neighbour and
-        link changes; costs one map write, whatever the number of flows."""
+    def bump_route_generation(self, by_destination: bool = False) -> int:
+        """Invalidate every next hop cached in conntrack and per endpoint
+        (bpf/lib/nexthop.h): the next packet of each flow direction, and the next new flow
+        to each endpoint, take the FIB again. Called on route, neighbour, link and rule
+        changes; costs two map writes, whatever the number of flows.
+
+        ``by_destination``: routing was just found to depend on the destination alone
+        (appliance/netlink.py RoutingWatch), so new flows may take their endpoint's next
+        hop from the per-endpoint cache in the new generation. Written after the
+        generation: no packet sees the new generation vouched for before it exists."""
         with self._gen_lock:
             t = self.t["nh_gen_map"]
             gen = (self.route_generation() + 1) & 0xFFFFFFFF
             t[t.Key(0)] = t.Leaf(gen)
+            ep = self.t["ep_nh_arr"]
+            word = ep.Leaf()
+            word.nh.ifindex = EP_NH_ON if by_destination else 0
+            word.nh.gen = gen
+            ep[ep.Key(0)] = word
             return gen
+
+    def endpoint_next_hops(self) -> bool:
+        """Whether new flows may take their endpoint's cached next hop now (slot 0 of
+        ep_nh_arr vouches for the current generation)."""
+        ep = self.t["ep_nh_arr"]
+        word = ep[ep.Key(0)]
+        return int(word.nh.ifindex) == EP_NH_ON and int(word.nh.gen) == self.route_generation()
 
     def refresh_interface_addresses(self, addrs: list[tuple[int, int, str]]) -> None:
         """One-arm: our own address per (ifindex, family), as netlink reported them."""

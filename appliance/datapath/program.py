@@ -42,7 +42,7 @@ MAPS = {
     "syn_map": "syn",
     "allow_map": "allow", "svc_stats": "svcst", "ep_stats": "epst", "ep_stats_arr": "epsta",
     "svc_active": "svcact",
-    "ep_active": "epacta", "jmp_map": "jmp", "nh_gen_map": "nhgen",
+    "ep_active": "epacta", "jmp_map": "jmp", "nh_gen_map": "nhgen", "ep_nh_arr": "epnh",
     "ep_arr": "eparr", "sel_small_map": "selsm", "frag_map": "frag",
     "snat_pool_map": "snatpool",
     "fw_live": "fwlive", "fw_gens": "fwgen", "fw_tuples": "fwtup", "fw_keys": "fwkeys",

@@ -127,12 +127,18 @@ class DatapathReconciler:
         if self._follow_routes:
             # Next hops cached in conntrack follow route, neighbour and link changes; the
             # ones cached before we listened (a previous daemon, or nobody) are dropped.
-            self._routing = netlink.RoutingWatch(self.driver.bump_route_generation, self.netns)
+            # New flows take their endpoint's cached next hop only while routing depends on
+            # the destination alone (bpf/lib/nexthop.h): the watch says so at each bump.
+            self._routing = netlink.RoutingWatch(self._routes_changed, self.netns)
             self._routing.start()
-            self.driver.bump_route_generation()
+            self._routes_changed()
         if self._housekeeping:
             self._thread = threading.Thread(target=self._loop, name="datapath", daemon=True)
             self._thread.start()
+
+    def _routes_changed(self) -> None:
+        assert self.driver is not None and self._routing is not None
+        self.driver.bump_route_generation(self._routing.by_destination)
 
     def apply(self, diff: Diff) -> None:
         with self.lock:

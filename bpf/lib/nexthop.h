@@ -58,3 +58,98 @@ static __always_inline void nh_store(struct ct_entry *e, struct pkt *p,
     asm volatile("" ::: "memory");
     e->nh.ifindex = f->ifindex;
 }
+
+// -- a next hop per endpoint, for new flows -----------------------------------------------
+// A new flow's first packet would otherwise ask the FIB for its endpoint (110-400 ns here:
+// a different neighbour entry per endpoint). While routing depends on the destination alone
+// (only the default `ip rule`s, no VRF, no IPv6 source-specific route, no multipath route:
+// the daemon decides, appliance/netlink.py RoutingWatch), the FIB gives every flow to an
+// endpoint the same answer, whatever the source (the client's, the SNAT address, one-arm's
+// own), so the last successful answer is kept per endpoint id. Valid only in the generation
+// it was resolved in AND one the daemon vouched for (slot 0, below); for the address it was
+// resolved for (ids are reused); for the ingress interface it was asked for (the FIB
+// refuses to forward from an interface with forwarding off); up to the longest L3 length the
+// FIB let through (Path MTU discovery stays the FIB's); never with a VLAN tag. Anything else
+// takes the FIB, which refills it. Ids from EP_NH_ARRAY up (rare) always take the FIB.
+#define EP_NH_ARRAY       65536      // as EP_STATS_ARRAY: ids are dense, most are below
+#define EP_NH_ON          1          // slot 0's nh.ifindex: the daemon vouches for nh.gen
+
+struct ep_nexthop {
+    struct nexthop nh;      // as in a conntrack entry; nh.gen: the route generation
+    struct addr ep;         // the endpoint address it was resolved for
+    __u32 iif;              // the ingress interface the FIB was asked for
+    __u32 pad;
+};
+
+// Slot 0 (no endpoint has id 0) is the daemon's word: nh.ifindex == EP_NH_ON and nh.gen ==
+// the generation in which it found routing by destination alone. A bump makes it stale until
+// the daemon has looked again, so anything that bumps the generation turns the cache off.
+BPF_TABLE_PINNED("array", __u32, struct ep_nexthop, ep_nh_arr, EP_NH_ARRAY, PIN("epnh"));
+
+// Whether the daemon vouches for routing by destination alone in generation `gen`, and the
+// packet is one whose FIB answer may come from an endpoint's cache.
+static __always_inline int ep_nh_usable(struct pkt *p, __u32 ep_id, __u32 gen)
+{
+    if (ep_id == 0 || ep_id >= EP_NH_ARRAY || p->l3_off != sizeof(struct ethhdr))
+        return 0;
+    // IPv6: the FIB never forwards from a link-local or multicast source (rt6_need_strict).
+    if (p->k.family == 6 && ((p->k.src.w[0] & bpf_htonl(0xffc00000)) == bpf_htonl(0xfe800000) ||
+                             (p->k.src.w[0] & bpf_htonl(0xff000000)) == bpf_htonl(0xff000000)))
+        return 0;
+    __u32 zero = 0;
+    struct ep_nexthop *c = ep_nh_arr.lookup(&zero);
+    return c && c->nh.ifindex == EP_NH_ON && c->nh.gen == gen;
+}
+
+// The next hop cached for endpoint `ep_id` at `addr` into `nh` (a new conntrack entry's);
+// 1 if this packet (L3 length `len`, arrived on skb's ingress interface) may use it now,
+// else 0 with nh->ifindex 0 (the entry caches nothing yet).
+static __always_inline int ep_nh_get(struct __sk_buff *skb, struct pkt *p, __u32 ep_id,
+                                     struct addr *addr, __u32 gen, __u32 len,
+                                     struct nexthop *nh)
+{
+    if (!ep_nh_usable(p, ep_id, gen))
+        return 0;
+    struct ep_nexthop *x = ep_nh_arr.lookup(&ep_id);
+    if (!x)
+        return 0;
+    *nh = x->nh;                               // one copy (as nh_get)
+    if (nh->ifindex && nh->gen == gen && len <= nh->mtu && x->iif == skb->ingress_ifindex &&
+        x->ep.w[0] == addr->w[0] && x->ep.w[1] == addr->w[1] && x->ep.w[2] == addr->w[2] &&
+        x->ep.w[3] == addr->w[3])
+        return 1;
+    nh->ifindex = 0;
+    return 0;
+}
+
+// The FIB said "success" for a new flow to endpoint `ep_id` at `addr` (L3 length `len`):
+// keep its answer (writing only what changed: other CPUs read this line on every new flow
+// to the endpoint). A different next hop hides the entry (ifindex 0) while it is written.
+static __always_inline void ep_nh_store(struct __sk_buff *skb, struct pkt *p, __u32 ep_id,
+                                        struct addr *addr, struct bpf_fib_lookup *f, __u32 gen,
+                                        __u32 len)
+{
+    if (!ep_nh_usable(p, ep_id, gen))
+        return;
+    struct ep_nexthop *x = ep_nh_arr.lookup(&ep_id);
+    if (!x)
+        return;
+    __u32 iif = skb->ingress_ifindex;
+    if (x->nh.ifindex == f->ifindex && x->nh.gen == gen && x->iif == iif &&
+        x->ep.w[0] == addr->w[0] && x->ep.w[1] == addr->w[1] && x->ep.w[2] == addr->w[2] &&
+        x->ep.w[3] == addr->w[3] && mac_eq(x->nh.dmac, f->dmac) && mac_eq(x->nh.smac, f->smac)) {
+        if (x->nh.mtu < len)
+            x->nh.mtu = len;                   // a longer packet got through
+        return;
+    }
+    x->nh.ifindex = 0;
+    asm volatile("" ::: "memory");
+    x->nh.gen = gen;
+    x->nh.mtu = len;
+    __builtin_memcpy(x->nh.dmac, f->dmac, 6);
+    __builtin_memcpy(x->nh.smac, f->smac, 6);
+    x->ep = *addr;
+    x->iif = iif;
+    asm volatile("" ::: "memory");
+    x->nh.ifindex = f->ifindex;
+}
