@@ -11,6 +11,12 @@ reconciler, endpoints on the backend link). Per stage: ns per new flow, the mark
 cost (two markers back to back) taken off, the median over the calls and their range.
 The stages add up to more than bench/pktcost.py's figure by about a marker per stage
 (printed): read them as shares, and compare stages within one run.
+
+Each call starts from empty conntrack tables (as pktcost's warm new-flow figure does), so its
+SYNs are inserted into a SYN table (syn_map) far from full: a normal new flow's cost. The
+table's fill before and after each call is printed. ``--syn-full`` adds, beside each figure,
+the same flows into a SYN table filled to capacity first by other clients' SYNs (a SYN
+flood): every insert then evicts (the LRU's shrink path), labelled "SYN table full".
 """
 
 from __future__ import annotations
@@ -57,10 +63,28 @@ def _build_with_stages() -> None:
     Program._text = staged  # type: ignore[method-assign]
 
 
+def entries(prog: Any, name: str) -> int:
+    """How many entries map ``name`` holds (one batch walk)."""
+    try:
+        return sum(1 for _ in prog.table(name).items_lookup_batch())
+    except Exception:  # an empty map (ENOENT at once) or a tree without it
+        return 0
+
+
+def fill_syn_table(meter: Any, vip: str) -> None:
+    """Fill syn_map to capacity with SYNs of another client (198.18.0.2): more flows than
+    it holds (two entries each), so it is full and recycling when the measured flows come."""
+    cap = meter.prog.table("syn_map").max_entries
+    other = pktcost.tcp_frame("198.18.0.2", vip, 1024, pktcost.PORT, pktcost.SYN)
+    meter.harness.warm(meter.fd, other, meter.front, min(cap, 60000), 1, new_flows=True)
+
+
 def measure(algorithms: list[str], sizes: list[int], calls: int, repeat: int,
-            code: str | None = None, log: Any = pktcost._log) -> list[dict[str, Any]]:  # fmt: skip
+            code: str | None = None, log: Any = pktcost._log,
+            syn_full: bool = False) -> list[dict[str, Any]]:  # fmt: skip
     """Per (algorithm, endpoints): each call's warm total and per-stage sums per flow.
-    ``code``: another tree's appliance/ + bpf/ (as bench/pktcost.py --code)."""
+    ``code``: another tree's appliance/ + bpf/ (as bench/pktcost.py --code). ``syn_full``:
+    each figure once more with syn_map filled first (a SYN flood), labelled."""
     sys.path.insert(0, str(BENCH.parent))
     if code:
         os.environ["SLUICE_DATA_DIR"] = code
@@ -77,17 +101,24 @@ def measure(algorithms: list[str], sizes: list[int], calls: int, repeat: int,
                     name = meter._service(4, "default", algo, n)
                     syn = pktcost.tcp_frame(pktcost.CLIENT[4], net.services[name]["vip"],
                                             1024, pktcost.PORT, pktcost.SYN)  # fmt: skip
-                    per_call = []
-                    with pktcost.in_netns(net.lb.ns):
-                        for _ in range(calls):
-                            meter.clear_ct()
-                            slots.clear()
-                            w = meter.harness.warm(meter.fd, syn, meter.front, repeat, 1,
-                                                   new_flows=True)  # fmt: skip
-                            sums = {k.value: sum(v) / repeat for k, v in slots.items()}
-                            per_call.append({"total": w["ns"], "sums": sums})
-                    out.append({"algorithm": algo, "endpoints": n, "calls": per_call})
-                    meter.clear_ct()
+                    for full in (False, True) if syn_full else (False,):
+                        per_call = []
+                        with pktcost.in_netns(net.lb.ns):
+                            for _ in range(calls):
+                                meter.clear_ct()
+                                if full:
+                                    fill_syn_table(meter, net.services[name]["vip"])
+                                before = entries(prog, "syn_map")
+                                slots.clear()
+                                w = meter.harness.warm(meter.fd, syn, meter.front, repeat, 1,
+                                                       new_flows=True)  # fmt: skip
+                                sums = {k.value: sum(v) / repeat for k, v in slots.items()}
+                                per_call.append({"total": w["ns"], "sums": sums,
+                                                 "syn": (before, entries(prog, "syn_map"))})
+                        out.append({"algorithm": algo, "endpoints": n, "calls": per_call,
+                                    "syn_full": full,
+                                    "syn_capacity": prog.table("syn_map").max_entries})
+                        meter.clear_ct()
         finally:
             meter.close()
     return out
@@ -95,7 +126,8 @@ def measure(algorithms: list[str], sizes: list[int], calls: int, repeat: int,
 
 def table(res: list[dict[str, Any]]) -> str:
     """One column per (algorithm, endpoints): each stage's median ns [min-max]."""
-    cols = [f"{r['algorithm']} {r['endpoints']}" for r in res]
+    cols = [f"{r['algorithm']} {r['endpoints']}" + (" (SYN table full)" if r.get("syn_full")
+                                                     else "") for r in res]  # fmt: skip
     lines = ["| stage (ns per new flow) | " + " | ".join(cols) + " |",
              "|---|" + "---:|" * len(cols)]  # fmt: skip
 
@@ -111,6 +143,9 @@ def table(res: list[dict[str, Any]]) -> str:
     lines.append("| whole run, instrumented (warm meter, harness included) | "
                  + " | ".join(f"{statistics.median(c['total'] for c in r['calls']):.0f}"
                               for r in res) + " |")  # fmt: skip
+    lines.append("| syn_map entries before → after a call (of its capacity) | "
+                 + " | ".join(f"{r['calls'][-1]['syn'][0]} → {r['calls'][-1]['syn'][1]} "
+                              f"(of {r['syn_capacity']})" for r in res) + " |")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -120,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", default="8,32,256")
     ap.add_argument("--calls", type=int, default=3)
     ap.add_argument("--repeat", type=int, default=2048, help="new flows per call")
+    ap.add_argument("--syn-full", action="store_true",
+                    help="also measure with the SYN table full first (a SYN flood's cost)")
     ap.add_argument("--code", help=argparse.SUPPRESS)  # appliance/ + bpf/ from here (A/B)
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
@@ -128,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     load0 = os.getloadavg()[0]
     res = measure(args.algorithms.split(","), [int(x) for x in args.sizes.split(",")],
-                  args.calls, args.repeat, args.code)  # fmt: skip
+                  args.calls, args.repeat, args.code, syn_full=args.syn_full)  # fmt: skip
     print(f"## New-flow stages (IPv4 DNAT SYN, warm, {args.calls} calls × {args.repeat} "
           f"flows; load average {load0:.2f} → {os.getloadavg()[0]:.2f}; "
           f"{time.monotonic() - started:.0f} s)\n")

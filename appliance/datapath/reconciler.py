@@ -136,6 +136,13 @@ class DatapathReconciler:
             self._thread = threading.Thread(target=self._loop, name="datapath", daemon=True)
             self._thread.start()
 
+    def _endpoint_next_hops(self) -> str:
+        assert self.driver is not None
+        if self.driver.endpoint_next_hops():
+            return "on"
+        why = self._routing.why_not if self._routing is not None else "routes not followed"
+        return f"off ({why})" if why else "off"
+
     def _routes_changed(self) -> None:
         assert self.driver is not None and self._routing is not None
         self.driver.bump_route_generation(self._routing.by_destination)
@@ -330,6 +337,8 @@ class DatapathReconciler:
                 "xdp-packets": self.xdp.counters() if self.xdp is not None else {},
                 "services": len(self.driver.services),
                 "route-generation": self.driver.route_generation(),
+                # New flows' next hop: per endpoint while routing is by destination alone.
+                "endpoint-next-hops": self._endpoint_next_hops(),
                 "conntrack-sweep-interval": self.gc_interval_s,
                 "maps": self.driver.fill(),
                 "pending": sorted(self.pending),

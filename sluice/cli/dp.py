@@ -96,9 +96,10 @@ def cmd_dp_status(client: ControlClient, args: argparse.Namespace) -> int:
         print_json(status)
         return 0
     for key in ("enabled", "loaded", "program", "pin-dir", "compile-seconds", "services",
-                "route-generation", "conntrack-sweep-interval"):
+                "route-generation", "endpoint-next-hops", "conntrack-sweep-interval"):
         if key in status:
-            label = "conntrack-sweep" if key == "conntrack-sweep-interval" else key
+            label = {"conntrack-sweep-interval": "conntrack-sweep",
+                     "endpoint-next-hops": "endpoint-nh"}.get(key, key)  # fmt: skip
             print(f"{label:<16} {status[key]}")
     if status.get("modules"):  # compiled and loaded so far, with their seconds
         print(f"{'modules':<16} " + ", ".join(f"{m} {t}s" for m, t in status["modules"].items()))
