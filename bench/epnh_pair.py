@@ -35,41 +35,43 @@ def switch(prog: Any, on: bool) -> None:
     t[t.Key(0)] = word
 
 
-def measure(algorithms: list[str], sizes: list[int], pairs: int, repeat: int) -> list[dict]:
+def measure(net: Any, prog: Any, algorithms: list[str], sizes: list[int], pairs: int,
+            repeat: int) -> list[dict[str, Any]]:  # fmt: skip
+    """Per (algorithm, endpoints) in ``net`` / ``prog`` (pktcost's bed, or a test's net
+    after ``pktcost.prepare``): both sides' best call and the paired differences."""
     out = []
-    with pktcost.bed() as (net, prog):
-        meter = pktcost.Meter(net, prog, pktcost.SETTINGS["quick"])
-        try:
-            assert net.rec.driver.endpoint_next_hops(), "routing in the bed is not by destination"
-            with pktcost.in_netns(net.lb.ns):
-                harness = meter.harness.warm(meter.harness.null.fd, pktcost.tcp_frame(
-                    pktcost.CLIENT[4], f"{pktcost.VIP[4]}1", 1024, pktcost.PORT, pktcost.SYN),
-                    meter.front, repeat, 3, new_flows=True)["ns"]  # fmt: skip
-            for algo in algorithms:
-                for n in sizes:
-                    name = meter._service(4, "default", algo, n)
-                    syn = pktcost.tcp_frame(pktcost.CLIENT[4], net.services[name]["vip"], 1024,
-                                            pktcost.PORT, pktcost.SYN)  # fmt: skip
-                    got: dict[bool, list[float]] = {True: [], False: []}
-                    with pktcost.in_netns(net.lb.ns):
-                        switch(prog, True)  # one call to fill the cache
-                        meter.harness.warm(meter.fd, syn, meter.front, repeat, 1, new_flows=True)
-                        for i in range(pairs):
-                            for on in (True, False) if i % 2 == 0 else (False, True):
-                                switch(prog, on)
-                                meter.clear_ct()
-                                w = meter.harness.warm(meter.fd, syn, meter.front, repeat, 1,
-                                                       new_flows=True)  # fmt: skip
-                                got[on].append(w["ns"] - harness)
-                    switch(prog, True)
-                    diffs = sorted(off - on for on, off in zip(got[True], got[False], strict=True))
-                    out.append({"algorithm": algo, "endpoints": n, "on": min(got[True]),
-                                "off": min(got[False]), "saved": statistics.median(diffs),
-                                "p10": diffs[len(diffs) // 10],
-                                "p90": diffs[len(diffs) * 9 // 10]})  # fmt: skip
-                    meter.clear_ct()
-        finally:
-            meter.close()
+    meter = pktcost.Meter(net, prog, pktcost.SETTINGS["quick"])
+    try:
+        assert net.rec.driver.endpoint_next_hops(), "routing in the bed is not by destination"
+        with pktcost.in_netns(net.lb.ns):
+            harness = meter.harness.warm(meter.harness.null.fd, pktcost.tcp_frame(
+                pktcost.CLIENT[4], f"{pktcost.VIP[4]}1", 1024, pktcost.PORT, pktcost.SYN),
+                meter.front, repeat, 3, new_flows=True)["ns"]  # fmt: skip
+        for algo in algorithms:
+            for n in sizes:
+                name = meter._service(4, "default", algo, n)
+                syn = pktcost.tcp_frame(pktcost.CLIENT[4], net.services[name]["vip"], 1024,
+                                        pktcost.PORT, pktcost.SYN)  # fmt: skip
+                got: dict[bool, list[float]] = {True: [], False: []}
+                with pktcost.in_netns(net.lb.ns):
+                    switch(prog, True)  # one call to fill the cache
+                    meter.harness.warm(meter.fd, syn, meter.front, repeat, 1, new_flows=True)
+                    for i in range(pairs):
+                        for on in (True, False) if i % 2 == 0 else (False, True):
+                            switch(prog, on)
+                            meter.clear_ct()
+                            w = meter.harness.warm(meter.fd, syn, meter.front, repeat, 1,
+                                                   new_flows=True)  # fmt: skip
+                            got[on].append(w["ns"] - harness)
+                switch(prog, True)
+                diffs = sorted(off - on for on, off in zip(got[True], got[False], strict=True))
+                out.append({"algorithm": algo, "endpoints": n, "on": min(got[True]),
+                            "off": min(got[False]), "saved": statistics.median(diffs),
+                            "p10": diffs[len(diffs) // 10],
+                            "p90": diffs[len(diffs) * 9 // 10]})  # fmt: skip
+                meter.clear_ct()
+    finally:
+        meter.close()
     return out
 
 
@@ -84,8 +86,9 @@ def main(argv: list[str] | None = None) -> int:
         print("run as root (namespaces, eBPF)", file=sys.stderr)
         return 2
     load0 = os.getloadavg()[0]
-    res = measure(args.algorithms.split(","), [int(x) for x in args.sizes.split(",")],
-                  args.pairs, args.repeat)  # fmt: skip
+    with pktcost.bed() as (net, prog):
+        res = measure(net, prog, args.algorithms.split(","),
+                      [int(x) for x in args.sizes.split(",")], args.pairs, args.repeat)
     print(f"## New flow with and without the per-endpoint next hop ({args.pairs} pairs × "
           f"{args.repeat} flows; load average {load0:.2f} → {os.getloadavg()[0]:.2f})\n")
     print("| new flow (IPv4 DNAT SYN) | best, cache on | best, cache off (FIB) | "

@@ -61,3 +61,17 @@ def test_pktcost_meter(lbnet: LbNet, lb_program: Any, xdp_program: Any) -> None:
     rows = pktcost.compare(pktcost.merge([res, res]), res)
     assert rows and all(r["ratio"] in (1.0, None) for r in rows), rows
     assert pktcost.no_worse_aim(rows, "itself")["met"] is True
+
+
+def test_epnh_pair_meter(lbnet: LbNet, lb_program: Any) -> None:
+    """bench/epnh_pair.py: the per-endpoint next hop switched off and on between calls, on
+    the shared program (no timing asserts), and left on."""
+    import epnh_pair
+    import pktcost
+
+    pktcost.prepare(lbnet, endpoints=8)
+    [r] = epnh_pair.measure(lbnet, lb_program, ["round-robin"], [8], pairs=2, repeat=64)
+    assert r["algorithm"] == "round-robin" and r["endpoints"] == 8, r
+    assert 0 < r["on"] < 100_000 and 0 < r["off"] < 100_000 and r["p10"] <= r["p90"], r
+    assert lbnet.rec.driver.endpoint_next_hops()
+    assert lbnet.rec.conntrack() == []
