@@ -311,7 +311,7 @@ static __always_inline int start_flow(struct __sk_buff *skb, struct pkt *p, __u6
 static __always_inline int lb_entry(struct __sk_buff *skb, const int sctp)
 {
     NF_STAGE_START();
-    struct pkt p;                              // parse_packet writes what is read (parse.h)
+    struct pkt p = {};
     int parsed = parse_packet(skb, &p);
     if (parsed == PARSE_SCTP && !sctp)
         jmp_map.call(skb, JMP_SCTP);           // lib/sctp.h

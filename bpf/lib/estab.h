@@ -33,8 +33,9 @@ static __always_inline int est_plain(struct ct_entry *e, struct pkt *p, __u64 no
         p->ttl <= 1)
         return 0;
     if ((w & 0xff) == CT_DIR_ORIG) {
-        __u64 last = e->last_ns;               // ct_expired for the state established
-        if (now > last && now - last > (__u64)e->timeout_s * NSEC)
+        // ct_expired for the state established (a clock behind last_ns wraps: the full
+        // path, which tells them apart, decides).
+        if (now - e->last_ns > (__u64)e->timeout_s * NSEC)
             return 0;                          // the full path drops it: the sweep resets
         if (e->last_ns != now)
             e->last_ns = now;                  // the coarse clock moves once a tick

@@ -20,12 +20,27 @@ static __always_inline __u32 dst_addr_off(struct pkt *p)
                                          : offsetof(struct ipv6hdr, daddr));
 }
 
+// bpf_l4_csum_replace as the kernel defines it, returning a long: bcc declares an int, so
+// each call zero-extended its result before testing it (2 instructions).
+static long (*l4_csum_replace_)(void *ctx, __u64 off, __u64 from, __u64 to, __u64 flags) =
+    (void *)BPF_FUNC_l4_csum_replace;
+
 // One's complement sums: 64-bit accumulators of 16/32-bit terms, folded at the end.
 static __always_inline __u32 fold32(__u64 s)
 {
     s = (s & 0xffffffff) + (s >> 32);
     s = (s & 0xffffffff) + (s >> 32);
     return (__u32)s;
+}
+
+// The 16-bit fold of a sum below 2^48 (the IPv4 header's few terms): three rounds, no
+// 32-bit step.
+static __always_inline __u16 fold16_small(__u64 s)
+{
+    s = (s & 0xffff) + (s >> 16);
+    s = (s & 0xffff) + (s >> 16);
+    s = (s & 0xffff) + (s >> 16);
+    return (__u16)s;
 }
 
 static __always_inline __u16 fold16(__u64 s)
@@ -75,7 +90,6 @@ static __always_inline long nat_write(void *data, void *data_end, struct pkt *p,
     __u64 ld = 0;                              // ports / identifier
     __u64 hl = 0;                              // IPv6 hop limit word (see csum.h)
     long flags = 0;
-    __u8 proto = p->k.proto;
     // The MACs first: the next hop's copy (nexthop.h nh_get) goes straight into the frame,
     // not through the stack while the addresses are done.
     if (nh && nat_macs(data, data_end, nh))
@@ -104,8 +118,8 @@ static __always_inline long nat_write(void *data, void *data_end, struct pkt *p,
             hd += (__u16)~ow + (__u64)*ttlw;
         }
         if (hd)
-            ip->check = ~fold16((__u16)~ip->check + hd);
-        if (proto == IPPROTO_ICMP)
+            ip->check = ~fold16_small((__u16)~ip->check + hd);
+        if (p->k.proto == IPPROTO_ICMP)
             pd = 0;                            // no pseudo-header in ICMPv4
     } else {
         struct ipv6hdr *ip6 = data + l3;
@@ -139,7 +153,9 @@ static __always_inline long nat_write(void *data, void *data_end, struct pkt *p,
         if (p->k.family == 6)
             hl = fold32(hl + pd);
         pd = 0;
-    } else if (proto == IPPROTO_TCP || proto == IPPROTO_UDP || proto == IPPROTO_SCTP) {
+    } else if (l4_has_ports(p->k.proto)) {
+        // Read again, not kept across the address writes (one register fewer there).
+        __u8 proto = p->k.proto;
         __be16 *ports = data + l4;
         if ((void *)(ports + 2) > data_end)
             return -1;
@@ -184,9 +200,9 @@ static __always_inline int nat_rewrite(struct __sk_buff *skb, struct pkt *p, str
     if (flags < 0)
         return -1;
     // Helpers last: they may move the packet (the pointers above are dead after them).
-    if (pd && bpf_l4_csum_replace(skb, p->csum_off, 0, fold32(pd), BPF_F_PSEUDO_HDR | flags))
+    if (pd && l4_csum_replace_(skb, p->csum_off, 0, fold32(pd), BPF_F_PSEUDO_HDR | flags))
         return -1;
-    if (ld && bpf_l4_csum_replace(skb, p->csum_off, 0, fold32(ld), flags))
+    if (ld && l4_csum_replace_(skb, p->csum_off, 0, fold32(ld), flags))
         return -1;
     if (hl)                                    // < 2^32 (nat_write): a valid __wsum
         bpf_csum_update(skb, hl);              // no-op unless CHECKSUM_COMPLETE

@@ -9,41 +9,31 @@
 #define ICMP6_ECHO_REQ 128
 #define ICMP6_ECHO_REP 129
 
-// Laid out for parse_packet's few stores: lb_entry's copy is not zeroed as a whole (11
-// stores); parse_packet zeroes the three 8-byte words that some path reads unwritten
-// (vtag + csum_off, the byte flags, frag_id + the TCP header word) and k.pad.
+// The caller zeroes it (= {}). Its layout and the width of parse's stores shape what the
+// verifier walks in sluice_lb: leaving it unzeroed, the TCP numbers kept raw (swapped where
+// used), or the ports stored as one word each cost 50 % to over 120 % more (446,622 →
+// 660,000 .. over 1,000,000 instructions, 2026-11-30): measure a change here with the
+// verified count too (bench/pktcount.py counts the packet, not the verifier).
 struct pkt {
-    struct ct_key k;        // the packet's own tuple (lookup key); k.vtag at 40
-    __u32 csum_off;         // L4 checksum field (0: none, a later fragment)
+    struct ct_key k;        // the packet's own tuple (lookup key)
     __u32 l3_off;
     __u32 l4_off;
+    __u32 csum_off;         // L4 checksum field
     __u32 len;
-    __u32 l4_len;           // the IP payload's length (L4 header + data)
-    __u8 frag;              // FRAG_NONE / FRAG_FIRST / FRAG_LATER (lib/frag.h)
+    __u8 tcp_flags;         // FIN 0x01, SYN 0x02, RST 0x04, ACK 0x10
+    __u8 icmp_type;
+    __u8 ttl;
     __u8 icmp_err;          // an ICMP error: see icmp_err.h
+    __u8 frag;              // FRAG_NONE / FRAG_FIRST / FRAG_LATER (lib/frag.h)
     __u8 sctp_chunk;        // SCTP: the first chunk's type (lib/sctp.h)
     __u8 sctp_init;         // SCTP: an INIT with verification tag 0
     __u8 icmp_code;         // ICMP: the code (filled by the firewall's programs only)
-    __u8 icmp_type;
-    __u8 ttl;
-    __u8 pad;
     __be32 frag_id;         // IPv4 identification (16 bits) / IPv6 fragment header's id
-    // TCP: header bytes 12..15 and 4..11 as they are on the wire (one load and one store
-    // each); lib/tcpstate.h swaps and adds only where a number is used (tcp_next).
-    __u8 tcp_doff;          // data offset << 4
-    __u8 tcp_flags;         // FIN 0x01, SYN 0x02, RST 0x04, ACK 0x10 (0: not TCP)
-    __be16 tcp_win;         // unscaled
-    __be32 tcp_seq;
-    __be32 tcp_ack;
-} __attribute__((aligned(8)));
-
-_Static_assert(offsetof(struct pkt, k.vtag) == 40 && offsetof(struct pkt, csum_off) == 44 &&
-               offsetof(struct pkt, frag) == 64 && offsetof(struct pkt, frag_id) == 72 &&
-               offsetof(struct pkt, tcp_doff) == 76 && offsetof(struct pkt, tcp_seq) == 80 &&
-               offsetof(struct pkt, tcp_ack) == 84, "parse_packet's word stores");
-#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
-#error "parse_packet writes an IPv4 address and its zero word as one little-endian u64"
-#endif
+    __u32 tcp_next;         // TCP, host order: sequence number + payload (+1 for SYN, FIN)
+    __u32 tcp_ack;          // TCP, host order
+    __u16 tcp_win;          // TCP, host order, unscaled
+    __u16 pad;
+} __attribute__((aligned(8)));              // k.src, k.dst written 8 bytes at a time
 
 #define FRAG_NONE  0
 #define FRAG_FIRST 1        // offset 0, more to come: carries the L4 header
@@ -64,23 +54,28 @@ static __always_inline int parse_l4(struct __sk_buff *skb, struct pkt *p, void *
                                     void *data_end, __u32 l4_len)
 {
     void *l4 = data + p->l4_off;
-    if (p->k.proto == IPPROTO_TCP) {           // the common case first
+    switch (p->k.proto) {
+    case IPPROTO_TCP: {
         struct tcphdr *th = l4;
         if ((void *)(th + 1) > data_end)
             return PARSE_PASS;
-        *(__u32 *)&p->k.sport = *(__u32 *)th;                   // both ports
-        *(__u32 *)&p->tcp_doff = *(__u32 *)((__u8 *)th + 12);   // offset, flags, window
-        *(__u64 *)&p->tcp_seq = *(__u64 *)((__u8 *)th + 4);     // sequence, acknowledgement
-        p->l4_len = l4_len;
+        p->k.sport = th->source;
+        p->k.dport = th->dest;
+        p->tcp_flags = ((__u8 *)th)[13];
+        // A GSO packet's IP length covers all its segments: tcp_next is after the last.
+        p->tcp_next = bpf_ntohl(th->seq) + l4_len - th->doff * 4 +
+                      !!(p->tcp_flags & 0x02) + !!(p->tcp_flags & 0x01);
+        p->tcp_ack = bpf_ntohl(th->ack_seq);
+        p->tcp_win = bpf_ntohs(th->window);
         p->csum_off = p->l4_off + offsetof(struct tcphdr, check);
         return PARSE_OK;
     }
-    switch (p->k.proto) {
     case IPPROTO_UDP: {
         struct udphdr *uh = l4;
         if ((void *)(uh + 1) > data_end)
             return PARSE_PASS;
-        *(__u32 *)&p->k.sport = *(__u32 *)uh;                   // both ports
+        p->k.sport = uh->source;
+        p->k.dport = uh->dest;
         p->csum_off = p->l4_off + offsetof(struct udphdr, check);
         return PARSE_OK;
     }
@@ -146,11 +141,6 @@ static __always_inline int parse_packet(struct __sk_buff *skb, struct pkt *p)
         proto = *inner;
         off += 4;
     }
-    // What some path reads unwritten (struct pkt): lb_entry's copy is not zeroed.
-    *(__u64 *)&p->k.vtag = 0;                  // and csum_off
-    *(__u64 *)&p->frag = 0;                    // the byte flags
-    *(__u64 *)&p->frag_id = 0;                 // and the TCP header word: tcp_flags 0
-    p->k.pad = 0;
     p->l3_off = off;
     p->len = skb->len;
     __u32 l4_len;
@@ -162,11 +152,8 @@ static __always_inline int parse_packet(struct __sk_buff *skb, struct pkt *p)
             return PARSE_PASS;                  // stack's)
         p->k.family = 4;
         p->k.proto = ip->protocol;
-        // Words 1..3 zero (structs.h): word 0 and 1 in one store, 2 and 3 in another.
-        *(__u64 *)&p->k.src.w[0] = ip->saddr;
-        *(__u64 *)&p->k.src.w[2] = 0;
-        *(__u64 *)&p->k.dst.w[0] = ip->daddr;
-        *(__u64 *)&p->k.dst.w[2] = 0;
+        p->k.src.w[0] = ip->saddr;
+        p->k.dst.w[0] = ip->daddr;
         p->ttl = ip->ttl;
         p->l4_off = off + sizeof(*ip);
         l4_len = bpf_ntohs(ip->tot_len) - sizeof(*ip);

@@ -145,18 +145,8 @@ static __always_inline __u8 tcp_syn_wscale(struct __sk_buff *skb, struct pkt *p)
     return 0;
 }
 
-// This segment's next sequence number: its own + its length (+1 for SYN, FIN), from the
-// header words parse.h keeps as they are. A GSO packet's IP length covers all its
-// segments: the number after the last.
-static __always_inline __u32 tcp_next(struct pkt *p)
-{
-    __u8 fl = p->tcp_flags;
-    return bpf_ntohl(p->tcp_seq) + p->l4_len - ((p->tcp_doff >> 4) << 2) +
-           !!(fl & TCP_SYN) + (fl & TCP_FIN);
-}
-
 // Sequence numbers compared (RFC 1982): the sign of (__s32)(a - b), kept in the top half of
-// a 64-bit word (the barrier stops clang from shifting it back down: 2 instructions fewer).
+// a 64-bit word (the barrier stops clang from shifting it back down: one instruction fewer).
 static __always_inline __s64 tcp_cmp(__u32 a, __u32 b)
 {
     __u64 x = (__u64)(a - b) << 32;
@@ -164,39 +154,36 @@ static __always_inline __s64 tcp_cmp(__u32 a, __u32 b)
     return (__s64)x;
 }
 
-// An ACK (no SYN, FIN or RST) of a flow whose entry `e` has seen both numbers: its next
+// An ACK without SYN or RST of a flow whose entry `e` has seen both numbers: its next
 // sequence number and its acknowledgement (with the window) replace the entry's when
 // they are later. Written only when they change: most segments of the direction that
 // mostly sends leave the entry alone.
 static __always_inline void tcp_note_ack(struct ct_entry *e, struct pkt *p)
 {
-    __u32 next = bpf_ntohl(p->tcp_seq) + p->l4_len - ((p->tcp_doff >> 4) << 2);
-    if (tcp_cmp(next, e->tcp_seq) > 0)
-        e->tcp_seq = next;
-    __u32 ack = bpf_ntohl(p->tcp_ack);
-    __u16 win = bpf_ntohs(p->tcp_win);
-    __s64 d = tcp_cmp(ack, e->tcp_ack);
-    if (d > 0 || (d == 0 && e->tcp_win != win)) {
-        e->tcp_ack = ack;
-        e->tcp_win = win;
+    if (tcp_cmp(p->tcp_next, e->tcp_seq) > 0)
+        e->tcp_seq = p->tcp_next;
+    __s64 d = tcp_cmp(p->tcp_ack, e->tcp_ack);
+    if (d > 0 || (d == 0 && e->tcp_win != p->tcp_win)) {
+        e->tcp_ack = p->tcp_ack;
+        e->tcp_win = p->tcp_win;
     }
 }
 
 // Record this direction's segment in its own entry `e`. An established flow's segments
-// (ACK, no SYN, FIN or RST) take the short way: one flags test, then tcp_note_ack.
+// (ACK, no SYN or RST) take the short way: one flags test, then tcp_note_ack.
 static __always_inline void tcp_note(struct __sk_buff *skb, struct ct_entry *e, struct pkt *p)
 {
     __u8 fl = p->tcp_flags;
+    __u16 win = p->tcp_win;
     __u8 seen = e->tcp_seen;
     // A later fragment has no TCP header: its flags are 0 (parse.h), so it is never here.
-    if ((fl & (TCP_RST | TCP_SYN | TCP_FIN | TCP_ACK)) == TCP_ACK &&
+    if ((fl & (TCP_RST | TCP_SYN | TCP_ACK)) == TCP_ACK &&
         (seen & (TCP_SEEN_SEQ | TCP_SEEN_ACK)) == (TCP_SEEN_SEQ | TCP_SEEN_ACK)) {
         tcp_note_ack(e, p);
         return;
     }
     if ((fl & TCP_RST) || p->frag == FRAG_LATER)
         return;                                // a later fragment has no TCP header
-    __u16 win = bpf_ntohs(p->tcp_win);
     if (skb && (fl & TCP_SYN)) {               // skb 0: XDP (lib/xdp_fast.h), never a SYN
         // A SYN's own window is never scaled: kept shifted down, as later ones will be.
         __u8 ws = tcp_syn_wscale(skb, p);
@@ -204,24 +191,22 @@ static __always_inline void tcp_note(struct __sk_buff *skb, struct ct_entry *e, 
         win >>= ws & 0xf;
     }
     // Later segments only: a retransmission does not take the numbers back.
-    __u32 next = tcp_next(p);
-    if (!(seen & TCP_SEEN_SEQ) || (__s32)(next - e->tcp_seq) > 0) {
-        e->tcp_seq = next;
+    if (!(seen & TCP_SEEN_SEQ) || (__s32)(p->tcp_next - e->tcp_seq) > 0) {
+        e->tcp_seq = p->tcp_next;
         e->tcp_seen |= TCP_SEEN_SEQ;
     }
     // Written only when they change (a newer acknowledgement, or a window update for the
     // same one): most segments of the direction that mostly sends leave the entry alone.
     if (!(fl & TCP_ACK))
         return;
-    __u32 ack = bpf_ntohl(p->tcp_ack);
     if (!(e->tcp_seen & TCP_SEEN_ACK)) {
         e->tcp_seen |= TCP_SEEN_ACK;
     } else {
-        __s32 d = (__s32)(ack - e->tcp_ack);
+        __s32 d = (__s32)(p->tcp_ack - e->tcp_ack);
         if (d < 0 || (d == 0 && e->tcp_win == win))
             return;
     }
-    e->tcp_ack = ack;
+    e->tcp_ack = p->tcp_ack;
     e->tcp_win = win;
 }
 
@@ -236,7 +221,7 @@ static __always_inline int tcp_rst_ok(struct ct_entry *self, struct ct_entry *pe
         // The peer sent only its SYN: a refusal acknowledges exactly that SYN.
         if (!(peer->tcp_seen & TCP_SEEN_SEQ))
             return 1;
-        return (p->tcp_flags & TCP_ACK) && bpf_ntohl(p->tcp_ack) == peer->tcp_seq;
+        return (p->tcp_flags & TCP_ACK) && p->tcp_ack == peer->tcp_seq;
     }
     __u32 win = peer->tcp_win;
     // Scaled only when both SYNs carried the option (RFC 7323 2.2); DSR has no peer entry.
@@ -245,7 +230,7 @@ static __always_inline int tcp_rst_ok(struct ct_entry *self, struct ct_entry *pe
     __u32 sent = (self && (self->tcp_seen & TCP_SEEN_SEQ)) ? self->tcp_seq - peer->tcp_ack : 0;
     if (sent < 0x80000000u && sent > win)
         win = sent;                            // what it sent that is not acknowledged yet
-    return tcp_next(p) - peer->tcp_ack <= win;
+    return p->tcp_next - peer->tcp_ack <= win;
 }
 
 // The client's ACK completed the handshake of the flow whose ORIG entry `o` (under key
