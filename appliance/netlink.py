@@ -403,23 +403,35 @@ def not_by_destination(msg: Any) -> str | None:
     return None
 
 
-def routing_survey(netns: str | None = None) -> str | None:
-    """Why routing in ``netns`` depends on more than the destination (the first reason
-    found, see :func:`not_by_destination`); None if it depends on the destination alone.
-    One dump each of the rules, routes and links of both families."""
+# What a survey dumps: rules and links are few; routes may be many (a full table).
+SURVEY_PARTS = ("rules", "routes", "links")
+_NLM_F_REPLACE = 0x100
+
+
+def _part(msg: Any) -> str | None:
+    """"rules", "routes" or "links" for such a message (RTM_NEWRULE, RTM_DELROUTE...)."""
+    kind = msg.get("event", "").rsplit("_", 1)[-1][3:]
+    return {"RULE": "rules", "ROUTE": "routes", "LINK": "links"}.get(kind)
+
+
+def routing_survey(netns: str | None = None,
+                   parts: tuple[str, ...] = SURVEY_PARTS) -> dict[str, str | None]:  # fmt: skip
+    """Per part (rules, routes, links of both families, one dump each): why it makes
+    routing in ``netns`` depend on more than the destination (the first reason found, see
+    :func:`not_by_destination`), or None."""
+    out: dict[str, str | None] = {}
     with _rtnl(netns) as ipr:
-        for family in (socket.AF_INET, socket.AF_INET6):
-            for msg in ipr.get_rules(family=family):
-                if why := not_by_destination(msg):
-                    return why
-        for family in (socket.AF_INET, socket.AF_INET6):
-            for msg in ipr.get_routes(family=family):
-                if why := not_by_destination(msg):
-                    return why
-        for msg in ipr.get_links():
-            if why := not_by_destination(msg):
-                return why
-    return None
+        for part in parts:
+            if part == "rules":
+                msgs: Any = (m for f in (socket.AF_INET, socket.AF_INET6)
+                             for m in ipr.get_rules(family=f))  # fmt: skip
+            elif part == "routes":
+                msgs = (m for f in (socket.AF_INET, socket.AF_INET6)
+                        for m in ipr.get_routes(family=f))  # fmt: skip
+            else:
+                msgs = ipr.get_links()
+            out[part] = next((w for w in map(not_by_destination, msgs) if w), None)
+    return out
 
 
 def _drain(ipr: Any) -> list[Any]:
@@ -446,10 +458,10 @@ class RoutingWatch:
 
     ``by_destination`` (read it in ``on_change``): set from a dump of rules, routes and
     links when listening starts; a message that breaks it (see :func:`not_by_destination`)
-    clears it at once; while it is clear, every burst of rule, route or link messages is
-    followed by a new dump (a multipath route that loses a path is notified as the path's
-    removal only), which sets it again when nothing breaks it any more. ``why_not``: the
-    reason while it is clear.
+    clears it at once; while it is clear, a message that may have removed the reason has
+    that part (rules, routes or links) dumped again (a multipath route that loses a path is
+    notified as the path's removal only), which sets it again when nothing breaks it any
+    more. ``why_not``: the reason while it is clear.
     """
 
     def __init__(self, on_change: Callable[[], None], netns: str | None = None) -> None:
@@ -458,6 +470,7 @@ class RoutingWatch:
         self.changes = 0  # calls made (for status and tests)
         self.by_destination = False  # until the first dump says so
         self.why_not: str | None = "not surveyed yet"
+        self._why: dict[str, str | None] = dict.fromkeys(SURVEY_PARTS, "not surveyed yet")
         self._lladdr: dict[tuple[int, str], str] = {}
         self._stop = threading.Event()
         self._ready = threading.Event()
@@ -488,7 +501,8 @@ class RoutingWatch:
         self._lladdr[key] = lladdr
         return True
 
-    def _set_routing(self, why: str | None) -> None:
+    def _set_routing(self) -> None:
+        why = next((w for w in self._why.values() if w), None)
         if (why is None) != self.by_destination:
             if why is None:
                 log.info("routing by destination alone: new flows use endpoint next hops")
@@ -497,22 +511,37 @@ class RoutingWatch:
                          extra={"reason": why})  # fmt: skip
         self.why_not, self.by_destination = why, why is None
 
-    def _survey(self) -> None:
+    def _survey(self, parts: tuple[str, ...] = SURVEY_PARTS) -> None:
         try:
-            self._set_routing(routing_survey(self.netns))
+            self._why.update(routing_survey(self.netns, parts))
         except OSError as exc:  # the safe answer: every new flow asks the FIB
-            self._set_routing(f"routing survey failed: {exc}")
+            self._why.update({p: f"routing survey failed: {exc}" for p in parts})
+        self._set_routing()
 
     def _note(self, msgs: list[Any]) -> bool:
-        """Take a burst of messages in: whether it counts as a change."""
+        """Take a burst of messages in: whether it counts as a change. A message that breaks
+        routing by destination sets its part's reason at once; while a part has one, a
+        message of that part that may have removed it (any rule or link message; a route's
+        removal or replacement) has that part dumped again (only that part: a full routing
+        table is not dumped for a rule, nor for a route added)."""
         counted = any([self._counts(m) for m in msgs])
-        why = next((w for w in map(not_by_destination, msgs) if w), None)
-        if why is not None:
-            self._set_routing(why)
-        elif not self.by_destination and any(
-            not m.get("event", "").endswith("NEIGH") for m in msgs
-        ):
-            self._survey()  # a rule, route or link went: maybe the last that broke it
+        again: set[str] = set()
+        for m in msgs:
+            part = _part(m)
+            if part is None:
+                continue
+            why = not_by_destination(m)
+            if why is not None:
+                self._why[part] = why
+            elif self._why.get(part) is not None and (
+                part != "routes" or m.get("event") == "RTM_DELROUTE"
+                or m.get("header", {}).get("flags", 0) & _NLM_F_REPLACE
+            ):  # fmt: skip
+                again.add(part)
+        if again:
+            self._survey(tuple(p for p in SURVEY_PARTS if p in again))
+        else:
+            self._set_routing()
         return counted
 
     def _run(self) -> None:

@@ -247,3 +247,37 @@ def test_what_breaks_routing_by_destination_alone() -> None:
     elsewhere = {**route, "RTA_TABLE": 100, "RTA_MULTIPATH": [{}, {}]}
     assert not_by_destination(_Msg("RTM_NEWROUTE", elsewhere)) is None
     assert not_by_destination(_Msg("RTM_DELRULE", {**default, "FRA_TABLE": 100})) is None
+
+
+def test_the_watch_dumps_again_only_what_may_have_healed(monkeypatch: Any) -> None:
+    """Unit test: the kernel's dump is a stand-in here (it answers "nothing breaks it") and
+    the messages are made up; the real ones are the tests above."""
+    from appliance import netlink
+
+    asked: list[tuple[str, ...]] = []
+
+    def survey(netns: Any, parts: tuple[str, ...] = netlink.SURVEY_PARTS) -> dict[str, Any]:
+        asked.append(parts)
+        return dict.fromkeys(parts)
+
+    monkeypatch.setattr(netlink, "routing_survey", survey)
+    w = netlink.RoutingWatch(lambda: None)
+    assert not w.by_destination  # not surveyed yet
+    w._survey()
+    assert w.by_destination and asked == [netlink.SURVEY_PARTS]
+    rule = {"FRA_TABLE": 100, "FRA_SRC": "198.18.0.1", "FRA_PRIORITY": 100}
+    route = {"RTA_TABLE": 254, "RTA_DST": "198.18.9.0"}
+    w._note([_Msg("RTM_NEWRULE", rule, action=1, src_len=32)])
+    assert not w.by_destination and "rule" in (w.why_not or "") and len(asked) == 1
+    # Route churn does not dump the routes (nor the rules) while a rule is the reason.
+    w._note([_Msg("RTM_NEWROUTE", route, family=2, dst_len=24),
+             _Msg("RTM_DELROUTE", route, family=2, dst_len=24)])  # fmt: skip
+    assert not w.by_destination and len(asked) == 1
+    w._note([_Msg("RTM_DELRULE", rule, action=1, src_len=32)])
+    assert w.by_destination and asked[-1] == ("rules",)
+    w._note([_Msg("RTM_NEWROUTE", {**route, "RTA_MULTIPATH": [{}, {}]}, family=2, dst_len=24)])
+    assert not w.by_destination and "multipath" in (w.why_not or "")
+    w._note([_Msg("RTM_NEWROUTE", {**route, "RTA_DST": "198.18.8.0"}, family=2, dst_len=24)])
+    assert not w.by_destination and asked[-1] == ("rules",)  # an added route heals nothing
+    w._note([_Msg("RTM_DELROUTE", route, family=2, dst_len=24)])
+    assert w.by_destination and asked[-1] == ("routes",)
