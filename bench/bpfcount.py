@@ -93,6 +93,21 @@ def _libbpf() -> Any:
     return _lib
 
 
+# struct bpf_prog_info: verified_insns (Linux >= 5.16) is the u32 at byte 216.
+PROG_INFO_SIZE, PROG_INFO_VERIFIED = 232, 216
+
+
+def verified_insns(fd: int) -> int:
+    """How many instructions the verifier walked to load the program `fd` (its budget is
+    1,000,000): what a change to the program's shape costs, which counting a packet does
+    not show (see bpf/lib/parse.h, struct pkt)."""
+    buf = ct.create_string_buffer(PROG_INFO_SIZE)
+    n = ct.c_uint32(PROG_INFO_SIZE)
+    if _libbpf().bpf_obj_get_info_by_fd(fd, buf, ct.byref(n)):
+        raise OSError(ct.get_errno(), f"program info of fd {fd}")
+    return struct.unpack_from("=I", buf.raw, PROG_INFO_VERIFIED)[0]
+
+
 @dataclass
 class KMap:
     fd: int

@@ -35,13 +35,18 @@ sys.path.insert(0, str(BENCH))
 
 import pktcost  # noqa: E402
 
+VERIFIED: dict[str, int] = {}  # sluice_lb's verified instructions, by measure()
+
 
 def measure(modes: list[str], code: str | None = None) -> list[dict[str, Any]]:
     """Counts of every (mode, family, direction) in this process's tree (or --code's)."""
+    import bpfcount
+
     settings = {"cold": 1, "warm_repeat": 1, "warm_calls": 1}
     rows = []
     with pktcost.bed(code=code) as (net, prog):
         m = pktcost.Meter(net, prog, settings)
+        VERIFIED["sluice_lb"] = bpfcount.verified_insns(m.fd)
         try:
             for label in modes:
                 for v in (4, 6):
@@ -223,6 +228,10 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.json).write_text(json.dumps(cur, indent=1) + "\n")
     if not args.code:
         print(table(cur, base, args.baseline or ""))
+        print(
+            f"\nsluice_lb (this tree): {VERIFIED['sluice_lb']:,} instructions verified "
+            "(the kernel's limit: 1,000,000)"
+        )
     return 0
 
 

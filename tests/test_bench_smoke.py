@@ -49,6 +49,10 @@ def test_pktcost_meter(lbnet: LbNet, lb_program: Any, xdp_program: Any) -> None:
             assert c["verdict"] == pktcost.TC_ACT_REDIRECT and c["tail_call"] is None, c
             assert 100 < c["insns"] < 5000 and c["helpers"].get("redirect") == 1, c
     assert "| DNAT | client→backend | IPv4 |" in pktcost.xdp_table(res)
+    # What the verifier walked for the balancer (bench/pktcount.py prints it): its budget.
+    import bpfcount
+
+    assert 10_000 < bpfcount.verified_insns(lb_program.fn.fd) <= 1_000_000
     [new] = res["new"]
     assert new["warm"]["verdict"] == new["cold"]["verdict"] == pktcost.TC_ACT_REDIRECT, new
     assert 0 < new["cold"]["ns"] < 100_000 and 0 < new["warm"]["ns"] < 100_000, new
