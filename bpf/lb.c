@@ -231,10 +231,16 @@ static __always_inline int new_flow(struct __sk_buff *skb, struct pkt *p, __u64 
     }
     NF_STAGE(NF_ST_BUILD);
     e->dir = CT_DIR_REPLY;
+    // The REPLY entry is a copy of `e`: it must not take the endpoint's next hop (the ORIG
+    // direction's, from lib/nexthop.h ep_nh_get) as its own. Its copy gets a generation that
+    // is not the current one (its first packet asks the FIB, which fills its own); the ORIG
+    // entry gets it back.
+    e->nh.gen = ~e->nh.gen;
     if (svc.mode == MODE_DSR)
         e->flags |= CT_F_DSR;                   // the endpoint answers the client directly
     else if (claim_reply(e, p, now, syn))
         return TC_ACT_SHOT;                    // no free reply tuple: drop, client retries
+    e->nh.gen = ~e->nh.gen;
     NF_STAGE(NF_ST_REPLY);
     e->dir = CT_DIR_ORIG;
     if (p->k.proto == IPPROTO_TCP)
