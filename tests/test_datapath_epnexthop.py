@@ -105,6 +105,29 @@ def test_the_second_new_flow_to_an_endpoint_asks_no_fib(lbnet: LbNet, vip: str) 
 
 
 @pytest.mark.parametrize("vip", [VIP4, VIP6])
+def test_a_flow_made_from_the_cache_keeps_its_replies_own_next_hop(lbnet: LbNet,
+                                                                  vip: str) -> None:  # fmt: skip
+    # The REPLY entry is built as a copy of the ORIG one: it must not inherit the endpoint's
+    # next hop (towards the backend). It did once: the replies went back to the backend
+    # (here a backend forwards them on, and the first reply longer than the SYN refills the
+    # entry from the FIB, which hid it; two-appliance tests saw no connection open). A
+    # connection with no data keeps every reply as short as the SYN: its REPLY entry shows.
+    lbnet.set(service("web", vip=vip, backends=(1,)))
+    fill(lbnet, vip, ep_id(lbnet, "web", 1, vip))
+    assert not asks_fib(lbnet, vip, 41004)  # new flows now come from the cache
+    ct = lbnet.rec.program.table("ct_map")
+    before = {bytes(k) for k in ct}
+    lbnet.client.run(["python3", "-c", "import socket, sys; socket.create_connection("
+                      "(sys.argv[1], 80), timeout=3).close()", vip], check=True)  # fmt: skip
+    gen = lbnet.rec.driver.route_generation()
+    replies = [v for k, v in ct.items() if bytes(k) not in before and v.dir == 1]
+    assert replies
+    client_if = lbnet.lb.ifindex(lbnet.interfaces[0])
+    for v in replies:  # none points at the backend in the current generation
+        assert v.nh.ifindex in (0, client_if) or v.nh.gen != gen, (v.nh.ifindex, v.nh.gen, gen)
+
+
+@pytest.mark.parametrize("vip", [VIP4, VIP6])
 def test_a_new_flow_follows_a_backend_moved_to_another_interface_or_mac(
     lbnet: LbNet, vip: str
 ) -> None:
