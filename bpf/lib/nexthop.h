@@ -29,9 +29,40 @@ static __always_inline int mac_eq(__u8 *a, __u8 *b)
              (a[5] ^ b[5]));
 }
 
+// 1 if `n` already holds the FIB's answer `f` in generation `gen`: then it is only widened
+// to `len` if a longer packet got through (other CPUs read these lines: write what changed).
+static __always_inline int nh_keep(struct nexthop *n, struct bpf_fib_lookup *f, __u32 gen,
+                                   __u32 len)
+{
+    if (n->ifindex != f->ifindex || n->gen != gen || !mac_eq(n->dmac, f->dmac) ||
+        !mac_eq(n->smac, f->smac))
+        return 0;
+    if (n->mtu < len)
+        n->mtu = len;
+    return 1;
+}
+
+// Another next hop into `n`: hidden (ifindex 0) while it is written, so no CPU can use half
+// of it, and shown by nh_publish once whatever goes with it is written too.
+static __always_inline void nh_fill(struct nexthop *n, struct bpf_fib_lookup *f, __u32 gen,
+                                    __u32 len)
+{
+    n->ifindex = 0;
+    asm volatile("" ::: "memory");
+    n->gen = gen;
+    n->mtu = len;
+    __builtin_memcpy(n->dmac, f->dmac, 6);
+    __builtin_memcpy(n->smac, f->smac, 6);
+}
+
+static __always_inline void nh_publish(struct nexthop *n, __u32 ifindex)
+{
+    asm volatile("" ::: "memory");
+    n->ifindex = ifindex;
+}
+
 // The FIB said "success" for this packet (L3 length `len`): remember its answer in `e`
-// (writing only what changed) and return it in `nh`. A refill of another next hop hides
-// the entry (ifindex 0) while it is written, so no CPU can use half of it.
+// (nh_keep, nh_fill) and return it in `nh`.
 static __always_inline void nh_store(struct ct_entry *e, struct pkt *p,
                                      struct bpf_fib_lookup *f, __u32 gen, __u32 len,
                                      struct nexthop *nh)
@@ -43,20 +74,10 @@ static __always_inline void nh_store(struct ct_entry *e, struct pkt *p,
     __builtin_memcpy(nh->smac, f->smac, 6);
     if (p->l3_off != sizeof(struct ethhdr))
         return;                                // VLAN: never from the cache
-    if (e->nh.ifindex == f->ifindex && e->nh.gen == gen && mac_eq(e->nh.dmac, f->dmac) &&
-        mac_eq(e->nh.smac, f->smac)) {
-        if (e->nh.mtu < len)
-            e->nh.mtu = len;                   // a longer packet got through
+    if (nh_keep(&e->nh, f, gen, len))
         return;
-    }
-    e->nh.ifindex = 0;
-    asm volatile("" ::: "memory");
-    e->nh.gen = gen;
-    e->nh.mtu = len;
-    __builtin_memcpy(e->nh.dmac, f->dmac, 6);
-    __builtin_memcpy(e->nh.smac, f->smac, 6);
-    asm volatile("" ::: "memory");
-    e->nh.ifindex = f->ifindex;
+    nh_fill(&e->nh, f, gen, len);
+    nh_publish(&e->nh, f->ifindex);
 }
 
 // -- a next hop per endpoint, for new flows -----------------------------------------------
@@ -123,8 +144,8 @@ static __always_inline int ep_nh_get(struct __sk_buff *skb, struct pkt *p, __u32
 }
 
 // The FIB said "success" for a new flow to endpoint `ep_id` at `addr` (L3 length `len`):
-// keep its answer (writing only what changed: other CPUs read this line on every new flow
-// to the endpoint). A different next hop hides the entry (ifindex 0) while it is written.
+// keep its answer (nh_keep, nh_fill: other CPUs read this line on every new flow to the
+// endpoint).
 static __always_inline void ep_nh_store(struct __sk_buff *skb, struct pkt *p, __u32 ep_id,
                                         struct addr *addr, struct bpf_fib_lookup *f, __u32 gen,
                                         __u32 len)
@@ -135,21 +156,11 @@ static __always_inline void ep_nh_store(struct __sk_buff *skb, struct pkt *p, __
     if (!x)
         return;
     __u32 iif = skb->ingress_ifindex;
-    if (x->nh.ifindex == f->ifindex && x->nh.gen == gen && x->iif == iif &&
-        x->ep.w[0] == addr->w[0] && x->ep.w[1] == addr->w[1] && x->ep.w[2] == addr->w[2] &&
-        x->ep.w[3] == addr->w[3] && mac_eq(x->nh.dmac, f->dmac) && mac_eq(x->nh.smac, f->smac)) {
-        if (x->nh.mtu < len)
-            x->nh.mtu = len;                   // a longer packet got through
+    if (x->iif == iif && x->ep.w[0] == addr->w[0] && x->ep.w[1] == addr->w[1] &&
+        x->ep.w[2] == addr->w[2] && x->ep.w[3] == addr->w[3] && nh_keep(&x->nh, f, gen, len))
         return;
-    }
-    x->nh.ifindex = 0;
-    asm volatile("" ::: "memory");
-    x->nh.gen = gen;
-    x->nh.mtu = len;
-    __builtin_memcpy(x->nh.dmac, f->dmac, 6);
-    __builtin_memcpy(x->nh.smac, f->smac, 6);
+    nh_fill(&x->nh, f, gen, len);
     x->ep = *addr;
     x->iif = iif;
-    asm volatile("" ::: "memory");
-    x->nh.ifindex = f->ifindex;
+    nh_publish(&x->nh, f->ifindex);
 }
