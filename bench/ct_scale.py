@@ -1,10 +1,11 @@
 """Conntrack walks at scale: Driver.gc(), conntrack() and flush_conntrack() on a full table.
 
 Loads the real program (bpf/lb.c) on a private pin root under /sys/fs/bpf (removed at the
-end, whatever happens), fills ct_map from Python with N synthetic TCP flows (both
-directions, half of them idle past their timeout) spread over 10,000 services x 32
-endpoints, and times the driver's whole-table operations. No traffic, no namespaces: this
-measures the control plane's map handling, not the datapath.
+end, whatever happens), fills the IPv4 conntrack table (ct4_map; ct_map before layout
+_v5) from Python with N synthetic TCP flows (both directions, half of them idle past their
+timeout) spread over 10,000 services x 32 endpoints, and times the driver's whole-table
+operations. No traffic, no namespaces: this measures the control plane's map handling, not
+the datapath.
 
     .venv/bin/python bench/ct_scale.py [--flows 10000,100000,1000000] [--driver FILE]
 
@@ -39,6 +40,7 @@ from appliance.datapath.program import Program
 
 SERVICES, ENDPOINTS = 10_000, 32
 KEY = struct.Struct("=16s16s2s2sBBHI")  # struct ct_key (bpf/lib/structs.h)
+KEY4 = struct.Struct("=4s4s2s2sBBHI")  # struct ct4_key: IPv4 keys in ct4_map (since _v5)
 # struct ct_entry: nat_tuple (client, vip, snat, ep, 4 ports), created/last/packets/bytes,
 # svc_id, ep_id, timeout_s, dir, state, flags, proto, family, fin_seen, pad, the next-hop
 # cache (ifindex, gen, mtu, dmac, smac, pad; left empty), the TCP segment record (seq, ack,
@@ -52,8 +54,10 @@ OLDEST_S = 3000  # fill() dates flows up to 2000 s back
 
 def _check_layout(t: Any) -> None:
     """The packers above must match what bcc parsed from the C structs."""
-    assert KEY.size == ct.sizeof(t.Key) and LEAF.size == ct.sizeof(t.Leaf)
-    assert t.Key.proto.offset == 36 and t.Leaf.svc_id.offset == 104 and t.Leaf.dir.offset == 116
+    key = KEY4 if ct.sizeof(t.Key) == KEY4.size else KEY
+    assert key.size == ct.sizeof(t.Key) and LEAF.size == ct.sizeof(t.Leaf)
+    assert t.Key.proto.offset == (12 if key is KEY4 else 36)
+    assert t.Leaf.svc_id.offset == 104 and t.Leaf.dir.offset == 116
 
 
 def _a4(base: str, n: int) -> bytes:
@@ -67,10 +71,13 @@ def _be(port: int) -> bytes:
 def fill(t: Any, n: int, now: int) -> None:
     """N flows; flow i: service 1 + i % 10000, endpoint from that service's 32, even i idle."""
     vport, eport = _be(80), _be(8080)
+    compact = ct.sizeof(t.Key) == KEY4.size  # the IPv4 table (ct4_map) of layout _v5 on
+    key = KEY4 if compact else KEY
+    w = 4 if compact else 16  # the key's address width
     vips = [_a4("198.19.0.0", s) for s in range(SERVICES + 1)]
     for start in range(0, n, CHUNK // 2):
         m = min(CHUNK // 2, n - start)
-        kb, vb = bytearray(KEY.size * 2 * m), bytearray(LEAF.size * 2 * m)
+        kb, vb = bytearray(key.size * 2 * m), bytearray(LEAF.size * 2 * m)
         for j in range(m):
             i = start + j
             sid = 1 + i % SERVICES
@@ -80,10 +87,11 @@ def fill(t: Any, n: int, now: int) -> None:
             last = now - 1000 * 10**9 if i % 2 == 0 else now  # 1000 s idle > 240 s timeout
             tup = (client, vips[sid], client, ep, cport, vport, cport, eport)
             common = (now - 2000 * 10**9, last, 10, 1000, sid, ep_id, 240)
-            KEY.pack_into(kb, 2 * j * KEY.size, client, vips[sid], cport, vport, 6, 4, 0, 0)
+            key.pack_into(kb, 2 * j * key.size, client[:w], vips[sid][:w], cport, vport, 6, 4,
+                          0, 0)  # fmt: skip
             LEAF.pack_into(vb, 2 * j * LEAF.size, *tup, *common,
                            L.CT_DIR_ORIG, 1, L.CT_F_COUNTED, 6, 4, 0, 0, *NO_NEXTHOP)  # fmt: skip
-            KEY.pack_into(kb, (2 * j + 1) * KEY.size, ep, client, eport, cport, 6, 4, 0, 0)
+            key.pack_into(kb, (2 * j + 1) * key.size, ep[:w], client[:w], eport, cport, 6, 4, 0, 0)
             LEAF.pack_into(vb, (2 * j + 1) * LEAF.size, *tup, *common,
                            L.CT_DIR_REPLY, 1, L.CT_F_COUNTED, 6, 4, 0, 0, *NO_NEXTHOP)  # fmt: skip
         keys = (t.Key * (2 * m)).from_buffer(kb)
@@ -133,7 +141,7 @@ def one(n: int, mod: Any, pin_base: Path) -> dict[str, float]:
     try:
         prog.load()
         drv = mod.Driver(prog)
-        t = drv.t["ct_map"]
+        t = drv.t.get("ct4_map") or drv.t["ct_map"]  # IPv4 flows: ct4_map since layout _v5
         _check_layout(t)
         prepare_gauges(drv, mod.ServiceState)
         shift_clock(mod)

@@ -62,7 +62,8 @@ def node(pin: Path, capacity: int) -> Any:
 
 
 def fill(rec: Any, n: int) -> float:
-    """n ORIG entries (client 198.18.x.y:port -> VIP:80 -> endpoint), straight into ct_map."""
+    """n ORIG entries (client 198.18.x.y:port -> VIP:80 -> endpoint), straight into the
+    conntrack (struct ct_key keys: FlowHooks.install puts each into its family's table)."""
     from appliance.datapath import layout as L
     from appliance.ha.flowsync import TUPLE
 

@@ -339,7 +339,8 @@ class Meter:
         self.harness.close()
 
     def clear_ct(self) -> None:
-        for name in ("ct_map", "syn_map"):  # syn_map: TCP handshakes (older trees: none)
+        # syn: TCP handshakes, 4: IPv4 keys (older trees: none)
+        for name in ("ct_map", "syn_map", "ct4_map", "syn4_map"):
             with contextlib.suppress(Exception):  # an empty map: nothing to delete
                 self.prog.table(name).items_delete_batch()
 
@@ -423,11 +424,15 @@ class Meter:
         """Make the reply entries due for their ORIG update (last_ns 0), then send a reply
         through TC, which brings them up to date: XDP then takes the reply packets for the
         next CT_SYNC_NS (250 ms), far longer than one call."""
-        table = self.prog.table("ct_map")
-        for k, v in list(table.items()):
-            if v.dir == 1:
-                v.last_ns = 0
-                table[k] = v
+        for name in ("ct_map", "ct4_map"):  # ct4_map: IPv4 keys (older trees: none)
+            try:
+                table = self.prog.table(name)
+            except KeyError:
+                continue
+            for k, v in list(table.items()):
+                if v.dir == 1:
+                    v.last_ns = 0
+                    table[k] = v
         test_run(self.fd, reply, self.back)
 
     def _xdp(self, orig: bytes, reply: bytes | None) -> dict[str, Any]:

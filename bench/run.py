@@ -291,7 +291,8 @@ stream {{
                 self.prog.detach(ifname, self.lb.ns)
 
     def clear_ct(self) -> None:
-        for name in ("ct_map", "syn_map"):  # syn_map: TCP handshakes (older trees: none)
+        # syn: TCP handshakes, 4: IPv4 keys (older trees: none)
+        for name in ("ct_map", "syn_map", "ct4_map", "syn4_map"):
             with contextlib.suppress(Exception):
                 self.prog.table(name).items_delete_batch()
 

@@ -548,7 +548,8 @@ def synnet(net: Any, prog: Any, tmp: Path, vips: dict[str, str] | None = None,
 
     def clear(path: str) -> None:
         if path == "sluice":
-            for name in ("ct_map", "syn_map"):  # syn_map: TCP handshakes (older: none)
+            # syn: TCP handshakes, 4: IPv4 (older: none)
+            for name in ("ct_map", "syn_map", "ct4_map", "syn4_map"):
                 with contextlib.suppress(Exception):  # empty: nothing to delete
                     prog.table(name).items_delete_batch()
         elif path == "nft-dnat":

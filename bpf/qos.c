@@ -63,9 +63,9 @@ static __always_inline int qos_run(struct __sk_buff *skb, __u32 dir)
     // (exact port or port range: lib/svc_lookup.h).
     __u32 svc_id = 0, ep_id = 0;
     int reply = 0;
-    struct ct_entry *e = ct_map.lookup(&p.k);
+    struct ct_entry *e = ct_get(&p.k);
     if (!e && p.k.proto == IPPROTO_TCP)
-        e = syn_map.lookup(&p.k);
+        e = syn_get(&p.k);
     if (e) {
         svc_id = e->svc_id;
         if (e->dir == CT_DIR_ORIG)

@@ -207,7 +207,7 @@ def clear_maps(prog: Any) -> None:
     live = prog.table("fw_live")  # the firewall off (bpf/lib/firewall.h)
     live[live.Key(0)] = live.Leaf(0)
     for name in ("svc_map", "range_map", "ep_map", "sel_map", "persist_map", "ifaddr_map",
-                 "allow_map", "ct_map", "syn_map", "ep_stats", "frag_map",
+                 "allow_map", "ct_map", "syn_map", "ct4_map", "syn4_map", "ep_stats", "frag_map",
                  "fw_keys", "fw_ifpol", "fw_names", "ha_pause_map", "mh_peer_map",
                  "mh_alt_map"):  # fmt: skip
         table = prog.table(name)
@@ -221,6 +221,17 @@ def clear_maps(prog: Any) -> None:
     zero_gauges(prog.table("ep_active"))
     cfg = prog.table("ha_cfg_map")  # HA hooks off (bpf/lib/ha.h)
     cfg[cfg.Key(0)] = cfg.Leaf()
+
+
+# The conntrack tables (bpf/lib/ct_tables.h): IPv4 keys in ct4_map/syn4_map, IPv6 in
+# ct_map/syn_map. Tests that read entries read them all.
+CT_TABLES = ("ct_map", "ct4_map")
+SYN_TABLES = ("syn_map", "syn4_map")
+
+
+def ct_values(prog: Any, names: tuple[str, ...] = CT_TABLES) -> list[Any]:
+    """Every entry (ctypes struct ct_entry) of these conntrack tables."""
+    return [v for name in names for v in prog.table(name).values()]
 
 
 def zero_gauges(table: Any) -> None:

@@ -26,6 +26,7 @@ from dpkit import SNAT4, VIP4, VIP6, backend_addr, clear_maps, service
 
 from appliance.datapath import ctwalk
 from appliance.datapath import layout as L
+from appliance.datapath.cttables import narrow, widen
 
 pytestmark = pytest.mark.datapath
 
@@ -97,7 +98,8 @@ class Flows:
 
     def __init__(self, drv: Any) -> None:
         self.drv = drv
-        self.t = drv.t["ct_map"]
+        self.t = drv.t["ct_map"]  # IPv6 keys; IPv4 ones in ct4_map (bpf/lib/ct_tables.h)
+        self.t4 = drv.t["ct4_map"]
         self.now = time_ns()
         self.live: list[Any] = []  # (service, ep_id, counted, keys)
         self.expired: list[Any] = []
@@ -137,14 +139,14 @@ class Flows:
             rk.sport, rk.dport = (tup.ep_port, tup.snat_port) if l4 else (tup.snat_port, 0)
             rk.proto, rk.family = proto, family
             v.dir, v.packets, v.bytes = L.CT_DIR_REPLY, cport % 7, 100 * (cport % 7)
-            self.t[rk] = v
+            self.put(rk, v)
             keys.append(rk)
         ok = self.t.Key()
         ok.src.w[:], ok.dst.w[:] = list(tup.client.w), list(tup.vip.w)
         ok.sport, ok.dport = tup.client_port, tup.vip_port if l4 else 0
         ok.proto, ok.family = proto, family
         v.dir, v.packets, v.bytes = L.CT_DIR_ORIG, 10 + cport % 5, 1000 + cport % 5
-        self.t[ok] = v
+        self.put(ok, v)
         keys.insert(0, ok)
         timeout = self.drv_timeout(state, proto, v.timeout_s)
         flow = (name, ep_id, counted, keys)
@@ -157,8 +159,22 @@ class Flows:
             state, (L.TO_TCP_SYN if proto == 6 else min(timeout_s, L.TO_UNREPLIED))
             if state == 0 else timeout_s)  # fmt: skip
 
+    def put(self, key: Any, v: Any) -> None:
+        """Write under a struct ct_key, into its family's table (as the datapath does)."""
+        if key.family == 4:
+            self.t4[self.t4.Key.from_buffer_copy(narrow(bytes(key)))] = v
+        else:
+            self.t[key] = v
+
+    def remove(self, key: Any) -> None:
+        if key.family == 4:
+            del self.t4[self.t4.Key.from_buffer_copy(narrow(bytes(key)))]
+        else:
+            del self.t[key]
+
     def keys_in_map(self) -> set[bytes]:
-        return {bytes(k) for k in self.t}
+        """Every key of both tables, as struct ct_key bytes."""
+        return {bytes(k) for k in self.t} | {widen(bytes(k)) for k in self.t4}
 
     def mixed(self) -> None:
         """Live and expired flows of every kind: TCP/UDP/ICMP, v4/v6, full-NAT, DSR,
@@ -234,7 +250,7 @@ def test_gc_recounts_gauges_from_wrong_values(drv: Any, walk_mode: dict[str, int
     set_gauge(drv, "svc_active", a.id, 1000)
     set_gauge(drv, "ep_active", ep_id, 1000)
     for k in keys:
-        del drv.t["ct_map"][k]
+        flows.remove(k)
     flows.live.remove((name, ep_id, True, keys))
     # And plain drift: negative, too high, and a gauge of a service without flows.
     set_gauge(drv, "svc_active", b.id, -3)
@@ -260,7 +276,7 @@ def test_gc_with_a_reply_entry_already_gone(drv: Any, walk_mode: dict[str, int])
     for i in range(20):
         keys = flows.add("a", i % 3, 45000 + i, idle_s=300)
         if i % 4 == 0:
-            del drv.t["ct_map"][keys[1]]  # the LRU took the reply entry
+            flows.remove(keys[1])  # the LRU took the reply entry
     flows.add("a", 0, 46000, idle_s=1)
     assert drv.gc() == 20
     assert flows.keys_in_map() == {bytes(k) for *_, keys in flows.live for k in keys}
@@ -387,12 +403,12 @@ def test_walk_in_many_small_batches_sees_every_entry_once(drv: Any) -> None:
     flows = Flows(drv)
     for i in range(300):
         flows.add("a", i % 3, 20000 + i)
-    t = drv.t["ct_map"]
+    t = drv.t["ct4_map"]  # service a: IPv4
     seen: list[bytes] = []
     for keys, values, n in ctwalk.walk(t, batch=7):
         assert n <= 7 and len(keys) == n * ct.sizeof(t.Key) and len(values) == n * ct.sizeof(t.Leaf)
         ks = ct.sizeof(t.Key)
-        seen += [keys[i * ks : (i + 1) * ks] for i in range(n)]
+        seen += [widen(keys[i * ks : (i + 1) * ks]) for i in range(n)]
     assert len(seen) == len(set(seen)) == 600
     assert set(seen) == flows.keys_in_map()
 
@@ -400,11 +416,11 @@ def test_walk_in_many_small_batches_sees_every_entry_once(drv: Any) -> None:
 def test_delete_skips_missing_keys(drv: Any, walk_mode: dict[str, int]) -> None:
     flows = Flows(drv)
     keys = [k for i in range(5) for k in flows.add("a", 0, 30000 + i)]
-    t = drv.t["ct_map"]
+    t = drv.t["ct4_map"]  # service a: IPv4
     absent = t.Key()
     absent.sport = 1
-    packed = b"".join(bytes(k) for k in keys[:3]) + bytes(absent) + b"".join(
-        bytes(k) for k in keys[3:])  # fmt: skip
+    packed = b"".join(narrow(bytes(k)) for k in keys[:3]) + bytes(absent) + b"".join(
+        narrow(bytes(k)) for k in keys[3:])  # fmt: skip
     assert ctwalk.delete(t, packed) == len(keys)
     assert flows.keys_in_map() == set()
     list(ctwalk.walk(t))  # (the walk_mode fixture wants to see the chosen walk used)

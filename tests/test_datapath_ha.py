@@ -15,7 +15,18 @@ import time
 from typing import Any
 
 import pytest
-from dpkit import HTTP_PORT, SNAT4, UDP_PORT, VIP4, VIP6, LbNet, backend_addr, service, wait_for
+from dpkit import (
+    HTTP_PORT,
+    SNAT4,
+    UDP_PORT,
+    VIP4,
+    VIP6,
+    LbNet,
+    backend_addr,
+    ct_values,
+    service,
+    wait_for,
+)
 from udpflow import UdpFlow
 
 pytestmark = pytest.mark.datapath
@@ -327,7 +338,7 @@ def test_the_sweeps_expiries_reach_the_peers_as_gone(lbnet: LbNet) -> None:
     flow = UdpFlow(lbnet.client, VIP4)
     try:
         assert flow.send(100) == "ok"
-        ct = lbnet.rec.program.table("ct_map")
+        ct = lbnet.rec.program.table("ct4_map")  # IPv4 keys (bpf/lib/ct_tables.h)
         for k, v in list(ct.items()):  # its last packet, long ago: expired
             v.last_ns = 1
             ct[k] = v
@@ -359,7 +370,7 @@ def test_a_backup_neither_forwards_nor_takes_a_synced_flows_replies(lbnet: LbNet
         (row,) = lbnet.rec.conntrack("u")
         ep, eport = row["endpoint"].rsplit(":", 1)
         cport = int(row["client"].rsplit(":", 1)[1])
-        ct = lbnet.rec.program.table("ct_map")
+        ct = lbnet.rec.program.table("ct4_map")  # IPv4 keys (bpf/lib/ct_tables.h)
 
         def reply_entry() -> Any:
             return next(v for v in ct.values() if v.dir == L.CT_DIR_REPLY)
@@ -428,7 +439,7 @@ def test_an_sctp_association_carries_on_from_its_record(lbnet: LbNet) -> None:
     (row,) = lbnet.rec.conntrack("s")
     assert row["protocol"] == "sctp" and row["state"] == "established"
     # Both entries hold both verification tags (bpf/lib/sctp.h), as the record carried them.
-    tags = {(int(v.tcp_seq), int(v.tcp_ack)) for v in lbnet.rec.program.table("ct_map").values()}
+    tags = {(int(v.tcp_seq), int(v.tcp_ack)) for v in ct_values(lbnet.rec.program)}
     assert len(tags) == 1 and all(next(iter(tags))), tags
     (again,) = associate(lbnet.client, [{**a, "peer_tag": got["peer_tag"]}])
     assert again["echo"] == [f"{got['endpoint']}:hello 0"], again
@@ -502,7 +513,7 @@ def test_flows_no_service_owns_are_synced_too(lbnet: LbNet) -> None:
         heads = [HEAD.unpack_from(dump, o) for o in range(0, len(dump), RECORD_SIZE)]
         assert sorted((h[3] & L.CT_F_PASS, h[6]) for h in heads) == \
             [(0, REC_F_NOSVC), (L.CT_F_PASS, REC_F_NOSVC)]  # fmt: skip
-        ct = lbnet.rec.program.table("ct_map")
+        ct = lbnet.rec.program.table("ct4_map")  # IPv4 keys (bpf/lib/ct_tables.h)
 
         def origs() -> dict[int, Any]:  # flags & PASS -> the ORIG entry's (snat, port)
             return {v.flags & L.CT_F_PASS: (L.words_addr(v.t.snat.w, 4), int(v.t.snat_port))

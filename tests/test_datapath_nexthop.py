@@ -12,7 +12,7 @@ import ctypes as ct
 from typing import Any
 
 import pytest
-from dpkit import UDP_PORT, VIP4, VIP6, LbNet, service, wait_for
+from dpkit import UDP_PORT, VIP4, VIP6, LbNet, ct_values, service, wait_for
 from test_datapath_pmtu import NARROW, narrow_route
 from udpflow import UdpFlow
 
@@ -24,7 +24,7 @@ def bumped_since(lbnet: LbNet, gen: int) -> Any:
 
 def cached_next_hops(lbnet: LbNet) -> list[int]:
     """The egress ifindex cached in each conntrack entry (0: none)."""
-    return [int(v.nh.ifindex) for v in lbnet.rec.program.table("ct_map").values()]
+    return [int(v.nh.ifindex) for v in ct_values(lbnet.rec.program)]
 
 
 def rx_packets(host: Any, ifname: str) -> int:
@@ -43,6 +43,9 @@ def test_conntrack_layout_mirror_matches_the_compiled_struct(lb_program: Any) ->
     assert ct.sizeof(t.Leaf) == ct.sizeof(L.CtEntry) and ct.sizeof(t.Key) == ct.sizeof(L.CtKey)
     assert fields(t.Leaf) == fields(L.CtEntry)
     assert fields(t.Key) == fields(L.CtKey)
+    t4 = lb_program.table("ct4_map")  # IPv4 keys: struct ct4_key, the same entries
+    assert fields(t4.Leaf) == fields(L.CtEntry)
+    assert fields(t4.Key) == fields(L.Ct4Key) and ct.sizeof(t4.Key) == ct.sizeof(L.Ct4Key)
 
 
 @pytest.mark.parametrize("vip", [VIP4, VIP6])

@@ -114,7 +114,7 @@ def test_an_orphan_reply_entry_is_swept(lbnet: LbNet, monkeypatch: pytest.Monkey
 
     lbnet.set(service("u", proto="udp", port=5353, ep_port=5353, backends=(1,)))
     lbnet.udp_from_ports(VIP4, 5353, [46001, 46002])
-    table = lbnet.rec.program.table("ct_map")
+    table = lbnet.rec.program.table("ct4_map")  # IPv4 flows (bpf/lib/ct_tables.h)
     entries = {bytes(k): v for k, v in table.items()}
     assert len(entries) == 4
     orig_46001 = [k for k, v in entries.items()

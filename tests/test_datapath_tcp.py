@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from dpkit import VIP4, VIP6, LbNet, service, wait_for
+from dpkit import CT_TABLES, SYN_TABLES, VIP4, VIP6, LbNet, ct_values, service, wait_for
 
 pytestmark = pytest.mark.datapath
 
@@ -110,11 +110,11 @@ def _send_rst(lbnet: LbNet, port: int, seq: int) -> None:
 
 
 def _entries(lbnet: LbNet, port: int) -> list[Any]:
-    """The ORIG entry (ct_map or syn_map) of the flow from the client's ``port``."""
+    """The ORIG entry (conntrack or handshake table) of the flow from the client's ``port``."""
     import socket
 
     out = []
-    for name in ("ct_map", "syn_map"):
+    for name in CT_TABLES + SYN_TABLES:
         for v in lbnet.rec.program.table(name).values():
             if v.dir == 0 and v.t.client_port == socket.htons(port):
                 out.append(v)
@@ -217,7 +217,7 @@ def test_the_rst_window_is_the_scaled_one(echo_net: LbNet) -> None:
     try:
         assert held.ask("echo") == "ok"
         (orig,) = _entries(lbnet, held.port)
-        (reply,) = [v for v in lbnet.rec.program.table("ct_map").values()
+        (reply,) = [v for v in ct_values(lbnet.rec.program)
                     if v.dir == 1 and v.t.client_port == socket.htons(held.port)]  # fmt: skip
         for entry in (orig, reply):
             assert entry.tcp_wscale & 0x80 and 0 < entry.tcp_wscale & 0xF <= 14, entry.tcp_wscale
@@ -278,7 +278,7 @@ def test_a_syn_flood_does_not_evict_established_flows(echo_net: LbNet) -> None:
         from appliance.datapath import ctwalk
 
         # The flood went through the balancer, into the handshakes' table.
-        assert ctwalk.count(lbnet.rec.program.table("syn_map")) > 1000
+        assert sum(ctwalk.count(lbnet.rec.program.table(n)) for n in SYN_TABLES) > 1000
         for h in held:
             (entry,) = _entries(lbnet, h.port)
             assert entry.ep_id == before[h.port] and entry.state == 1

@@ -16,7 +16,18 @@ from typing import Any
 
 import netkit as kit
 import pytest
-from dpkit import SNAT4, SNAT6, UDP_PORT, VIP4, VIP6, LbNet, build_lbnet, clear_maps, service
+from dpkit import (
+    CT_TABLES,
+    SNAT4,
+    SNAT6,
+    UDP_PORT,
+    VIP4,
+    VIP6,
+    LbNet,
+    build_lbnet,
+    clear_maps,
+    service,
+)
 from udpflow import UdpFlow
 
 pytestmark = pytest.mark.datapath
@@ -234,11 +245,12 @@ def test_long_packets_and_a_paused_vip_go_to_tc(xdpnet: LbNet) -> None:
         assert flow.send(100) == "ok"
         # A flow synced from an HA peer (CT_F_SYNCED on its ORIG entry): TC's first (it makes
         # the flow this node's own and clears the flag), then XDP's again.
-        ct = net.rec.program.table("ct_map")
-        for k, v in list(ct.items()):
-            if v.dir == 0:
-                v.flags |= 0x80
-                ct[k] = v
+        for name in CT_TABLES:
+            ct = net.rec.program.table(name)
+            for k, v in list(ct.items()):
+                if v.dir == 0:
+                    v.flags |= 0x80
+                    ct[k] = v
         passed = net.rec.xdp.counters()["passed"]
         assert flow.send(100) == "ok"
         assert net.rec.xdp.counters()["passed"] > passed

@@ -1,10 +1,11 @@
-"""Conntrack read back: listing, flushing and expiry of ct_map (and syn_map, where TCP
-flows wait for their handshake to complete), and the session gauges.
+"""Conntrack read back: listing, flushing and expiry of the conntrack tables (ct4_map and
+ct_map, IPv4 and IPv6, and syn4_map / syn_map, where TCP flows wait for their handshake to
+complete: appliance/datapath/cttables.py), and the session gauges.
 
 The datapath creates and refreshes flows; the control plane only reads the table (the
 ``ct list`` rows), deletes from it (service/endpoint removal, operator flushes, expiry of
 flows the datapath has not met again) and recounts the active-session gauges. Everything
-here walks ct_map in chunks (``ctwalk``) and decodes entries with ``struct`` rather than
+here walks the tables in chunks (``ctwalk``) and decodes entries with ``struct`` rather than
 ctypes: a million-flow table must stay cheap to list and sweep.
 """
 
@@ -25,6 +26,7 @@ from typing import Any
 
 from appliance.datapath import ctwalk
 from appliance.datapath import layout as L
+from appliance.datapath.cttables import FlowTable, FlowTables
 from appliance.datapath.tcpreset import IdleSession, Resetter
 
 log = logging.getLogger(__name__)
@@ -37,10 +39,12 @@ def monotonic_ns() -> int:
 
 
 class Conntrack:
-    """ct_map, syn_map and the active-session gauges (svc_active, ep_active) of one program.
+    """The conntrack tables and the active-session gauges (svc_active, ep_active) of one
+    program.
 
-    A flow's two entries are always in the same table: syn_map during a TCP handshake
-    (bpf/lib/tcpstate.h), ct_map otherwise."""
+    A flow's two entries are always in tables of the same kind: syn during a TCP handshake
+    (bpf/lib/tcpstate.h), ct otherwise; of the family of each entry's key (a NAT64/46
+    flow's two entries are in two tables)."""
 
     def __init__(self, tables: dict[str, Any], resetter: Resetter | None = None,
                  ep_ids: Callable[[], set[int]] | None = None) -> None:  # fmt: skip
@@ -53,8 +57,7 @@ class Conntrack:
         # existence no longer says which ids are in use. None: every id (tests' stand-ins).
         self.ep_ids = ep_ids
         # Flow tables, established first (older programs, tests' stand-ins: ct_map only).
-        self.flow_tables = [tables["ct_map"]] + ([tables["syn_map"]] if "syn_map" in tables
-                                                 else [])  # fmt: skip
+        self.flow_tables = FlowTables(tables)
         self.orphans_removed = 0  # REPLY entries without their flow, removed by gc()
         self.resetter = resetter  # idle TCP sessions: reset both ends (tcpreset.py)
         self.idle_resets = 0  # sessions reset at their inactivity timeout
@@ -89,8 +92,8 @@ class Conntrack:
         anywhere in the table, so its counters come from one lookup per row kept."""
         now = monotonic_ns()
         out: list[Doc] = []
-        for t, _, values, n in self._walk_all():
-            ctf = _ct_formats(t)
+        for f, _, values, n in self._walk_all():
+            ctf = _ct_formats(f)
             vsize, row = ctf.size, ctf.row
             origs, reply_keys = [], []
             for i in range(n):
@@ -106,7 +109,7 @@ class Conntrack:
             for r, rk in zip(_rows(origs, {}, names, now), reply_keys, strict=True):
                 if match is not None and not match(r):
                     continue
-                reply = t.get(t.Key.from_buffer_copy(rk))
+                reply = self.flow_tables.get(f.kind, rk)
                 if reply is not None:
                     r["packets"][1], r["bytes"][1] = int(reply.packets), int(reply.bytes)
                 out.append(r)
@@ -114,18 +117,18 @@ class Conntrack:
                     return out
         return out
 
-    def _walk_all(self) -> Iterator[tuple[Any, bytes, bytes, int]]:
-        """(table, keys, values, count) chunks of every flow table."""
-        for t in self.flow_tables:
-            for keys, values, n in ctwalk.walk(t):
-                yield t, keys, values, n
+    def _walk_all(self) -> Iterator[tuple[FlowTable, bytes, bytes, int]]:
+        """(table, keys in its own form, values, count) chunks of every flow table."""
+        for f in self.flow_tables:
+            for keys, values, n in f.walk():
+                yield f, keys, values, n
 
     def _conntrack(self, want: int | None, names: dict[int, str]) -> list[Doc]:
         now = monotonic_ns()
         replies: dict[bytes, tuple[int, int]] = {}
         origs: list[tuple[Any, ...]] = []
-        for t, _, values, n in self._walk_all():
-            ctf = _ct_formats(t)
+        for f, _, values, n in self._walk_all():
+            ctf = _ct_formats(f)
             vsize, row = ctf.size, ctf.row
             if want is None:
                 picked: Any = range(n)
@@ -147,26 +150,26 @@ class Conntrack:
         match on ids should use ``flush_ids``, which never builds a ctypes object.
         """
         gone = 0
-        for t, keys, values, n in self._walk_all():
-            entries = (t.Leaf * n).from_buffer_copy(values)
-            ks = len(keys) // n
+        for f, keys, values, n in self._walk_all():
+            entries = (f.t.Leaf * n).from_buffer_copy(values)
+            ks = f.key_size
             doomed = b"".join(keys[i * ks : (i + 1) * ks] for i in range(n) if match(entries[i]))
             gone += len(doomed) // ks
-            ctwalk.delete(t, doomed)  # per chunk: the walk tolerates deletes behind it
+            ctwalk.delete(f.t, doomed)  # per chunk: the walk tolerates deletes behind it
         return gone
 
     def flush_ids(self, svc_ids: set[int] | None = None, ep_ids: set[int] | None = None) -> int:
         """Delete the entries of these services or endpoints (both directions)."""
         svc_ids, ep_ids = svc_ids or set(), ep_ids or set()
         gone = 0
-        for t, keys, values, _ in self._walk_all():
-            ctf = _ct_formats(t)
-            ks = ctf.key_size
+        for f, keys, values, _ in self._walk_all():
+            ctf = _ct_formats(f)
+            ks = f.key_size
             doomed = b"".join(keys[i * ks : (i + 1) * ks]
                               for i, (sid, eid) in enumerate(ctf.ids.iter_unpack(values))
                               if sid in svc_ids or eid in ep_ids)  # fmt: skip
             gone += len(doomed) // ks
-            ctwalk.delete(t, doomed)
+            ctwalk.delete(f.t, doomed)
         return gone
 
     def gc(self) -> int:
@@ -193,16 +196,18 @@ class Conntrack:
         svc_live: Counter[int] = Counter()
         ep_live: Counter[int] = Counter()
         gone = 0
-        stale: list[tuple[Any, bytes]] = []  # (table, REPLY key) to check for orphans
+        # Keys kept past the walk are wide (struct ct_key): FlowTables routes them.
+        stale: list[tuple[str, bytes]] = []  # (kind, REPLY key) to check for orphans
         alts: list[tuple[bytes, bytes]] = []  # SCTP alternate paths: (ORIG key, REPLY key)
         ended: list[bytes] = []  # ORIG keys of SCTP flows deleted here (their peers' record)
         mh_alt = L.CT_F_MH_ALT
         idle: list[IdleSession] = []  # expired established TCP sessions: reset both ends
         on_gone = self.on_gone
-        for t, keys, values, _ in self._walk_all():
-            ctf = _ct_formats(t)
-            ks, vsize = ctf.key_size, ctf.size
-            doomed: list[bytes] = []
+        for f, keys, values, _ in self._walk_all():
+            ctf = _ct_formats(f)
+            ks, vsize, wide = f.key_size, ctf.size, f.wide
+            doomed: list[bytes] = []  # this table's own keys
+            doomed_replies: list[bytes] = []  # wide: maybe in the other family's table
             expired: list[tuple[int, bytes]] = []  # (FE_GONE, ORIG entry) for on_gone
             sids: list[int] = []
             eids: list[int] = []
@@ -215,16 +220,16 @@ class Conntrack:
                     # not synced it for longer than the flow's idle limit may be an orphan
                     # (its ORIG entry evicted or lost): checked after the walk.
                     if now > last and now - last > idle_limit and len(stale) < ORPHAN_CHECKS:
-                        stale.append((t, keys[i * ks : (i + 1) * ks]))
+                        stale.append((f.kind, wide(keys[i * ks : (i + 1) * ks])))
                     continue
                 if now > last and now - last > idle_limit:
                     doomed.append(keys[i * ks : (i + 1) * ks])
                     if on_gone is not None:
                         expired.append((L.FE_GONE, values[i * vsize : (i + 1) * vsize]))
                     if not flags & dsr:  # DSR flows have no reply entry
-                        doomed.append(_reply_key(values, i * vsize))
+                        doomed_replies.append(_reply_key(values, i * vsize))
                     if proto == sctp and not flags & mh_alt:
-                        ended.append(keys[i * ks : (i + 1) * ks])
+                        ended.append(wide(keys[i * ks : (i + 1) * ks]))
                     if proto == tcp and state == est and self.resetter is not None:
                         session = _idle_session(ctf, values, i * vsize, flags)
                         if session is not None:
@@ -232,7 +237,7 @@ class Conntrack:
                     gone += 1
                 elif flags & mh_alt:
                     # Lives as long as its association: judged after the walk.
-                    alts.append((keys[i * ks : (i + 1) * ks], _reply_key(values, i * vsize)))
+                    alts.append((wide(keys[i * ks : (i + 1) * ks]), _reply_key(values, i * vsize)))
                 elif flags & counted:
                     sids.append(sid)
                     eids.append(eid)
@@ -240,7 +245,8 @@ class Conntrack:
             ep_live.update(eids)
             # Per chunk, right after reading it: the shorter the time between judging a flow
             # expired and deleting it, the smaller the chance a packet revived it meanwhile.
-            ctwalk.delete(t, b"".join(doomed))
+            ctwalk.delete(f.t, b"".join(doomed))
+            self.flow_tables.delete(f.kind, b"".join(doomed_replies))
             if expired:
                 try:
                     on_gone(expired)  # type: ignore[misc]
@@ -266,7 +272,7 @@ class Conntrack:
         without this they would stay until the table is full. Also forgets the peers'
         addresses of the flows this sweep deleted."""
         alt_map, peers = self.t.get("mh_alt_map"), self.t.get("mh_peer_map")
-        ct_map = self.t["ct_map"]
+        tables = self.flow_tables
         if peers is not None:
             for k in ended:
                 peers.pop(peers.Key.from_buffer_copy(untagged(k)), None)
@@ -277,27 +283,30 @@ class Conntrack:
         for orig, reply in alts:
             key = alt_map.Key.from_buffer_copy(orig)
             primary_key = alt_map.get(key)
-            primary = None if primary_key is None else ct_map.get(
-                ct_map.Key.from_buffer_copy(bytes(primary_key)))  # fmt: skip
+            primary = None if primary_key is None else tables.get("ct", bytes(primary_key))
             if primary is not None and primary.state != closed:
                 continue
-            ctwalk.delete(ct_map, orig + reply)
+            tables.delete("ct", orig + reply)
             alt_map.pop(key, None)
             if peers is not None and primary_key is not None:
                 peers.pop(peers.Key.from_buffer_copy(untagged(bytes(primary_key))), None)
             gone += 1
         return gone
 
-    def _drop_orphans(self, reply_keys: list[tuple[Any, bytes]], now: int) -> int:
+    def _drop_orphans(self, reply_keys: list[tuple[str, bytes]], now: int) -> int:
         """Delete the REPLY entries among ``reply_keys`` whose flow has no ORIG entry (or
         one translating another way): the LRU evicted it, or a flow was lost half made.
         The datapath never meets such an entry again (its flow's packets look up the ORIG
         key), so without this only table pressure would ever remove it. Each is read
         again first: a new flow may have taken the key since the walk."""
         gone = 0
-        for t, rk in reply_keys:
-            ctf = _ct_formats(t)
-            reply = t.get(t.Key.from_buffer_copy(rk))
+        tables = self.flow_tables
+        for kind, rk in reply_keys:
+            f = tables.table(kind, rk[_KEY_FAMILY])
+            if f is None:
+                continue
+            ctf = _ct_formats(f)
+            reply = tables.get(kind, rk)
             if reply is None or reply.dir != L.CT_DIR_REPLY:
                 continue
             raw = bytes(reply)
@@ -305,10 +314,10 @@ class Conntrack:
             limit = _timeout_for(reply.state, reply.proto, reply.timeout_s) * 1_000_000_000
             if not (now > last and now - last > limit):
                 continue  # alive again, or a new flow's
-            orig = t.get(t.Key.from_buffer_copy(_orig_key(raw)))
+            orig = tables.get(kind, _orig_key(raw))
             if orig is not None and _flow_id(bytes(orig), 0) == _flow_id(raw, 0):
                 continue  # its flow is there (an idle one-way flow)
-            gone += ctwalk.delete(t, rk)
+            gone += tables.delete(kind, rk)
         return gone
 
     def _set_gauges(self, name: str, live: Counter[int], in_use: set[int] | None = None) -> None:
@@ -349,6 +358,11 @@ class Conntrack:
 _CT_KEY = {"src": (0, 16), "dst": (16, 16), "sport": (32, 2), "dport": (34, 2),
            "proto": (36, 1), "family": (37, 1), "pad": (38, 2), "vtag": (40, 4)}  # fmt: skip
 _KEY_SIZE = 44
+_KEY_FAMILY = 37
+# struct ct4_key (ct4_map, syn4_map): the tail of an IPv4 struct ct_key (cttables.narrow).
+_CT4_KEY = {"src": (0, 4), "dst": (4, 4), "sport": (8, 2), "dport": (10, 2), "proto": (12, 1),
+            "family": (13, 1), "pad": (14, 2), "vtag": (16, 4)}  # fmt: skip
+_KEY4_SIZE = 20
 _CT_ENTRY = {"t.client": (0, 16), "t.vip": (16, 16), "t.snat": (32, 16), "t.ep": (48, 16),
              "t.client_port": (64, 2), "t.vip_port": (66, 2), "t.snat_port": (68, 2),
              "t.ep_port": (70, 2), "dir": (116, 1), "flags": (118, 1), "proto": (119, 1),
@@ -369,9 +383,8 @@ def _ep_family(family: int, flags: int) -> int:
 
 @dataclass(frozen=True)
 class _CtFormats:
-    """struct formats for ct_map's values (see ctwalk.unpacker)."""
+    """struct formats for a conntrack table's values (see ctwalk.unpacker)."""
 
-    key_size: int
     size: int
     row: struct.Struct  # what a conntrack() row shows
     counters: struct.Struct  # packets, bytes (what a REPLY entry adds to its flow's row)
@@ -382,19 +395,21 @@ class _CtFormats:
     gc: struct.Struct  # what expiry and the gauges need
 
 
-_formats: dict[Any, _CtFormats] = {}
+_formats: dict[tuple[Any, Any], _CtFormats] = {}
 
 
-def _ct_formats(t: Any) -> _CtFormats:
-    f = _formats.get(t.Leaf)
+def _ct_formats(table: FlowTable) -> _CtFormats:
+    t = table.t
+    f = _formats.get((t.Key, t.Leaf))
     if f is not None:
         return f
     key, entry = ctwalk.offsets(t.Key), ctwalk.offsets(t.Leaf)
-    if (any(key.get(k) != v for k, v in _CT_KEY.items()) or ct.sizeof(t.Key) != _KEY_SIZE
+    want_key, want_size = (_CT4_KEY, _KEY4_SIZE) if table.compact else (_CT_KEY, _KEY_SIZE)
+    if (any(key.get(k) != v for k, v in want_key.items()) or ct.sizeof(t.Key) != want_size
             or any(entry.get(k) != v for k, v in _CT_ENTRY.items())):  # fmt: skip
-        raise RuntimeError("struct ct_key / ct_entry changed: update conntrack.py's offsets")
-    f = _formats[t.Leaf] = _CtFormats(
-        key_size=ct.sizeof(t.Key),
+        raise RuntimeError("struct ct_key / ct4_key / ct_entry changed: update conntrack.py's "
+                           "offsets")  # fmt: skip
+    f = _formats[(t.Key, t.Leaf)] = _CtFormats(
         size=ct.sizeof(t.Leaf),
         row=ctwalk.unpacker(t.Leaf, [
             ("t.client", "16s"), ("t.vip", "16s"), ("t.snat", "16s"), ("t.ep", "16s"),

@@ -74,7 +74,8 @@ class Driver:
         self.netns = netns
         self.t = {name: program.table(name) for name in (
             "svc_map", "range_map", "ep_map", "sel_map", "rr_map", "persist_map", "ifaddr_map",
-            "allow_map", "ct_map", "syn_map", "svc_stats", "ep_stats", "ep_stats_arr", "svc_active",
+            "allow_map", "ct_map", "syn_map", "ct4_map", "syn4_map", "svc_stats", "ep_stats",
+            "ep_stats_arr", "svc_active",
             "ep_active",
             "nh_gen_map", "ep_nh_arr", "ep_arr", "sel_small_map", "snat_pool_map",
             "mh_map", "mh_peer_map", "mh_alt_map")}  # fmt: skip
@@ -715,10 +716,15 @@ class Driver:
         return self.ct.gc()
 
     def fill(self) -> dict[str, dict[str, int]]:
-        """Entries and capacity per map (hash maps are counted by walking them)."""
+        """Entries and capacity per map (hash maps are counted by walking them).
+
+        "ct_map" and "syn_map" stand for both families' tables (ct4_map, syn4_map hold the
+        IPv4 keys): entries of both, capacity of each (conntrack-capacity, per family)."""
         out = {}
-        for name in ("svc_map", "range_map", "ep_map", "sel_map", "persist_map", "ct_map",
-                     "syn_map"):
+        for name in ("svc_map", "range_map", "ep_map", "sel_map", "persist_map"):
             n = ctwalk.count(self.t[name])
             out[name] = {"entries": n, "capacity": self.prog.map_capacity(name)}
+        for name, kind in (("ct_map", "ct"), ("syn_map", "syn")):
+            out[name] = {"entries": self.ct.flow_tables.count(kind),
+                         "capacity": self.prog.map_capacity(name)}  # fmt: skip
         return out

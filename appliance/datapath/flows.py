@@ -12,8 +12,10 @@
   per wake-up. The established path pays one cached array load for all of it.
 - ``emit(batch)``: events the control plane makes (the conntrack sweep's expiries: GONE),
   to the same consumers.
-- ``walk_orig()``: the ORIG entries of the table in chunks of raw bytes (dumps, refresh).
-- ``install(keys, values)`` / ``delete(keys)``: batched map writes of raw entries.
+- ``walk()``: the entries of the conntrack tables (both families) in chunks of raw bytes
+  (dumps, refresh).
+- ``install(keys, values)`` / ``delete(keys)``: batched map writes of raw entries, keyed by
+  struct ct_key (each into its family's table: appliance/datapath/cttables.py).
 
 Raw bytes, not objects: a million flows must be cheap to dump and to install. What the
 bytes mean to a peer is the HA sync codec's business (appliance/ha/), which decodes them
@@ -22,6 +24,7 @@ with the named-field formats of ``entry_format``.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes as ct
 import logging
 import struct
@@ -31,6 +34,7 @@ from typing import Any
 
 from appliance.datapath import ctwalk
 from appliance.datapath import layout as L
+from appliance.datapath.cttables import KEY_SIZE, FlowTables
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +49,10 @@ class FlowHooks:
         self.prog = program
         self.cfg = program.table("ha_cfg_map")
         self.pause = program.table("ha_pause_map")
+        # The established tables (IPv4 and IPv6); self.ct: the one whose value layout the
+        # formats read (every table holds struct ct_entry).
         self.ct = program.table("ct_map")
+        self.tables = FlowTables(_ct_tables(program))
         self._lock = threading.Lock()
         self._paused: set[tuple[int, tuple[int, int, int, int]]] = set()
         self._thread: threading.Thread | None = None
@@ -110,11 +117,11 @@ class FlowHooks:
         of its own flows pays nothing for HA), and the node that is master now carries
         them, replies included."""
         vs = ct.sizeof(self.ct.Leaf)
-        ks = ct.sizeof(self.ct.Key)
         f = self.entry_format([("t.vip", "16s"), ("dir", "B"), ("flags", "B")])
         flags_off = ctwalk.offsets(self.ct.Leaf)["flags"][0]
         marked = 0
-        for keys, values, n in self.walk():
+        for table, keys, values, n in self._walk_tables():
+            t, ks = table.t, table.key_size
             pick_k, pick_v = [], []
             for i in range(n):
                 vip, _d, flags = f.unpack_from(values, i * vs)
@@ -126,8 +133,8 @@ class FlowHooks:
             if pick_k:
                 m = len(pick_k)
                 marked += ctwalk.update_existing(
-                    self.ct, (self.ct.Key * m).from_buffer_copy(b"".join(pick_k)),
-                    (self.ct.Leaf * m).from_buffer_copy(b"".join(pick_v)))
+                    t, (t.Key * m).from_buffer_copy(b"".join(pick_k)),
+                    (t.Leaf * m).from_buffer_copy(b"".join(pick_v)))
         return marked
 
     def paused(self) -> list[str]:
@@ -218,30 +225,55 @@ class FlowHooks:
     def entry_size(self) -> int:
         return ct.sizeof(self.ct.Leaf)
 
+    def _walk_tables(self) -> Iterator[tuple[Any, bytes, bytes, int]]:
+        for table in self.tables:
+            for keys, values, n in table.walk():
+                yield table, keys, values, n
+
     def walk(self) -> Iterator[tuple[bytes, bytes, int]]:
-        """(keys, values, n) chunks of the whole conntrack table."""
-        return ctwalk.walk(self.ct)
+        """(keys in their table's own form, values, n) chunks of the established tables
+        (both families); callers read the values."""
+        for _table, keys, values, n in self._walk_tables():
+            yield keys, values, n
 
     def install(self, keys: bytes, values: bytes) -> int:
-        """Write packed entries (create or replace), one batch syscall per 8,192."""
-        ks, vs = ct.sizeof(self.ct.Key), ct.sizeof(self.ct.Leaf)
+        """Write packed entries (struct ct_key keys; create or replace), each into its
+        family's table, one batch syscall per 8,192."""
+        vs = ct.sizeof(self.ct.Leaf)
+        n = len(keys) // KEY_SIZE
+        by: dict[str, tuple[Any, list[bytes], list[bytes]]] = {}
+        for i in range(n):
+            k = keys[i * KEY_SIZE : (i + 1) * KEY_SIZE]
+            table = self.tables.table("ct", k[37])
+            if table is None:
+                continue
+            _, ks, vals = by.setdefault(table.name, (table, [], []))
+            ks.append(self.tables.own_key(table, k))
+            vals.append(values[i * vs : (i + 1) * vs])
+        for table, ks, vals in by.values():
+            self._install(table.t, b"".join(ks), b"".join(vals))
+        return n
+
+    @staticmethod
+    def _install(t: Any, keys: bytes, values: bytes) -> None:
+        ks, vs = ct.sizeof(t.Key), ct.sizeof(t.Leaf)
         n = len(keys) // ks
         done = 0
         step = ctwalk.BATCH
         while done < n:
             m = min(step, n - done)
-            karr = (self.ct.Key * m).from_buffer_copy(keys, done * ks)
-            varr = (self.ct.Leaf * m).from_buffer_copy(values, done * vs)
+            karr = (t.Key * m).from_buffer_copy(keys, done * ks)
+            varr = (t.Leaf * m).from_buffer_copy(values, done * vs)
             try:
-                self.ct.items_update_batch(karr, varr)
+                t.items_update_batch(karr, varr)
             except Exception:
                 for i in range(m):
-                    self.ct[karr[i]] = varr[i]
+                    t[karr[i]] = varr[i]
             done += m
-        return n
 
     def delete(self, keys: bytes) -> int:
-        return ctwalk.delete(self.ct, keys)
+        """Delete packed struct ct_key ``keys`` from their tables."""
+        return self.tables.delete("ct", keys)
 
     def link_alt_paths(self, links: list[tuple[bytes, bytes]]) -> int:
         """SCTP multihoming (bpf/lib/sctp_mh.h mh_alt_map): each alternate path's ORIG key
@@ -258,10 +290,17 @@ class FlowHooks:
     def flags(self, keys: bytes) -> list[int | None]:
         """The flags byte of each packed key's entry now (None: no entry); one lookup each
         (a peer's flow ends: few at a time, unlike dumps and installs)."""
-        ks = ct.sizeof(self.ct.Key)
         off = ctwalk.offsets(self.ct.Leaf)["flags"][0]
         out: list[int | None] = []
-        for i in range(0, len(keys) - ks + 1, ks):
-            leaf = self.ct.get(self.ct.Key.from_buffer_copy(keys, i))
+        for i in range(0, len(keys) - KEY_SIZE + 1, KEY_SIZE):
+            leaf = self.tables.get("ct", keys[i : i + KEY_SIZE])
             out.append(None if leaf is None else bytes(leaf)[off])
         return out
+
+
+def _ct_tables(program: Any) -> dict[str, Any]:
+    """The established conntrack tables the program has (ct4_map: since layout _v5)."""
+    out = {"ct_map": program.table("ct_map")}
+    with contextlib.suppress(KeyError):
+        out["ct4_map"] = program.table("ct4_map")
+    return out

@@ -114,6 +114,18 @@ class CtKey(ct.Structure):
     ]  # fmt: skip
 
 
+class Ct4Key(ct.Structure):
+    """struct ct4_key: an IPv4 flow's key in ct4_map / syn4_map (bpf/lib/ct_tables.h): the
+    addresses' first words, then struct ct_key's last 12 bytes (appliance/datapath/
+    cttables.py narrow / widen)."""
+
+    _fields_ = [
+        ("src", ct.c_uint32), ("dst", ct.c_uint32), ("sport", ct.c_uint16),
+        ("dport", ct.c_uint16), ("proto", ct.c_uint8), ("family", ct.c_uint8),
+        ("pad", ct.c_uint16), ("vtag", ct.c_uint32),
+    ]  # fmt: skip
+
+
 class NatTuple(ct.Structure):
     """struct nat_tuple: the whole translation, the same in a flow's two entries."""
 

@@ -28,18 +28,19 @@ log = logging.getLogger(__name__)
 BPF_DIR = resources.bpf_dir()
 PROGRAM = "sluice_lb"
 DEFAULT_PIN_ROOT = Path("/sys/fs/bpf/sluice")
-LAYOUT_SUFFIX = "_v4"  # bpf/lib/maps.h LAYOUT
+LAYOUT_SUFFIX = "_v5"  # bpf/lib/maps.h LAYOUT
 # Pins of older layouts: their maps cannot be read as ours (v1: conntrack entries without a
 # next hop; v2: without TCP sequence numbers, no SYN table; v3: conntrack keys without the
-# SCTP verification tag). Unlinked at load, like
+# SCTP verification tag; v4: IPv4 flows in the same tables as IPv6, 44-byte keys, where v5
+# has ct4/syn4 with a compact key). Unlinked at load, like
 # LEGACY_PINS: an upgrade across a layout starts with an empty conntrack table (TCP flows
 # then end, unless their service picks flows up mid-stream; UDP/ICMP flows start anew).
-OLD_LAYOUTS = ("_v1", "_v2", "_v3")
+OLD_LAYOUTS = ("_v1", "_v2", "_v3", "_v4")
 # Map name in C -> pin file name (without LAYOUT_SUFFIX); bpf/lib/maps.h.
 MAPS = {
     "svc_map": "svc", "range_map": "range", "ep_map": "ep", "sel_map": "selp",
     "rr_map": "rr64", "persist_map": "persist", "ifaddr_map": "ifaddr", "ct_map": "ct",
-    "syn_map": "syn",
+    "syn_map": "syn", "ct4_map": "ct4", "syn4_map": "syn4",
     "allow_map": "allow", "svc_stats": "svcst", "ep_stats": "epst", "ep_stats_arr": "epsta",
     "svc_active": "svcact",
     "ep_active": "epacta", "jmp_map": "jmp", "nh_gen_map": "nhgen", "ep_nh_arr": "epnh",

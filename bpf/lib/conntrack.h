@@ -117,14 +117,14 @@ static __always_inline void ct_delete_flow(struct ct_entry *o)
     ct_uncount(o);
     if (!(o->flags & CT_F_DSR)) {              // DSR flows have no reply entry
         ct_reply_key(&o->t, o->proto, ct_reply_family(o), &k);
-        ct_map.delete(&k);
+        ct_del(&k);
         if (o->proto == IPPROTO_TCP)
-            syn_map.delete(&k);                // lib/tcpstate.h: still in its handshake
+            syn_del(&k);                // lib/tcpstate.h: still in its handshake
     }
     ct_orig_key_of(o, &k);
-    ct_map.delete(&k);
+    ct_del(&k);
     if (o->proto == IPPROTO_TCP)
-        syn_map.delete(&k);
+        syn_del(&k);
 }
 
 // Track the flow's state from a packet travelling in direction `dir`.

@@ -39,10 +39,10 @@ static __always_inline int fw_pass_flow(struct pkt *p, __u64 now, int sync)
     e->flags = CT_F_PASS;
     e->dir = CT_DIR_REPLY;
     ct_reply_key(&e->t, p->k.proto, p->k.family, &rk);
-    ct_map.update(&rk, e);
+    ct_set(&rk, e);
     e->dir = CT_DIR_ORIG;
     p->k.vtag = 0;                             // SCTP: a pass flow's key has no tag
-    ct_map.update(&p->k, e);
+    ct_set(&p->k, e);
     if (sync)
         flow_event(e, FE_CREATED);             // HA sync (lib/ha.h)
     return TC_ACT_OK;
@@ -105,7 +105,7 @@ static __always_inline int fw_snat_flow(struct __sk_buff *skb, struct pkt *p, __
         nh_store(e, p, &f, g, l3_len(skb, p), &nh);
         fast = 1;
     }
-    if (ct_map.insert(&p->k, e)) {
+    if (ct_put(&p->k, e)) {
         ct_drop_reply(e, 0);                  // another CPU made this flow meanwhile
         return TC_ACT_SHOT;
     }

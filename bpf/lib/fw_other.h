@@ -147,7 +147,7 @@ static __always_inline void fw_other_seen(struct ct_entry *e, struct pkt *p, __u
     if (e->dir == CT_DIR_REPLY) {
         struct ct_key ok = {};
         ct_orig_key(&e->t, e->proto, e->family, &ok);
-        e = ct_map.lookup(&ok);
+        e = ct_get(&ok);
         if (!e)
             return;
         if (e->state != CT_EST)
@@ -169,9 +169,9 @@ static __always_inline int fw_other(struct __sk_buff *skb, struct pkt *p)
         return TC_ACT_OK;                      // its first fragment was classified
     if (!icmp || fw_icmp_echo(p)) {
         // A flow the conntrack knows passes untouched (with or without the firewall).
-        struct ct_entry *e = ct_map.lookup(&p->k);
+        struct ct_entry *e = ct_get(&p->k);
         if (!e && proto == IPPROTO_TCP)
-            e = syn_map.lookup(&p->k);
+            e = syn_get(&p->k);
         if (e) {
             if (pair)
                 fw_other_seen(e, p, bpf_ktime_get_coarse_ns());

@@ -110,9 +110,9 @@ static __always_inline void flow_event(struct ct_entry *e, __u32 type)
     // never per packet): during the handshake it is in syn_map (lib/tcpstate.h).
     if (type == FE_STATE && e->proto == IPPROTO_TCP && !(e->flags & CT_F_DSR)) {
         ct_reply_key(&e->t, e->proto, ct_reply_family(e), &ev->rk);
-        struct ct_entry *r = ct_map.lookup(&ev->rk);
+        struct ct_entry *r = ct_get(&ev->rk);
         if (!r)
-            r = syn_map.lookup(&ev->rk);
+            r = syn_get(&ev->rk);
         if (r) {
             ev->reply.seq = r->tcp_seq;
             ev->reply.ack = r->tcp_ack;

@@ -7,7 +7,7 @@
 #ifndef PIN_ROOT
 #define PIN_ROOT "/sys/fs/bpf/sluice"
 #endif
-#define LAYOUT "_v4"
+#define LAYOUT "_v5"
 #define PIN(name) PIN_ROOT "/" name LAYOUT
 #define NO_PREALLOC 1   // BPF_F_NO_PREALLOC: memory only for filled entries
 
@@ -49,10 +49,16 @@ BPF_TABLE_PINNED("lru_hash", struct persist_key, struct persist_val, persist_map
 BPF_TABLE_PINNED("lpm_trie", struct allow_key, __u8, allow_map, MAX_ALLOW, PIN("allow"),
                  NO_PREALLOC);  // LPM tries must be NO_PREALLOC
 BPF_TABLE_PINNED("hash", struct ifaddr_key, struct addr, ifaddr_map, MAX_IFADDR, PIN("ifaddr"));
+// Conntrack: IPv6 keys in ct_map, IPv4 keys in ct4_map (a compact key); every access goes
+// through lib/ct_tables.h, which picks the table by the key's family. Each table holds up
+// to CT_CAPACITY entries.
 BPF_TABLE_PINNED("lru_hash", struct ct_key, struct ct_entry, ct_map, CT_CAPACITY, PIN("ct"));
+BPF_TABLE_PINNED("lru_hash", struct ct4_key, struct ct_entry, ct4_map, CT_CAPACITY, PIN("ct4"));
 // TCP flows until their handshake completes (lib/tcpstate.h): a SYN flood fills and
-// recycles this smaller table, never ct_map's established flows.
+// recycles these smaller tables, never the established flows.
 BPF_TABLE_PINNED("lru_hash", struct ct_key, struct ct_entry, syn_map, SYN_CAPACITY, PIN("syn"));
+BPF_TABLE_PINNED("lru_hash", struct ct4_key, struct ct_entry, syn4_map, SYN_CAPACITY,
+                 PIN("syn4"));
 // SCTP: an association's ORIG tuple with the client's own verification tag (pad
 // SCTP_TAG_INDEX) -> the endpoint's, its ORIG key's tag (lib/sctp_tags.h): for the packets
 // that carry the client's tag towards us (T bit) or quote it (ICMP errors).
@@ -81,3 +87,4 @@ BPF_TABLE_PINNED("percpu_array", __u32, struct counters, ep_stats_arr, EP_STATS_
 // 8 B); pinned as "epacta" ("epact" was a hash).
 BPF_TABLE_PINNED("array", __u32, __s64, svc_active, MAX_SERVICES, PIN("svcact"));
 BPF_TABLE_PINNED("array", __u32, __s64, ep_active, MAX_ENDPOINTS, PIN("epacta"));
+#include "ct_tables.h"

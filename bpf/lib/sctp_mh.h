@@ -323,7 +323,7 @@ static __always_inline void mh_paths(struct ct_key *ok, __u32 tag, struct mh_add
     __u32 zero = 0;
     struct mh_peers *pe = mh_peer_map.lookup(ok);
     ok->vtag = tag;                            // the flow's own key (lib/sctp_tags.h)
-    struct ct_entry *o = ct_map.lookup(ok);
+    struct ct_entry *o = ct_get(ok);
     struct mh_scratch_t *sc = mh_scratch.lookup(&zero);
     if (!pe || !o || !sc)
         return;
@@ -364,12 +364,12 @@ static __always_inline void mh_paths(struct ct_key *ok, __u32 tag, struct mh_add
         struct ct_key k = {};
         ap->dir = CT_DIR_REPLY;
         ct_reply_key(&ap->t, IPPROTO_SCTP, fam, &k);
-        ct_map.update(&k, ap);
+        ct_set(&k, ap);
         ap->dir = CT_DIR_ORIG;
         ct_orig_key(&ap->t, IPPROTO_SCTP, fam, &k);
         k.vtag = ap->tcp_seq;
         mh_alt_map.update(&k, ok);
-        ct_map.update(&k, ap);
+        ct_set(&k, ap);
     }
 }
 
@@ -381,7 +381,9 @@ static __always_inline void mh_alt_seen(struct ct_entry *o, __u64 now)
     struct ct_key k = {};
     ct_orig_key_of(o, &k);
     struct ct_key *pk = mh_alt_map.lookup(&k);
-    struct ct_entry *prim = pk ? ct_map.lookup(pk) : 0;
+    if (pk)
+        k = *pk;                               // a map value: ct_get works on its own copy
+    struct ct_entry *prim = pk ? ct_get(&k) : 0;
     if (!prim || prim->state == CT_CLOSED) {
         o->state = CT_CLOSED;
         return;
@@ -423,10 +425,10 @@ static __always_inline struct ct_entry *mh_flow(struct __sk_buff *skb, struct pk
 {
     struct ct_key rk = {.src = p->k.dst, .dst = p->k.src, .sport = p->k.dport,
                         .dport = p->k.sport, .proto = IPPROTO_SCTP, .family = p->k.family};
-    struct ct_entry *e = ct_map.lookup(&rk);
+    struct ct_entry *e = ct_get(&rk);
     if (!e && p->sctp_chunk != SCTP_INIT) {
         rk.vtag = skb->cb[SCTP_CB_OTAG];
-        e = ct_map.lookup(&rk);
+        e = ct_get(&rk);
     }
     if (!e)
         return 0;

@@ -87,13 +87,13 @@ static __always_inline struct ct_entry *sctp_rekey(struct ct_entry *o, __u32 tag
     struct ct_key nk = k;
     nk.vtag = tag;
     o->tcp_seq = tag;
-    ct_map.update(&nk, o);
-    ct_map.delete(&k);
+    ct_set(&nk, o);
+    ct_del(&k);
     k.vtag = o->tcp_ack;                       // the client's own tag -> the endpoint's
     k.pad = SCTP_TAG_INDEX;
     if (k.vtag)
         sctp_tag_map.update(&k, &tag);
-    struct ct_entry *n = ct_map.lookup(&nk);
+    struct ct_entry *n = ct_get(&nk);
     return n ? n : o;
 }
 

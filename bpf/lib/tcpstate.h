@@ -19,17 +19,17 @@
 // The table a flow's entries are in: ct_map, or syn_map while its handshake runs.
 static __always_inline struct ct_entry *ct_lookup_in(struct ct_key *k, int syn)
 {
-    return syn ? syn_map.lookup(k) : ct_map.lookup(k);
+    return syn ? syn_get(k) : ct_get(k);
 }
 
 // Either table; *syn says which one held it.
 static __always_inline struct ct_entry *ct_find(struct ct_key *k, int *syn)
 {
-    struct ct_entry *e = ct_map.lookup(k);
+    struct ct_entry *e = ct_get(k);
     *syn = 0;
     if (e || k->proto != IPPROTO_TCP)
         return e;
-    e = syn_map.lookup(k);
+    e = syn_get(k);
     *syn = e != 0;
     return e;
 }
@@ -37,13 +37,13 @@ static __always_inline struct ct_entry *ct_find(struct ct_key *k, int *syn)
 // Insert a new flow's entry under `k` into its table (BPF_NOEXIST: -1 if taken there).
 static __always_inline int ct_insert(struct ct_key *k, struct ct_entry *e, int syn)
 {
-    return syn ? syn_map.insert(k, e) : ct_map.insert(k, e);
+    return syn ? syn_put(k, e) : ct_put(k, e);
 }
 
 // Insert a new flow's entry under `k` into its table, if `k` is free in both.
 static __always_inline int ct_claim(struct ct_key *k, struct ct_entry *e, int syn)
 {
-    if (k->proto == IPPROTO_TCP && (syn ? ct_map.lookup(k) : syn_map.lookup(k)))
+    if (k->proto == IPPROTO_TCP && (syn ? ct_get(k) : syn_get(k)))
         return -1;
     return ct_insert(k, e, syn);
 }
@@ -54,9 +54,9 @@ static __always_inline void ct_drop_reply(struct ct_entry *e, int syn)
     struct ct_key k = {};
     ct_reply_key(&e->t, e->proto, ct_reply_family(e), &k);
     if (syn)
-        syn_map.delete(&k);
+        syn_del(&k);
     else
-        ct_map.delete(&k);
+        ct_del(&k);
 }
 
 static __always_inline int ct_same_tuple(struct nat_tuple *a, struct nat_tuple *b)
@@ -94,16 +94,16 @@ static __always_inline int ct_reply_reclaim(struct ct_key *rk, __u64 now,
             return 0;                          // a live flow: it keeps its tuple
         ct_uncount(o);                         // its flow is over: both entries go
         if (syn)
-            syn_map.delete(&ok);
+            syn_del(&ok);
         else
-            ct_map.delete(&ok);
+            ct_del(&ok);
     } else if (now < x->created_ns + NSEC) {
         return 0;                              // its ORIG entry may be on its way
     }
     if (syn)
-        syn_map.delete(rk);
+        syn_del(rk);
     else
-        ct_map.delete(rk);
+        ct_del(rk);
     return 1;
 }
 
@@ -243,18 +243,18 @@ static __always_inline struct ct_entry *tcp_promote(struct ct_entry *o, struct c
     int fail = 0;
     ct_reply_key(&o->t, o->proto, ct_reply_family(o), &rk);
     if (!dsr) {
-        struct ct_entry *r = syn_map.lookup(&rk);
-        fail = !r || ct_map.insert(&rk, r);
+        struct ct_entry *r = syn_get(&rk);
+        fail = !r || ct_put(&rk, r);
     }
-    if (!fail && ct_map.insert(ok, o)) {
+    if (!fail && ct_put(ok, o)) {
         fail = 1;
         if (!dsr)
-            ct_map.delete(&rk);
+            ct_del(&rk);
     }
     if (fail)
         ct_uncount(o);
     if (!dsr)
-        syn_map.delete(&rk);
-    syn_map.delete(ok);
-    return fail ? 0 : ct_map.lookup(ok);
+        syn_del(&rk);
+    syn_del(ok);
+    return fail ? 0 : ct_get(ok);
 }

@@ -100,7 +100,7 @@ static __always_inline int xdp_reply_sync(struct ct_entry *e, __u64 now)
 {
     struct ct_key ok = {};
     ct_orig_key(&e->t, e->proto, e->family, &ok);
-    struct ct_entry *o = ct_map.lookup(&ok);
+    struct ct_entry *o = ct_get(&ok);
     if (!o || o->state != CT_EST || (o->flags & CT_F_SYNCED) || ct_expired(o, now))
         return -1;
     if (o->last_ns != now)
@@ -119,7 +119,7 @@ static __always_inline int xdp_fast(struct xdp_md *ctx)
     int tcp = p.k.proto == IPPROTO_TCP;
     if (tcp && (p.tcp_flags & (TCP_SYN | TCP_FIN | TCP_RST)))
         return XDP_PASS;                       // they change the flow's state: TC tracks it
-    struct ct_entry *e = ct_map.lookup(&p.k);  // syn_map (handshakes): TC's alone
+    struct ct_entry *e = ct_get(&p.k);  // syn_map (handshakes): TC's alone
     if (!e || e->state != CT_EST || (e->flags & (CT_F_TAIL | CT_F_PASS)))
         return XDP_PASS;
     __u64 now = bpf_ktime_get_coarse_ns();
