@@ -166,8 +166,19 @@ class Vm:
 
     MAX_STEPS = 1_000_000
 
-    def __init__(self, insns: bytes, frame: bytes, ifindex: int, now_ns: int | None = None):
-        self.code = [struct.unpack_from("<BBhi", insns, i) for i in range(0, len(insns), 8)]
+    def __init__(
+        self,
+        insns: bytes,
+        frame: bytes,
+        ifindex: int,
+        now_ns: int | None = None,
+        follow: dict[int, bytes] | None = None,
+    ):
+        self.code = _decode(insns)
+        # Tail-call slots whose program the run goes on into (slot -> its bytecode), as the
+        # kernel would: the attached sluice_lb only chooses the family's balancer.
+        self.follow = {slot: _decode(b) for slot, b in (follow or {}).items()}
+        self.followed = 0  # instructions run before the last followed tail call
         self.mem: dict[int, bytearray] = {}
         self.touched: set[int] = set()
         self.maps: dict[int, KMap] = {}
@@ -322,7 +333,7 @@ class Vm:
             if m.lookup(struct.pack("<I", a3)) is None:
                 return 0  # no program there: the call falls through
             self.tail = a3
-            raise _TailCall()
+            raise _TailCall()  # run() goes on if a3 is followed
         if name == "ringbuf_reserve":
             return self._alloc(bytes(a2))
         if name == "ringbuf_output":
@@ -340,13 +351,27 @@ class Vm:
 
     # -- the interpreter --------------------------------------------------------------------
     def run(self) -> Result:
+        """Run from the first instruction; into a followed tail call's program, as one run
+        (its counts include the caller's; ``hot`` is the last program's)."""
+        steps, lines = 0, 0
+        while True:
+            result = self._run(self.code, steps)
+            if result.tail_call not in self.follow:
+                result.code_lines += lines
+                return result
+            self.code = self.follow.pop(result.tail_call)
+            steps, lines = result.insns, lines + result.code_lines
+            self.followed = steps
+            self.tail = None
+
+    def _run(self, code: list[tuple[int, int, int, int]], steps: int) -> Result:
         regs = [0] * 11
         regs[1] = CTX_BASE
         frames: list[tuple[int, list[int]]] = []
         depth = 0
         self.mem[(STACK_BASE >> SLOT)] = bytearray(512)
         regs[10] = STACK_BASE + 512
-        code, n, pc, steps = self.code, len(self.code), 0, 0
+        n, pc = len(code), 0
         hot: Counter[int] = Counter()
         try:
             while True:
@@ -563,10 +588,33 @@ def _csum_diff(frm: bytes, to: bytes, seed: int) -> int:
     return s
 
 
-def count(bpf: Any, func: bytes, frame: bytes, ifindex: int) -> Result:
+def _decode(insns: bytes) -> list[tuple[int, int, int, int]]:
+    return [struct.unpack_from("<BBhi", insns, i) for i in range(0, len(insns), 8)]
+
+
+def count(
+    bpf: Any, func: bytes, frame: bytes, ifindex: int, follow: dict[int, bytes] | None = None
+) -> Result:
     """Run bcc object ``bpf``'s program ``func`` on ``frame`` (arriving on ``ifindex``) in
-    the interpreter, against the program's real maps (read-only)."""
-    return Vm(bpf.dump_func(func), frame, ifindex).run()
+    the interpreter, against the program's real maps (read-only); on into the programs of
+    the tail-call slots in ``follow`` (slot -> bytecode)."""
+    return Vm(bpf.dump_func(func), frame, ifindex, follow=follow).run()
+
+
+BALANCERS = ("sluice_lb4", "sluice_lb6")  # bpf/lb.c: sluice_lb tail-calls its family's
+
+
+def balancer(prog: Any, frame: bytes, ifindex: int) -> Result:
+    """``count`` for appliance.datapath.program.Program's attached sluice_lb, followed into
+    the family's balancer (sluice_lb4 / sluice_lb6, when its module is loaded)."""
+    from appliance.datapath.program import JMP_INDEX
+
+    # A tree before the per-family balancers (pktcount --baseline) has neither: its
+    # sluice_lb is the balancer.
+    follow = {JMP_INDEX[name]: m["bpf"].dump_func(name.encode())
+              for m in getattr(prog, "modules", {}).values() for name in m["functions"]
+              if name in BALANCERS}  # fmt: skip
+    return count(prog.bpf, b"sluice_lb", frame, ifindex, follow)
 
 
 if __name__ == "__main__":  # a smoke run: python bench/bpfcount.py (needs root)

@@ -418,7 +418,7 @@ class Meter:
         memory lines; independent of the machine's load."""
         import bpfcount
 
-        return bpfcount.count(self.prog.bpf, b"sluice_lb", frame, ifindex).summary()
+        return bpfcount.balancer(self.prog, frame, ifindex).summary()
 
     def _sync_reply(self, reply: bytes) -> None:
         """Make the reply entries due for their ORIG update (last_ns 0), then send a reply

@@ -35,7 +35,7 @@ sys.path.insert(0, str(BENCH))
 
 import pktcost  # noqa: E402
 
-VERIFIED: dict[str, int] = {}  # sluice_lb's verified instructions, by measure()
+VERIFIED: dict[str, int] = {}  # the balancers' verified instructions, by measure()
 
 
 def measure(modes: list[str], code: str | None = None) -> list[dict[str, Any]]:
@@ -46,7 +46,9 @@ def measure(modes: list[str], code: str | None = None) -> list[dict[str, Any]]:
     rows = []
     with pktcost.bed(code=code) as (net, prog):
         m = pktcost.Meter(net, prog, settings)
-        VERIFIED["sluice_lb"] = bpfcount.verified_insns(m.fd)
+        for name in ("sluice_lb", *bpfcount.BALANCERS):
+            with contextlib.suppress(KeyError, AttributeError):  # an older tree: sluice_lb
+                VERIFIED[name] = bpfcount.verified_insns(prog.function(name).fd)
         try:
             for label in modes:
                 for v in (4, 6):
@@ -60,11 +62,15 @@ def measure(modes: list[str], code: str | None = None) -> list[dict[str, Any]]:
     return rows
 
 
-def _listing(text: str) -> tuple[dict[int, str], dict[int, str]]:
+def _listing(text: str, version: int) -> tuple[dict[int, str], dict[int, str]]:
     """bcc's DEBUG_SOURCE disassembly of sluice_lb -> (pc -> source line, pc -> insn)."""
     import re
 
-    text = text[text.find("Disassembly of function sluice_lb") :]
+    # The family's balancer (bpf/lb.c), or an older tree's sluice_lb.
+    for name in (f"sluice_lb{version}\n", "sluice_lb\n"):
+        if f"Disassembly of function {name}" in text:
+            break
+    text = text[text.find(f"Disassembly of function {name}") :]
     line_of: dict[int, str] = {}
     insn_text: dict[int, str] = {}
     current = "?"
@@ -113,25 +119,26 @@ def profile(label: str, version: int, direction: str, top: int,
 
     with contextlib.ExitStack() as stack:
         listing = stack.enter_context(tempfile.TemporaryFile(mode="w+"))
+        seen: list[Any] = []
+        # Every compile inside: the IPv6 balancer's module loads with the first IPv6 service.
         with _with_listing(listing):
             net, prog = stack.enter_context(pktcost.bed(code=code))
+            m = pktcost.Meter(net, prog, {"cold": 1, "warm_repeat": 1, "warm_calls": 1})
+            stack.callback(m.close)
+            counted = m.count
+
+            def keep(frame: bytes, ifindex: int) -> dict[str, Any]:
+                seen.append(bpfcount.balancer(prog, frame, ifindex))
+                return counted(frame, ifindex)
+
+            m.count = keep  # type: ignore[method-assign]
+            e = m.established(label, version)
+        res = seen[0 if direction == "orig" else -1]
         listing.seek(0)
         text = listing.read()
         if os.environ.get("PKTCOUNT_LISTING"):
             Path(os.environ["PKTCOUNT_LISTING"]).write_text(text)
-        line_of, insn_text = _listing(text)
-        m = pktcost.Meter(net, prog, {"cold": 1, "warm_repeat": 1, "warm_calls": 1})
-        stack.callback(m.close)
-        seen: list[Any] = []
-        counted = m.count
-
-        def keep(frame: bytes, ifindex: int) -> dict[str, Any]:
-            seen.append(bpfcount.count(prog.bpf, b"sluice_lb", frame, ifindex))
-            return counted(frame, ifindex)
-
-        m.count = keep  # type: ignore[method-assign]
-        e = m.established(label, version)
-        res = seen[0 if direction == "orig" else -1]
+        line_of, insn_text = _listing(text, version)
     per: Counter[str] = Counter()
     for pc, n in res.hot.items():
         per[line_of.get(pc, f"pc {pc}")] += n
@@ -228,10 +235,8 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.json).write_text(json.dumps(cur, indent=1) + "\n")
     if not args.code:
         print(table(cur, base, args.baseline or ""))
-        print(
-            f"\nsluice_lb (this tree): {VERIFIED['sluice_lb']:,} instructions verified "
-            "(the kernel's limit: 1,000,000)"
-        )
+        walked = ", ".join(f"{n} {v:,}" for n, v in VERIFIED.items() if v > 1000)
+        print(f"\nInstructions verified (this tree): {walked} (the kernel's limit: 1,000,000)")
     return 0
 
 

@@ -311,14 +311,15 @@ static __always_inline int start_flow(struct __sk_buff *skb, struct pkt *p, __u6
     return rc == NEW_FLOW_LOST_RACE ? TC_ACT_SHOT : rc;
 }
 
-// The balancer, compiled twice: sluice_lb (everything but SCTP) and sluice_sctp (SCTP
-// only, a tail call from sluice_lb). The verifier explores each protocol's paths through
-// the whole program; SCTP's own, in the main program, put it over its budget.
-static __always_inline int lb_entry(struct __sk_buff *skb, const int sctp)
+// The balancer, compiled three times: sluice_lb4 and sluice_lb6 (everything but SCTP, one
+// family each: `fam`, see sluice_lb) and sluice_sctp (SCTP only, both families, a tail
+// call from the other two). The verifier explores each protocol's paths through the whole
+// program; SCTP's own, in the main program, put it over its budget.
+static __always_inline int lb_entry(struct __sk_buff *skb, const int sctp, const int fam)
 {
     NF_STAGE_START();
     struct pkt p = {};
-    int parsed = parse_packet(skb, &p);
+    int parsed = parse_packet_f(skb, &p, fam);
     if (parsed == PARSE_SCTP && !sctp)
         jmp_map.call(skb, JMP_SCTP);           // lib/sctp.h
     if (parsed != (sctp ? PARSE_SCTP : PARSE_OK)) {
@@ -338,7 +339,7 @@ static __always_inline int lb_entry(struct __sk_buff *skb, const int sctp)
 
     int syn;                                   // the flow is in syn_map (lib/tcpstate.h)
     int tcp = p.k.proto == IPPROTO_TCP;
-    struct ct_entry *e = sctp ? sctp_find(&p, &syn) : ct_find(&p.k, &syn);
+    struct ct_entry *e = sctp ? sctp_find(&p, &syn) : ct_find_f(&p.k, &syn, fam);
     if (!sctp && e && est_plain(e, &p, now))
         goto send;                             // an established flow's plain ACK (estab.h)
     if (e && ha_hold(e))
@@ -367,19 +368,21 @@ static __always_inline int lb_entry(struct __sk_buff *skb, const int sctp)
 
     struct ct_entry *ho = 0;                   // the ORIG entry, for ha_track after tcp_note
     __u8 before = 0;
+    // The family of the flow's other key (the other entry's): the endpoint's for NAT64/46.
+    const int ofam = fam && (e->flags & CT_F_XLAT) ? 10 - fam : fam;
     if (e->dir == CT_DIR_ORIG) {
         if (p.ttl <= 1)
             return TC_ACT_OK;
         if (tcp && (p.tcp_flags & TCP_RST)) {
             struct ct_key rk = {};
             ct_reply_key(&e->t, e->proto, ct_reply_family(e), &rk);
-            if (!tcp_rst_ok(e, (e->flags & CT_F_DSR) ? 0 : ct_lookup_in(&rk, syn), &p))
+            if (!tcp_rst_ok(e, (e->flags & CT_F_DSR) ? 0 : ct_lookup_in_f(&rk, syn, ofam), &p))
                 return TC_ACT_SHOT;            // not in the window: not this flow's
         }
         before = e->state;
         lb_track(e, &p, CT_DIR_ORIG, now, sctp);
         if (syn && e->state == CT_EST && !(p.tcp_flags & (TCP_SYN | TCP_RST))) {
-            e = tcp_promote(e, &p.k);          // the handshake is complete
+            e = tcp_promote(e, &p.k, fam);     // the handshake is complete
             if (!e)
                 return TC_ACT_SHOT;
         }
@@ -394,7 +397,7 @@ static __always_inline int lb_entry(struct __sk_buff *skb, const int sctp)
         ct_orig_key(&e->t, e->proto, e->family, &ok);
         if (sctp)
             ok.vtag = e->tcp_seq;              // lib/sctp_tags.h: the ORIG key's tag
-        struct ct_entry *o = ct_lookup_in(&ok, syn);
+        struct ct_entry *o = ct_lookup_in_f(&ok, syn, ofam);
         if (!o || ct_expired(o, now)) {
             if (o && tcp && o->state == CT_EST)
                 return TC_ACT_SHOT;            // timed out: the sweep resets both ends
@@ -451,9 +454,40 @@ send:;
 }
 
 #if MODULE_CORE
+// The attached program: each family's packets go on to a balancer of their own, whose
+// verifier knows the family and so the conntrack table (lib/ct_tables.h: IPv4 under a
+// compact key, IPv6 under the full one). One balancer for both would be walked once per
+// table after every lookup: twice its budget. The slots are constants: the JIT makes each
+// tail call a direct jump. IPv6's balancer is the "ipv6" module, loaded with the first
+// IPv6 service, endpoint or firewall rule; before that IPv6 packets pass, as they would.
 int sluice_lb(struct __sk_buff *skb)
 {
-    return lb_entry(skb, 0);
+    int fam = frame_family(skb);
+    if (fam == 4) {
+        jmp_map.call(skb, JMP_LB4);
+        // Never reached (core fills the slot before it attaches). A return of its own keeps
+        // LLVM from merging this call with another (a slot known only at run time: an
+        // indirect jump); tests/test_datapath_families.py checks the bytecode.
+        return TC_ACT_UNSPEC;
+    }
+    if (fam == 6)
+        jmp_map.call(skb, JMP_LB6);            // empty until the "ipv6" module loads
+    fw_other_hook(skb);                        // not IP: the firewall's, as in lb_entry
+    return TC_ACT_OK;
+}
+
+// Tail-call target for IPv4 packets (sluice_lb).
+int sluice_lb4(struct __sk_buff *skb)
+{
+    return lb_entry(skb, 0, 4);
+}
+#endif
+
+#if MODULE_IPV6
+// Tail-call target for IPv6 packets (sluice_lb).
+int sluice_lb6(struct __sk_buff *skb)
+{
+    return lb_entry(skb, 0, 6);
 }
 #endif
 
@@ -461,7 +495,7 @@ int sluice_lb(struct __sk_buff *skb)
 // Tail-call target for SCTP packets.
 int sluice_sctp(struct __sk_buff *skb)
 {
-    return lb_entry(skb, 1);
+    return lb_entry(skb, 1, 0);
 }
 #endif
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dpkit import UDP_PORT, VIP4, VIP6, LbNet, backend_addr, service, wait_for
+from dpkit import CT_TABLES, UDP_PORT, VIP4, VIP6, LbNet, backend_addr, service, wait_for
 from test_datapath_pmtu import NARROW, narrow_route
 from udpflow import UdpFlow
 
@@ -52,7 +52,7 @@ def asks_fib(lbnet: LbNet, vip: str, sport: int) -> bool:
 
     frame = pktcost.tcp_frame(CLIENT[version(vip)], vip, sport, 80, pktcost.SYN)
     front = lbnet.lb.ifindex(lbnet.interfaces[0])
-    res = bpfcount.count(lbnet.rec.program.bpf, b"sluice_lb", frame, front).summary()
+    res = bpfcount.balancer(lbnet.rec.program, frame, front).summary()
     assert res["verdict"] == pktcost.TC_ACT_REDIRECT, res
     return any("fib" in h for h in res["helpers"])
 
@@ -115,12 +115,12 @@ def test_a_flow_made_from_the_cache_keeps_its_replies_own_next_hop(lbnet: LbNet,
     lbnet.set(service("web", vip=vip, backends=(1,)))
     fill(lbnet, vip, ep_id(lbnet, "web", 1, vip))
     assert not asks_fib(lbnet, vip, 41004)  # new flows now come from the cache
-    ct = lbnet.rec.program.table("ct_map")
-    before = {bytes(k) for k in ct}
+    tables = [lbnet.rec.program.table(name) for name in CT_TABLES]
+    before = {bytes(k) for t in tables for k in t}
     lbnet.client.run(["python3", "-c", "import socket, sys; socket.create_connection("
                       "(sys.argv[1], 80), timeout=3).close()", vip], check=True)  # fmt: skip
     gen = lbnet.rec.driver.route_generation()
-    replies = [v for k, v in ct.items() if bytes(k) not in before and v.dir == 1]
+    replies = [v for t in tables for k, v in t.items() if bytes(k) not in before and v.dir == 1]
     assert replies
     client_if = lbnet.lb.ifindex(lbnet.interfaces[0])
     for v in replies:  # none points at the backend in the current generation

@@ -24,6 +24,7 @@ def test_every_program_is_in_one_module_and_every_tail_call_target_in_one() -> N
     assert len(names) == len(set(names))
     assert set(TAIL_CALLS.values()) <= set(names) | set(QOS_TAIL_CALLS)
     assert "sluice_lb" in MODULES["core"]  # every flow: new ones too, without firewall rules
+    assert "sluice_lb4" in MODULES["core"] and MODULES["ipv6"] == ("sluice_lb6",)
     assert "sluice_fw_lb" in MODULES["fw"]  # new flows after the firewall's rules
     assert set(FEATURES) == set(MODULES) - {"core"}
 
@@ -41,15 +42,20 @@ def test_what_each_service_needs() -> None:
     d.default_algorithm = "round-robin"
     assert d.features(service("web")) == []
     assert d.features(service("s", proto="sctp")) == ["sctp"]
-    assert d.features(service("v6", vip=VIP6)) == []
-    assert d.features(nat64("x")) == ["xlat"]
+    assert d.features(service("v6", vip=VIP6)) == ["ipv6"]
+    assert d.features(nat64("x")) == ["xlat", "ipv6"]
     assert d.features(service("d", mode="dsr", **{"dsr-tunnel": "ip-in-ip"})) == ["l3dsr"]
     assert d.features(service("d", mode="dsr")) == []
     assert d.features(service("g", proto="udp", algorithm="gtp-teid")) == ["gtpu"]
     mixed = nat64("m")
     mixed["endpoint"][0]["address"] = backend_addr(1, 6)
-    assert d.features(mixed) == ["xlat"]
-    assert d.features({**nat64("s"), "protocol": "sctp"}) == ["sctp", "xlat"]
+    assert d.features(mixed) == ["xlat", "ipv6"]
+    assert d.features({**nat64("s"), "protocol": "sctp"}) == ["sctp", "xlat", "ipv6"]
+    nat46 = service("n", **{"snat-address": "198.18.0.254"})
+    nat46["endpoint"][0]["address"] = backend_addr(1, 6)  # its replies: IPv6 packets
+    assert d.features(nat46) == ["xlat", "ipv6"]
+    multihomed = service("m", proto="sctp", **{"secondary-vip": ["2001:db8:f::1"]})
+    assert d.features(multihomed) == ["sctp", "ipv6"]
 
 
 def test_a_feature_loads_before_anything_sends_packets_there(
@@ -69,7 +75,7 @@ def test_a_feature_loads_before_anything_sends_packets_there(
 
     monkeypatch.setattr(prog, "need", spy)
     lbnet.set(nat64("x6"))
-    assert ("xlat", 0, 0) in seen
+    assert ("xlat", 0, 0) in seen and ("ipv6", 0, 0) in seen
     assert lbnet.curl(VIP6, 80) == "b1"  # translated by sluice_xlat
     rules = [{"name": "vip", "preference": 10, "service": "x6", "action": "allow"}]
     fw = {"rule": rules, "interface": [{"name": lbnet.interfaces[0], "default-policy": "drop"}]}

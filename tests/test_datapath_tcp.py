@@ -186,7 +186,7 @@ def test_each_entry_holds_its_directions_numbers_exactly(echo_net: LbNet, vip: s
 
     def quiet() -> tuple[int, int] | None:
         (orig,) = _entries(lbnet, held.port)
-        (reply,) = [v for v in lbnet.rec.program.table("ct_map").values()
+        (reply,) = [v for v in ct_values(lbnet.rec.program)
                     if v.dir == 1 and v.t.client_port == socket.htons(held.port)]  # fmt: skip
         if orig.tcp_seen != 3 or reply.tcp_seen != 3:
             return None

@@ -119,9 +119,13 @@ def test_failover_keeps_every_connection(synced_pair: Pair) -> None:
         before = {vip: flows(master, vip, min_age=1.0) for vip in (VIP, VIP6)}
         # The same through SNMP (a real walk of each daemon's agent): roles, the channel
         # both ways, flows sent and received, lag samples, the backup's full resync.
-        snmp_m, snmp_b = snmp_ha(master, backup), snmp_ha(backup, master)
-        assert snmp_m["roles"] == {"front": 3, "front6": 3}, snmp_m  # master(3)
-        assert snmp_b["roles"] == {"front": 2, "front6": 2}, snmp_b  # backup(2)
+        # The agents answer from each daemon's snapshot, refreshed off the loop: a node whose
+        # roles changed a moment ago (a backup's keepalived starts after its first commit's
+        # compiles) shows them at the next refresh.
+        snmp_m = wait_for(lambda: (r := snmp_ha(master, backup))["roles"]
+                          == {"front": 3, "front6": 3} and r, timeout=20)  # master(3)
+        snmp_b = wait_for(lambda: (r := snmp_ha(backup, master))["roles"]
+                          == {"front": 2, "front6": 2} and r, timeout=20)  # backup(2)
         assert snmp_b["synced"] == "1", snmp_b
         assert snmp_m["peer"][4] == "1" and int(snmp_m["peer"][6]) > 0, snmp_m  # sending
         assert snmp_b["peer"][3] == "1" and int(snmp_b["peer"][5]) > 0, snmp_b  # receiving

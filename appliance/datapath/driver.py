@@ -186,13 +186,19 @@ class Driver:
         """The program modules (appliance/datapath/program.py MODULES) whose tail-call
         targets a packet of this service may reach, beyond the core's: sluice_sctp for
         SCTP, sluice_xlat for an endpoint of the other family (NAT64/46, CT_F_XLAT),
-        sluice_l3dsr for IP-in-IP DSR (SVC_F_IPIP), sluice_gtpu for gtp-teid."""
+        sluice_l3dsr for IP-in-IP DSR (SVC_F_IPIP), sluice_gtpu for gtp-teid; sluice_lb6 (the
+        IPv6 balancer) for any IPv6 address of the service, the endpoints' included (their
+        replies are IPv6 packets)."""
         out = []
         if doc.get("protocol") == "sctp":
             out.append("sctp")
         v6 = ":" in doc["vip"]  # an IPv6 address has one, an IPv4 one none (cheap: per commit)
-        if any((":" in ep["address"]) != v6 for ep in doc.get("endpoint", [])):
+        eps = doc.get("endpoint", [])
+        if any((":" in ep["address"]) != v6 for ep in eps):
             out.append("xlat")
+        others = (*doc.get("secondary-vip", []), *doc.get("secondary-snat-address", []))
+        if v6 or any(":" in ep["address"] for ep in eps) or any(":" in a for a in others):
+            out.append("ipv6")
         if doc.get("mode") == "dsr" and doc.get("dsr-tunnel") == "ip-in-ip":
             out.append("l3dsr")
         if self.algorithm(doc) == "gtp-teid":

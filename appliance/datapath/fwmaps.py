@@ -86,6 +86,9 @@ class FirewallMaps:
             # sluice_fw (program.py MODULES "fw") compiles with the first rule, before
             # fw_live sends new flows there: an empty slot would skip the firewall.
             self.prog.need("fw")
+            # Rules see IPv6 packets in sluice_lb6 (the "ipv6" module): without it they
+            # would pass unseen (lb.c sluice_lb).
+            self.prog.need("ipv6")
         if fw_on and hasattr(self.prog, "need"):
             # SCTP's new flows reach the firewall from sluice_sctp (its own module): without
             # it, SCTP to a routed destination would pass the rules unseen.

@@ -28,13 +28,25 @@ static __always_inline void ct4_key_out(struct ct_key *k)
     k->dst.w[3] = 0;
 }
 
-static __always_inline struct ct_entry *ct_get(struct ct_key *k)
+// `fam`: the key's family when the program knows it as it is verified (4 or 6: lb.c's
+// per-family balancers, for their packet's own key), else 0 (read from the key at run
+// time). The verifier keeps a pointer into ct4_map and one into ct_map apart: after a
+// lookup whose table is chosen at run time it walks everything that uses the entry once
+// per table, which the balancer's budget cannot pay (lb.c sluice_lb).
+#define CT_KEY_V4(k, fam) ((fam) ? (fam) == 4 : (k)->family == 4)
+
+static __always_inline struct ct_entry *ct_get_f(struct ct_key *k, const int fam)
 {
-    if (k->family != 4)
+    if (!CT_KEY_V4(k, fam))
         return ct_map.lookup(k);
     struct ct_entry *e = ct4_map.lookup(ct4_key_in(k));
     ct4_key_out(k);
     return e;
+}
+
+static __always_inline struct ct_entry *ct_get(struct ct_key *k)
+{
+    return ct_get_f(k, 0);
 }
 
 static __always_inline int ct_put(struct ct_key *k, struct ct_entry *e)
@@ -64,13 +76,18 @@ static __always_inline int ct_del(struct ct_key *k)
     return r;
 }
 
-static __always_inline struct ct_entry *syn_get(struct ct_key *k)
+static __always_inline struct ct_entry *syn_get_f(struct ct_key *k, const int fam)
 {
-    if (k->family != 4)
+    if (!CT_KEY_V4(k, fam))
         return syn_map.lookup(k);
     struct ct_entry *e = syn4_map.lookup(ct4_key_in(k));
     ct4_key_out(k);
     return e;
+}
+
+static __always_inline struct ct_entry *syn_get(struct ct_key *k)
+{
+    return syn_get_f(k, 0);
 }
 
 static __always_inline int syn_put(struct ct_key *k, struct ct_entry *e)

@@ -125,7 +125,9 @@ static __always_inline int parse_later(struct pkt *p)
     return PARSE_OK;
 }
 
-static __always_inline int parse_packet(struct __sk_buff *skb, struct pkt *p)
+// `fam`: 4 or 6 to take only that family (lb.c's per-family balancers: the other passes),
+// 0 for both.
+static __always_inline int parse_packet_f(struct __sk_buff *skb, struct pkt *p, const int fam)
 {
     void *data = (void *)(long)skb->data;
     void *data_end = (void *)(long)skb->data_end;
@@ -144,7 +146,7 @@ static __always_inline int parse_packet(struct __sk_buff *skb, struct pkt *p)
     p->l3_off = off;
     p->len = skb->len;
     __u32 l4_len;
-    if (proto == bpf_htons(ETH_P_IP)) {
+    if (fam != 6 && proto == bpf_htons(ETH_P_IP)) {
         struct iphdr *ip = data + off;
         if ((void *)(ip + 1) > data_end)
             return PARSE_PASS;
@@ -164,7 +166,7 @@ static __always_inline int parse_packet(struct __sk_buff *skb, struct pkt *p)
                 return parse_later(p);
             p->frag = FRAG_FIRST;
         }
-    } else if (proto == bpf_htons(ETH_P_IPV6)) {
+    } else if (fam != 4 && proto == bpf_htons(ETH_P_IPV6)) {
         struct ipv6hdr *ip6 = data + off;
         if ((void *)(ip6 + 1) > data_end)
             return PARSE_PASS;
@@ -200,4 +202,25 @@ static __always_inline int parse_packet(struct __sk_buff *skb, struct pkt *p)
         return PARSE_PASS;
     }
     return parse_l4(skb, p, data, data_end, l4_len);
+}
+
+static __always_inline int parse_packet(struct __sk_buff *skb, struct pkt *p)
+{
+    return parse_packet_f(skb, p, 0);
+}
+
+// The family of the IP packet in the frame (4, 6), else 0: Ethernet and one VLAN tag, as
+// parse_packet_f reads them (lb.c sluice_lb chooses the balancer by it).
+static __always_inline int frame_family(struct __sk_buff *skb)
+{
+    void *data = (void *)(long)skb->data;
+    void *data_end = (void *)(long)skb->data_end;
+    if (data + sizeof(struct ethhdr) + 4 > data_end)
+        return 0;                              // shorter than any IP packet
+    __be16 proto = *(__be16 *)(data + 12);
+    if (proto == bpf_htons(ETH_P_8021Q_) || proto == bpf_htons(ETH_P_8021AD_))
+        proto = *(__be16 *)(data + 16);
+    if (proto == bpf_htons(ETH_P_IP))
+        return 4;
+    return proto == bpf_htons(ETH_P_IPV6) ? 6 : 0;
 }

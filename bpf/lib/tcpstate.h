@@ -16,22 +16,34 @@
 //   with these numbers (appliance/datapath/tcpreset.py).
 #pragma once
 
-// The table a flow's entries are in: ct_map, or syn_map while its handshake runs.
+// The table a flow's entries are in: ct_map, or syn_map while its handshake runs. `fam`:
+// as in ct_tables.h ct_get_f.
+static __always_inline struct ct_entry *ct_lookup_in_f(struct ct_key *k, int syn,
+                                                       const int fam)
+{
+    return syn ? syn_get_f(k, fam) : ct_get_f(k, fam);
+}
+
 static __always_inline struct ct_entry *ct_lookup_in(struct ct_key *k, int syn)
 {
-    return syn ? syn_get(k) : ct_get(k);
+    return ct_lookup_in_f(k, syn, 0);
 }
 
 // Either table; *syn says which one held it.
-static __always_inline struct ct_entry *ct_find(struct ct_key *k, int *syn)
+static __always_inline struct ct_entry *ct_find_f(struct ct_key *k, int *syn, const int fam)
 {
-    struct ct_entry *e = ct_get(k);
+    struct ct_entry *e = ct_get_f(k, fam);
     *syn = 0;
     if (e || k->proto != IPPROTO_TCP)
         return e;
-    e = syn_get(k);
+    e = syn_get_f(k, fam);
     *syn = e != 0;
     return e;
+}
+
+static __always_inline struct ct_entry *ct_find(struct ct_key *k, int *syn)
+{
+    return ct_find_f(k, syn, 0);
 }
 
 // Insert a new flow's entry under `k` into its table (BPF_NOEXIST: -1 if taken there).
@@ -235,8 +247,10 @@ static __always_inline int tcp_rst_ok(struct ct_entry *self, struct ct_entry *pe
 
 // The client's ACK completed the handshake of the flow whose ORIG entry `o` (under key
 // `ok`) is in syn_map: move both entries to ct_map. Returns the ORIG entry there, 0 if
-// the move failed (the flow is then dropped from both tables).
-static __always_inline struct ct_entry *tcp_promote(struct ct_entry *o, struct ct_key *ok)
+// the move failed (the flow is then dropped from both tables). `fam`: `ok`'s, as in
+// ct_tables.h ct_get_f.
+static __always_inline struct ct_entry *tcp_promote(struct ct_entry *o, struct ct_key *ok,
+                                                    const int fam)
 {
     struct ct_key rk = {};
     int dsr = o->flags & CT_F_DSR;
@@ -256,5 +270,5 @@ static __always_inline struct ct_entry *tcp_promote(struct ct_entry *o, struct c
     if (!dsr)
         syn_del(&rk);
     syn_del(ok);
-    return fail ? 0 : ct_get(ok);
+    return fail ? 0 : ct_get_f(ok, fam);
 }
