@@ -601,19 +601,20 @@ def count(
     return Vm(bpf.dump_func(func), frame, ifindex, follow=follow).run()
 
 
-BALANCERS = ("sluice_lb4", "sluice_lb6")  # bpf/lb.c: sluice_lb tail-calls its family's
+BALANCERS = ("sluice_lb", "sluice_lb6")  # bpf/lb.c: IPv4's hands IPv6 packets to IPv6's
 
 
 def balancer(prog: Any, frame: bytes, ifindex: int) -> Result:
     """``count`` for appliance.datapath.program.Program's attached sluice_lb, followed into
-    the family's balancer (sluice_lb4 / sluice_lb6, when its module is loaded)."""
-    from appliance.datapath.program import JMP_INDEX
+    IPv6's balancer (sluice_lb6, when its module is loaded) for an IPv6 packet."""
+    import sys
 
     # A tree before the per-family balancers (pktcount --baseline) has neither: its
     # sluice_lb is the balancer.
-    follow = {JMP_INDEX[name]: m["bpf"].dump_func(name.encode())
+    jmp_index = getattr(sys.modules[type(prog).__module__], "JMP_INDEX", {})
+    follow = {jmp_index[name]: m["bpf"].dump_func(name.encode())
               for m in getattr(prog, "modules", {}).values() for name in m["functions"]
-              if name in BALANCERS}  # fmt: skip
+              if name in BALANCERS and name in jmp_index}  # fmt: skip
     return count(prog.bpf, b"sluice_lb", frame, ifindex, follow)
 
 

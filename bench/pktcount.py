@@ -46,9 +46,6 @@ def measure(modes: list[str], code: str | None = None) -> list[dict[str, Any]]:
     rows = []
     with pktcost.bed(code=code) as (net, prog):
         m = pktcost.Meter(net, prog, settings)
-        for name in ("sluice_lb", *bpfcount.BALANCERS):
-            with contextlib.suppress(KeyError, AttributeError):  # an older tree: sluice_lb
-                VERIFIED[name] = bpfcount.verified_insns(prog.function(name).fd)
         try:
             for label in modes:
                 for v in (4, 6):
@@ -57,6 +54,10 @@ def measure(modes: list[str], code: str | None = None) -> list[dict[str, Any]]:
                         if d in e:
                             rows.append({"mode": label, "version": v, "direction": d,
                                          "state": e["state"], **e[d]["count"]})  # fmt: skip
+            # After the IPv6 figures: the IPv6 balancer's module loads with their service.
+            for name in ("sluice_lb", *bpfcount.BALANCERS):
+                with contextlib.suppress(KeyError, AttributeError):  # older: sluice_lb only
+                    VERIFIED[name] = bpfcount.verified_insns(prog.function(name).fd)
         finally:
             m.close()
     return rows

@@ -311,13 +311,26 @@ static __always_inline int start_flow(struct __sk_buff *skb, struct pkt *p, __u6
     return rc == NEW_FLOW_LOST_RACE ? TC_ACT_SHOT : rc;
 }
 
-// The balancer, compiled three times: sluice_lb4 and sluice_lb6 (everything but SCTP, one
-// family each: `fam`, see sluice_lb) and sluice_sctp (SCTP only, both families, a tail
-// call from the other two). The verifier explores each protocol's paths through the whole
-// program; SCTP's own, in the main program, put it over its budget.
+// The balancer, compiled three times: sluice_lb and sluice_lb6 (everything but SCTP, one
+// family each: `fam`) and sluice_sctp (SCTP only, both families, a tail call from the
+// other two). The verifier explores each protocol's paths through the whole program;
+// SCTP's own, in the main program, put it over its budget. With the family a constant it
+// knows which conntrack table a lookup of the packet's own key reads (lib/ct_tables.h:
+// IPv4 under the compact key, IPv6 under the full one); one balancer for both families
+// would be walked once per table after every lookup: twice its budget.
 static __always_inline int lb_entry(struct __sk_buff *skb, const int sctp, const int fam)
 {
     NF_STAGE_START();
+    if (fam == 4 && frame_is_ipv6(skb)) {
+        // sluice_lb is the IPv4 balancer, IPv6's is sluice_lb6, before anything else (an
+        // IPv4 packet pays one test: parse reads the same words). The "ipv6" module fills
+        // the slot with the first IPv6 service, endpoint or firewall rule; until then there
+        // is nothing IPv6 to do: pass. A return of its own keeps LLVM from merging this
+        // call with another (one call with a slot known only at run time: an indirect
+        // jump, not a direct one; tests/test_datapath_families.py checks the bytecode).
+        jmp_map.call(skb, JMP_LB6);
+        return TC_ACT_UNSPEC;
+    }
     struct pkt p = {};
     int parsed = parse_packet_f(skb, &p, fam);
     if (parsed == PARSE_SCTP && !sctp)
@@ -454,37 +467,15 @@ send:;
 }
 
 #if MODULE_CORE
-// The attached program: each family's packets go on to a balancer of their own, whose
-// verifier knows the family and so the conntrack table (lib/ct_tables.h: IPv4 under a
-// compact key, IPv6 under the full one). One balancer for both would be walked once per
-// table after every lookup: twice its budget. The slots are constants: the JIT makes each
-// tail call a direct jump. IPv6's balancer is the "ipv6" module, loaded with the first
-// IPv6 service, endpoint or firewall rule; before that IPv6 packets pass, as they would.
+// The attached program: the IPv4 balancer, which hands IPv6 packets to sluice_lb6.
 int sluice_lb(struct __sk_buff *skb)
-{
-    int fam = frame_family(skb);
-    if (fam == 4) {
-        jmp_map.call(skb, JMP_LB4);
-        // Never reached (core fills the slot before it attaches). A return of its own keeps
-        // LLVM from merging this call with another (a slot known only at run time: an
-        // indirect jump); tests/test_datapath_families.py checks the bytecode.
-        return TC_ACT_UNSPEC;
-    }
-    if (fam == 6)
-        jmp_map.call(skb, JMP_LB6);            // empty until the "ipv6" module loads
-    fw_other_hook(skb);                        // not IP: the firewall's, as in lb_entry
-    return TC_ACT_OK;
-}
-
-// Tail-call target for IPv4 packets (sluice_lb).
-int sluice_lb4(struct __sk_buff *skb)
 {
     return lb_entry(skb, 0, 4);
 }
 #endif
 
 #if MODULE_IPV6
-// Tail-call target for IPv6 packets (sluice_lb).
+// Tail-call target for IPv6 packets (sluice_lb: lb_entry).
 int sluice_lb6(struct __sk_buff *skb)
 {
     return lb_entry(skb, 0, 6);

@@ -142,7 +142,7 @@ def socket_htons(port: int) -> int:
 def test_round_robin_takes_its_slot_with_one_atomic_fetch_add(lb_program: Any) -> None:
     """BPF_ATOMIC | BPF_FETCH (opcode 0xdb, imm BPF_ADD | BPF_FETCH) on the rr counter: the
     slot comes from the add itself, so two CPUs never read the same counter value."""
-    insns = lb_program.bpf.dump_func(b"sluice_lb4")  # new flows: lb.c start_flow
+    insns = lb_program.bpf.dump_func(b"sluice_lb")  # new flows: lb.c start_flow
     fetch_adds = [i for i in range(0, len(insns), 8) if insns[i] == 0xDB
                   and int.from_bytes(insns[i + 4 : i + 8], "little") == 0x01]  # fmt: skip
     assert fetch_adds

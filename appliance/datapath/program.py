@@ -64,7 +64,7 @@ LEGACY_PINS = ("sel", "rr", "mh", "mhpeer", "epact")
 TAIL_CALLS = {0: "sluice_icmp_err", 1: "sluice_too_big", 2: "sluice_xlat", 3: "sluice_fw",
               4: "sluice_fw_lb", 5: "sluice_l3dsr", 6: "sluice_sctp_nat", 7: "sluice_sctp_paths",
               8: "sluice_gtpu", 9: "sluice_sctp", 10: "sluice_fw_other",
-              11: "sluice_qos_ep", 12: "sluice_lb4", 13: "sluice_lb6"}  # fmt: skip
+              11: "sluice_qos_ep", 12: "sluice_lb6"}  # fmt: skip
 # Tail-call targets that no module of lb.c builds: compiled with bpf/qos.c and put into
 # their slot by appliance/datapath/qos.py (endpoint policers on a flow's first packet).
 QOS_TAIL_CALLS = ("sluice_qos_ep",)
@@ -78,7 +78,7 @@ QOS_TAIL_CALLS = ("sluice_qos_ep",)
 # maps, the same pinned flow-event ring) until its own need() replaces them: those flows
 # keep going meanwhile.
 MODULES = {
-    "core": ("sluice_lb", "sluice_lb4", "sluice_icmp_err", "sluice_too_big"),
+    "core": ("sluice_lb", "sluice_icmp_err", "sluice_too_big"),
     "ipv6": ("sluice_lb6",),
     "sctp": ("sluice_sctp", "sluice_sctp_nat", "sluice_sctp_paths"),
     "xlat": ("sluice_xlat",),

@@ -48,9 +48,8 @@
 #define JMP_SCTP          9          // lb.c sluice_sctp
 #define JMP_FW_OTHER      10         // lib/fw_other.h: packets the parser passes, while rules are on
 #define JMP_QOS_EP        11         // bpf/qos.c sluice_qos_ep: endpoint policers, first packet
-#define JMP_LB4           12         // lb.c sluice_lb4: the IPv4 balancer
-#define JMP_LB6           13         // lb.c sluice_lb6: the IPv6 balancer
-#define JMP_MAX           14
+#define JMP_LB6           12         // lb.c sluice_lb6: the IPv6 balancer
+#define JMP_MAX           13
 
 // Algorithms (svc_info.algo)
 #define ALG_RR            0

@@ -10,7 +10,7 @@
 #pragma once
 
 #ifndef MODULE_CORE
-#define MODULE_CORE   0              // sluice_lb, sluice_lb4, sluice_icmp_err, sluice_too_big
+#define MODULE_CORE   0              // sluice_lb, sluice_icmp_err, sluice_too_big
 #endif
 #ifndef MODULE_IPV6
 #define MODULE_IPV6   0              // sluice_lb6

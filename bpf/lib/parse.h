@@ -125,8 +125,8 @@ static __always_inline int parse_later(struct pkt *p)
     return PARSE_OK;
 }
 
-// `fam`: 4 or 6 to take only that family (lb.c's per-family balancers: the other passes),
-// 0 for both.
+// `fam`: 4 or 6 to take only that family (lb.c's per-family balancers: the other one
+// passes), 0 for both.
 static __always_inline int parse_packet_f(struct __sk_buff *skb, struct pkt *p, const int fam)
 {
     void *data = (void *)(long)skb->data;
@@ -209,18 +209,19 @@ static __always_inline int parse_packet(struct __sk_buff *skb, struct pkt *p)
     return parse_packet_f(skb, p, 0);
 }
 
-// The family of the IP packet in the frame (4, 6), else 0: Ethernet and one VLAN tag, as
-// parse_packet_f reads them (lb.c sluice_lb chooses the balancer by it).
-static __always_inline int frame_family(struct __sk_buff *skb)
+// An IPv6 packet (after Ethernet and at most one VLAN tag, as parse_packet_f reads it):
+// lb.c sluice_lb hands it to IPv6's balancer.
+static __always_inline int frame_is_ipv6(struct __sk_buff *skb)
 {
     void *data = (void *)(long)skb->data;
     void *data_end = (void *)(long)skb->data_end;
-    if (data + sizeof(struct ethhdr) + 4 > data_end)
-        return 0;                              // shorter than any IP packet
+    if (data + sizeof(struct ethhdr) > data_end)
+        return 0;
     __be16 proto = *(__be16 *)(data + 12);
-    if (proto == bpf_htons(ETH_P_8021Q_) || proto == bpf_htons(ETH_P_8021AD_))
+    if (proto == bpf_htons(ETH_P_8021Q_) || proto == bpf_htons(ETH_P_8021AD_)) {
+        if (data + sizeof(struct ethhdr) + 4 > data_end)
+            return 0;
         proto = *(__be16 *)(data + 16);
-    if (proto == bpf_htons(ETH_P_IP))
-        return 4;
-    return proto == bpf_htons(ETH_P_IPV6) ? 6 : 0;
+    }
+    return proto == bpf_htons(ETH_P_IPV6);
 }
