@@ -182,6 +182,18 @@ def run(ref: str, modes: list[str], pairs: int, repeat: int, cold_n: int) -> dic
             "pairs": pairs, "repeat": repeat, "load": os.getloadavg()}  # fmt: skip
 
 
+def no_worse_aim(res: dict[str, Any], allowance: float) -> dict[str, Any]:
+    """issue 15's "no mode worse than today" (bench/run.py --baseline), paired: the worst
+    warm median of pairs over the established figures."""
+    worst = max(res["rows"], key=lambda r: r["warm"]["ratio_median"])
+    value = round(worst["warm"]["ratio_median"], 3)
+    where = f"{worst['mode']} IPv{worst['version']} {NAME[worst['direction']]}"
+    return {"aim": f"no established mode worse than {res['baseline']} (warm, paired calls: "
+                   f"the worst median of pairs, {where}; ≤ {allowance} allows for noise)",
+            "goal": allowance, "higher": False, "value": value,
+            "met": value <= allowance}  # fmt: skip
+
+
 def table(res: dict[str, Any]) -> str:
     ref = res["baseline"]
     lines = [f"| established TCP | IP | warm best {ref} | warm best now | warm ratio, median of "
