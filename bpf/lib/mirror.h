@@ -202,7 +202,10 @@ static __always_inline int erspan_copy(struct __sk_buff *skb, struct mirror *m, 
         (skb->protocol != bpf_htons(ETH_P_IP) && skb->protocol != bpf_htons(ETH_P_IPV6)))
         return erspan_loop(skb, id, dir);
     struct bpf_fib_lookup f = {};
-    if (erspan_route(skb, m, &f, skb->len + n, v6) != BPF_FIB_LKUP_RET_SUCCESS)
+    int r = erspan_route(skb, m, &f, skb->len + n, v6);
+    if (r == BPF_FIB_LKUP_RET_FRAG_NEEDED)
+        return erspan_loop(skb, id, dir);      // a full-size frame: the looped copy is cut
+    if (r != BPF_FIB_LKUP_RET_SUCCESS)
         return -1;
     __u8 orig[14];
     if (bpf_skb_load_bytes(skb, 0, orig, 14))
