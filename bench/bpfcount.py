@@ -178,7 +178,6 @@ class Vm:
         # Tail-call slots whose program the run goes on into (slot -> its bytecode), as the
         # kernel would: the attached sluice_lb only chooses the family's balancer.
         self.follow = {slot: _decode(b) for slot, b in (follow or {}).items()}
-        self.followed = 0  # instructions run before the last followed tail call
         self.mem: dict[int, bytearray] = {}
         self.touched: set[int] = set()
         self.maps: dict[int, KMap] = {}
@@ -361,7 +360,6 @@ class Vm:
                 return result
             self.code = self.follow.pop(result.tail_call)
             steps, lines = result.insns, lines + result.code_lines
-            self.followed = steps
             self.tail = None
 
     def _run(self, code: list[tuple[int, int, int, int]], steps: int) -> Result:

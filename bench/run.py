@@ -131,6 +131,7 @@ class Bench:
         self.server_cpu = ["taskset", "-c", "1"] if pin else []
         self.net = dpkit.build_lbnet(topo, n_backends=args.backends, servers=False)
         self.lb, self.client, self.backends = self.net.lb, self.net.client, self.net.backends
+        self.cost_prepared = False  # pktcost's addresses and routes are in the lb namespace
         self.prog: Any = None
         self.udprr = self.tmp / "udprr"
 
@@ -299,9 +300,9 @@ stream {{
 
     def cost(self, quick: bool) -> dict[str, Any]:
         """The per-packet meters (bench/pktcost.py) on this run's program and reconciler."""
-        if not getattr(self, "_cost_prepared", False):  # its addresses and routes, once
+        if not self.cost_prepared:  # twice per run (run.py main): prepared once
             pktcost.prepare(self.net)
-            self._cost_prepared = True
+            self.cost_prepared = True
         return pktcost.measure(self.net, self.prog, pktcost.SETTINGS["quick" if quick else "full"],
                                log=log)  # fmt: skip
 
