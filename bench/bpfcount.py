@@ -176,7 +176,7 @@ class Vm:
     ):
         self.code = _decode(insns)
         # Tail-call slots whose program the run goes on into (slot -> its bytecode), as the
-        # kernel would: the attached sluice_lb only chooses the family's balancer.
+        # kernel would: the attached sluice_lb hands an IPv6 packet to sluice_lb6.
         self.follow = {slot: _decode(b) for slot, b in (follow or {}).items()}
         self.mem: dict[int, bytearray] = {}
         self.touched: set[int] = set()

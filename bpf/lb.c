@@ -299,9 +299,10 @@ static __always_inline int new_flow(struct __sk_buff *skb, struct pkt *p, __u64 
 // A flow the conntrack does not know: through the firewall first while it has rules (which
 // continues in sluice_fw_lb), else new_flow right here: no tail call and no second parse
 // per new flow (with new_flow inlined, sluice_lb verified at ~572k and sluice_lb6 at ~543k
-// of the 1M instructions the verifier allows, 2026-11-30 afternoon). A flow another CPU made meanwhile (two first packets
-// at once) loses this packet: the sender retransmits. SCTP, in a program of its
-// own already, comes back here from the firewall marked as let in (lib/sctp.h).
+// of the 1M instructions the verifier allows, 2026-11-30 afternoon). A flow another CPU
+// made meanwhile (two first packets at once) loses this packet: the sender retransmits.
+// SCTP, in a program of its own already, comes back here from the firewall marked as let
+// in (lib/sctp.h).
 static __always_inline int start_flow(struct __sk_buff *skb, struct pkt *p, __u64 now,
                                       const int sctp)
 {
