@@ -9,9 +9,10 @@ otherwise the name of a namespace under /run/netns (``ip netns`` names). A missi
 namespace raises FileNotFoundError; it is never created as a side effect.
 
 TC attachment follows the clsact / direct-action recipe: one clsact qdisc per interface,
-our bpf filter at a fixed priority and handle in the ingress (ffff:fff2) or egress
-(ffff:fff3) hook. Attaching again *replaces* the filter in one netlink request, so a
-reload never leaves the interface without a program.
+our bpf filters at fixed priorities (``OUR_PRIOS``) and handle in the ingress (ffff:fff2)
+or egress (ffff:fff3) hook, each for one protocol (all, or one ethertype). Attaching again
+*replaces* a filter in one netlink request, so a reload never leaves the interface without
+a program.
 """
 
 from __future__ import annotations
@@ -45,9 +46,12 @@ Direction = Literal["ingress", "egress"]
 
 # clsact hook "parents" (TC_H_MAKE(TC_H_CLSACT, TC_H_MIN_INGRESS / TC_H_MIN_EGRESS)).
 _PARENTS: dict[str, int] = {"ingress": 0xFFFFFFF2, "egress": 0xFFFFFFF3}
-# Where our filter lives. Fixed, so "replace-filter" finds and swaps it atomically.
+# Where our filters live. Fixed, so "replace-filter" finds and swaps each atomically; the
+# balancer uses two (appliance/datapath/program.py), detach removes both.
 TC_PRIO = 1
 TC_HANDLE = 1
+OUR_PRIOS = (1, 2)
+ETH_P_ALL, ETH_P_IPV6 = 0x0003, 0x86DD
 
 
 @contextmanager
@@ -106,21 +110,28 @@ def attach_tc(
     prog_name: str | bytes,
     direction: Direction = "ingress",
     netns: str | None = None,
+    prio: int = TC_PRIO,
+    protocol: int = ETH_P_ALL,
 ) -> None:
-    """Attach the SCHED_CLS program ``prog_fd`` to ``ifname``'s TC hook, direct-action.
+    """Attach the SCHED_CLS program ``prog_fd`` to ``ifname``'s TC hook, direct-action,
+    for packets of ``protocol`` (an ethertype; ETH_P_ALL: every packet).
 
-    Creates the clsact qdisc if needed. If our filter (prio ``TC_PRIO``, handle
-    ``TC_HANDLE``) is already attached it is replaced atomically: packets see either the
-    old or the new program, never none. The filter holds its own reference to the
-    program, so it stays attached after the loader closes ``prog_fd``. ``prog_name`` is
-    only a label (shown by ``tc filter show`` and :func:`tc_filters`); bcc's ``fn.name``
-    (bytes) is accepted as is.
+    Creates the clsact qdisc if needed. If a filter of ``protocol`` is already attached at
+    ``prio`` (handle ``TC_HANDLE``) it is replaced atomically: packets see either the old
+    or the new program, never none. One of another protocol there is deleted first (the
+    kernel changes no filter's protocol in place). The filter holds its own reference to
+    the program, so it stays attached after the loader closes ``prog_fd``. ``prog_name``
+    is only a label (shown by ``tc filter show`` and :func:`tc_filters`); bcc's
+    ``fn.name`` (bytes) is accepted as is.
     """
     parent = _parent(direction)
     name = prog_name.decode() if isinstance(prog_name, bytes) else prog_name
     with _rtnl(netns) as ipr:
         index = _index(ipr, ifname, netns)
         _ensure_clsact(ipr, index)
+        there = _protocols(ipr, index, parent).get(prio)
+        if there is not None and there != protocol:
+            _delete_filter(ipr, index, parent, prio)
         ipr.tc(
             "replace-filter",
             "bpf",
@@ -129,10 +140,55 @@ def attach_tc(
             fd=prog_fd,
             name=name,
             parent=parent,
-            prio=TC_PRIO,
+            prio=prio,
+            protocol=protocol,
             classid=1,
             direct_action=True,
         )
+
+
+def _delete_filter(ipr: IPRoute, index: int, parent: int, prio: int) -> bool:
+    """Delete our filter at ``prio``; False if there is none (or no clsact qdisc)."""
+    try:
+        # protocol 0: whichever it has (pyroute2's default, ETH_P_ALL, must match).
+        ipr.tc("del-filter", "bpf", index, TC_HANDLE, parent=parent, prio=prio, protocol=0)
+    except NetlinkError as exc:
+        # ENOENT: no such filter; EINVAL: no clsact qdisc at all.
+        if exc.code not in (errno.ENOENT, errno.EINVAL):
+            raise
+        return False
+    return True
+
+
+def _protocols(ipr: IPRoute, index: int, parent: int) -> dict[int, int]:
+    """prio -> protocol (ethertype) of the filters with our handle on one hook."""
+    try:
+        msgs = ipr.get_filters(index=index, parent=parent)
+    except NetlinkError as exc:
+        if exc.code == errno.EINVAL:  # no clsact qdisc
+            return {}
+        raise
+    # tcm_info: the priority in the upper 16 bits, the protocol (network order) below.
+    return {msg["info"] >> 16: socket.ntohs(msg["info"] & 0xFFFF)
+            for msg in msgs if msg["handle"] == TC_HANDLE}  # fmt: skip
+
+
+def detach_tc_prio(
+    ifname: str, prio: int, direction: Direction = "ingress", netns: str | None = None
+) -> bool:
+    """Remove our filter at ``prio`` alone (the qdisc stays); True if one was removed."""
+    parent = _parent(direction)
+    with _rtnl(netns) as ipr:
+        found = ipr.link_lookup(ifname=ifname)
+        return bool(found) and _delete_filter(ipr, int(found[0]), parent, prio)
+
+
+def tc_protocols(
+    ifname: str, direction: Direction = "ingress", netns: str | None = None
+) -> dict[int, int]:
+    """prio -> protocol (an ethertype; ETH_P_ALL) of our filters on one hook."""
+    with _rtnl(netns) as ipr:
+        return _protocols(ipr, _index(ipr, ifname, netns), _parent(direction))
 
 
 def detach_tc(
@@ -141,7 +197,7 @@ def detach_tc(
     netns: str | None = None,
     keep_qdisc: bool = False,
 ) -> bool:
-    """Remove our bpf filter from ``ifname``'s TC hook; True if one was removed.
+    """Remove our bpf filters (``OUR_PRIOS``) from ``ifname``'s TC hook; True if one was.
 
     Idempotent: no filter, no clsact, or no such interface is not an error. Unless
     ``keep_qdisc``, the clsact qdisc is deleted too once neither hook has a filter left,
@@ -154,14 +210,9 @@ def detach_tc(
         if not found:
             return False
         index = int(found[0])
-        removed = True
-        try:
-            ipr.tc("del-filter", "bpf", index, TC_HANDLE, parent=parent, prio=TC_PRIO)
-        except NetlinkError as exc:
-            # ENOENT: no such filter; EINVAL: no clsact qdisc at all.
-            if exc.code not in (errno.ENOENT, errno.EINVAL):
-                raise
-            removed = False
+        removed = False
+        for prio in OUR_PRIOS:
+            removed |= _delete_filter(ipr, index, parent, prio)
         if not keep_qdisc and not any(_filters(ipr, index, p) for p in _PARENTS.values()):
             try:
                 ipr.tc("del", "clsact", index)

@@ -176,7 +176,7 @@ class Vm:
     ):
         self.code = _decode(insns)
         # Tail-call slots whose program the run goes on into (slot -> its bytecode), as the
-        # kernel would: the attached sluice_lb hands an IPv6 packet to sluice_lb6.
+        # kernel would: sluice_lb hands a VLAN-tagged IPv6 packet to sluice_lb6.
         self.follow = {slot: _decode(b) for slot, b in (follow or {}).items()}
         self.mem: dict[int, bytearray] = {}
         self.touched: set[int] = set()
@@ -599,20 +599,24 @@ def count(
     return Vm(bpf.dump_func(func), frame, ifindex, follow=follow).run()
 
 
-BALANCERS = ("sluice_lb", "sluice_lb6")  # bpf/lb.c: IPv4's hands IPv6 packets to IPv6's
+BALANCERS = ("sluice_lb", "sluice_lb6")  # bpf/lb.c: one per family
 
 
 def balancer(prog: Any, frame: bytes, ifindex: int) -> Result:
-    """``count`` for appliance.datapath.program.Program's attached sluice_lb, followed into
-    IPv6's balancer (sluice_lb6, when its module is loaded) for an IPv6 packet."""
+    """``count`` for the balancer TC runs first for ``frame``: an untagged IPv6 packet's is
+    sluice_lb6 (a filter of its own, when its module is loaded; Program.entry), any other
+    packet's sluice_lb, followed into sluice_lb6 for a tagged IPv6 packet."""
     import sys
 
     # A tree before the per-family balancers (pktcount --baseline) has neither: its
     # sluice_lb is the balancer.
     jmp_index = getattr(sys.modules[type(prog).__module__], "JMP_INDEX", {})
-    follow = {jmp_index[name]: m["bpf"].dump_func(name.encode())
-              for m in getattr(prog, "modules", {}).values() for name in m["functions"]
-              if name in BALANCERS and name in jmp_index}  # fmt: skip
+    dumps = {name: m["bpf"].dump_func(name.encode())
+             for m in getattr(prog, "modules", {}).values() for name in m["functions"]
+             if name in BALANCERS}  # fmt: skip
+    follow = {jmp_index[name]: code for name, code in dumps.items() if name in jmp_index}
+    if frame[12:14] == b"\x86\xdd" and "sluice_lb6" in dumps:
+        return Vm(dumps["sluice_lb6"], frame, ifindex, follow=follow).run()
     return count(prog.bpf, b"sluice_lb", frame, ifindex, follow)
 
 

@@ -326,7 +326,6 @@ class Meter:
     def __init__(self, net: Any, prog: Any, settings: dict[str, int],
                  log: Callable[[str], None] = lambda m: None, xdp: Any = None) -> None:  # fmt: skip
         self.net, self.prog, self.s, self.log = net, prog, settings, log
-        self.fd = prog.fn.fd
         # The XDP fast path (bpf/xdp.c) on the same maps: measured next to TC per figure.
         self.xdp_fd = xdp.fn.fd if xdp is not None else None
         self.front = net.lb.ifindex(net.interfaces[0])
@@ -338,6 +337,17 @@ class Meter:
 
     def close(self) -> None:
         self.harness.close()
+
+    def entry(self, frame: bytes) -> int:
+        """The fd of the program TC runs first for ``frame``: IPv6's balancer for an IPv6
+        frame once its module is loaded (Program.entry: a TC filter of its own), else
+        sluice_lb (an older tree's only balancer)."""
+        pick = getattr(self.prog, "entry", None)
+        return int((pick(frame[12:14] == b"\x86\xdd") if pick else self.prog.fn).fd)
+
+    def run(self, frame: bytes, ifindex: int) -> tuple[int, int]:
+        """One BPF_PROG_TEST_RUN of ``frame`` through the program TC would run first."""
+        return test_run(self.entry(frame), frame, ifindex)
 
     def clear_ct(self) -> None:
         # syn: TCP handshakes, 4: IPv4 keys (older trees: none)
@@ -382,7 +392,7 @@ class Meter:
         vip, client, cport = self.net.services[name]["vip"], CLIENT[version], 40000
         orig = tcp_frame(client, vip, cport, PORT, ACK, b"x" * 64)
         with in_netns(self.net.lb.ns):
-            v_syn, _ = test_run(self.fd, tcp_frame(client, vip, cport, PORT, SYN), self.front)
+            v_syn, _ = self.run(tcp_frame(client, vip, cport, PORT, SYN), self.front)
         rows = self.net.rec.conntrack(name)
         if len(rows) != 1:
             raise RuntimeError(f"{label} IPv{version}: {len(rows)} flows after one SYN "
@@ -394,15 +404,16 @@ class Meter:
         out: dict[str, Any] = {"mode": label, "version": version}
         with in_netns(self.net.lb.ns):
             if reply is not None:  # the handshake, so the flow is established
-                test_run(self.fd, tcp_frame(ep, snat, ep_port, snat_port, SYNACK), self.back)
-            test_run(self.fd, tcp_frame(client, vip, cport, PORT, ACK), self.front)
+                self.run(tcp_frame(ep, snat, ep_port, snat_port, SYNACK), self.back)
+            self.run(tcp_frame(client, vip, cport, PORT, ACK), self.front)
             for direction, frame, ifindex in (("orig", orig, self.front),
                                               ("reply", reply, self.back)):  # fmt: skip
                 if frame is None:
                     continue
+                fd = self.entry(frame)
                 out[direction] = {
-                    "cold": cold(self.fd, lambda i, f=frame: f, ifindex, self.s["cold"]),
-                    "warm": self.harness.warm(self.fd, frame, ifindex, self.s["warm_repeat"],
+                    "cold": cold(fd, lambda i, f=frame: f, ifindex, self.s["cold"]),
+                    "warm": self.harness.warm(fd, frame, ifindex, self.s["warm_repeat"],
                                               self.s["warm_calls"]),
                     # after them: the first data packet fills the next-hop cache
                     "count": self.count(frame, ifindex),
@@ -434,7 +445,7 @@ class Meter:
                 if v.dir == 1:
                     v.last_ns = 0
                     table[k] = v
-        test_run(self.fd, reply, self.back)
+        self.run(reply, self.back)
 
     def _xdp(self, orig: bytes, reply: bytes | None) -> dict[str, Any]:
         """The same established frames through the XDP fast path. TC has just carried them,
@@ -460,8 +471,9 @@ class Meter:
         between a fast and a slow state for seconds at a time, and one hook's calls all in
         one state would make the ratio the VM's. ``warm``: XDP's, ``tc_warm``: TC's."""
         got: dict[str, list[dict[str, Any]]] = {"tc_warm": [], "warm": []}
+        tc = self.entry(frame)
         for _ in range(self.s["warm_calls"]):
-            for key, fd, xdp in (("tc_warm", self.fd, False), ("warm", self.xdp_fd, True)):
+            for key, fd, xdp in (("tc_warm", tc, False), ("warm", self.xdp_fd, True)):
                 if sync:
                     sync()
                 got[key].append(self.harness.warm(fd, frame, ifindex, self.s["warm_repeat"],
@@ -483,9 +495,9 @@ class Meter:
             return tcp_frame(client, vip, 1024 + i % 64000, PORT, SYN)
 
         with in_netns(self.net.lb.ns):
-            c = cold(self.fd, syn, self.front, self.s["new_cold"])
+            c = cold(self.entry(syn(0)), syn, self.front, self.s["new_cold"])
             self.clear_ct()
-            w = self.harness.warm(self.fd, syn(0), self.front, self.s["new_repeat"],
+            w = self.harness.warm(self.entry(syn(0)), syn(0), self.front, self.s["new_repeat"],
                                   self.s["new_calls"], new_flows=True, between=self.clear_ct)
         flows = len(self.net.rec.conntrack(name))
         self.clear_ct()

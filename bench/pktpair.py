@@ -62,11 +62,11 @@ def serve(code: str | None) -> int:
                     reply = sorted(frames)
                 elif cmd == "warm":
                     frame, ifindex = frames[args[0]]
-                    w = harness.warm(m.fd, frame, ifindex, int(args[1]), 1)
+                    w = harness.warm(m.entry(frame), frame, ifindex, int(args[1]), 1)
                     reply = {"ns": w["ns"], "verdict": w["verdict"]}
                 elif cmd == "cold":
                     frame, ifindex = frames[args[0]]
-                    c = pktcost.cold(m.fd, lambda i, f=frame: f, ifindex, int(args[1]))
+                    c = pktcost.cold(m.entry(frame), lambda i, f=frame: f, ifindex, int(args[1]))
                     reply = {"ns": c["ns"], "verdict": c["verdict"]}
                 else:
                     break
@@ -82,7 +82,7 @@ def _setup(m: Any, label: str, version: int) -> dict[str, tuple[bytes, int]]:
     mode = pktcost.MODES[label]
     name = m._service(version, mode, "round-robin", 8)
     vip, client, cport = m.net.services[name]["vip"], pktcost.CLIENT[version], 40000
-    pktcost.test_run(m.fd, tcp(client, vip, cport, pktcost.PORT, SYN), m.front)
+    m.run(tcp(client, vip, cport, pktcost.PORT, SYN), m.front)
     rows = m.net.rec.conntrack(name)
     if len(rows) != 1:
         raise RuntimeError(f"{label} IPv{version}: {len(rows)} flows after one SYN")
@@ -90,11 +90,11 @@ def _setup(m: Any, label: str, version: int) -> dict[str, tuple[bytes, int]]:
     snat, snat_port = pktcost._host_port(rows[0]["snat"])
     frames = {"orig": (tcp(client, vip, cport, pktcost.PORT, ACK, b"x" * 64), m.front)}
     if mode != "dsr":
-        pktcost.test_run(m.fd, tcp(ep, snat, ep_port, snat_port, SYNACK), m.back)
+        m.run(tcp(ep, snat, ep_port, snat_port, SYNACK), m.back)
         frames["reply"] = (tcp(ep, snat, ep_port, snat_port, ACK, b"y" * 64), m.back)
-    pktcost.test_run(m.fd, tcp(client, vip, cport, pktcost.PORT, ACK), m.front)
+    m.run(tcp(client, vip, cport, pktcost.PORT, ACK), m.front)
     for frame, ifindex in frames.values():
-        pktcost.test_run(m.fd, frame, ifindex)
+        m.run(frame, ifindex)
     return frames
 
 

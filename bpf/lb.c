@@ -323,12 +323,17 @@ static __always_inline int lb_entry(struct __sk_buff *skb, const int sctp, const
 {
     NF_STAGE_START();
     if (fam == 4 && frame_is_ipv6(skb)) {
-        // sluice_lb is the IPv4 balancer, IPv6's is sluice_lb6, before anything else (an
-        // IPv4 packet pays one test: parse reads the same words). The "ipv6" module fills
-        // the slot with the first IPv6 service, endpoint or firewall rule; until then there
-        // is nothing IPv6 to do: pass. A return of its own keeps LLVM from merging this
-        // call with another (one call with a slot known only at run time: an indirect
-        // jump, not a direct one; tests/test_datapath_families.py checks the bytecode).
+        // sluice_lb is the IPv4 balancer, IPv6's is sluice_lb6. An untagged IPv6 packet
+        // met sluice_lb6 already: it is attached as a filter of its own ahead of this one
+        // (protocol ipv6; appliance/datapath/program.py), so getting here means it left the
+        // packet to the stack, or nothing IPv6 is loaded yet: pass. A VLAN-tagged one (TC
+        // matches a filter's protocol against the tag's) is handed over here. An IPv4
+        // packet pays one test: parse reads the same words. A return of its own keeps LLVM
+        // from merging this call with another (one call with a slot known only at run
+        // time: an indirect jump, not a direct one; tests/test_datapath_families.py checks
+        // the bytecode).
+        if (skb->protocol == bpf_htons(ETH_P_IPV6) && !skb->vlan_present)
+            return TC_ACT_UNSPEC;
         jmp_map.call(skb, JMP_LB6);
         return TC_ACT_UNSPEC;
     }
@@ -468,7 +473,7 @@ send:;
 }
 
 #if MODULE_CORE
-// The attached program: the IPv4 balancer, which hands IPv6 packets to sluice_lb6.
+// The IPv4 balancer, attached behind sluice_lb6's filter; hands tagged IPv6 packets over.
 int sluice_lb(struct __sk_buff *skb)
 {
     return lb_entry(skb, 0, 4);
@@ -476,7 +481,8 @@ int sluice_lb(struct __sk_buff *skb)
 #endif
 
 #if MODULE_IPV6
-// Tail-call target for IPv6 packets (sluice_lb: lb_entry).
+// The IPv6 balancer: a TC filter of its own for untagged IPv6 packets, a tail-call target
+// for VLAN-tagged ones (sluice_lb: lb_entry).
 int sluice_lb6(struct __sk_buff *skb)
 {
     return lb_entry(skb, 0, 6);

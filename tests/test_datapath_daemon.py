@@ -83,7 +83,8 @@ def test_daemon_cli_end_to_end_and_restart_keeps_flows(
         web = next(r for r in stats if r["service"] == "web" and "endpoint" not in r)
         assert web["total-sessions"] == 4 and web["packets"] >= 4 * 5
         status = d.cli_json("dp", "status")
-        assert all(f == ["sluice_lb"] for f in status["interfaces"].values())
+        # IPv6's balancer ahead of sluice_lb for untagged IPv6 packets (web6).
+        assert all(f == ["sluice_lb6", "sluice_lb"] for f in status["interfaces"].values())
         assert status["maps"]["svc_map"]["entries"] == 2
         assert status["maps"]["ct_map"]["capacity"] == 1048576
         shown = d.cli_json("lb", "show", "web")
@@ -105,7 +106,9 @@ def test_daemon_cli_end_to_end_and_restart_keeps_flows(
         wait_for(lambda: d.cli_json("ct", "list", "--service", "echo"), timeout=5)
         assert d.stop() == 0
         ifname = net.interfaces[0]
-        assert netlink.tc_filters(ifname, "ingress", netns=net.lb.ns) == ["sluice_lb"]
+        assert netlink.tc_filters(ifname, "ingress", netns=net.lb.ns) == ["sluice_lb6",
+                                                                           "sluice_lb"]  # fmt: skip
+        assert net.get(VIP6) == "b2"  # round-robin goes on with no daemon
         at_stop = rounds()
         wait_for(lambda: rounds() >= at_stop + 25, timeout=5)  # traffic flows with no daemon
         d.start(timeout=60)
@@ -114,6 +117,7 @@ def test_daemon_cli_end_to_end_and_restart_keeps_flows(
         (row,) = d.cli_json("ct", "list", "--service", "echo")
         assert row["state"] == "established" and row["packets"][0] > 50
         assert [net.get(VIP4) for _ in range(2)] == ["b1", "b2"]  # same config after restart
+        assert net.get(VIP6) in ("b1", "b2")
         stop.touch()
         assert chatter.wait(10) == 0, chatter_log.read_text()
         assert rounds() > 60  # no gap long enough to fail the chatter's 3 s timeout

@@ -33,8 +33,8 @@ def _run(lbnet: LbNet, frame: bytes, ifname: str, flags: int = 0) -> int:
     import pktcost
 
     with pktcost.in_netns(lbnet.lb.ns):
-        verdict, _ = pktcost.test_run(lbnet.rec.program.fn.fd, frame, lbnet.lb.ifindex(ifname),
-                                      flags=flags)  # fmt: skip
+        first = lbnet.rec.program.entry(frame[12:14] == b"\x86\xdd")  # what TC runs first
+        verdict, _ = pktcost.test_run(first.fd, frame, lbnet.lb.ifindex(ifname), flags=flags)
     return verdict
 
 

@@ -27,6 +27,12 @@ log = logging.getLogger(__name__)
 
 BPF_DIR = resources.bpf_dir()
 PROGRAM = "sluice_lb"
+# The two TC filters on each interface (bpf/lb.c lb_entry): IPv6's balancer for untagged
+# IPv6 packets first, so they skip the IPv4 balancer's handoff (a test and a tail call),
+# then sluice_lb for the rest. While no IPv6 program exists (module "ipv6" not loaded, no
+# previous daemon's left in its slot) only sluice_lb's is there.
+PROGRAM6 = "sluice_lb6"
+PRIO6, PRIO = 1, 2
 DEFAULT_PIN_ROOT = Path("/sys/fs/bpf/sluice")
 LAYOUT_SUFFIX = "_v5"  # bpf/lib/maps.h LAYOUT
 # Pins of older layouts: their maps cannot be read as ours (v1: conntrack entries without a
@@ -155,6 +161,7 @@ class Program:
         self.attached: dict[tuple[str, str | None], float] = {}  # (ifname, netns) -> since
         self._source: str | None = None
         self._need_lock = threading.Lock()
+        self._attach_lock = threading.Lock()  # need("ipv6") and attach: both filters, always
         self._events_cb: Any = None
 
     def load(self) -> None:
@@ -207,6 +214,8 @@ class Program:
         with self._need_lock:
             if feature not in self.modules:
                 self._load_module(feature)
+                if feature == "ipv6":
+                    self._attach_ipv6_everywhere()
 
     def _load_module(self, module: str) -> Any:
         from bcc import BPF
@@ -274,13 +283,70 @@ class Program:
 
     # -- attach --------------------------------------------------------------------------
     def attach(self, ifname: str, netns: str | None = None) -> None:
-        """Attach (or atomically replace) our classifier on ``ifname``'s TC ingress."""
-        netlink.attach_tc(ifname, self.fn.fd, PROGRAM, "ingress", netns=netns)
-        self.attached[(ifname, netns)] = time.time()
+        """Attach (or atomically replace) our classifiers on ``ifname``'s TC ingress:
+        sluice_lb, and IPv6's ahead of it when there is one (PRIO6, PRIO)."""
+        with self._attach_lock:
+            netlink.attach_tc(ifname, self.fn.fd, PROGRAM, "ingress", netns=netns, prio=PRIO)
+            fd, own = self._ipv6_fd()
+            try:
+                if fd is None:
+                    # Nothing IPv6 yet. A filter at PRIO6 is an older daemon's: its sluice_lb
+                    # for every protocol (one filter), which would run ahead of ours.
+                    netlink.detach_tc_prio(ifname, PRIO6, "ingress", netns=netns)
+                else:
+                    self._attach_ipv6(ifname, netns, fd)
+            finally:
+                if fd is not None and not own:
+                    os.close(fd)
+            self.attached[(ifname, netns)] = time.time()
 
     def detach(self, ifname: str, netns: str | None = None) -> bool:
-        self.attached.pop((ifname, netns), None)
-        return netlink.detach_tc(ifname, "ingress", netns=netns)
+        with self._attach_lock:
+            self.attached.pop((ifname, netns), None)
+            return netlink.detach_tc(ifname, "ingress", netns=netns)
+
+    def entry(self, ipv6: bool) -> Any:
+        """The program TC runs first for an untagged packet of the family (bcc's function):
+        sluice_lb6 for IPv6 once its module is loaded, else sluice_lb."""
+        if ipv6 and "ipv6" in self.modules:
+            return self.modules["ipv6"]["functions"][PROGRAM6]
+        return self.fn
+
+    def _attach_ipv6(self, ifname: str, netns: str | None, fd: int) -> None:
+        netlink.attach_tc(ifname, fd, PROGRAM6, "ingress", netns=netns, prio=PRIO6,
+                          protocol=netlink.ETH_P_IPV6)  # fmt: skip
+
+    def _attach_ipv6_everywhere(self) -> None:
+        """IPv6's filter onto every interface sluice_lb is on (its module just loaded)."""
+        fd = self.modules["ipv6"]["functions"][PROGRAM6].fd
+        with self._attach_lock:
+            for ifname, netns in list(self.attached):
+                try:
+                    self._attach_ipv6(ifname, netns, fd)
+                except (FileNotFoundError, LookupError):
+                    # The interface or its namespace is gone, and sluice_lb's filter with
+                    # it (attach puts both back if it returns).
+                    del self.attached[(ifname, netns)]
+                except OSError as exc:
+                    # sluice_lb hands nothing untagged over: IPv6 on it passes untouched.
+                    log.error("IPv6 balancer attach failed",
+                              extra={"interface": ifname, "error": str(exc)})  # fmt: skip
+
+    def _ipv6_fd(self) -> tuple[int | None, bool]:
+        """(fd, ours) of the IPv6 balancer: our module's, or the program a previous daemon
+        left in its jmp_map slot (a restart or an upgrade keeps IPv6 flows balanced until
+        need("ipv6") replaces it; the caller closes that fd), or None."""
+        if "ipv6" in self.modules:
+            return self.modules["ipv6"]["functions"][PROGRAM6].fd, True
+        table = self.bpf[b"jmp_map"]
+        key, prog_id = ct.c_int(JMP_INDEX[PROGRAM6]), ct.c_uint32(0)
+        from bcc import libbcc
+
+        # A prog array read from user space yields the program's id (not an fd).
+        if libbcc.lib.bpf_lookup_elem(table.map_fd, ct.byref(key), ct.byref(prog_id)) != 0:
+            return None, False
+        fd = ct.CDLL("libbpf.so.1", use_errno=True).bpf_prog_get_fd_by_id(prog_id.value)
+        return (fd, False) if fd >= 0 else (None, False)
 
     # -- introspection -------------------------------------------------------------------
     def _pinned_info(self, short: str) -> _MapInfo | None:
