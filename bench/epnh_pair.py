@@ -55,12 +55,13 @@ def measure(net: Any, prog: Any, algorithms: list[str], sizes: list[int], pairs:
                 got: dict[bool, list[float]] = {True: [], False: []}
                 with pktcost.in_netns(net.lb.ns):
                     switch(prog, True)  # one call to fill the cache
-                    meter.harness.warm(meter.fd, syn, meter.front, repeat, 1, new_flows=True)
+                    meter.harness.warm(meter.entry(syn), syn, meter.front, repeat, 1,
+                                       new_flows=True)  # fmt: skip
                     for i in range(pairs):
                         for on in (True, False) if i % 2 == 0 else (False, True):
                             switch(prog, on)
                             meter.clear_ct()
-                            w = meter.harness.warm(meter.fd, syn, meter.front, repeat, 1,
+                            w = meter.harness.warm(meter.entry(syn), syn, meter.front, repeat, 1,
                                                    new_flows=True)  # fmt: skip
                             got[on].append(w["ns"] - harness)
                 switch(prog, True)

@@ -13,9 +13,9 @@ The stages add up to more than bench/pktcost.py's figure by about a marker per s
 (printed): read them as shares, and compare stages within one run.
 
 Each call starts from empty conntrack tables (as pktcost's warm new-flow figure does), so its
-SYNs are inserted into a SYN table (syn_map) far from full: a normal new flow's cost. The
-table's fill before and after each call is printed. ``--syn-full`` adds, beside each figure,
-the same flows into a SYN table filled to capacity first by other clients' SYNs (a SYN
+SYNs are inserted into a SYN table (syn4_map for IPv4) far from full: a normal new flow's
+cost. The table's fill before and after each call is printed. ``--syn-full`` adds, beside
+each figure, the same flows into a SYN table filled to capacity first by other clients' SYNs (a SYN
 flood): every insert then evicts (the LRU's shrink path), labelled "SYN table full".
 """
 
@@ -71,12 +71,21 @@ def entries(prog: Any, name: str) -> int:
         return 0
 
 
+def syn_table(prog: Any) -> str:
+    """The SYN table IPv4 flows use: syn4_map under the compact key (an older tree: syn_map)."""
+    try:
+        prog.table("syn4_map")
+    except KeyError:
+        return "syn_map"
+    return "syn4_map"
+
+
 def fill_syn_table(meter: Any, vip: str) -> None:
-    """Fill syn_map to capacity with SYNs of another client (198.18.0.2): more flows than
+    """Fill the SYN table to capacity with SYNs of another client (198.18.0.2): more flows than
     it holds (two entries each), so it is full and recycling when the measured flows come."""
-    cap = meter.prog.table("syn_map").max_entries
+    cap = meter.prog.table(syn_table(meter.prog)).max_entries
     other = pktcost.tcp_frame("198.18.0.2", vip, 1024, pktcost.PORT, pktcost.SYN)
-    meter.harness.warm(meter.fd, other, meter.front, min(cap, 60000), 1, new_flows=True)
+    meter.harness.warm(meter.entry(other), other, meter.front, min(cap, 60000), 1, new_flows=True)
 
 
 def measure(algorithms: list[str], sizes: list[int], calls: int, repeat: int,
@@ -84,7 +93,7 @@ def measure(algorithms: list[str], sizes: list[int], calls: int, repeat: int,
             syn_full: bool = False) -> list[dict[str, Any]]:  # fmt: skip
     """Per (algorithm, endpoints): each call's warm total and per-stage sums per flow.
     ``code``: another tree's appliance/ + bpf/ (as bench/pktcost.py --code). ``syn_full``:
-    each figure once more with syn_map filled first (a SYN flood), labelled."""
+    each figure once more with the SYN table filled first (a SYN flood), labelled."""
     sys.path.insert(0, str(BENCH.parent))
     if code:
         os.environ["SLUICE_DATA_DIR"] = code
@@ -108,16 +117,16 @@ def measure(algorithms: list[str], sizes: list[int], calls: int, repeat: int,
                                 meter.clear_ct()
                                 if full:
                                     fill_syn_table(meter, net.services[name]["vip"])
-                                before = entries(prog, "syn_map")
+                                before = entries(prog, syn_table(prog))
                                 slots.clear()
-                                w = meter.harness.warm(meter.fd, syn, meter.front, repeat, 1,
-                                                       new_flows=True)  # fmt: skip
+                                w = meter.harness.warm(meter.entry(syn), syn, meter.front,
+                                                       repeat, 1, new_flows=True)  # fmt: skip
                                 sums = {k.value: sum(v) / repeat for k, v in slots.items()}
                                 per_call.append({"total": w["ns"], "sums": sums,
-                                                 "syn": (before, entries(prog, "syn_map"))})
+                                                 "syn": (before, entries(prog, syn_table(prog)))})
                         out.append({"algorithm": algo, "endpoints": n, "calls": per_call,
                                     "syn_full": full,
-                                    "syn_capacity": prog.table("syn_map").max_entries})
+                                    "syn_capacity": prog.table(syn_table(prog)).max_entries})
                         meter.clear_ct()
         finally:
             meter.close()
@@ -143,7 +152,7 @@ def table(res: list[dict[str, Any]]) -> str:
     lines.append("| whole run, instrumented (warm meter, harness included) | "
                  + " | ".join(f"{statistics.median(c['total'] for c in r['calls']):.0f}"
                               for r in res) + " |")  # fmt: skip
-    lines.append("| syn_map entries before → after a call (of its capacity) | "
+    lines.append("| SYN table entries before → after a call (of its capacity) | "
                  + " | ".join(f"{r['calls'][-1]['syn'][0]} → {r['calls'][-1]['syn'][1]} "
                               f"(of {r['syn_capacity']})" for r in res) + " |")  # fmt: skip
     return "\n".join(lines)

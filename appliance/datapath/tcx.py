@@ -2,7 +2,7 @@
 
 The kernel runs an interface's tcx programs before its clsact filters; a tcx program that
 returns TCX_NEXT (TC_ACT_UNSPEC) lets the packet go on to them. The QoS program
-(bpf/qos.c) is attached here so it sees packets before the balancer (clsact prio 1)
+(bpf/qos.c) is attached here so it sees packets before the balancer (clsact prio 1, 2)
 without a change to the balancer's attachment or a call in its hot path.
 
 Attached with BPF_PROG_ATTACH (not a bpf_link): the attachment belongs to the device, like
