@@ -11,7 +11,7 @@
 #define NF_ST_SERVICE     2          // service lookup, HA pause check, checks
 #define NF_ST_SELECT      3          // endpoint selection + the endpoint's record
 #define NF_ST_BUILD       4          // the entry built in the scratch slot
-#define NF_ST_REPLY       5          // the REPLY key claimed (cross-table check + insert)
+#define NF_ST_REPLY       5          // the REPLY key's insert (after NF_ST_CHECK)
 #define NF_ST_TCP         6          // TCP numbers and the SYN's window scale noted
 #define NF_ST_FIB         7          // the FIB lookup
 #define NF_ST_NEXTHOP     8          // the next hop stored in the entry
@@ -19,6 +19,7 @@
 #define NF_ST_COUNT       10         // flow event, gauges, counters
 #define NF_ST_SEND        11         // NAT and redirect
 #define NF_ST_SELF        12         // a marker's own cost
+#define NF_ST_CHECK       13         // the REPLY key looked up in the other table (tcpstate.h)
 #define NF_ST_LAST        15         // the previous marker's time
 
 #ifdef NF_STAGES

@@ -16,6 +16,8 @@
 //   with these numbers (appliance/datapath/tcpreset.py).
 #pragma once
 
+#include "nf_stages.h"                     // ct_claim marks a stage (empty outside the bench)
+
 // The table a flow's entries are in: ct_map, or syn_map while its handshake runs. `fam`:
 // as in ct_tables.h ct_get_f.
 static __always_inline struct ct_entry *ct_lookup_in_f(struct ct_key *k, int syn,
@@ -57,6 +59,7 @@ static __always_inline int ct_claim(struct ct_key *k, struct ct_entry *e, int sy
 {
     if (k->proto == IPPROTO_TCP && (syn ? ct_get(k) : syn_get(k)))
         return -1;
+    NF_STAGE(NF_ST_CHECK);
     return ct_insert(k, e, syn);
 }
 
