@@ -104,6 +104,7 @@ def measure(algorithms: list[str], sizes: list[int], calls: int, repeat: int,
     with pktcost.bed(code=code) as (net, prog):
         meter = pktcost.Meter(net, prog, pktcost.SETTINGS["quick"])
         slots = prog.bpf[b"nf_stages"]
+        syn_map = syn_table(prog)
         try:
             for algo in algorithms:
                 for n in sizes:
@@ -118,16 +119,16 @@ def measure(algorithms: list[str], sizes: list[int], calls: int, repeat: int,
                                 meter.clear_ct()
                                 if full:
                                     fill_syn_table(meter, net.services[name]["vip"])
-                                before = entries(prog, syn_table(prog))
+                                before = entries(prog, syn_map)
                                 slots.clear()
                                 w = meter.harness.warm(meter.entry(syn), syn, meter.front,
                                                        repeat, 1, new_flows=True)  # fmt: skip
                                 sums = {k.value: sum(v) / repeat for k, v in slots.items()}
                                 per_call.append({"total": w["ns"], "sums": sums,
-                                                 "syn": (before, entries(prog, syn_table(prog)))})
+                                                 "syn": (before, entries(prog, syn_map))})
                         out.append({"algorithm": algo, "endpoints": n, "calls": per_call,
                                     "syn_full": full,
-                                    "syn_capacity": prog.table(syn_table(prog)).max_entries})
+                                    "syn_capacity": prog.table(syn_map).max_entries})
                         meter.clear_ct()
         finally:
             meter.close()

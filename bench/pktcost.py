@@ -494,10 +494,11 @@ class Meter:
         def syn(i: int) -> bytes:
             return tcp_frame(client, vip, 1024 + i % 64000, PORT, SYN)
 
+        fd = self.entry(syn(0))
         with in_netns(self.net.lb.ns):
-            c = cold(self.entry(syn(0)), syn, self.front, self.s["new_cold"])
+            c = cold(fd, syn, self.front, self.s["new_cold"])
             self.clear_ct()
-            w = self.harness.warm(self.entry(syn(0)), syn(0), self.front, self.s["new_repeat"],
+            w = self.harness.warm(fd, syn(0), self.front, self.s["new_repeat"],
                                   self.s["new_calls"], new_flows=True, between=self.clear_ct)
         flows = len(self.net.rec.conntrack(name))
         self.clear_ct()

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance import netlink, resources
-from appliance.datapath import crc32c
+from appliance.datapath import crc32c, tcx
 
 log = logging.getLogger(__name__)
 
@@ -339,13 +339,12 @@ class Program:
         if "ipv6" in self.modules:
             return self.modules["ipv6"]["functions"][PROGRAM6].fd, True
         table = self.bpf[b"jmp_map"]
-        key, prog_id = ct.c_int(JMP_INDEX[PROGRAM6]), ct.c_uint32(0)
-        from bcc import libbcc
-
-        # A prog array read from user space yields the program's id (not an fd).
-        if libbcc.lib.bpf_lookup_elem(table.map_fd, ct.byref(key), ct.byref(prog_id)) != 0:
+        try:
+            # A prog array read from user space yields the program's id (not an fd).
+            prog_id = table[table.Key(JMP_INDEX[PROGRAM6])].value
+        except KeyError:  # an empty slot
             return None, False
-        fd = ct.CDLL("libbpf.so.1", use_errno=True).bpf_prog_get_fd_by_id(prog_id.value)
+        fd = tcx.prog_fd_by_id(prog_id)
         return (fd, False) if fd >= 0 else (None, False)
 
     # -- introspection -------------------------------------------------------------------

@@ -72,6 +72,11 @@ def _in_netns(netns: str | None, fn: Callable[[], T]) -> T:
     return out["value"]  # type: ignore[return-value]
 
 
+def prog_fd_by_id(prog_id: int) -> int:
+    """A new fd of the loaded BPF program ``prog_id`` (the caller closes it), or -1."""
+    return int(_libbpf().bpf_prog_get_fd_by_id(prog_id))
+
+
 def _check(rc: int, what: str) -> int:
     if rc < 0:
         code = -rc if rc != -1 else ct.get_errno()
@@ -101,7 +106,7 @@ def _attached(ifindex: int, kind: int) -> list[tuple[int, bytes]]:
         raise OSError(code, f"tcx query: {os.strerror(code)}")
     out = []
     for pid in ids[: cnt.value]:
-        fd = lib.bpf_prog_get_fd_by_id(pid)
+        fd = prog_fd_by_id(pid)
         if fd < 0:
             continue
         try:
@@ -115,7 +120,7 @@ def _ours(ifindex: int, kind: int) -> int | None:
     """An fd of our program attached on ``ifindex`` (caller closes it), or None."""
     for pid, name in _attached(ifindex, kind):
         if name.startswith(OURS):
-            fd = _libbpf().bpf_prog_get_fd_by_id(pid)
+            fd = prog_fd_by_id(pid)
             if fd >= 0:
                 return fd
     return None
